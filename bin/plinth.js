@@ -1,0 +1,25 @@
+#!/usr/bin/env node
+// Entry of the `plinth` command. Plinth needs Node.js 24+; where an older `node` is first on
+// PATH, re-run this script with the Node 24 that `npm install` put in node_modules.
+import { spawnSync } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
+
+const major = Number(process.versions.node.split('.')[0])
+if (major < 24) {
+  const local = fileURLToPath(new URL('../node_modules/node/bin/node', import.meta.url))
+  if (!existsSync(local)) {
+    process.stderr.write(
+      `plinth needs Node.js 24 or newer (this is ${process.version}); run "npm install" first.\n`,
+    )
+    process.exit(1)
+  }
+  const result = spawnSync(local, [fileURLToPath(import.meta.url), ...process.argv.slice(2)], {
+    stdio: 'inherit',
+  })
+  process.exit(result.status ?? 1)
+}
+const source = new URL('../src/main.ts', import.meta.url)
+const entry = existsSync(fileURLToPath(source)) ? source : new URL('../dist/main.js', import.meta.url)
+const { runCli } = await import(entry.href)
+process.exit(await runCli(process.argv.slice(2)))

@@ -1,0 +1,184 @@
+import { setTimeout as sleep } from 'node:timers/promises'
+import type { Logger } from 'pino'
+import type { PlinthConfig } from '../config/config.schema.ts'
+import { createServer, type PlinthApp } from '../http/create-server.ts'
+import { createRedis, type RedisHandle } from '../infra/cache/redis.ts'
+import { createDatabase, type Database } from '../infra/db/create-db.ts'
+import { createMigrator, type PlinthMigrator } from '../infra/db/migrator.ts'
+import { builtinModules } from '../modules/index.ts'
+import { createHealth, eventLoopCheck, type Health, memoryCheck } from '../observability/health.ts'
+import { createLogger } from '../observability/logger.ts'
+import { createMetrics, type Metrics } from '../observability/metrics.ts'
+import type { ModuleContext, PlinthMigration, PlinthModule } from './module.ts'
+import { PLINTH_VERSION } from './version.ts'
+
+export interface CreatePlinthOptions {
+  readonly config: PlinthConfig
+  /** Defaults to a logger built from the config. */
+  readonly logger?: Logger
+  /** Defaults to the built-in modules; tests and embedders may add their own. */
+  readonly modules?: readonly PlinthModule[]
+}
+
+export interface Plinth {
+  readonly config: PlinthConfig
+  readonly logger: Logger
+  readonly db: Database
+  readonly redis: RedisHandle | undefined
+  readonly migrator: PlinthMigrator
+  readonly metrics: Metrics
+  readonly health: Health
+  readonly app: PlinthApp
+  /** Connects to the database (retrying up to the deadline), migrates when configured, and readies the routes. */
+  prepare(): Promise<void>
+  /** `prepare()` then listen on HOST:PORT; returns the address. */
+  listen(): Promise<string>
+  /**
+   * Graceful stop: `/ready` answers 503 at once; after `PLINTH_SHUTDOWN_DELAY` the server stops
+   * accepting connections and in-flight requests finish (cut after `PLINTH_SHUTDOWN_TIMEOUT`);
+   * then Redis and the database close. Calling it again returns the same promise.
+   */
+  shutdown(): Promise<void>
+  readonly shuttingDown: boolean
+}
+
+function collectMigrations(modules: readonly PlinthModule[]): Record<string, PlinthMigration> {
+  const all: Record<string, PlinthMigration> = {}
+  for (const m of modules) Object.assign(all, m.migrations ?? {})
+  return all
+}
+
+/**
+ * The composition root: builds every adapter from the config and wires them together. It is the
+ * one place that depends on all layers; nothing else imports it but the CLI, tests and benchmarks.
+ *
+ * @example
+ * const plinth = await createPlinth({ config: loadConfig() })
+ * await plinth.listen()
+ */
+export async function createPlinth(options: CreatePlinthOptions): Promise<Plinth> {
+  const { config } = options
+  const logger = options.logger ?? createLogger(config)
+  const modules = options.modules ?? builtinModules
+  const startedAt = Date.now()
+  const metrics = createMetrics({ version: PLINTH_VERSION, revision: config.revision, env: config.env })
+  const db = await createDatabase(config, { logger })
+  const redis = config.redisUrl
+    ? createRedis({ ...config, redisUrl: config.redisUrl }, { logger })
+    : undefined
+  const migrator = createMigrator(db, collectMigrations(modules), { logger })
+
+  const eventLoop = eventLoopCheck()
+  const health = createHealth({
+    timeoutMs: config.healthTimeout,
+    checks: [
+      {
+        name: 'database',
+        critical: true,
+        async check() {
+          await db.ping(config.healthTimeout)
+          return { status: 'up' }
+        },
+      },
+      {
+        name: 'migrations',
+        critical: true,
+        async check() {
+          const pending = await migrator.pendingCount()
+          return { status: pending === 0 ? 'up' : 'down', details: { pending } }
+        },
+      },
+      ...(redis ? [redis.healthCheck()] : []),
+      eventLoop,
+      memoryCheck(),
+    ],
+  })
+
+  const pool = () => db.poolStats()
+  metrics.gauge('plinth_db_pool_size', 'Open database connections.', () => pool().total)
+  metrics.gauge('plinth_db_pool_idle', 'Idle database connections.', () => pool().idle)
+  metrics.gauge('plinth_db_pool_waiting', 'Queries waiting for a free connection.', () => pool().waiting)
+  metrics.gauge('plinth_db_pool_max', 'Largest number of connections the pool may open.', () => pool().max)
+  if (redis)
+    metrics.gauge('plinth_redis_connected', '1 when Redis is connected.', () =>
+      redis.client.status === 'ready' ? 1 : 0,
+    )
+
+  const context: ModuleContext = Object.freeze({ config, logger, db, metrics })
+  let shuttingDown = false
+  const app = await createServer({
+    config,
+    logger,
+    metrics,
+    health,
+    modules,
+    context,
+    version: PLINTH_VERSION,
+    startedAt,
+    serveApi: config.role !== 'worker',
+    isShuttingDown: () => shuttingDown,
+  })
+  for (const m of modules) for (const check of m.healthChecks?.(context) ?? []) health.add(check)
+
+  let prepared: Promise<void> | undefined
+  let stopping: Promise<void> | undefined
+
+  const plinth: Plinth = {
+    config,
+    logger,
+    db,
+    redis,
+    migrator,
+    metrics,
+    health,
+    app,
+    get shuttingDown() {
+      return shuttingDown
+    },
+    prepare() {
+      prepared ??= (async () => {
+        await db.connect()
+        if (config.migrateOnStart) await migrator.up()
+        // Redis only holds what can be lost: a short wait, then on without it (it keeps reconnecting).
+        if (redis && !(await redis.connect(2000)))
+          logger.warn({ target: redis.target }, 'starting without redis')
+        await app.ready()
+      })()
+      return prepared
+    },
+    async listen() {
+      await plinth.prepare()
+      const address = await app.listen({ port: config.port, host: config.host })
+      logger.info(
+        { address, role: config.role, env: config.env, version: PLINTH_VERSION, database: db.kind },
+        'plinth listening',
+      )
+      return address
+    },
+    shutdown() {
+      stopping ??= (async () => {
+        shuttingDown = true
+        logger.info({ delayMs: config.shutdownDelay, timeoutMs: config.shutdownTimeout }, 'shutdown started')
+        await sleep(config.shutdownDelay)
+        const cut = setTimeout(() => {
+          logger.warn(
+            { timeoutMs: config.shutdownTimeout },
+            'shutdown timeout reached, closing open connections',
+          )
+          app.server.closeAllConnections()
+        }, config.shutdownTimeout)
+        try {
+          await app.close()
+        } finally {
+          clearTimeout(cut)
+          eventLoop.stop()
+          await redis?.close()
+          await db.close()
+        }
+        logger.info('shutdown complete')
+      })()
+      return stopping
+    },
+  }
+  return plinth
+}

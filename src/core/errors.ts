@@ -1,0 +1,206 @@
+/**
+ * The one registry of Plinth's error codes. Each code has its HTTP status, a short title and a
+ * default detail that tells the caller how to fix the problem. Codes are stable: clients may rely
+ * on them, so rename none; add new ones.
+ */
+export const errorRegistry = {
+  PLINTH_HTTP_NOT_FOUND: {
+    status: 404,
+    title: 'Not Found',
+    detail: 'No route matches this path. The routes are listed in /api/openapi.json.',
+  },
+  PLINTH_HTTP_METHOD_NOT_ALLOWED: {
+    status: 405,
+    title: 'Method Not Allowed',
+    detail: 'This path does not accept this method; the Allow header lists the methods it does.',
+  },
+  PLINTH_HTTP_BODY_TOO_LARGE: {
+    status: 413,
+    title: 'Content Too Large',
+    detail: 'The request body is larger than this server accepts (PLINTH_BODY_LIMIT).',
+  },
+  PLINTH_HTTP_UNSUPPORTED_MEDIA_TYPE: {
+    status: 415,
+    title: 'Unsupported Media Type',
+    detail: 'Send the body as application/json, or in a content type this route declares.',
+  },
+  PLINTH_HTTP_MALFORMED_BODY: {
+    status: 400,
+    title: 'Malformed Body',
+    detail: 'The request body could not be parsed; check that it is valid JSON.',
+  },
+  PLINTH_HTTP_INVALID_REQUEST: {
+    status: 400,
+    title: 'Invalid Request',
+    detail: 'The path, query string or headers do not match what this route accepts; see `errors`.',
+  },
+  PLINTH_HTTP_VALIDATION_FAILED: {
+    status: 422,
+    title: 'Validation Failed',
+    detail: 'The request body does not match the schema of this route; see `errors` for each failing field.',
+  },
+  PLINTH_HTTP_BAD_REQUEST: {
+    status: 400,
+    title: 'Bad Request',
+    detail: 'The request could not be understood.',
+  },
+  PLINTH_HTTP_CLIENT_ERROR: {
+    status: 400,
+    title: 'Client Error',
+    detail: 'The request was refused; the status and detail say why.',
+  },
+  PLINTH_HTTP_OVERLOADED: {
+    status: 503,
+    title: 'Service Overloaded',
+    detail: 'The server is under pressure; retry after the delay in Retry-After.',
+  },
+  PLINTH_HTTP_SHUTTING_DOWN: {
+    status: 503,
+    title: 'Shutting Down',
+    detail: 'This instance is shutting down; retry, and another instance will answer.',
+  },
+  PLINTH_HTTP_REQUEST_TIMEOUT: {
+    status: 408,
+    title: 'Request Timeout',
+    detail: 'The request took too long to arrive (PLINTH_REQUEST_TIMEOUT).',
+  },
+  PLINTH_OPS_FORBIDDEN: {
+    status: 403,
+    title: 'Forbidden',
+    detail:
+      'Operator access is required: call from a network in PLINTH_OPS_NETWORKS or send Authorization: Bearer <PLINTH_OPS_TOKEN>.',
+  },
+  PLINTH_DB_UNAVAILABLE: {
+    status: 503,
+    title: 'Database Unavailable',
+    detail: 'The database cannot be reached right now; retry shortly.',
+  },
+  PLINTH_DB_TIMEOUT: {
+    status: 503,
+    title: 'Database Timeout',
+    detail: 'A database statement took longer than allowed; retry, or narrow the request.',
+  },
+  PLINTH_DB_CONFLICT: {
+    status: 409,
+    title: 'Conflict',
+    detail: 'The change conflicts with existing data (a duplicate or a concurrent update); reload and retry.',
+  },
+  PLINTH_DB_UNREACHABLE: {
+    status: 503,
+    title: 'Database Unreachable',
+    detail: 'Could not connect to the database before the deadline.',
+  },
+  PLINTH_DB_LOCKED: {
+    status: 503,
+    title: 'Data Directory In Use',
+    detail: 'Another Plinth process uses this data directory; the embedded database serves one process only.',
+  },
+  PLINTH_MIGRATION_FAILED: {
+    status: 500,
+    title: 'Migration Failed',
+    detail: 'A migration failed and was rolled back; see the cause.',
+  },
+  PLINTH_MIGRATION_UNKNOWN: {
+    status: 400,
+    title: 'Unknown Migration',
+    detail: 'No migration has this number; `plinth migrate status` lists them.',
+  },
+  PLINTH_CONFIG_INVALID: {
+    status: 500,
+    title: 'Invalid Configuration',
+    detail: 'The configuration is missing or invalid; the message lists every problem.',
+  },
+  PLINTH_INTERNAL: {
+    status: 500,
+    title: 'Internal Server Error',
+    detail: 'Something went wrong on our side; the request id identifies it in the logs.',
+  },
+} as const satisfies Record<string, { status: number; title: string; detail: string }>
+
+export type ErrorCode = keyof typeof errorRegistry
+
+export interface FieldError {
+  /** Where the field is: body, querystring, params or headers. */
+  readonly in: string
+  /** The field's path, dot-separated (empty for the whole object). */
+  readonly field: string
+  readonly message: string
+}
+
+/** An error with a registered code; the HTTP layer turns it into `application/problem+json`. */
+export class PlinthError extends Error {
+  readonly code: ErrorCode
+  readonly status: number
+  readonly title: string
+  readonly errors?: readonly FieldError[]
+  /** Extra response headers (e.g. Retry-After, Allow). */
+  readonly headers?: Readonly<Record<string, string>>
+
+  constructor(
+    code: ErrorCode,
+    detail?: string,
+    options: {
+      cause?: unknown
+      errors?: readonly FieldError[]
+      headers?: Record<string, string>
+      status?: number
+    } = {},
+  ) {
+    const entry = errorRegistry[code]
+    super(detail ?? entry.detail, options.cause === undefined ? undefined : { cause: options.cause })
+    this.name = 'PlinthError'
+    this.code = code
+    this.status = options.status ?? entry.status
+    this.title = entry.title
+    if (options.errors) this.errors = options.errors
+    if (options.headers) this.headers = options.headers
+  }
+}
+
+export function isPlinthError(err: unknown): err is PlinthError {
+  return err instanceof PlinthError
+}
+
+/** PostgreSQL SQLSTATE codes (and socket errors) and the Plinth codes they become. */
+const dbErrorMap: Readonly<Record<string, ErrorCode>> = {
+  '23505': 'PLINTH_DB_CONFLICT', // unique_violation
+  '23503': 'PLINTH_DB_CONFLICT', // foreign_key_violation
+  '40001': 'PLINTH_DB_CONFLICT', // serialization_failure
+  '40P01': 'PLINTH_DB_CONFLICT', // deadlock_detected
+  '57014': 'PLINTH_DB_TIMEOUT', // query_canceled (statement_timeout)
+  '57P01': 'PLINTH_DB_UNAVAILABLE', // admin_shutdown
+  '57P02': 'PLINTH_DB_UNAVAILABLE', // crash_shutdown
+  '57P03': 'PLINTH_DB_UNAVAILABLE', // cannot_connect_now
+  '53300': 'PLINTH_DB_UNAVAILABLE', // too_many_connections
+  '08000': 'PLINTH_DB_UNAVAILABLE',
+  '08001': 'PLINTH_DB_UNAVAILABLE',
+  '08003': 'PLINTH_DB_UNAVAILABLE',
+  '08004': 'PLINTH_DB_UNAVAILABLE',
+  '08006': 'PLINTH_DB_UNAVAILABLE',
+  ECONNREFUSED: 'PLINTH_DB_UNAVAILABLE',
+  ECONNRESET: 'PLINTH_DB_UNAVAILABLE',
+  ETIMEDOUT: 'PLINTH_DB_UNAVAILABLE',
+  EPIPE: 'PLINTH_DB_UNAVAILABLE',
+}
+
+const DB_MESSAGES = [
+  'Connection terminated',
+  'timeout exceeded when trying to connect',
+  'Client has encountered a connection error',
+  'Connection terminated unexpectedly',
+]
+
+/**
+ * Translates a database driver error into a `PlinthError` (keeping it as `cause`), or returns
+ * undefined when the error is not a known database condition.
+ */
+export function translateDbError(err: unknown): PlinthError | undefined {
+  if (!(err instanceof Error)) return undefined
+  const code = (err as { code?: unknown }).code
+  const mapped = typeof code === 'string' ? dbErrorMap[code] : undefined
+  if (mapped) return new PlinthError(mapped, undefined, { cause: err })
+  if (DB_MESSAGES.some((m) => err.message.includes(m))) {
+    return new PlinthError('PLINTH_DB_UNAVAILABLE', undefined, { cause: err })
+  }
+  return undefined
+}

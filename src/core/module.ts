@@ -1,0 +1,38 @@
+import type { Kysely } from 'kysely'
+import type { Logger } from 'pino'
+import type { PlinthConfig } from '../config/config.schema.ts'
+import type { PlinthApp } from '../http/create-server.ts'
+import type { Database } from '../infra/db/create-db.ts'
+import type { HealthCheck } from '../observability/health.ts'
+import type { Metrics } from '../observability/metrics.ts'
+
+/**
+ * One reversible migration. The name is `NNNN-what-it-does`: the number orders migrations across
+ * all modules and is what `plinth migrate down --to N` names.
+ */
+export interface PlinthMigration {
+  // biome-ignore lint/suspicious/noExplicitAny: migrations run before (and independently of) the table types
+  up(db: Kysely<any>): Promise<void>
+  // biome-ignore lint/suspicious/noExplicitAny: see above
+  down(db: Kysely<any>): Promise<void>
+}
+
+/** What a module gets from the composition root. */
+export interface ModuleContext {
+  readonly config: PlinthConfig
+  readonly logger: Logger
+  readonly db: Database
+  readonly metrics: Metrics
+}
+
+/**
+ * The contract a feature module implements. A module owns its tables (through its migrations),
+ * its routes (mounted under `/api/v1`) and its health checks.
+ */
+export interface PlinthModule {
+  readonly name: string
+  readonly migrations?: Readonly<Record<string, PlinthMigration>>
+  /** Registers routes; the instance is already prefixed with `/api/v1`. */
+  readonly routes?: (app: PlinthApp, ctx: ModuleContext) => Promise<void> | void
+  readonly healthChecks?: (ctx: ModuleContext) => readonly HealthCheck[]
+}

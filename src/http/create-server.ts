@@ -1,0 +1,106 @@
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import cors from '@fastify/cors'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import Fastify, {
+  type FastifyBaseLogger,
+  type FastifyInstance,
+  LogController,
+  type RawServerDefault,
+} from 'fastify'
+import type { Logger } from 'pino'
+import type { PlinthConfig } from '../config/config.schema.ts'
+import type { ModuleContext, PlinthModule } from '../core/module.ts'
+import type { Health } from '../observability/health.ts'
+import type { Metrics } from '../observability/metrics.ts'
+import { pickRequestId, REQUEST_ID_HEADER } from '../observability/request-id.ts'
+import { opsRoutes } from './ops-routes.ts'
+import openapi from './plugins/openapi.ts'
+import opsAccess from './plugins/ops-access.ts'
+import pressure from './plugins/pressure.ts'
+import problemJson from './plugins/problem-json.ts'
+import requestContext from './plugins/request-context.ts'
+import './route-config.ts'
+
+/** The Fastify instance Plinth builds, with TypeBox as the type provider. */
+export type PlinthApp = FastifyInstance<
+  RawServerDefault,
+  IncomingMessage,
+  ServerResponse,
+  FastifyBaseLogger,
+  TypeBoxTypeProvider
+>
+
+export interface CreateServerOptions {
+  readonly config: PlinthConfig
+  readonly logger: Logger
+  readonly metrics: Metrics
+  readonly health: Health
+  readonly modules: readonly PlinthModule[]
+  readonly context: ModuleContext
+  readonly version: string
+  readonly startedAt: number
+  /** Serve the application routes under /api/v1 (role `api` or `all`); otherwise only operations. */
+  readonly serveApi: boolean
+  readonly isShuttingDown: () => boolean
+}
+
+/**
+ * Builds the Fastify instance with every cross-cutting plugin, the operations routes and each
+ * module's routes under `/api/v1`. It does not listen; `createPlinth` decides when.
+ */
+export async function createServer(opts: CreateServerOptions): Promise<PlinthApp> {
+  const { config } = opts
+  const app = Fastify({
+    loggerInstance: opts.logger as FastifyBaseLogger,
+    // Fastify's own per-request lines are off: request-context.ts writes one line per request.
+    logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'requestId' }),
+    genReqId: (req) => pickRequestId(req.headers[REQUEST_ID_HEADER]),
+    bodyLimit: config.bodyLimit,
+    requestTimeout: config.requestTimeout,
+    trustProxy: config.trustProxy.length > 0 ? [...config.trustProxy] : false,
+    return503OnClosing: true,
+    forceCloseConnections: 'idle',
+    ajv: {
+      // Unknown fields are refused (schemas say additionalProperties: false), not silently dropped,
+      // and every failing field is reported at once.
+      customOptions: { removeAdditional: false, allErrors: true, coerceTypes: 'array', useDefaults: true },
+    },
+  }).withTypeProvider<TypeBoxTypeProvider>()
+
+  await app.register(problemJson, { development: config.env === 'development' })
+  await app.register(requestContext, { metrics: opts.metrics, logBodies: config.logBodies })
+  await app.register(opsAccess, { networks: config.opsNetworks, token: config.opsToken })
+  await app.register(pressure, {
+    maxEventLoopDelay: config.maxEventLoopDelay,
+    maxHeapUsedRatio: config.maxHeapUsedRatio,
+  })
+  await app.register(openapi, { version: opts.version, docsUi: config.apiDocs })
+  if (config.corsOrigins.length > 0) {
+    const anyOrigin = config.corsOrigins.includes('*')
+    await app.register(cors, {
+      origin: anyOrigin ? '*' : [...config.corsOrigins],
+      credentials: config.corsCredentials && !anyOrigin,
+      exposedHeaders: [REQUEST_ID_HEADER, 'retry-after'],
+      maxAge: 600,
+    })
+  }
+
+  await app.register(opsRoutes, {
+    health: opts.health,
+    metrics: opts.metrics,
+    metricsPublic: config.metricsPublic,
+    version: opts.version,
+    startedAt: opts.startedAt,
+    isShuttingDown: opts.isShuttingDown,
+  })
+
+  if (opts.serveApi) {
+    await app.register(
+      async (api) => {
+        for (const module of opts.modules) await module.routes?.(api, opts.context)
+      },
+      { prefix: '/api/v1' },
+    )
+  }
+  return app
+}

@@ -1,0 +1,116 @@
+import {
+  type Migration,
+  type MigrationInfo,
+  type MigrationResultSet,
+  Migrator,
+  NO_MIGRATIONS,
+} from 'kysely/migration'
+import type { Logger } from 'pino'
+import { PlinthError } from '../../core/errors.ts'
+import type { PlinthMigration } from '../../core/module.ts'
+import type { Database } from './create-db.ts'
+
+const NAME = /^(\d{4})-[a-z0-9]+(?:-[a-z0-9]+)*$/
+
+export const MIGRATION_TABLE = 'plinth_migrations'
+export const MIGRATION_LOCK_TABLE = 'plinth_migrations_lock'
+
+export interface MigrationStatus {
+  readonly number: number
+  readonly name: string
+  readonly appliedAt: Date | null
+}
+
+export interface PlinthMigrator {
+  /** Applies every pending migration; returns the names applied. */
+  up(): Promise<string[]>
+  /** Reverts the last migration, or every migration above number `to` (0 reverts all). */
+  down(options?: { to?: number }): Promise<string[]>
+  status(): Promise<MigrationStatus[]>
+  /** How many known migrations are not applied. */
+  pendingCount(): Promise<number>
+}
+
+/**
+ * Checks names and numbers: `NNNN-kebab-name`, numbers unique across modules.
+ * Throws on the first bad entry, naming it.
+ */
+export function assertMigrations(migrations: Readonly<Record<string, PlinthMigration>>): void {
+  const seen = new Map<string, string>()
+  for (const name of Object.keys(migrations)) {
+    const m = NAME.exec(name)
+    if (!m) throw new Error(`migration name "${name}" must look like 0001-create-things`)
+    const other = seen.get(m[1]!)
+    if (other) throw new Error(`migrations "${other}" and "${name}" share the number ${m[1]}`)
+    seen.set(m[1]!, name)
+  }
+}
+
+const numberOf = (name: string) => Number(name.slice(0, 4))
+
+function unwrap(result: MigrationResultSet, direction: string, log: Logger): string[] {
+  const done = (result.results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName)
+  if (result.error) {
+    const failed = result.results?.find((r) => r.status === 'Error')?.migrationName
+    const cause = result.error as Error
+    throw new PlinthError(
+      'PLINTH_MIGRATION_FAILED',
+      `Migration ${direction}${failed ? ` of ${failed}` : ''} failed and was rolled back: ${cause.message ?? String(cause)}`,
+      { cause },
+    )
+  }
+  for (const name of done) log.info({ migration: name, direction }, 'migration applied')
+  return done
+}
+
+/**
+ * Numbered, reversible migrations on Kysely's migrator. Each run happens in one transaction that
+ * first takes `pg_advisory_xact_lock` (Kysely's PostgreSQL adapter), so replicas starting together
+ * migrate exactly once: the others wait for the lock, then find nothing pending.
+ */
+export function createMigrator(
+  db: Database,
+  migrations: Readonly<Record<string, PlinthMigration>>,
+  deps: { logger: Logger },
+): PlinthMigrator {
+  assertMigrations(migrations)
+  const log = deps.logger.child({ component: 'migrator' })
+  const migrator = new Migrator({
+    db: db.kysely,
+    provider: { getMigrations: async () => migrations as unknown as Record<string, Migration> },
+    migrationTableName: MIGRATION_TABLE,
+    migrationLockTableName: MIGRATION_LOCK_TABLE,
+  })
+  const infos = (): Promise<readonly MigrationInfo[]> => migrator.getMigrations()
+
+  return Object.freeze({
+    async up() {
+      return unwrap(await migrator.migrateToLatest(), 'up', log)
+    },
+    async down(options: { to?: number } = {}) {
+      if (options.to === undefined) return unwrap(await migrator.migrateDown(), 'down', log)
+      const applied = (await infos()).filter((i) => i.executedAt).map((i) => numberOf(i.name))
+      // "down" never applies anything: a target at or above the newest applied migration is a no-op.
+      if (options.to >= Math.max(0, ...applied)) return []
+      if (options.to === 0) return unwrap(await migrator.migrateTo(NO_MIGRATIONS), 'down', log)
+      const target = Object.keys(migrations).find((n) => numberOf(n) === options.to)
+      if (!target) {
+        throw new PlinthError(
+          'PLINTH_MIGRATION_UNKNOWN',
+          `No migration has the number ${options.to}; \`plinth migrate status\` lists them.`,
+        )
+      }
+      return unwrap(await migrator.migrateTo(target), 'down', log)
+    },
+    async status() {
+      return (await infos()).map((i) => ({
+        number: numberOf(i.name),
+        name: i.name,
+        appliedAt: i.executedAt ?? null,
+      }))
+    },
+    async pendingCount() {
+      return (await infos()).filter((i) => !i.executedAt).length
+    },
+  } satisfies PlinthMigrator)
+}

@@ -1,0 +1,66 @@
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client'
+
+export interface Metrics {
+  readonly registry: Registry
+  readonly httpRequestDuration: Histogram<'method' | 'route' | 'status_code'>
+  readonly httpRequests: Counter<'method' | 'route' | 'status_code'>
+  readonly httpInFlight: Gauge
+  /** Adds a gauge whose value is read at scrape time. */
+  gauge(name: string, help: string, read: () => number): void
+}
+
+/**
+ * A registry per Plinth instance (not prom-client's global one), so several instances can live
+ * in one process (tests, benchmarks) without clashing.
+ */
+export function createMetrics(build: { version: string; revision: string; env: string }): Metrics {
+  const registry = new Registry()
+  collectDefaultMetrics({ register: registry })
+
+  const buildInfo = new Gauge({
+    name: 'plinth_build_info',
+    help: 'Build of the running Plinth; always 1.',
+    labelNames: ['version', 'revision', 'node_version', 'env'],
+    registers: [registry],
+  })
+  buildInfo.set(
+    { version: build.version, revision: build.revision, node_version: process.version, env: build.env },
+    1,
+  )
+
+  const httpRequestDuration = new Histogram({
+    name: 'http_request_duration_seconds',
+    help: 'Time from receiving a request to sending the response, by route template.',
+    labelNames: ['method', 'route', 'status_code'] as const,
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [registry],
+  })
+  const httpRequests = new Counter({
+    name: 'http_requests_total',
+    help: 'Requests answered, by route template, method and status.',
+    labelNames: ['method', 'route', 'status_code'] as const,
+    registers: [registry],
+  })
+  const httpInFlight = new Gauge({
+    name: 'http_requests_in_flight',
+    help: 'Requests received and not yet answered.',
+    registers: [registry],
+  })
+
+  return Object.freeze({
+    registry,
+    httpRequestDuration,
+    httpRequests,
+    httpInFlight,
+    gauge(name: string, help: string, read: () => number) {
+      new Gauge({
+        name,
+        help,
+        registers: [registry],
+        collect() {
+          this.set(read())
+        },
+      })
+    },
+  })
+}
