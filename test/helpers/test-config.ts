@@ -1,0 +1,13 @@
+import type { PlinthConfig } from '../../src/config/config.schema.ts'
+import { loadConfig } from '../../src/config/load-config.ts'
+
+/**
+ * A test configuration: the in-memory embedded database, port 0, quiet logs, no .env file.
+ * `env` adds or overrides variables, exactly as the environment would.
+ */
+export function testConfig(env: Record<string, string | undefined> = {}): PlinthConfig {
+  return loadConfig({
+    env: { PLINTH_ENV: 'test', PLINTH_DATA_DIR: 'memory://', PORT: '0', PLINTH_LOG_LEVEL: 'silent', ...env },
+    envFile: false,
+  })
+}
