@@ -5,9 +5,10 @@ import { builtinModules } from '../modules/index.ts'
 import { createLogger } from '../observability/logger.ts'
 import { type CliIo, parseCommandArgs, UsageError } from './cli-io.ts'
 
-export const migrateUsage = `Usage: plinth migrate <up | down [--to N] | status>
+export const migrateUsage = `Usage: plinth migrate <up [--to N] | down [--to N] | status>
 
   up            apply every pending migration
+  up --to N     apply pending migrations numbered up to N
   down          revert the newest applied migration
   down --to N   revert every migration numbered above N (0 reverts all)
   status        list migrations, applied and pending
@@ -23,8 +24,8 @@ export async function migrateCommand(args: readonly string[], io: CliIo): Promis
       migrateUsage,
     )
   }
-  if (values.to !== undefined && (action !== 'down' || !/^\d+$/.test(values.to))) {
-    throw new UsageError('--to takes a migration number and goes with "down"', migrateUsage)
+  if (values.to !== undefined && (action === 'status' || !/^\d+$/.test(values.to))) {
+    throw new UsageError('--to takes a migration number and goes with "up" or "down"', migrateUsage)
   }
 
   const config = loadConfig()

@@ -120,7 +120,7 @@ export const configSchema = {
     env: 'PLINTH_LOG_LEVEL',
     default: (env) => (env === 'development' ? 'debug' : env === 'test' ? 'warn' : 'info'),
     defaultDoc: '`debug` in development, `warn` in test, `info` otherwise',
-    doc: 'Minimum log level.',
+    doc: 'Minimum level written to the log; `silent` turns logging off.',
   }),
   logFormat: oneOf(['json', 'pretty'] as const, {
     env: 'PLINTH_LOG_FORMAT',

@@ -94,6 +94,7 @@ export function loadConfig(options: LoadConfigOptions = {}): PlinthConfig {
   }
 
   for (const [name, key] of keys) {
+    if (name === 'env') continue
     const raw = rawValue(key, env, cwd, problems)
     if (raw === undefined) {
       values[name] = resolveDefault(key, plinthEnv)

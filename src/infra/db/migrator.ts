@@ -22,8 +22,8 @@ export interface MigrationStatus {
 }
 
 export interface PlinthMigrator {
-  /** Applies every pending migration; returns the names applied. */
-  up(): Promise<string[]>
+  /** Applies every pending migration, or those numbered up to `to`; returns the names applied. */
+  up(options?: { to?: number }): Promise<string[]>
   /** Reverts the last migration, or every migration above number `to` (0 reverts all). */
   down(options?: { to?: number }): Promise<string[]>
   status(): Promise<MigrationStatus[]>
@@ -82,24 +82,27 @@ export function createMigrator(
     migrationLockTableName: MIGRATION_LOCK_TABLE,
   })
   const infos = (): Promise<readonly MigrationInfo[]> => migrator.getMigrations()
+  const nameOf = (n: number): string => {
+    const name = Object.keys(migrations).find((m) => numberOf(m) === n)
+    if (!name) throw new PlinthError('PLINTH_MIGRATION_UNKNOWN', `No migration has the number ${n}; \`plinth migrate status\` lists them.`)
+    return name
+  }
 
   return Object.freeze({
-    async up() {
-      return unwrap(await migrator.migrateToLatest(), 'up', log)
+    async up(options: { to?: number } = {}) {
+      if (options.to === undefined) return unwrap(await migrator.migrateToLatest(), 'up', log)
+      const target = nameOf(options.to)
+      const applied = (await infos()).filter((i) => i.executedAt).map((i) => numberOf(i.name))
+      // "up" never reverts anything: a target at or below the newest applied migration is a no-op.
+      if (options.to <= Math.max(0, ...applied)) return []
+      return unwrap(await migrator.migrateTo(target), 'up', log)
     },
     async down(options: { to?: number } = {}) {
       if (options.to === undefined) return unwrap(await migrator.migrateDown(), 'down', log)
+      const target = options.to === 0 ? NO_MIGRATIONS : nameOf(options.to)
       const applied = (await infos()).filter((i) => i.executedAt).map((i) => numberOf(i.name))
       // "down" never applies anything: a target at or above the newest applied migration is a no-op.
       if (options.to >= Math.max(0, ...applied)) return []
-      if (options.to === 0) return unwrap(await migrator.migrateTo(NO_MIGRATIONS), 'down', log)
-      const target = Object.keys(migrations).find((n) => numberOf(n) === options.to)
-      if (!target) {
-        throw new PlinthError(
-          'PLINTH_MIGRATION_UNKNOWN',
-          `No migration has the number ${options.to}; \`plinth migrate status\` lists them.`,
-        )
-      }
       return unwrap(await migrator.migrateTo(target), 'down', log)
     },
     async status() {

@@ -1,0 +1,35 @@
+import assert from 'node:assert/strict'
+import { readFileSync } from 'node:fs'
+import { describe, it } from 'node:test'
+import { renderConfigDocs } from '../src/config/config-docs.ts'
+import { configSchema } from '../src/config/config.schema.ts'
+import { renderErrorDocs } from '../src/core/error-docs.ts'
+import { errorRegistry } from '../src/core/errors.ts'
+
+const fix = 'run `npm run docs:generate` and commit the result'
+
+describe('generated reference docs', () => {
+  it('docs/configuration.md matches the config schema', () => {
+    assert.equal(readFileSync('docs/configuration.md', 'utf8'), renderConfigDocs(), `docs/configuration.md is stale: ${fix}`)
+  })
+
+  it('docs/errors.md matches the error registry', () => {
+    assert.equal(readFileSync('docs/errors.md', 'utf8'), renderErrorDocs(), `docs/errors.md is stale: ${fix}`)
+  })
+
+  it('documents every configuration key and every error code', () => {
+    const config = renderConfigDocs()
+    for (const key of Object.values(configSchema)) assert.ok(config.includes(`\`${key.env}\``), key.env)
+    const errors = renderErrorDocs()
+    for (const code of Object.keys(errorRegistry)) assert.ok(errors.includes(`\`${code}\``), code)
+  })
+
+  it('gives every key a doc and every code a fix', () => {
+    for (const key of Object.values(configSchema)) assert.ok(key.doc.length > 20, `${key.env} needs a doc`)
+    for (const [code, e] of Object.entries(errorRegistry)) {
+      assert.match(code, /^PLINTH_[A-Z]+(_[A-Z]+)*$/)
+      assert.ok(e.status >= 400 && e.status < 600, code)
+      assert.ok(e.detail.length > 20, `${code} needs a detail`)
+    }
+  })
+})
