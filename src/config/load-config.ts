@@ -105,11 +105,13 @@ export function loadConfig(options: LoadConfigOptions = {}): PlinthConfig {
     } catch (err) {
       const message = key.secret ? 'the value is not valid (not shown: it is secret)' : (err as Error).message
       problems.push(`${key.env}: ${message}. ${key.doc}`)
+      // The default stands in, so that the rules across keys still run and the message lists everything.
+      values[name] = resolveDefault(key, plinthEnv)
     }
   }
   values.env = plinthEnv
 
-  if (problems.length === 0) problems.push(...checkRules(values as PlinthConfig))
+  problems.push(...checkRules(values as PlinthConfig))
   if (problems.length > 0) throw new ConfigError(problems)
   return Object.freeze(values as PlinthConfig)
 }
