@@ -18,7 +18,12 @@ async function cli(...argv: string[]): Promise<{ code: number; out: string; err:
 }
 
 /** Runs the real `plinth` entry in a child process with exactly `env`. */
-function spawnCli(args: string[], env: Record<string, string>, entry = 'src/main.ts', node = process.execPath) {
+function spawnCli(
+  args: string[],
+  env: Record<string, string>,
+  entry = 'src/main.ts',
+  node = process.execPath,
+) {
   return new Promise<{ code: number | null; out: string; err: string }>((resolve, reject) => {
     const child = spawn(node, [entry, ...args], { env: { PATH: process.env.PATH ?? '', ...env } })
     let out = ''
@@ -42,12 +47,30 @@ describe('plinth CLI arguments', () => {
     ['start --help describes roles', ['start', '--help'], 0, /--role worker/, 'out'],
     ['migrate --help lists actions', ['migrate', '-h'], 0, /down --to N/, 'out'],
     ['config --help', ['config', '--help'], 0, /plinth config check/, 'out'],
-    ['an unknown option exits 2 with the usage', ['start', '--rolle', 'api'], 2, /Unknown option '--rolle'[\s\S]*Usage: plinth start/, 'err'],
+    [
+      'an unknown option exits 2 with the usage',
+      ['start', '--rolle', 'api'],
+      2,
+      /Unknown option '--rolle'[\s\S]*Usage: plinth start/,
+      'err',
+    ],
     ['a wrong role exits 2', ['start', '--role', 'boss'], 2, /--role must be one of api, worker, all/, 'err'],
     ['migrate without action exits 2', ['migrate'], 2, /missing action/, 'err'],
-    ['migrate with an unknown action exits 2', ['migrate', 'sideways'], 2, /unknown action "sideways"/, 'err'],
+    [
+      'migrate with an unknown action exits 2',
+      ['migrate', 'sideways'],
+      2,
+      /unknown action "sideways"/,
+      'err',
+    ],
     ['--to must be a number', ['migrate', 'down', '--to', 'x'], 2, /--to takes a migration number/, 'err'],
-    ['--to does not go with status', ['migrate', 'status', '--to', '1'], 2, /--to takes a migration number/, 'err'],
+    [
+      '--to does not go with status',
+      ['migrate', 'status', '--to', '1'],
+      2,
+      /--to takes a migration number/,
+      'err',
+    ],
     ['config needs "check"', ['config'], 2, /missing subcommand/, 'err'],
     ['config with another subcommand exits 2', ['config', 'show'], 2, /unknown subcommand "show"/, 'err'],
     ['version takes no arguments', ['version', 'extra'], 2, /Usage: plinth version/, 'err'],
@@ -84,7 +107,11 @@ describe('plinth config check', () => {
   })
 
   it('exits 1 listing every problem at once', async () => {
-    const r = await spawnCli(['config', 'check'], { PLINTH_ENV: 'production', PORT: 'abc', PLINTH_LOG_BODIES: 'true' })
+    const r = await spawnCli(['config', 'check'], {
+      PLINTH_ENV: 'production',
+      PORT: 'abc',
+      PLINTH_LOG_BODIES: 'true',
+    })
     assert.equal(r.code, 1)
     assert.match(r.err, /Invalid configuration \(3 problems\)/)
     assert.match(r.err, /PORT: expected a whole number/)
@@ -125,14 +152,19 @@ describe('plinth migrate on the embedded database', () => {
       PLINTH_DB_CONNECT_DEADLINE: '600ms',
     })
     assert.equal(r.code, 1)
-    assert.match(r.err, /Could not connect to the database at postgres:\/\/nobody:\*\*\*\*@127\.0\.0\.1:1\/none/)
+    assert.match(
+      r.err,
+      /Could not connect to the database at postgres:\/\/nobody:\*\*\*\*@127\.0\.0\.1:1\/none/,
+    )
     assert.match(r.err, /PLINTH_DB_UNREACHABLE/)
     assert.doesNotMatch(r.err, /:pw@/)
   })
 })
 
 describe('the plinth bin', () => {
-  it('runs on Node 24 even when an older node starts it', { skip: !process.env.PATH?.includes('/usr/bin') }, async () => {
+  it('runs on Node 24 even when an older node starts it', {
+    skip: !process.env.PATH?.includes('/usr/bin'),
+  }, async () => {
     const r = await spawnCli(['version'], {}, 'bin/plinth.js', '/usr/bin/node')
     assert.equal(r.code, 0, r.err)
     assert.match(r.out, new RegExp(`^plinth ${PLINTH_VERSION.replaceAll('.', '\\.')} \\(node v2[4-9]\\.`))

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict'
 import { readFileSync } from 'node:fs'
 import { describe, it } from 'node:test'
-import { renderConfigDocs } from '../src/config/config-docs.ts'
 import { configSchema } from '../src/config/config.schema.ts'
+import { renderConfigDocs } from '../src/config/config-docs.ts'
 import { renderErrorDocs } from '../src/core/error-docs.ts'
 import { errorRegistry } from '../src/core/errors.ts'
 
@@ -10,7 +10,11 @@ const fix = 'run `npm run docs:generate` and commit the result'
 
 describe('generated reference docs', () => {
   it('docs/configuration.md matches the config schema', () => {
-    assert.equal(readFileSync('docs/configuration.md', 'utf8'), renderConfigDocs(), `docs/configuration.md is stale: ${fix}`)
+    assert.equal(
+      readFileSync('docs/configuration.md', 'utf8'),
+      renderConfigDocs(),
+      `docs/configuration.md is stale: ${fix}`,
+    )
   })
 
   it('docs/errors.md matches the error registry', () => {

@@ -38,7 +38,9 @@ const extra: Record<string, PlinthMigration> = {
       await db.schema.alterTable('widgets').addColumn('updated_at', 'timestamptz').execute()
       await sql`create function widgets_touch() returns trigger language plpgsql as $$
         begin new.updated_at := now(); return new; end $$`.execute(db)
-      await sql`create trigger widgets_touch before update on widgets for each row execute function widgets_touch()`.execute(db)
+      await sql`create trigger widgets_touch before update on widgets for each row execute function widgets_touch()`.execute(
+        db,
+      )
     },
     async down(db: AnyDb) {
       await sql`drop trigger widgets_touch on widgets`.execute(db)
@@ -53,7 +55,9 @@ const numbers = Object.keys(allMigrations)
   .sort((a, b) => a - b)
 
 for (const backend of ['embedded', 'postgres'] as const) {
-  describe(`migrations on ${backend}`, { skip: backend === 'postgres' ? await skipUnlessPostgres() : false }, () => {
+  describe(`migrations on ${backend}`, {
+    skip: backend === 'postgres' ? await skipUnlessPostgres() : false,
+  }, () => {
     let testDb: TestDatabase | undefined
     let db: Database
     before(async () => {
@@ -93,7 +97,11 @@ for (const backend of ['embedded', 'postgres'] as const) {
         numbers.map((n, i) => [n, i < numbers.length - 1]),
       )
       assert.equal(await migrator.pendingCount(), 1)
-      assert.deepEqual(await migrator.down({ to: numbers.at(-1)! }), [], 'down to a number above the applied ones does nothing')
+      assert.deepEqual(
+        await migrator.down({ to: numbers.at(-1)! }),
+        [],
+        'down to a number above the applied ones does nothing',
+      )
       assert.deepEqual(await migrator.up({ to: numbers[0]! }), [], 'up to an applied number does nothing')
       await migrator.up()
       assert.equal(await migrator.pendingCount(), 0)
@@ -101,7 +109,10 @@ for (const backend of ['embedded', 'postgres'] as const) {
 
     it('refuses an unknown migration number with a stable code', async () => {
       const migrator = createMigrator(db, allMigrations, { logger })
-      await assert.rejects(migrator.down({ to: 4242 }), (err: unknown) => err instanceof PlinthError && err.code === 'PLINTH_MIGRATION_UNKNOWN')
+      await assert.rejects(
+        migrator.down({ to: 4242 }),
+        (err: unknown) => err instanceof PlinthError && err.code === 'PLINTH_MIGRATION_UNKNOWN',
+      )
     })
 
     it('rolls a failing migration back whole and names it', async () => {
@@ -178,7 +189,12 @@ describe('concurrent migrations on postgres', { skip: await skipUnlessPostgres()
       const run = () =>
         new Promise<{ code: number | null; out: string }>((resolve) => {
           const child = spawn(process.execPath, ['src/main.ts', 'migrate', 'up'], {
-            env: { PATH: process.env.PATH, PLINTH_ENV: 'test', DATABASE_URL: fresh.url, PLINTH_LOG_LEVEL: 'silent' },
+            env: {
+              PATH: process.env.PATH,
+              PLINTH_ENV: 'test',
+              DATABASE_URL: fresh.url,
+              PLINTH_LOG_LEVEL: 'silent',
+            },
           })
           let out = ''
           child.stdout.on('data', (d) => (out += d))

@@ -9,7 +9,10 @@ const SECRET = 'a'.repeat(40)
 const load = (env: Record<string, string>, extra: { cwd?: string; envFile?: string | false } = {}) =>
   loadConfig({ env, envFile: false, ...extra })
 
-function problemsOf(env: Record<string, string>, extra: { cwd?: string; envFile?: string } = {}): readonly string[] {
+function problemsOf(
+  env: Record<string, string>,
+  extra: { cwd?: string; envFile?: string } = {},
+): readonly string[] {
   try {
     load(env, extra)
   } catch (err) {
@@ -76,9 +79,22 @@ describe('loadConfig', () => {
       REDIS_URL: 'http://cache',
       PLINTH_MAX_HEAP_USED_RATIO: '2',
     })
-    const expected = ['PLINTH_ENV', 'PORT', 'PLINTH_DB_POOL_MAX', 'PLINTH_MIGRATE_ON_START', 'PLINTH_DB_CONNECT_TIMEOUT', 'PLINTH_TRUST_PROXY', 'REDIS_URL', 'PLINTH_MAX_HEAP_USED_RATIO']
+    const expected = [
+      'PLINTH_ENV',
+      'PORT',
+      'PLINTH_DB_POOL_MAX',
+      'PLINTH_MIGRATE_ON_START',
+      'PLINTH_DB_CONNECT_TIMEOUT',
+      'PLINTH_TRUST_PROXY',
+      'REDIS_URL',
+      'PLINTH_MAX_HEAP_USED_RATIO',
+    ]
     assert.equal(problems.length, expected.length, problems.join('\n'))
-    for (const name of expected) assert.ok(problems.some((p) => p.startsWith(name)), `${name} missing in\n${problems.join('\n')}`)
+    for (const name of expected)
+      assert.ok(
+        problems.some((p) => p.startsWith(name)),
+        `${name} missing in\n${problems.join('\n')}`,
+      )
     assert.match(problems.find((p) => p.startsWith('PORT'))!, /whole number/)
   })
 
@@ -89,7 +105,10 @@ describe('loadConfig', () => {
     } catch (err) {
       assert.ok(err instanceof ConfigError)
       assert.equal(err.code, 'PLINTH_CONFIG_INVALID')
-      assert.match(err.message, /^Invalid configuration \(2 problems\):\n {2}- PORT: .*\n {2}- PLINTH_DB_POOL_MAX: /)
+      assert.match(
+        err.message,
+        /^Invalid configuration \(2 problems\):\n {2}- PORT: .*\n {2}- PLINTH_DB_POOL_MAX: /,
+      )
       assert.match(err.message, /docs\/configuration\.md/)
     }
   })
@@ -114,8 +133,19 @@ describe('loadConfig', () => {
       PLINTH_CORS_CREDENTIALS: 'true',
       PLINTH_OPS_TOKEN: 'tiny',
     })
-    for (const pattern of [/SECRET_KEY is shorter/, /LOG_BODIES/, /LOG_FORMAT=pretty/, /LOG_LEVEL=trace/, /PLINTH_REPLICAS=3 but DATABASE_URL/, /CORS_CREDENTIALS=true/, /OPS_TOKEN is shorter/]) {
-      assert.ok(problems.some((p) => pattern.test(p)), `${pattern} missing in\n${problems.join('\n')}`)
+    for (const pattern of [
+      /SECRET_KEY is shorter/,
+      /LOG_BODIES/,
+      /LOG_FORMAT=pretty/,
+      /LOG_LEVEL=trace/,
+      /PLINTH_REPLICAS=3 but DATABASE_URL/,
+      /CORS_CREDENTIALS=true/,
+      /OPS_TOKEN is shorter/,
+    ]) {
+      assert.ok(
+        problems.some((p) => pattern.test(p)),
+        `${pattern} missing in\n${problems.join('\n')}`,
+      )
     }
   })
 
@@ -140,12 +170,20 @@ describe('loadConfig', () => {
     const dir = mkdtempSync(join(tmpdir(), 'plinth-config-'))
     writeFileSync(join(dir, 'empty'), '\n')
     const problems = problemsOf(
-      { PLINTH_SECRET_KEY: SECRET, PLINTH_SECRET_KEY_FILE: 'x', PLINTH_OPS_TOKEN_FILE: 'missing', DATABASE_URL_FILE: 'empty' },
+      {
+        PLINTH_SECRET_KEY: SECRET,
+        PLINTH_SECRET_KEY_FILE: 'x',
+        PLINTH_OPS_TOKEN_FILE: 'missing',
+        DATABASE_URL_FILE: 'empty',
+      },
       { cwd: dir },
     )
     assert.equal(problems.length, 3, problems.join('\n'))
     assert.match(problems.join('\n'), /PLINTH_SECRET_KEY and PLINTH_SECRET_KEY_FILE are both set/)
-    assert.match(problems.join('\n'), /PLINTH_OPS_TOKEN_FILE points to missing, which cannot be read \(ENOENT\)/)
+    assert.match(
+      problems.join('\n'),
+      /PLINTH_OPS_TOKEN_FILE points to missing, which cannot be read \(ENOENT\)/,
+    )
     assert.match(problems.join('\n'), /DATABASE_URL_FILE points to empty, which is empty/)
   })
 
@@ -172,7 +210,11 @@ describe('loadConfig', () => {
 
 describe('describeConfig', () => {
   it('masks secrets and keeps connection URLs readable without their password', () => {
-    const c = load({ PLINTH_SECRET_KEY: SECRET, DATABASE_URL: 'postgres://app:pw123@db:5432/app', REDIS_URL: 'redis://:rpw@cache:6379' })
+    const c = load({
+      PLINTH_SECRET_KEY: SECRET,
+      DATABASE_URL: 'postgres://app:pw123@db:5432/app',
+      REDIS_URL: 'redis://:rpw@cache:6379',
+    })
     const shown = JSON.stringify(describeConfig(c))
     assert.doesNotMatch(shown, /pw123|rpw|aaaaaaaa/)
     assert.match(shown, /postgres:\/\/app:\*\*\*\*@db:5432\/app/)

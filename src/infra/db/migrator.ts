@@ -84,7 +84,11 @@ export function createMigrator(
   const infos = (): Promise<readonly MigrationInfo[]> => migrator.getMigrations()
   const nameOf = (n: number): string => {
     const name = Object.keys(migrations).find((m) => numberOf(m) === n)
-    if (!name) throw new PlinthError('PLINTH_MIGRATION_UNKNOWN', `No migration has the number ${n}; \`plinth migrate status\` lists them.`)
+    if (!name)
+      throw new PlinthError(
+        'PLINTH_MIGRATION_UNKNOWN',
+        `No migration has the number ${n}; \`plinth migrate status\` lists them.`,
+      )
     return name
   }
 
