@@ -66,6 +66,9 @@ export async function createServer(opts: CreateServerOptions): Promise<PlinthApp
       customOptions: { removeAdditional: false, allErrors: true, coerceTypes: 'array', useDefaults: true },
     },
   }).withTypeProvider<TypeBoxTypeProvider>()
+  // The API speaks JSON: without this, Fastify's built-in text/plain parser hands a string to JSON
+  // routes (a confusing 422) instead of answering 415. A route that wants text registers its own parser.
+  app.removeContentTypeParser('text/plain')
 
   await app.register(problemJson, { development: config.env === 'development' })
   await app.register(requestContext, { metrics: opts.metrics, logBodies: config.logBodies })

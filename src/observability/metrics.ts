@@ -9,6 +9,13 @@ export interface Metrics {
   gauge(name: string, help: string, read: () => number): void
 }
 
+/** Default metrics that prom-client names `*_total` although they are gauges. */
+const NON_COUNTER_TOTALS = [
+  'nodejs_active_handles_total',
+  'nodejs_active_requests_total',
+  'nodejs_active_resources_total',
+]
+
 /**
  * A registry per Plinth instance (not prom-client's global one), so several instances can live
  * in one process (tests, benchmarks) without clashing.
@@ -16,6 +23,9 @@ export interface Metrics {
 export function createMetrics(build: { version: string; revision: string; env: string }): Metrics {
   const registry = new Registry()
   collectDefaultMetrics({ register: registry })
+  // prom-client's `*_total` gauges break the Prometheus naming rule (`_total` is for counters) and
+  // fail `promtool check metrics`; `sum(nodejs_active_handles)` etc. give the same figures.
+  for (const name of NON_COUNTER_TOTALS) registry.removeSingleMetric(name)
 
   const buildInfo = new Gauge({
     name: 'plinth_build_info',

@@ -1,0 +1,151 @@
+import assert from 'node:assert/strict'
+import { randomBytes } from 'node:crypto'
+import { after, before, describe, it } from 'node:test'
+import type { HTTPMethods } from 'fastify'
+import { PLINTH_VERSION } from '../src/core/version.ts'
+import { assertProblem } from './helpers/assert-problem.ts'
+import { skipUnlessPostgres } from './helpers/services.ts'
+import { type Backend, startTestPlinth, type TestPlinth } from './helpers/test-plinth.ts'
+import { thingsModule } from './helpers/things-module.ts'
+
+// biome-ignore lint/suspicious/noExplicitAny: an OpenAPI document is walked as plain JSON
+type Doc = any
+
+const HTTP_METHODS = ['get', 'put', 'post', 'delete', 'options', 'head', 'patch'] as const
+
+/** Every key in the object graph that TypeBox (or anything else) should have kept to itself. */
+function internalKeys(value: unknown, path = '$'): string[] {
+  if (value === null || typeof value !== 'object') return []
+  const found = Object.getOwnPropertySymbols(value).map((s) => `${path}[${String(s)}]`)
+  for (const key of Object.getOwnPropertyNames(value)) {
+    if (key.startsWith('~')) found.push(`${path}.${key}`)
+    found.push(...internalKeys((value as Record<string, unknown>)[key], `${path}.${key}`))
+  }
+  return found
+}
+
+const schemaOf = (doc: Doc, path: string, method: string, status: string, type = 'application/json') =>
+  doc.paths[path]?.[method]?.responses?.[status]?.content?.[type]?.schema
+
+/** A Plinth that only answers config-driven routes: no database work is needed, so no prepare. */
+const configOnly = (backend: Backend, env: Record<string, string>) =>
+  startTestPlinth({ backend, prepare: false, env: { PLINTH_SHUTDOWN_DELAY: '0', ...env } })
+
+for (const backend of ['embedded', 'postgres'] as const) {
+  const pgSkip = backend === 'postgres' ? await skipUnlessPostgres() : false
+
+  describe(`OpenAPI document on ${backend}`, { skip: pgSkip }, () => {
+    let plinth: TestPlinth
+    let doc: Doc
+    before(async () => {
+      plinth = await startTestPlinth({ backend, modules: [thingsModule], env: { PLINTH_API_DOCS: 'true' } })
+      const res = await plinth.app.inject('/api/openapi.json')
+      assert.equal(res.statusCode, 200, res.body)
+      assert.match(String(res.headers['content-type']), /^application\/json/)
+      doc = res.json()
+    })
+    after(() => plinth?.close())
+
+    it('is OpenAPI 3.1.0 with the running version', () => {
+      assert.equal(doc.openapi, '3.1.0')
+      assert.equal(doc.info.version, PLINTH_VERSION)
+    })
+
+    it('lists the API root and the operations endpoints with their methods and response schemas', () => {
+      assert.deepEqual(schemaOf(doc, '/api/v1/', 'get', '200').required, ['name', 'version', 'api'])
+      assert.deepEqual(schemaOf(doc, '/live', 'get', '200').properties.status.enum, ['ok'])
+      for (const path of ['/ready', '/health']) {
+        for (const status of ['200', '503'])
+          assert.equal(schemaOf(doc, path, 'get', status)?.type, 'object', `${path} ${status}`)
+      }
+      assert.ok(schemaOf(doc, '/ready', 'get', '200').properties.failing)
+      assert.ok(schemaOf(doc, '/health', 'get', '200').properties.components)
+      assert.equal(schemaOf(doc, '/api/metrics', 'get', '200', 'text/plain')?.type, 'string')
+      assert.deepEqual(doc.paths['/live'].get.tags, ['operations'])
+    })
+
+    it("lists a module's routes from their schemas: body, query, path parameters and responses", () => {
+      const create = doc.paths['/api/v1/test/things']?.post
+      assert.ok(create, 'POST /api/v1/test/things is missing')
+      const body = create.requestBody.content['application/json'].schema
+      assert.deepEqual(body.required, ['name', 'count'])
+      assert.deepEqual(body.properties.name, { type: 'string', minLength: 1 })
+      assert.deepEqual(body.properties.count, { type: 'integer', minimum: 0 })
+      assert.equal(body.additionalProperties, false)
+      assert.ok(schemaOf(doc, '/api/v1/test/things', 'post', '201'))
+
+      const query = doc.paths['/api/v1/test/things/search'].get.parameters
+      assert.deepEqual(
+        query.map((p: Doc) => [p.in, p.name, p.required]),
+        [
+          ['query', 'limit', true],
+          ['query', 'q', false],
+        ],
+      )
+      const byName = doc.paths['/api/v1/test/things/{name}'].get.parameters
+      assert.deepEqual(
+        byName.map((p: Doc) => [p.in, p.name]),
+        [['path', 'name']],
+      )
+    })
+
+    it('describes only routes that exist (no drift between document and server)', () => {
+      let operations = 0
+      for (const [path, item] of Object.entries<Doc>(doc.paths)) {
+        for (const method of HTTP_METHODS.filter((m) => item[m])) {
+          const url = path.replace(/\{(\w+)\}/g, ':$1')
+          const exists = plinth.app.hasRoute({ method: method.toUpperCase() as HTTPMethods, url })
+          assert.ok(exists, `${method.toUpperCase()} ${path} is documented but not routed`)
+          operations++
+        }
+      }
+      assert.ok(operations >= 9, `only ${operations} operations documented`)
+    })
+
+    it('leaks no TypeBox internals (~ keys or symbols) into the document', () => {
+      assert.deepEqual(internalKeys(doc), [])
+      assert.deepEqual(internalKeys(plinth.app.swagger()), [])
+    })
+
+    it('serves the docs UI as HTML at /api/docs when PLINTH_API_DOCS=true', async () => {
+      const res = await plinth.app.inject('/api/docs')
+      assert.equal(res.statusCode, 200)
+      assert.match(String(res.headers['content-type']), /^text\/html/)
+      assert.match(res.body, /swagger-ui/i)
+    })
+  })
+}
+
+// The UI switch is configuration only and these Plinths touch no data: one backend is enough, and
+// the PostgreSQL one starts in a fraction of the embedded one's time.
+const uiBackend: Backend = (await skipUnlessPostgres()) === false ? 'postgres' : 'embedded'
+
+describe(`API docs UI switched off (on ${uiBackend})`, () => {
+  const plinths: Record<string, TestPlinth> = {}
+  before(async () => {
+    plinths.disabled = await configOnly(uiBackend, { PLINTH_API_DOCS: 'false' })
+    plinths.production = await configOnly(uiBackend, {
+      PLINTH_ENV: 'production',
+      PLINTH_SECRET_KEY: randomBytes(32).toString('base64'),
+    })
+  })
+  after(async () => {
+    await Promise.all(Object.values(plinths).map((p) => p.close()))
+  })
+
+  for (const [name, setting] of [
+    ['disabled', 'PLINTH_API_DOCS=false'],
+    ['production', 'PLINTH_ENV=production (off by default)'],
+  ] as const) {
+    it(`answers /api/docs with 404 under ${setting}, and still serves the document`, async () => {
+      const plinth = plinths[name]
+      assert.ok(plinth)
+      if (name === 'production') assert.equal(plinth.config.apiDocs, false)
+      assertProblem(await plinth.app.inject('/api/docs'), 404, 'PLINTH_HTTP_NOT_FOUND')
+      assertProblem(await plinth.app.inject('/api/docs/static/index.html'), 404, 'PLINTH_HTTP_NOT_FOUND')
+      const res = await plinth.app.inject('/api/openapi.json')
+      assert.equal(res.statusCode, 200)
+      assert.equal(res.json().openapi, '3.1.0')
+    })
+  }
+})
