@@ -117,6 +117,13 @@ const scenarios: readonly Scenario[] = [
     expect: (body) => assert.deepEqual(failing(body), ['body:count', 'body:name']),
   },
   {
+    name: 'body values are not coerced: a numeric string or a number for a string answers 422',
+    request: json({ name: 5, count: '7' }),
+    status: 422,
+    code: 'PLINTH_HTTP_VALIDATION_FAILED',
+    expect: (body) => assert.deepEqual(failing(body), ['body:count', 'body:name']),
+  },
+  {
     name: 'values outside the constraints answer 422',
     request: json({ name: '', count: 1.5 }),
     status: 422,
@@ -193,6 +200,12 @@ for (const backend of ['embedded', 'postgres'] as const) {
       const res = await plinth.app.inject(json({ name: 'valid', count: 0 }))
       assert.equal(res.statusCode, 201, res.body)
       assert.deepEqual(res.json(), { name: 'valid', count: 0 })
+    })
+
+    it('coerces query strings, which arrive as text, to their declared types', async () => {
+      const res = await plinth.app.inject({ url: `${THINGS}/search?limit=5` })
+      assert.equal(res.statusCode, 200, res.body)
+      assert.deepEqual(res.json(), { limit: 5 })
     })
 
     for (const s of scenarios) {

@@ -20,6 +20,7 @@ import pressure from './plugins/pressure.ts'
 import problemJson from './plugins/problem-json.ts'
 import requestContext from './plugins/request-context.ts'
 import './route-config.ts'
+import { createValidatorCompiler } from './validation.ts'
 
 /** The Fastify instance Plinth builds, with TypeBox as the type provider. */
 export type PlinthApp = FastifyInstance<
@@ -60,12 +61,8 @@ export async function createServer(opts: CreateServerOptions): Promise<PlinthApp
     trustProxy: config.trustProxy.length > 0 ? [...config.trustProxy] : false,
     return503OnClosing: true,
     forceCloseConnections: 'idle',
-    ajv: {
-      // Unknown fields are refused (schemas say additionalProperties: false), not silently dropped,
-      // and every failing field is reported at once.
-      customOptions: { removeAdditional: false, allErrors: true, coerceTypes: 'array', useDefaults: true },
-    },
   }).withTypeProvider<TypeBoxTypeProvider>()
+  app.setValidatorCompiler(createValidatorCompiler())
   // The API speaks JSON: without this, Fastify's built-in text/plain parser hands a string to JSON
   // routes (a confusing 422) instead of answering 415. A route that wants text registers its own parser.
   app.removeContentTypeParser('text/plain')

@@ -68,3 +68,22 @@ export function createLogger(config: LoggerConfig, destination?: DestinationStre
     stream,
   )
 }
+
+/** Keys whose values never reach a log, at any depth of a logged body. */
+const SENSITIVE_KEY =
+  /pass(word)?|secret|token|api[-_]?key|authorization|cookie|otp|totp|recovery|credential|private[-_]?key|master[-_]?key/i
+
+/**
+ * A copy of `value` with every sensitive field replaced by `[redacted]`, however deeply nested
+ * (pino's path redaction only reaches the depths it is told). Used for request bodies.
+ */
+export function redactDeep(value: unknown, depth = 0): unknown {
+  if (depth > 8) return '[truncated]'
+  if (Array.isArray(value)) return value.map((v) => redactDeep(v, depth + 1))
+  if (value === null || typeof value !== 'object') return value
+  const out: Record<string, unknown> = {}
+  for (const [key, v] of Object.entries(value)) {
+    out[key] = SENSITIVE_KEY.test(key) ? '[redacted]' : redactDeep(v, depth + 1)
+  }
+  return out
+}

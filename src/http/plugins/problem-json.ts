@@ -22,8 +22,11 @@ interface AjvIssue {
   params?: Record<string, unknown>
 }
 
+/** At most this many failing fields are reported in one response. */
+export const MAX_FIELD_ERRORS = 20
+
 function fieldErrors(context: string, issues: readonly AjvIssue[]): FieldError[] {
-  return issues.map((issue) => {
+  return issues.slice(0, MAX_FIELD_ERRORS).map((issue) => {
     const path = (issue.instancePath ?? '').split('/').filter(Boolean)
     const extra = issue.params?.missingProperty ?? issue.params?.additionalProperty
     if (typeof extra === 'string') path.push(extra)

@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
+import { redactDeep } from '../../observability/logger.ts'
 import type { Metrics } from '../../observability/metrics.ts'
 import { REQUEST_ID_HEADER } from '../../observability/request-id.ts'
 
@@ -29,7 +30,7 @@ async function requestContext(app: FastifyInstance, opts: RequestContextOptions)
   })
   if (opts.logBodies) {
     app.addHook('preHandler', async (request) => {
-      if (request.body !== undefined) request.log.debug({ body: request.body }, 'request body')
+      if (request.body !== undefined) request.log.debug({ body: redactDeep(request.body) }, 'request body')
     })
   }
   app.addHook('onResponse', async (request, reply) => {

@@ -1,0 +1,31 @@
+import { Ajv, type Options } from 'ajv'
+import addFormatsModule, { type FormatsPlugin } from 'ajv-formats'
+import fastUri from 'fast-uri'
+import type { FastifySchemaCompiler } from 'fastify'
+
+// ajv-formats is CommonJS with a default export; under ESM the function sits on `.default`.
+const addFormats: FormatsPlugin =
+  (addFormatsModule as unknown as { default?: FormatsPlugin }).default ??
+  (addFormatsModule as unknown as FormatsPlugin)
+
+const base: Options = {
+  useDefaults: true,
+  // Unknown fields are refused (schemas say additionalProperties: false), never silently dropped.
+  removeAdditional: false,
+  // Report every failing field at once; bodies are bounded by PLINTH_BODY_LIMIT and the HTTP layer
+  // reports at most MAX_FIELD_ERRORS of them.
+  allErrors: true,
+  uriResolver: fastUri,
+  addUsedSchema: false,
+  strict: false,
+}
+
+/**
+ * Two validators: bodies are checked strictly (JSON has real types: `"7"` is not a number), while
+ * path, query string and headers, which arrive as text, are coerced (`?limit=10` becomes 10).
+ */
+export function createValidatorCompiler(): FastifySchemaCompiler<unknown> {
+  const strict = addFormats(new Ajv({ ...base, coerceTypes: false }))
+  const coercing = addFormats(new Ajv({ ...base, coerceTypes: 'array' }))
+  return ({ schema, httpPart }) => (httpPart === 'body' ? strict : coercing).compile(schema as object)
+}

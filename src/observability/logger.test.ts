@@ -1,0 +1,57 @@
+import assert from 'node:assert/strict'
+import { Writable } from 'node:stream'
+import { describe, it } from 'node:test'
+import { createLogger, redactDeep } from './logger.ts'
+
+describe('redactDeep', () => {
+  it('replaces sensitive fields at any depth and keeps the rest', () => {
+    const body = {
+      email: 'a@example.com',
+      password: 'hunter2',
+      profile: { name: 'A', credentials: { apiKey: 'k1', note: 'ok' } },
+      list: [{ token: 't1', id: 1 }],
+      newPassword: 'p2',
+      totpCode: '123456',
+    }
+    assert.deepEqual(redactDeep(body), {
+      email: 'a@example.com',
+      password: '[redacted]',
+      profile: { name: 'A', credentials: '[redacted]' },
+      list: [{ token: '[redacted]', id: 1 }],
+      newPassword: '[redacted]',
+      totpCode: '[redacted]',
+    })
+    assert.equal(body.password, 'hunter2', 'the original is untouched')
+  })
+
+  it('stops at a bounded depth', () => {
+    let deep: Record<string, unknown> = { leaf: 1 }
+    for (let i = 0; i < 20; i++) deep = { next: deep }
+    assert.match(JSON.stringify(redactDeep(deep)), /\[truncated\]/)
+  })
+})
+
+describe('createLogger', () => {
+  it('writes JSON lines with a string level, ISO time and redacted credentials', () => {
+    const lines: string[] = []
+    const stream = new Writable({
+      write(chunk, _e, done) {
+        lines.push(String(chunk))
+        done()
+      },
+    })
+    const log = createLogger({ env: 'test', logLevel: 'info', logFormat: 'json' }, stream)
+    log.info(
+      { req: { headers: { authorization: 'Bearer abc', cookie: 'sid=1' } }, user: { password: 'pw' } },
+      'hello',
+    )
+    const line = JSON.parse(lines[0]!)
+    assert.equal(line.level, 'info')
+    assert.match(line.time, /^\d{4}-\d{2}-\d{2}T/)
+    assert.equal(line.msg, 'hello')
+    assert.equal(line.req.headers.authorization, '[redacted]')
+    assert.equal(line.req.headers.cookie, '[redacted]')
+    assert.equal(line.user.password, '[redacted]')
+    assert.doesNotMatch(lines[0]!, /abc|sid=1|"pw"/)
+  })
+})
