@@ -1,0 +1,271 @@
+import assert from 'node:assert/strict'
+import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process'
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import http from 'node:http'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, describe, it } from 'node:test'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { fileURLToPath } from 'node:url'
+import { slowModule, slowRoute } from './fixtures/serve-with-slow-route.ts'
+import { captureLogs } from './helpers/log-capture.ts'
+import { testConfig } from './helpers/test-config.ts'
+import { startTestPlinth, type TestPlinth } from './helpers/test-plinth.ts'
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url))
+const NODE = join(ROOT, 'node_modules/.bin/node')
+
+/** One GET on a fresh connection (no keep-alive agent), so each request really connects. */
+function get(base: string, path: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.get(new URL(path, base), { agent: false, timeout: 15_000 }, (res) => {
+      let body = ''
+      res.setEncoding('utf8')
+      res.on('data', (d: string) => (body += d))
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }))
+      res.on('error', reject)
+    })
+    req.on('timeout', () => req.destroy(new Error('no answer within 15 s')))
+    req.on('error', reject)
+  })
+}
+
+/** Polls `probe` every 25 ms until it returns true; fails after `deadlineMs`. */
+async function waitFor(what: string, probe: () => boolean, deadlineMs = 10_000) {
+  const until = performance.now() + deadlineMs
+  while (!probe()) {
+    if (performance.now() > until) assert.fail(`${what}: not within ${deadlineMs} ms`)
+    await sleep(25)
+  }
+}
+
+/** Rejects when `promise` takes longer than `ms`. */
+function within<T>(ms: number, what: string, promise: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms)
+  })
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer))
+}
+
+/** Starts `GET /api/v1/test/slow?ms=…` and resolves once its handler runs; `done` is the response. */
+async function startSlow(base: string, ms: number) {
+  const before = slowRoute.started
+  let settled: string | undefined
+  const done = get(base, `/api/v1/test/slow?ms=${ms}`)
+  done.then(
+    (r) => (settled = `${r.status} ${r.body}`),
+    (e: Error) => (settled = String(e)),
+  )
+  await waitFor('slow request in flight', () => {
+    if (settled !== undefined) assert.fail(`the slow request ended before its handler ran: ${settled}`)
+    return slowRoute.started > before
+  })
+  return { done, settled: () => settled !== undefined }
+}
+
+interface Child {
+  readonly proc: ChildProcessWithoutNullStreams
+  /** Parsed JSON lines of stdout so far. */
+  lines(): Record<string, unknown>[]
+  stderr(): string
+  /** Resolves with the first stdout line `match` accepts; fails when the process exits first or time runs out. */
+  line(match: (l: Record<string, unknown>) => boolean, ms?: number): Promise<Record<string, unknown>>
+  exit(ms: number): Promise<{ code: number | null; signal: NodeJS.Signals | null }>
+}
+
+// Real processes start in parallel with the in-process tests (which stay sequential: they time
+// their own event loop); every wait is bounded, and every child is killed in `after`.
+describe('graceful shutdown', { concurrency: true }, () => {
+  describe('in process', { concurrency: 1 }, () => {
+    const plinths: TestPlinth[] = []
+    after(() => Promise.all(plinths.map((p) => p.close())))
+    // The boot's own event-loop stalls must not read as overload: these tests are about draining.
+    const env = { HOST: '127.0.0.1', PLINTH_MAX_EVENT_LOOP_DELAY: '0' }
+
+    it('drains: /ready 503 during the delay, in-flight request finishes, then new connections are refused', async () => {
+      const plinth = await startTestPlinth({
+        env: { ...env, PLINTH_SHUTDOWN_DELAY: '800ms', PLINTH_SHUTDOWN_TIMEOUT: '10s' },
+        modules: [slowModule],
+      })
+      plinths.push(plinth)
+      const base = await plinth.listen()
+      const slow = await startSlow(base, 3000)
+
+      const started = performance.now()
+      const stopping = plinth.shutdown()
+      assert.equal(plinth.shutdown(), stopping, 'a second shutdown() started another one')
+      assert.equal(plinth.shuttingDown, true)
+
+      const ready = await get(base, '/ready')
+      assert.equal(ready.status, 503)
+      assert.deepEqual(JSON.parse(ready.body), {
+        status: 'down',
+        failing: [{ component: 'shutdown', error: 'shutting down' }],
+      })
+      assert.equal((await get(base, '/live')).status, 200)
+      assert.ok(performance.now() - started < 800, 'the checks ran after the delay: nothing proven')
+
+      // After the delay the listener closes: new connections are refused while the slow one goes on.
+      const refused = async () => {
+        for (const until = performance.now() + 5000; performance.now() < until; await sleep(25)) {
+          const err = await get(base, '/live').then(
+            () => undefined,
+            (e: NodeJS.ErrnoException) => e,
+          )
+          if (err?.code === 'ECONNREFUSED') return performance.now() - started
+        }
+        return assert.fail('connections still accepted 5 s after the delay')
+      }
+      assert.ok((await refused()) >= 750, 'connections were refused before the delay ended')
+      assert.equal(slow.settled(), false, 'the slow request ended before the listener closed: nothing proven')
+
+      const res = await within(10_000, 'slow request', slow.done)
+      assert.equal(res.status, 200, res.body)
+      assert.deepEqual(JSON.parse(res.body), { sleptMs: 3000 })
+      await within(5000, 'shutdown()', stopping)
+    })
+
+    it('cuts a request slower than PLINTH_SHUTDOWN_TIMEOUT and completes within about the timeout', async () => {
+      const config = testConfig({ ...env, PLINTH_SHUTDOWN_DELAY: '0', PLINTH_SHUTDOWN_TIMEOUT: '500ms' })
+      const logs = captureLogs(config)
+      const plinth = await startTestPlinth({ config, logger: logs.logger, modules: [slowModule] })
+      plinths.push(plinth)
+      const base = await plinth.listen()
+      const slow = await startSlow(base, 20_000)
+
+      const started = performance.now()
+      await within(5000, 'shutdown()', plinth.shutdown())
+      const elapsed = performance.now() - started
+      assert.ok(elapsed >= 450, `shutdown did not wait for the request (${Math.round(elapsed)} ms)`)
+      assert.ok(elapsed < 3000, `shutdown took ${Math.round(elapsed)} ms for a 500 ms timeout`)
+      const err = await within(1000, 'cut request', slow.done).then(
+        (r) => assert.fail(`the slow request was answered: ${r.status}`),
+        (e: NodeJS.ErrnoException) => e,
+      )
+      assert.equal(err.code, 'ECONNRESET', String(err))
+      assert.ok(logs.lines().some((l) => l.msg === 'shutdown timeout reached, closing open connections'))
+    })
+  })
+
+  describe('of a real process', { concurrency: true }, () => {
+    const children: Child[] = []
+    const dirs: string[] = []
+    after(() => {
+      for (const c of children)
+        if (c.proc.exitCode === null && c.proc.signalCode === null) c.proc.kill('SIGKILL')
+      for (const d of dirs) rmSync(d, { recursive: true, force: true })
+    })
+
+    function start(args: string[], extraEnv: Record<string, string>): Child {
+      const env = {
+        PATH: process.env.PATH ?? '',
+        PLINTH_ENV: 'test',
+        PORT: '0',
+        HOST: '127.0.0.1',
+        PLINTH_MAX_EVENT_LOOP_DELAY: '0',
+      }
+      const logEnv = { PLINTH_LOG_FORMAT: 'json', PLINTH_LOG_LEVEL: 'info' }
+      const proc = spawn(NODE, args, { cwd: ROOT, env: { ...env, ...logEnv, ...extraEnv } })
+      let out = ''
+      let err = ''
+      proc.stdout.on('data', (d) => (out += d))
+      proc.stderr.on('data', (d) => (err += d))
+      const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+        proc.on('exit', (code, signal) => resolve({ code, signal })),
+      )
+      const lines = () =>
+        out
+          .split('\n')
+          .slice(0, -1) // the last piece is an incomplete line (or empty)
+          .filter((l) => l.startsWith('{'))
+          .map((l) => JSON.parse(l) as Record<string, unknown>)
+      const child: Child = {
+        proc,
+        lines,
+        stderr: () => err,
+        async line(match, ms = 45_000) {
+          const until = performance.now() + ms
+          for (;;) {
+            const found = lines().find(match)
+            if (found) return found
+            if (proc.exitCode !== null || proc.signalCode !== null)
+              assert.fail(`exited (${proc.exitCode ?? proc.signalCode}) first:\n${out}\n${err}`)
+            if (performance.now() > until) assert.fail(`no such line within ${ms} ms:\n${out}\n${err}`)
+            await sleep(25)
+          }
+        },
+        exit: (ms) => within(ms, 'process exit', exited),
+      }
+      children.push(child)
+      return child
+    }
+    const fixture = (env: Record<string, string>) =>
+      start(['test/fixtures/serve-with-slow-route.ts'], { PLINTH_DATA_DIR: 'memory://', ...env })
+    const cli = (dataDir: string) => start(['src/main.ts', 'start'], { PLINTH_DATA_DIR: dataDir })
+    const listening = async (c: Child) => String((await c.line((l) => l.msg === 'plinth listening')).address)
+    const has = (c: Child, msg: string) => c.lines().some((l) => l.msg === msg)
+
+    it('on SIGTERM finishes the request in flight and exits 0', async () => {
+      const child = fixture({ PLINTH_SHUTDOWN_DELAY: '200ms' })
+      const base = await listening(child)
+      const slow = get(base, '/api/v1/test/slow?ms=1000')
+      await child.line((l) => l.msg === 'slow request started', 15_000)
+      child.proc.kill('SIGTERM')
+      const res = await within(15_000, 'slow request', slow)
+      assert.equal(res.status, 200, res.body)
+      assert.deepEqual(await child.exit(15_000), { code: 0, signal: null })
+      assert.ok(has(child, 'signal received, shutting down'))
+      assert.ok(has(child, 'shutdown complete'), 'no "shutdown complete" line')
+    })
+
+    it('a second SIGTERM during the drain forces the exit with code 1', async () => {
+      const child = fixture({ PLINTH_SHUTDOWN_DELAY: '30s' })
+      await listening(child)
+      child.proc.kill('SIGTERM')
+      await child.line((l) => l.msg === 'shutdown started', 15_000)
+      child.proc.kill('SIGTERM')
+      // Promptly: the 30 s drain is not waited for.
+      assert.deepEqual(await child.exit(5000), { code: 1, signal: null })
+      assert.ok(has(child, 'second signal, forcing exit'), 'no "second signal, forcing exit" line')
+    })
+
+    it('`plinth start` keeps its data across restarts, refuses a second process and takes over a dead one’s lock', async () => {
+      const dataDir = mkdtempSync(join(tmpdir(), 'plinth-shutdown-'))
+      dirs.push(dataDir)
+      const lockFile = join(dataDir, 'plinth.lock')
+
+      const first = cli(dataDir)
+      const base = await listening(first)
+      assert.ok(has(first, 'migration applied'), 'a fresh data directory got no migration')
+      assert.equal((await get(base, '/live')).status, 200)
+      first.proc.kill('SIGTERM')
+      assert.deepEqual(await first.exit(20_000), { code: 0, signal: null })
+      assert.equal(existsSync(lockFile), false, 'the lock outlived a clean exit')
+
+      const second = cli(dataDir)
+      const secondBase = await listening(second)
+      assert.equal(has(second, 'migration applied'), false, 'the restart applied migrations again: data lost')
+      assert.equal((await get(secondBase, '/ready')).status, 200)
+      assert.equal(readFileSync(lockFile, 'utf8').trim(), String(second.proc.pid))
+
+      const third = cli(dataDir)
+      assert.equal((await third.exit(30_000)).code, 1)
+      assert.match(third.stderr(), /\[PLINTH_DB_LOCKED\]/)
+      assert.match(third.stderr(), new RegExp(`in use by process ${second.proc.pid}\\b`))
+      assert.match(third.stderr(), /PLINTH_DATA_DIR|DATABASE_URL/)
+
+      second.proc.kill('SIGKILL')
+      await second.exit(10_000)
+      assert.equal(existsSync(lockFile), true, 'kill -9 should leave the lock behind')
+
+      const fourth = cli(dataDir)
+      const fourthBase = await listening(fourth)
+      assert.equal(has(fourth, 'migration applied'), false, 'data lost after kill -9')
+      assert.equal(readFileSync(lockFile, 'utf8').trim(), String(fourth.proc.pid))
+      assert.equal((await get(fourthBase, '/ready')).status, 200)
+      fourth.proc.kill('SIGTERM')
+      assert.deepEqual(await fourth.exit(20_000), { code: 0, signal: null })
+    })
+  })
+})
