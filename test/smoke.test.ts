@@ -4,7 +4,9 @@ import { skipUnlessPostgres } from './helpers/services.ts'
 import { startTestPlinth, type TestPlinth } from './helpers/test-plinth.ts'
 
 for (const backend of ['embedded', 'postgres'] as const) {
-  describe(`smoke on ${backend}`, { skip: backend === 'postgres' ? await skipUnlessPostgres() : false }, () => {
+  describe(`smoke on ${backend}`, {
+    skip: backend === 'postgres' ? await skipUnlessPostgres() : false,
+  }, () => {
     let plinth: TestPlinth
     before(async () => {
       plinth = await startTestPlinth({ backend })

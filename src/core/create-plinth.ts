@@ -150,7 +150,7 @@ export async function createPlinth(options: CreatePlinthOptions): Promise<Plinth
       await plinth.prepare()
       const address = await app.listen({ port: config.port, host: config.host })
       logger.info(
-        { address, role: config.role, env: config.env, version: PLINTH_VERSION, database: db.kind },
+        { address, role: config.role, version: PLINTH_VERSION, database: db.kind },
         'plinth listening',
       )
       return address

@@ -20,7 +20,10 @@ export function captureLogs(config: PlinthConfig, level = 'debug'): CapturedLogs
       done()
     },
   })
-  const logger = createLogger({ ...config, logFormat: 'json', logLevel: level as PlinthConfig['logLevel'] }, stream)
+  const logger = createLogger(
+    { ...config, logFormat: 'json', logLevel: level as PlinthConfig['logLevel'] },
+    stream,
+  )
   const text = () => chunks.join('')
   return {
     logger,

@@ -1,9 +1,10 @@
-import pg from 'pg'
 import { Redis } from 'ioredis'
+import pg from 'pg'
 
 /** Set by .ci/run: a missing PostgreSQL or Redis fails the run instead of skipping suites. */
 export const REQUIRE_SERVICES = process.env.PLINTH_TEST_REQUIRE_SERVICES === '1'
-export const TEST_DATABASE_URL = process.env.PLINTH_TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'
+export const TEST_DATABASE_URL =
+  process.env.PLINTH_TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'
 export const TEST_REDIS_URL = process.env.PLINTH_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379'
 
 const HINT =
@@ -44,7 +45,12 @@ export async function skipUnlessPostgres(): Promise<false | string> {
 /** Like skipUnlessPostgres, for Redis. */
 export async function skipUnlessRedis(): Promise<false | string> {
   redisState ??= reachable(async () => {
-    const client = new Redis(TEST_REDIS_URL, { lazyConnect: true, connectTimeout: 3000, maxRetriesPerRequest: 0, retryStrategy: () => null })
+    const client = new Redis(TEST_REDIS_URL, {
+      lazyConnect: true,
+      connectTimeout: 3000,
+      maxRetriesPerRequest: 0,
+      retryStrategy: () => null,
+    })
     try {
       await client.connect()
       await client.ping()

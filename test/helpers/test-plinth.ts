@@ -29,7 +29,8 @@ export async function startTestPlinth(
 ): Promise<TestPlinth> {
   const backend = options.backend ?? 'embedded'
   const testDb = backend === 'postgres' ? await createTestDatabase() : undefined
-  const config = options.config ?? testConfig({ ...(testDb ? { DATABASE_URL: testDb.url } : {}), ...options.env })
+  const config =
+    options.config ?? testConfig({ ...(testDb ? { DATABASE_URL: testDb.url } : {}), ...options.env })
   const plinth = await createPlinth({
     config,
     ...(options.logger ? { logger: options.logger } : {}),

@@ -55,11 +55,15 @@ export function createRedis(
     async connect(waitMs) {
       if (client.status === 'ready') return true
       const ready = new Promise<boolean>((resolve) => {
-        const timer = setTimeout(() => resolve(false), waitMs)
-        client.once('ready', () => {
+        const onReady = () => {
           clearTimeout(timer)
           resolve(true)
-        })
+        }
+        const timer = setTimeout(() => {
+          client.off('ready', onReady)
+          resolve(false)
+        }, waitMs)
+        client.once('ready', onReady)
       })
       if (client.status === 'wait') client.connect().catch(() => {})
       return ready
