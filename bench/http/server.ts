@@ -13,7 +13,7 @@ import { Type } from 'typebox'
 import { loadConfig } from '../../src/config/load-config.ts'
 import { createPlinth } from '../../src/core/create-plinth.ts'
 import { PLINTH_VERSION } from '../../src/core/version.ts'
-import { createLogger } from '../../src/observability/logger.ts'
+import { createLogger, logDestination } from '../../src/observability/logger.ts'
 
 export type ServerKind = 'bare' | 'plinth'
 
@@ -64,8 +64,8 @@ async function startPlinth(): Promise<Running> {
     },
     envFile: false,
   })
-  // The same asynchronous destination createLogger uses for stdout in production.
-  const logger = createLogger(config, pino.destination({ dest: '/dev/null', sync: false }))
+  // The same buffered asynchronous destination createLogger uses for stdout in production.
+  const logger = createLogger(config, logDestination('/dev/null'))
   const plinth = await createPlinth({ config, logger })
   await plinth.listen()
   return { port: portOf(plinth.app.server.address()), close: () => plinth.shutdown() }

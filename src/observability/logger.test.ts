@@ -24,6 +24,23 @@ describe('redactDeep', () => {
     assert.equal(body.password, 'hunter2', 'the original is untouched')
   })
 
+  it('returns an object with nothing to hide as is, and keeps look-alike keys readable', () => {
+    const line = {
+      method: 'GET',
+      route: '/x',
+      statusCode: 200,
+      tokenId: 't_1',
+      passwordChangedAt: 'then',
+      mfaPassed: true,
+    }
+    assert.equal(redactDeep(line), line)
+    const withSecrets = { sessionToken: 's', nested: [{ recoveryCodes: ['a'] }], err: new Error('kept') }
+    const out = redactDeep(withSecrets)
+    assert.deepEqual(out.nested, [{ recoveryCodes: '[redacted]' }])
+    assert.equal(out.sessionToken, '[redacted]')
+    assert.equal(out.err, withSecrets.err, "errors go to pino's serializer untouched")
+  })
+
   it('stops at a bounded depth', () => {
     let deep: Record<string, unknown> = { leaf: 1 }
     for (let i = 0; i < 20; i++) deep = { next: deep }

@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
-import { redactDeep } from '../../observability/logger.ts'
+import type { Counter, Histogram } from 'prom-client'
 import type { Metrics } from '../../observability/metrics.ts'
 import { REQUEST_ID_HEADER } from '../../observability/request-id.ts'
 
@@ -20,24 +20,40 @@ export const UNMATCHED_ROUTE = 'unmatched'
  */
 async function requestContext(app: FastifyInstance, opts: RequestContextOptions): Promise<void> {
   const { metrics } = opts
-  app.addHook('onRequest', async (_request, reply) => {
+  // One child per label set, created on first use: prom-client otherwise hashes the labels object
+  // on every observation. The set is bounded: route templates × methods × statuses.
+  const series = new Map<string, { duration: Histogram.Internal<string>; count: Counter.Internal }>()
+  const seriesFor = (method: string, route: string, status: number) => {
+    const key = `${method} ${status} ${route}`
+    let s = series.get(key)
+    if (!s) {
+      const labels = { method, route, status_code: String(status) }
+      s = { duration: metrics.httpRequestDuration.labels(labels), count: metrics.httpRequests.labels(labels) }
+      series.set(key, s)
+    }
+    return s
+  }
+
+  // Callback-style hooks: this runs on every request, and async hooks cost a promise each.
+  app.addHook('onRequest', (request, reply, done) => {
+    // Set first, so that every answer carries it, errors and 404s included.
+    reply.header(REQUEST_ID_HEADER, request.id)
     metrics.httpInFlight.inc()
     // 'close' fires for finished and aborted responses alike, so the gauge cannot leak.
     reply.raw.once('close', () => metrics.httpInFlight.dec())
-  })
-  app.addHook('onSend', async (request, reply) => {
-    reply.header(REQUEST_ID_HEADER, request.id)
+    done()
   })
   if (opts.logBodies) {
-    app.addHook('preHandler', async (request) => {
-      if (request.body !== undefined) request.log.debug({ body: redactDeep(request.body) }, 'request body')
+    app.addHook('preHandler', (request, _reply, done) => {
+      if (request.body !== undefined) request.log.debug({ body: request.body }, 'request body')
+      done()
     })
   }
-  app.addHook('onResponse', async (request, reply) => {
+  app.addHook('onResponse', (request, reply, done) => {
     const route = request.routeOptions.url ?? UNMATCHED_ROUTE
-    const labels = { method: request.method, route, status_code: String(reply.statusCode) }
-    metrics.httpRequestDuration.observe(labels, reply.elapsedTime / 1000)
-    metrics.httpRequests.inc(labels)
+    const s = seriesFor(request.method, route, reply.statusCode)
+    s.duration.observe(reply.elapsedTime / 1000)
+    s.count.inc()
     request.log.info(
       {
         method: request.method,
@@ -48,6 +64,7 @@ async function requestContext(app: FastifyInstance, opts: RequestContextOptions)
       },
       'request completed',
     )
+    done()
   })
 }
 
