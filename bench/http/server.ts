@@ -8,7 +8,6 @@
 import { randomBytes } from 'node:crypto'
 import type { AddressInfo } from 'node:net'
 import Fastify from 'fastify'
-import pino from 'pino'
 import { Type } from 'typebox'
 import { loadConfig } from '../../src/config/load-config.ts'
 import { createPlinth } from '../../src/core/create-plinth.ts'
