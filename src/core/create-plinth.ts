@@ -2,6 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from 'pino'
 import type { PlinthConfig } from '../config/config.schema.ts'
 import { createServer, type PlinthApp } from '../http/create-server.ts'
+import { createMemoryCache, createRedisCache } from '../infra/cache/cache.ts'
 import { createRedis, type RedisHandle } from '../infra/cache/redis.ts'
 import { createDatabase, type Database } from '../infra/db/create-db.ts'
 import { createMigrator, type PlinthMigrator } from '../infra/db/migrator.ts'
@@ -10,6 +11,7 @@ import { createHealth, eventLoopCheck, type Health, memoryCheck } from '../obser
 import { createLogger } from '../observability/logger.ts'
 import { createMetrics, type Metrics } from '../observability/metrics.ts'
 import type { ModuleContext, PlinthMigration, PlinthModule } from './module.ts'
+import { createSecurityEvents, type SecurityEvents } from './security-events.ts'
 import { PLINTH_VERSION } from './version.ts'
 
 export interface CreatePlinthOptions {
@@ -28,6 +30,8 @@ export interface Plinth {
   readonly migrator: PlinthMigrator
   readonly metrics: Metrics
   readonly health: Health
+  readonly securityEvents: SecurityEvents
+  readonly context: ModuleContext
   readonly app: PlinthApp
   /** Connects to the database (retrying up to the deadline), migrates when configured, and readies the routes. */
   prepare(): Promise<void>
@@ -104,7 +108,9 @@ export async function createPlinth(options: CreatePlinthOptions): Promise<Plinth
       redis.client.status === 'ready' ? 1 : 0,
     )
 
-  const context: ModuleContext = Object.freeze({ config, logger, db, metrics })
+  const securityEvents = createSecurityEvents({ logger })
+  const cache = redis ? createRedisCache(redis, { logger }) : createMemoryCache()
+  const context: ModuleContext = Object.freeze({ config, logger, db, metrics, redis, cache, securityEvents })
   let shuttingDown = false
   const app = await createServer({
     config,
@@ -131,6 +137,8 @@ export async function createPlinth(options: CreatePlinthOptions): Promise<Plinth
     migrator,
     metrics,
     health,
+    securityEvents,
+    context,
     app,
     get shuttingDown() {
       return shuttingDown

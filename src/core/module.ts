@@ -2,9 +2,12 @@ import type { Kysely } from 'kysely'
 import type { Logger } from 'pino'
 import type { PlinthConfig } from '../config/config.schema.ts'
 import type { PlinthApp } from '../http/create-server.ts'
+import type { Cache } from '../infra/cache/cache.ts'
+import type { RedisHandle } from '../infra/cache/redis.ts'
 import type { Database } from '../infra/db/create-db.ts'
 import type { HealthCheck } from '../observability/health.ts'
 import type { Metrics } from '../observability/metrics.ts'
+import type { SecurityEvents } from './security-events.ts'
 
 /**
  * One reversible migration. The name is `NNNN-what-it-does`: the number orders migrations across
@@ -23,6 +26,11 @@ export interface ModuleContext {
   readonly logger: Logger
   readonly db: Database
   readonly metrics: Metrics
+  /** Redis when configured: shared across replicas, may be down at any moment. */
+  readonly redis: RedisHandle | undefined
+  /** Redis-backed when configured, in-process otherwise (and whenever Redis fails). */
+  readonly cache: Cache
+  readonly securityEvents: SecurityEvents
 }
 
 /**
@@ -32,6 +40,11 @@ export interface ModuleContext {
 export interface PlinthModule {
   readonly name: string
   readonly migrations?: Readonly<Record<string, PlinthMigration>>
+  /**
+   * Registers cross-cutting plugins at the root, before any route (e.g. authentication hooks that
+   * must see every route). Use fastify-plugin so that hooks and decorators are not encapsulated.
+   */
+  readonly plugins?: (app: PlinthApp, ctx: ModuleContext) => Promise<void> | void
   /** Registers routes; the instance is already prefixed with `/api/v1`. */
   readonly routes?: (app: PlinthApp, ctx: ModuleContext) => Promise<void> | void
   readonly healthChecks?: (ctx: ModuleContext) => readonly HealthCheck[]

@@ -67,6 +67,7 @@ export async function createServer(opts: CreateServerOptions): Promise<PlinthApp
   // routes (a confusing 422) instead of answering 415. A route that wants text registers its own parser.
   app.removeContentTypeParser('text/plain')
 
+  app.decorateRequest('principal', null)
   await app.register(problemJson, { development: config.env === 'development' })
   await app.register(requestContext, { metrics: opts.metrics, logBodies: config.logBodies })
   await app.register(opsAccess, { networks: config.opsNetworks, token: config.opsToken })
@@ -84,6 +85,8 @@ export async function createServer(opts: CreateServerOptions): Promise<PlinthApp
       maxAge: 600,
     })
   }
+
+  for (const module of opts.modules) await module.plugins?.(app, opts.context)
 
   await app.register(opsRoutes, {
     health: opts.health,

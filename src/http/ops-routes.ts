@@ -51,7 +51,7 @@ function summary(report: HealthReport) {
  * balancers, orchestrators and Prometheus expect them at fixed paths.
  */
 export async function opsRoutes(app: FastifyInstance, opts: OpsRoutesOptions): Promise<void> {
-  const exempt = { pressureExempt: true, public: true }
+  const exempt = { pressureExempt: true, public: true, rateLimit: false as const }
 
   app.get(
     '/live',
@@ -69,7 +69,7 @@ export async function opsRoutes(app: FastifyInstance, opts: OpsRoutesOptions): P
   app.get(
     '/ready',
     {
-      config: { public: true },
+      config: { public: true, rateLimit: false },
       schema: {
         tags: ['operations'],
         summary: 'Ready for traffic: database answers, migrations current, not shutting down',

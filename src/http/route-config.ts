@@ -1,11 +1,22 @@
+import type { Permission, Principal } from '../core/permissions.ts'
+
+/** Rate-limit tiers (requests per window, configurable): see http/plugins/rate-limit.ts. */
+export type RateLimitTier = 'api' | 'auth' | 'upload'
+
 /** What a route may declare in its `config`, read by Plinth's plugins. */
 declare module 'fastify' {
   interface FastifyContextConfig {
     /** Serve this route even under pressure (liveness, metrics: the signals operators need then). */
     pressureExempt?: boolean
-    /** The route needs no authentication. */
+    /** The route needs no authentication. Every route declares either this or `permission`. */
     public?: boolean
+    /** The permission a caller needs; 401 without a principal, 403 without the permission. */
+    permission?: Permission
+    /** The rate-limit tier; `false` exempts the route (probes). Default: `api`. */
+    rateLimit?: RateLimitTier | false
+  }
+  interface FastifyRequest {
+    /** The authenticated caller, or null; set by the accounts module's authentication hook. */
+    principal: Principal | null
   }
 }
-
-export {}

@@ -26,8 +26,10 @@ async function openapi(app: FastifyInstance, opts: OpenApiOptions): Promise<void
       tags: [{ name: 'operations', description: 'Probes and metrics' }],
     },
   })
-  app.get('/api/openapi.json', { schema: { hide: true }, config: { pressureExempt: true } }, async () =>
-    app.swagger(),
+  app.get(
+    '/api/openapi.json',
+    { schema: { hide: true }, config: { pressureExempt: true, public: true } },
+    async () => app.swagger(),
   )
   if (opts.docsUi) {
     const { default: swaggerUi } = await import('@fastify/swagger-ui')
