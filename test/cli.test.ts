@@ -7,6 +7,7 @@ import { after, describe, it } from 'node:test'
 import type { CliIo } from '../src/cli/cli-io.ts'
 import { PLINTH_VERSION } from '../src/core/version.ts'
 import { runCli } from '../src/main.ts'
+import { TEST_MASTER_KEY } from './helpers/test-config.ts'
 
 /** Runs the CLI in this process, capturing what it prints. */
 async function cli(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
@@ -97,13 +98,16 @@ describe('plinth config check', () => {
     const r = await spawnCli(['config', 'check', '--print'], {
       PLINTH_ENV: 'production',
       PLINTH_SECRET_KEY: 's'.repeat(48),
+      PLINTH_MASTER_KEY: TEST_MASTER_KEY,
       DATABASE_URL: 'postgres://app:topsecretpw@db.internal:5432/app',
     })
     assert.equal(r.code, 0, r.err)
     assert.match(r.out, /^Configuration is valid for production\./)
     assert.match(r.out, /DATABASE_URL=postgres:\/\/app:\*\*\*\*@db\.internal:5432\/app/)
     assert.match(r.out, /PLINTH_SECRET_KEY=\*{8}/)
+    assert.match(r.out, /PLINTH_MASTER_KEY=\*{8}/)
     assert.doesNotMatch(r.out + r.err, /topsecretpw|ssssssss/)
+    assert.ok(!(r.out + r.err).includes(TEST_MASTER_KEY))
   })
 
   it('exits 1 listing every problem at once', async () => {
@@ -113,9 +117,10 @@ describe('plinth config check', () => {
       PLINTH_LOG_BODIES: 'true',
     })
     assert.equal(r.code, 1)
-    assert.match(r.err, /Invalid configuration \(3 problems\)/)
+    assert.match(r.err, /Invalid configuration \(4 problems\)/)
     assert.match(r.err, /PORT: expected a whole number/)
     assert.match(r.err, /PLINTH_SECRET_KEY is required in production/)
+    assert.match(r.err, /PLINTH_MASTER_KEY is required in production/)
     assert.match(r.err, /PLINTH_LOG_BODIES=true is refused in production/)
   })
 })

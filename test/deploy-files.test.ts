@@ -227,8 +227,12 @@ describe('environment examples', () => {
       return m ? [{ name: m[2]!, value: m[3]!.trim(), active: m[1] === undefined }] : []
     })
 
-  /** A valid random value for a secret: 48 characters, or a URL carrying them as its password. */
+  /**
+   * A valid random value for a secret: 48 characters, or a URL carrying them as its password; the
+   * master key is base64 of exactly 32 bytes.
+   */
   function secretValue(name: string): string {
+    if (name === 'PLINTH_MASTER_KEY') return randomBytes(32).toString('base64')
     const random = randomBytes(36).toString('base64')
     const protocol = /^URL \((\w+):/.exec(keysByEnv.get(name)!.type)?.[1]
     return protocol ? `${protocol}://plinth:${encodeURIComponent(random)}@secrets.invalid` : random

@@ -5,6 +5,7 @@ import type { HTTPMethods } from 'fastify'
 import { PLINTH_VERSION } from '../src/core/version.ts'
 import { assertProblem } from './helpers/assert-problem.ts'
 import { skipUnlessPostgres } from './helpers/services.ts'
+import { TEST_MASTER_KEY } from './helpers/test-config.ts'
 import { type Backend, startTestPlinth, type TestPlinth } from './helpers/test-plinth.ts'
 import { thingsModule } from './helpers/things-module.ts'
 
@@ -127,6 +128,7 @@ describe(`API docs UI switched off (on ${uiBackend})`, () => {
     plinths.production = await configOnly(uiBackend, {
       PLINTH_ENV: 'production',
       PLINTH_SECRET_KEY: randomBytes(32).toString('base64'),
+      PLINTH_MASTER_KEY: TEST_MASTER_KEY,
     })
   })
   after(async () => {

@@ -21,6 +21,7 @@ const loginModule: PlinthModule = {
     api.post(
       '/test/login',
       {
+        config: { public: true },
         schema: {
           body: Type.Object(
             { username: Type.String(), password: Type.String(), token: Type.Optional(Type.String()) },

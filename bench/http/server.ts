@@ -54,6 +54,7 @@ async function startPlinth(): Promise<Running> {
     env: {
       PLINTH_ENV: 'production',
       PLINTH_SECRET_KEY: randomBytes(48).toString('base64'),
+      PLINTH_MASTER_KEY: randomBytes(32).toString('base64'),
       PLINTH_DATA_DIR: 'memory://',
       HOST,
       PORT: '0',

@@ -1,6 +1,6 @@
 import { isIP } from 'node:net'
 import { bool, duration, int, list, oneOf, optionalStr, ratio, size, str, url } from './config-parsers.ts'
-import { type ConfigOf, PLINTH_ENVS, type PlinthEnv } from './config-types.ts'
+import { type ConfigKey, type ConfigOf, PLINTH_ENVS, type PlinthEnv } from './config-types.ts'
 
 const isLocal = (env: PlinthEnv) => env === 'development' || env === 'test'
 
@@ -11,6 +11,43 @@ function assertCidr(value: string): void {
   const max = family === 6 ? 128 : 32
   if (family === 0 || (prefix !== undefined && !(/^\d+$/.test(prefix) && Number(prefix) <= max))) {
     throw new Error(`"${value}" is not an IP address or CIDR range (e.g. 10.0.0.0/8, ::1/128)`)
+  }
+}
+
+/**
+ * The 32 bytes of a master key written as base64 (standard or URL-safe, padding optional), or
+ * undefined when the text is not exactly that. `loadConfig` refuses such a value (without echoing
+ * it); the keyring decodes with this same function.
+ */
+export function decodeMasterKey(text: string): Buffer | undefined {
+  const value = text.trim()
+  if (!/^[A-Za-z0-9+/_-]{43}=?$/.test(value)) return undefined
+  const key = Buffer.from(value, 'base64')
+  return key.length === 32 ? key : undefined
+}
+
+const ADDRESS = String.raw`[^\s<>@,;:"()[\]\\]+@[^\s<>@,;:"()[\]\\]+`
+const MAILBOX = new RegExp(`^(?:${ADDRESS}|[^<>]*<${ADDRESS}>)$`)
+
+/** Accepts `no-reply@example.com` or `Name <no-reply@example.com>`, on one line. */
+function assertMailbox(value: string): void {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what is refused
+  if (/[\u0000-\u001f\u007f]/.test(value) || !MAILBOX.test(value.trim())) {
+    throw new Error(
+      `expected one address such as no-reply@example.com or "Example <no-reply@example.com>", got ${JSON.stringify(value)}`,
+    )
+  }
+}
+
+/** The key, refusing durations below `min` milliseconds. */
+function atLeast(min: number, key: ConfigKey<number>): ConfigKey<number> {
+  return {
+    ...key,
+    parse(raw) {
+      const ms = key.parse(raw)
+      if (ms < min) throw new Error(`expected at least ${min}ms, got "${raw}"`)
+      return ms
+    },
   }
 }
 
@@ -46,6 +83,14 @@ export const configSchema = {
     secret: true,
     doc: 'Secret for signing cookies and tokens; at least 32 characters. Required in staging and production (e.g. `openssl rand -base64 48`).',
   }),
+  masterKey: {
+    ...optionalStr({
+      env: 'PLINTH_MASTER_KEY',
+      secret: true,
+      doc: 'Key that encrypts secrets stored in the database (e.g. TOTP secrets): base64 of exactly 32 random bytes (`openssl rand -base64 32`). Required in staging and production; unset in development and test, one is generated into `PLINTH_DATA_DIR/master.key`. Keep it safe: values it encrypted cannot be read without it.',
+    }),
+    type: 'base64 (32 bytes)',
+  },
   revision: str({
     env: 'PLINTH_REVISION',
     default: 'unknown',
@@ -108,6 +153,32 @@ export const configSchema = {
     doc: 'Prefix for every Redis key Plinth writes.',
   }),
 
+  smtpUrl: url({
+    env: 'SMTP_URL',
+    protocols: ['smtp:', 'smtps:'],
+    secret: true,
+    doc: 'SMTP server for outgoing e-mail (password resets, invitations), credentials included: `smtps://user:pass@smtp.example.com:465`, or `smtp://user:pass@smtp.example.com:587` (upgraded with STARTTLS, which staging and production require when the URL carries credentials; `?requireTLS=false` opts out). Unset: in development and test messages go to the log and the `mail_outbox` table; in staging and production sending fails with `PLINTH_MAIL_UNAVAILABLE`.',
+  }),
+  mailFrom: {
+    ...str({
+      env: 'PLINTH_MAIL_FROM',
+      default: 'Plinth <no-reply@localhost>',
+      doc: 'Sender of the e-mail Plinth sends, `address` or `Name <address>`; use a domain your SMTP server may send for.',
+    }),
+    parse(raw: string) {
+      assertMailbox(raw)
+      return raw.trim()
+    },
+  },
+  smtpTimeout: atLeast(
+    100,
+    duration({
+      env: 'PLINTH_SMTP_TIMEOUT',
+      default: 10_000,
+      doc: 'Longest the SMTP server may take to connect, greet or answer, and the deadline for one message, retries included (at least 100ms).',
+    }),
+  ),
+
   replicas: int({
     env: 'PLINTH_REPLICAS',
     default: 1,
@@ -150,6 +221,14 @@ export const configSchema = {
     item: assertCidr,
     doc: 'Addresses or CIDR ranges of reverse proxies whose `X-Forwarded-For` is trusted for the client IP.',
   }),
+  tlsCertFile: optionalStr({
+    env: 'PLINTH_TLS_CERT_FILE',
+    doc: 'PEM certificate (chain) to serve HTTPS directly, TLS 1.2 or later; set together with `PLINTH_TLS_KEY_FILE`. Unset: plain HTTP, with TLS terminated by your proxy (docs/operations/tls.md).',
+  }),
+  tlsKeyFile: optionalStr({
+    env: 'PLINTH_TLS_KEY_FILE',
+    doc: 'PEM private key of `PLINTH_TLS_CERT_FILE`.',
+  }),
   corsOrigins: list({
     env: 'PLINTH_CORS_ORIGINS',
     default: [],
@@ -160,11 +239,63 @@ export const configSchema = {
     default: false,
     doc: 'Allow cookies on cross-origin requests from `PLINTH_CORS_ORIGINS` (never with `*`).',
   }),
+  rateLimitApi: int({
+    env: 'PLINTH_RATE_LIMIT_API',
+    default: 100,
+    min: 0,
+    max: 1_000_000,
+    doc: 'Requests one client (the signed-in user, otherwise the IP address) may make per `PLINTH_RATE_LIMIT_WINDOW` to API routes; above it, 429 with `Retry-After`. 0 turns the tier off.',
+  }),
+  rateLimitAuth: int({
+    env: 'PLINTH_RATE_LIMIT_AUTH',
+    default: 20,
+    min: 0,
+    max: 1_000_000,
+    doc: 'Like `PLINTH_RATE_LIMIT_API`, for authentication routes (sign-in, password reset, MFA), counted separately. 0 turns the tier off outside staging and production.',
+  }),
+  rateLimitUpload: int({
+    env: 'PLINTH_RATE_LIMIT_UPLOAD',
+    default: 10,
+    min: 0,
+    max: 1_000_000,
+    doc: 'Like `PLINTH_RATE_LIMIT_API`, for upload routes, counted separately. 0 turns the tier off.',
+  }),
+  rateLimitWindow: duration({
+    env: 'PLINTH_RATE_LIMIT_WINDOW',
+    default: 60_000,
+    doc: "The window rate limits count over, from a client's first request in it (1s to 1d). Counters live in Redis when `REDIS_URL` is set (shared by replicas), in-process otherwise and whenever Redis fails.",
+  }),
   apiDocs: bool({
     env: 'PLINTH_API_DOCS',
     default: (env) => env !== 'production',
     defaultDoc: '`false` in production, `true` otherwise',
     doc: 'Serve the API docs UI at `/api/docs` (the OpenAPI document at `/api/openapi.json` is always served).',
+  }),
+
+  signupMode: oneOf(['open', 'invite', 'closed'] as const, {
+    env: 'PLINTH_SIGNUP_MODE',
+    default: (env) => (isLocal(env) ? 'open' : 'invite'),
+    defaultDoc: '`open` in development and test, `invite` otherwise',
+    doc: 'Who may create an account: anyone (`open`), holders of an invitation (`invite`), or nobody (`closed`; admins create users).',
+  }),
+  sessionIdleTimeout: duration({
+    env: 'PLINTH_SESSION_IDLE_TIMEOUT',
+    default: 30 * 60_000,
+    doc: 'A session unused for this long expires (NIST AAL2: 30 minutes).',
+  }),
+  sessionMaxAge: duration({
+    env: 'PLINTH_SESSION_MAX_AGE',
+    default: 12 * 3_600_000,
+    doc: 'A session expires this long after sign-in however active it is (NIST AAL2: 12 hours).',
+  }),
+  adminEmail: optionalStr({
+    env: 'PLINTH_ADMIN_EMAIL',
+    doc: 'On first start with no administrator, create one with this e-mail address (and PLINTH_ADMIN_PASSWORD_FILE).',
+  }),
+  adminPassword: optionalStr({
+    env: 'PLINTH_ADMIN_PASSWORD',
+    secret: true,
+    doc: 'Password of the first administrator; prefer PLINTH_ADMIN_PASSWORD_FILE. Used only while no administrator exists.',
   }),
 
   opsNetworks: list({

@@ -6,6 +6,7 @@ import { describe, it } from 'node:test'
 import { ConfigError, describeConfig, loadConfig, redactUrl } from './load-config.ts'
 
 const SECRET = 'a'.repeat(40)
+const MASTER_KEY = Buffer.alloc(32, 1).toString('base64')
 const load = (env: Record<string, string>, extra: { cwd?: string; envFile?: string | false } = {}) =>
   loadConfig({ env, envFile: false, ...extra })
 
@@ -37,7 +38,7 @@ describe('loadConfig', () => {
   })
 
   it('derives defaults from the environment (production binds all interfaces, JSON logs, no docs UI)', () => {
-    const c = load({ PLINTH_ENV: 'production', PLINTH_SECRET_KEY: SECRET })
+    const c = load({ PLINTH_ENV: 'production', PLINTH_SECRET_KEY: SECRET, PLINTH_MASTER_KEY: MASTER_KEY })
     assert.equal(c.host, '0.0.0.0')
     assert.equal(c.logFormat, 'json')
     assert.equal(c.logLevel, 'info')
@@ -114,10 +115,11 @@ describe('loadConfig', () => {
   })
 
   for (const env of ['staging', 'production']) {
-    it(`refuses ${env} without a secret key, saying how to make one`, () => {
+    it(`refuses ${env} without a secret key or a master key, saying how to make them`, () => {
       const problems = problemsOf({ PLINTH_ENV: env })
-      assert.equal(problems.length, 1)
+      assert.equal(problems.length, 2, problems.join('\n'))
       assert.match(problems[0]!, /PLINTH_SECRET_KEY is required in .*openssl rand/)
+      assert.match(problems[1]!, /PLINTH_MASTER_KEY is required in .*openssl rand -base64 32/)
     })
   }
 
@@ -162,7 +164,10 @@ describe('loadConfig', () => {
   it('reads secrets from <NAME>_FILE, trimmed', () => {
     const dir = mkdtempSync(join(tmpdir(), 'plinth-config-'))
     writeFileSync(join(dir, 'secret'), `${SECRET}\n`)
-    const c = load({ PLINTH_ENV: 'production', PLINTH_SECRET_KEY_FILE: 'secret' }, { cwd: dir })
+    const c = load(
+      { PLINTH_ENV: 'production', PLINTH_SECRET_KEY_FILE: 'secret', PLINTH_MASTER_KEY: MASTER_KEY },
+      { cwd: dir },
+    )
     assert.equal(c.secretKey, SECRET)
   })
 
@@ -192,6 +197,19 @@ describe('loadConfig', () => {
     assert.equal(problems.length, 1)
     assert.doesNotMatch(problems[0]!, /hunter2/)
     assert.match(problems[0]!, /^DATABASE_URL: the value is not valid \(not shown: it is secret\)/)
+  })
+
+  it('refuses a master key that is not base64 of 32 bytes, without echoing it', () => {
+    for (const bad of ['c2hvcnQ=', `${MASTER_KEY}AAAA`, 'not base64 at all, but 44 characters long!!']) {
+      const problems = problemsOf({ PLINTH_MASTER_KEY: bad })
+      assert.equal(problems.length, 1, problems.join('\n'))
+      assert.match(
+        problems[0]!,
+        /^PLINTH_MASTER_KEY is not base64 of exactly 32 bytes.*openssl rand -base64 32/,
+      )
+      assert.ok(!problems[0]!.includes(bad))
+    }
+    assert.equal(load({ PLINTH_MASTER_KEY: ` ${MASTER_KEY}\n` }).masterKey?.trim(), MASTER_KEY)
   })
 
   it('reads a .env file beneath the environment, which wins', () => {

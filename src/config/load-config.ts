@@ -1,7 +1,8 @@
 import { readFileSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { parseEnv } from 'node:util'
-import { configSchema, type PlinthConfig } from './config.schema.ts'
+import { checkHttpConfig } from './check-http-config.ts'
+import { configSchema, decodeMasterKey, type PlinthConfig } from './config.schema.ts'
 import type { ConfigKey, PlinthEnv } from './config-types.ts'
 
 export type EnvSource = Readonly<Record<string, string | undefined>>
@@ -112,6 +113,7 @@ export function loadConfig(options: LoadConfigOptions = {}): PlinthConfig {
   values.env = plinthEnv
 
   problems.push(...checkRules(values as PlinthConfig))
+  problems.push(...checkHttpConfig(values, cwd))
   if (problems.length > 0) throw new ConfigError(problems)
   return Object.freeze(values as PlinthConfig)
 }
@@ -130,6 +132,16 @@ function checkRules(c: PlinthConfig): string[] {
   if (deployed && c.secretKey === undefined) {
     problems.push(
       `PLINTH_SECRET_KEY is required in ${c.env}: set it (or PLINTH_SECRET_KEY_FILE) to a random value of at least 32 characters, e.g. \`openssl rand -base64 48\`.`,
+    )
+  }
+  if (c.masterKey !== undefined && decodeMasterKey(c.masterKey) === undefined) {
+    problems.push(
+      'PLINTH_MASTER_KEY is not base64 of exactly 32 bytes (value not shown: it is secret): generate one with `openssl rand -base64 32`.',
+    )
+  }
+  if (deployed && c.masterKey === undefined) {
+    problems.push(
+      `PLINTH_MASTER_KEY is required in ${c.env}: set it (or PLINTH_MASTER_KEY_FILE) to base64 of 32 random bytes, e.g. \`openssl rand -base64 32\`, and keep it safe: what it encrypts cannot be read without it.`,
     )
   }
   if (c.opsToken !== undefined && c.opsToken.length < 32) {
@@ -154,6 +166,16 @@ function checkRules(c: PlinthConfig): string[] {
       `PLINTH_REPLICAS=${c.replicas} but DATABASE_URL is unset: the embedded database serves one process only; set DATABASE_URL to a PostgreSQL server.`,
     )
   }
+  if (c.adminEmail !== undefined && c.adminPassword === undefined) {
+    problems.push(
+      "PLINTH_ADMIN_EMAIL is set without PLINTH_ADMIN_PASSWORD (or PLINTH_ADMIN_PASSWORD_FILE): set the first administrator's password too.",
+    )
+  }
+  if (c.sessionIdleTimeout > c.sessionMaxAge) {
+    problems.push(
+      'PLINTH_SESSION_IDLE_TIMEOUT is longer than PLINTH_SESSION_MAX_AGE: make the idle timeout the shorter one.',
+    )
+  }
   if (c.env === 'production') {
     if (c.logBodies)
       problems.push('PLINTH_LOG_BODIES=true is refused in production: request bodies may hold personal data.')
@@ -176,7 +198,7 @@ export function describeConfig(config: PlinthConfig): Record<string, unknown> {
 }
 
 function maskSecret(name: string, value: string): string {
-  if (name === 'databaseUrl' || name === 'redisUrl') return redactUrl(value)
+  if (name === 'databaseUrl' || name === 'redisUrl' || name === 'smtpUrl') return redactUrl(value)
   return '********'
 }
 

@@ -4,9 +4,11 @@ import type { PlinthConfig } from '../config/config.schema.ts'
 import { createServer, type PlinthApp } from '../http/create-server.ts'
 import { createMemoryCache, createRedisCache } from '../infra/cache/cache.ts'
 import { createRedis, type RedisHandle } from '../infra/cache/redis.ts'
+import { createKeyring } from '../infra/crypto/keyring.ts'
 import { createDatabase, type Database } from '../infra/db/create-db.ts'
 import { createMigrator, type PlinthMigrator } from '../infra/db/migrator.ts'
 import { builtinModules } from '../modules/index.ts'
+import { createMailer } from '../modules/mail/mailer.ts'
 import { createHealth, eventLoopCheck, type Health, memoryCheck } from '../observability/health.ts'
 import { createLogger } from '../observability/logger.ts'
 import { createMetrics, type Metrics } from '../observability/metrics.ts'
@@ -110,7 +112,24 @@ export async function createPlinth(options: CreatePlinthOptions): Promise<Plinth
 
   const securityEvents = createSecurityEvents({ logger })
   const cache = redis ? createRedisCache(redis, { logger }) : createMemoryCache()
-  const context: ModuleContext = Object.freeze({ config, logger, db, metrics, redis, cache, securityEvents })
+  const mailer = createMailer({ config, logger, db })
+  const keyring = createKeyring({
+    masterKey: config.masterKey,
+    dataDir: config.dataDir,
+    env: config.env,
+    logger,
+  })
+  const context: ModuleContext = Object.freeze({
+    keyring,
+    config,
+    logger,
+    db,
+    metrics,
+    redis,
+    cache,
+    securityEvents,
+    mailer,
+  })
   let shuttingDown = false
   const app = await createServer({
     config,
@@ -147,6 +166,8 @@ export async function createPlinth(options: CreatePlinthOptions): Promise<Plinth
       prepared ??= (async () => {
         await db.connect()
         if (config.migrateOnStart) await migrator.up()
+        // Modules start once their tables exist (when migrations are left to an operator, they may not yet).
+        if ((await migrator.pendingCount()) === 0) for (const m of modules) await m.start?.(context)
         // Redis only holds what can be lost: a short wait, then on without it (it keeps reconnecting).
         if (redis && !(await redis.connect(2000)))
           logger.warn({ target: redis.target }, 'starting without redis')
@@ -181,6 +202,7 @@ export async function createPlinth(options: CreatePlinthOptions): Promise<Plinth
           clearTimeout(cut)
           eventLoop.stop()
           await redis?.close()
+          await mailer.close()
           await db.close()
         }
         logger.info('shutdown complete')

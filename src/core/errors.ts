@@ -64,6 +64,103 @@ export const errorRegistry = {
     title: 'Request Timeout',
     detail: 'The request took too long to arrive (PLINTH_REQUEST_TIMEOUT).',
   },
+  PLINTH_HTTP_RATE_LIMITED: {
+    status: 429,
+    title: 'Too Many Requests',
+    detail:
+      'This client (the signed-in user, otherwise the IP address) used up its requests for this window (PLINTH_RATE_LIMIT_*); retry after the seconds in Retry-After, and pace requests by RateLimit-Remaining and RateLimit-Reset.',
+  },
+  PLINTH_AUTH_REQUIRED: {
+    status: 401,
+    title: 'Authentication Required',
+    detail: 'Sign in (session cookie) or send Authorization: Bearer <session or API token>.',
+  },
+  PLINTH_AUTH_INVALID_CREDENTIALS: {
+    status: 401,
+    title: 'Invalid Credentials',
+    detail: 'The e-mail address or password is wrong.',
+  },
+  PLINTH_AUTH_SESSION_EXPIRED: {
+    status: 401,
+    title: 'Session Expired',
+    detail: 'The session or token has expired or was revoked; sign in again.',
+  },
+  PLINTH_AUTH_FORBIDDEN: {
+    status: 403,
+    title: 'Forbidden',
+    detail: 'Your role or token scopes do not grant this permission.',
+  },
+  PLINTH_AUTH_CSRF: {
+    status: 403,
+    title: 'CSRF Token Missing Or Wrong',
+    detail:
+      'Cookie-authenticated changes need the X-CSRF-Token header from GET /api/v1/me (or use a bearer token).',
+  },
+  PLINTH_AUTH_LOCKED: {
+    status: 429,
+    title: 'Account Temporarily Locked',
+    detail: 'Too many failed sign-ins; wait for the time in Retry-After, or reset the password.',
+  },
+  PLINTH_AUTH_MFA_INVALID: {
+    status: 401,
+    title: 'Invalid Second Factor',
+    detail: 'The code is wrong, expired or already used.',
+  },
+  PLINTH_AUTH_MFA_CHALLENGE_EXPIRED: {
+    status: 401,
+    title: 'Sign-in Challenge Expired',
+    detail: 'The sign-in challenge expired or had too many failures; sign in again.',
+  },
+  PLINTH_AUTH_MFA_ENROLMENT_REQUIRED: {
+    status: 403,
+    title: 'MFA Enrolment Required',
+    detail: 'Your role requires a second factor: enrol at POST /api/v1/me/mfa/totp before anything else.',
+  },
+  PLINTH_AUTH_MFA_ALREADY_ENABLED: {
+    status: 409,
+    title: 'MFA Already Enabled',
+    detail: 'Disable the current second factor before enrolling a new one.',
+  },
+  PLINTH_AUTH_MFA_NOT_ENABLED: {
+    status: 409,
+    title: 'MFA Not Enabled',
+    detail: 'There is no second factor to confirm or disable.',
+  },
+  PLINTH_AUTH_WEAK_PASSWORD: {
+    status: 422,
+    title: 'Weak Password',
+    detail: 'Choose a password of 8 to 128 characters that is not a common one.',
+  },
+  PLINTH_AUTH_SIGNUP_CLOSED: {
+    status: 403,
+    title: 'Sign-up Closed',
+    detail: 'Sign-up is closed or needs an invitation (PLINTH_SIGNUP_MODE).',
+  },
+  PLINTH_AUTH_TOKEN_INVALID: {
+    status: 400,
+    title: 'Invalid Or Expired Link',
+    detail: 'The link or token is invalid, expired or already used; request a new one.',
+  },
+  PLINTH_USER_EXISTS: {
+    status: 409,
+    title: 'Account Exists',
+    detail: 'An account with this e-mail address exists; sign in or reset the password.',
+  },
+  PLINTH_USER_NOT_FOUND: {
+    status: 404,
+    title: 'User Not Found',
+    detail: 'No user has this id; list users at GET /api/v1/admin/users.',
+  },
+  PLINTH_RESOURCE_NOT_FOUND: {
+    status: 404,
+    title: 'Not Found',
+    detail: 'No such resource, or it is not yours.',
+  },
+  PLINTH_USER_LAST_ADMIN: {
+    status: 409,
+    title: 'Last Administrator',
+    detail: 'This would leave no active administrator; promote another one first.',
+  },
   PLINTH_OPS_FORBIDDEN: {
     status: 403,
     title: 'Forbidden',
@@ -105,10 +202,28 @@ export const errorRegistry = {
     title: 'Unknown Migration',
     detail: 'No migration has this number; `plinth migrate status` lists them.',
   },
+  PLINTH_MAIL_UNAVAILABLE: {
+    status: 503,
+    title: 'Mail Unavailable',
+    detail:
+      'The e-mail could not be sent; retry later. Operators: set SMTP_URL to a reachable SMTP server that accepts its credentials (the "mail delivery failed" log line and the mail_outbox row say why).',
+  },
+  PLINTH_MAIL_INVALID: {
+    status: 400,
+    title: 'Invalid Mail Message',
+    detail:
+      'The e-mail cannot be sent as given: the recipient must be one address and the subject one line, without line breaks or control characters.',
+  },
   PLINTH_CONFIG_INVALID: {
     status: 500,
     title: 'Invalid Configuration',
     detail: 'The configuration is missing or invalid; the message lists every problem.',
+  },
+  PLINTH_CRYPTO_DECRYPT_FAILED: {
+    status: 500,
+    title: 'Decryption Failed',
+    detail:
+      'A stored encrypted value could not be decrypted: it was altered, moved to another row, or encrypted with a key this server does not have (check PLINTH_MASTER_KEY).',
   },
   PLINTH_INTERNAL: {
     status: 500,

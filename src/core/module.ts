@@ -4,7 +4,9 @@ import type { PlinthConfig } from '../config/config.schema.ts'
 import type { PlinthApp } from '../http/create-server.ts'
 import type { Cache } from '../infra/cache/cache.ts'
 import type { RedisHandle } from '../infra/cache/redis.ts'
+import type { Keyring } from '../infra/crypto/keyring.ts'
 import type { Database } from '../infra/db/create-db.ts'
+import type { Mailer } from '../modules/mail/mailer.ts'
 import type { HealthCheck } from '../observability/health.ts'
 import type { Metrics } from '../observability/metrics.ts'
 import type { SecurityEvents } from './security-events.ts'
@@ -31,6 +33,10 @@ export interface ModuleContext {
   /** Redis-backed when configured, in-process otherwise (and whenever Redis fails). */
   readonly cache: Cache
   readonly securityEvents: SecurityEvents
+  /** Sends e-mail through SMTP_URL, or captures it in the log in development and test. */
+  readonly mailer: Mailer
+  /** Encrypts stored secrets (AES-256-GCM, key ids, bound to their row). */
+  readonly keyring: Keyring
 }
 
 /**
@@ -48,4 +54,6 @@ export interface PlinthModule {
   /** Registers routes; the instance is already prefixed with `/api/v1`. */
   readonly routes?: (app: PlinthApp, ctx: ModuleContext) => Promise<void> | void
   readonly healthChecks?: (ctx: ModuleContext) => readonly HealthCheck[]
+  /** Runs at start once migrations are current (e.g. creating the first administrator). */
+  readonly start?: (ctx: ModuleContext) => Promise<void>
 }

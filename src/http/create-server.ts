@@ -1,8 +1,10 @@
+import { readFileSync } from 'node:fs'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import cors from '@fastify/cors'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import Fastify, {
   type FastifyBaseLogger,
+  type FastifyHttpOptions,
   type FastifyInstance,
   LogController,
   type RawServerDefault,
@@ -18,7 +20,9 @@ import openapi from './plugins/openapi.ts'
 import opsAccess from './plugins/ops-access.ts'
 import pressure from './plugins/pressure.ts'
 import problemJson from './plugins/problem-json.ts'
+import rateLimit, { RATE_LIMIT_HEADERS } from './plugins/rate-limit.ts'
 import requestContext from './plugins/request-context.ts'
+import securityHeaders from './plugins/security-headers.ts'
 import './route-config.ts'
 import { createValidatorCompiler } from './validation.ts'
 
@@ -51,6 +55,15 @@ export interface CreateServerOptions {
  */
 export async function createServer(opts: CreateServerOptions): Promise<PlinthApp> {
   const { config } = opts
+  // Direct TLS when both files are set (checked at config load); otherwise the proxy terminates it.
+  const https =
+    config.tlsCertFile && config.tlsKeyFile
+      ? {
+          cert: readFileSync(config.tlsCertFile),
+          key: readFileSync(config.tlsKeyFile),
+          minVersion: 'TLSv1.2',
+        }
+      : undefined
   const app = Fastify({
     loggerInstance: opts.logger as FastifyBaseLogger,
     // Fastify's own per-request lines are off: request-context.ts writes one line per request.
@@ -61,13 +74,16 @@ export async function createServer(opts: CreateServerOptions): Promise<PlinthApp
     trustProxy: config.trustProxy.length > 0 ? [...config.trustProxy] : false,
     return503OnClosing: true,
     forceCloseConnections: 'idle',
-  }).withTypeProvider<TypeBoxTypeProvider>()
+    ...(https ? { https } : {}),
+  } as FastifyHttpOptions<RawServerDefault>).withTypeProvider<TypeBoxTypeProvider>()
   app.setValidatorCompiler(createValidatorCompiler())
   // The API speaks JSON: without this, Fastify's built-in text/plain parser hands a string to JSON
   // routes (a confusing 422) instead of answering 415. A route that wants text registers its own parser.
   app.removeContentTypeParser('text/plain')
 
   app.decorateRequest('principal', null)
+  // First, so that every answer carries the headers, including those of later hooks (503, 429).
+  await app.register(securityHeaders, { hsts: config.env === 'production' || https !== undefined })
   await app.register(problemJson, { development: config.env === 'development' })
   await app.register(requestContext, { metrics: opts.metrics, logBodies: config.logBodies })
   await app.register(opsAccess, { networks: config.opsNetworks, token: config.opsToken })
@@ -81,11 +97,21 @@ export async function createServer(opts: CreateServerOptions): Promise<PlinthApp
     await app.register(cors, {
       origin: anyOrigin ? '*' : [...config.corsOrigins],
       credentials: config.corsCredentials && !anyOrigin,
-      exposedHeaders: [REQUEST_ID_HEADER, 'retry-after'],
+      methods: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'],
+      exposedHeaders: [REQUEST_ID_HEADER, 'retry-after', ...RATE_LIMIT_HEADERS],
       maxAge: 600,
     })
   }
 
+  // Before the modules' plugins: it refuses flooding addresses before authentication runs, and
+  // counts in preParsing, once authentication has set `request.principal`.
+  await app.register(rateLimit, {
+    limits: { api: config.rateLimitApi, auth: config.rateLimitAuth, upload: config.rateLimitUpload },
+    windowMs: config.rateLimitWindow,
+    redis: opts.context.redis,
+    metrics: opts.metrics,
+    logger: opts.logger,
+  })
   for (const module of opts.modules) await module.plugins?.(app, opts.context)
 
   await app.register(opsRoutes, {

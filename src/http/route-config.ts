@@ -12,8 +12,15 @@ declare module 'fastify' {
     public?: boolean
     /** The permission a caller needs; 401 without a principal, 403 without the permission. */
     permission?: Permission
+    /** Reachable by a session that must still enrol a second factor (MFA policy of its role). */
+    allowDuringMfaEnrolment?: boolean
     /** The rate-limit tier; `false` exempts the route (probes). Default: `api`. */
     rateLimit?: RateLimitTier | false
+    /**
+     * The Content-Security-Policy of this route's responses, replacing the one its path prefix gets
+     * (http/plugins/security-headers.ts: `'none'` for the API, a relaxed one under /api/docs).
+     */
+    csp?: string
   }
   interface FastifyRequest {
     /** The authenticated caller, or null; set by the accounts module's authentication hook. */

@@ -1,6 +1,9 @@
 import type { PlinthConfig } from '../../src/config/config.schema.ts'
 import { loadConfig } from '../../src/config/load-config.ts'
 
+/** A valid `PLINTH_MASTER_KEY` (base64 of 32 bytes) for staging and production test configs. */
+export const TEST_MASTER_KEY = Buffer.alloc(32, 7).toString('base64')
+
 /**
  * A test configuration: the in-memory embedded database, port 0, quiet logs, no .env file.
  * `env` adds or overrides variables, exactly as the environment would.

@@ -43,6 +43,7 @@ export const thingsModule: PlinthModule = {
     api.post(
       '/test/things',
       {
+        config: { public: true },
         schema: { tags: ['test'], summary: 'Create a thing', body: ThingBody, response: { 201: ThingBody } },
       },
       async (request, reply) => {
@@ -53,25 +54,28 @@ export const thingsModule: PlinthModule = {
     )
     api.get(
       '/test/things/search',
-      { schema: { querystring: ThingSearch, response: { 200: Type.Object({ limit: Type.Integer() }) } } },
+      {
+        config: { public: true },
+        schema: { querystring: ThingSearch, response: { 200: Type.Object({ limit: Type.Integer() }) } },
+      },
       async (request) => ({ limit: request.query.limit }),
     )
     api.get(
       '/test/things/:name',
-      { schema: { params: Type.Object({ name: Type.String() }) } },
+      { config: { public: true }, schema: { params: Type.Object({ name: Type.String() }) } },
       async (request) => {
         request.log.info({ thing: request.params.name }, 'thing looked up')
         return { name: request.params.name }
       },
     )
-    api.get('/test/boom', async () => {
+    api.get('/test/boom', { config: { public: true } }, async () => {
       throw new Error(SECRET_MESSAGE)
     })
-    api.get('/test/bad-sql', async () => {
+    api.get('/test/bad-sql', { config: { public: true } }, async () => {
       await sql`select secret_column from ${sql.raw(SECRET_TABLE)}`.execute(ctx.db.kysely)
       return {}
     })
-    api.get('/test/slow-sql', async () => {
+    api.get('/test/slow-sql', { config: { public: true } }, async () => {
       await sql`select pg_sleep(10)`.execute(ctx.db.kysely)
       return {}
     })

@@ -1,0 +1,197 @@
+import { isIPv4, isIPv6 } from 'node:net'
+import type { FastifyInstance, FastifyRequest } from 'fastify'
+import fp from 'fastify-plugin'
+import type { Logger } from 'pino'
+import { Counter } from 'prom-client'
+import { PlinthError } from '../../core/errors.ts'
+import type { RedisHandle } from '../../infra/cache/redis.ts'
+import type { Metrics } from '../../observability/metrics.ts'
+import type { RateLimitTier } from '../route-config.ts'
+import {
+  createFallbackRateLimitStore,
+  createMemoryRateLimitStore,
+  type RateLimitStore,
+} from './rate-limit-store.ts'
+
+export const RATE_LIMIT_TIERS: readonly RateLimitTier[] = ['api', 'auth', 'upload']
+
+/** The headers every limited response carries (IETF draft-ietf-httpapi-ratelimit-headers). */
+export const RATE_LIMIT_HEADERS = [
+  'ratelimit-limit',
+  'ratelimit-remaining',
+  'ratelimit-reset',
+  'ratelimit-policy',
+] as const
+
+/** Route-path prefixes exempt unless a route declares a tier: the docs UI loads a dozen assets. */
+const EXEMPT_PREFIXES = ['/api/docs']
+
+export interface RateLimitOptions {
+  /** Requests per window and client, by tier; 0 turns a tier off. */
+  readonly limits: Readonly<Record<RateLimitTier, number>>
+  readonly windowMs: number
+  /** Shared counters across replicas when set (in-process whenever it fails); in-process otherwise. */
+  readonly redis: RedisHandle | undefined
+  readonly metrics: Metrics
+  readonly logger: Logger
+  /** Replaces the store built from `redis` (tests, embedders). */
+  readonly store?: RateLimitStore
+}
+
+/** IPv4-mapped IPv6 as IPv4; other IPv6 addresses by their /64, the usual allocation of one subscriber. */
+export function clientAddress(ip: string): string {
+  if (ip.startsWith('::ffff:') && isIPv4(ip.slice(7))) return ip.slice(7)
+  const address = ip.split('%', 1)[0] ?? ip
+  if (!isIPv6(address)) return ip
+  const [head = '', tail] = address.split('::')
+  const groups = (part: string | undefined) => (part ? part.split(':') : [])
+  const width = (parts: string[]) => parts.reduce((n, p) => n + (p.includes('.') ? 2 : 1), 0)
+  const left = groups(head)
+  const right = groups(tail)
+  const full =
+    tail === undefined ? left : [...left, ...Array(8 - width(left) - width(right)).fill('0'), ...right]
+  return `${full
+    .slice(0, 4)
+    .map((g) => Number.parseInt(g, 16).toString(16))
+    .join(':')}::/64`
+}
+
+/** Who is counted: the signed-in user (whatever address they call from), otherwise the client IP. */
+export function clientKey(request: FastifyRequest): string {
+  const userId = request.principal?.userId
+  return userId ? `user:${userId}` : ipKey(request)
+}
+
+const ipKey = (request: FastifyRequest) => `ip:${clientAddress(request.ip)}`
+
+const under = (path: string, prefix: string) => path === prefix || path.startsWith(`${prefix}/`)
+
+function formatWindow(ms: number): string {
+  if (ms % 3_600_000 === 0) return `${ms / 3_600_000} h`
+  if (ms % 60_000 === 0) return `${ms / 60_000} min`
+  return `${ms / 1000} s`
+}
+
+/** Set once the limiter has counted a request. */
+const COUNTED = Symbol('plinth.rateLimitCounted')
+type Marked = FastifyRequest & { [COUNTED]?: boolean }
+const REFUSAL_STATUSES = new Set([401, 403])
+/** Addresses blocked at once (before authentication) for too many refused credentials; per replica. */
+const MAX_BLOCKED = 100_000
+
+/**
+ * Per-client rate limits in tiers (see docs/decisions/0005-rate-limiting.md). A route picks its
+ * tier with `config: { rateLimit: 'api' | 'auth' | 'upload' | false }` (default `api`); each
+ * tier counts separately. Every limited response carries `RateLimit-Limit`, `-Remaining`,
+ * `-Reset` and `-Policy`; a refused one is a 429 problem with `Retry-After`.
+ *
+ * Register it before the plugins that authenticate. Counting happens in `preParsing`: after every
+ * `onRequest` hook (so `request.principal` is set) and before the body is read. Requests that authentication
+ * refuses (401/403) in `onRequest` never get there, so they are counted when answered: an
+ * anonymous address that spends a tier's budget on refusals is then refused in `onRequest`,
+ * before authentication does any work, until its window ends (credential guessing, bogus-token floods).
+ */
+async function rateLimit(app: FastifyInstance, opts: RateLimitOptions): Promise<void> {
+  const { limits, windowMs } = opts
+  const store =
+    opts.store ??
+    (opts.redis
+      ? createFallbackRateLimitStore(opts.redis, { logger: opts.logger })
+      : createMemoryRateLimitStore())
+  const rejected = new Counter({
+    name: 'plinth_rate_limited_total',
+    help: 'Requests refused with 429 by a rate limit, by tier.',
+    labelNames: ['tier'] as const,
+    registers: [opts.metrics.registry],
+  })
+  const windowText = formatWindow(windowMs)
+  const tiers = Object.fromEntries(
+    RATE_LIMIT_TIERS.map((tier) => {
+      const limit = limits[tier]
+      rejected.labels(tier).inc(0)
+      return [
+        tier,
+        { limit, policy: `${limit};w=${Math.ceil(windowMs / 1000)}`, rejected: rejected.labels(tier) },
+      ]
+    }),
+  ) as Record<RateLimitTier, { limit: number; policy: string; rejected: Counter.Internal }>
+  const blocked = new Map<string, number>()
+
+  /** The route's tier, or false when it is exempt or its tier is off. */
+  const tierOf = (request: FastifyRequest): RateLimitTier | false => {
+    const route = request.routeOptions
+    const name =
+      route.config.rateLimit ??
+      (route.url !== undefined && EXEMPT_PREFIXES.some((p) => under(route.url!, p)) ? false : 'api')
+    return name !== false && tiers[name].limit > 0 ? name : false
+  }
+  const refuse = (name: RateLimitTier, resetMs: number, what: string) => {
+    const tier = tiers[name]
+    const seconds = Math.max(1, Math.ceil(resetMs / 1000))
+    tier.rejected.inc()
+    return new PlinthError(
+      'PLINTH_HTTP_RATE_LIMITED',
+      `Too many ${what}: the limit is ${tier.limit} per ${windowText} for this client. Retry after ${seconds} s (Retry-After); RateLimit-Remaining tells what is left on every response.`,
+      { headers: { 'retry-after': String(seconds) } },
+    )
+  }
+
+  app.decorateRequest(COUNTED, false)
+
+  app.addHook('onRequest', (request, reply, done) => {
+    if (blocked.size === 0) return done()
+    const name = tierOf(request)
+    const key = name && `${name}:refused:${ipKey(request)}`
+    const until = key ? blocked.get(key) : undefined
+    if (!name || !key || until === undefined) return done()
+    const left = until - Date.now()
+    if (left <= 0) {
+      blocked.delete(key)
+      return done()
+    }
+    reply.headers({ 'ratelimit-limit': tiers[name].limit, 'ratelimit-remaining': 0 })
+    done(refuse(name, left, 'refused requests (invalid or missing credentials)'))
+  })
+
+  app.addHook('preParsing', (request, reply, payload, done) => {
+    const name = tierOf(request)
+    if (name === false) return done(null, payload)
+    const tier = tiers[name]
+    ;(request as Marked)[COUNTED] = true
+    store
+      .hit(`${name}:${clientKey(request)}`, windowMs)
+      .then(({ count, resetMs }) => {
+        reply.headers({
+          'ratelimit-limit': tier.limit,
+          'ratelimit-remaining': Math.max(0, tier.limit - count),
+          'ratelimit-reset': Math.max(1, Math.ceil(resetMs / 1000)),
+          'ratelimit-policy': tier.policy,
+        })
+        return count <= tier.limit ? undefined : refuse(name, resetMs, `${name} requests`)
+      })
+      .then(
+        (error) => (error ? done(error) : done(null, payload)),
+        (err: unknown) => done(err instanceof Error ? err : new Error(String(err))),
+      )
+  })
+
+  app.addHook('onResponse', (request, reply, done) => {
+    done()
+    if ((request as Marked)[COUNTED] || !REFUSAL_STATUSES.has(reply.statusCode)) return
+    const name = tierOf(request)
+    if (name === false) return
+    // A signed-in caller refused (403) spends its own budget; an anonymous one a separate
+    // per-address budget of refusals, so that its ordinary requests are not held against it.
+    const key = request.principal ? `${name}:${clientKey(request)}` : `${name}:refused:${ipKey(request)}`
+    store.hit(key, windowMs).then(
+      ({ count, resetMs }) => {
+        if (request.principal || count < tiers[name].limit) return
+        if (blocked.size >= MAX_BLOCKED) blocked.delete(blocked.keys().next().value as string)
+        blocked.set(key, Date.now() + resetMs)
+      },
+      () => {},
+    )
+  })
+}
+
+export default fp(rateLimit, { name: 'plinth-rate-limit', fastify: '5.x' })

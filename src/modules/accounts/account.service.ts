@@ -1,0 +1,279 @@
+import type { Kysely } from 'kysely'
+import type { Logger } from 'pino'
+import { PlinthError, translateDbError } from '../../core/errors.ts'
+import type { Role } from '../../core/permissions.ts'
+import type { SecurityEvents } from '../../core/security-events.ts'
+import type { PlinthTables } from '../../infra/db/tables.ts'
+import type { Mailer } from '../mail/mailer.ts'
+import type { RequestMeta } from './login.service.ts'
+import { assertPasswordPolicy, hashPassword, verifyPassword } from './passwords.ts'
+import { hashSecret, looksLikeSecret, newSecret, normalizeEmail, TOKEN_PREFIX } from './secrets.ts'
+import type { SessionService } from './sessions.service.ts'
+
+export const RESET_TTL_MS = 30 * 60_000
+export const INVITE_TTL_MS = 7 * 24 * 3_600_000
+
+export type SignupMode = 'open' | 'invite' | 'closed'
+
+/**
+ * Self-service account changes: sign-up (open, by invitation, or closed), password change and
+ * reset by a single-use, expiring e-mailed link, and the invitations admins send.
+ */
+export function createAccountService(deps: {
+  db: Kysely<PlinthTables>
+  sessions: SessionService
+  events: SecurityEvents
+  mailer: Mailer
+  logger: Logger
+  signupMode: SignupMode
+  /** Base of links in e-mails (PLINTH_PUBLIC_URL, or the local address in development). */
+  linkBase: string
+  now?: () => number
+}) {
+  const { db, sessions, events } = deps
+  const now = deps.now ?? Date.now
+  const log = deps.logger.child({ component: 'accounts' })
+  const ctx = (meta: RequestMeta) => ({ ip: meta.ip, userAgent: meta.userAgent, requestId: meta.requestId })
+
+  /** Inserts a user; a duplicate e-mail becomes PLINTH_USER_EXISTS. */
+  async function insertUser(
+    email: string,
+    password: string | null,
+    role: Role,
+    trx: Kysely<PlinthTables> = db,
+  ): Promise<string> {
+    try {
+      const row = await trx
+        .insertInto('users')
+        .values({
+          email: email.trim(),
+          email_normalized: normalizeEmail(email),
+          password_hash: password === null ? null : await hashPassword(password),
+          role,
+          password_changed_at: password === null ? null : new Date(now()),
+        })
+        .returning('id')
+        .executeTakeFirstOrThrow()
+      return row.id
+    } catch (err) {
+      if (translateDbError(err)?.code === 'PLINTH_DB_CONFLICT')
+        throw new PlinthError('PLINTH_USER_EXISTS', undefined, { cause: err })
+      throw err
+    }
+  }
+
+  /** Sends in the background: the answer must not wait on (or reveal) mail delivery. */
+  function sendLater(to: string, subject: string, text: string, category: string): void {
+    deps.mailer
+      .send({ to, subject, text, category })
+      .catch((err: unknown) => log.error({ err, category }, 'mail not sent'))
+  }
+
+  return {
+    insertUser,
+
+    async signup(input: { email: string; password: string; inviteToken?: string }, meta: RequestMeta) {
+      if (deps.signupMode === 'closed') throw new PlinthError('PLINTH_AUTH_SIGNUP_CLOSED')
+      if (deps.signupMode === 'invite' && !input.inviteToken) {
+        throw new PlinthError(
+          'PLINTH_AUTH_SIGNUP_CLOSED',
+          'Sign-up needs an invitation: follow the link in your invitation e-mail.',
+        )
+      }
+      assertPasswordPolicy(input.password, { email: input.email })
+      const email = normalizeEmail(input.email)
+      const userId = await db.transaction().execute(async (trx) => {
+        let role: Role = 'member'
+        if (input.inviteToken) {
+          if (!looksLikeSecret(input.inviteToken, TOKEN_PREFIX.invite))
+            throw new PlinthError('PLINTH_AUTH_TOKEN_INVALID')
+          const invite = await trx
+            .updateTable('invites')
+            .set({ used_at: new Date(now()) })
+            .where('token_hash', '=', hashSecret(input.inviteToken))
+            .where('used_at', 'is', null)
+            .where('expires_at', '>', new Date(now()))
+            .where('email_normalized', '=', email)
+            .returning('role')
+            .executeTakeFirst()
+          if (!invite) throw new PlinthError('PLINTH_AUTH_TOKEN_INVALID')
+          role = invite.role
+        }
+        return insertUser(input.email, input.password, role, trx)
+      })
+      events.emit({
+        type: 'user:signed-up',
+        outcome: 'success',
+        actor: { type: 'user', id: userId },
+        target: { type: 'user', id: userId },
+        ...ctx(meta),
+      })
+      const session = await sessions.create(userId, meta)
+      return { userId, ...session }
+    },
+
+    /** Always succeeds from the caller's view, whether or not the address has an account. */
+    async requestPasswordReset(emailInput: string, meta: RequestMeta): Promise<void> {
+      const email = normalizeEmail(emailInput)
+      const user = await db
+        .selectFrom('users')
+        .select(['id', 'email'])
+        .where('email_normalized', '=', email)
+        .where('status', '=', 'active')
+        .executeTakeFirst()
+      if (!user) return
+      const { secret, hash } = newSecret(TOKEN_PREFIX.reset)
+      await db
+        .insertInto('password_reset_tokens')
+        .values({ user_id: user.id, token_hash: hash, expires_at: new Date(now() + RESET_TTL_MS) })
+        .execute()
+      events.emit({
+        type: 'password:reset-requested',
+        outcome: 'success',
+        actor: { type: 'anonymous' },
+        target: { type: 'user', id: user.id },
+        ...ctx(meta),
+      })
+      const link = `${deps.linkBase}/reset-password?token=${encodeURIComponent(secret)}`
+      sendLater(
+        user.email,
+        'Reset your Plinth password',
+        `Someone asked to reset the password of this account.\n\nTo choose a new password, open this link within 30 minutes:\n${link}\n\nIf it was not you, ignore this message: your password stays as it is.\n`,
+        'password-reset',
+      )
+    },
+
+    async confirmPasswordReset(input: { token: string; password: string }, meta: RequestMeta): Promise<void> {
+      if (!looksLikeSecret(input.token, TOKEN_PREFIX.reset))
+        throw new PlinthError('PLINTH_AUTH_TOKEN_INVALID')
+      const candidate = await db
+        .selectFrom('password_reset_tokens')
+        .innerJoin('users', 'users.id', 'password_reset_tokens.user_id')
+        .select(['password_reset_tokens.id', 'users.id as userId', 'users.email'])
+        .where('password_reset_tokens.token_hash', '=', hashSecret(input.token))
+        .where('password_reset_tokens.used_at', 'is', null)
+        .where('password_reset_tokens.expires_at', '>', new Date(now()))
+        .executeTakeFirst()
+      if (!candidate) throw new PlinthError('PLINTH_AUTH_TOKEN_INVALID')
+      assertPasswordPolicy(input.password, { email: candidate.email })
+      const hash = await hashPassword(input.password)
+      await db.transaction().execute(async (trx) => {
+        const used = await trx
+          .updateTable('password_reset_tokens')
+          .set({ used_at: new Date(now()) })
+          .where('id', '=', candidate.id)
+          .where('used_at', 'is', null)
+          .executeTakeFirst()
+        if (Number(used.numUpdatedRows) !== 1) throw new PlinthError('PLINTH_AUTH_TOKEN_INVALID')
+        await trx
+          .updateTable('users')
+          .set({
+            password_hash: hash,
+            password_changed_at: new Date(now()),
+            failed_logins: 0,
+            locked_until: null,
+            updated_at: new Date(now()),
+          })
+          .where('id', '=', candidate.userId)
+          .execute()
+        // Every other outstanding reset link dies with this one.
+        await trx
+          .updateTable('password_reset_tokens')
+          .set({ used_at: new Date(now()) })
+          .where('user_id', '=', candidate.userId)
+          .where('used_at', 'is', null)
+          .execute()
+        await sessions.revokeAll(candidate.userId, { trx })
+      })
+      events.emit({
+        type: 'password:reset',
+        outcome: 'success',
+        actor: { type: 'user', id: candidate.userId },
+        target: { type: 'user', id: candidate.userId },
+        ...ctx(meta),
+      })
+    },
+
+    /** Changes the password after checking the current one; other sessions end, the current one is rotated. */
+    async changePassword(
+      input: { userId: string; sessionId: string | undefined; currentPassword: string; newPassword: string },
+      meta: RequestMeta,
+    ) {
+      const user = await db
+        .selectFrom('users')
+        .select(['email', 'password_hash'])
+        .where('id', '=', input.userId)
+        .executeTakeFirstOrThrow()
+      if (!user.password_hash || !(await verifyPassword(user.password_hash, input.currentPassword))) {
+        events.emit({
+          type: 'password:changed',
+          outcome: 'failure',
+          actor: { type: 'user', id: input.userId },
+          ...ctx(meta),
+          details: { reason: 'wrong-password' },
+        })
+        throw new PlinthError('PLINTH_AUTH_INVALID_CREDENTIALS', 'The current password is wrong.')
+      }
+      assertPasswordPolicy(input.newPassword, { email: user.email })
+      const hash = await hashPassword(input.newPassword)
+      const session = await db.transaction().execute(async (trx) => {
+        await trx
+          .updateTable('users')
+          .set({ password_hash: hash, password_changed_at: new Date(now()), updated_at: new Date(now()) })
+          .where('id', '=', input.userId)
+          .execute()
+        await sessions.revokeAll(input.userId, { trx })
+        return sessions.create(input.userId, meta, { trx })
+      })
+      events.emit({
+        type: 'password:changed',
+        outcome: 'success',
+        actor: { type: 'user', id: input.userId },
+        target: { type: 'user', id: input.userId },
+        ...ctx(meta),
+      })
+      return session
+    },
+
+    async invite(input: { email: string; role: Role; invitedBy: string }, meta: RequestMeta) {
+      const email = normalizeEmail(input.email)
+      const exists = await db
+        .selectFrom('users')
+        .select('id')
+        .where('email_normalized', '=', email)
+        .executeTakeFirst()
+      if (exists) throw new PlinthError('PLINTH_USER_EXISTS')
+      const { secret, hash } = newSecret(TOKEN_PREFIX.invite)
+      const expiresAt = new Date(now() + INVITE_TTL_MS)
+      const row = await db
+        .insertInto('invites')
+        .values({
+          email_normalized: email,
+          role: input.role,
+          token_hash: hash,
+          created_by: input.invitedBy,
+          expires_at: expiresAt,
+        })
+        .returning('id')
+        .executeTakeFirstOrThrow()
+      events.emit({
+        type: 'invite:created',
+        outcome: 'success',
+        actor: { type: 'user', id: input.invitedBy },
+        target: { type: 'invite', id: row.id },
+        ...ctx(meta),
+        details: { role: input.role },
+      })
+      const link = `${deps.linkBase}/signup?invite=${encodeURIComponent(secret)}&email=${encodeURIComponent(email)}`
+      sendLater(
+        email,
+        'You are invited to Plinth',
+        `You have been invited to Plinth as ${input.role}.\n\nCreate your account within 7 days:\n${link}\n`,
+        'invite',
+      )
+      return { id: row.id, expiresAt }
+    },
+  }
+}
+
+export type AccountService = ReturnType<typeof createAccountService>

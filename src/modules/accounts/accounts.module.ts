@@ -1,0 +1,25 @@
+import type { PlinthModule } from '../../core/module.ts'
+import './accounts.tables.ts'
+import { accountsServices } from './accounts.services.ts'
+import { adminRoutes } from './admin.routes.ts'
+import { authRoutes } from './auth.routes.ts'
+import authenticate from './authenticate.plugin.ts'
+import { bootstrapAdmin } from './bootstrap-admin.ts'
+import { meRoutes } from './me.routes.ts'
+import createAccounts from './migrations/0003-create-accounts.ts'
+
+/** Users, sessions, second factors, API tokens, roles: who is calling and what they may do. */
+export const accountsModule: PlinthModule = {
+  name: 'accounts',
+  migrations: { '0003-create-accounts': createAccounts },
+  async plugins(app, ctx) {
+    const { sessions, tokens } = accountsServices(ctx)
+    await app.register(authenticate, { sessions, tokens, secretKey: ctx.config.secretKey })
+  },
+  routes(api, ctx) {
+    authRoutes(api, ctx)
+    meRoutes(api, ctx)
+    adminRoutes(api, ctx)
+  },
+  start: bootstrapAdmin,
+}

@@ -1,0 +1,79 @@
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { ModuleContext } from '../../core/module.ts'
+import { createAccountService } from './account.service.ts'
+import { createAdminService } from './admin.service.ts'
+import { createApiTokenService } from './api-tokens.service.ts'
+import { SESSION_COOKIE } from './authenticate.plugin.ts'
+import { createLoginService, type RequestMeta } from './login.service.ts'
+import { createMfaService } from './mfa.service.ts'
+import { createSessionService } from './sessions.service.ts'
+
+function build(ctx: ModuleContext) {
+  const { config } = ctx
+  const db = ctx.db.kysely
+  const sessions = createSessionService({
+    db,
+    cache: ctx.cache,
+    idleTimeoutMs: config.sessionIdleTimeout,
+    maxAgeMs: config.sessionMaxAge,
+  })
+  const tokens = createApiTokenService({ db, cache: ctx.cache })
+  const mfa = createMfaService({ db, keyring: ctx.keyring, sessions, events: ctx.securityEvents })
+  const login = createLoginService({
+    db,
+    cache: ctx.cache,
+    sessions,
+    secondFactor: mfa.secondFactor,
+    events: ctx.securityEvents,
+  })
+  const accounts = createAccountService({
+    db,
+    sessions,
+    events: ctx.securityEvents,
+    mailer: ctx.mailer,
+    logger: ctx.logger,
+    signupMode: config.signupMode,
+    linkBase: (config.publicUrl ?? `http://localhost:${config.port}`).replace(/\/$/, ''),
+  })
+  const admin = createAdminService({ db, sessions, tokens, events: ctx.securityEvents })
+  return Object.freeze({ sessions, tokens, mfa, login, accounts, admin })
+}
+
+export type AccountsServices = ReturnType<typeof build>
+
+const built = new WeakMap<ModuleContext, AccountsServices>()
+
+/** The accounts services of one Plinth instance (built once per module context). */
+export function accountsServices(ctx: ModuleContext): AccountsServices {
+  let services = built.get(ctx)
+  if (!services) {
+    services = build(ctx)
+    built.set(ctx, services)
+  }
+  return services
+}
+
+export function requestMeta(request: FastifyRequest): RequestMeta {
+  const ua = request.headers['user-agent']
+  return { ip: request.ip, userAgent: typeof ua === 'string' ? ua : undefined, requestId: request.id }
+}
+
+/** Sets the session cookie: HttpOnly, SameSite=Lax, Secure outside development and test. */
+export function setSessionCookie(
+  reply: FastifyReply,
+  ctx: ModuleContext,
+  token: string,
+  expiresAt: Date,
+): void {
+  reply.setCookie(SESSION_COOKIE, token, {
+    httpOnly: true,
+    sameSite: 'lax',
+    secure: ctx.config.env !== 'development' && ctx.config.env !== 'test',
+    path: '/',
+    expires: expiresAt,
+  })
+}
+
+export function clearSessionCookie(reply: FastifyReply): void {
+  reply.clearCookie(SESSION_COOKIE, { path: '/' })
+}

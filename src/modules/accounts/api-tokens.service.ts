@@ -1,0 +1,187 @@
+import type { Kysely } from 'kysely'
+import { PlinthError } from '../../core/errors.ts'
+import { type Permission, ROLE_PERMISSIONS, type Role } from '../../core/permissions.ts'
+import type { Cache } from '../../infra/cache/cache.ts'
+import type { PlinthTables } from '../../infra/db/tables.ts'
+import { hashSecret, looksLikeSecret, newSecret, TOKEN_PREFIX } from './secrets.ts'
+import { SESSION_CACHE_TTL_MS } from './sessions.service.ts'
+
+/** last_used_at is written at most this often per token. */
+const TOUCH_EVERY_MS = 60_000
+export const MAX_TOKENS_PER_USER = 50
+
+export interface ResolvedToken {
+  readonly tokenId: string
+  readonly userId: string
+  readonly role: Role
+  readonly scopes: readonly Permission[]
+  readonly expiresAt: string | null
+  readonly lastUsedAt: string | null
+}
+
+export interface TokenView {
+  readonly id: string
+  readonly name: string
+  readonly hint: string
+  readonly scopes: readonly string[]
+  readonly createdAt: Date
+  readonly expiresAt: Date | null
+  readonly lastUsedAt: Date | null
+}
+
+/**
+ * Personal access tokens: `plt_` + 256 random bits, shown once, stored hashed, with a name, scopes
+ * (a subset of the owner's role), optional expiry, last-used time, revocable. Lookups are cached
+ * like sessions.
+ */
+export function createApiTokenService(deps: { db: Kysely<PlinthTables>; cache: Cache; now?: () => number }) {
+  const { db, cache } = deps
+  const now = deps.now ?? Date.now
+  const key = (hash: string) => `token:${hash}`
+
+  return {
+    async create(input: {
+      userId: string
+      role: Role
+      name: string
+      scopes: readonly Permission[]
+      expiresAt?: Date
+    }) {
+      const allowed = ROLE_PERMISSIONS[input.role]
+      const refused = input.scopes.filter((s) => !allowed.has(s))
+      if (refused.length > 0) {
+        throw new PlinthError('PLINTH_AUTH_FORBIDDEN', `Your role cannot grant: ${refused.join(', ')}.`, {
+          errors: refused.map((s) => ({
+            in: 'body',
+            field: 'scopes',
+            message: `${s} is not granted to your role`,
+          })),
+        })
+      }
+      if (input.expiresAt && input.expiresAt.getTime() <= now()) {
+        throw new PlinthError('PLINTH_HTTP_VALIDATION_FAILED', 'expiresAt must be in the future.', {
+          errors: [{ in: 'body', field: 'expiresAt', message: 'must be in the future' }],
+        })
+      }
+      const { count } = await db
+        .selectFrom('api_tokens')
+        .select((eb) => eb.fn.countAll<string>().as('count'))
+        .where('user_id', '=', input.userId)
+        .where('revoked_at', 'is', null)
+        .executeTakeFirstOrThrow()
+      if (Number(count) >= MAX_TOKENS_PER_USER) {
+        throw new PlinthError(
+          'PLINTH_DB_CONFLICT',
+          `At most ${MAX_TOKENS_PER_USER} active tokens per user; revoke one first.`,
+        )
+      }
+      const { secret, hash } = newSecret(TOKEN_PREFIX.apiToken)
+      const row = await db
+        .insertInto('api_tokens')
+        .values({
+          user_id: input.userId,
+          name: input.name,
+          token_hash: hash,
+          token_hint: `${secret.slice(0, 8)}…${secret.slice(-4)}`,
+          scopes: [...new Set(input.scopes)],
+          expires_at: input.expiresAt ?? null,
+        })
+        .returning(['id', 'name', 'token_hint', 'scopes', 'created_at', 'expires_at', 'last_used_at'])
+        .executeTakeFirstOrThrow()
+      return { token: secret, view: toView(row) }
+    },
+
+    async resolve(token: string): Promise<ResolvedToken | null> {
+      if (!looksLikeSecret(token, TOKEN_PREFIX.apiToken)) return null
+      const hash = hashSecret(token)
+      let resolved = await cache.get<ResolvedToken>(key(hash))
+      if (!resolved) {
+        const row = await db
+          .selectFrom('api_tokens')
+          .innerJoin('users', 'users.id', 'api_tokens.user_id')
+          .select([
+            'api_tokens.id',
+            'api_tokens.user_id',
+            'api_tokens.scopes',
+            'api_tokens.expires_at',
+            'api_tokens.last_used_at',
+            'users.role',
+          ])
+          .where('api_tokens.token_hash', '=', hash)
+          .where('api_tokens.revoked_at', 'is', null)
+          .where('users.status', '=', 'active')
+          .executeTakeFirst()
+        if (!row) return null
+        resolved = {
+          tokenId: row.id,
+          userId: row.user_id,
+          role: row.role,
+          scopes: row.scopes as Permission[],
+          expiresAt: row.expires_at?.toISOString() ?? null,
+          lastUsedAt: row.last_used_at?.toISOString() ?? null,
+        }
+      }
+      const t = now()
+      if (resolved.expiresAt && Date.parse(resolved.expiresAt) <= t) {
+        await cache.delete(key(hash))
+        return null
+      }
+      if (!resolved.lastUsedAt || t - Date.parse(resolved.lastUsedAt) >= TOUCH_EVERY_MS) {
+        resolved = { ...resolved, lastUsedAt: new Date(t).toISOString() }
+        await db
+          .updateTable('api_tokens')
+          .set({ last_used_at: new Date(t) })
+          .where('id', '=', resolved.tokenId)
+          .execute()
+      }
+      await cache.set(key(hash), resolved, SESSION_CACHE_TTL_MS)
+      return resolved
+    },
+
+    async list(userId: string): Promise<TokenView[]> {
+      const rows = await db
+        .selectFrom('api_tokens')
+        .select(['id', 'name', 'token_hint', 'scopes', 'created_at', 'expires_at', 'last_used_at'])
+        .where('user_id', '=', userId)
+        .where('revoked_at', 'is', null)
+        .orderBy('created_at', 'desc')
+        .execute()
+      return rows.map(toView)
+    },
+
+    /** Revokes the user's token (all of them without `tokenId`); returns how many. */
+    async revoke(userId: string, tokenId?: string): Promise<number> {
+      let query = db
+        .updateTable('api_tokens')
+        .set({ revoked_at: new Date(now()) })
+        .where('user_id', '=', userId)
+        .where('revoked_at', 'is', null)
+      if (tokenId) query = query.where('id', '=', tokenId)
+      const rows = await query.returning('token_hash').execute()
+      await Promise.all(rows.map((r) => cache.delete(key(r.token_hash))))
+      return rows.length
+    },
+  }
+}
+
+export type ApiTokenService = ReturnType<typeof createApiTokenService>
+
+function toView(r: {
+  id: string
+  name: string
+  token_hint: string
+  scopes: string[]
+  created_at: Date
+  expires_at: Date | null
+  last_used_at: Date | null
+}): TokenView {
+  return {
+    id: r.id,
+    name: r.name,
+    hint: r.token_hint,
+    scopes: r.scopes,
+    createdAt: r.created_at,
+    expiresAt: r.expires_at,
+    lastUsedAt: r.last_used_at,
+  }
+}

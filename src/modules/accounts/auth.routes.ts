@@ -1,0 +1,161 @@
+import { Type } from 'typebox'
+import type { ModuleContext } from '../../core/module.ts'
+import type { PlinthApp } from '../../http/create-server.ts'
+import {
+  LoginBody,
+  LoginResponse,
+  MfaBody,
+  ResetConfirmBody,
+  ResetRequestBody,
+  SessionIssued,
+  SignupBody,
+} from './accounts.schemas.ts'
+import { accountsServices, clearSessionCookie, requestMeta, setSessionCookie } from './accounts.services.ts'
+import type { LoginResult } from './login.service.ts'
+
+const auth = { public: true, rateLimit: 'auth' as const }
+const tags = ['auth']
+
+/** Sign-up, sign-in (with the second factor), sign-out and password reset. */
+export function authRoutes(api: PlinthApp, ctx: ModuleContext): void {
+  const s = accountsServices(ctx)
+
+  const issued = (
+    reply: Parameters<typeof setSessionCookie>[0],
+    result: Extract<LoginResult, { mfaRequired: false }>,
+  ) => {
+    setSessionCookie(reply, ctx, result.token, result.expiresAt)
+    return {
+      mfaRequired: false as const,
+      token: result.token,
+      expiresAt: result.expiresAt.toISOString(),
+      csrfToken: api.csrfTokenFor(result.sessionId),
+      mfaEnrolmentRequired: result.mfaEnrolmentRequired,
+    }
+  }
+
+  api.post(
+    '/auth/signup',
+    {
+      config: auth,
+      schema: {
+        tags,
+        summary: 'Create an account (PLINTH_SIGNUP_MODE)',
+        body: SignupBody,
+        response: { 201: SessionIssued },
+      },
+    },
+    async (request, reply) => {
+      const r = await s.accounts.signup(request.body, requestMeta(request))
+      reply.code(201)
+      const { mfaRequired: _, ...session } = issued(reply, {
+        ...r,
+        mfaRequired: false,
+        mfaEnrolmentRequired: false,
+      })
+      return session
+    },
+  )
+
+  api.post(
+    '/auth/login',
+    {
+      config: auth,
+      schema: {
+        tags,
+        summary: 'Sign in; answers whether a second factor is needed',
+        body: LoginBody,
+        response: { 200: LoginResponse },
+      },
+    },
+    async (request, reply) => {
+      const r = await s.login.login(request.body, requestMeta(request))
+      if (r.mfaRequired)
+        return {
+          mfaRequired: true as const,
+          challenge: r.challenge,
+          challengeExpiresAt: r.challengeExpiresAt.toISOString(),
+        }
+      return issued(reply, r)
+    },
+  )
+
+  api.post(
+    '/auth/mfa',
+    {
+      config: auth,
+      schema: {
+        tags,
+        summary: 'Complete a sign-in with a TOTP or recovery code',
+        body: MfaBody,
+        response: { 200: LoginResponse },
+      },
+    },
+    async (request, reply) => {
+      const r = await s.login.completeMfa(request.body, requestMeta(request))
+      if (r.mfaRequired) throw new Error('unreachable: a completed challenge issues a session')
+      return issued(reply, r)
+    },
+  )
+
+  api.post(
+    '/auth/logout',
+    {
+      config: { permission: 'self:read', allowDuringMfaEnrolment: true },
+      schema: { tags, summary: 'End the current session', response: { 204: Type.Null() } },
+    },
+    async (request, reply) => {
+      const p = request.principal!
+      if (p.sessionId) {
+        await s.sessions.revoke(p.userId, p.sessionId)
+        ctx.securityEvents.emit({
+          type: 'session:revoked',
+          outcome: 'success',
+          actor: { type: 'user', id: p.userId },
+          target: { type: 'session', id: p.sessionId },
+          ...requestMeta(request),
+          details: { by: 'logout' },
+        })
+      }
+      clearSessionCookie(reply)
+      reply.code(204)
+      return null
+    },
+  )
+
+  api.post(
+    '/auth/password-reset',
+    {
+      config: auth,
+      schema: {
+        tags,
+        summary: 'E-mail a single-use reset link (answers the same for unknown addresses)',
+        body: ResetRequestBody,
+        response: { 202: Type.Object({}) },
+      },
+    },
+    async (request, reply) => {
+      await s.accounts.requestPasswordReset(request.body.email, requestMeta(request))
+      reply.code(202)
+      return {}
+    },
+  )
+
+  api.post(
+    '/auth/password-reset/confirm',
+    {
+      config: auth,
+      schema: {
+        tags,
+        summary: 'Set a new password with the e-mailed token',
+        body: ResetConfirmBody,
+        response: { 204: Type.Null() },
+      },
+    },
+    async (request, reply) => {
+      await s.accounts.confirmPasswordReset(request.body, requestMeta(request))
+      reply.code(204)
+      return null
+    },
+  )
+}

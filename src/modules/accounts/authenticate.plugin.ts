@@ -1,0 +1,149 @@
+import { createHmac, randomBytes } from 'node:crypto'
+import cookie from '@fastify/cookie'
+import type { FastifyInstance, FastifyRequest } from 'fastify'
+import fp from 'fastify-plugin'
+import { PlinthError } from '../../core/errors.ts'
+import { type Principal, principalCan } from '../../core/permissions.ts'
+import type { ApiTokenService } from './api-tokens.service.ts'
+import { safeEqual, TOKEN_PREFIX } from './secrets.ts'
+import type { SessionService } from './sessions.service.ts'
+
+export const SESSION_COOKIE = 'plinth_session'
+export const CSRF_HEADER = 'x-csrf-token'
+const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS'])
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** Set when the session must enrol a second factor before anything else. */
+    mfaEnrolmentPending: boolean
+  }
+}
+
+export interface AuthenticateOptions {
+  readonly sessions: SessionService
+  readonly tokens: ApiTokenService
+  /** Key for CSRF tokens; a random per-process key when absent (development and test only). */
+  readonly secretKey: string | undefined
+}
+
+/** Routes Plinth does not write itself (docs UI assets, CORS preflight) count as public. */
+function isThirdPartyPublic(url: string): boolean {
+  return url === '*' || url === '/api/docs' || url.startsWith('/api/docs/')
+}
+
+/** The CSRF token of a session: an HMAC of its id, so nothing extra is stored. */
+export function csrfToken(sessionId: string, key: string): string {
+  return createHmac('sha256', key).update(`csrf:${sessionId}`).digest('base64url')
+}
+
+function credentialOf(request: FastifyRequest): { token: string; via: 'cookie' | 'bearer' } | undefined {
+  const header = request.headers.authorization
+  if (header?.startsWith('Bearer ')) {
+    const token = header.slice(7).trim()
+    // PLINTH_OPS_TOKEN is a bearer too; only Plinth's own prefixes are account credentials.
+    if (token.startsWith(TOKEN_PREFIX.session) || token.startsWith(TOKEN_PREFIX.apiToken))
+      return { token, via: 'bearer' }
+    return undefined
+  }
+  const fromCookie = request.cookies[SESSION_COOKIE]
+  return fromCookie ? { token: fromCookie, via: 'cookie' } : undefined
+}
+
+/**
+ * Resolves `request.principal` from a session (cookie or bearer) or an API token, then enforces
+ * the route's declared permission: 401 without a valid credential, 403 without the permission,
+ * 403 without the CSRF header on cookie-authenticated changes. Every route must declare
+ * `permission` or `public`: a route that declares neither stops the boot.
+ */
+async function authenticate(app: FastifyInstance, opts: AuthenticateOptions): Promise<void> {
+  const csrfKey = opts.secretKey ?? randomBytes(32).toString('base64url')
+  await app.register(cookie)
+  app.decorateRequest('mfaEnrolmentPending', false)
+  app.decorate('csrfTokenFor', (sessionId: string) => csrfToken(sessionId, csrfKey))
+
+  app.addHook('onRoute', (route) => {
+    const config = route.config as { public?: boolean; permission?: string } | undefined
+    if (config?.public || config?.permission || isThirdPartyPublic(route.url)) return
+    throw new Error(
+      `route ${[route.method].flat().join(',')} ${route.url} declares neither config.permission nor config.public`,
+    )
+  })
+
+  app.opsAccess.addAuthorizer(
+    (request) => request.principal !== null && principalCan(request.principal, 'ops:read'),
+  )
+
+  app.addHook('onRequest', async (request) => {
+    const credential = credentialOf(request)
+    let presentedInvalid = false
+    if (credential) {
+      const principal = await resolve(credential.token, credential.via)
+      if (principal) request.principal = principal.principal
+      else presentedInvalid = true
+      request.mfaEnrolmentPending = principal?.mfaEnrolmentPending ?? false
+    }
+
+    const config = request.routeOptions.config
+    if (config.public || !config.permission) return
+    const principal = request.principal
+    if (!principal)
+      throw new PlinthError(presentedInvalid ? 'PLINTH_AUTH_SESSION_EXPIRED' : 'PLINTH_AUTH_REQUIRED')
+    if (request.mfaEnrolmentPending && !config.allowDuringMfaEnrolment)
+      throw new PlinthError('PLINTH_AUTH_MFA_ENROLMENT_REQUIRED')
+    if (!principalCan(principal, config.permission)) {
+      throw new PlinthError('PLINTH_AUTH_FORBIDDEN', `This needs the permission ${config.permission}.`)
+    }
+    if (principal.via === 'cookie' && !SAFE_METHODS.has(request.method)) {
+      const sent = request.headers[CSRF_HEADER]
+      if (
+        typeof sent !== 'string' ||
+        !principal.sessionId ||
+        !safeEqual(sent, csrfToken(principal.sessionId, csrfKey))
+      ) {
+        throw new PlinthError('PLINTH_AUTH_CSRF')
+      }
+    }
+  })
+
+  async function resolve(
+    token: string,
+    via: 'cookie' | 'bearer',
+  ): Promise<{ principal: Principal; mfaEnrolmentPending: boolean } | null> {
+    if (via === 'bearer' && token.startsWith(TOKEN_PREFIX.apiToken)) {
+      const t = await opts.tokens.resolve(token)
+      return t
+        ? {
+            principal: {
+              kind: 'token',
+              userId: t.userId,
+              role: t.role,
+              tokenId: t.tokenId,
+              scopes: t.scopes,
+              via,
+            },
+            mfaEnrolmentPending: false,
+          }
+        : null
+    }
+    const s = await opts.sessions.resolve(token)
+    return s
+      ? {
+          principal: { kind: 'session', userId: s.userId, role: s.role, sessionId: s.sessionId, via },
+          mfaEnrolmentPending: s.mfaEnrolmentPending,
+        }
+      : null
+  }
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** The CSRF token clients send in X-CSRF-Token with cookie-authenticated changes. */
+    csrfTokenFor(sessionId: string): string
+  }
+}
+
+export default fp(authenticate, {
+  name: 'plinth-authenticate',
+  fastify: '5.x',
+  dependencies: ['plinth-ops-access'],
+})

@@ -1,0 +1,188 @@
+import type { Kysely, Transaction } from 'kysely'
+import type { Role } from '../../core/permissions.ts'
+import type { Cache } from '../../infra/cache/cache.ts'
+import type { PlinthTables } from '../../infra/db/tables.ts'
+import { hashSecret, looksLikeSecret, newSecret, TOKEN_PREFIX } from './secrets.ts'
+
+/** How long a resolved session may be served from cache: a revoked session lives at most this long elsewhere. */
+export const SESSION_CACHE_TTL_MS = 5000
+/** last_seen_at is written at most this often per session (idle expiry is measured in minutes). */
+const TOUCH_EVERY_MS = 60_000
+
+type Db = Kysely<PlinthTables> | Transaction<PlinthTables>
+
+export interface SessionMeta {
+  readonly ip?: string | undefined
+  readonly userAgent?: string | undefined
+}
+
+/** What a valid session token resolves to (cached as JSON, hence the plain types). */
+export interface ResolvedSession {
+  readonly sessionId: string
+  readonly userId: string
+  readonly role: Role
+  readonly expiresAt: string
+  readonly lastSeenAt: string
+  readonly mfaEnrolmentPending: boolean
+}
+
+export interface SessionView {
+  readonly id: string
+  readonly createdAt: Date
+  readonly lastSeenAt: Date
+  readonly expiresAt: Date
+  readonly ip: string | null
+  readonly userAgent: string | null
+}
+
+export interface SessionService {
+  create(
+    userId: string,
+    meta: SessionMeta,
+    options?: { mfaEnrolmentPending?: boolean; trx?: Db },
+  ): Promise<{ token: string; sessionId: string; expiresAt: Date }>
+  /** The session behind a token, or null when unknown, expired (idle or absolute), revoked or its user disabled. */
+  resolve(token: string): Promise<ResolvedSession | null>
+  list(userId: string): Promise<SessionView[]>
+  /** Revokes one session of the user; false when it is not theirs or not active. */
+  revoke(userId: string, sessionId: string, trx?: Db): Promise<boolean>
+  /** Revokes every active session of the user except `exceptSessionId`; returns how many. */
+  revokeAll(userId: string, options?: { exceptSessionId?: string; trx?: Db }): Promise<number>
+}
+
+/**
+ * Opaque session tokens (`pls_` + 256 random bits), stored as SHA-256 hashes, with idle and absolute
+ * expiry. Lookups are cached for SESSION_CACHE_TTL_MS; revocation deletes the cache entry, so on
+ * one instance (or with Redis) it is immediate and elsewhere it takes at most that long.
+ */
+export function createSessionService(deps: {
+  db: Kysely<PlinthTables>
+  cache: Cache
+  idleTimeoutMs: number
+  maxAgeMs: number
+  now?: () => number
+}): SessionService {
+  const { db, cache } = deps
+  const now = deps.now ?? Date.now
+  const key = (hash: string) => `session:${hash}`
+  const forget = (hashes: readonly string[]) => Promise.all(hashes.map((h) => cache.delete(key(h))))
+
+  async function revokeWhere(
+    userId: string,
+    trx: Db,
+    filter: { id?: string; exceptId?: string },
+  ): Promise<number> {
+    let query = trx
+      .updateTable('sessions')
+      .set({ revoked_at: new Date(now()) })
+      .where('user_id', '=', userId)
+      .where('revoked_at', 'is', null)
+    if (filter.id) query = query.where('id', '=', filter.id)
+    if (filter.exceptId) query = query.where('id', '!=', filter.exceptId)
+    const rows = await query.returning('token_hash').execute()
+    await forget(rows.map((r) => r.token_hash))
+    return rows.length
+  }
+
+  return {
+    async create(userId, meta, options = {}) {
+      const { secret, hash } = newSecret(TOKEN_PREFIX.session)
+      const expiresAt = new Date(now() + deps.maxAgeMs)
+      const row = await (options.trx ?? db)
+        .insertInto('sessions')
+        .values({
+          user_id: userId,
+          token_hash: hash,
+          ip: meta.ip ?? null,
+          user_agent: meta.userAgent?.slice(0, 512) ?? null,
+          expires_at: expiresAt,
+          last_seen_at: new Date(now()),
+          mfa_enrolment_pending: options.mfaEnrolmentPending ?? false,
+        })
+        .returning('id')
+        .executeTakeFirstOrThrow()
+      return { token: secret, sessionId: row.id, expiresAt }
+    },
+
+    async resolve(token) {
+      if (!looksLikeSecret(token, TOKEN_PREFIX.session)) return null
+      const hash = hashSecret(token)
+      let session = await cache.get<ResolvedSession>(key(hash))
+      if (!session) {
+        const row = await db
+          .selectFrom('sessions')
+          .innerJoin('users', 'users.id', 'sessions.user_id')
+          .select([
+            'sessions.id',
+            'sessions.user_id',
+            'sessions.expires_at',
+            'sessions.last_seen_at',
+            'sessions.mfa_enrolment_pending',
+            'users.role',
+          ])
+          .where('sessions.token_hash', '=', hash)
+          .where('sessions.revoked_at', 'is', null)
+          .where('users.status', '=', 'active')
+          .executeTakeFirst()
+        if (!row) return null
+        session = {
+          sessionId: row.id,
+          userId: row.user_id,
+          role: row.role,
+          expiresAt: row.expires_at.toISOString(),
+          lastSeenAt: row.last_seen_at.toISOString(),
+          mfaEnrolmentPending: row.mfa_enrolment_pending,
+        }
+      }
+      const t = now()
+      const lastSeen = Date.parse(session.lastSeenAt)
+      if (Date.parse(session.expiresAt) <= t || lastSeen + deps.idleTimeoutMs <= t) {
+        await cache.delete(key(hash))
+        return null
+      }
+      if (t - lastSeen >= TOUCH_EVERY_MS) {
+        session = { ...session, lastSeenAt: new Date(t).toISOString() }
+        await db
+          .updateTable('sessions')
+          .set({ last_seen_at: new Date(t) })
+          .where('id', '=', session.sessionId)
+          .execute()
+      }
+      await cache.set(key(hash), session, SESSION_CACHE_TTL_MS)
+      return session
+    },
+
+    async list(userId) {
+      const t = new Date(now())
+      const rows = await db
+        .selectFrom('sessions')
+        .select(['id', 'created_at', 'last_seen_at', 'expires_at', 'ip', 'user_agent'])
+        .where('user_id', '=', userId)
+        .where('revoked_at', 'is', null)
+        .where('expires_at', '>', t)
+        .where('last_seen_at', '>', new Date(now() - deps.idleTimeoutMs))
+        .orderBy('last_seen_at', 'desc')
+        .execute()
+      return rows.map((r) => ({
+        id: r.id,
+        createdAt: r.created_at,
+        lastSeenAt: r.last_seen_at,
+        expiresAt: r.expires_at,
+        ip: r.ip,
+        userAgent: r.user_agent,
+      }))
+    },
+
+    async revoke(userId, sessionId, trx) {
+      return (await revokeWhere(userId, trx ?? db, { id: sessionId })) > 0
+    },
+
+    revokeAll(userId, options = {}) {
+      return revokeWhere(
+        userId,
+        options.trx ?? db,
+        options.exceptSessionId ? { exceptId: options.exceptSessionId } : {},
+      )
+    },
+  }
+}

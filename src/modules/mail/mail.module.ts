@@ -1,0 +1,11 @@
+import type { PlinthModule } from '../../core/module.ts'
+import createMailOutbox from './migrations/0002-create-mail-outbox.ts'
+
+/**
+ * Outgoing e-mail: owns the `mail_outbox` table. The mailer itself (`createMailer` in mailer.ts)
+ * is built by the composition root and reaches other modules as `ctx.mailer`; no routes yet.
+ */
+export const mailModule: PlinthModule = {
+  name: 'mail',
+  migrations: { '0002-create-mail-outbox': createMailOutbox },
+}
