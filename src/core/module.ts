@@ -6,9 +6,9 @@ import type { Cache } from '../infra/cache/cache.ts'
 import type { RedisHandle } from '../infra/cache/redis.ts'
 import type { Keyring } from '../infra/crypto/keyring.ts'
 import type { Database } from '../infra/db/create-db.ts'
-import type { Mailer } from '../modules/mail/mailer.ts'
 import type { HealthCheck } from '../observability/health.ts'
 import type { Metrics } from '../observability/metrics.ts'
+import type { Mailer } from './mail.ts'
 import type { SecurityEvents } from './security-events.ts'
 
 /**

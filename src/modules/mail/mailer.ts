@@ -2,39 +2,12 @@ import { createTransport } from 'nodemailer'
 import type { Logger } from 'pino'
 import type { PlinthConfig } from '../../config/config.schema.ts'
 import { PlinthError } from '../../core/errors.ts'
+import type { Mailer, MailMessage, MailReceipt } from '../../core/mail.ts'
 import type { Database } from '../../infra/db/create-db.ts'
 import { RetryDeadlineError, retryWithBackoff } from '../../infra/db/retry.ts'
 import type { MailStatus } from './mail.tables.ts'
 
-/** One e-mail. `to` and `subject` are checked for header injection; the bodies are free text. */
-export interface MailMessage {
-  /** One bare address, `user@example.com` (no display name, no list). */
-  readonly to: string
-  /** One line, without control characters. */
-  readonly subject: string
-  readonly text: string
-  readonly html?: string
-  /** What the message is for (`password-reset`, `invite`…): stored and logged, unlike the body. */
-  readonly category?: string
-}
-
-export interface MailReceipt {
-  /** The `mail_outbox` row. */
-  readonly id: string
-  /** `smtp`: the SMTP server accepted it; `outbox`: captured in the log and table (no SMTP_URL). */
-  readonly delivered: 'smtp' | 'outbox'
-}
-
-export interface Mailer {
-  /**
-   * Records the message in `mail_outbox`, then delivers it (see `createMailer`). Rejects with
-   * `PLINTH_MAIL_INVALID` before recording anything when `to`, `subject` or `category` is not
-   * acceptable, and with `PLINTH_MAIL_UNAVAILABLE` when the message could not be delivered.
-   */
-  send(message: MailMessage): Promise<MailReceipt>
-  /** Closes the SMTP connection pool (a message being sent finishes first). */
-  close(): Promise<void>
-}
+export type { Mailer, MailMessage, MailReceipt } from '../../core/mail.ts'
 
 type MailConfig = Pick<PlinthConfig, 'env' | 'smtpUrl' | 'mailFrom' | 'smtpTimeout'>
 
