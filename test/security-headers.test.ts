@@ -40,6 +40,10 @@ const headersModule: PlinthModule = {
     })
     api.get('/sec/own-csp', { config: { ...config, csp: OWN_CSP } }, async () => ({ ok: true }))
     api.get('/sec/console/page', { config }, async () => ({ ok: true }))
+    api.get('/sec/powered', { config }, async (_request, reply) => {
+      reply.header('x-powered-by', 'Express')
+      return { ok: true }
+    })
   },
 }
 
@@ -128,6 +132,12 @@ describe('security headers in test', () => {
       const asset = await plinth.app.inject(new URL(url, 'http://localhost/api/docs').pathname)
       assert.equal(asset.statusCode, 200, url)
     }
+  })
+
+  it('removes an X-Powered-By header that a handler or plugin sets', async () => {
+    const res = await plinth.app.inject('/api/v1/sec/powered')
+    assert.equal(res.statusCode, 200)
+    assert.equal(res.headers['x-powered-by'], undefined)
   })
 
   it('lets a route replace the CSP through its config', async () => {

@@ -12,9 +12,10 @@ export interface RateLimitHit {
 /**
  * Fixed-window counters: the first request of a key opens a window of `windowMs`; every request
  * in it increments the count. Stores never reject: a failing backend falls back, never to "no limit".
+ * In-process counts answer synchronously (no promise on the hot path).
  */
 export interface RateLimitStore {
-  hit(key: string, windowMs: number): Promise<RateLimitHit>
+  hit(key: string, windowMs: number): RateLimitHit | Promise<RateLimitHit>
 }
 
 /**
@@ -23,7 +24,7 @@ export interface RateLimitStore {
  */
 export function createMemoryRateLimitStore(
   options: { maxKeys?: number; now?: () => number } = {},
-): RateLimitStore & { readonly size: number } {
+): RateLimitStore & { readonly size: number; hit(key: string, windowMs: number): RateLimitHit } {
   const { maxKeys = 100_000, now = Date.now } = options
   const windows = new Map<string, { count: number; resetAt: number }>()
   const evict = (at: number) => {
@@ -37,7 +38,7 @@ export function createMemoryRateLimitStore(
     get size() {
       return windows.size
     },
-    async hit(key, windowMs) {
+    hit(key: string, windowMs: number) {
       const at = now()
       let w = windows.get(key)
       if (!w || w.resetAt <= at) {
@@ -71,7 +72,9 @@ type ScriptedRedis = Redis & {
 }
 
 /** Counters shared by every replica on the same Redis and `PLINTH_REDIS_PREFIX` (keys `rl:<tier>:<client>`). */
-export function createRedisRateLimitStore(client: Redis): RateLimitStore {
+export function createRedisRateLimitStore(client: Redis): {
+  hit(key: string, windowMs: number): Promise<RateLimitHit>
+} {
   const scripted = client as ScriptedRedis
   if (typeof scripted.plinthRateLimitHit !== 'function') {
     client.defineCommand('plinthRateLimitHit', { numberOfKeys: 1, lua: HIT_SCRIPT })
@@ -106,10 +109,10 @@ function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
  */
 export function createFallbackRateLimitStore(
   redis: RedisHandle,
-  deps: { logger: Logger; memory?: RateLimitStore; timeoutMs?: number; retryAfterMs?: number },
+  deps: { logger: Logger; timeoutMs?: number; retryAfterMs?: number },
 ): RateLimitStore {
   const shared = createRedisRateLimitStore(redis.client)
-  const memory = deps.memory ?? createMemoryRateLimitStore()
+  const memory = createMemoryRateLimitStore()
   const timeoutMs = deps.timeoutMs ?? REDIS_HIT_TIMEOUT_MS
   const retryAfterMs = deps.retryAfterMs ?? REDIS_RETRY_AFTER_MS
   let retryAt = 0
@@ -120,25 +123,28 @@ export function createFallbackRateLimitStore(
     degraded = true
     log.warn({ reason }, 'rate limits falling back to in-process counters')
   }
+  const viaRedis = async (key: string, windowMs: number): Promise<RateLimitHit> => {
+    try {
+      const result = await withTimeout(shared.hit(key, windowMs), timeoutMs)
+      if (degraded) {
+        degraded = false
+        log.info('rate limits counted in redis again')
+      }
+      return result
+    } catch (err) {
+      retryAt = Date.now() + retryAfterMs
+      degrade((err as Error).message)
+      return memory.hit(key, windowMs)
+    }
+  }
   return {
-    async hit(key, windowMs) {
+    hit(key, windowMs) {
       if (redis.client.status !== 'ready') {
         degrade(`redis ${redis.client.status}`)
         return memory.hit(key, windowMs)
       }
       if (Date.now() < retryAt) return memory.hit(key, windowMs)
-      try {
-        const result = await withTimeout(shared.hit(key, windowMs), timeoutMs)
-        if (degraded) {
-          degraded = false
-          log.info('rate limits counted in redis again')
-        }
-        return result
-      } catch (err) {
-        retryAt = Date.now() + retryAfterMs
-        degrade((err as Error).message)
-        return memory.hit(key, windowMs)
-      }
+      return viaRedis(key, windowMs)
     },
   }
 }

@@ -10,6 +10,7 @@ import type { RateLimitTier } from '../route-config.ts'
 import {
   createFallbackRateLimitStore,
   createMemoryRateLimitStore,
+  type RateLimitHit,
   type RateLimitStore,
 } from './rate-limit-store.ts'
 
@@ -78,6 +79,7 @@ type Marked = FastifyRequest & { [COUNTED]?: boolean }
 const REFUSAL_STATUSES = new Set([401, 403])
 /** Addresses blocked at once (before authentication) for too many refused credentials; per replica. */
 const MAX_BLOCKED = 100_000
+const SWEEP_ABOVE = 1000
 
 /**
  * Per-client rate limits in tiers (see docs/decisions/0005-rate-limiting.md). A route picks its
@@ -85,11 +87,12 @@ const MAX_BLOCKED = 100_000
  * tier counts separately. Every limited response carries `RateLimit-Limit`, `-Remaining`,
  * `-Reset` and `-Policy`; a refused one is a 429 problem with `Retry-After`.
  *
- * Register it before the plugins that authenticate. Counting happens in `preParsing`: after every
- * `onRequest` hook (so `request.principal` is set) and before the body is read. Requests that authentication
- * refuses (401/403) in `onRequest` never get there, so they are counted when answered: an
- * anonymous address that spends a tier's budget on refusals is then refused in `onRequest`,
- * before authentication does any work, until its window ends (credential guessing, bogus-token floods).
+ * Register it before the plugins that authenticate. Counting happens in `preParsing`: after
+ * every `onRequest` hook (so `request.principal` is set) and before the body is read. Requests
+ * that authentication refuses (401/403) in `onRequest` never get there, so they are counted when
+ * answered: an anonymous address that spends a tier's budget on refusals is then refused in
+ * `onRequest`, before authentication does any work, until its window ends (credential guessing,
+ * bogus-token floods).
  */
 async function rateLimit(app: FastifyInstance, opts: RateLimitOptions): Promise<void> {
   const { limits, windowMs } = opts
@@ -158,21 +161,19 @@ async function rateLimit(app: FastifyInstance, opts: RateLimitOptions): Promise<
     if (name === false) return done(null, payload)
     const tier = tiers[name]
     ;(request as Marked)[COUNTED] = true
-    store
-      .hit(`${name}:${clientKey(request)}`, windowMs)
-      .then(({ count, resetMs }) => {
-        reply.headers({
-          'ratelimit-limit': tier.limit,
-          'ratelimit-remaining': Math.max(0, tier.limit - count),
-          'ratelimit-reset': Math.max(1, Math.ceil(resetMs / 1000)),
-          'ratelimit-policy': tier.policy,
-        })
-        return count <= tier.limit ? undefined : refuse(name, resetMs, `${name} requests`)
+    const settle = ({ count, resetMs }: RateLimitHit) => {
+      reply.headers({
+        'ratelimit-limit': tier.limit,
+        'ratelimit-remaining': Math.max(0, tier.limit - count),
+        'ratelimit-reset': Math.max(1, Math.ceil(resetMs / 1000)),
+        'ratelimit-policy': tier.policy,
       })
-      .then(
-        (error) => (error ? done(error) : done(null, payload)),
-        (err: unknown) => done(err instanceof Error ? err : new Error(String(err))),
-      )
+      if (count <= tier.limit) done(null, payload)
+      else done(refuse(name, resetMs, `${name} requests`))
+    }
+    const hit = store.hit(`${name}:${clientKey(request)}`, windowMs)
+    if (!(hit instanceof Promise)) return settle(hit)
+    hit.then(settle, (err: unknown) => done(err instanceof Error ? err : new Error(String(err))))
   })
 
   app.addHook('onResponse', (request, reply, done) => {
@@ -182,15 +183,18 @@ async function rateLimit(app: FastifyInstance, opts: RateLimitOptions): Promise<
     if (name === false) return
     // A signed-in caller refused (403) spends its own budget; an anonymous one a separate
     // per-address budget of refusals, so that its ordinary requests are not held against it.
-    const key = request.principal ? `${name}:${clientKey(request)}` : `${name}:refused:${ipKey(request)}`
-    store.hit(key, windowMs).then(
-      ({ count, resetMs }) => {
-        if (request.principal || count < tiers[name].limit) return
-        if (blocked.size >= MAX_BLOCKED) blocked.delete(blocked.keys().next().value as string)
-        blocked.set(key, Date.now() + resetMs)
-      },
-      () => {},
-    )
+    const anonymous = request.principal === null
+    const key = anonymous ? `${name}:refused:${ipKey(request)}` : `${name}:${clientKey(request)}`
+    const block = ({ count, resetMs }: RateLimitHit) => {
+      if (!anonymous || count < tiers[name].limit) return
+      const now = Date.now()
+      if (blocked.size >= SWEEP_ABOVE) for (const [k, until] of blocked) if (until <= now) blocked.delete(k)
+      if (blocked.size >= MAX_BLOCKED) blocked.delete(blocked.keys().next().value as string)
+      blocked.set(key, now + resetMs)
+    }
+    const hit = store.hit(key, windowMs)
+    if (hit instanceof Promise) hit.then(block, () => {})
+    else block(hit)
   })
 }
 
