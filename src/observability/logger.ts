@@ -8,7 +8,7 @@ import type { PlinthConfig } from '../config/config.schema.ts'
  * `passwordChangedAt` stay readable while `token`, `sessionToken` or `newPassword` do not.
  */
 export const SENSITIVE_KEY =
-  /^(.*password|.*secret(key)?|.*token|api[-_]?key|authorization|proxy-authorization|cookie|set-cookie|x-csrf-token|otp|totp(code|secret)?|.*recovery[-_]?codes?|(master|private|data)[-_]?key|credentials?|database[-_]?url|redis[-_]?url|smtp[-_]?url)$/i
+  /^(.*password|.*secret(key)?|.*token|api[-_]?key|authorization|proxy-authorization|cookie|set-cookie|x-csrf-token|otp|totp(code|secret)?|challenge|.*recovery[-_]?codes?|(master|private|data)[-_]?key|credentials?|database[-_]?url|redis[-_]?url|smtp[-_]?url)$/i
 
 const REDACTED = '[redacted]'
 

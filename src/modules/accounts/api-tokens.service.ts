@@ -68,6 +68,8 @@ export function createApiTokenService(deps: { db: Kysely<PlinthTables>; cache: C
         .select((eb) => eb.fn.countAll<string>().as('count'))
         .where('user_id', '=', input.userId)
         .where('revoked_at', 'is', null)
+        // Expired tokens are not active: they must not use up the allowance.
+        .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', new Date(now()))]))
         .executeTakeFirstOrThrow()
       if (Number(count) >= MAX_TOKENS_PER_USER) {
         throw new PlinthError(
@@ -95,6 +97,9 @@ export function createApiTokenService(deps: { db: Kysely<PlinthTables>; cache: C
       if (!looksLikeSecret(token, TOKEN_PREFIX.apiToken)) return null
       const hash = hashSecret(token)
       let resolved = await cache.get<ResolvedToken>(key(hash))
+      // Only a database read (or touch) starts a cache entry, as for sessions: refreshing it on every
+      // hit would keep a token revoked on another instance alive for as long as it is used.
+      let confirmed = !resolved
       if (!resolved) {
         const row = await db
           .selectFrom('api_tokens')
@@ -127,14 +132,20 @@ export function createApiTokenService(deps: { db: Kysely<PlinthTables>; cache: C
         return null
       }
       if (!resolved.lastUsedAt || t - Date.parse(resolved.lastUsedAt) >= TOUCH_EVERY_MS) {
-        resolved = { ...resolved, lastUsedAt: new Date(t).toISOString() }
-        await db
+        const touched = await db
           .updateTable('api_tokens')
           .set({ last_used_at: new Date(t) })
           .where('id', '=', resolved.tokenId)
-          .execute()
+          .where('revoked_at', 'is', null)
+          .executeTakeFirst()
+        if (Number(touched.numUpdatedRows) !== 1) {
+          await cache.delete(key(hash))
+          return null
+        }
+        resolved = { ...resolved, lastUsedAt: new Date(t).toISOString() }
+        confirmed = true
       }
-      await cache.set(key(hash), resolved, SESSION_CACHE_TTL_MS)
+      if (confirmed) await cache.set(key(hash), resolved, SESSION_CACHE_TTL_MS)
       return resolved
     },
 
@@ -147,6 +158,17 @@ export function createApiTokenService(deps: { db: Kysely<PlinthTables>; cache: C
         .orderBy('created_at', 'desc')
         .execute()
       return rows.map(toView)
+    },
+
+    /** Drops the cached lookups of the user's tokens, so that a change of their role applies at once. */
+    async forget(userId: string): Promise<void> {
+      const rows = await db
+        .selectFrom('api_tokens')
+        .select('token_hash')
+        .where('user_id', '=', userId)
+        .where('revoked_at', 'is', null)
+        .execute()
+      await Promise.all(rows.map((r) => cache.delete(key(r.token_hash))))
     },
 
     /** Revokes the user's token (all of them without `tokenId`); returns how many. */

@@ -67,7 +67,12 @@ export function createLoginService(deps: {
     })
   }
 
-  async function recordFailure(user: User | undefined, email: string, meta: RequestMeta): Promise<void> {
+  async function recordFailure(
+    user: User | undefined,
+    email: string,
+    meta: RequestMeta,
+    options: { quiet?: boolean } = {},
+  ): Promise<void> {
     const t = now()
     let state: { failures: number; lockedUntil: Date | null }
     if (user) {
@@ -88,12 +93,14 @@ export function createLoginService(deps: {
       state = await unknown.fail(email, t)
     }
     const actor: Actor = user ? { type: 'user', id: user.id } : { type: 'anonymous' }
-    events.emit({
-      type: 'login:failed',
-      outcome: 'failure',
-      ...emitFor(meta, actor),
-      details: { failures: state.failures },
-    })
+    if (!options.quiet) {
+      events.emit({
+        type: 'login:failed',
+        outcome: 'failure',
+        ...emitFor(meta, actor),
+        details: { failures: state.failures },
+      })
+    }
     if (state.lockedUntil) {
       events.emit({
         type: 'login:locked-out',
@@ -199,23 +206,39 @@ export function createLoginService(deps: {
         .where('token_hash', '=', hashSecret(input.challenge))
         .where('completed_at', 'is', null)
         .executeTakeFirst()
-      if (!row || row.expires_at.getTime() <= now() || row.failures >= MAX_CHALLENGE_FAILURES) throw expired
+      if (!row || row.expires_at.getTime() <= now()) throw expired
+      // Reserve an attempt before checking the code: parallel guesses on one challenge cannot
+      // exceed MAX_CHALLENGE_FAILURES between them.
+      const attempt = await db
+        .updateTable('login_challenges')
+        .set((eb) => ({ failures: eb('failures', '+', 1) }))
+        .where('id', '=', row.id)
+        .where('failures', '<', MAX_CHALLENGE_FAILURES)
+        .where('completed_at', 'is', null)
+        .returning('failures')
+        .executeTakeFirst()
+      if (!attempt) throw expired
       const method = await deps.secondFactor.consume(row.user_id, input)
       if (!method) {
-        const { failures } = await db
-          .updateTable('login_challenges')
-          .set((eb) => ({ failures: eb('failures', '+', 1) }))
-          .where('id', '=', row.id)
-          .returning('failures')
-          .executeTakeFirstOrThrow()
+        const failures = attempt.failures
         events.emit({
           type: 'mfa:failed',
           outcome: 'failure',
           ...emitFor(meta, { type: 'user', id: row.user_id }),
           details: { failures },
         })
+        // A wrong second factor counts towards the account's lockout like a wrong password:
+        // knowing the password must not buy unlimited challenges of five guesses each.
+        const user = await db.selectFrom('users').selectAll().where('id', '=', row.user_id).executeTakeFirst()
+        if (user) await recordFailure(user, user.email_normalized, meta, { quiet: true })
         throw failures >= MAX_CHALLENGE_FAILURES ? expired : new PlinthError('PLINTH_AUTH_MFA_INVALID')
       }
+      // A right code: the attempt was not a failure.
+      await db
+        .updateTable('login_challenges')
+        .set((eb) => ({ failures: eb('failures', '-', 1) }))
+        .where('id', '=', row.id)
+        .execute()
       // Conditional on completed_at: two concurrent completions of one challenge cannot both win.
       const done = await db
         .updateTable('login_challenges')

@@ -6,7 +6,7 @@ import { hashSecret, looksLikeSecret, newSecret, TOKEN_PREFIX } from './secrets.
 
 /** How long a resolved session may be served from cache: a revoked session lives at most this long elsewhere. */
 export const SESSION_CACHE_TTL_MS = 5000
-/** last_seen_at is written at most this often per session (idle expiry is measured in minutes). */
+/** last_seen_at is written at most this often per session, or every tenth of the idle timeout when that is shorter. */
 const TOUCH_EVERY_MS = 60_000
 
 type Db = Kysely<PlinthTables> | Transaction<PlinthTables>
@@ -66,6 +66,9 @@ export function createSessionService(deps: {
   const now = deps.now ?? Date.now
   const key = (hash: string) => `session:${hash}`
   const forget = (hashes: readonly string[]) => Promise.all(hashes.map((h) => cache.delete(key(h))))
+  // Touched often enough that a session in use never looks idle, even with a short idle timeout.
+  const touchEveryMs = Math.min(TOUCH_EVERY_MS, Math.floor(deps.idleTimeoutMs / 10))
+  const isIdle = (s: ResolvedSession, t: number) => Date.parse(s.lastSeenAt) + deps.idleTimeoutMs <= t
 
   async function revokeWhere(
     userId: string,
@@ -107,7 +110,13 @@ export function createSessionService(deps: {
     async resolve(token) {
       if (!looksLikeSecret(token, TOKEN_PREFIX.session)) return null
       const hash = hashSecret(token)
+      const t = now()
       let session = await cache.get<ResolvedSession>(key(hash))
+      // Another instance may have used the session since this copy was cached: ask the database.
+      if (session && isIdle(session, t)) session = undefined
+      // Only a database read (or touch) starts a cache entry. Refreshing it on every hit would keep
+      // a session revoked on another instance (without a shared cache) alive for as long as it is used.
+      let confirmed = !session
       if (!session) {
         const row = await db
           .selectFrom('sessions')
@@ -134,21 +143,25 @@ export function createSessionService(deps: {
           mfaEnrolmentPending: row.mfa_enrolment_pending,
         }
       }
-      const t = now()
-      const lastSeen = Date.parse(session.lastSeenAt)
-      if (Date.parse(session.expiresAt) <= t || lastSeen + deps.idleTimeoutMs <= t) {
+      if (Date.parse(session.expiresAt) <= t || isIdle(session, t)) {
         await cache.delete(key(hash))
         return null
       }
-      if (t - lastSeen >= TOUCH_EVERY_MS) {
-        session = { ...session, lastSeenAt: new Date(t).toISOString() }
-        await db
+      if (t - Date.parse(session.lastSeenAt) >= touchEveryMs) {
+        const touched = await db
           .updateTable('sessions')
           .set({ last_seen_at: new Date(t) })
           .where('id', '=', session.sessionId)
-          .execute()
+          .where('revoked_at', 'is', null)
+          .executeTakeFirst()
+        if (Number(touched.numUpdatedRows) !== 1) {
+          await cache.delete(key(hash))
+          return null
+        }
+        session = { ...session, lastSeenAt: new Date(t).toISOString() }
+        confirmed = true
       }
-      await cache.set(key(hash), session, SESSION_CACHE_TTL_MS)
+      if (confirmed) await cache.set(key(hash), session, SESSION_CACHE_TTL_MS)
       return session
     },
 
