@@ -20,6 +20,11 @@ const commands: Record<
     load: async () => (await import('./cli/migrate.ts')).migrateCommand,
     usage: async () => (await import('./cli/migrate.ts')).migrateUsage,
   },
+  user: {
+    summary: 'create a user (plinth user create --email <address> [--admin])',
+    load: async () => (await import('./cli/user-create.ts')).userCommand,
+    usage: async () => (await import('./cli/user-create.ts')).userUsage,
+  },
   config: {
     summary: 'validate the configuration without starting',
     load: async () => (await import('./cli/config-check.ts')).configCommand,

@@ -68,17 +68,6 @@ export function createAdminService(deps: {
     lastLoginAt: r.last_login_at,
   })
 
-  async function assertNotLastAdmin(userId: string): Promise<void> {
-    const { count } = await db
-      .selectFrom('users')
-      .select((eb) => eb.fn.countAll<string>().as('count'))
-      .where('role', '=', 'admin')
-      .where('status', '=', 'active')
-      .where('id', '!=', userId)
-      .executeTakeFirstOrThrow()
-    if (Number(count) === 0) throw new PlinthError('PLINTH_USER_LAST_ADMIN')
-  }
-
   return {
     async get(userId: string): Promise<UserView> {
       const row = await baseQuery().where('users.id', '=', userId).executeTakeFirst()
@@ -117,11 +106,26 @@ export function createAdminService(deps: {
       change: { role?: Role; status?: 'active' | 'disabled' },
       meta: RequestMeta,
     ): Promise<UserView> {
-      const before = await this.get(userId)
-      const demoted = change.role !== undefined && change.role !== before.role && before.role === 'admin'
-      const disabled = change.status === 'disabled' && before.status === 'active'
-      if ((demoted || disabled) && before.role === 'admin') await assertNotLastAdmin(userId)
-      await db.transaction().execute(async (trx) => {
+      const before = await db.transaction().execute(async (trx) => {
+        // One statement locks the target and every active administrator, in id order (no deadlock
+        // between two admins demoting each other); the second waits, then sees the first's change.
+        const rows = await trx
+          .selectFrom('users')
+          .select(['id', 'role', 'status'])
+          .where((eb) =>
+            eb.or([eb('id', '=', userId), eb.and([eb('role', '=', 'admin'), eb('status', '=', 'active')])]),
+          )
+          .orderBy('id')
+          .forUpdate()
+          .execute()
+        const target = rows.find((r) => r.id === userId)
+        if (!target) throw new PlinthError('PLINTH_USER_NOT_FOUND')
+        const roleChanged = change.role !== undefined && change.role !== target.role
+        const disabling = change.status === 'disabled' && target.status === 'active'
+        const otherAdmins = rows.filter((r) => r.id !== userId && r.role === 'admin' && r.status === 'active')
+        if (target.role === 'admin' && target.status === 'active' && (roleChanged || disabling)) {
+          if (otherAdmins.length === 0) throw new PlinthError('PLINTH_USER_LAST_ADMIN')
+        }
         await trx
           .updateTable('users')
           .set({
@@ -132,11 +136,14 @@ export function createAdminService(deps: {
           .where('id', '=', userId)
           .execute()
         // A change of rights ends every session: the user signs in again under the new rights.
-        if ((change.role && change.role !== before.role) || disabled)
-          await sessions.revokeAll(userId, { trx })
+        if (roleChanged || disabling) await sessions.revokeAll(userId, { trx })
+        return target
       })
+      const disabled = change.status === 'disabled' && before.status === 'active'
       if (disabled) await tokens.revoke(userId)
       if (change.role && change.role !== before.role) {
+        // API tokens live on under the new role; their cached lookups carry the old one.
+        await tokens.forget(userId)
         events.emit({
           type: 'user:role-changed',
           outcome: 'success',

@@ -3,7 +3,7 @@ import cookie from '@fastify/cookie'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { PlinthError } from '../../core/errors.ts'
-import { type Principal, principalCan } from '../../core/permissions.ts'
+import { PERMISSIONS, type Principal, principalCan } from '../../core/permissions.ts'
 import type { ApiTokenService } from './api-tokens.service.ts'
 import { safeEqual, TOKEN_PREFIX } from './secrets.ts'
 import type { SessionService } from './sessions.service.ts'
@@ -63,10 +63,31 @@ async function authenticate(app: FastifyInstance, opts: AuthenticateOptions): Pr
 
   app.addHook('onRoute', (route) => {
     const config = route.config as { public?: boolean; permission?: string } | undefined
+    const name = `route ${[route.method].flat().join(',')} ${route.url}`
+    // A typo would otherwise refuse everyone (admins included); both would silently make it public.
+    if (config?.permission !== undefined && !(PERMISSIONS as readonly string[]).includes(config.permission))
+      throw new Error(
+        `${name} declares the unknown permission "${config.permission}" (see core/permissions.ts)`,
+      )
+    if (config?.public && config.permission !== undefined)
+      throw new Error(`${name} declares both config.permission and config.public: keep one`)
     if (config?.public || config?.permission || isThirdPartyPublic(route.url)) return
-    throw new Error(
-      `route ${[route.method].flat().join(',')} ${route.url} declares neither config.permission nor config.public`,
+    throw new Error(`${name} declares neither config.permission nor config.public`)
+  })
+
+  // Answers about a caller, or that carry a credential (sign-in, sign-up, MFA), must not be kept
+  // by a browser or a shared cache (ASVS 8.2.1); a route that sets Cache-Control itself keeps it.
+  app.addHook('onSend', (request, reply, payload, done) => {
+    const config = request.routeOptions.config
+    if (
+      !reply.hasHeader('cache-control') &&
+      (config.permission !== undefined ||
+        config.rateLimit === 'auth' ||
+        request.principal !== null ||
+        reply.hasHeader('set-cookie'))
     )
+      reply.header('cache-control', 'no-store')
+    done(null, payload)
   })
 
   app.opsAccess.addAuthorizer(
