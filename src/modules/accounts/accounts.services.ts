@@ -6,6 +6,7 @@ import { createApiTokenService } from './api-tokens.service.ts'
 import { SESSION_COOKIE } from './authenticate.plugin.ts'
 import { createLoginService, type RequestMeta } from './login.service.ts'
 import { createMfaService } from './mfa.service.ts'
+import { createProfiles } from './profiles.ts'
 import { createSessionService } from './sessions.service.ts'
 
 function build(ctx: ModuleContext) {
@@ -36,7 +37,8 @@ function build(ctx: ModuleContext) {
     linkBase: (config.publicUrl ?? `http://localhost:${config.port}`).replace(/\/$/, ''),
   })
   const admin = createAdminService({ db, sessions, tokens, events: ctx.securityEvents })
-  return Object.freeze({ sessions, tokens, mfa, login, accounts, admin })
+  const profiles = createProfiles({ cache: ctx.cache, admin, mfa, events: ctx.securityEvents })
+  return Object.freeze({ sessions, tokens, mfa, login, accounts, admin, profiles })
 }
 
 export type AccountsServices = ReturnType<typeof build>

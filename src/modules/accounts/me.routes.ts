@@ -51,13 +51,13 @@ export function meRoutes(api: PlinthApp, ctx: ModuleContext): void {
     },
     async (request) => {
       const p = request.principal!
-      const user = await s.admin.get(p.userId)
+      const { recoveryCodesLeft, ...user } = await s.profiles.get(p.userId)
       return {
-        user: { ...user, createdAt: user.createdAt.toISOString(), lastLoginAt: iso(user.lastLoginAt) },
+        user,
         via: p.kind,
         csrfToken: p.sessionId ? api.csrfTokenFor(p.sessionId) : null,
         mfaEnrolmentRequired: request.mfaEnrolmentPending,
-        recoveryCodesLeft: user.mfaEnabled ? await s.mfa.remainingRecoveryCodes(p.userId) : 0,
+        recoveryCodesLeft,
       }
     },
   )
