@@ -15,12 +15,12 @@
  *
  * Usage: node bench/auth/run.ts [--duration <s>] [--rounds <n>]   (or BENCH_DURATION=<s>)
  */
-import type { ChildProcess } from 'node:child_process'
-import { fork } from 'node:child_process'
 import { cpus, loadavg } from 'node:os'
 import { fileURLToPath } from 'node:url'
-import { parseArgs } from 'node:util'
-import { aggregate, load, type Request, round, type Sample, stopLoad } from './load.ts'
+import { isInterrupted, runBenchmark, startServer } from '../lib/children.ts'
+import { aggregate, load, type Request, round, type Sample } from '../lib/load.ts'
+import { DURATION, parseOptions, ROUNDS } from '../lib/options.ts'
+import { header, num, roundLine, sampleRow } from '../lib/table.ts'
 import { type ServerMessage, WHOAMI } from './protocol.ts'
 
 const HOST = '127.0.0.1'
@@ -29,11 +29,7 @@ const CONNECTIONS = 100
 const LOGIN_CONNECTIONS = 4
 const LOGIN_SECONDS = 5
 const WARMUP_SECONDS = 2
-const DURATION = { default: 10, min: 1, max: 60 }
-const ROUNDS = { default: 3, min: 1, max: 9 }
 const TARGET_RATIO = 0.7
-const START_TIMEOUT_MS = 60_000
-const STOP_TIMEOUT_MS = 8_000
 const SERVER_FILE = fileURLToPath(new URL('./server.ts', import.meta.url))
 
 type Kind = 'public' | 'me' | 'whoami' | 'login'
@@ -68,83 +64,7 @@ const USAGE = `Usage: node bench/auth/run.ts [--duration <seconds>] [--rounds <n
               sign-ins run for at most ${LOGIN_SECONDS} s
   --rounds    runs of each, alternating public, me, whoami and login, ${ROUNDS.min}-${ROUNDS.max} (default ${ROUNDS.default})`
 
-class UsageError extends Error {}
-
-function boundedInt(name: string, raw: string | undefined, range: typeof DURATION): number {
-  if (raw === undefined || raw === '') return range.default
-  const value = Number(raw)
-  if (!Number.isInteger(value) || value < range.min || value > range.max) {
-    throw new UsageError(`${name} must be a whole number from ${range.min} to ${range.max}, got "${raw}"`)
-  }
-  return value
-}
-
-function parseOptions(argv: readonly string[]): { duration: number; rounds: number } {
-  const { values } = parseArgs({
-    args: [...argv],
-    options: { duration: { type: 'string' }, rounds: { type: 'string' }, help: { type: 'boolean' } },
-  })
-  if (values.help) {
-    console.log(USAGE)
-    process.exit(0)
-  }
-  return {
-    duration: boundedInt('--duration', values.duration ?? process.env.BENCH_DURATION, DURATION),
-    rounds: boundedInt('--rounds', values.rounds, ROUNDS),
-  }
-}
-
-const children = new Set<ChildProcess>()
-let interrupted = false
-
-function stopChild(child: ChildProcess): Promise<boolean> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child.exitCode === 0)
-  return new Promise((resolve) => {
-    const kill = setTimeout(() => child.kill('SIGKILL'), STOP_TIMEOUT_MS)
-    child.once('exit', (code) => {
-      clearTimeout(kill)
-      resolve(code === 0)
-    })
-    if (child.connected) child.send('stop')
-    else child.kill('SIGTERM')
-  })
-}
-
-async function startServer(): Promise<{ ready: Ready; stop: () => Promise<boolean> }> {
-  if (interrupted) throw new Error('interrupted')
-  const child = fork(SERVER_FILE, [], {
-    execPath: process.execPath,
-    execArgv: [],
-    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-  })
-  children.add(child)
-  child.once('exit', () => children.delete(child))
-  try {
-    const ready = await new Promise<Ready>((resolve, reject) => {
-      const timer = setTimeout(
-        () => reject(new Error(`the server did not start within ${START_TIMEOUT_MS / 1000} s`)),
-        START_TIMEOUT_MS,
-      )
-      child.once('message', (m: ServerMessage) => {
-        clearTimeout(timer)
-        if (m.type === 'ready') resolve(m)
-        else reject(new Error(`the server failed to start:\n${m.message}`))
-      })
-      child.once('error', (err) => {
-        clearTimeout(timer)
-        reject(err)
-      })
-      child.once('exit', (code, signal) => {
-        clearTimeout(timer)
-        reject(new Error(`the server exited (${signal ?? code}) before it was ready`))
-      })
-    })
-    return { ready, stop: () => stopChild(child) }
-  } catch (err) {
-    await stopChild(child)
-    throw err
-  }
-}
+const start = () => startServer<Ready>(SERVER_FILE, [], 'the server')
 
 /** One plain request: it must answer 200 with JSON (for `me`, the signed-in user). */
 async function check(kind: Kind, server: Ready): Promise<void> {
@@ -164,17 +84,8 @@ async function check(kind: Kind, server: Ready): Promise<void> {
   if (!ok) throw new Error(`${ROUTES[kind]} answered ${res.status}: ${body}`)
 }
 
-const num = (value: number) => value.toLocaleString('en-US', { maximumFractionDigits: 2 })
-
-function row(cells: readonly (string | number)[]): string {
-  const widths = [8, 12, 9, 9, 8, 8]
-  return cells
-    .map((c, i) => (i === 0 ? String(c).padEnd(widths[i]!) : String(c).padStart(widths[i]!)))
-    .join('  ')
-}
-
 async function main(): Promise<number> {
-  const { duration, rounds } = parseOptions(process.argv.slice(2))
+  const { duration, rounds } = parseOptions(process.argv.slice(2), USAGE)
   const loginSeconds = Math.min(duration, LOGIN_SECONDS)
   const settings: Record<Kind, { connections: number; seconds: number; warmup: number }> = {
     public: { connections: CONNECTIONS, seconds: duration, warmup: WARMUP_SECONDS },
@@ -204,7 +115,7 @@ async function main(): Promise<number> {
   const problems: string[] = []
   for (let r = 1; r <= rounds; r++) {
     for (const kind of KINDS) {
-      const server = await startServer()
+      const server = await start()
       try {
         if (!checked.has(kind)) {
           await check(kind, server.ready)
@@ -217,15 +128,12 @@ async function main(): Promise<number> {
           problems.push(`${kind} warm-up, round ${r}: ${warm.errors} errors, ${warm.non2xx} non-2xx`)
         }
         const sample = await load(request, connections, measured)
-        if (interrupted) return 130
+        if (isInterrupted()) return 130
         samples[kind].push(sample)
-        console.log(
-          `round ${r}/${rounds} ${kind.padEnd(6)}  ${num(Math.round(sample.rps))} req/s  ` +
-            `p50 ${num(round(sample.p50Ms, 2))} ms  p99 ${num(round(sample.p99Ms, 2))} ms  ` +
-            `errors ${sample.errors}  non-2xx ${sample.non2xx}  load generator ${sample.clientCpu.toFixed(2)} core`,
-        )
+        console.log(roundLine(r, rounds, kind, sample))
       } finally {
-        if (!(await server.stop()) && !interrupted) problems.push(`the ${kind} server did not stop cleanly`)
+        if (!(await server.stop()) && !isInterrupted())
+          problems.push(`the ${kind} server did not stop cleanly`)
       }
     }
   }
@@ -238,11 +146,10 @@ async function main(): Promise<number> {
   const ratio = round(results.me.rps / results.public.rps, 3)
   const ratioMet = ratio >= TARGET_RATIO
   const authOnlyRatio = round(results.whoami.rps / results.public.rps, 3)
-  const figures = rounds === 1 ? 'one run each' : `median of ${rounds} runs each`
-  console.log(`\n${row(['run', 'requests/s', 'p50 ms', 'p99 ms', 'errors', 'non-2xx'])}   (${figures})`)
+  console.log(header('run', rounds))
   for (const kind of KINDS) {
     const s = results[kind]
-    console.log(row([kind, num(s.rps), num(s.p50Ms), num(s.p99Ms), s.errors, s.non2xx]))
+    console.log(sampleRow(kind, s))
   }
   console.log(
     `\nratio me/public: ${ratio.toFixed(3)}   target >= ${TARGET_RATIO}: ${ratioMet ? 'met' : 'MISSED'}`,
@@ -275,30 +182,4 @@ async function main(): Promise<number> {
   return problems.length === 0 ? 0 : 1
 }
 
-async function cleanUp(): Promise<void> {
-  stopLoad()
-  await Promise.all([...children].map(stopChild))
-}
-
-const onSignal = () => {
-  if (interrupted) return
-  interrupted = true
-  console.error('\ninterrupted: stopping the servers')
-  void cleanUp().finally(() => process.exit(130))
-}
-process.on('SIGINT', onSignal)
-process.on('SIGTERM', onSignal)
-
-try {
-  process.exitCode = await main()
-} catch (err) {
-  if (err instanceof UsageError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
-    console.error(`${(err as Error).message}\n\n${USAGE}`)
-    process.exitCode = 2
-  } else if (!interrupted) {
-    console.error(err instanceof Error ? (err.stack ?? err.message) : err)
-    process.exitCode = 1
-  }
-} finally {
-  if (!interrupted) await cleanUp()
-}
+await runBenchmark(main, USAGE)

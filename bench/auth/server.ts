@@ -7,20 +7,23 @@
  * for a graceful close. A lost channel (the parent died) or a signal ends the child too.
  */
 import { randomBytes } from 'node:crypto'
-import type { AddressInfo } from 'node:net'
 import { loadConfig } from '../../src/config/load-config.ts'
 import { createPlinth } from '../../src/core/create-plinth.ts'
 import type { PlinthModule } from '../../src/core/module.ts'
 import { createUserDirect } from '../../src/modules/accounts/bootstrap-admin.ts'
 import { builtinModules } from '../../src/modules/index.ts'
 import { createLogger, logDestination } from '../../src/observability/logger.ts'
+import {
+  type Running as Listening,
+  portOf,
+  productionEnv,
+  requireParent,
+  serveChild,
+  UNTHROTTLED,
+} from '../lib/server-child.ts'
 import { type ServerMessage, WHOAMI } from './protocol.ts'
 
 const HOST = '127.0.0.1'
-/** A graceful close that takes longer than this is cut: the parent waits only so long anyway. */
-const CLOSE_LIMIT_MS = 5000
-/** Far above what a run sends (the ceiling of the config keys): the limiter still counts every request. */
-const UNTHROTTLED = '1000000'
 
 /** See WHOAMI in protocol.ts. */
 const benchModule: PlinthModule = {
@@ -32,12 +35,10 @@ const benchModule: PlinthModule = {
   },
 }
 
-interface Running {
-  readonly port: number
+interface Running extends Listening {
   readonly email: string
   readonly password: string
   readonly token: string
-  close(): Promise<void>
 }
 
 /**
@@ -49,20 +50,12 @@ interface Running {
 async function startPlinth(): Promise<Running> {
   const config = loadConfig({
     env: {
-      PLINTH_ENV: 'production',
-      PLINTH_SECRET_KEY: randomBytes(48).toString('base64'),
-      PLINTH_MASTER_KEY: randomBytes(32).toString('base64'),
+      ...productionEnv(HOST),
       // The embedded database in memory, or a PostgreSQL server (a scratch database: users and
       // sessions pile up in it run after run).
       ...(process.env.BENCH_DATABASE_URL
         ? { DATABASE_URL: process.env.BENCH_DATABASE_URL }
         : { PLINTH_DATA_DIR: 'memory://' }),
-      HOST,
-      PORT: '0',
-      PLINTH_LOG_LEVEL: 'info',
-      PLINTH_LOG_FORMAT: 'json',
-      PLINTH_SHUTDOWN_DELAY: '0',
-      PLINTH_RATE_LIMIT_API: UNTHROTTLED,
       PLINTH_RATE_LIMIT_AUTH: UNTHROTTLED,
     },
     envFile: false,
@@ -87,45 +80,6 @@ async function startPlinth(): Promise<Running> {
   return { port, email, password, token: body.token, close: () => plinth.shutdown() }
 }
 
-function portOf(address: AddressInfo | string | null): number {
-  if (address === null || typeof address === 'string') throw new Error(`unexpected address ${address}`)
-  return address.port
-}
-
-function send(message: ServerMessage): void {
-  process.send?.(message)
-}
-
-async function main(): Promise<void> {
-  if (!process.send) throw new Error('bench/auth/server.ts runs as a child of bench/auth/run.ts')
-
-  let running: Running | undefined
-  let stopping = false
-  const stop = (code: number) => {
-    if (stopping) return
-    stopping = true
-    const cut = setTimeout(() => process.exit(code === 0 ? 1 : code), CLOSE_LIMIT_MS)
-    cut.unref()
-    void (running?.close() ?? Promise.resolve()).then(
-      () => process.exit(code),
-      () => process.exit(1),
-    )
-  }
-  process.on('message', (message) => {
-    if (message === 'stop') stop(0)
-  })
-  process.on('disconnect', () => stop(0))
-  process.on('SIGINT', () => stop(130))
-  process.on('SIGTERM', () => stop(143))
-
-  try {
-    running = await startPlinth()
-  } catch (err) {
-    send({ type: 'failed', message: err instanceof Error ? (err.stack ?? err.message) : String(err) })
-    process.exit(1)
-  }
-  const { port, email, password, token } = running
-  send({ type: 'ready', port, email, password, token })
-}
-
-await main()
+requireParent('bench/auth/server.ts runs as a child of bench/auth/run.ts')
+type Ready = Omit<Extract<ServerMessage, { type: 'ready' }>, 'type'>
+await serveChild(startPlinth, ({ port, email, password, token }): Ready => ({ port, email, password, token }))

@@ -7,25 +7,20 @@
  *
  * Usage: node bench/http/run.ts [--duration <s>] [--rounds <n>]   (or BENCH_DURATION=<s>)
  */
-import type { ChildProcess } from 'node:child_process'
-import { fork } from 'node:child_process'
 import { cpus, loadavg } from 'node:os'
 import { fileURLToPath } from 'node:url'
-import { parseArgs } from 'node:util'
-import { aggregate, load, round, type Sample, stopLoad } from './load.ts'
-import type { ServerKind, ServerMessage } from './server.ts'
+import { isInterrupted, runBenchmark, startServer } from '../lib/children.ts'
+import { aggregate, load, round, type Sample } from '../lib/load.ts'
+import { DURATION, parseOptions, ROUNDS } from '../lib/options.ts'
+import { header, num, roundLine, sampleRow } from '../lib/table.ts'
+import type { ServerKind } from './server.ts'
 
 const ROUTE = '/api/v1'
 const HOST = '127.0.0.1'
 const CONNECTIONS = 100
 const WARMUP_SECONDS = 2
-const DURATION = { default: 10, min: 1, max: 60 }
-const ROUNDS = { default: 3, min: 1, max: 9 }
 const TARGET_RATIO = 0.6
 const TARGET_P99_MS = 50
-const START_TIMEOUT_MS = 60_000
-/** The server gives its graceful close 5 s; past this it is killed. */
-const STOP_TIMEOUT_MS = 8_000
 const KINDS: readonly ServerKind[] = ['bare', 'plinth']
 const SERVER_FILE = fileURLToPath(new URL('./server.ts', import.meta.url))
 
@@ -34,85 +29,7 @@ const USAGE = `Usage: node bench/http/run.ts [--duration <seconds>] [--rounds <n
   --duration  measured seconds per run, ${DURATION.min}-${DURATION.max} (default ${DURATION.default}; BENCH_DURATION sets it too)
   --rounds    runs per server, alternating bare and plinth, ${ROUNDS.min}-${ROUNDS.max} (default ${ROUNDS.default})`
 
-class UsageError extends Error {}
-
-function boundedInt(name: string, raw: string | undefined, range: typeof DURATION): number {
-  if (raw === undefined || raw === '') return range.default
-  const value = Number(raw)
-  if (!Number.isInteger(value) || value < range.min || value > range.max) {
-    throw new UsageError(`${name} must be a whole number from ${range.min} to ${range.max}, got "${raw}"`)
-  }
-  return value
-}
-
-function parseOptions(argv: readonly string[]): { duration: number; rounds: number } {
-  const { values } = parseArgs({
-    args: [...argv],
-    options: { duration: { type: 'string' }, rounds: { type: 'string' }, help: { type: 'boolean' } },
-  })
-  if (values.help) {
-    console.log(USAGE)
-    process.exit(0)
-  }
-  return {
-    duration: boundedInt('--duration', values.duration ?? process.env.BENCH_DURATION, DURATION),
-    rounds: boundedInt('--rounds', values.rounds, ROUNDS),
-  }
-}
-
-// What a Ctrl-C (or any failure) must clean up.
-const children = new Set<ChildProcess>()
-let interrupted = false
-
-function stopChild(child: ChildProcess): Promise<boolean> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child.exitCode === 0)
-  return new Promise((resolve) => {
-    const kill = setTimeout(() => child.kill('SIGKILL'), STOP_TIMEOUT_MS)
-    child.once('exit', (code) => {
-      clearTimeout(kill)
-      resolve(code === 0)
-    })
-    if (child.connected) child.send('stop')
-    else child.kill('SIGTERM')
-  })
-}
-
-async function startServer(kind: ServerKind): Promise<{ port: number; stop: () => Promise<boolean> }> {
-  if (interrupted) throw new Error('interrupted')
-  const child = fork(SERVER_FILE, [kind], {
-    execPath: process.execPath,
-    execArgv: [],
-    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-  })
-  children.add(child)
-  child.once('exit', () => children.delete(child))
-  try {
-    const port = await new Promise<number>((resolve, reject) => {
-      const timer = setTimeout(
-        () => reject(new Error(`the ${kind} server did not start within ${START_TIMEOUT_MS / 1000} s`)),
-        START_TIMEOUT_MS,
-      )
-      const settle = (err: Error | undefined, value = 0) => {
-        clearTimeout(timer)
-        if (err) reject(err)
-        else resolve(value)
-      }
-      child.once('message', (m: ServerMessage) =>
-        m.type === 'ready'
-          ? settle(undefined, m.port)
-          : settle(new Error(`the ${kind} server failed to start:\n${m.message}`)),
-      )
-      child.once('error', (err) => settle(err))
-      child.once('exit', (code, signal) =>
-        settle(new Error(`the ${kind} server exited (${signal ?? code}) before it was ready`)),
-      )
-    })
-    return { port, stop: () => stopChild(child) }
-  } catch (err) {
-    await stopChild(child)
-    throw err
-  }
-}
+const startKind = (kind: ServerKind) => startServer(SERVER_FILE, [kind], `the ${kind} server`)
 
 const url = (port: number) => `http://${HOST}:${port}${ROUTE}`
 
@@ -129,17 +46,8 @@ async function fetchRoute(kind: ServerKind, port: number): Promise<string> {
   return body
 }
 
-const num = (value: number) => value.toLocaleString('en-US', { maximumFractionDigits: 2 })
-
-function row(cells: readonly (string | number)[]): string {
-  const widths = [8, 12, 9, 9, 8, 8]
-  return cells
-    .map((c, i) => (i === 0 ? String(c).padEnd(widths[i]!) : String(c).padStart(widths[i]!)))
-    .join('  ')
-}
-
 async function main(): Promise<number> {
-  const { duration, rounds } = parseOptions(process.argv.slice(2))
+  const { duration, rounds } = parseOptions(process.argv.slice(2), USAGE)
   const cpuList = cpus()
   const seconds = rounds * KINDS.length * (duration + WARMUP_SECONDS)
   console.log(
@@ -160,23 +68,20 @@ async function main(): Promise<number> {
   const problems: string[] = []
   for (let r = 1; r <= rounds; r++) {
     for (const kind of KINDS) {
-      const server = await startServer(kind)
+      const server = await startKind(kind)
       try {
-        if (!bodies.has(kind)) bodies.set(kind, await fetchRoute(kind, server.port))
-        const warm = await load(url(server.port), CONNECTIONS, WARMUP_SECONDS)
+        if (!bodies.has(kind)) bodies.set(kind, await fetchRoute(kind, server.ready.port))
+        const warm = await load({ url: url(server.ready.port) }, CONNECTIONS, WARMUP_SECONDS)
         if (warm.errors + warm.non2xx > 0) {
           problems.push(`${kind} warm-up, round ${r}: ${warm.errors} errors, ${warm.non2xx} non-2xx`)
         }
-        const sample = await load(url(server.port), CONNECTIONS, duration)
-        if (interrupted) return 130
+        const sample = await load({ url: url(server.ready.port) }, CONNECTIONS, duration)
+        if (isInterrupted()) return 130
         samples[kind].push(sample)
-        console.log(
-          `round ${r}/${rounds} ${kind.padEnd(6)}  ${num(Math.round(sample.rps))} req/s  ` +
-            `p50 ${num(round(sample.p50Ms, 2))} ms  p99 ${num(round(sample.p99Ms, 2))} ms  ` +
-            `errors ${sample.errors}  non-2xx ${sample.non2xx}  load generator ${sample.clientCpu.toFixed(2)} core`,
-        )
+        console.log(roundLine(r, rounds, kind, sample))
       } finally {
-        if (!(await server.stop()) && !interrupted) problems.push(`the ${kind} server did not stop cleanly`)
+        if (!(await server.stop()) && !isInterrupted())
+          problems.push(`the ${kind} server did not stop cleanly`)
       }
     }
   }
@@ -197,13 +102,12 @@ async function main(): Promise<number> {
   const ratio = round(plinth.rps / bare.rps, 3)
   const ratioMet = ratio >= TARGET_RATIO
   const p99Met = plinth.p99Ms < TARGET_P99_MS
-  const figures = rounds === 1 ? 'one run each' : `median of ${rounds} runs each`
-  console.log(`\n${row(['server', 'requests/s', 'p50 ms', 'p99 ms', 'errors', 'non-2xx'])}   (${figures})`)
+  console.log(header('server', rounds))
   for (const [kind, s] of [
     ['bare', bare],
     ['plinth', plinth],
   ] as const) {
-    console.log(row([kind, num(s.rps), num(s.p50Ms), num(s.p99Ms), s.errors, s.non2xx]))
+    console.log(sampleRow(kind, s))
   }
   console.log(
     `\nratio plinth/bare: ${ratio.toFixed(3)}   target >= ${TARGET_RATIO}: ${ratioMet ? 'met' : 'MISSED'}`,
@@ -237,33 +141,4 @@ async function main(): Promise<number> {
   return problems.length === 0 ? 0 : 1
 }
 
-/** Stops the load and every server; bounded by STOP_TIMEOUT_MS. */
-async function cleanUp(): Promise<void> {
-  stopLoad()
-  await Promise.all([...children].map(stopChild))
-}
-
-const onSignal = () => {
-  // Later signals (a second Ctrl-C, the one the terminal also sends to the group) change nothing:
-  // the clean-up is already bounded.
-  if (interrupted) return
-  interrupted = true
-  console.error('\ninterrupted: stopping the servers')
-  void cleanUp().finally(() => process.exit(130))
-}
-process.on('SIGINT', onSignal)
-process.on('SIGTERM', onSignal)
-
-try {
-  process.exitCode = await main()
-} catch (err) {
-  if (err instanceof UsageError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
-    console.error(`${(err as Error).message}\n\n${USAGE}`)
-    process.exitCode = 2
-  } else if (!interrupted) {
-    console.error(err instanceof Error ? (err.stack ?? err.message) : err)
-    process.exitCode = 1
-  }
-} finally {
-  if (!interrupted) await cleanUp()
-}
+await runBenchmark(main, USAGE)

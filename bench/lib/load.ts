@@ -1,6 +1,6 @@
 /**
- * The load generator side of the HTTP benchmark: autocannon's programmatic API, with latency
- * taken from each response's own timing, and how runs are combined.
+ * The load generator every benchmark shares: autocannon's programmatic API, with latency taken from
+ * each response's own timing, and how runs are combined (median of each figure, errors summed).
  */
 import { createRequire } from 'node:module'
 import { createHistogram } from 'node:perf_hooks'
@@ -16,11 +16,26 @@ interface AutocannonInstance {
   on(event: 'response', listener: (client: unknown, status: number, bytes: number, ms: number) => void): void
 }
 type Autocannon = (
-  options: { url: string; connections: number; duration: number; pipelining: number },
+  options: {
+    url: string
+    connections: number
+    duration: number
+    pipelining: number
+    method?: string
+    headers?: Record<string, string>
+    body?: string
+  },
   done: (err: Error | null, result: AutocannonResult) => void,
 ) => AutocannonInstance
 // autocannon ships no types; this is the slice of its programmatic API used here.
 const autocannon = createRequire(import.meta.url)('autocannon') as Autocannon
+
+export interface Request {
+  readonly url: string
+  readonly method?: 'GET' | 'POST'
+  readonly headers?: Record<string, string>
+  readonly body?: string
+}
 
 export interface Sample {
   readonly rps: number
@@ -40,28 +55,31 @@ export function stopLoad(): void {
 }
 
 /**
- * Drives `url` with `connections` for `seconds`, one request in flight per connection. Latency
+ * Sends `request` over `connections` for `seconds`, one request in flight per connection. Latency
  * percentiles come from every response's own timing (microsecond resolution), not autocannon's
  * whole-millisecond histogram.
  */
-export function load(url: string, connections: number, seconds: number): Promise<Sample> {
+export function load(request: Request, connections: number, seconds: number): Promise<Sample> {
   const latencyUs = createHistogram()
   const cpuBefore = process.cpuUsage()
   const started = performance.now()
   return new Promise((resolve, reject) => {
-    const instance = autocannon({ url, connections, duration: seconds, pipelining: 1 }, (err, result) => {
-      activeLoad = undefined
-      if (err) return reject(err)
-      const cpu = process.cpuUsage(cpuBefore)
-      resolve({
-        rps: result.requests.average,
-        p50Ms: latencyUs.percentile(50) / 1000,
-        p99Ms: latencyUs.percentile(99) / 1000,
-        errors: result.errors,
-        non2xx: result.non2xx,
-        clientCpu: (cpu.user + cpu.system) / 1000 / (performance.now() - started),
-      })
-    })
+    const instance = autocannon(
+      { ...request, connections, duration: seconds, pipelining: 1 },
+      (err, result) => {
+        activeLoad = undefined
+        if (err) return reject(err)
+        const cpu = process.cpuUsage(cpuBefore)
+        resolve({
+          rps: result.requests.average,
+          p50Ms: latencyUs.count > 0 ? latencyUs.percentile(50) / 1000 : 0,
+          p99Ms: latencyUs.count > 0 ? latencyUs.percentile(99) / 1000 : 0,
+          errors: result.errors,
+          non2xx: result.non2xx,
+          clientCpu: (cpu.user + cpu.system) / 1000 / (performance.now() - started),
+        })
+      },
+    )
     instance.on('response', (_client, _status, _bytes, ms) =>
       latencyUs.record(Math.max(1, Math.round(ms * 1000))),
     )
