@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -20,6 +19,7 @@ import {
 } from './helpers/accounts.ts'
 import { captureLogs } from './helpers/log-capture.ts'
 import { skipUnlessPostgres } from './helpers/services.ts'
+import { spawnCli } from './helpers/spawn-cli.ts'
 import { testConfig } from './helpers/test-config.ts'
 import { createTestDatabase, type TestDatabase } from './helpers/test-database.ts'
 import { startTestPlinth, type TestPlinth } from './helpers/test-plinth.ts'
@@ -105,24 +105,8 @@ async function cli(...argv: string[]) {
 }
 
 /** The real `plinth` in a child process, with `stdin` piped in. */
-function spawnCli(args: string[], stdin: string, env: Record<string, string>) {
-  return new Promise<{ code: number | null; out: string; err: string }>((resolve, reject) => {
-    const child = spawn(process.execPath, ['src/main.ts', ...args], {
-      env: { PATH: process.env.PATH ?? '', ...env },
-    })
-    let out = ''
-    let err = ''
-    child.stdout.on('data', (d) => (out += d))
-    child.stderr.on('data', (d) => (err += d))
-    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000)
-    child.on('error', reject)
-    child.on('exit', (code) => {
-      clearTimeout(timer)
-      resolve({ code, out, err })
-    })
-    child.stdin.end(stdin)
-  })
-}
+const spawnPlinth = (args: string[], stdin: string, env: Record<string, string>) =>
+  spawnCli(args, env, { stdin })
 
 /** A fake terminal: what is typed goes in `input`; what the program shows collects in `shown()`. */
 function terminal() {
@@ -209,16 +193,16 @@ describe('plinth user create', () => {
     const dataDir = join(dir, 'cli-data')
     const env = { PLINTH_ENV: 'test', PLINTH_DATA_DIR: dataDir, PLINTH_LOG_LEVEL: 'debug' }
     const args = ['user', 'create', '--admin', '--email', 'a@example.com']
-    const created = await spawnCli(args, `${PASSWORD}\nnot read\n`, env)
+    const created = await spawnPlinth(args, `${PASSWORD}\nnot read\n`, env)
     assert.equal(created.code, 0, created.err)
     assert.match(created.out, /^created user [0-9a-f-]{36} \(a@example\.com, admin\)$/m)
-    const again = await spawnCli(args, `${OTHER_PASSWORD}\n`, env)
+    const again = await spawnPlinth(args, `${OTHER_PASSWORD}\n`, env)
     assert.equal(again.code, 1)
     assert.match(again.err, /PLINTH_USER_EXISTS/)
-    const weak = await spawnCli(['user', 'create', '--email', 'b@example.com'], 'letmein\n', env)
+    const weak = await spawnPlinth(['user', 'create', '--email', 'b@example.com'], 'letmein\n', env)
     assert.equal(weak.code, 1)
     assert.match(weak.err, /The password must be at least 8 characters\. \[PLINTH_AUTH_WEAK_PASSWORD\]/)
-    const empty = await spawnCli(['user', 'create', '--email', 'c@example.com'], '', env)
+    const empty = await spawnPlinth(['user', 'create', '--email', 'c@example.com'], '', env)
     assert.equal(empty.code, 1)
     assert.match(empty.err, /no password given/)
     for (const r of [created, again, weak, empty]) {

@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -7,6 +6,7 @@ import { after, describe, it } from 'node:test'
 import type { CliIo } from '../src/cli/cli-io.ts'
 import { PLINTH_VERSION } from '../src/core/version.ts'
 import { runCli } from '../src/main.ts'
+import { spawnCli } from './helpers/spawn-cli.ts'
 import { TEST_MASTER_KEY } from './helpers/test-config.ts'
 
 /** Runs the CLI in this process, capturing what it prints. */
@@ -16,28 +16,6 @@ async function cli(...argv: string[]): Promise<{ code: number; out: string; err:
   const io: CliIo = { out: (t) => (out += `${t}\n`), err: (t) => (err += `${t}\n`) }
   const code = await runCli(argv, io)
   return { code, out, err }
-}
-
-/** Runs the real `plinth` entry in a child process with exactly `env`. */
-function spawnCli(
-  args: string[],
-  env: Record<string, string>,
-  entry = 'src/main.ts',
-  node = process.execPath,
-) {
-  return new Promise<{ code: number | null; out: string; err: string }>((resolve, reject) => {
-    const child = spawn(node, [entry, ...args], { env: { PATH: process.env.PATH ?? '', ...env } })
-    let out = ''
-    let err = ''
-    child.stdout.on('data', (d) => (out += d))
-    child.stderr.on('data', (d) => (err += d))
-    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000)
-    child.on('error', reject)
-    child.on('exit', (code) => {
-      clearTimeout(timer)
-      resolve({ code, out, err })
-    })
-  })
 }
 
 describe('plinth CLI arguments', () => {
@@ -170,7 +148,7 @@ describe('the plinth bin', () => {
   it('runs on Node 24 even when an older node starts it', {
     skip: !process.env.PATH?.includes('/usr/bin'),
   }, async () => {
-    const r = await spawnCli(['version'], {}, 'bin/plinth.js', '/usr/bin/node')
+    const r = await spawnCli(['version'], {}, { entry: 'bin/plinth.js', node: '/usr/bin/node' })
     assert.equal(r.code, 0, r.err)
     assert.match(r.out, new RegExp(`^plinth ${PLINTH_VERSION.replaceAll('.', '\\.')} \\(node v2[4-9]\\.`))
   })

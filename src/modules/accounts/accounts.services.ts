@@ -79,3 +79,23 @@ export function setSessionCookie(
 export function clearSessionCookie(reply: FastifyReply): void {
   reply.clearCookie(SESSION_COOKIE, { path: '/' })
 }
+
+/**
+ * Answers with a new session: sets the cookie and returns what programs need (the token, its
+ * expiry and the session's CSRF token for cookie clients).
+ */
+export function sessionIssued(
+  app: { csrfTokenFor(sessionId: string): string },
+  reply: FastifyReply,
+  ctx: ModuleContext,
+  session: { token: string; sessionId: string; expiresAt: Date },
+  mfaEnrolmentRequired = false,
+) {
+  setSessionCookie(reply, ctx, session.token, session.expiresAt)
+  return {
+    token: session.token,
+    expiresAt: session.expiresAt.toISOString(),
+    csrfToken: app.csrfTokenFor(session.sessionId),
+    mfaEnrolmentRequired,
+  }
+}

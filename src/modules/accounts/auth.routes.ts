@@ -1,3 +1,4 @@
+import type { FastifyReply } from 'fastify'
 import { Type } from 'typebox'
 import type { ModuleContext } from '../../core/module.ts'
 import type { PlinthApp } from '../../http/create-server.ts'
@@ -10,7 +11,7 @@ import {
   SessionIssued,
   SignupBody,
 } from './accounts.schemas.ts'
-import { accountsServices, clearSessionCookie, requestMeta, setSessionCookie } from './accounts.services.ts'
+import { accountsServices, clearSessionCookie, requestMeta, sessionIssued } from './accounts.services.ts'
 import type { LoginResult } from './login.service.ts'
 
 const auth = { public: true, rateLimit: 'auth' as const }
@@ -20,19 +21,10 @@ const tags = ['auth']
 export function authRoutes(api: PlinthApp, ctx: ModuleContext): void {
   const s = accountsServices(ctx)
 
-  const issued = (
-    reply: Parameters<typeof setSessionCookie>[0],
-    result: Extract<LoginResult, { mfaRequired: false }>,
-  ) => {
-    setSessionCookie(reply, ctx, result.token, result.expiresAt)
-    return {
-      mfaRequired: false as const,
-      token: result.token,
-      expiresAt: result.expiresAt.toISOString(),
-      csrfToken: api.csrfTokenFor(result.sessionId),
-      mfaEnrolmentRequired: result.mfaEnrolmentRequired,
-    }
-  }
+  const issued = (reply: FastifyReply, result: Extract<LoginResult, { mfaRequired: false }>) => ({
+    mfaRequired: false as const,
+    ...sessionIssued(api, reply, ctx, result, result.mfaEnrolmentRequired),
+  })
 
   api.post(
     '/auth/signup',
@@ -48,12 +40,7 @@ export function authRoutes(api: PlinthApp, ctx: ModuleContext): void {
     async (request, reply) => {
       const r = await s.accounts.signup(request.body, requestMeta(request))
       reply.code(201)
-      const { mfaRequired: _, ...session } = issued(reply, {
-        ...r,
-        mfaRequired: false,
-        mfaEnrolmentRequired: false,
-      })
-      return session
+      return sessionIssued(api, reply, ctx, r)
     },
   )
 

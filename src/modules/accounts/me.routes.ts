@@ -14,7 +14,7 @@ import {
   TotpDisableBody,
   UserSchema,
 } from './accounts.schemas.ts'
-import { accountsServices, requestMeta, setSessionCookie } from './accounts.services.ts'
+import { accountsServices, requestMeta, sessionIssued } from './accounts.services.ts'
 
 const tags = ['me']
 const read = { permission: 'self:read' as const }
@@ -80,13 +80,7 @@ export function meRoutes(api: PlinthApp, ctx: ModuleContext): void {
         { userId: p.userId, sessionId: p.sessionId, ...request.body },
         requestMeta(request),
       )
-      setSessionCookie(reply, ctx, session.token, session.expiresAt)
-      return {
-        token: session.token,
-        expiresAt: session.expiresAt.toISOString(),
-        csrfToken: api.csrfTokenFor(session.sessionId),
-        mfaEnrolmentRequired: false,
-      }
+      return sessionIssued(api, reply, ctx, session)
     },
   )
 
@@ -292,14 +286,7 @@ export function meRoutes(api: PlinthApp, ctx: ModuleContext): void {
         ...requestMeta(request),
         sessionId: p.sessionId,
       })
-      setSessionCookie(reply, ctx, r.session.token, r.session.expiresAt)
-      return {
-        token: r.session.token,
-        expiresAt: r.session.expiresAt.toISOString(),
-        csrfToken: api.csrfTokenFor(r.session.sessionId),
-        mfaEnrolmentRequired: false,
-        recoveryCodes: r.recoveryCodes,
-      }
+      return { ...sessionIssued(api, reply, ctx, r.session), recoveryCodes: r.recoveryCodes }
     },
   )
 

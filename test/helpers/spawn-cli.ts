@@ -1,0 +1,34 @@
+import { spawn } from 'node:child_process'
+
+export interface CliRun {
+  readonly code: number | null
+  readonly out: string
+  readonly err: string
+}
+
+/**
+ * Runs the real `plinth` entry in a child process with exactly `env` (plus PATH), optionally
+ * feeding `stdin`; killed after 60 s so a hung command fails its test instead of the run.
+ */
+export function spawnCli(
+  args: readonly string[],
+  env: Record<string, string>,
+  options: { stdin?: string; entry?: string; node?: string } = {},
+): Promise<CliRun> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(options.node ?? process.execPath, [options.entry ?? 'src/main.ts', ...args], {
+      env: { PATH: process.env.PATH ?? '', ...env },
+    })
+    let out = ''
+    let err = ''
+    child.stdout.on('data', (d) => (out += d))
+    child.stderr.on('data', (d) => (err += d))
+    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000)
+    child.on('error', reject)
+    child.on('exit', (code) => {
+      clearTimeout(timer)
+      resolve({ code, out, err })
+    })
+    child.stdin.end(options.stdin ?? '')
+  })
+}
