@@ -1,12 +1,13 @@
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { connect, createServer, type Socket } from 'node:net'
-import { after, afterEach, before, describe, it } from 'node:test'
+import { describe, it } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Redis } from 'ioredis'
 import { createRedisRateLimitStore, REDIS_HIT_TIMEOUT_MS } from '../src/http/plugins/rate-limit-store.ts'
 import { API, LIMITS_ENV, limitsModule } from './helpers/limits-module.ts'
 import { captureLogs } from './helpers/log-capture.ts'
+import { useRedisKit } from './helpers/redis-kit.ts'
 import { skipUnlessRedis, TEST_REDIS_URL } from './helpers/services.ts'
 import { startTcpProxy } from './helpers/tcp-proxy.ts'
 import { testConfig } from './helpers/test-config.ts'
@@ -61,24 +62,9 @@ async function startStallingProxy() {
 }
 
 describe('rate limits on redis', { skip: await skipUnlessRedis() }, () => {
-  let raw: Redis
-  const cleanups: (() => Promise<unknown> | unknown)[] = []
-  const cleanupAll = async () => {
-    for (const fn of cleanups.splice(0).reverse()) await fn()
-  }
-  before(() => {
-    raw = new Redis(TEST_REDIS_URL, { maxRetriesPerRequest: 1 })
-  })
-  afterEach(cleanupAll)
-  after(async () => {
-    await cleanupAll()
-    raw?.disconnect()
-  })
-  const dropKeysAfter = (prefix: string) =>
-    cleanups.push(async () => {
-      const keys = await raw.keys(`${prefix}*`)
-      if (keys.length > 0) await raw.del(...keys)
-    })
+  const kit = useRedisKit()
+  const { cleanups } = kit
+  const dropKeysAfter = (prefix: string) => kit.dropKeysAfter(prefix)
   const call = (plinth: TestPlinth, user: string) =>
     plinth.app.inject({ url: API, headers: { 'x-test-user': user } })
 
@@ -107,8 +93,8 @@ describe('rate limits on redis', { skip: await skipUnlessRedis() }, () => {
       [429, '0'],
     ])
     const key = `${prefix}rl:api:ip:198.51.100.7`
-    assert.equal(await raw.get(key), '5')
-    const ttl = await raw.pttl(key)
+    assert.equal(await kit.raw.get(key), '5')
+    const ttl = await kit.raw.pttl(key)
     assert.ok(ttl > 0 && ttl <= 60_000, `TTL ${ttl}`)
   })
 
@@ -128,21 +114,21 @@ describe('rate limits on redis', { skip: await skipUnlessRedis() }, () => {
     const client = plinth.redis!.client
 
     assert.equal((await call(plinth, 'before')).statusCode, 200)
-    assert.equal(await raw.get(`${prefix}rl:api:user:before`), '1')
+    assert.equal(await kit.raw.get(`${prefix}rl:api:user:before`), '1')
 
     proxy.cut()
     await waitFor('redis seen down', () => client.status !== 'ready')
     const during: number[] = []
     for (let i = 0; i < 4; i++) during.push((await call(plinth, 'during')).statusCode)
     assert.deepEqual(during, [200, 200, 200, 429])
-    assert.equal(await raw.get(`${prefix}rl:api:user:during`), null)
+    assert.equal(await kit.raw.get(`${prefix}rl:api:user:during`), null)
     const warning = logs.lines().find((l) => l.msg === 'rate limits falling back to in-process counters')
     assert.equal(warning?.level, 'warn')
 
     proxy.restore()
     await waitFor('redis ready again', () => client.status === 'ready')
     assert.equal((await call(plinth, 'after')).statusCode, 200)
-    assert.equal(await raw.get(`${prefix}rl:api:user:after`), '1')
+    assert.equal(await kit.raw.get(`${prefix}rl:api:user:after`), '1')
     assert.ok(logs.lines().some((l) => l.msg === 'rate limits counted in redis again'))
   })
 
@@ -158,7 +144,7 @@ describe('rate limits on redis', { skip: await skipUnlessRedis() }, () => {
     cleanups.push(() => proxy.close())
 
     assert.equal((await call(plinth, 'before')).statusCode, 200)
-    assert.equal(await raw.get(`${prefix}rl:api:user:before`), '1')
+    assert.equal(await kit.raw.get(`${prefix}rl:api:user:before`), '1')
     proxy.stall()
     const started = performance.now()
     const codes: number[] = []
@@ -179,7 +165,7 @@ describe('rate limits on redis', { skip: await skipUnlessRedis() }, () => {
     assert.equal(first.count, 1)
     assert.ok(first.resetMs > 0 && first.resetMs <= 300, `resetMs ${first.resetMs}`)
     assert.equal((await store.hit('api:ip:x', 300)).count, 2)
-    assert.ok((await raw.pttl(`${prefix}rl:api:ip:x`)) <= 300)
+    assert.ok((await kit.raw.pttl(`${prefix}rl:api:ip:x`)) <= 300)
     await sleep(350)
     assert.equal((await store.hit('api:ip:x', 300)).count, 1)
   })

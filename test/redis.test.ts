@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
-import { after, afterEach, before, describe, it } from 'node:test'
+import { describe, it } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { Redis } from 'ioredis'
 import type { PlinthApp } from '../src/http/create-server.ts'
 import { captureLogs } from './helpers/log-capture.ts'
+import { useRedisKit } from './helpers/redis-kit.ts'
 import { skipUnlessRedis, TEST_REDIS_URL } from './helpers/services.ts'
 import { startTcpProxy } from './helpers/tcp-proxy.ts'
 import { testConfig } from './helpers/test-config.ts'
@@ -41,26 +41,9 @@ async function waitFor(what: string, probe: () => Promise<boolean>, deadlineMs =
 }
 
 describe('redis', { skip: await skipUnlessRedis() }, () => {
-  let raw: Redis
-  const cleanups: (() => Promise<unknown> | unknown)[] = []
-  const cleanupAll = async () => {
-    for (const fn of cleanups.splice(0).reverse()) await fn()
-  }
-  before(() => {
-    raw = new Redis(TEST_REDIS_URL, { maxRetriesPerRequest: 1 })
-  })
-  afterEach(cleanupAll)
-  after(async () => {
-    await cleanupAll()
-    raw?.disconnect()
-  })
-
-  /** Deletes every key under `prefix` after the test. */
-  const dropKeysAfter = (prefix: string) =>
-    cleanups.push(async () => {
-      const keys = await raw.keys(`${prefix}*`)
-      if (keys.length > 0) await raw.del(...keys)
-    })
+  const kit = useRedisKit()
+  const { cleanups } = kit
+  const dropKeysAfter = (prefix: string) => kit.dropKeysAfter(prefix)
 
   it('reports redis up to operators, exports it as connected and prefixes every key', async () => {
     const prefix = uniquePrefix()
@@ -75,9 +58,9 @@ describe('redis', { skip: await skipUnlessRedis() }, () => {
     assert.equal(await redisConnected(plinth.app), 1)
 
     await plinth.redis!.client.set('greeting', 'hello')
-    assert.equal(await raw.get(`${prefix}greeting`), 'hello')
+    assert.equal(await kit.raw.get(`${prefix}greeting`), 'hello')
     assert.equal(await plinth.redis!.client.get('greeting'), 'hello')
-    assert.deepEqual(await raw.keys(`${prefix}*`), [`${prefix}greeting`])
+    assert.deepEqual(await kit.raw.keys(`${prefix}*`), [`${prefix}greeting`])
   })
 
   it('boots without redis, reports it degraded but stays ready, and reconnects by itself', async () => {
@@ -113,7 +96,7 @@ describe('redis', { skip: await skipUnlessRedis() }, () => {
     assert.notEqual(up.status, 'down')
     assert.equal(await redisConnected(plinth.app), 1)
     await plinth.redis!.client.set('back', '1')
-    assert.equal(await raw.get(`${prefix}back`), '1')
+    assert.equal(await kit.raw.get(`${prefix}back`), '1')
 
     const retries = logs.lines().filter((l) => l.msg === 'redis not reachable, retrying')
     assert.ok(retries.length >= 1, 'no reconnection attempt was logged')
