@@ -19,3 +19,33 @@ for (const backend of ['embedded', 'postgres'] as const) {
     })
   })
 }
+
+describe('a Plinth that fails to build', () => {
+  it('closes the embedded database and releases its data directory', async () => {
+    const { mkdtempSync, existsSync, rmSync } = await import('node:fs')
+    const { tmpdir } = await import('node:os')
+    const { join } = await import('node:path')
+    const { createPlinth } = await import('../src/core/create-plinth.ts')
+    const { builtinModules } = await import('../src/modules/index.ts')
+    const { testConfig } = await import('./helpers/test-config.ts')
+    const dir = mkdtempSync(join(tmpdir(), 'plinth-failed-build-'))
+    try {
+      const config = testConfig({ PLINTH_DATA_DIR: dir })
+      const undeclared = {
+        name: 'undeclared',
+        routes(api: { get: (url: string, handler: () => unknown) => unknown }) {
+          api.get('/undeclared', () => ({}))
+        },
+      }
+      await assert.rejects(
+        createPlinth({ config, modules: [...builtinModules, undeclared as never] }),
+        /declares neither config\.permission nor config\.public/,
+      )
+      assert.equal(existsSync(join(dir, 'plinth.lock')), false, 'the data-directory lock is released')
+      const again = await createPlinth({ config })
+      await again.shutdown()
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+})

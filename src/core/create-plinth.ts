@@ -69,6 +69,28 @@ export async function createPlinth(options: CreatePlinthOptions): Promise<Plinth
   const startedAt = Date.now()
   const metrics = createMetrics({ version: PLINTH_VERSION, revision: config.revision, env: config.env })
   const db = await createDatabase(config, { logger })
+  try {
+    return await assemble(options, { logger, modules, startedAt, metrics, db })
+  } catch (err) {
+    // A failed build (a route that declares no permission, an unreadable key file…) must not leave
+    // the embedded database open and its data directory locked.
+    await db.close().catch(() => {})
+    throw err
+  }
+}
+
+async function assemble(
+  options: CreatePlinthOptions,
+  parts: {
+    logger: Logger
+    modules: readonly PlinthModule[]
+    startedAt: number
+    metrics: Metrics
+    db: Database
+  },
+): Promise<Plinth> {
+  const { config } = options
+  const { logger, modules, startedAt, metrics, db } = parts
   const redis = config.redisUrl
     ? createRedis({ ...config, redisUrl: config.redisUrl }, { logger })
     : undefined
@@ -131,18 +153,25 @@ export async function createPlinth(options: CreatePlinthOptions): Promise<Plinth
     mailer,
   })
   let shuttingDown = false
-  const app = await createServer({
-    config,
-    logger,
-    metrics,
-    health,
-    modules,
-    context,
-    version: PLINTH_VERSION,
-    startedAt,
-    serveApi: config.role !== 'worker',
-    isShuttingDown: () => shuttingDown,
-  })
+  let app: PlinthApp
+  try {
+    app = await createServer({
+      config,
+      logger,
+      metrics,
+      health,
+      modules,
+      context,
+      version: PLINTH_VERSION,
+      startedAt,
+      serveApi: config.role !== 'worker',
+      isShuttingDown: () => shuttingDown,
+    })
+  } catch (err) {
+    eventLoop.stop()
+    throw err
+  }
+
   for (const m of modules) for (const check of m.healthChecks?.(context) ?? []) health.add(check)
 
   let prepared: Promise<void> | undefined
