@@ -185,6 +185,7 @@ export function createAccountService(deps: {
           .execute()
         await sessions.revokeAll(candidate.userId, { trx })
       })
+      await sessions.forgetRevoked(candidate.userId)
       events.emit({
         type: 'password:reset',
         outcome: 'success',
@@ -225,6 +226,7 @@ export function createAccountService(deps: {
         await sessions.revokeAll(input.userId, { trx })
         return sessions.create(input.userId, meta, { trx })
       })
+      await sessions.forgetRevoked(input.userId)
       events.emit({
         type: 'password:changed',
         outcome: 'success',

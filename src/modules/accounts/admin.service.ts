@@ -139,6 +139,7 @@ export function createAdminService(deps: {
         if (roleChanged || disabling) await sessions.revokeAll(userId, { trx })
         return target
       })
+      await sessions.forgetRevoked(userId)
       const disabled = change.status === 'disabled' && before.status === 'active'
       if (disabled) await tokens.revoke(userId)
       if (change.role && change.role !== before.role) {

@@ -154,6 +154,7 @@ export function createMfaService(deps: {
         if (meta.sessionId) await deps.sessions.revoke(userId, meta.sessionId, trx)
         return deps.sessions.create(userId, meta, { trx })
       })
+      await deps.sessions.forgetRevoked(userId)
       events.emit({
         type: 'mfa:enrolled',
         outcome: 'success',

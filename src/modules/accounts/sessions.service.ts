@@ -48,6 +48,12 @@ export interface SessionService {
   revoke(userId: string, sessionId: string, trx?: Db): Promise<boolean>
   /** Revokes every active session of the user except `exceptSessionId`; returns how many. */
   revokeAll(userId: string, options?: { exceptSessionId?: string; trx?: Db }): Promise<number>
+  /**
+   * Drops the cache entries of the user's recently revoked sessions. Revocations inside a
+   * transaction clear the cache before the commit, and a request in between may cache the old row
+   * again; callers run this after the commit so that it cannot survive.
+   */
+  forgetRevoked(userId: string): Promise<void>
 }
 
 /**
@@ -188,6 +194,16 @@ export function createSessionService(deps: {
 
     async revoke(userId, sessionId, trx) {
       return (await revokeWhere(userId, trx ?? db, { id: sessionId })) > 0
+    },
+
+    async forgetRevoked(userId) {
+      const rows = await db
+        .selectFrom('sessions')
+        .select('token_hash')
+        .where('user_id', '=', userId)
+        .where('revoked_at', '>', new Date(now() - 2 * SESSION_CACHE_TTL_MS))
+        .execute()
+      await forget(rows.map((r) => r.token_hash))
     },
 
     revokeAll(userId, options = {}) {
