@@ -1,0 +1,176 @@
+import { type Kysely, sql } from 'kysely'
+import { PlinthError } from '../../core/errors.ts'
+import type { PlinthTables } from '../../infra/db/tables.ts'
+import type { QueueDepth } from './jobs-metrics.ts'
+
+/** The schema pg-boss keeps its tables in. */
+export const JOBS_SCHEMA = 'plinth_jobs'
+
+export const JOB_STATES = ['created', 'retry', 'active', 'completed', 'cancelled', 'failed'] as const
+export type JobState = (typeof JOB_STATES)[number]
+
+/** One job as Plinth shows it (HTTP, CLI). */
+export interface JobView {
+  readonly id: string
+  readonly name: string
+  readonly state: JobState
+  readonly payload: unknown
+  readonly priority: number
+  /** Attempts started so far. */
+  readonly attempts: number
+  /** Retries allowed after the first attempt. */
+  readonly retryLimit: number
+  readonly requestId: string | null
+  readonly scheduleId: string | null
+  /** The error of the last failed attempt, while the job is retrying or after it failed. */
+  readonly lastError: string | null
+  /** What the handler returned, once completed. */
+  readonly output: unknown
+  readonly idempotencyKey: string | null
+  /** For a job in a dead-letter queue: the job it is a copy of. */
+  readonly source: { readonly name: string; readonly id: string } | null
+  readonly createdAt: string
+  readonly runAfter: string
+  readonly startedAt: string | null
+  readonly completedAt: string | null
+}
+
+export interface JobFilter {
+  readonly name?: string | undefined
+  readonly state?: JobState | undefined
+  /** Created at or after. */
+  readonly from?: Date | undefined
+  /** Created before. */
+  readonly to?: Date | undefined
+  readonly limit?: number | undefined
+  /** The `nextCursor` of the previous page. */
+  readonly cursor?: string | undefined
+}
+
+interface JobRow {
+  id: string
+  name: string
+  state: JobState
+  data: { payload?: unknown; meta?: { requestId?: string; scheduleId?: string; key?: string } } | null
+  priority: number
+  retry_count: number
+  retry_limit: number
+  output: unknown
+  source_name: string | null
+  source_id: string | null
+  created_on: Date
+  start_after: Date
+  started_on: Date | null
+  completed_on: Date | null
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+const iso = (d: Date | null) => (d ? new Date(d).toISOString() : null)
+
+function errorText(output: unknown): string | null {
+  if (output === null || output === undefined) return null
+  if (typeof output === 'string') return output
+  if (typeof output === 'object' && 'message' in output && typeof output.message === 'string')
+    return output.message
+  return JSON.stringify(output)
+}
+
+function toView(row: JobRow): JobView {
+  const meta = row.data?.meta ?? {}
+  const failedish = row.state === 'failed' || row.state === 'retry'
+  return {
+    id: row.id,
+    name: row.name,
+    state: row.state,
+    payload: row.data?.payload ?? row.data ?? null,
+    priority: row.priority,
+    attempts: row.started_on ? row.retry_count + 1 : row.retry_count,
+    retryLimit: row.retry_limit,
+    requestId: meta.requestId ?? null,
+    scheduleId: meta.scheduleId ?? null,
+    lastError: failedish ? errorText(row.output) : null,
+    output: row.state === 'completed' ? (row.output ?? null) : null,
+    idempotencyKey: meta.key ?? null,
+    source: row.source_name && row.source_id ? { name: row.source_name, id: row.source_id } : null,
+    createdAt: iso(row.created_on) as string,
+    runAfter: iso(row.start_after) as string,
+    startedAt: iso(row.started_on),
+    completedAt: iso(row.completed_on),
+  }
+}
+
+const COLUMNS = sql.raw(
+  'id, name, state::text as state, data, priority, retry_count, retry_limit, output, source_name, source_id, created_on, start_after, started_on, completed_on',
+)
+const JOB_TABLE = sql.raw(`${JOBS_SCHEMA}.job`)
+
+function decodeCursor(cursor: string): { at: Date; id: string } {
+  const [at, id] = Buffer.from(cursor, 'base64url').toString('utf8').split('|')
+  const date = new Date(at ?? '')
+  if (!id || !UUID.test(id) || Number.isNaN(date.getTime()))
+    throw new PlinthError('PLINTH_HTTP_INVALID_REQUEST', 'The cursor is not one this API returned.', {
+      errors: [{ in: 'querystring', field: 'cursor', message: 'is invalid' }],
+    })
+  return { at: date, id }
+}
+
+const encodeCursor = (row: JobRow) =>
+  Buffer.from(`${new Date(row.created_on).toISOString()}|${row.id}`).toString('base64url')
+
+/** Reads of the engine's job table (pg-boss has no listing across queues). */
+export function createJobStore(kysely: Kysely<PlinthTables>) {
+  return {
+    async get(id: string): Promise<JobView | undefined> {
+      if (!UUID.test(id)) return undefined
+      const { rows } = await sql<JobRow>`select ${COLUMNS} from ${JOB_TABLE} where id = ${id}::uuid`.execute(
+        kysely,
+      )
+      return rows[0] ? toView(rows[0]) : undefined
+    },
+
+    async list(filter: JobFilter): Promise<{ items: JobView[]; nextCursor: string | null }> {
+      const limit = Math.min(Math.max(filter.limit ?? 50, 1), 200)
+      const where = [sql`true`]
+      if (filter.name) where.push(sql`name = ${filter.name}`)
+      if (filter.state) where.push(sql`state = ${filter.state}::${sql.raw(JOBS_SCHEMA)}.job_state`)
+      if (filter.from) where.push(sql`created_on >= ${filter.from}`)
+      if (filter.to) where.push(sql`created_on < ${filter.to}`)
+      if (filter.cursor) {
+        const c = decodeCursor(filter.cursor)
+        where.push(sql`(created_on, id) < (${c.at}, ${c.id}::uuid)`)
+      }
+      const { rows } = await sql<JobRow>`select ${COLUMNS} from ${JOB_TABLE}
+        where ${sql.join(where, sql` and `)}
+        order by created_on desc, id desc limit ${limit + 1}`.execute(kysely)
+      const page = rows.slice(0, limit)
+      const last = page.at(-1)
+      return { items: page.map(toView), nextCursor: rows.length > limit && last ? encodeCursor(last) : null }
+    },
+
+    /** Waiting jobs per queue, capped at `cap` (a backpressure check needs no exact figure above it). */
+    async waiting(name: string, cap: number): Promise<number> {
+      const { rows } = await sql<{ n: number }>`select count(*)::int as n from (
+          select 1 from ${JOB_TABLE} where name = ${name} and state < 'active' limit ${cap + 1}) w`.execute(
+        kysely,
+      )
+      return rows[0]?.n ?? 0
+    },
+
+    /** Depth and age of the oldest runnable job of each queue, for the metrics. */
+    async depths(): Promise<QueueDepth[]> {
+      const { rows } = await sql<{ name: string; waiting: number; oldest: number | null }>`
+        select q.name,
+          (select count(*)::int from ${JOB_TABLE} j where j.name = q.name and j.state < 'active') as waiting,
+          (select extract(epoch from now() - min(j.start_after))::float8 from ${JOB_TABLE} j
+            where j.name = q.name and j.state < 'active' and j.start_after <= now()) as oldest
+        from ${sql.raw(JOBS_SCHEMA)}.queue q where q.name not like '\\_\\_%'`.execute(kysely)
+      return rows.map((r) => ({
+        name: r.name,
+        waiting: r.waiting,
+        oldestAgeSeconds: Math.max(0, r.oldest ?? 0),
+      }))
+    },
+  }
+}
+
+export type JobStore = ReturnType<typeof createJobStore>

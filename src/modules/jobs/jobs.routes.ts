@@ -1,0 +1,261 @@
+import { Type } from 'typebox'
+import type { ModuleContext } from '../../core/module.ts'
+import type { PlinthApp } from '../../http/create-server.ts'
+import {
+  EnqueueBody,
+  Enqueued,
+  JobListQuery,
+  JobName,
+  JobSchema,
+  JobTypeSchema,
+  ScheduleCreateBody,
+  SchedulePatchBody,
+  ScheduleSchema,
+} from './jobs.schemas.ts'
+
+const read = { permission: 'jobs:read' as const }
+const manage = { permission: 'jobs:manage' as const }
+const IdParams = Type.Object({ id: Type.String({ maxLength: 100 }) })
+const NameParams = Type.Object({ name: JobName })
+
+/** Job types, jobs and their dead-letter queues: enqueue, inspect, retry, cancel, purge. */
+export function jobsRoutes(api: PlinthApp, ctx: ModuleContext): void {
+  const { jobs } = ctx
+  const tags = ['jobs']
+
+  api.get(
+    '/job-types',
+    {
+      config: read,
+      schema: {
+        tags,
+        summary: 'Registered job types, their policies and queue depths',
+        response: { 200: Type.Object({ jobTypes: Type.Array(JobTypeSchema) }) },
+      },
+    },
+    async () => ({ jobTypes: await jobs.types() }),
+  )
+
+  api.post(
+    '/jobs/:name',
+    {
+      config: manage,
+      schema: {
+        tags,
+        summary: 'Enqueue a job (202 when created; 200 when an idempotency key matched an existing job)',
+        params: NameParams,
+        body: EnqueueBody,
+        response: { 200: Enqueued, 202: Enqueued },
+      },
+    },
+    async (request, reply) => {
+      const { payload, delay, runAt, priority, idempotencyKey, overflow } = request.body
+      const headerKey = request.headers['idempotency-key']
+      const result = await jobs.enqueue(request.params.name, payload, {
+        delay,
+        runAt: runAt ? new Date(runAt) : undefined,
+        priority,
+        idempotencyKey:
+          idempotencyKey ?? (typeof headerKey === 'string' && headerKey ? headerKey : undefined),
+        overflow,
+        requestId: request.id,
+      })
+      return reply.code(result.created ? 202 : 200).send(result)
+    },
+  )
+
+  api.get(
+    '/jobs',
+    {
+      config: read,
+      schema: {
+        tags,
+        summary: 'List jobs, newest first, by name, state and creation time',
+        querystring: JobListQuery,
+        response: {
+          200: Type.Object({
+            jobs: Type.Array(JobSchema),
+            nextCursor: Type.Union([Type.String(), Type.Null()]),
+          }),
+        },
+      },
+    },
+    async (request) => {
+      const q = request.query
+      const page = await jobs.list({
+        name: q.name,
+        state: q.state,
+        from: q.from ? new Date(q.from) : undefined,
+        to: q.to ? new Date(q.to) : undefined,
+        limit: q.limit,
+        cursor: q.cursor,
+      })
+      return { jobs: page.items, nextCursor: page.nextCursor }
+    },
+  )
+
+  api.get(
+    '/jobs/:id',
+    {
+      config: read,
+      schema: {
+        tags,
+        summary: 'One job: payload, attempts, last error, timings, request id',
+        params: IdParams,
+        response: { 200: JobSchema },
+      },
+    },
+    async (request) => jobs.get(request.params.id),
+  )
+
+  api.post(
+    '/jobs/:id/retry',
+    {
+      config: manage,
+      schema: {
+        tags,
+        summary: 'Run a failed or cancelled job again',
+        params: IdParams,
+        response: { 200: JobSchema },
+      },
+    },
+    async (request) => jobs.retry(request.params.id),
+  )
+
+  api.post(
+    '/jobs/:id/cancel',
+    {
+      config: manage,
+      schema: {
+        tags,
+        summary: 'Cancel a job that has not started',
+        params: IdParams,
+        response: { 200: JobSchema },
+      },
+    },
+    async (request) => jobs.cancel(request.params.id),
+  )
+
+  api.delete(
+    '/job-types/:name/dead-letter',
+    {
+      config: manage,
+      schema: {
+        tags,
+        summary: "Purge a job type's dead-letter queue",
+        params: NameParams,
+        response: { 200: Type.Object({ purged: Type.Integer() }) },
+      },
+    },
+    async (request) => ({ purged: await jobs.purgeDeadLetter(request.params.name) }),
+  )
+
+  api.post(
+    '/job-types/:name/dead-letter/redrive',
+    {
+      config: manage,
+      schema: {
+        tags,
+        summary: "Move a job type's dead-lettered jobs back into its queue, as new jobs",
+        params: NameParams,
+        response: { 200: Type.Object({ moved: Type.Integer() }) },
+      },
+    },
+    async (request) => ({ moved: await jobs.redriveDeadLetter(request.params.name) }),
+  )
+}
+
+/** Cron schedules: create, update, pause, resume, delete. */
+export function schedulesRoutes(api: PlinthApp, ctx: ModuleContext): void {
+  const { schedules } = ctx
+  const tags = ['schedules']
+
+  api.get(
+    '/schedules',
+    {
+      config: read,
+      schema: {
+        tags,
+        summary: 'List schedules',
+        querystring: Type.Object({ jobName: Type.Optional(JobName) }, { additionalProperties: false }),
+        response: { 200: Type.Object({ schedules: Type.Array(ScheduleSchema) }) },
+      },
+    },
+    async (request) => ({ schedules: await schedules.list({ jobName: request.query.jobName }) }),
+  )
+
+  api.post(
+    '/schedules',
+    {
+      config: manage,
+      schema: {
+        tags,
+        summary: 'Create a cron schedule',
+        body: ScheduleCreateBody,
+        response: { 201: ScheduleSchema },
+      },
+    },
+    async (request, reply) => {
+      const created = await schedules.create(request.body, {
+        createdBy: request.principal?.userId ?? 'unknown',
+      })
+      return reply.code(201).send(created)
+    },
+  )
+
+  api.get(
+    '/schedules/:id',
+    {
+      config: read,
+      schema: { tags, summary: 'One schedule', params: IdParams, response: { 200: ScheduleSchema } },
+    },
+    async (request) => schedules.get(request.params.id),
+  )
+
+  api.patch(
+    '/schedules/:id',
+    {
+      config: manage,
+      schema: {
+        tags,
+        summary: 'Change a schedule',
+        params: IdParams,
+        body: SchedulePatchBody,
+        response: { 200: ScheduleSchema },
+      },
+    },
+    async (request) => schedules.update(request.params.id, request.body),
+  )
+
+  for (const [action, paused] of [
+    ['pause', true],
+    ['resume', false],
+  ] as const) {
+    api.post(
+      `/schedules/:id/${action}`,
+      {
+        config: manage,
+        schema: {
+          tags,
+          summary: `${action === 'pause' ? 'Pause' : 'Resume'} a schedule`,
+          params: IdParams,
+          response: { 200: ScheduleSchema },
+        },
+      },
+      async (request) => schedules.setPaused(request.params.id, paused),
+    )
+  }
+
+  api.delete(
+    '/schedules/:id',
+    {
+      config: manage,
+      schema: { tags, summary: 'Delete a schedule', params: IdParams, response: { 204: Type.Null() } },
+    },
+    async (request, reply) => {
+      await schedules.remove(request.params.id)
+      reply.code(204)
+      return null
+    },
+  )
+}
