@@ -61,6 +61,15 @@ describe('jobs on the embedded database', () => {
     for (const line of lines) assert.equal(line.requestId, res.headers['x-request-id'])
   })
 
+  it('enqueues inside a transaction on the single embedded connection (backpressure counted through it)', async () => {
+    const id = await plinth.db.kysely.transaction().execute(async (trx) => {
+      const r = await plinth.jobs.enqueue('kit.record', { tag: 'in-tx' }, { db: trx })
+      return r.id
+    })
+    plinth.jobs.wake('kit.record')
+    assert.equal((await settled(id)).state, 'completed')
+  })
+
   it('refuses a payload that does not match the schema, naming the field, and creates nothing', async () => {
     const before = (await plinth.jobs.list({ name: 'kit.record', limit: 200 })).items.length
     const res = await api('POST', '/jobs/kit.record', { payload: { tag: 7, extra: true } })

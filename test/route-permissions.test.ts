@@ -83,6 +83,14 @@ describe('route permissions', () => {
     const seen = new Set(routes.map((r) => `${r.method} ${r.url}`))
     for (const [method, url] of printedRoutes(plinth.app.printRoutes({ commonPrefix: false }))) {
       if (seen.has(`${method} ${url}`)) continue
+      // printRoutes writes a segment whose routes name their parameter differently as `:name|:id`
+      const spellings = url
+        .split('/')
+        .reduce<string[]>(
+          (acc, seg) => acc.flatMap((p) => seg.split('|').map((alt) => `${p}/${alt}`.replace('//', '/'))),
+          [''],
+        )
+      if (spellings.some((u) => seen.has(`${method} ${u}`))) continue
       seen.add(`${method} ${url}`)
       // Exempt whatever they declare (CORS answers preflights before any later hook could probe).
       if (thirdParty(url)) {

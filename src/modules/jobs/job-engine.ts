@@ -274,9 +274,12 @@ export function createJobEngine(deps: {
     }
   }
 
-  async function depthOf(r: Registered): Promise<number> {
+  async function depthOf(r: Registered, executor: Kysely<PlinthTables> | undefined): Promise<number> {
     const d = r.depth
     if (Date.now() - d.at < 1000) return d.count
+    // Inside a caller's transaction, count through it: on the embedded database it holds the only
+    // connection, and a count on another would wait for it forever.
+    if (executor) return store.waiting(r.definition.name, r.policy.maxQueued, executor)
     d.refreshing ??= store
       .waiting(r.definition.name, r.policy.maxQueued)
       .then((count) => {
@@ -333,6 +336,14 @@ export function createJobEngine(deps: {
         validate: ajv.compile(definition.payload as object),
         depth: { count: 0, at: 0 },
       })
+    },
+
+    /**
+     * Wakes a local worker of the job type now instead of at its next poll: for jobs enqueued in a
+     * caller's transaction, once that transaction committed.
+     */
+    wake(name: string): void {
+      wakeLocal(name)
     },
 
     has(name: string): boolean {
@@ -403,7 +414,7 @@ export function createJobEngine(deps: {
       engine.validatePayload(name, payload)
       const b = requireBoss()
       if (options.overflow !== 'accept') {
-        const waiting = await depthOf(r).catch((err: unknown) => {
+        const waiting = await depthOf(r, options.db).catch((err: unknown) => {
           throw engineError(err)
         })
         if (waiting >= r.policy.maxQueued)

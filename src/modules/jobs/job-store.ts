@@ -148,10 +148,10 @@ export function createJobStore(kysely: Kysely<PlinthTables>) {
     },
 
     /** Waiting jobs per queue, capped at `cap` (a backpressure check needs no exact figure above it). */
-    async waiting(name: string, cap: number): Promise<number> {
+    async waiting(name: string, cap: number, executor: Kysely<PlinthTables> = kysely): Promise<number> {
       const { rows } = await sql<{ n: number }>`select count(*)::int as n from (
           select 1 from ${JOB_TABLE} where name = ${name} and state < 'active' limit ${cap + 1}) w`.execute(
-        kysely,
+        executor,
       )
       return rows[0]?.n ?? 0
     },
