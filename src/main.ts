@@ -20,10 +20,30 @@ const commands: Record<
     load: async () => (await import('./cli/migrate.ts')).migrateCommand,
     usage: async () => (await import('./cli/migrate.ts')).migrateUsage,
   },
+  audit: {
+    summary: 'verify the audit log hash chain, export it as NDJSON, or prune it',
+    load: async () => (await import('./cli/audit.ts')).auditCommand,
+    usage: async () => (await import('./cli/audit.ts')).auditUsage,
+  },
   user: {
     summary: 'create a user (plinth user create --email <address> [--admin])',
     load: async () => (await import('./cli/user-create.ts')).userCommand,
     usage: async () => (await import('./cli/user-create.ts')).userUsage,
+  },
+  jobs: {
+    summary: 'list, show, enqueue, retry or cancel jobs',
+    load: async () => (await import('./cli/jobs.ts')).jobsCommand,
+    usage: async () => (await import('./cli/jobs.ts')).jobsUsage,
+  },
+  schedules: {
+    summary: 'list, create, update, pause, resume or delete cron schedules',
+    load: async () => (await import('./cli/jobs.ts')).schedulesCommand,
+    usage: async () => (await import('./cli/jobs.ts')).schedulesUsage,
+  },
+  keys: {
+    summary: 'rotate the data keys, or show which key encrypts how many values',
+    load: async () => (await import('./cli/keys.ts')).keysCommand,
+    usage: async () => (await import('./cli/keys.ts')).keysUsage,
   },
   config: {
     summary: 'validate the configuration without starting',

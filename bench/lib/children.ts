@@ -82,6 +82,17 @@ export async function startServer<Ready extends { port: number } = { port: numbe
   }
 }
 
+/**
+ * Puts a child forked by a benchmark itself (not through startServer) under the same clean-up: on
+ * Ctrl-C or a failure it is sent `'stop'`, then killed past STOP_TIMEOUT_MS. `stop()` does the same
+ * on demand and resolves true when the child exited 0.
+ */
+export function track(child: ChildProcess): { stop: () => Promise<boolean> } {
+  children.add(child)
+  child.once('exit', () => children.delete(child))
+  return { stop: () => stopChild(child) }
+}
+
 /** Stops the load and every server; bounded by STOP_TIMEOUT_MS. */
 async function cleanUp(): Promise<void> {
   stopLoad()

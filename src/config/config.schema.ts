@@ -51,6 +51,18 @@ function atLeast(min: number, key: ConfigKey<number>): ConfigKey<number> {
   }
 }
 
+/** The key, refusing durations outside `min`..`max` milliseconds. */
+function between(min: number, max: number, key: ConfigKey<number>): ConfigKey<number> {
+  return {
+    ...atLeast(min, key),
+    parse(raw) {
+      const ms = atLeast(min, key).parse(raw)
+      if (ms > max) throw new Error(`expected at most ${max}ms, got "${raw}"`)
+      return ms
+    },
+  }
+}
+
 /**
  * Every configuration key Plinth reads. `docs/configuration.md` is generated from this table
  * (`npm run docs:generate`), and a test fails when the two drift apart.
@@ -87,10 +99,30 @@ export const configSchema = {
     ...optionalStr({
       env: 'PLINTH_MASTER_KEY',
       secret: true,
-      doc: 'Key that encrypts secrets stored in the database (e.g. TOTP secrets): base64 of exactly 32 random bytes (`openssl rand -base64 32`). Required in staging and production; unset in development and test, one is generated into `PLINTH_DATA_DIR/master.key`. Keep it safe: values it encrypted cannot be read without it.',
+      doc: 'Key that wraps the data keys encrypting secrets stored in the database (e.g. TOTP secrets): base64 of exactly 32 random bytes (`openssl rand -base64 32`). Required in staging and production; unset in development and test, one is generated into `PLINTH_DATA_DIR/master.key`. Keep it safe: values it protects cannot be read without it. To change it, see docs/operations/key-rotation.md.',
     }),
     type: 'base64 (32 bytes)',
   },
+  masterKeyPrevious: {
+    ...optionalStr({
+      env: 'PLINTH_MASTER_KEY_PREVIOUS',
+      secret: true,
+      doc: 'While changing the master key: the old `PLINTH_MASTER_KEY`, used only to unwrap data keys it wrapped until `plinth keys rewrap` has re-wrapped them under the new one; then remove it (docs/operations/key-rotation.md).',
+    }),
+    type: 'base64 (32 bytes)',
+    parse(raw: string) {
+      if (!decodeMasterKey(raw)) throw new Error('expected base64 of exactly 32 bytes')
+      return raw.trim()
+    },
+  },
+  keysRefresh: atLeast(
+    1000,
+    duration({
+      env: 'PLINTH_KEYS_REFRESH',
+      default: 30_000,
+      doc: 'How often each process reloads the data keys, so that a key rotated by `plinth keys rotate` reaches every replica (at least 1s). `plinth keys rotate` waits twice this before its final sweep.',
+    }),
+  ),
   revision: str({
     env: 'PLINTH_REVISION',
     default: 'unknown',
@@ -288,6 +320,15 @@ export const configSchema = {
     default: 12 * 3_600_000,
     doc: 'A session expires this long after sign-in however active it is (NIST AAL2: 12 hours).',
   }),
+  auditRetention: atLeast(
+    86_400_000,
+    duration({
+      env: 'PLINTH_AUDIT_RETENTION',
+      default: 400 * 86_400_000,
+      defaultDoc: '`400d`',
+      doc: 'Audit rows older than this are pruned by retention (`plinth audit prune`), leaving a checkpoint so the hash chain still verifies. At least 1d.',
+    }),
+  ),
   adminEmail: optionalStr({
     env: 'PLINTH_ADMIN_EMAIL',
     doc: 'On first start with no administrator, create one with this e-mail address (and PLINTH_ADMIN_PASSWORD_FILE).',
@@ -340,6 +381,109 @@ export const configSchema = {
     env: 'PLINTH_MAX_HEAP_USED_RATIO',
     default: 0.95,
     doc: 'Above this share of the V8 heap limit, requests get 503 with `Retry-After`. 0 disables the check.',
+  }),
+
+  jobsConcurrency: int({
+    env: 'PLINTH_JOBS_CONCURRENCY',
+    default: 2,
+    min: 1,
+    max: 1000,
+    doc: 'How many jobs of one type a worker process runs at once, unless the job type sets its own `concurrency`.',
+  }),
+  jobsPollInterval: atLeast(
+    500,
+    duration({
+      env: 'PLINTH_JOBS_POLL_INTERVAL',
+      default: 1000,
+      doc: 'How often an idle worker looks for new jobs (at least 500ms). Jobs enqueued by the same process, and on PostgreSQL any process, wake workers at once; polling is the backstop.',
+    }),
+  ),
+  jobsLease: atLeast(
+    10_000,
+    duration({
+      env: 'PLINTH_JOBS_LEASE',
+      default: 30_000,
+      doc: 'A running job is renewed by its worker every half lease; a worker that vanishes (kill -9, lost host) gives its jobs back after at most this lease plus `PLINTH_JOBS_MONITOR_INTERVAL`, and they are retried elsewhere. At least 10s.',
+    }),
+  ),
+  jobsMonitorInterval: atLeast(
+    1000,
+    duration({
+      env: 'PLINTH_JOBS_MONITOR_INTERVAL',
+      default: 10_000,
+      doc: 'How often workers look for expired leases and timed-out jobs, and refresh queue statistics (at least 1s).',
+    }),
+  ),
+  jobsMaxQueued: int({
+    env: 'PLINTH_JOBS_MAX_QUEUED',
+    default: 100_000,
+    min: 1,
+    doc: 'Backpressure: when a job type has more waiting jobs than this (unless it sets its own `maxQueued`), enqueueing answers 503 with `Retry-After` instead of growing the queue.',
+  }),
+  jobsIdempotencyWindow: duration({
+    env: 'PLINTH_JOBS_IDEMPOTENCY_WINDOW',
+    default: 86_400_000,
+    doc: 'How long an idempotency key is remembered: the same key for the same job type within this window returns the existing job instead of creating one.',
+  }),
+  jobsHeartbeatCron: str({
+    env: 'PLINTH_JOBS_HEARTBEAT_CRON',
+    default: '* * * * *',
+    doc: 'Cron expression (UTC) of the built-in heartbeat job, whose last completion `/health` reports.',
+  }),
+  jobsHeartbeatMaxAge: duration({
+    env: 'PLINTH_JOBS_HEARTBEAT_MAX_AGE',
+    default: 300_000,
+    doc: 'When the last heartbeat job completed longer ago than this, the `jobs` health check turns `degraded`: no worker is running jobs.',
+  }),
+  jobsDbPool: int({
+    env: 'PLINTH_JOBS_DB_POOL',
+    default: 4,
+    min: 1,
+    max: 100,
+    doc: 'On PostgreSQL, connections the job engine opens besides the main pool (plus one for LISTEN/NOTIFY). The embedded database shares its single connection.',
+  }),
+
+  webhooksAllowPrivate: bool({
+    env: 'PLINTH_WEBHOOKS_ALLOW_PRIVATE',
+    default: false,
+    doc: 'Let webhook URLs reach loopback, private (RFC 1918, fc00::/7), link-local (incl. cloud metadata), carrier-grade NAT and other non-public addresses. Off, such URLs are refused when a subscription is saved and again at each delivery (against DNS rebinding), to prevent server-side request forgery.',
+  }),
+  webhooksAllowHttp: bool({
+    env: 'PLINTH_WEBHOOKS_ALLOW_HTTP',
+    default: (env) => isLocal(env),
+    defaultDoc: '`true` in development and test, `false` otherwise',
+    doc: 'Accept plain `http:` webhook URLs. Off, only `https:` is accepted (payloads may carry personal data; the signature protects integrity, not confidentiality).',
+  }),
+  webhooksTimeout: between(
+    1000,
+    300_000,
+    duration({
+      env: 'PLINTH_WEBHOOKS_TIMEOUT',
+      default: 10_000,
+      doc: 'How long one webhook delivery attempt may take (connect, send, response) before it counts as failed and is retried (1s to 5m).',
+    }),
+  ),
+  webhooksRetryDelay: between(
+    1000,
+    3_600_000,
+    duration({
+      env: 'PLINTH_WEBHOOKS_RETRY_DELAY',
+      default: 10_000,
+      doc: 'Wait before the first retry of a failed webhook delivery; each further retry waits about twice as long (with jitter, at most 1h), for 10 retries.',
+    }),
+  ),
+  webhooksConcurrency: int({
+    env: 'PLINTH_WEBHOOKS_CONCURRENCY',
+    default: 4,
+    min: 1,
+    max: 256,
+    doc: 'Webhook deliveries one worker process runs at once (a slow receiver holds one for up to `PLINTH_WEBHOOKS_TIMEOUT`).',
+  }),
+  webhooksRetention: duration({
+    env: 'PLINTH_WEBHOOKS_RETENTION',
+    default: 30 * 86_400_000,
+    defaultDoc: '`30d`',
+    doc: 'How long delivery attempts are kept (`GET /api/v1/webhooks/{id}/deliveries`); older ones are pruned as new attempts are recorded.',
   }),
 } as const
 

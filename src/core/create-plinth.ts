@@ -4,11 +4,16 @@ import type { PlinthConfig } from '../config/config.schema.ts'
 import { createServer, type PlinthApp } from '../http/create-server.ts'
 import { createMemoryCache, createRedisCache } from '../infra/cache/cache.ts'
 import { createRedis, type RedisHandle } from '../infra/cache/redis.ts'
-import { createKeyring } from '../infra/crypto/keyring.ts'
 import { createDatabase, type Database } from '../infra/db/create-db.ts'
 import { createMigrator, type PlinthMigrator } from '../infra/db/migrator.ts'
+import { createAudit } from '../modules/audit/audit.service.ts'
 import { builtinModules } from '../modules/index.ts'
+import { HEARTBEAT_JOB, HEARTBEAT_SCHEDULE } from '../modules/jobs/heartbeat.ts'
+import { createJobEngine, type JobEngine } from '../modules/jobs/job-engine.ts'
+import { createSchedules } from '../modules/jobs/schedules.ts'
+import { createKeys } from '../modules/keys/keys.ts'
 import { createMailer } from '../modules/mail/mailer.ts'
+import { createEventBus } from '../modules/webhooks/events.ts'
 import { createHealth, eventLoopCheck, type Health, memoryCheck } from '../observability/health.ts'
 import { createLogger } from '../observability/logger.ts'
 import { createMetrics, type Metrics } from '../observability/metrics.ts'
@@ -33,6 +38,7 @@ export interface Plinth {
   readonly metrics: Metrics
   readonly health: Health
   readonly securityEvents: SecurityEvents
+  readonly jobs: JobEngine
   readonly context: ModuleContext
   readonly app: PlinthApp
   /** Connects to the database (retrying up to the deadline), migrates when configured, and readies the routes. */
@@ -135,14 +141,23 @@ async function assemble(
   const securityEvents = createSecurityEvents({ logger })
   const cache = redis ? createRedisCache(redis, { logger }) : createMemoryCache()
   const mailer = createMailer({ config, logger, db })
-  const keyring = createKeyring({
-    masterKey: config.masterKey,
-    dataDir: config.dataDir,
-    env: config.env,
+  const audit = createAudit({ db: db.kysely, logger })
+  // The keyring works at once (legacy key) and loads the data keys in prepare(), after migrations.
+  const keys = createKeys({
+    config,
+    db: db.kysely,
     logger,
+    columns: modules.flatMap((m) => m.encryptedColumns ?? []),
   })
+  const jobs = createJobEngine({ config, logger, db, metrics })
+  const schedules = createSchedules({ db, jobs })
+  const events = createEventBus({ config, db, jobs, logger })
   const context: ModuleContext = Object.freeze({
-    keyring,
+    audit,
+    jobs,
+    schedules,
+    events,
+    keyring: keys.keyring,
     config,
     logger,
     db,
@@ -173,6 +188,9 @@ async function assemble(
   }
 
   for (const m of modules) for (const check of m.healthChecks?.(context) ?? []) health.add(check)
+  for (const m of modules) for (const definition of m.jobs?.(context) ?? []) jobs.register(definition)
+  // `api` processes enqueue and read; `worker` and `all` also run the workers, cron and maintenance.
+  const jobsMode = config.role === 'api' ? 'client' : 'worker'
 
   let prepared: Promise<void> | undefined
   let stopping: Promise<void> | undefined
@@ -186,6 +204,7 @@ async function assemble(
     metrics,
     health,
     securityEvents,
+    jobs,
     context,
     app,
     get shuttingDown() {
@@ -195,8 +214,19 @@ async function assemble(
       prepared ??= (async () => {
         await db.connect()
         if (config.migrateOnStart) await migrator.up()
+        await keys.load()
         // Modules start once their tables exist (when migrations are left to an operator, they may not yet).
-        if ((await migrator.pendingCount()) === 0) for (const m of modules) await m.start?.(context)
+        if ((await migrator.pendingCount()) === 0) {
+          for (const m of modules) await m.start?.(context)
+          await jobs.start(jobsMode)
+          if (jobsMode === 'worker') await schedules.reconcile()
+          if (jobsMode === 'worker' && jobs.has(HEARTBEAT_JOB))
+            await schedules.ensureBuiltin(HEARTBEAT_SCHEDULE, {
+              jobName: HEARTBEAT_JOB,
+              cron: config.jobsHeartbeatCron,
+              description: 'Built-in: proves a worker runs jobs (see /health).',
+            })
+        }
         // Redis only holds what can be lost: a short wait, then on without it (it keeps reconnecting).
         if (redis && !(await redis.connect(2000)))
           logger.warn({ target: redis.target }, 'starting without redis')
@@ -217,6 +247,10 @@ async function assemble(
       stopping ??= (async () => {
         shuttingDown = true
         logger.info({ delayMs: config.shutdownDelay, timeoutMs: config.shutdownTimeout }, 'shutdown started')
+        // Workers stop fetching at once and finish (or give back) their jobs while HTTP drains.
+        const jobsStopped = jobs
+          .stop(config.shutdownDelay + config.shutdownTimeout)
+          .catch((err: unknown) => logger.error({ err }, 'job engine did not stop cleanly'))
         await sleep(config.shutdownDelay)
         const cut = setTimeout(() => {
           logger.warn(
@@ -229,9 +263,12 @@ async function assemble(
           await app.close()
         } finally {
           clearTimeout(cut)
+          await jobsStopped
           eventLoop.stop()
+          keys.stop()
           await redis?.close()
           await mailer.close()
+          await audit.close()
           await db.close()
         }
         logger.info('shutdown complete')

@@ -225,6 +225,77 @@ export const errorRegistry = {
     detail:
       'A stored encrypted value could not be decrypted: it was altered, moved to another row, or encrypted with a key this server does not have (check PLINTH_MASTER_KEY).',
   },
+  PLINTH_JOB_TYPE_UNKNOWN: {
+    status: 404,
+    title: 'Unknown Job Type',
+    detail: 'No job type of this name is registered; GET /api/v1/job-types lists them.',
+  },
+  PLINTH_JOB_NOT_FOUND: {
+    status: 404,
+    title: 'Job Not Found',
+    detail: 'No job has this id (completed jobs are deleted after their retention).',
+  },
+  PLINTH_JOB_PAYLOAD_INVALID: {
+    status: 422,
+    title: 'Invalid Job Payload',
+    detail: "The payload does not match the job type's schema; `errors` names the fields.",
+  },
+  PLINTH_JOB_STATE_CONFLICT: {
+    status: 409,
+    title: 'Job State Conflict',
+    detail:
+      'The job is not in a state that allows this: only waiting jobs can be cancelled, and only failed or cancelled jobs retried.',
+  },
+  PLINTH_JOB_QUEUE_FULL: {
+    status: 503,
+    title: 'Job Queue Full',
+    detail:
+      "This job type already has its maximum of waiting jobs (PLINTH_JOBS_MAX_QUEUED or the type's maxQueued); retry after the seconds in Retry-After.",
+  },
+  PLINTH_JOBS_UNAVAILABLE: {
+    status: 503,
+    title: 'Jobs Unavailable',
+    detail: 'The job engine is not running (starting, stopping, or pending migrations); retry shortly.',
+  },
+  PLINTH_SCHEDULE_INVALID: {
+    status: 422,
+    title: 'Invalid Schedule',
+    detail:
+      'The cron expression (5 or 6 fields) or time zone (an IANA name such as Europe/Paris) is not valid.',
+  },
+  PLINTH_SCHEDULE_NOT_FOUND: {
+    status: 404,
+    title: 'Schedule Not Found',
+    detail: 'No schedule has this id.',
+  },
+  PLINTH_AUDIT_CURSOR_INVALID: {
+    status: 400,
+    title: 'Invalid Audit Cursor',
+    detail: 'The cursor is not one this API returned; start again without it and follow nextCursor.',
+  },
+  PLINTH_AUDIT_CHAIN_BROKEN: {
+    status: 500,
+    title: 'Audit Chain Broken',
+    detail:
+      'The audit log hash chain does not verify, so it was left untouched; run "plinth audit verify" and follow docs/operations/audit.md.',
+  },
+  PLINTH_WEBHOOK_URL_INVALID: {
+    status: 422,
+    title: 'Webhook URL Refused',
+    detail:
+      'Use an https URL (http needs PLINTH_WEBHOOKS_ALLOW_HTTP) without credentials, whose host resolves only to public addresses (loopback and private ones need PLINTH_WEBHOOKS_ALLOW_PRIVATE=true); the detail says which rule failed.',
+  },
+  PLINTH_WEBHOOK_NOT_FOUND: {
+    status: 404,
+    title: 'Webhook Not Found',
+    detail: 'No webhook subscription has this id; GET /api/v1/webhooks lists them.',
+  },
+  PLINTH_EVENT_INVALID: {
+    status: 422,
+    title: 'Invalid Event',
+    detail:
+      'An event type is lower case letters, digits and "_", ".", ":", "-", starting with a letter (at most 100); an event id is a UUID.',
+  },
   PLINTH_INTERNAL: {
     status: 500,
     title: 'Internal Server Error',

@@ -4,10 +4,16 @@ import type { PlinthConfig } from '../config/config.schema.ts'
 import type { PlinthApp } from '../http/create-server.ts'
 import type { Cache } from '../infra/cache/cache.ts'
 import type { RedisHandle } from '../infra/cache/redis.ts'
+import type { EncryptedColumn } from '../infra/crypto/encrypted-column.ts'
 import type { Keyring } from '../infra/crypto/keyring.ts'
 import type { Database } from '../infra/db/create-db.ts'
+import type { JobDefinition } from '../modules/jobs/job-definition.ts'
+import type { JobEngine } from '../modules/jobs/job-engine.ts'
+import type { Schedules } from '../modules/jobs/schedules.ts'
 import type { HealthCheck } from '../observability/health.ts'
 import type { Metrics } from '../observability/metrics.ts'
+import type { Audit } from './audit.ts'
+import type { EventBus } from './events.ts'
 import type { Mailer } from './mail.ts'
 import type { SecurityEvents } from './security-events.ts'
 
@@ -35,8 +41,19 @@ export interface ModuleContext {
   readonly securityEvents: SecurityEvents
   /** Sends e-mail through SMTP_URL, or captures it in the log in development and test. */
   readonly mailer: Mailer
-  /** Encrypts stored secrets (AES-256-GCM, key ids, bound to their row). */
+  /**
+   * Encrypts stored secrets (AES-256-GCM under the active data key, bound to their row) and follows
+   * key rotations; read values back with `decryptStringAsync`, which reloads keys rotated elsewhere.
+   */
   readonly keyring: Keyring
+  /** The audit log: `record(trx, entry)` writes a row in the transaction of the change it records. */
+  readonly audit: Audit
+  /** Durable jobs: enqueue (optionally inside a transaction), inspect, retry, cancel. */
+  readonly jobs: JobEngine
+  /** Cron schedules that enqueue jobs. */
+  readonly schedules: Schedules
+  /** Emits events (`emit(type, data, { db })`): each becomes a signed delivery to every matching webhook. */
+  readonly events: EventBus
 }
 
 /**
@@ -54,6 +71,15 @@ export interface PlinthModule {
   /** Registers routes; the instance is already prefixed with `/api/v1`. */
   readonly routes?: (app: PlinthApp, ctx: ModuleContext) => Promise<void> | void
   readonly healthChecks?: (ctx: ModuleContext) => readonly HealthCheck[]
+  /** Job types this module runs (see `defineJob`); workers start for them in the `worker` and `all` roles. */
+  // biome-ignore lint/suspicious/noExplicitAny: each definition carries its own payload type
+  readonly jobs?: (ctx: ModuleContext) => readonly JobDefinition<any>[]
   /** Runs at start once migrations are current (e.g. creating the first administrator). */
   readonly start?: (ctx: ModuleContext) => Promise<void>
+  /**
+   * Columns holding values encrypted with `ctx.keyring` (declared with `encryptedColumn()`), so that
+   * `plinth keys rotate` re-encrypts them and `plinth keys status` counts them. Write and read them
+   * with the entry's `aad(id)`. Tokens and passwords are hashed, not encrypted: they do not belong here.
+   */
+  readonly encryptedColumns?: readonly EncryptedColumn[]
 }

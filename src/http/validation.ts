@@ -25,7 +25,12 @@ const base: Options = {
  * path, query string and headers, which arrive as text, are coerced (`?limit=10` becomes 10).
  */
 export function createValidatorCompiler(): FastifySchemaCompiler<unknown> {
-  const strict = addFormats(new Ajv({ ...base, coerceTypes: false }))
+  const strict = createStrictAjv()
   const coercing = addFormats(new Ajv({ ...base, coerceTypes: 'array' }))
   return ({ schema, httpPart }) => (httpPart === 'body' ? strict : coercing).compile(schema as object)
+}
+
+/** The strict (non-coercing) validator bodies get, for payloads validated outside a route (job payloads). */
+export function createStrictAjv(): Ajv {
+  return addFormats(new Ajv({ ...base, coerceTypes: false }))
 }

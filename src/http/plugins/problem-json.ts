@@ -25,7 +25,7 @@ interface AjvIssue {
 /** At most this many failing fields are reported in one response. */
 export const MAX_FIELD_ERRORS = 20
 
-function fieldErrors(context: string, issues: readonly AjvIssue[]): FieldError[] {
+export function fieldErrors(context: string, issues: readonly AjvIssue[]): FieldError[] {
   return issues.slice(0, MAX_FIELD_ERRORS).map((issue) => {
     const path = (issue.instancePath ?? '').split('/').filter(Boolean)
     const extra = issue.params?.missingProperty ?? issue.params?.additionalProperty

@@ -5,7 +5,16 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, describe, it } from 'node:test'
 import { isPlinthError } from '../../core/errors.ts'
-import { createKeyring, deriveValueKey, type KeyringOptions, keyIdFor, keyringFromKeys } from './keyring.ts'
+import {
+  ciphertextKeyId,
+  createKeyring,
+  deriveValueKey,
+  deriveWrappingKey,
+  type KeyringOptions,
+  keyIdFor,
+  keyringFromKeys,
+  resolveMasterKey,
+} from './keyring.ts'
 
 const AAD = 'totp_credentials.secret:user-1'
 const SECRET_TEXT = 'JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP'
@@ -130,6 +139,20 @@ describe('keyring', () => {
     decryptFails(() => keyringFromKeys([newKey]).decrypt(oldValue, AAD))
   })
 
+  it('offers async decryption and a no-op refresh with the same results, for callers of a reloading keyring', async () => {
+    const stored = ring.encrypt(SECRET_TEXT, AAD)
+    assert.equal(await ring.decryptStringAsync(stored, AAD), SECRET_TEXT)
+    assert.deepEqual(await ring.decryptAsync(stored, AAD), Buffer.from(SECRET_TEXT))
+    await ring.refresh()
+    assert.equal(ring.decryptString(stored, AAD), SECRET_TEXT)
+    await assert.rejects(ring.decryptStringAsync(stored, 'totp_credentials.secret:user-2'), {
+      code: 'PLINTH_CRYPTO_DECRYPT_FAILED',
+    })
+    assert.equal(ciphertextKeyId(stored), ring.keyId)
+    assert.equal(ciphertextKeyId('v1.XYZ.AAAA'), undefined)
+    assert.equal(ciphertextKeyId(42 as unknown as string), undefined)
+  })
+
   it('puts no key material, plaintext or AAD in its errors', () => {
     const stored = ring.encrypt(SECRET_TEXT, AAD)
     const attempts = [
@@ -175,6 +198,29 @@ describe('createKeyring', () => {
     assert.notEqual(fromText.keyId, keyIdFor(master), 'values are not encrypted with the master key itself')
     assert.equal(fromBytes.decryptString(fromText.encrypt('x', AAD), AAD), 'x')
     assert.deepEqual(lines, [])
+  })
+
+  it('derives distinct keys from the master key for values (legacy) and for wrapping data keys', () => {
+    const master = randomBytes(32)
+    const options = {
+      masterKey: master,
+      dataDir: 'memory://',
+      env: 'production',
+      logger: recorder().logger,
+    } as const
+    assert.deepEqual(resolveMasterKey(options), master)
+    assert.deepEqual(resolveMasterKey({ ...options, masterKey: master.toString('base64') }), master)
+    const ids = new Set([
+      keyIdFor(master),
+      keyIdFor(deriveValueKey(master)),
+      keyIdFor(deriveWrappingKey(master)),
+    ])
+    assert.equal(ids.size, 3)
+    assert.deepEqual(
+      deriveWrappingKey(Buffer.from(master)),
+      deriveWrappingKey(master),
+      'derivation is stable',
+    )
   })
 
   it('refuses a master key that is not 32 bytes, without echoing it', () => {

@@ -7,7 +7,7 @@ import type { PlinthEnv } from '../../config/config-types.ts'
 import { PlinthError } from '../../core/errors.ts'
 
 /**
- * Encrypts small values stored in the database (TOTP secrets, later API credentials) with
+ * Encrypts small values stored in the database (TOTP secrets, webhook secrets) with
  * AES-256-GCM, and decrypts them with the key that encrypted them.
  *
  * Format of a ciphertext (version 1), an ASCII string safe in any text column:
@@ -50,6 +50,16 @@ export interface Keyring {
    * uses it to find values that are not under the active key yet. Does not authenticate.
    */
   keyIdOf(ciphertext: string): string | undefined
+  /**
+   * `decrypt`, except that a ciphertext naming a key this keyring does not know makes it reload its
+   * keys once first (another replica may have rotated to a key this one has not loaded yet). Use it
+   * wherever a request reads a stored value.
+   */
+  decryptAsync(ciphertext: string, aad: string): Promise<Buffer>
+  /** `decryptAsync`, as a UTF-8 string. */
+  decryptStringAsync(ciphertext: string, aad: string): Promise<string>
+  /** Reloads the keys from where they are kept (the `encryption_keys` table); a no-op for a fixed keyring. */
+  refresh(): Promise<void>
 }
 
 const VERSION = 'v1'
@@ -65,13 +75,33 @@ export function keyIdFor(key: Uint8Array): string {
 }
 
 /**
- * The key values are encrypted with, derived from the master key (HKDF-SHA256, info
- * "plinth value encryption v1"), so the master key itself only ever derives or, later, wraps keys.
+ * The key values were encrypted with before data keys existed, derived from the master key
+ * (HKDF-SHA256, info "plinth value encryption v1"). It is now the *legacy* key: values under it stay
+ * readable until a completed rotation moves them to a data key (see src/modules/keys).
  */
 export function deriveValueKey(masterKey: Uint8Array): Buffer {
   return Buffer.from(
     hkdfSync('sha256', masterKey, new Uint8Array(0), 'plinth value encryption v1', KEY_BYTES),
   )
+}
+
+/**
+ * The key-encryption key that wraps data keys, derived from the master key (HKDF-SHA256, info
+ * "plinth key wrapping v1"): distinct from the legacy value key, so the master key itself never
+ * encrypts anything.
+ */
+export function deriveWrappingKey(masterKey: Uint8Array): Buffer {
+  return Buffer.from(hkdfSync('sha256', masterKey, new Uint8Array(0), 'plinth key wrapping v1', KEY_BYTES))
+}
+
+/**
+ * The key id a version 1 ciphertext names, or undefined when it is not one. Does not authenticate:
+ * it says which key to try, not that the value is genuine.
+ */
+export function ciphertextKeyId(ciphertext: string): string | undefined {
+  if (typeof ciphertext !== 'string') return undefined
+  const parts = ciphertext.split('.')
+  return parts.length === 3 && parts[0] === VERSION && KEY_ID.test(parts[1]!) ? parts[1] : undefined
 }
 
 function decryptFailed(reason: string): PlinthError {
@@ -106,12 +136,7 @@ export function keyringFromKeys(keys: readonly Uint8Array[]): Keyring {
   }
   const [activeId, activeKey] = byId.entries().next().value as [string, Buffer]
 
-  function keyIdOf(ciphertext: string): string | undefined {
-    if (typeof ciphertext !== 'string') return undefined
-    const parts = ciphertext.split('.')
-    return parts.length === 3 && parts[0] === VERSION && KEY_ID.test(parts[1]!) ? parts[1] : undefined
-  }
-
+  const keyIdOf = ciphertextKeyId
   function decrypt(ciphertext: string, aad: string): Buffer {
     assertAad(aad)
     if (typeof ciphertext !== 'string') throw decryptFailed('the value is not a string')
@@ -144,6 +169,7 @@ export function keyringFromKeys(keys: readonly Uint8Array[]): Keyring {
     }
   }
 
+  const decryptString = (ciphertext: string, aad: string) => decrypt(ciphertext, aad).toString('utf8')
   return Object.freeze({
     keyId: activeId,
     keyIds: Object.freeze([...byId.keys()]),
@@ -158,8 +184,11 @@ export function keyringFromKeys(keys: readonly Uint8Array[]): Keyring {
       return `${VERSION}.${activeId}.${payload}`
     },
     decrypt,
-    decryptString: (ciphertext: string, aad: string) => decrypt(ciphertext, aad).toString('utf8'),
+    decryptString,
     keyIdOf,
+    decryptAsync: async (ciphertext: string, aad: string) => decrypt(ciphertext, aad),
+    decryptStringAsync: async (ciphertext: string, aad: string) => decryptString(ciphertext, aad),
+    refresh: async () => {},
   })
 }
 
@@ -176,9 +205,12 @@ const IN_MEMORY = 'memory://'
 let memoryKey: Buffer | undefined
 
 /**
- * The keyring Plinth encrypts stored secrets with, from `PLINTH_MASTER_KEY`.
+ * The legacy keyring: the one key derived from `PLINTH_MASTER_KEY` that values were encrypted with
+ * before data keys (src/modules/keys). The service now encrypts under data keys and keeps this key
+ * only to decrypt older values until a rotation retires it; it is what `ctx.keyring` answers with
+ * while the `encryption_keys` table does not exist yet.
  *
- * Without a master key: staging and production throw (configuration refuses this already; this
+ * Without a master key (see `resolveMasterKey`): staging and production throw (configuration refuses this already; this
  * is defence in depth). Development and test generate 32 random bytes once into
  * `<dataDir>/master.key` (mode 0600) and reuse them on every start, with a loud warning; with
  * `dataDir` `memory://` the generated key lives in memory, one per process. Losing that file makes
@@ -190,9 +222,15 @@ let memoryKey: Buffer | undefined
  * const secret = keyring.decryptString(stored, `totp_credentials.secret:${userId}`)
  */
 export function createKeyring(options: KeyringOptions): Keyring {
-  const masterKey =
-    options.masterKey === undefined ? developmentMasterKey(options) : toMasterKey(options.masterKey)
-  return keyringFromKeys([deriveValueKey(masterKey)])
+  return keyringFromKeys([deriveValueKey(resolveMasterKey(options))])
+}
+
+/**
+ * The master key's 32 bytes: `PLINTH_MASTER_KEY` when set; otherwise the development key (generated
+ * into the data directory with a loud warning), or a refusal in staging and production.
+ */
+export function resolveMasterKey(options: KeyringOptions): Buffer {
+  return options.masterKey === undefined ? developmentMasterKey(options) : toMasterKey(options.masterKey)
 }
 
 function toMasterKey(value: Buffer | string): Buffer {

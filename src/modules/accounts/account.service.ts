@@ -1,14 +1,19 @@
 import type { Kysely } from 'kysely'
 import type { Logger } from 'pino'
+import { type Audit, auditEntryOf, type SecurityEventInput } from '../../core/audit.ts'
 import { PlinthError, translateDbError } from '../../core/errors.ts'
 import type { Mailer } from '../../core/mail.ts'
 import type { Role } from '../../core/permissions.ts'
-import type { SecurityEvents } from '../../core/security-events.ts'
+import type { Actor, SecurityEvents } from '../../core/security-events.ts'
 import type { PlinthTables } from '../../infra/db/tables.ts'
 import type { RequestMeta } from './login.service.ts'
 import { assertPasswordPolicy, hashPassword, verifyPassword } from './passwords.ts'
 import { hashSecret, looksLikeSecret, newSecret, normalizeEmail, TOKEN_PREFIX } from './secrets.ts'
 import type { SessionService } from './sessions.service.ts'
+
+/** A user id stands for that user acting; an actor is taken as is (an API token, the system). */
+export const actorFrom = (by: string | Actor): Actor =>
+  typeof by === 'string' ? { type: 'user', id: by } : by
 
 export const RESET_TTL_MS = 30 * 60_000
 export const INVITE_TTL_MS = 7 * 24 * 3_600_000
@@ -23,6 +28,7 @@ export function createAccountService(deps: {
   db: Kysely<PlinthTables>
   sessions: SessionService
   events: SecurityEvents
+  audit: Audit
   mailer: Mailer
   logger: Logger
   signupMode: SignupMode
@@ -30,7 +36,7 @@ export function createAccountService(deps: {
   linkBase: string
   now?: () => number
 }) {
-  const { db, sessions, events } = deps
+  const { db, sessions, events, audit } = deps
   const now = deps.now ?? Date.now
   const log = deps.logger.child({ component: 'accounts' })
   const ctx = (meta: RequestMeta) => ({ ip: meta.ip, userAgent: meta.userAgent, requestId: meta.requestId })
@@ -72,6 +78,25 @@ export function createAccountService(deps: {
   return {
     insertUser,
 
+    /** An administrator creates a user with a password (`user:created`, recorded with the insert). */
+    async createUser(input: { email: string; password: string; role: Role }, by: Actor, meta: RequestMeta) {
+      const { id, event } = await db.transaction().execute(async (trx) => {
+        const id = await insertUser(input.email, input.password, input.role, trx)
+        const event: SecurityEventInput = {
+          type: 'user:created',
+          outcome: 'success',
+          actor: by,
+          target: { type: 'user', id },
+          ...ctx(meta),
+          details: { role: input.role },
+        }
+        await audit.record(trx, auditEntryOf(event))
+        return { id, event }
+      })
+      events.emit(event)
+      return id
+    },
+
     async signup(input: { email: string; password: string; inviteToken?: string }, meta: RequestMeta) {
       if (deps.signupMode === 'closed') throw new PlinthError('PLINTH_AUTH_SIGNUP_CLOSED')
       if (deps.signupMode === 'invite' && !input.inviteToken) {
@@ -82,6 +107,7 @@ export function createAccountService(deps: {
       }
       assertPasswordPolicy(input.password, { email: input.email })
       const email = normalizeEmail(input.email)
+      let event: SecurityEventInput | undefined
       const userId = await db.transaction().execute(async (trx) => {
         let role: Role = 'member'
         if (input.inviteToken) {
@@ -99,15 +125,21 @@ export function createAccountService(deps: {
           if (!invite) throw new PlinthError('PLINTH_AUTH_TOKEN_INVALID')
           role = invite.role
         }
-        return insertUser(input.email, input.password, role, trx)
+        const id = await insertUser(input.email, input.password, role, trx)
+        event = {
+          type: 'user:signed-up',
+          outcome: 'success',
+          actor: { type: 'user', id },
+          target: { type: 'user', id },
+          ...ctx(meta),
+        }
+        await audit.record(trx, {
+          ...auditEntryOf(event),
+          details: { role, invited: input.inviteToken !== undefined },
+        })
+        return id
       })
-      events.emit({
-        type: 'user:signed-up',
-        outcome: 'success',
-        actor: { type: 'user', id: userId },
-        target: { type: 'user', id: userId },
-        ...ctx(meta),
-      })
+      events.emit(event!)
       const session = await sessions.create(userId, meta)
       return { userId, ...session }
     },
@@ -123,17 +155,21 @@ export function createAccountService(deps: {
         .executeTakeFirst()
       if (!user) return
       const { secret, hash } = newSecret(TOKEN_PREFIX.reset)
-      await db
-        .insertInto('password_reset_tokens')
-        .values({ user_id: user.id, token_hash: hash, expires_at: new Date(now() + RESET_TTL_MS) })
-        .execute()
-      events.emit({
+      const event: SecurityEventInput = {
         type: 'password:reset-requested',
         outcome: 'success',
         actor: { type: 'anonymous' },
         target: { type: 'user', id: user.id },
         ...ctx(meta),
+      }
+      await db.transaction().execute(async (trx) => {
+        await trx
+          .insertInto('password_reset_tokens')
+          .values({ user_id: user.id, token_hash: hash, expires_at: new Date(now() + RESET_TTL_MS) })
+          .execute()
+        await audit.record(trx, auditEntryOf(event))
       })
+      events.emit(event)
       const link = `${deps.linkBase}/reset-password?token=${encodeURIComponent(secret)}`
       sendLater(
         user.email,
@@ -157,6 +193,13 @@ export function createAccountService(deps: {
       if (!candidate) throw new PlinthError('PLINTH_AUTH_TOKEN_INVALID')
       assertPasswordPolicy(input.password, { email: candidate.email })
       const hash = await hashPassword(input.password)
+      const event: SecurityEventInput = {
+        type: 'password:reset',
+        outcome: 'success',
+        actor: { type: 'user', id: candidate.userId },
+        target: { type: 'user', id: candidate.userId },
+        ...ctx(meta),
+      }
       await db.transaction().execute(async (trx) => {
         const used = await trx
           .updateTable('password_reset_tokens')
@@ -184,15 +227,10 @@ export function createAccountService(deps: {
           .where('used_at', 'is', null)
           .execute()
         await sessions.revokeAll(candidate.userId, { trx })
+        await audit.record(trx, auditEntryOf(event))
       })
       await sessions.forgetRevoked(candidate.userId)
-      events.emit({
-        type: 'password:reset',
-        outcome: 'success',
-        actor: { type: 'user', id: candidate.userId },
-        target: { type: 'user', id: candidate.userId },
-        ...ctx(meta),
-      })
+      events.emit(event)
     },
 
     /** Changes the password after checking the current one; other sessions end, the current one is rotated. */
@@ -206,17 +244,27 @@ export function createAccountService(deps: {
         .where('id', '=', input.userId)
         .executeTakeFirstOrThrow()
       if (!user.password_hash || !(await verifyPassword(user.password_hash, input.currentPassword))) {
-        events.emit({
+        const refused: SecurityEventInput = {
           type: 'password:changed',
           outcome: 'failure',
           actor: { type: 'user', id: input.userId },
+          target: { type: 'user', id: input.userId },
           ...ctx(meta),
           details: { reason: 'wrong-password' },
-        })
+        }
+        await audit.record(db, auditEntryOf(refused))
+        events.emit(refused)
         throw new PlinthError('PLINTH_AUTH_INVALID_CREDENTIALS', 'The current password is wrong.')
       }
       assertPasswordPolicy(input.newPassword, { email: user.email })
       const hash = await hashPassword(input.newPassword)
+      const event: SecurityEventInput = {
+        type: 'password:changed',
+        outcome: 'success',
+        actor: { type: 'user', id: input.userId },
+        target: { type: 'user', id: input.userId },
+        ...ctx(meta),
+      }
       const session = await db.transaction().execute(async (trx) => {
         await trx
           .updateTable('users')
@@ -224,20 +272,17 @@ export function createAccountService(deps: {
           .where('id', '=', input.userId)
           .execute()
         await sessions.revokeAll(input.userId, { trx })
-        return sessions.create(input.userId, meta, { trx })
+        const created = await sessions.create(input.userId, meta, { trx })
+        await audit.record(trx, auditEntryOf(event))
+        return created
       })
       await sessions.forgetRevoked(input.userId)
-      events.emit({
-        type: 'password:changed',
-        outcome: 'success',
-        actor: { type: 'user', id: input.userId },
-        target: { type: 'user', id: input.userId },
-        ...ctx(meta),
-      })
+      events.emit(event)
       return session
     },
 
-    async invite(input: { email: string; role: Role; invitedBy: string }, meta: RequestMeta) {
+    async invite(input: { email: string; role: Role; invitedBy: string | Actor }, meta: RequestMeta) {
+      const actor = actorFrom(input.invitedBy)
       const email = normalizeEmail(input.email)
       const exists = await db
         .selectFrom('users')
@@ -247,25 +292,30 @@ export function createAccountService(deps: {
       if (exists) throw new PlinthError('PLINTH_USER_EXISTS')
       const { secret, hash } = newSecret(TOKEN_PREFIX.invite)
       const expiresAt = new Date(now() + INVITE_TTL_MS)
-      const row = await db
-        .insertInto('invites')
-        .values({
-          email_normalized: email,
-          role: input.role,
-          token_hash: hash,
-          created_by: input.invitedBy,
-          expires_at: expiresAt,
-        })
-        .returning('id')
-        .executeTakeFirstOrThrow()
-      events.emit({
-        type: 'invite:created',
-        outcome: 'success',
-        actor: { type: 'user', id: input.invitedBy },
-        target: { type: 'invite', id: row.id },
-        ...ctx(meta),
-        details: { role: input.role },
+      const { row, event } = await db.transaction().execute(async (trx) => {
+        const row = await trx
+          .insertInto('invites')
+          .values({
+            email_normalized: email,
+            role: input.role,
+            token_hash: hash,
+            created_by: actor.id ?? null,
+            expires_at: expiresAt,
+          })
+          .returning('id')
+          .executeTakeFirstOrThrow()
+        const event: SecurityEventInput = {
+          type: 'invite:created',
+          outcome: 'success',
+          actor,
+          target: { type: 'invite', id: row.id },
+          ...ctx(meta),
+          details: { role: input.role },
+        }
+        await audit.record(trx, { ...auditEntryOf(event), details: { role: input.role, email } })
+        return { row, event }
       })
+      events.emit(event)
       const link = `${deps.linkBase}/signup?invite=${encodeURIComponent(secret)}&email=${encodeURIComponent(email)}`
       sendLater(
         email,

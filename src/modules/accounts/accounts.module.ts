@@ -5,6 +5,7 @@ import { adminRoutes } from './admin.routes.ts'
 import { authRoutes } from './auth.routes.ts'
 import authenticate from './authenticate.plugin.ts'
 import { bootstrapAdmin } from './bootstrap-admin.ts'
+import { totpSecretColumn } from './encrypted-columns.ts'
 import { meRoutes } from './me.routes.ts'
 import createAccounts from './migrations/0003-create-accounts.ts'
 
@@ -12,6 +13,7 @@ import createAccounts from './migrations/0003-create-accounts.ts'
 export const accountsModule: PlinthModule = {
   name: 'accounts',
   migrations: { '0003-create-accounts': createAccounts },
+  encryptedColumns: [totpSecretColumn],
   async plugins(app, ctx) {
     const { sessions, tokens } = accountsServices(ctx)
     await app.register(authenticate, { sessions, tokens, secretKey: ctx.config.secretKey })

@@ -1,5 +1,8 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { Transaction } from 'kysely'
+import { auditEntryOf, type SecurityEventInput } from '../../core/audit.ts'
 import type { ModuleContext } from '../../core/module.ts'
+import type { PlinthTables } from '../../infra/db/tables.ts'
 import { createAccountService } from './account.service.ts'
 import { createAdminService } from './admin.service.ts'
 import { createApiTokenService } from './api-tokens.service.ts'
@@ -19,24 +22,27 @@ function build(ctx: ModuleContext) {
     maxAgeMs: config.sessionMaxAge,
   })
   const tokens = createApiTokenService({ db, cache: ctx.cache })
-  const mfa = createMfaService({ db, keyring: ctx.keyring, sessions, events: ctx.securityEvents })
+  const { audit } = ctx
+  const mfa = createMfaService({ db, keyring: ctx.keyring, sessions, events: ctx.securityEvents, audit })
   const login = createLoginService({
     db,
     cache: ctx.cache,
     sessions,
     secondFactor: mfa.secondFactor,
     events: ctx.securityEvents,
+    audit,
   })
   const accounts = createAccountService({
     db,
     sessions,
     events: ctx.securityEvents,
+    audit,
     mailer: ctx.mailer,
     logger: ctx.logger,
     signupMode: config.signupMode,
     linkBase: (config.publicUrl ?? `http://localhost:${config.port}`).replace(/\/$/, ''),
   })
-  const admin = createAdminService({ db, sessions, tokens, events: ctx.securityEvents })
+  const admin = createAdminService({ db, sessions, tokens, events: ctx.securityEvents, audit })
   const profiles = createProfiles({ cache: ctx.cache, admin, mfa, events: ctx.securityEvents })
   return Object.freeze({ sessions, tokens, mfa, login, accounts, admin, profiles })
 }
@@ -53,6 +59,28 @@ export function accountsServices(ctx: ModuleContext): AccountsServices {
     built.set(ctx, services)
   }
   return services
+}
+
+/**
+ * Ends sessions of `userId` with `revoke` and records `event(count)` in the same transaction (no
+ * event, and nothing recorded, when `event` returns undefined); cached lookups are dropped after
+ * the commit, then the event is emitted. Returns how many sessions ended.
+ */
+export async function endSessions(
+  ctx: ModuleContext,
+  userId: string,
+  revoke: (trx: Transaction<PlinthTables>) => Promise<number>,
+  event: (count: number) => SecurityEventInput | undefined,
+): Promise<number> {
+  const { count, emitted } = await ctx.db.kysely.transaction().execute(async (trx) => {
+    const count = await revoke(trx)
+    const emitted = event(count)
+    if (emitted) await ctx.audit.record(trx, auditEntryOf(emitted))
+    return { count, emitted }
+  })
+  await accountsServices(ctx).sessions.forgetRevoked(userId)
+  if (emitted) ctx.securityEvents.emit(emitted)
+  return count
 }
 
 export function requestMeta(request: FastifyRequest): RequestMeta {

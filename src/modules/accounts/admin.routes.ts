@@ -1,4 +1,6 @@
+import type { FastifyRequest } from 'fastify'
 import { Type } from 'typebox'
+import { actorOf } from '../../core/audit.ts'
 import type { ModuleContext } from '../../core/module.ts'
 import type { PlinthApp } from '../../http/create-server.ts'
 import {
@@ -28,6 +30,21 @@ const Invite = Type.Object({ inviteId: Type.String(), expiresAt: Type.String({ f
 /** Administration of other accounts: list, create or invite, change role or status, unlock, revoke sessions, MFA policy. */
 export function adminRoutes(api: PlinthApp, ctx: ModuleContext): void {
   const s = accountsServices(ctx)
+  /** Reads of other people's accounts are audited (`user:read`, `user:listed`); the change routes audit themselves. */
+  const auditRead = (
+    request: FastifyRequest,
+    action: string,
+    details: Record<string, unknown>,
+    userId?: string,
+  ) =>
+    ctx.audit.record(ctx.db.kysely, {
+      action,
+      actor: actorOf(request.principal!),
+      ...(userId ? { target: { type: 'user', id: userId } } : {}),
+      outcome: 'success',
+      ...requestMeta(request),
+      details,
+    })
 
   api.get(
     '/admin/users',
@@ -40,7 +57,12 @@ export function adminRoutes(api: PlinthApp, ctx: ModuleContext): void {
         response: { 200: Type.Object({ users: Type.Array(UserSchema) }) },
       },
     },
-    async (request) => ({ users: (await s.admin.list(request.query)).map(view) }),
+    async (request) => {
+      const users = (await s.admin.list(request.query)).map(view)
+      const filter = Object.fromEntries(Object.entries(request.query).filter(([, v]) => v !== undefined))
+      await auditRead(request, 'user:listed', { filter, count: users.length })
+      return { users }
+    },
   )
 
   api.post(
@@ -55,24 +77,16 @@ export function adminRoutes(api: PlinthApp, ctx: ModuleContext): void {
       },
     },
     async (request, reply) => {
-      const p = request.principal!
+      const actor = actorOf(request.principal!)
       const meta = requestMeta(request)
       const { email, role, password } = request.body
       if (password === undefined) {
-        const invite = await s.accounts.invite({ email, role, invitedBy: p.userId }, meta)
+        const invite = await s.accounts.invite({ email, role, invitedBy: actor }, meta)
         reply.code(202)
         return { inviteId: invite.id, expiresAt: invite.expiresAt.toISOString() }
       }
       assertPasswordPolicy(password, { email })
-      const userId = await s.accounts.insertUser(email, password, role)
-      ctx.securityEvents.emit({
-        type: 'user:created',
-        outcome: 'success',
-        actor: { type: 'user', id: p.userId },
-        target: { type: 'user', id: userId },
-        ...meta,
-        details: { role },
-      })
+      const userId = await s.accounts.createUser({ email, password, role }, actor, meta)
       reply.code(201)
       return view(await s.admin.get(userId))
     },
@@ -91,7 +105,7 @@ export function adminRoutes(api: PlinthApp, ctx: ModuleContext): void {
     },
     async (request, reply) => {
       const invite = await s.accounts.invite(
-        { ...request.body, invitedBy: request.principal!.userId },
+        { ...request.body, invitedBy: actorOf(request.principal!) },
         requestMeta(request),
       )
       reply.code(201)
@@ -102,7 +116,11 @@ export function adminRoutes(api: PlinthApp, ctx: ModuleContext): void {
   api.get(
     '/admin/users/:id',
     { config: read, schema: { tags, summary: 'One user', params: Id, response: { 200: UserSchema } } },
-    async (request) => view(await s.admin.get(request.params.id)),
+    async (request) => {
+      const user = view(await s.admin.get(request.params.id))
+      if (user.id !== request.principal!.userId) await auditRead(request, 'user:read', {}, user.id)
+      return user
+    },
   )
 
   api.patch(
@@ -120,7 +138,7 @@ export function adminRoutes(api: PlinthApp, ctx: ModuleContext): void {
     async (request) =>
       view(
         await s.admin.update(
-          request.principal!.userId,
+          actorOf(request.principal!),
           request.params.id,
           request.body,
           requestMeta(request),
@@ -135,7 +153,7 @@ export function adminRoutes(api: PlinthApp, ctx: ModuleContext): void {
       schema: { tags, summary: 'Clear a sign-in lockout', params: Id, response: { 204: Type.Null() } },
     },
     async (request, reply) => {
-      await s.admin.unlock(request.principal!.userId, request.params.id, requestMeta(request))
+      await s.admin.unlock(actorOf(request.principal!), request.params.id, requestMeta(request))
       reply.code(204)
       return null
     },
@@ -154,7 +172,7 @@ export function adminRoutes(api: PlinthApp, ctx: ModuleContext): void {
     },
     async (request) => ({
       revoked: await s.admin.revokeSessions(
-        request.principal!.userId,
+        actorOf(request.principal!),
         request.params.id,
         requestMeta(request),
       ),
@@ -188,7 +206,7 @@ export function adminRoutes(api: PlinthApp, ctx: ModuleContext): void {
     },
     async (request) => {
       await s.admin.setMfaPolicy(
-        request.principal!.userId,
+        actorOf(request.principal!),
         request.body.role,
         request.body.mfaRequired,
         requestMeta(request),

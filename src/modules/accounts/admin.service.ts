@@ -1,8 +1,10 @@
 import type { Kysely } from 'kysely'
+import { type Audit, auditDiff, auditEntryOf, type SecurityEventInput } from '../../core/audit.ts'
 import { PlinthError } from '../../core/errors.ts'
 import type { Role } from '../../core/permissions.ts'
-import type { SecurityEvents } from '../../core/security-events.ts'
+import type { Actor, SecurityEvents } from '../../core/security-events.ts'
 import type { PlinthTables } from '../../infra/db/tables.ts'
+import { actorFrom } from './account.service.ts'
 import type { ApiTokenService } from './api-tokens.service.ts'
 import type { RequestMeta } from './login.service.ts'
 import { normalizeEmail } from './secrets.ts'
@@ -25,12 +27,14 @@ export function createAdminService(deps: {
   sessions: SessionService
   tokens: ApiTokenService
   events: SecurityEvents
+  audit: Audit
   now?: () => number
 }) {
-  const { db, sessions, tokens, events } = deps
+  const { db, sessions, tokens, events, audit } = deps
   const now = deps.now ?? Date.now
-  const by = (actorId: string, meta: RequestMeta) => ({
-    actor: { type: 'user' as const, id: actorId },
+  /** Who acts (a user id, or an actor such as an API token) and from where. */
+  const by = (actor: string | Actor, meta: RequestMeta) => ({
+    actor: actorFrom(actor),
     ip: meta.ip,
     userAgent: meta.userAgent,
     requestId: meta.requestId,
@@ -101,11 +105,12 @@ export function createAdminService(deps: {
     },
 
     async update(
-      actorId: string,
+      actor: string | Actor,
       userId: string,
       change: { role?: Role; status?: 'active' | 'disabled' },
       meta: RequestMeta,
     ): Promise<UserView> {
+      const emitted: SecurityEventInput[] = []
       const before = await db.transaction().execute(async (trx) => {
         // One statement locks the target and every active administrator, in id order (no deadlock
         // between two admins demoting each other); the second waits, then sees the first's change.
@@ -136,61 +141,85 @@ export function createAdminService(deps: {
           .where('id', '=', userId)
           .execute()
         // A change of rights ends every session: the user signs in again under the new rights.
-        if (roleChanged || disabling) await sessions.revokeAll(userId, { trx })
+        const sessionsEnded = roleChanged || disabling ? await sessions.revokeAll(userId, { trx }) : 0
+        const subject = { type: 'user', id: userId }
+        if (roleChanged) {
+          const event: SecurityEventInput = {
+            type: 'user:role-changed',
+            outcome: 'success',
+            ...by(actor, meta),
+            target: subject,
+            details: { from: target.role, to: change.role },
+          }
+          await audit.record(trx, {
+            ...auditEntryOf(event),
+            details: { sessionsEnded },
+            changes: auditDiff({ role: target.role }, { role: change.role }),
+          })
+          emitted.push(event)
+        }
+        if (change.status && change.status !== target.status) {
+          const event: SecurityEventInput = {
+            type: change.status === 'disabled' ? 'user:disabled' : 'user:enabled',
+            outcome: 'success',
+            ...by(actor, meta),
+            target: subject,
+          }
+          await audit.record(trx, {
+            ...auditEntryOf(event),
+            ...(disabling ? { details: { sessionsEnded, tokensRevoked: true } } : {}),
+            changes: auditDiff({ status: target.status }, { status: change.status }),
+          })
+          emitted.push(event)
+        }
         return target
       })
       await sessions.forgetRevoked(userId)
       const disabled = change.status === 'disabled' && before.status === 'active'
       if (disabled) await tokens.revoke(userId)
-      if (change.role && change.role !== before.role) {
-        // API tokens live on under the new role; their cached lookups carry the old one.
-        await tokens.forget(userId)
-        events.emit({
-          type: 'user:role-changed',
-          outcome: 'success',
-          ...by(actorId, meta),
-          target: { type: 'user', id: userId },
-          details: { from: before.role, to: change.role },
-        })
-      }
-      if (change.status && change.status !== before.status) {
-        events.emit({
-          type: change.status === 'disabled' ? 'user:disabled' : 'user:enabled',
-          outcome: 'success',
-          ...by(actorId, meta),
-          target: { type: 'user', id: userId },
-        })
-      }
+      // API tokens live on under a new role; their cached lookups carry the old one.
+      if (change.role && change.role !== before.role) await tokens.forget(userId)
+      for (const event of emitted) events.emit(event)
       return this.get(userId)
     },
 
-    async unlock(actorId: string, userId: string, meta: RequestMeta): Promise<void> {
-      const r = await db
-        .updateTable('users')
-        .set({ failed_logins: 0, locked_until: null })
-        .where('id', '=', userId)
-        .executeTakeFirst()
-      if (Number(r.numUpdatedRows) === 0) throw new PlinthError('PLINTH_USER_NOT_FOUND')
-      events.emit({
+    async unlock(actor: string | Actor, userId: string, meta: RequestMeta): Promise<void> {
+      const event: SecurityEventInput = {
         type: 'user:enabled',
         outcome: 'success',
-        ...by(actorId, meta),
+        ...by(actor, meta),
         target: { type: 'user', id: userId },
         details: { unlocked: true },
+      }
+      await db.transaction().execute(async (trx) => {
+        const r = await trx
+          .updateTable('users')
+          .set({ failed_logins: 0, locked_until: null })
+          .where('id', '=', userId)
+          .executeTakeFirst()
+        if (Number(r.numUpdatedRows) === 0) throw new PlinthError('PLINTH_USER_NOT_FOUND')
+        await audit.record(trx, auditEntryOf(event))
       })
+      events.emit(event)
     },
 
-    async revokeSessions(actorId: string, userId: string, meta: RequestMeta): Promise<number> {
+    async revokeSessions(actor: string | Actor, userId: string, meta: RequestMeta): Promise<number> {
       await this.get(userId)
-      const count = await sessions.revokeAll(userId)
-      events.emit({
-        type: 'session:revoked',
-        outcome: 'success',
-        ...by(actorId, meta),
-        target: { type: 'user', id: userId },
-        details: { count, by: 'admin' },
+      const event = await db.transaction().execute(async (trx) => {
+        const count = await sessions.revokeAll(userId, { trx })
+        const event: SecurityEventInput = {
+          type: 'session:revoked',
+          outcome: 'success',
+          ...by(actor, meta),
+          target: { type: 'user', id: userId },
+          details: { count, by: 'admin' },
+        }
+        await audit.record(trx, auditEntryOf(event))
+        return event
       })
-      return count
+      await sessions.forgetRevoked(userId)
+      events.emit(event)
+      return event.details!.count as number
     },
 
     async mfaPolicy(): Promise<Record<Role, boolean>> {
@@ -200,21 +229,40 @@ export function createAdminService(deps: {
       return policy
     },
 
-    async setMfaPolicy(actorId: string, role: Role, required: boolean, meta: RequestMeta): Promise<void> {
-      await db
-        .insertInto('role_policies')
-        .values({ role, mfa_required: required })
-        .onConflict((oc) =>
-          oc.column('role').doUpdateSet({ mfa_required: required, updated_at: new Date(now()) }),
-        )
-        .execute()
-      events.emit({
+    async setMfaPolicy(
+      actor: string | Actor,
+      role: Role,
+      required: boolean,
+      meta: RequestMeta,
+    ): Promise<void> {
+      const event: SecurityEventInput = {
         type: 'mfa:policy-changed',
         outcome: 'success',
-        ...by(actorId, meta),
+        ...by(actor, meta),
         target: { type: 'role', id: role },
         details: { mfaRequired: required },
+      }
+      await db.transaction().execute(async (trx) => {
+        // The old value comes from the row this upsert replaces, so the diff is exact under concurrency.
+        const old = await trx
+          .selectFrom('role_policies')
+          .select('mfa_required')
+          .where('role', '=', role)
+          .forUpdate()
+          .executeTakeFirst()
+        await trx
+          .insertInto('role_policies')
+          .values({ role, mfa_required: required })
+          .onConflict((oc) =>
+            oc.column('role').doUpdateSet({ mfa_required: required, updated_at: new Date(now()) }),
+          )
+          .execute()
+        await audit.record(trx, {
+          ...auditEntryOf(event),
+          changes: auditDiff({ mfaRequired: old?.mfa_required ?? false }, { mfaRequired: required }),
+        })
       })
+      events.emit(event)
     },
   }
 }

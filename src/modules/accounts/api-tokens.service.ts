@@ -1,4 +1,4 @@
-import type { Kysely } from 'kysely'
+import type { Kysely, Transaction } from 'kysely'
 import { PlinthError } from '../../core/errors.ts'
 import { type Permission, ROLE_PERMISSIONS, type Role } from '../../core/permissions.ts'
 import type { Cache } from '../../infra/cache/cache.ts'
@@ -9,6 +9,9 @@ import { SESSION_CACHE_TTL_MS } from './sessions.service.ts'
 /** last_used_at is written at most this often per token. */
 const TOUCH_EVERY_MS = 60_000
 export const MAX_TOKENS_PER_USER = 50
+
+/** Work that joins a change's transaction, given what the change produced. */
+export type Within<T> = (trx: Transaction<PlinthTables>, result: T) => Promise<void>
 
 export interface ResolvedToken {
   readonly tokenId: string
@@ -40,13 +43,17 @@ export function createApiTokenService(deps: { db: Kysely<PlinthTables>; cache: C
   const key = (hash: string) => `token:${hash}`
 
   return {
-    async create(input: {
-      userId: string
-      role: Role
-      name: string
-      scopes: readonly Permission[]
-      expiresAt?: Date
-    }) {
+    /** Creates a token; `within` runs in the same transaction (to record it in the audit log). */
+    async create(
+      input: {
+        userId: string
+        role: Role
+        name: string
+        scopes: readonly Permission[]
+        expiresAt?: Date
+      },
+      within?: Within<TokenView>,
+    ) {
       const allowed = ROLE_PERMISSIONS[input.role]
       const refused = input.scopes.filter((s) => !allowed.has(s))
       if (refused.length > 0) {
@@ -63,34 +70,38 @@ export function createApiTokenService(deps: { db: Kysely<PlinthTables>; cache: C
           errors: [{ in: 'body', field: 'expiresAt', message: 'must be in the future' }],
         })
       }
-      const { count } = await db
-        .selectFrom('api_tokens')
-        .select((eb) => eb.fn.countAll<string>().as('count'))
-        .where('user_id', '=', input.userId)
-        .where('revoked_at', 'is', null)
-        // Expired tokens are not active: they must not use up the allowance.
-        .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', new Date(now()))]))
-        .executeTakeFirstOrThrow()
-      if (Number(count) >= MAX_TOKENS_PER_USER) {
-        throw new PlinthError(
-          'PLINTH_DB_CONFLICT',
-          `At most ${MAX_TOKENS_PER_USER} active tokens per user; revoke one first.`,
-        )
-      }
-      const { secret, hash } = newSecret(TOKEN_PREFIX.apiToken)
-      const row = await db
-        .insertInto('api_tokens')
-        .values({
-          user_id: input.userId,
-          name: input.name,
-          token_hash: hash,
-          token_hint: `${secret.slice(0, 8)}…${secret.slice(-4)}`,
-          scopes: [...new Set(input.scopes)],
-          expires_at: input.expiresAt ?? null,
-        })
-        .returning(['id', 'name', 'token_hint', 'scopes', 'created_at', 'expires_at', 'last_used_at'])
-        .executeTakeFirstOrThrow()
-      return { token: secret, view: toView(row) }
+      return db.transaction().execute(async (trx) => {
+        const { count } = await trx
+          .selectFrom('api_tokens')
+          .select((eb) => eb.fn.countAll<string>().as('count'))
+          .where('user_id', '=', input.userId)
+          .where('revoked_at', 'is', null)
+          // Expired tokens are not active: they must not use up the allowance.
+          .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', new Date(now()))]))
+          .executeTakeFirstOrThrow()
+        if (Number(count) >= MAX_TOKENS_PER_USER) {
+          throw new PlinthError(
+            'PLINTH_DB_CONFLICT',
+            `At most ${MAX_TOKENS_PER_USER} active tokens per user; revoke one first.`,
+          )
+        }
+        const { secret, hash } = newSecret(TOKEN_PREFIX.apiToken)
+        const row = await trx
+          .insertInto('api_tokens')
+          .values({
+            user_id: input.userId,
+            name: input.name,
+            token_hash: hash,
+            token_hint: `${secret.slice(0, 8)}…${secret.slice(-4)}`,
+            scopes: [...new Set(input.scopes)],
+            expires_at: input.expiresAt ?? null,
+          })
+          .returning(['id', 'name', 'token_hint', 'scopes', 'created_at', 'expires_at', 'last_used_at'])
+          .executeTakeFirstOrThrow()
+        const view = toView(row)
+        await within?.(trx, view)
+        return { token: secret, view }
+      })
     },
 
     async resolve(token: string): Promise<ResolvedToken | null> {
@@ -171,15 +182,23 @@ export function createApiTokenService(deps: { db: Kysely<PlinthTables>; cache: C
       await Promise.all(rows.map((r) => cache.delete(key(r.token_hash))))
     },
 
-    /** Revokes the user's token (all of them without `tokenId`); returns how many. */
-    async revoke(userId: string, tokenId?: string): Promise<number> {
-      let query = db
-        .updateTable('api_tokens')
-        .set({ revoked_at: new Date(now()) })
-        .where('user_id', '=', userId)
-        .where('revoked_at', 'is', null)
-      if (tokenId) query = query.where('id', '=', tokenId)
-      const rows = await query.returning('token_hash').execute()
+    /**
+     * Revokes the user's token (all of them without `tokenId`); returns how many. `within` runs in
+     * the same transaction when something was revoked (to record it in the audit log); the cached
+     * lookups are dropped after the commit, so that no request can cache the old row in between.
+     */
+    async revoke(userId: string, tokenId?: string, within?: Within<number>): Promise<number> {
+      const rows = await db.transaction().execute(async (trx) => {
+        let query = trx
+          .updateTable('api_tokens')
+          .set({ revoked_at: new Date(now()) })
+          .where('user_id', '=', userId)
+          .where('revoked_at', 'is', null)
+        if (tokenId) query = query.where('id', '=', tokenId)
+        const revoked = await query.returning('token_hash').execute()
+        if (revoked.length > 0) await within?.(trx, revoked.length)
+        return revoked
+      })
       await Promise.all(rows.map((r) => cache.delete(key(r.token_hash))))
       return rows.length
     },

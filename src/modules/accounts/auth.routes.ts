@@ -11,7 +11,13 @@ import {
   SessionIssued,
   SignupBody,
 } from './accounts.schemas.ts'
-import { accountsServices, clearSessionCookie, requestMeta, sessionIssued } from './accounts.services.ts'
+import {
+  accountsServices,
+  clearSessionCookie,
+  endSessions,
+  requestMeta,
+  sessionIssued,
+} from './accounts.services.ts'
 import type { LoginResult } from './login.service.ts'
 
 const auth = { public: true, rateLimit: 'auth' as const }
@@ -93,16 +99,21 @@ export function authRoutes(api: PlinthApp, ctx: ModuleContext): void {
     },
     async (request, reply) => {
       const p = request.principal!
-      if (p.sessionId) {
-        await s.sessions.revoke(p.userId, p.sessionId)
-        ctx.securityEvents.emit({
-          type: 'session:revoked',
-          outcome: 'success',
-          actor: { type: 'user', id: p.userId },
-          target: { type: 'session', id: p.sessionId },
-          ...requestMeta(request),
-          details: { by: 'logout' },
-        })
+      const sessionId = p.sessionId
+      if (sessionId) {
+        await endSessions(
+          ctx,
+          p.userId,
+          async (trx) => ((await s.sessions.revoke(p.userId, sessionId, trx)) ? 1 : 0),
+          () => ({
+            type: 'session:revoked',
+            outcome: 'success',
+            actor: { type: 'user', id: p.userId },
+            target: { type: 'session', id: sessionId },
+            ...requestMeta(request),
+            details: { by: 'logout' },
+          }),
+        )
       }
       clearSessionCookie(reply)
       reply.code(204)

@@ -1,3 +1,4 @@
+import { auditEntryOf, type SecurityEventInput } from '../../core/audit.ts'
 import { isPlinthError, PlinthError, translateDbError } from '../../core/errors.ts'
 import type { ModuleContext } from '../../core/module.ts'
 import type { Role } from '../../core/permissions.ts'
@@ -6,7 +7,7 @@ import { normalizeEmail } from './secrets.ts'
 
 /**
  * Creates a user directly (the CLI and the first-start bootstrap); the HTTP API goes through the
- * account service instead. Emits `user:created` with a system actor. A taken address (even one
+ * account service instead. Records and emits `user:created` with a system actor. A taken address (even one
  * taken concurrently) is PLINTH_USER_EXISTS.
  */
 export async function createUserDirect(
@@ -22,33 +23,38 @@ export async function createUserDirect(
     .executeTakeFirst()
   if (existing) throw new PlinthError('PLINTH_USER_EXISTS')
   const passwordHash = await hashPassword(input.password)
-  let row: { id: string }
+  let event: SecurityEventInput
   try {
-    row = await ctx.db.kysely
-      .insertInto('users')
-      .values({
-        email: input.email.trim(),
-        email_normalized: email,
-        password_hash: passwordHash,
-        role: input.role,
-        password_changed_at: new Date(),
-      })
-      .returning('id')
-      .executeTakeFirstOrThrow()
+    event = await ctx.db.kysely.transaction().execute(async (trx) => {
+      const row = await trx
+        .insertInto('users')
+        .values({
+          email: input.email.trim(),
+          email_normalized: email,
+          password_hash: passwordHash,
+          role: input.role,
+          password_changed_at: new Date(),
+        })
+        .returning('id')
+        .executeTakeFirstOrThrow()
+      const event: SecurityEventInput = {
+        type: 'user:created',
+        outcome: 'success',
+        actor: { type: 'system' },
+        target: { type: 'user', id: row.id },
+        details: { role: input.role },
+      }
+      await ctx.audit.record(trx, auditEntryOf(event))
+      return event
+    })
   } catch (err) {
     // Another process inserted the same address between the check and the insert.
     if (translateDbError(err)?.code === 'PLINTH_DB_CONFLICT')
       throw new PlinthError('PLINTH_USER_EXISTS', undefined, { cause: err })
     throw err
   }
-  ctx.securityEvents.emit({
-    type: 'user:created',
-    outcome: 'success',
-    actor: { type: 'system' },
-    target: { type: 'user', id: row.id },
-    details: { role: input.role },
-  })
-  return row.id
+  ctx.securityEvents.emit(event)
+  return event.target!.id
 }
 
 /**

@@ -1,4 +1,5 @@
 import type { Kysely } from 'kysely'
+import { type Audit, auditEntryOf, type SecurityEventInput } from '../../core/audit.ts'
 import { PlinthError } from '../../core/errors.ts'
 import type { Actor, SecurityEvents } from '../../core/security-events.ts'
 import type { Cache } from '../../infra/cache/cache.ts'
@@ -48,9 +49,10 @@ export function createLoginService(deps: {
   sessions: SessionService
   secondFactor: SecondFactor
   events: SecurityEvents
+  audit: Audit
   now?: () => number
 }) {
-  const { db, sessions, events } = deps
+  const { db, sessions, events, audit } = deps
   const now = deps.now ?? Date.now
   const unknown = createUnknownAccountCounter(deps.cache)
 
@@ -67,6 +69,36 @@ export function createLoginService(deps: {
     })
   }
 
+  /** The events of a failed attempt (none for a quiet one that did not lock the account). */
+  function failureEvents(
+    actor: Actor,
+    meta: RequestMeta,
+    state: { failures: number; lockedUntil: Date | null },
+    quiet: boolean,
+  ): SecurityEventInput[] {
+    const out: SecurityEventInput[] = []
+    if (!quiet)
+      out.push({
+        type: 'login:failed',
+        outcome: 'failure',
+        ...emitFor(meta, actor),
+        details: { failures: state.failures },
+      })
+    if (state.lockedUntil)
+      out.push({
+        type: 'login:locked-out',
+        outcome: 'failure',
+        ...emitFor(meta, actor),
+        details: { failures: state.failures, lockedUntil: state.lockedUntil.toISOString() },
+      })
+    return out
+  }
+
+  /**
+   * Counts a failed attempt (and locks the account past the threshold). For a known account the
+   * counter, the lock and their audit rows are one transaction; an unknown address is counted in
+   * the cache and audited on its own.
+   */
   async function recordFailure(
     user: User | undefined,
     email: string,
@@ -74,42 +106,41 @@ export function createLoginService(deps: {
     options: { quiet?: boolean } = {},
   ): Promise<void> {
     const t = now()
-    let state: { failures: number; lockedUntil: Date | null }
+    let emitted: SecurityEventInput[]
     if (user) {
-      const row = await db
-        .updateTable('users')
-        .set((eb) => ({ failed_logins: eb('failed_logins', '+', 1) }))
-        .where('id', '=', user.id)
-        .returning('failed_logins')
-        .executeTakeFirstOrThrow()
-      state = { failures: row.failed_logins, lockedUntil: lockAfter(row.failed_logins, t) }
-      if (state.lockedUntil)
-        await db
+      emitted = await db.transaction().execute(async (trx) => {
+        const row = await trx
           .updateTable('users')
-          .set({ locked_until: state.lockedUntil })
+          .set((eb) => ({ failed_logins: eb('failed_logins', '+', 1) }))
           .where('id', '=', user.id)
-          .execute()
+          .returning('failed_logins')
+          .executeTakeFirstOrThrow()
+        const state = { failures: row.failed_logins, lockedUntil: lockAfter(row.failed_logins, t) }
+        if (state.lockedUntil)
+          await trx
+            .updateTable('users')
+            .set({ locked_until: state.lockedUntil })
+            .where('id', '=', user.id)
+            .execute()
+        const list = failureEvents({ type: 'user', id: user.id }, meta, state, options.quiet ?? false)
+        for (const event of list) await audit.record(trx, withTarget(event, user.id))
+        return list
+      })
     } else {
-      state = await unknown.fail(email, t)
+      const state = await unknown.fail(email, t)
+      emitted = failureEvents({ type: 'anonymous' }, meta, state, options.quiet ?? false)
+      // The address someone tried is kept in the audit row (not in the event, which is logged).
+      for (const event of emitted)
+        await audit.record(db, { ...auditEntryOf(event), details: { ...event.details, email } })
     }
-    const actor: Actor = user ? { type: 'user', id: user.id } : { type: 'anonymous' }
-    if (!options.quiet) {
-      events.emit({
-        type: 'login:failed',
-        outcome: 'failure',
-        ...emitFor(meta, actor),
-        details: { failures: state.failures },
-      })
-    }
-    if (state.lockedUntil) {
-      events.emit({
-        type: 'login:locked-out',
-        outcome: 'failure',
-        ...emitFor(meta, actor),
-        details: { failures: state.failures, lockedUntil: state.lockedUntil.toISOString() },
-      })
-    }
+    for (const event of emitted) events.emit(event)
   }
+
+  /** The audit entry of an event about a known account, naming it as the target. */
+  const withTarget = (event: SecurityEventInput, userId: string) => ({
+    ...auditEntryOf(event),
+    target: { type: 'user', id: userId },
+  })
 
   async function mfaRequiredByRole(user: User): Promise<boolean> {
     const policy = await db
@@ -123,19 +154,24 @@ export function createLoginService(deps: {
   async function issueSession(user: User, meta: RequestMeta, method: string): Promise<LoginResult> {
     const enrolmentRequired =
       (await mfaRequiredByRole(user)) && !(await deps.secondFactor.isEnrolled(user.id))
-    const session = await sessions.create(user.id, meta, { mfaEnrolmentPending: enrolmentRequired })
-    await db
-      .updateTable('users')
-      .set({ last_login_at: new Date(now()) })
-      .where('id', '=', user.id)
-      .execute()
-    events.emit({
-      type: 'login:succeeded',
-      outcome: 'success',
-      ...emitFor(meta, { type: 'user', id: user.id }),
-      target: { type: 'session', id: session.sessionId },
-      details: { method },
+    const { session, event } = await db.transaction().execute(async (trx) => {
+      const session = await sessions.create(user.id, meta, { mfaEnrolmentPending: enrolmentRequired, trx })
+      await trx
+        .updateTable('users')
+        .set({ last_login_at: new Date(now()) })
+        .where('id', '=', user.id)
+        .execute()
+      const event: SecurityEventInput = {
+        type: 'login:succeeded',
+        outcome: 'success',
+        ...emitFor(meta, { type: 'user', id: user.id }),
+        target: { type: 'session', id: session.sessionId },
+        details: { method },
+      }
+      await audit.record(trx, auditEntryOf(event))
+      return { session, event }
     })
+    events.emit(event)
     return { mfaRequired: false, ...session, userId: user.id, mfaEnrolmentRequired: enrolmentRequired }
   }
 
@@ -151,12 +187,19 @@ export function createLoginService(deps: {
         ? remainingLockMs(user.locked_until, now())
         : remainingLockMs((await unknown.get(email)).lockedUntil, now())
       if (lockMs > 0) {
-        events.emit({
+        const event: SecurityEventInput = {
           type: 'login:failed',
           outcome: 'failure',
           ...emitFor(meta, user ? { type: 'user', id: user.id } : { type: 'anonymous' }),
           details: { reason: 'locked' },
-        })
+        }
+        await audit.record(
+          db,
+          user
+            ? withTarget(event, user.id)
+            : { ...auditEntryOf(event), details: { reason: 'locked', email } },
+        )
+        events.emit(event)
         throw locked(lockMs)
       }
       // Unknown address, disabled account or no password yet: the same argon2 work, the same answer.
@@ -221,12 +264,14 @@ export function createLoginService(deps: {
       const method = await deps.secondFactor.consume(row.user_id, input)
       if (!method) {
         const failures = attempt.failures
-        events.emit({
+        const event: SecurityEventInput = {
           type: 'mfa:failed',
           outcome: 'failure',
           ...emitFor(meta, { type: 'user', id: row.user_id }),
           details: { failures },
-        })
+        }
+        await audit.record(db, withTarget(event, row.user_id))
+        events.emit(event)
         // A wrong second factor counts towards the account's lockout like a wrong password:
         // knowing the password must not buy unlimited challenges of five guesses each.
         const user = await db.selectFrom('users').selectAll().where('id', '=', row.user_id).executeTakeFirst()
@@ -255,11 +300,13 @@ export function createLoginService(deps: {
         .executeTakeFirst()
       if (!user) throw expired
       if (method === 'recovery') {
-        events.emit({
+        const event: SecurityEventInput = {
           type: 'mfa:recovery-code-used',
           outcome: 'success',
           ...emitFor(meta, { type: 'user', id: user.id }),
-        })
+        }
+        await audit.record(db, withTarget(event, user.id))
+        events.emit(event)
       }
       return issueSession(user, meta, `password+${method}`)
     },

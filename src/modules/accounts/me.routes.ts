@@ -1,4 +1,5 @@
 import { Type } from 'typebox'
+import { actorOf, auditEntryOf, type SecurityEventInput } from '../../core/audit.ts'
 import { PlinthError } from '../../core/errors.ts'
 import type { ModuleContext } from '../../core/module.ts'
 import type { Principal } from '../../core/permissions.ts'
@@ -14,7 +15,7 @@ import {
   TotpDisableBody,
   UserSchema,
 } from './accounts.schemas.ts'
-import { accountsServices, requestMeta, sessionIssued } from './accounts.services.ts'
+import { accountsServices, endSessions, requestMeta, sessionIssued } from './accounts.services.ts'
 
 const tags = ['me']
 const read = { permission: 'self:read' as const }
@@ -121,17 +122,20 @@ export function meRoutes(api: PlinthApp, ctx: ModuleContext): void {
     },
     async (request) => {
       const p = request.principal!
-      const revoked = await s.sessions.revokeAll(
+      const revoked = await endSessions(
+        ctx,
         p.userId,
-        p.sessionId ? { exceptSessionId: p.sessionId } : {},
+        (trx) =>
+          s.sessions.revokeAll(p.userId, { ...(p.sessionId ? { exceptSessionId: p.sessionId } : {}), trx }),
+        (count) => ({
+          type: 'session:revoked',
+          outcome: 'success',
+          actor: actorOf(p),
+          target: { type: 'user', id: p.userId },
+          ...requestMeta(request),
+          details: { count, by: 'self' },
+        }),
       )
-      ctx.securityEvents.emit({
-        type: 'session:revoked',
-        outcome: 'success',
-        actor: { type: 'user', id: p.userId },
-        ...requestMeta(request),
-        details: { count: revoked, by: 'self' },
-      })
       return { revoked }
     },
   )
@@ -144,16 +148,23 @@ export function meRoutes(api: PlinthApp, ctx: ModuleContext): void {
     },
     async (request, reply) => {
       const p = request.principal!
-      if (!(await s.sessions.revoke(p.userId, request.params.id)))
-        throw new PlinthError('PLINTH_RESOURCE_NOT_FOUND')
-      ctx.securityEvents.emit({
-        type: 'session:revoked',
-        outcome: 'success',
-        actor: { type: 'user', id: p.userId },
-        target: { type: 'session', id: request.params.id },
-        ...requestMeta(request),
-        details: { by: 'self' },
-      })
+      const revoked = await endSessions(
+        ctx,
+        p.userId,
+        async (trx) => ((await s.sessions.revoke(p.userId, request.params.id, trx)) ? 1 : 0),
+        (count) =>
+          count === 0
+            ? undefined
+            : {
+                type: 'session:revoked',
+                outcome: 'success',
+                actor: actorOf(p),
+                target: { type: 'session', id: request.params.id },
+                ...requestMeta(request),
+                details: { by: 'self' },
+              },
+      )
+      if (revoked === 0) throw new PlinthError('PLINTH_RESOURCE_NOT_FOUND')
       reply.code(204)
       return null
     },
@@ -202,21 +213,31 @@ export function meRoutes(api: PlinthApp, ctx: ModuleContext): void {
     async (request, reply) => {
       const p = request.principal!
       requireSession(p)
-      const { token, view } = await s.tokens.create({
-        userId: p.userId,
-        role: p.role,
-        name: request.body.name,
-        scopes: request.body.scopes,
-        ...(request.body.expiresAt ? { expiresAt: new Date(request.body.expiresAt) } : {}),
-      })
-      ctx.securityEvents.emit({
-        type: 'token:created',
-        outcome: 'success',
-        actor: { type: 'user', id: p.userId },
-        target: { type: 'api_token', id: view.id },
-        ...requestMeta(request),
-        details: { name: view.name, scopes: view.scopes },
-      })
+      let event: SecurityEventInput | undefined
+      const { token, view } = await s.tokens.create(
+        {
+          userId: p.userId,
+          role: p.role,
+          name: request.body.name,
+          scopes: request.body.scopes,
+          ...(request.body.expiresAt ? { expiresAt: new Date(request.body.expiresAt) } : {}),
+        },
+        async (trx, created) => {
+          event = {
+            type: 'token:created',
+            outcome: 'success',
+            actor: actorOf(p),
+            target: { type: 'api_token', id: created.id },
+            ...requestMeta(request),
+            details: { name: created.name, scopes: created.scopes },
+          }
+          await ctx.audit.record(trx, {
+            ...auditEntryOf(event),
+            details: { ...event.details, expiresAt: created.expiresAt?.toISOString() ?? null },
+          })
+        },
+      )
+      if (event) ctx.securityEvents.emit(event)
       reply.code(201)
       return { ...tokenView(view), token }
     },
@@ -230,15 +251,18 @@ export function meRoutes(api: PlinthApp, ctx: ModuleContext): void {
     },
     async (request, reply) => {
       const p = request.principal!
-      if ((await s.tokens.revoke(p.userId, request.params.id)) === 0)
-        throw new PlinthError('PLINTH_RESOURCE_NOT_FOUND')
-      ctx.securityEvents.emit({
+      const event: SecurityEventInput = {
         type: 'token:revoked',
         outcome: 'success',
-        actor: { type: 'user', id: p.userId },
+        actor: actorOf(p),
         target: { type: 'api_token', id: request.params.id },
         ...requestMeta(request),
-      })
+      }
+      const revoked = await s.tokens.revoke(p.userId, request.params.id, (trx) =>
+        ctx.audit.record(trx, auditEntryOf(event)),
+      )
+      if (revoked === 0) throw new PlinthError('PLINTH_RESOURCE_NOT_FOUND')
+      ctx.securityEvents.emit(event)
       reply.code(204)
       return null
     },

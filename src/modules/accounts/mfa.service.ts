@@ -1,8 +1,10 @@
 import type { Kysely } from 'kysely'
+import { type Audit, auditEntryOf, type SecurityEventInput } from '../../core/audit.ts'
 import { PlinthError } from '../../core/errors.ts'
 import type { SecurityEvents } from '../../core/security-events.ts'
 import type { Keyring } from '../../infra/crypto/keyring.ts'
 import type { PlinthTables } from '../../infra/db/tables.ts'
+import { totpSecretColumn } from './encrypted-columns.ts'
 import type { RequestMeta, SecondFactor } from './login.service.ts'
 import { verifyPassword } from './passwords.ts'
 import { generateRecoveryCodes, matchRecoveryCode } from './recovery-codes.ts'
@@ -10,7 +12,7 @@ import type { SessionService } from './sessions.service.ts'
 import { createTotpSecret, otpauthUri, qrCodeSvg, verifyTotp } from './totp.ts'
 
 /** Binds each encrypted TOTP secret to its user: a ciphertext moved to another row does not decrypt. */
-const secretAad = (userId: string) => `totp_credentials.secret:${userId}`
+const secretAad = totpSecretColumn.aad
 
 /**
  * TOTP second factor: enrolment (secret, otpauth URI, QR code), confirmation by a first code
@@ -22,9 +24,15 @@ export function createMfaService(deps: {
   keyring: Keyring
   sessions: SessionService
   events: SecurityEvents
+  audit: Audit
   now?: () => number
 }) {
-  const { db, keyring, events } = deps
+  const { db, keyring, events, audit } = deps
+  /** A refused attempt: recorded on its own (it changes nothing), then emitted. */
+  async function refused(event: SecurityEventInput): Promise<void> {
+    await audit.record(db, auditEntryOf(event))
+    events.emit(event)
+  }
   const now = deps.now ?? Date.now
   const ctx = (userId: string, meta: RequestMeta) => ({
     actor: { type: 'user' as const, id: userId },
@@ -47,7 +55,7 @@ export function createMfaService(deps: {
   async function consumeTotp(userId: string, code: string, confirmed = true): Promise<boolean> {
     const row = await credential(userId, confirmed)
     if (!row) return false
-    const secret = keyring.decryptString(row.secret_ciphertext, secretAad(userId))
+    const secret = await keyring.decryptStringAsync(row.secret_ciphertext, secretAad(userId))
     const last = row.last_used_step === null ? null : Number(row.last_used_step)
     const result = verifyTotp({ secret, code, lastUsedStep: last, now: now() })
     if (!result.ok) return false
@@ -102,13 +110,14 @@ export function createMfaService(deps: {
       if (await secondFactor.isEnrolled(userId)) throw new PlinthError('PLINTH_AUTH_MFA_ALREADY_ENABLED')
       const secret = createTotpSecret()
       const ciphertext = keyring.encrypt(secret, secretAad(userId))
+      const keyId = keyring.keyIdOf(ciphertext)!
       await db
         .insertInto('totp_credentials')
-        .values({ user_id: userId, secret_ciphertext: ciphertext, key_id: keyring.keyId })
+        .values({ user_id: userId, secret_ciphertext: ciphertext, key_id: keyId })
         .onConflict((oc) =>
           oc.column('user_id').doUpdateSet({
             secret_ciphertext: ciphertext,
-            key_id: keyring.keyId,
+            key_id: keyId,
             last_used_step: null,
             created_at: new Date(now()),
           }),
@@ -130,7 +139,7 @@ export function createMfaService(deps: {
           'Start enrolment first: POST /api/v1/me/mfa/totp.',
         )
       if (!(await consumeTotp(userId, code, false))) {
-        events.emit({
+        await refused({
           type: 'mfa:failed',
           outcome: 'failure',
           ...ctx(userId, meta),
@@ -139,6 +148,12 @@ export function createMfaService(deps: {
         throw new PlinthError('PLINTH_AUTH_MFA_INVALID')
       }
       const { codes, hashes } = generateRecoveryCodes()
+      const event: SecurityEventInput = {
+        type: 'mfa:enrolled',
+        outcome: 'success',
+        ...ctx(userId, meta),
+        details: { method: 'totp' },
+      }
       const session = await db.transaction().execute(async (trx) => {
         await trx
           .updateTable('totp_credentials')
@@ -152,15 +167,12 @@ export function createMfaService(deps: {
           .execute()
         // A privilege change: the session that enrolled is replaced (and an enrolment restriction lifted).
         if (meta.sessionId) await deps.sessions.revoke(userId, meta.sessionId, trx)
-        return deps.sessions.create(userId, meta, { trx })
+        const created = await deps.sessions.create(userId, meta, { trx })
+        await audit.record(trx, auditEntryOf(event))
+        return created
       })
       await deps.sessions.forgetRevoked(userId)
-      events.emit({
-        type: 'mfa:enrolled',
-        outcome: 'success',
-        ...ctx(userId, meta),
-        details: { method: 'totp' },
-      })
+      events.emit(event)
       return { recoveryCodes: codes, session }
     },
 
@@ -180,7 +192,7 @@ export function createMfaService(deps: {
         user.password_hash !== null && (await verifyPassword(user.password_hash, input.password))
       const factorOk = passwordOk && (await secondFactor.consume(userId, input)) !== null
       if (!passwordOk || !factorOk) {
-        events.emit({
+        await refused({
           type: 'mfa:failed',
           outcome: 'failure',
           ...ctx(userId, meta),
@@ -188,11 +200,13 @@ export function createMfaService(deps: {
         })
         throw new PlinthError(passwordOk ? 'PLINTH_AUTH_MFA_INVALID' : 'PLINTH_AUTH_INVALID_CREDENTIALS')
       }
+      const event: SecurityEventInput = { type: 'mfa:disabled', outcome: 'success', ...ctx(userId, meta) }
       await db.transaction().execute(async (trx) => {
         await trx.deleteFrom('recovery_codes').where('user_id', '=', userId).execute()
         await trx.deleteFrom('totp_credentials').where('user_id', '=', userId).execute()
+        await audit.record(trx, auditEntryOf(event))
       })
-      events.emit({ type: 'mfa:disabled', outcome: 'success', ...ctx(userId, meta) })
+      events.emit(event)
     },
 
     async remainingRecoveryCodes(userId: string): Promise<number> {

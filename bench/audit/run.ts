@@ -1,0 +1,351 @@
+/**
+ * Audit benchmark: what recording an audit row costs a write, on the PostgreSQL server. In one run:
+ *
+ * - `plain`: `POST /api/v1/bench/change` — an administrator's change (one transaction updating one
+ *   of 1,000 rows) through Plinth's whole HTTP stack as production runs it (the baseline);
+ * - `audited`: `POST /api/v1/bench/audited-change` — the same change plus its audit row in the same
+ *   transaction, with the sealer chaining rows in the background.
+ *
+ * Each runs on a fresh server child at 100 connections; rounds alternate plain, audited …; the
+ * table shows the median of the rounds. Then the same two changes without HTTP (WRITERS concurrent
+ * transactions in this process), which shows the storage cost alone (no target). At the end the
+ * chain must verify and hold exactly one row per audited change. Exits 0 whether or not the target
+ * is met; 1 when the measurement is broken (a server fails, a non-2xx answer, a chain that does not
+ * verify or a row count that does not match); 2 on bad arguments; 130 when interrupted.
+ *
+ * Usage: node bench/audit/run.ts [--duration <s>] [--rounds <n>]   (or BENCH_DURATION=<s>)
+ * The server: BENCH_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/postgres); a scratch
+ * database is created on it and dropped afterwards.
+ */
+import { randomBytes, randomUUID } from 'node:crypto'
+import { cpus, loadavg } from 'node:os'
+import { createHistogram } from 'node:perf_hooks'
+import { fileURLToPath } from 'node:url'
+import { sql } from 'kysely'
+import pg from 'pg'
+import { loadConfig } from '../../src/config/load-config.ts'
+import { auditDiff } from '../../src/core/audit.ts'
+import { createPlinth, type Plinth } from '../../src/core/create-plinth.ts'
+import { verifyAuditChain } from '../../src/modules/audit/audit-chain.ts'
+import { createLogger, logDestination } from '../../src/observability/logger.ts'
+import { isInterrupted, runBenchmark, startServer } from '../lib/children.ts'
+import { aggregate, load, median, type Request, round, type Sample } from '../lib/load.ts'
+import { DURATION, parseOptions, ROUNDS } from '../lib/options.ts'
+import { productionEnv } from '../lib/server-child.ts'
+import { header, num, roundLine, row, sampleRow } from '../lib/table.ts'
+import {
+  ACTION,
+  AUDITED_CHANGE,
+  CHANGE,
+  CREATE_ITEMS,
+  ROWS,
+  type ServerMessage,
+  sharedKeys,
+} from './protocol.ts'
+
+const HOST = '127.0.0.1'
+const CONNECTIONS = 100
+const WARMUP_SECONDS = 2
+/** Concurrent transactions of the storage-only runs (the pool holds them all). */
+const WRITERS = 16
+const STORAGE_SECONDS = 5
+const TARGET_RATIO = 0.8
+const SERVER_URL = process.env.BENCH_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'
+const SERVER_FILE = fileURLToPath(new URL('./server.ts', import.meta.url))
+
+type Kind = 'plain' | 'audited'
+const KINDS: readonly Kind[] = ['plain', 'audited']
+const ROUTES: Record<Kind, string> = {
+  plain: `POST /api/v1${CHANGE}`,
+  audited: `POST /api/v1${AUDITED_CHANGE}`,
+}
+
+const USAGE = `Usage: node bench/audit/run.ts [--duration <seconds>] [--rounds <n>]
+
+  --duration  measured seconds per HTTP run, ${DURATION.min}-${DURATION.max} (default ${DURATION.default}; BENCH_DURATION sets it too);
+              the storage-only runs take at most ${STORAGE_SECONDS} s each
+  --rounds    runs of each, alternating plain and audited, ${ROUNDS.min}-${ROUNDS.max} (default ${ROUNDS.default})
+
+The PostgreSQL server is BENCH_POSTGRES_URL (default ${SERVER_URL}): a scratch database is created
+on it and dropped afterwards.`
+
+type Ready = Extract<ServerMessage, { type: 'ready' }>
+
+const requestFor = (kind: Kind, server: Ready): Request => ({
+  url: `http://${HOST}:${server.port}/api/v1${kind === 'plain' ? CHANGE : AUDITED_CHANGE}`,
+  method: 'POST',
+  headers: { authorization: `Bearer ${server.token}` },
+})
+
+async function onServer<T>(fn: (c: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: SERVER_URL })
+  await client.connect()
+  try {
+    return await fn(client)
+  } finally {
+    await client.end()
+  }
+}
+
+/** One plain request: the route must answer 200 with the row it changed. */
+async function check(kind: Kind, server: Ready): Promise<void> {
+  const r = requestFor(kind, server)
+  const res = await fetch(r.url, {
+    method: 'POST',
+    headers: { ...r.headers, connection: 'close' },
+    signal: AbortSignal.timeout(5000),
+  })
+  const body = await res.text()
+  if (res.status !== 200 || typeof (JSON.parse(body) as { value?: unknown }).value !== 'number')
+    throw new Error(`${ROUTES[kind]} answered ${res.status}: ${body}`)
+}
+
+interface StorageSample {
+  readonly tps: number
+  readonly p50Ms: number
+  readonly p99Ms: number
+  readonly errors: number
+}
+
+/** The change without HTTP: WRITERS transactions at a time for `seconds`. */
+async function storageRun(plinth: Plinth, kind: Kind, seconds: number): Promise<StorageSample> {
+  const latencyUs = createHistogram()
+  const actor = { type: 'user' as const, id: randomUUID() }
+  let commits = 0
+  let errors = 0
+  const started = performance.now()
+  const deadline = started + seconds * 1000
+  const change = async () => {
+    const id = 1 + Math.floor(Math.random() * ROWS)
+    await plinth.db.kysely.transaction().execute(async (trx) => {
+      const column = sql.ref(kind)
+      const { rows } = await sql<{ value: number }>`
+        update bench_items set ${column} = ${column} + 1, updated_at = now() where id = ${id}
+        returning ${column} as value`.execute(trx)
+      if (kind === 'plain') return
+      const value = rows[0]!.value
+      await plinth.context.audit.record(trx, {
+        action: ACTION,
+        actor,
+        target: { type: 'bench-item', id: String(id) },
+        outcome: 'success',
+        ip: '203.0.113.7',
+        userAgent: 'bench/audit',
+        requestId: randomUUID(),
+        changes: auditDiff({ value: value - 1 }, { value }),
+      })
+    })
+  }
+  await Promise.all(
+    Array.from({ length: WRITERS }, async () => {
+      while (performance.now() < deadline && !isInterrupted()) {
+        const t = performance.now()
+        try {
+          await change()
+          commits++
+          latencyUs.record(Math.max(1, Math.round((performance.now() - t) * 1000)))
+        } catch {
+          errors++
+        }
+      }
+    }),
+  )
+  return {
+    tps: commits / ((performance.now() - started) / 1000),
+    p50Ms: latencyUs.count > 0 ? latencyUs.percentile(50) / 1000 : 0,
+    p99Ms: latencyUs.count > 0 ? latencyUs.percentile(99) / 1000 : 0,
+    errors,
+  }
+}
+
+/** The storage-only runs, on a Plinth in this process (its sealer running as in production). */
+async function storageRuns(databaseUrl: string, rounds: number): Promise<Record<Kind, StorageSample>> {
+  const config = loadConfig({
+    env: {
+      ...productionEnv(HOST),
+      ...sharedKeys(),
+      DATABASE_URL: databaseUrl,
+      PLINTH_ROLE: 'api',
+      PLINTH_DB_POOL_MAX: String(WRITERS + 2),
+    },
+    envFile: false,
+  })
+  const plinth = await createPlinth({ config, logger: createLogger(config, logDestination('/dev/null')) })
+  const samples: Record<Kind, StorageSample[]> = { plain: [], audited: [] }
+  try {
+    await plinth.prepare()
+    for (const kind of KINDS) await storageRun(plinth, kind, 1)
+    for (let r = 1; r <= rounds && !isInterrupted(); r++) {
+      for (const kind of KINDS) {
+        const s = await storageRun(plinth, kind, STORAGE_SECONDS)
+        samples[kind].push(s)
+        console.log(
+          `storage ${r}/${rounds} ${kind.padEnd(7)}  ${num(Math.round(s.tps))} commits/s  ` +
+            `p50 ${num(round(s.p50Ms, 2))} ms  p99 ${num(round(s.p99Ms, 2))} ms  errors ${s.errors}`,
+        )
+      }
+    }
+  } finally {
+    await plinth.shutdown()
+  }
+  const med = (list: StorageSample[]): StorageSample => ({
+    tps: Math.round(median(list.map((s) => s.tps))),
+    p50Ms: round(median(list.map((s) => s.p50Ms)), 2),
+    p99Ms: round(median(list.map((s) => s.p99Ms)), 2),
+    errors: list.reduce((n, s) => n + s.errors, 0),
+  })
+  return { plain: med(samples.plain), audited: med(samples.audited) }
+}
+
+async function main(): Promise<number> {
+  const { duration, rounds } = parseOptions(process.argv.slice(2), USAGE)
+  const cpuList = cpus()
+  const loadBefore = round(loadavg()[0]!, 2)
+  console.log(
+    `bench/audit: ${ROUTES.plain} and ${ROUTES.audited} at ${CONNECTIONS} connections for ${duration} s after a ${WARMUP_SECONDS} s warm-up, ` +
+      `${rounds} round(s) alternating; then the same changes without HTTP, ${WRITERS} transactions at a time for ${STORAGE_SECONDS} s each`,
+  )
+  console.log(
+    `database: PostgreSQL at ${SERVER_URL.replace(/\/\/[^@/]*@/, '//…@')} (a scratch database); ` +
+      `node ${process.version}, ${cpuList.length} CPU(s) ${cpuList[0]?.model.trim() ?? ''}, load average ${loadBefore}`,
+  )
+  if (loadBefore > cpuList.length / 2)
+    console.log('warning: the machine is already busy; expect noisy figures (every side shares the noise)')
+  console.log('')
+
+  const name = `plinth_bench_audit_${process.pid}_${randomBytes(3).toString('hex')}`
+  await onServer((c) => c.query(`create database ${name}`))
+  const url = new URL(SERVER_URL)
+  url.pathname = `/${name}`
+  const databaseUrl = url.toString()
+  sharedKeys()
+  const problems: string[] = []
+  const samples: Record<Kind, Sample[]> = { plain: [], audited: [] }
+  let storage: Record<Kind, StorageSample> | undefined
+  let chain: Awaited<ReturnType<typeof verifyAuditChain>> | undefined
+  try {
+    const scratch = new pg.Client({ connectionString: databaseUrl })
+    await scratch.connect()
+    try {
+      await scratch.query(CREATE_ITEMS)
+      await scratch.query(`insert into bench_items (id) select g from generate_series(1, ${ROWS}) g`)
+    } finally {
+      await scratch.end()
+    }
+    const checked = new Set<Kind>()
+    for (let r = 1; r <= rounds; r++) {
+      for (const kind of KINDS) {
+        const server = await startServer<Ready>(SERVER_FILE, [databaseUrl], `the server (${kind})`)
+        try {
+          if (!checked.has(kind)) {
+            await check(kind, server.ready)
+            checked.add(kind)
+          }
+          const request = requestFor(kind, server.ready)
+          const warm = await load(request, CONNECTIONS, WARMUP_SECONDS)
+          if (warm.errors + warm.non2xx > 0)
+            problems.push(`${kind} warm-up, round ${r}: ${warm.errors} errors, ${warm.non2xx} non-2xx`)
+          const sample = await load(request, CONNECTIONS, duration)
+          if (isInterrupted()) return 130
+          samples[kind].push(sample)
+          console.log(roundLine(r, rounds, kind, sample))
+        } finally {
+          if (!(await server.stop()) && !isInterrupted())
+            problems.push(`the ${kind} server did not stop cleanly`)
+        }
+      }
+    }
+    storage = await storageRuns(databaseUrl, rounds)
+    if (isInterrupted()) return 130
+
+    // Every server sealed its rows on the way out; the chain must hold one row per audited change.
+    const verifier = await createPlinth({
+      config: loadConfig({
+        env: {
+          ...productionEnv(HOST),
+          ...sharedKeys(),
+          DATABASE_URL: databaseUrl,
+          PLINTH_MIGRATE_ON_START: 'false',
+        },
+        envFile: false,
+      }),
+      logger: createLogger(
+        loadConfig({ env: { PLINTH_LOG_LEVEL: 'silent' }, envFile: false }),
+        logDestination('/dev/null'),
+      ),
+    })
+    try {
+      await verifier.db.connect()
+      await verifier.context.audit.seal()
+      chain = await verifyAuditChain(verifier.db.kysely)
+      const db = verifier.db.kysely
+      const { rows: counted } = await sql<{ changes: string; rows: string }>`
+        select (select sum(audited) from bench_items) as changes,
+               (select count(*) from audit_log where action = ${ACTION}) as rows`.execute(db)
+      const { changes, rows } = counted[0]!
+      if (!chain.ok) problems.push(`the audit chain does not verify: ${chain.failure?.message}`)
+      if (chain.unsealed > 0) problems.push(`${chain.unsealed} audit rows were left unsealed`)
+      if (changes !== rows) problems.push(`${changes} audited changes but ${rows} audit rows`)
+    } finally {
+      await verifier.shutdown()
+    }
+  } finally {
+    await onServer((c) => c.query(`drop database if exists ${name} with (force)`))
+  }
+
+  const results = { plain: aggregate(samples.plain), audited: aggregate(samples.audited) }
+  for (const kind of KINDS) {
+    const s = results[kind]
+    if (s.errors + s.non2xx > 0) problems.push(`${kind}: ${s.errors} errors, ${s.non2xx} non-2xx responses`)
+    if (storage && storage[kind].errors > 0)
+      problems.push(`storage ${kind}: ${storage[kind].errors} failed transactions`)
+  }
+  const ratio = round(results.audited.rps / results.plain.rps, 3)
+  const ratioMet = ratio >= TARGET_RATIO
+  const storageRatio = storage ? round(storage.audited.tps / storage.plain.tps, 3) : 0
+  console.log(header('run', rounds))
+  for (const kind of KINDS) console.log(sampleRow(kind, results[kind]))
+  console.log(
+    `\nratio audited/plain: ${ratio.toFixed(3)}   target >= ${TARGET_RATIO}: ${ratioMet ? 'met' : 'MISSED'}`,
+  )
+  if (storage) {
+    console.log(
+      `\n${row(['storage', 'commits/s', 'p50 ms', 'p99 ms', 'errors'])}   (no HTTP, ${WRITERS} writers)`,
+    )
+    for (const kind of KINDS) {
+      const s = storage[kind]
+      console.log(row([kind, num(s.tps), num(s.p50Ms), num(s.p99Ms), s.errors]))
+    }
+    console.log(
+      `ratio audited/plain without HTTP: ${storageRatio.toFixed(3)}   (the audit row's own cost; no target)`,
+    )
+  }
+  console.log(
+    `audit chain: ${chain?.ok ? 'verified' : 'NOT verified'}, ${num(chain?.checked ?? 0)} rows, ${chain?.unsealed ?? '?'} unsealed`,
+  )
+  for (const problem of problems) console.error(`error: ${problem}`)
+  console.log(
+    JSON.stringify({
+      bench: 'audit',
+      routes: ROUTES,
+      database: 'postgres',
+      settings: { connections: CONNECTIONS, seconds: duration, warmup: WARMUP_SECONDS },
+      rounds,
+      aggregate: 'median',
+      node: process.version,
+      cpus: cpuList.length,
+      loadAverageBefore: loadBefore,
+      ...results,
+      ratio,
+      storage: storage
+        ? { writers: WRITERS, seconds: STORAGE_SECONDS, ...storage, ratio: storageRatio }
+        : null,
+      chain: { verified: chain?.ok ?? false, rows: chain?.checked ?? 0 },
+      targets: { ratio: { min: TARGET_RATIO, met: ratioMet } },
+      ok: problems.length === 0,
+    }),
+  )
+  return problems.length === 0 ? 0 : 1
+}
+
+await runBenchmark(main, USAGE)

@@ -1,0 +1,187 @@
+import { loadConfig } from '../config/load-config.ts'
+import { createDatabase } from '../infra/db/create-db.ts'
+import { createMigrator } from '../infra/db/migrator.ts'
+import { builtinModules } from '../modules/index.ts'
+import { type KeyStatus, keyStatus } from '../modules/keys/key-status.ts'
+import { createKeyStore } from '../modules/keys/key-store.ts'
+import { masterKeysFrom } from '../modules/keys/keys.ts'
+import { type RotationEvent, type RotationResult, rotateKeys } from '../modules/keys/rotation.ts'
+import { createLogger } from '../observability/logger.ts'
+import { type CliIo, parseCommandArgs, UsageError } from './cli-io.ts'
+
+export const keysUsage = `Usage: plinth keys <rotate [--batch-size N] [--resume] | status [--json] | rewrap>
+
+  rotate          make a new data key active, re-encrypt every value under older keys in batches,
+                  then retire the old keys once no value uses them. Safe while the service runs.
+                  Interrupted? Run it again: it finishes the unfinished rotation (it does not start
+                  another). It waits 2 x PLINTH_KEYS_REFRESH for every replica to load the new key
+                  before its last sweep (no wait on the embedded database: one process only).
+  --batch-size N  rows per batch, 1..10000 (default 500)
+  --resume        only finish an unfinished rotation (or move legacy values); never create a key
+  status          which key encrypts how many values, per table and column; --json for scripts
+  rewrap          after changing PLINTH_MASTER_KEY, with the old key in PLINTH_MASTER_KEY_PREVIOUS:
+                  re-wrap every data key under the new master key
+
+See docs/operations/key-rotation.md.`
+
+export async function keysCommand(args: readonly string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parseCommandArgs(
+    args,
+    { 'batch-size': { type: 'string' }, resume: { type: 'boolean' }, json: { type: 'boolean' } },
+    keysUsage,
+    true,
+  )
+  const [action, ...extra] = positionals
+  if (!action || !['rotate', 'status', 'rewrap'].includes(action) || extra.length > 0) {
+    throw new UsageError(action ? `unknown action "${positionals.join(' ')}"` : 'missing action', keysUsage)
+  }
+  if (action !== 'rotate' && (values['batch-size'] !== undefined || values.resume)) {
+    throw new UsageError('--batch-size and --resume go with "rotate"', keysUsage)
+  }
+  if (action !== 'status' && values.json) throw new UsageError('--json goes with "status"', keysUsage)
+  const batchSize = values['batch-size'] === undefined ? 500 : Number(values['batch-size'])
+  if (!/^\d+$/.test(values['batch-size'] ?? '500') || batchSize < 1 || batchSize > 10_000) {
+    throw new UsageError('--batch-size takes a whole number from 1 to 10000', keysUsage)
+  }
+
+  const config = loadConfig()
+  const logger = createLogger(config)
+  const db = await createDatabase(config, { logger })
+  const abort = new AbortController()
+  const onSignal = () => abort.abort()
+  try {
+    await db.connect()
+    const migrations = Object.assign({}, ...builtinModules.map((m) => m.migrations ?? {}))
+    const pending = await createMigrator(db, migrations, { logger }).pendingCount()
+    if (pending > 0) {
+      io.err(`plinth keys: ${pending} migration(s) pending: run "plinth migrate up" first`)
+      return 1
+    }
+    const columns = builtinModules.flatMap((m) => m.encryptedColumns ?? [])
+    const store = createKeyStore(db.kysely, masterKeysFrom(config, logger))
+
+    if (action === 'status') {
+      const status = await keyStatus(db.kysely, store, columns)
+      io.out(values.json ? JSON.stringify(status, null, 2) : formatStatus(status))
+      return 0
+    }
+    if (action === 'rewrap') {
+      if (!store.masters.previous) {
+        io.err(
+          'plinth keys rewrap: PLINTH_MASTER_KEY_PREVIOUS is not set: set it to the old master key (docs/operations/key-rotation.md)',
+        )
+        return 1
+      }
+      const counts = await keyStatus(db.kysely, store, columns)
+      const inUse = async (id: string) => (counts.keys.find((k) => k.id === id)?.values ?? 0) > 0
+      const { rewrapped, kept } = await store.rewrap(inUse)
+      io.out(
+        rewrapped.length === 0
+          ? 'Every data key is already wrapped under the current master key.'
+          : `re-wrapped ${rewrapped.length} data key(s) under the current master key: ${rewrapped.join(', ')}`,
+      )
+      if (kept.length > 0)
+        io.out(
+          `kept the previous master key's legacy key ${kept.join(', ')} (values still use it): run "plinth keys rotate" to move them`,
+        )
+      io.out('PLINTH_MASTER_KEY_PREVIOUS can be removed once every replica runs with the new master key.')
+      return 0
+    }
+
+    process.once('SIGINT', onSignal)
+    process.once('SIGTERM', onSignal)
+    const graceMs = db.kind === 'embedded' ? 0 : 2 * config.keysRefresh
+    let result: RotationResult
+    try {
+      result = await rotateKeys(
+        { db: db.kysely, store, columns, logger },
+        {
+          batchSize,
+          graceMs,
+          resume: values.resume === true,
+          signal: abort.signal,
+          onProgress: (e) => io.out(formatEvent(e)),
+        },
+      )
+    } catch (err) {
+      if (abort.signal.aborted) {
+        io.err('plinth keys rotate: interrupted; what was done stays done: run it again to finish')
+        return 130
+      }
+      throw err
+    }
+    return reportRotation(result, io)
+  } finally {
+    process.off('SIGINT', onSignal)
+    process.off('SIGTERM', onSignal)
+    await db.close()
+    logger.flush()
+  }
+}
+
+/** One line of rotation progress. */
+export function formatEvent(e: RotationEvent): string {
+  switch (e.type) {
+    case 'started':
+      return e.createdId
+        ? `new active key ${e.createdId}${e.retiringIds.length > 0 ? `; retiring ${e.retiringIds.join(', ')}` : ''}`
+        : `resuming: active key ${e.activeId}${e.retiringIds.length > 0 ? `; retiring ${e.retiringIds.join(', ')}` : ''}`
+    case 'batch':
+      return `${e.table}.${e.column}: ${e.moved} re-encrypted${e.failed ? `, ${e.failed} unreadable` : ''}${e.conflicts ? `, ${e.conflicts} changed meanwhile (next pass)` : ''}`
+    case 'waiting':
+      return `waiting ${Math.ceil(e.ms / 1000)}s for every replica to load the active key, then sweeping again…`
+    case 'retired':
+      return `retired ${e.ids.join(', ')}`
+  }
+}
+
+/** Prints the outcome of a rotation; the exit code: 1 when a key could not be retired. */
+export function reportRotation(result: RotationResult, io: CliIo): number {
+  io.out(`done: ${result.moved} value(s) re-encrypted; active key ${result.activeId}`)
+  for (const f of result.failed.slice(0, 20)) {
+    io.err(`unreadable: ${f.table}.${f.column} ${f.id} (key ${f.keyId ?? 'none'})`)
+  }
+  if (result.failed.length > 20) io.err(`… and ${result.failed.length - 20} more`)
+  const remaining = Object.entries(result.remaining)
+  if (!result.converged) {
+    io.err(
+      'plinth keys rotate: values under old keys kept appearing after the grace period (a replica not reloading its keys?); nothing was retired: run it again',
+    )
+    return 1
+  }
+  if (remaining.length > 0) {
+    io.err(
+      `plinth keys rotate: not retired, still in use: ${remaining.map(([id, n]) => `${id} (${n})`).join(', ')}. Fix or delete the unreadable values, then run "plinth keys rotate --resume"`,
+    )
+    return 1
+  }
+  return 0
+}
+
+/** The status as a few aligned lines of text. */
+export function formatStatus(status: KeyStatus): string {
+  const lines = ['Keys:']
+  for (const k of status.keys) {
+    const when = k.retiredAt
+      ? `retired ${k.retiredAt}`
+      : k.createdAt
+        ? `created ${k.createdAt}`
+        : k.legacy
+          ? 'derived from the master key'
+          : ''
+    lines.push(
+      `  ${k.state.padEnd(9)} ${k.id}  ${String(k.values).padStart(8)} value(s)  ${when}${k.legacy && k.createdAt ? ' (legacy)' : ''}`,
+    )
+  }
+  lines.push('Columns:')
+  for (const c of status.columns) {
+    const parts = Object.entries(c.byKey).map(([id, n]) => `${id}: ${n}`)
+    lines.push(`  ${`${c.table}.${c.column}`.padEnd(40)} ${String(c.total).padStart(8)}  ${parts.join(', ')}`)
+  }
+  if (status.unfinished)
+    lines.push(
+      'Rotation unfinished: run "plinth keys rotate" to move the remaining values to the active key.',
+    )
+  for (const w of status.warnings) lines.push(`warning: ${w}`)
+  return lines.join('\n')
+}

@@ -1,0 +1,99 @@
+/**
+ * The audit contract the rest of Plinth depends on; the audit module (modules/audit) implements it
+ * with the append-only, hash-chained `audit_log` table. It lives in core so that the module
+ * context can name it without core depending on a module.
+ */
+import type { Kysely } from 'kysely'
+import type { PlinthTables } from '../infra/db/tables.ts'
+import type { Principal } from './permissions.ts'
+import type { Actor, SecurityEvent } from './security-events.ts'
+
+/** A security event as emitted (its time is added by the channel). */
+export type SecurityEventInput = Omit<SecurityEvent, 'at'>
+
+/** `noun:verb`, lower case: `user:role-changed`, `flag:updated`, `user:read`. */
+export const AUDIT_ACTION = /^[a-z][a-z0-9_-]{0,63}:[a-z][a-z0-9_-]{0,63}$/
+
+/** One thing that happened, as a caller records it. Secrets in `details` and `changes` are masked by key. */
+export interface AuditEntry {
+  /** `noun:verb` (AUDIT_ACTION). */
+  readonly action: string
+  readonly actor: Actor
+  readonly target?: { readonly type: string; readonly id: string } | undefined
+  readonly outcome: 'success' | 'failure'
+  readonly ip?: string | undefined
+  readonly userAgent?: string | undefined
+  readonly requestId?: string | undefined
+  /** Non-secret facts (`{ reason: 'bad-password' }`). */
+  readonly details?: Readonly<Record<string, unknown>> | undefined
+  /** For changes of configuration, roles, flags or settings: what changed, before and after (see `auditDiff`). */
+  readonly changes?: AuditChanges | undefined
+}
+
+export interface AuditChanges {
+  readonly before: Readonly<Record<string, unknown>>
+  readonly after: Readonly<Record<string, unknown>>
+}
+
+export interface Audit {
+  /**
+   * Writes one audit row with `db`, which should be the transaction of the change it records: the
+   * change and its row then commit or roll back together. With the root handle it is a standalone
+   * insert (for events that change nothing, such as a refused sign-in). It takes no lock, so it
+   * costs the transaction one insert wherever it sits. The row joins the hash chain shortly after
+   * its transaction commits (see `seal`). Throws a TypeError for an action that is not `noun:verb`.
+   *
+   * @example
+   * await db.transaction().execute(async (trx) => {
+   *   await trx.updateTable('users').set({ role }).where('id', '=', id).execute()
+   *   await ctx.audit.record(trx, { action: 'user:role-changed', actor, target: { type: 'user', id },
+   *     outcome: 'success', changes: auditDiff({ role: before }, { role }) })
+   * })
+   */
+  record(db: Kysely<PlinthTables>, entry: AuditEntry): Promise<void>
+  /**
+   * Links every committed, not yet chained row into the hash chain (in its own short transaction,
+   * under the chain's advisory lock); returns how many. Runs by itself shortly after each `record`
+   * and every few seconds once `start()` ran; call it to see just-committed rows at once.
+   */
+  seal(): Promise<number>
+  /** Starts the periodic sealing (modules start once migrations are current). */
+  start(): void
+  /** Stops sealing, waits for a running seal, and seals what is left (best effort). */
+  close(): Promise<void>
+}
+
+/** Who acts for an authenticated request: the user, or the user's API token. */
+export function actorOf(principal: Principal): Actor {
+  return principal.kind === 'token' && principal.tokenId
+    ? { type: 'token', id: principal.userId, tokenId: principal.tokenId }
+    : { type: 'user', id: principal.userId }
+}
+
+/** The audit entry of a security event (same fields; `type` is the action). */
+export function auditEntryOf(event: SecurityEventInput): AuditEntry {
+  const { type, ...rest } = event
+  return { action: type, ...rest }
+}
+
+/**
+ * The keys whose values differ between `before` and `after` (compared as JSON), each side holding
+ * only those keys; undefined when nothing changed. Secrets are masked when the entry is recorded.
+ *
+ * @example
+ * auditDiff({ role: 'member', status: 'active' }, { role: 'admin', status: 'active' })
+ * // → { before: { role: 'member' }, after: { role: 'admin' } }
+ */
+export function auditDiff(
+  before: Readonly<Record<string, unknown>>,
+  after: Readonly<Record<string, unknown>>,
+): AuditChanges | undefined {
+  const b: Record<string, unknown> = {}
+  const a: Record<string, unknown> = {}
+  for (const key of new Set([...Object.keys(before), ...Object.keys(after)])) {
+    if (JSON.stringify(before[key] ?? null) === JSON.stringify(after[key] ?? null)) continue
+    b[key] = before[key] ?? null
+    a[key] = after[key] ?? null
+  }
+  return Object.keys(a).length === 0 ? undefined : { before: b, after: a }
+}

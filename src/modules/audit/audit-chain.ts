@@ -1,0 +1,200 @@
+import { type Kysely, sql } from 'kysely'
+import { PlinthError } from '../../core/errors.ts'
+import type { PlinthTables } from '../../infra/db/tables.ts'
+import { chainHead, insertAuditEntry, lockChain } from './audit.service.ts'
+import type { AuditCheckpoint, AuditRow } from './audit.tables.ts'
+import { GENESIS_HASH, rowHash } from './audit-hash.ts'
+
+type Db = Kysely<PlinthTables>
+const BATCH = 1000
+
+export interface ChainBreak {
+  /** The first row that does not match (its chain position and row id). */
+  readonly seq: string
+  readonly id: string
+  readonly reason: 'missing-rows' | 'prev-hash-mismatch' | 'hash-mismatch'
+  /** A sentence for people. */
+  readonly message: string
+}
+
+export interface ChainReport {
+  readonly ok: boolean
+  /** Sealed rows checked. */
+  readonly checked: number
+  /** Where checking started: the last pruning checkpoint, or the beginning. */
+  readonly from: { readonly seq: string; readonly hash: string; readonly checkpoint: boolean }
+  /** The newest sealed row (anchor it somewhere else to detect a rewritten or cut tail). */
+  readonly head: { readonly seq: string; readonly hash: string } | null
+  /** Committed rows not yet in the chain (a running instance seals them within seconds). */
+  readonly unsealed: number
+  readonly failure?: ChainBreak
+}
+
+async function latestCheckpoint(db: Db): Promise<AuditCheckpoint | undefined> {
+  return db.selectFrom('audit_checkpoints').selectAll().orderBy('id', 'desc').limit(1).executeTakeFirst()
+}
+
+/**
+ * Walks the chain from the last checkpoint (or the beginning), `BATCH` rows at a time, and returns
+ * at the first row whose position, link or content does not match. Reads only.
+ */
+async function walk(
+  db: Db,
+  start: { seq: bigint; hash: string },
+  upTo?: bigint,
+): Promise<{ checked: number; last: { seq: bigint; hash: string }; failure?: ChainBreak }> {
+  let last = start
+  let checked = 0
+  for (;;) {
+    let query = db
+      .selectFrom('audit_log')
+      .selectAll()
+      .where('seq', '>', String(last.seq))
+      .orderBy('seq')
+      .limit(BATCH)
+    if (upTo !== undefined) query = query.where('seq', '<=', String(upTo))
+    const rows = await query.execute()
+    for (const row of rows) {
+      const failure = check(row, last)
+      if (failure) return { checked, last, failure }
+      checked++
+      last = { seq: BigInt(row.seq!), hash: row.hash! }
+    }
+    if (rows.length < BATCH) return { checked, last }
+  }
+}
+
+function check(row: AuditRow, previous: { seq: bigint; hash: string }): ChainBreak | undefined {
+  const at = { seq: row.seq!, id: String(row.id) }
+  const expected = previous.seq + 1n
+  if (BigInt(row.seq!) !== expected)
+    return {
+      ...at,
+      reason: 'missing-rows',
+      message: `rows ${expected}${BigInt(row.seq!) - 1n > expected ? `–${BigInt(row.seq!) - 1n}` : ''} are missing: the row after seq ${previous.seq} has seq ${row.seq}`,
+    }
+  if (row.prev_hash !== previous.hash)
+    return {
+      ...at,
+      reason: 'prev-hash-mismatch',
+      message: `its prev_hash does not match the hash of the row before it (seq ${previous.seq}${previous.seq === 0n ? ', the start of the chain' : ''}): a row before it was removed, replaced or re-hashed`,
+    }
+  if (rowHash(row, row.seq!, row.prev_hash) !== row.hash)
+    return {
+      ...at,
+      reason: 'hash-mismatch',
+      message: 'its content does not match its hash: the row was changed after it was sealed',
+    }
+  return undefined
+}
+
+/**
+ * Verifies the audit chain: every sealed row after the last checkpoint follows the one before it
+ * (seq + 1, prev_hash = its hash) and its hash matches its content. The first row that does not is
+ * named in `failure`.
+ *
+ * What it cannot see: rows cut from the newest end (compare `head` with one recorded elsewhere),
+ * and a chain recomputed from scratch by someone who can bypass the database's refusal.
+ */
+export async function verifyAuditChain(db: Db): Promise<ChainReport> {
+  const checkpoint = await latestCheckpoint(db)
+  const start = checkpoint
+    ? { seq: BigInt(checkpoint.last_seq), hash: checkpoint.last_hash }
+    : { seq: 0n, hash: GENESIS_HASH }
+  const result = await walk(db, start)
+  const { count } = await db
+    .selectFrom('audit_log')
+    .select((eb) => eb.fn.countAll<string>().as('count'))
+    .where('seq', 'is', null)
+    .executeTakeFirstOrThrow()
+  const head = result.checked > 0 ? { seq: String(result.last.seq), hash: result.last.hash } : null
+  return {
+    ok: !result.failure,
+    checked: result.checked,
+    from: { seq: String(start.seq), hash: start.hash, checkpoint: checkpoint !== undefined },
+    head: result.failure ? null : head,
+    unsealed: Number(count),
+    ...(result.failure ? { failure: result.failure } : {}),
+  }
+}
+
+export interface PruneResult {
+  /** Rows deleted. */
+  readonly pruned: number
+  /** The checkpoint written (absent when nothing was old enough). */
+  readonly checkpoint?: { readonly lastSeq: string; readonly lastHash: string; readonly lastAt: Date }
+}
+
+/**
+ * Retention: deletes the sealed rows older than `before` — the oldest stretch of the chain, up to
+ * the first row at or after `before` — and, in the same transaction, records a checkpoint with the
+ * last deleted row's seq and hash, from which `verifyAuditChain` resumes. The stretch is verified
+ * first: a chain that does not verify is never pruned (PLINTH_AUDIT_CHAIN_BROKEN), so pruning
+ * cannot erase the evidence of tampering. Runs under the chain lock, and records `audit:pruned`
+ * (sealed by the next seal).
+ *
+ * @example
+ * await pruneAudit(db, { before: new Date(Date.now() - config.auditRetention) })
+ */
+export async function pruneAudit(db: Db, options: { before: Date }): Promise<PruneResult> {
+  return db.transaction().execute(async (trx) => {
+    await lockChain(trx)
+    // The first row to keep: the oldest sealed row at or after the cutoff (rows around the cutoff
+    // may be out of time order by a little; none at or after it is ever deleted).
+    const keep = await trx
+      .selectFrom('audit_log')
+      .select((eb) => eb.fn.min('seq').as('seq'))
+      .where('seq', 'is not', null)
+      .where('at', '>=', options.before)
+      .executeTakeFirst()
+    const head = await chainHead(trx)
+    const upTo = keep?.seq ? BigInt(keep.seq as string) - 1n : head.seq
+    const checkpoint = await latestCheckpoint(trx)
+    const start = checkpoint
+      ? { seq: BigInt(checkpoint.last_seq), hash: checkpoint.last_hash }
+      : { seq: 0n, hash: GENESIS_HASH }
+    if (upTo <= start.seq) return { pruned: 0 }
+    const stretch = await walk(trx, start, upTo)
+    const broken = stretch.failure
+      ? `audit row seq ${stretch.failure.seq} (id ${stretch.failure.id}): ${stretch.failure.message}`
+      : stretch.last.seq !== upTo
+        ? `audit rows ${stretch.last.seq + 1n}–${upTo} are missing`
+        : undefined
+    if (broken)
+      throw new PlinthError(
+        'PLINTH_AUDIT_CHAIN_BROKEN',
+        `Pruning refused: ${broken}. Run "plinth audit verify" and see docs/operations/audit.md.`,
+      )
+    const last = await trx
+      .selectFrom('audit_log')
+      .select(['at'])
+      .where('seq', '=', String(upTo))
+      .executeTakeFirstOrThrow()
+    await sql`select set_config('plinth.audit_prune', 'on', true)`.execute(trx)
+    const deleted = await trx
+      .deleteFrom('audit_log')
+      .where('seq', 'is not', null)
+      .where('seq', '<=', String(upTo))
+      .executeTakeFirst()
+    await sql`select set_config('plinth.audit_prune', 'off', true)`.execute(trx)
+    const pruned = Number(deleted.numDeletedRows)
+    await trx
+      .insertInto('audit_checkpoints')
+      .values({
+        pruned_before: options.before,
+        last_seq: String(upTo),
+        last_hash: stretch.last.hash,
+        last_at: last.at,
+        rows_pruned: String(pruned),
+      })
+      .execute()
+    // The pruning itself joins the chain (sealed by the next seal, like any row).
+    await insertAuditEntry(trx, {
+      action: 'audit:pruned',
+      actor: { type: 'system' },
+      outcome: 'success',
+      details: { before: options.before.toISOString(), rows: pruned, lastSeq: String(upTo) },
+    })
+    return { pruned, checkpoint: { lastSeq: String(upTo), lastHash: stretch.last.hash, lastAt: last.at } }
+  })
+}

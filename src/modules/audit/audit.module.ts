@@ -1,0 +1,21 @@
+import type { PlinthModule } from '../../core/module.ts'
+import './audit.tables.ts'
+import { auditRoutes } from './audit.routes.ts'
+import createAuditLog from './migrations/0006-create-audit-log.ts'
+
+export { pruneAudit, verifyAuditChain } from './audit-chain.ts'
+export { exportAudit, listAudit } from './audit-query.ts'
+
+/**
+ * The audit log: owns `audit_log` and `audit_checkpoints`, serves `GET /api/v1/audit` and its
+ * NDJSON export, and seals recorded rows into the hash chain. The writer itself (`createAudit`)
+ * is built by the composition root and reaches other modules as `ctx.audit`.
+ */
+export const auditModule: PlinthModule = {
+  name: 'audit',
+  migrations: { '0006-create-audit-log': createAuditLog },
+  routes: auditRoutes,
+  async start(ctx) {
+    ctx.audit.start()
+  },
+}

@@ -1,0 +1,19 @@
+import type { PlinthModule } from '../../core/module.ts'
+import './webhooks.tables.ts'
+import { webhookDeliveryJob } from './delivery.ts'
+import { webhookSecretColumn } from './encrypted-columns.ts'
+import createWebhooks from './migrations/0005-create-webhooks.ts'
+import { webhooksRoutes } from './webhooks.routes.ts'
+
+/**
+ * Outbound webhooks: subscriptions (`/api/v1/webhooks`), the `plinth.webhook-delivery` job that
+ * posts each event signed and records every attempt, and `POST /api/v1/events`. The event bus
+ * itself (`ctx.events`) is built by the composition root so that any module can emit.
+ */
+export const webhooksModule: PlinthModule = {
+  name: 'webhooks',
+  migrations: { '0005-create-webhooks': createWebhooks },
+  jobs: (ctx) => [webhookDeliveryJob(ctx)],
+  routes: webhooksRoutes,
+  encryptedColumns: [webhookSecretColumn],
+}
