@@ -403,7 +403,7 @@ export const configSchema = {
     duration({
       env: 'PLINTH_JOBS_LEASE',
       default: 30_000,
-      doc: 'A running job is renewed by its worker every half lease; a worker that vanishes (kill -9, lost host) gives its jobs back after at most this lease plus `PLINTH_JOBS_MONITOR_INTERVAL`, and they are retried elsewhere. At least 10s.',
+      doc: 'A running job is renewed by its worker every half lease; a worker that vanishes (kill -9, lost host) gives its jobs back after at most this lease plus `PLINTH_JOBS_MONITOR_INTERVAL`, and they are retried elsewhere after their retry delay (the crash uses one of their retries). At least 10s.',
     }),
   ),
   jobsMonitorInterval: atLeast(

@@ -264,7 +264,9 @@ export function createJobEngine(deps: {
           {
             batchSize: 1,
             pollingIntervalSeconds,
-            notifyPollingIntervalSeconds: Math.max(pollingIntervalSeconds, 5),
+            // NOTIFY wakes workers for new jobs, not for delayed jobs and retries coming due: keep
+            // polling at the configured pace so those start on time.
+            notifyPollingIntervalSeconds: pollingIntervalSeconds,
           },
           async ([job]) => (job ? runAttempt(r, job, () => id) : undefined),
         )
