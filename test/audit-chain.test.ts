@@ -34,7 +34,7 @@ async function bypassingTriggers(
 }
 
 async function rowsOf(db: Kysely<PlinthTables>) {
-  return db.selectFrom('audit_log').selectAll().orderBy('id').execute()
+  return db.selectFrom('audit_log').selectAll().orderBy(sql`seq::bigint nulls last`).orderBy('id').execute()
 }
 
 /** The error of a statement the database refuses (42501), whatever wraps it. */
@@ -141,16 +141,13 @@ for (const backend of ['embedded', 'postgres'] as const) {
       assert.ok(row.seq && row.hash && row.prev_hash, 'sealed')
     })
 
-    it('seals committed rows into one gap-free chain that verifies', {
-      todo:
-        backend === 'postgres'
-          ? 'failed once in CI on PostgreSQL: audit sealing under load, being investigated (issue #5)'
-          : false,
-    }, async () => {
+    it('seals committed rows into one gap-free chain that verifies', async () => {
       for (let i = 0; i < 7; i++) await plinth.context.audit.record(db, entry(i))
-      const sealed = await plinth.context.audit.seal()
-      assert.ok(sealed >= 7)
+      // The background sealer may take some of them first (it wakes 100 ms after a record), so
+      // what counts is that none is left unsealed afterwards, not how many this call sealed.
+      await plinth.context.audit.seal()
       const rows = await rowsOf(db)
+      assert.ok(rows.length >= 7)
       let prev = GENESIS_HASH
       rows.forEach((row, i) => {
         assert.equal(row.seq, String(i + 1))

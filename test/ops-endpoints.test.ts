@@ -95,6 +95,7 @@ for (const backend of ['embedded', 'postgres'] as const) {
         assert.deepEqual(Object.keys(body.components).sort(), [
           'database',
           'eventLoop',
+          'jobs',
           'memory',
           'migrations',
         ])

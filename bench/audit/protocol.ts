@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto'
+import { type Kysely, sql } from 'kysely'
 
 /** What bench/audit/run.ts and its server child (bench/audit/server.ts) share. */
 
@@ -9,10 +10,29 @@ export type ServerMessage =
 
 /** Rows the change picks from at random, so that writers rarely wait on one another's row lock. */
 export const ROWS = 1000
-/** POST: in one transaction, add 1 to `plain` of a random `bench_items` row. */
+/** POST: in one transaction, add 1 to `plain` of a random `bench_items` row (applyChange). */
 export const CHANGE = '/bench/change'
 /** POST: the same change on `audited`, plus its audit row in the same transaction. */
 export const AUDITED_CHANGE = '/bench/audited-change'
+/**
+ * The change itself, the shape of every audited change that carries a before/after diff (a
+ * setting, a role, a flag): read the current value under a row lock, write the new one. `column`
+ * is `plain` or `audited`, so that the two kinds can be counted apart.
+ */
+export async function applyChange(
+  // biome-ignore lint/suspicious/noExplicitAny: bench_items is not one of Plinth's tables
+  trx: Kysely<any>,
+  column: 'plain' | 'audited',
+  id: number,
+): Promise<{ before: number; after: number }> {
+  const ref = sql.ref(column)
+  const { rows } = await sql<{ value: number }>`
+    select ${ref} as value from bench_items where id = ${id} for update`.execute(trx)
+  const before = rows[0]!.value
+  await sql`update bench_items set ${ref} = ${before + 1}, updated_at = now() where id = ${id}`.execute(trx)
+  return { before, after: before + 1 }
+}
+
 /** The audit action of AUDITED_CHANGE. */
 export const ACTION = 'bench-item:updated'
 

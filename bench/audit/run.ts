@@ -1,8 +1,9 @@
 /**
  * Audit benchmark: what recording an audit row costs a write, on the PostgreSQL server. In one run:
  *
- * - `plain`: `POST /api/v1/bench/change` — an administrator's change (one transaction updating one
- *   of 1,000 rows) through Plinth's whole HTTP stack as production runs it (the baseline);
+ * - `plain`: `POST /api/v1/bench/change` — an administrator's change (one transaction that reads
+ *   one of 1,000 rows under a row lock and writes it back: applyChange) through Plinth's whole HTTP
+ *   stack as production runs it (the baseline);
  * - `audited`: `POST /api/v1/bench/audited-change` — the same change plus its audit row in the same
  *   transaction, with the sealer chaining rows in the background.
  *
@@ -36,6 +37,7 @@ import { header, num, roundLine, row, sampleRow } from '../lib/table.ts'
 import {
   ACTION,
   AUDITED_CHANGE,
+  applyChange,
   CHANGE,
   CREATE_ITEMS,
   ROWS,
@@ -118,12 +120,8 @@ async function storageRun(plinth: Plinth, kind: Kind, seconds: number): Promise<
   const change = async () => {
     const id = 1 + Math.floor(Math.random() * ROWS)
     await plinth.db.kysely.transaction().execute(async (trx) => {
-      const column = sql.ref(kind)
-      const { rows } = await sql<{ value: number }>`
-        update bench_items set ${column} = ${column} + 1, updated_at = now() where id = ${id}
-        returning ${column} as value`.execute(trx)
+      const { before, after } = await applyChange(trx, kind, id)
       if (kind === 'plain') return
-      const value = rows[0]!.value
       await plinth.context.audit.record(trx, {
         action: ACTION,
         actor,
@@ -132,7 +130,7 @@ async function storageRun(plinth: Plinth, kind: Kind, seconds: number): Promise<
         ip: '203.0.113.7',
         userAgent: 'bench/audit',
         requestId: randomUUID(),
-        changes: auditDiff({ value: value - 1 }, { value }),
+        changes: auditDiff({ value: before }, { value: after }),
       })
     })
   }

@@ -7,7 +7,6 @@
  * `{ type: 'ready', port, token }` or `{ type: 'failed', message }`.
  */
 import { randomBytes } from 'node:crypto'
-import { sql } from 'kysely'
 import { Type } from 'typebox'
 import { loadConfig } from '../../src/config/load-config.ts'
 import { actorOf, auditDiff } from '../../src/core/audit.ts'
@@ -23,12 +22,21 @@ import {
   requireParent,
   serveChild,
 } from '../lib/server-child.ts'
-import { ACTION, AUDITED_CHANGE, CHANGE, ROWS, type ServerMessage, sharedKeys } from './protocol.ts'
+import {
+  ACTION,
+  AUDITED_CHANGE,
+  applyChange,
+  CHANGE,
+  ROWS,
+  type ServerMessage,
+  sharedKeys,
+} from './protocol.ts'
 
 const HOST = '127.0.0.1'
 
 /**
- * POST CHANGE: in one transaction, add 1 to `plain` of a random `bench_items` row.
+ * POST CHANGE: in one transaction, add 1 to `plain` of a random `bench_items` row (applyChange:
+ * read it under a row lock, write the new value).
  * POST AUDITED_CHANGE: the same on `audited`, plus its audit row (actor, target, request facts and
  * the before/after diff), as an administrative endpoint records it.
  */
@@ -45,11 +53,7 @@ const benchModule: PlinthModule = {
         async (request) => {
           const id = 1 + Math.floor(Math.random() * ROWS)
           return ctx.db.kysely.transaction().execute(async (trx) => {
-            const column = sql.ref(audited ? 'audited' : 'plain')
-            const { rows } = await sql<{ value: number }>`
-              update bench_items set ${column} = ${column} + 1, updated_at = now() where id = ${id}
-              returning ${column} as value`.execute(trx)
-            const value = rows[0]!.value
+            const { before, after } = await applyChange(trx, audited ? 'audited' : 'plain', id)
             if (audited) {
               const ua = request.headers['user-agent']
               await ctx.audit.record(trx, {
@@ -60,10 +64,10 @@ const benchModule: PlinthModule = {
                 ip: request.ip,
                 userAgent: typeof ua === 'string' ? ua : undefined,
                 requestId: request.id,
-                changes: auditDiff({ value: value - 1 }, { value }),
+                changes: auditDiff({ value: before }, { value: after }),
               })
             }
-            return { id, value }
+            return { id, value: after }
           })
         },
       )
