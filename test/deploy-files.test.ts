@@ -232,7 +232,7 @@ describe('environment examples', () => {
    * master key is base64 of exactly 32 bytes.
    */
   function secretValue(name: string): string {
-    if (name === 'PLINTH_MASTER_KEY') return randomBytes(32).toString('base64')
+    if (name.startsWith('PLINTH_MASTER_KEY')) return randomBytes(32).toString('base64')
     const random = randomBytes(36).toString('base64')
     const protocol = /^URL \((\w+):/.exec(keysByEnv.get(name)!.type)?.[1]
     return protocol ? `${protocol}://plinth:${encodeURIComponent(random)}@secrets.invalid` : random
