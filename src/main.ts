@@ -25,6 +25,16 @@ const commands: Record<
     load: async () => (await import('./cli/audit.ts')).auditCommand,
     usage: async () => (await import('./cli/audit.ts')).auditUsage,
   },
+  retention: {
+    summary: 'delete expired sessions, tokens, e-mail and audit rows now, or list the rules',
+    load: async () => (await import('./cli/retention.ts')).retentionCommand,
+    usage: async () => (await import('./cli/retention.ts')).retentionUsage,
+  },
+  privacy: {
+    summary: 'export or erase everything Plinth holds about a user',
+    load: async () => (await import('./cli/privacy.ts')).privacyCommand,
+    usage: async () => (await import('./cli/privacy.ts')).privacyUsage,
+  },
   user: {
     summary: 'create a user (plinth user create --email <address> [--admin])',
     load: async () => (await import('./cli/user-create.ts')).userCommand,

@@ -8,6 +8,7 @@ import { isPlinthError } from '../src/core/errors.ts'
 import type { PlinthModule } from '../src/core/module.ts'
 import { builtinModules } from '../src/modules/index.ts'
 import { captureLogs } from './helpers/log-capture.ts'
+import { teeChildLogs } from './helpers/run-logs.ts'
 import { skipUnlessPostgres, TEST_DATABASE_URL } from './helpers/services.ts'
 import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy.ts'
 import { testConfig } from './helpers/test-config.ts'
@@ -142,6 +143,7 @@ describe('database faults', { skip: await skipUnlessPostgres() }, () => {
     let err = ''
     child.stdout.on('data', (d) => (out += d))
     child.stderr.on('data', (d) => (err += d))
+    teeChildLogs(child)
     const [code, signal] = (await new Promise((resolve) => child.on('exit', (...args) => resolve(args)))) as [
       number | null,
       string | null,

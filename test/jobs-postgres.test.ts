@@ -7,6 +7,7 @@ import pg from 'pg'
 import { runCli } from '../src/main.ts'
 import { waitFor } from './helpers/accounts.ts'
 import { jobsKit } from './helpers/jobs-kit.ts'
+import { teeChildLogs } from './helpers/run-logs.ts'
 import { skipUnlessPostgres } from './helpers/services.ts'
 import { startTcpProxy } from './helpers/tcp-proxy.ts'
 import { TEST_MASTER_KEY } from './helpers/test-config.ts'
@@ -295,6 +296,7 @@ describe('schedules across three worker processes', { skip }, () => {
     for (let i = 0; i < 3; i++) {
       const proc = spawn(process.execPath, ['src/main.ts', 'start', '--role', 'worker'], { env })
       procs.push(proc)
+      teeChildLogs(proc, env)
       let out = ''
       ready.push(
         new Promise((resolve, reject) => {

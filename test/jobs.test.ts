@@ -309,7 +309,7 @@ describe('jobs on the embedded database', () => {
       'PLINTH_SCHEDULE_NOT_FOUND',
     )
     const names = (await plinth.context.schedules.list()).map((s) => s.jobName)
-    assert.deepEqual(names, ['plinth.heartbeat'], 'nothing was half-created')
+    assert.deepEqual(names, ['plinth.heartbeat', 'plinth.retention'], 'nothing was half-created')
   })
 
   it('reports the heartbeat on /health and the job metrics on /api/metrics', async (t) => {

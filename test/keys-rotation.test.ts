@@ -6,7 +6,7 @@ import { sql } from 'kysely'
 import { builtinModules } from '../src/modules/index.ts'
 import { keyStatus } from '../src/modules/keys/key-status.ts'
 import { type RotationEvent, rotateKeys } from '../src/modules/keys/rotation.ts'
-import { createLogger } from '../src/observability/logger.ts'
+import { testLogger } from './helpers/run-logs.ts'
 import { keyStoreOf, secretColumn, secretRows, secretsModule, writeSecret } from './helpers/secrets-module.ts'
 import { skipUnlessPostgres } from './helpers/services.ts'
 import { TEST_MASTER_KEY } from './helpers/test-config.ts'
@@ -14,7 +14,7 @@ import { createTestDatabase, type TestDatabase } from './helpers/test-database.t
 import { startTestPlinth, type TestPlinth } from './helpers/test-plinth.ts'
 
 const columns = [...builtinModules.flatMap((m) => m.encryptedColumns ?? []), secretColumn]
-const logger = createLogger({ env: 'test', logLevel: 'silent', logFormat: 'json' })
+const logger = testLogger()
 const REFRESH_MS = 1000
 
 describe('key rotation on postgres', { skip: await skipUnlessPostgres() }, () => {

@@ -7,7 +7,7 @@ import type { PlinthMigration, PlinthModule } from '../src/core/module.ts'
 import { createDatabase, type Database } from '../src/infra/db/create-db.ts'
 import { assertMigrations, createMigrator } from '../src/infra/db/migrator.ts'
 import { builtinModules } from '../src/modules/index.ts'
-import { createLogger } from '../src/observability/logger.ts'
+import { testLogger } from './helpers/run-logs.ts'
 import { schemaSnapshot } from './helpers/schema-snapshot.ts'
 import { skipUnlessPostgres } from './helpers/services.ts'
 import { testConfig } from './helpers/test-config.ts'
@@ -15,7 +15,7 @@ import { createTestDatabase, type TestDatabase } from './helpers/test-database.t
 
 // biome-ignore lint/suspicious/noExplicitAny: migrations work on untyped schemas
 type AnyDb = Kysely<any>
-const logger = createLogger({ env: 'test', logLevel: 'silent', logFormat: 'json' })
+const logger = testLogger()
 
 /** Test-only migrations that exercise what real modules will do: tables, indexes, triggers, functions. */
 const extra: Record<string, PlinthMigration> = {

@@ -9,6 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
 import { slowModule, slowRoute } from './fixtures/serve-with-slow-route.ts'
 import { captureLogs } from './helpers/log-capture.ts'
+import { teeChildLogs } from './helpers/run-logs.ts'
 import { testConfig } from './helpers/test-config.ts'
 import { startTestPlinth, type TestPlinth } from './helpers/test-plinth.ts'
 
@@ -171,6 +172,7 @@ describe('graceful shutdown', { concurrency: true }, () => {
       let err = ''
       proc.stdout.on('data', (d) => (out += d))
       proc.stderr.on('data', (d) => (err += d))
+      teeChildLogs(proc, extraEnv)
       const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
         proc.on('exit', (code, signal) => resolve({ code, signal })),
       )

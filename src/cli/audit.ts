@@ -94,6 +94,13 @@ export async function auditCommand(args: readonly string[], io: CliIo): Promise<
             (report.head ? `, newest seq ${report.head.seq} hash ${report.head.hash}` : '') +
             waiting,
         )
+        if (report.erased > 0)
+          io.out(
+            `${report.erased} row(s) pseudonymised by erasure` +
+              (report.unverifiable > 0
+                ? `, ${report.unverifiable} of them sealed before hash v2: only their place in the chain is checked`
+                : ''),
+          )
         return 0
       }
       const f = report.failure

@@ -1,4 +1,5 @@
 import { loadConfig } from '../config/load-config.ts'
+import { cliCaller } from '../core/audit.ts'
 import { createPlinth, type Plinth } from '../core/create-plinth.ts'
 import { PlinthError } from '../core/errors.ts'
 import { JOB_STATES, type JobState, type JobView } from '../modules/jobs/job-store.ts'
@@ -137,7 +138,9 @@ export async function jobsCommand(args: readonly string[], io: CliIo): Promise<n
     case 'retry':
     case 'cancel': {
       const id = one(positionals, 'job id', jobsUsage)
-      const job = await withClient((p) => (action === 'retry' ? p.jobs.retry(id) : p.jobs.cancel(id)))
+      const job = await withClient((p) =>
+        action === 'retry' ? p.jobs.retry(id, cliCaller()) : p.jobs.cancel(id, cliCaller()),
+      )
       print(job, () => jobLine(job))
       return 0
     }
@@ -150,6 +153,7 @@ export async function jobsCommand(args: readonly string[], io: CliIo): Promise<n
         p.jobs.enqueue(name, payload, {
           delay: values.delay === undefined ? undefined : Number(values.delay),
           idempotencyKey: values.key,
+          audit: cliCaller(),
         }),
       )
       print(result, () => `${result.created ? 'enqueued' : 'exists  '}  ${result.id}`)
@@ -171,7 +175,9 @@ export async function jobsCommand(args: readonly string[], io: CliIo): Promise<n
     case 'redrive-dead': {
       const name = one(positionals, 'job name', jobsUsage)
       const count = await withClient((p) =>
-        action === 'purge-dead' ? p.jobs.purgeDeadLetter(name) : p.jobs.redriveDeadLetter(name),
+        action === 'purge-dead'
+          ? p.jobs.purgeDeadLetter(name, cliCaller())
+          : p.jobs.redriveDeadLetter(name, cliCaller()),
       )
       print({ count }, () => `${action === 'purge-dead' ? 'purged' : 'moved'} ${count}`)
       return 0
@@ -228,7 +234,7 @@ export async function schedulesCommand(args: readonly string[], io: CliIo): Prom
         missed,
         description: values.description,
       }
-      const s = await withClient((p) => p.context.schedules.create(input, { createdBy: 'cli' }))
+      const s = await withClient((p) => p.context.schedules.create(input, cliCaller()))
       print(s, () => `created  ${scheduleLine(s)}`)
       return 0
     }
@@ -243,20 +249,20 @@ export async function schedulesCommand(args: readonly string[], io: CliIo): Prom
       }
       if (Object.keys(patch).length === 0)
         throw new UsageError('update needs something to change', schedulesUsage)
-      const s = await withClient((p) => p.context.schedules.update(id, patch))
+      const s = await withClient((p) => p.context.schedules.update(id, patch, cliCaller()))
       print(s, () => `updated  ${scheduleLine(s)}`)
       return 0
     }
     case 'pause':
     case 'resume': {
       const id = one(positionals, 'schedule id', schedulesUsage)
-      const s = await withClient((p) => p.context.schedules.setPaused(id, action === 'pause'))
+      const s = await withClient((p) => p.context.schedules.setPaused(id, action === 'pause', cliCaller()))
       print(s, () => `${action === 'pause' ? 'paused ' : 'resumed'}  ${scheduleLine(s)}`)
       return 0
     }
     case 'delete': {
       const id = one(positionals, 'schedule id', schedulesUsage)
-      await withClient((p) => p.context.schedules.remove(id))
+      await withClient((p) => p.context.schedules.remove(id, cliCaller()))
       print({ deleted: id }, () => `deleted  ${id}`)
       return 0
     }

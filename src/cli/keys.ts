@@ -1,6 +1,8 @@
 import { loadConfig } from '../config/load-config.ts'
+import { cliCaller } from '../core/audit.ts'
 import { createDatabase } from '../infra/db/create-db.ts'
 import { createMigrator } from '../infra/db/migrator.ts'
+import { createAudit } from '../modules/audit/audit.service.ts'
 import { builtinModules } from '../modules/index.ts'
 import { type KeyStatus, keyStatus } from '../modules/keys/key-status.ts'
 import { createKeyStore } from '../modules/keys/key-store.ts'
@@ -49,6 +51,8 @@ export async function keysCommand(args: readonly string[], io: CliIo): Promise<n
   const db = await createDatabase(config, { logger })
   const abort = new AbortController()
   const onSignal = () => abort.abort()
+  // Rotations, retirements and re-wraps are recorded in the audit log (sealed before exit).
+  const audit = createAudit({ db: db.kysely, logger })
   try {
     await db.connect()
     const migrations = Object.assign({}, ...builtinModules.map((m) => m.migrations ?? {}))
@@ -58,7 +62,9 @@ export async function keysCommand(args: readonly string[], io: CliIo): Promise<n
       return 1
     }
     const columns = builtinModules.flatMap((m) => m.encryptedColumns ?? [])
-    const store = createKeyStore(db.kysely, masterKeysFrom(config, logger))
+    const store = createKeyStore(db.kysely, masterKeysFrom(config, logger), {
+      audit: { audit, caller: cliCaller() },
+    })
 
     if (action === 'status') {
       const status = await keyStatus(db.kysely, store, columns)
@@ -114,6 +120,7 @@ export async function keysCommand(args: readonly string[], io: CliIo): Promise<n
   } finally {
     process.off('SIGINT', onSignal)
     process.off('SIGTERM', onSignal)
+    await audit.close()
     await db.close()
     logger.flush()
   }

@@ -93,7 +93,7 @@ export const configSchema = {
   secretKey: optionalStr({
     env: 'PLINTH_SECRET_KEY',
     secret: true,
-    doc: 'Secret for signing cookies and tokens; at least 32 characters. Required in staging and production (e.g. `openssl rand -base64 48`).',
+    doc: 'Secret for signing cookies and tokens, and the key of the pseudonyms that replace erased users in the audit log (changing it changes later pseudonyms only); at least 32 characters. Required in staging and production (e.g. `openssl rand -base64 48`).',
   }),
   masterKey: {
     ...optionalStr({
@@ -210,6 +210,15 @@ export const configSchema = {
       doc: 'Longest the SMTP server may take to connect, greet or answer, and the deadline for one message, retries included (at least 100ms).',
     }),
   ),
+  mailRetention: atLeast(
+    3_600_000,
+    duration({
+      env: 'PLINTH_MAIL_RETENTION',
+      default: 30 * 86_400_000,
+      defaultDoc: '`30d`',
+      doc: 'How long e-mail recorded in `mail_outbox` (bodies included, which may hold single-use links) is kept before the retention job deletes it, whatever its status. At least 1h.',
+    }),
+  ),
 
   replicas: int({
     env: 'PLINTH_REPLICAS',
@@ -320,13 +329,22 @@ export const configSchema = {
     default: 12 * 3_600_000,
     doc: 'A session expires this long after sign-in however active it is (NIST AAL2: 12 hours).',
   }),
+  sessionRetention: atLeast(
+    3_600_000,
+    duration({
+      env: 'PLINTH_SESSION_RETENTION',
+      default: 30 * 86_400_000,
+      defaultDoc: '`30d`',
+      doc: 'How long ended sessions (signed out, revoked, idle or expired) and revoked or expired API tokens are kept, with their IP address and user agent, before the retention job deletes them. At least 1h.',
+    }),
+  ),
   auditRetention: atLeast(
     86_400_000,
     duration({
       env: 'PLINTH_AUDIT_RETENTION',
       default: 400 * 86_400_000,
       defaultDoc: '`400d`',
-      doc: 'Audit rows older than this are pruned by retention (`plinth audit prune`), leaving a checkpoint so the hash chain still verifies. At least 1d.',
+      doc: 'Audit rows older than this are pruned by the retention job (or `plinth audit prune`), leaving a checkpoint so the hash chain still verifies. At least 1d.',
     }),
   ),
   adminEmail: optionalStr({
@@ -435,6 +453,11 @@ export const configSchema = {
     default: 300_000,
     doc: 'When the last heartbeat job completed longer ago than this, the `jobs` health check turns `degraded`: no worker is running jobs.',
   }),
+  retentionCron: str({
+    env: 'PLINTH_RETENTION_CRON',
+    default: '17 3 * * *',
+    doc: 'Cron expression (UTC) of the built-in retention job, which deletes expired sessions and tokens, old e-mail, webhook deliveries and audit rows (default daily at 03:17). Pause the `plinth.retention` schedule to stop it (docs/operations/retention.md).',
+  }),
   jobsDbPool: int({
     env: 'PLINTH_JOBS_DB_POOL',
     default: 4,
@@ -483,7 +506,7 @@ export const configSchema = {
     env: 'PLINTH_WEBHOOKS_RETENTION',
     default: 30 * 86_400_000,
     defaultDoc: '`30d`',
-    doc: 'How long delivery attempts are kept (`GET /api/v1/webhooks/{id}/deliveries`); older ones are pruned as new attempts are recorded.',
+    doc: 'How long delivery attempts are kept (`GET /api/v1/webhooks/{id}/deliveries`); older ones are pruned as new attempts are recorded, and by the retention job.',
   }),
 } as const
 

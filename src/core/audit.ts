@@ -3,10 +3,13 @@
  * with the append-only, hash-chained `audit_log` table. It lives in core so that the module
  * context can name it without core depending on a module.
  */
+import { hostname, userInfo } from 'node:os'
+import type { FastifyRequest } from 'fastify'
 import type { Kysely } from 'kysely'
 import type { PlinthTables } from '../infra/db/tables.ts'
 import type { Principal } from './permissions.ts'
 import type { Actor, SecurityEvent } from './security-events.ts'
+import { PLINTH_VERSION } from './version.ts'
 
 /** A security event as emitted (its time is added by the channel). */
 export type SecurityEventInput = Omit<SecurityEvent, 'at'>
@@ -96,4 +99,63 @@ export function auditDiff(
     a[key] = after[key] ?? null
   }
   return Object.keys(a).length === 0 ? undefined : { before: b, after: a }
+}
+
+/** Who performs an administrative action, and from where: what its audit entry says besides the action. */
+export interface AuditCaller {
+  readonly actor: Actor
+  readonly ip?: string | undefined
+  readonly userAgent?: string | undefined
+  readonly requestId?: string | undefined
+}
+
+/** The caller of an authenticated request: its principal (see `actorOf`), address, user agent and request id. */
+export function auditCallerOf(request: FastifyRequest): AuditCaller {
+  const ua = request.headers['user-agent']
+  return {
+    actor: request.principal ? actorOf(request.principal) : { type: 'anonymous' },
+    ip: request.ip,
+    userAgent: typeof ua === 'string' ? ua : undefined,
+    requestId: request.id,
+  }
+}
+
+/**
+ * An operator at the `plinth` command line, who signs in to no account: the system actor `cli`,
+ * with the operating-system user and host in the user agent (`plinth-cli/1.2.0 (alice@ops-1)`).
+ */
+export function cliCaller(): AuditCaller {
+  let who = 'unknown'
+  try {
+    who = `${userInfo().username}@${hostname()}`
+  } catch {
+    // no passwd entry for the uid (some containers)
+  }
+  return { actor: { type: 'system', id: 'cli' }, userAgent: `plinth-cli/${PLINTH_VERSION} (${who})` }
+}
+
+/**
+ * The entry of an action by `caller` on `target` (outcome `success` unless given).
+ *
+ * @example
+ * await ctx.audit.record(trx, callerEntry(caller, 'schedule:paused', { type: 'schedule', id }, {
+ *   changes: auditDiff({ paused: false }, { paused: true }) }))
+ */
+export function callerEntry(
+  caller: AuditCaller,
+  action: string,
+  target: AuditEntry['target'],
+  rest: Pick<AuditEntry, 'details' | 'changes'> & { outcome?: AuditEntry['outcome'] } = {},
+): AuditEntry {
+  return {
+    action,
+    actor: caller.actor,
+    target,
+    outcome: rest.outcome ?? 'success',
+    ip: caller.ip,
+    userAgent: caller.userAgent,
+    requestId: caller.requestId,
+    ...(rest.details ? { details: rest.details } : {}),
+    ...(rest.changes ? { changes: rest.changes } : {}),
+  }
 }

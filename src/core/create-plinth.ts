@@ -10,6 +10,7 @@ import { createAudit } from '../modules/audit/audit.service.ts'
 import { builtinModules } from '../modules/index.ts'
 import { HEARTBEAT_JOB, HEARTBEAT_SCHEDULE } from '../modules/jobs/heartbeat.ts'
 import { createJobEngine, type JobEngine } from '../modules/jobs/job-engine.ts'
+import { RETENTION_JOB, RETENTION_SCHEDULE, retentionJob } from '../modules/jobs/retention-job.ts'
 import { createSchedules } from '../modules/jobs/schedules.ts'
 import { createKeys } from '../modules/keys/keys.ts'
 import { createMailer } from '../modules/mail/mailer.ts'
@@ -18,6 +19,8 @@ import { createHealth, eventLoopCheck, type Health, memoryCheck } from '../obser
 import { createLogger } from '../observability/logger.ts'
 import { createMetrics, type Metrics } from '../observability/metrics.ts'
 import type { ModuleContext, PlinthMigration, PlinthModule } from './module.ts'
+import { createPersonalDataRegistry } from './privacy.ts'
+import { createRetention, type Retention } from './retention.ts'
 import { createSecurityEvents, type SecurityEvents } from './security-events.ts'
 import { PLINTH_VERSION } from './version.ts'
 
@@ -39,6 +42,8 @@ export interface Plinth {
   readonly health: Health
   readonly securityEvents: SecurityEvents
   readonly jobs: JobEngine
+  /** Every module's retention rules; the `plinth.retention` job and `plinth retention run` call `run()`. */
+  readonly retention: Retention
   readonly context: ModuleContext
   readonly app: PlinthApp
   /** Connects to the database (retrying up to the deadline), migrates when configured, and readies the routes. */
@@ -149,8 +154,8 @@ async function assemble(
     logger,
     columns: modules.flatMap((m) => m.encryptedColumns ?? []),
   })
-  const jobs = createJobEngine({ config, logger, db, metrics })
-  const schedules = createSchedules({ db, jobs })
+  const jobs = createJobEngine({ config, logger, db, metrics, audit })
+  const schedules = createSchedules({ db, jobs, audit, logger })
   const events = createEventBus({ config, db, jobs, logger })
   const context: ModuleContext = Object.freeze({
     audit,
@@ -166,6 +171,14 @@ async function assemble(
     cache,
     securityEvents,
     mailer,
+    personalData: createPersonalDataRegistry(modules),
+  })
+  const retention = createRetention({
+    rules: modules.flatMap((m) => m.retention?.(context) ?? []),
+    db: db.kysely,
+    logger,
+    metrics,
+    audit,
   })
   let shuttingDown = false
   let app: PlinthApp
@@ -189,6 +202,8 @@ async function assemble(
 
   for (const m of modules) for (const check of m.healthChecks?.(context) ?? []) health.add(check)
   for (const m of modules) for (const definition of m.jobs?.(context) ?? []) jobs.register(definition)
+  // Retention gathers the rules of every module, so its job is registered here rather than by a module.
+  jobs.register(retentionJob(retention))
   // `api` processes enqueue and read; `worker` and `all` also run the workers, cron and maintenance.
   const jobsMode = config.role === 'api' ? 'client' : 'worker'
 
@@ -205,6 +220,7 @@ async function assemble(
     health,
     securityEvents,
     jobs,
+    retention,
     context,
     app,
     get shuttingDown() {
@@ -225,6 +241,13 @@ async function assemble(
               jobName: HEARTBEAT_JOB,
               cron: config.jobsHeartbeatCron,
               description: 'Built-in: proves a worker runs jobs (see /health).',
+            })
+          // (job_schedules belongs to the jobs module, which the heartbeat job stands for)
+          if (jobsMode === 'worker' && jobs.has(HEARTBEAT_JOB))
+            await schedules.ensureBuiltin(RETENTION_SCHEDULE, {
+              jobName: RETENTION_JOB,
+              cron: config.retentionCron,
+              description: 'Built-in: deletes expired sessions, tokens, e-mail, deliveries and audit rows.',
             })
         }
         // Redis only holds what can be lost: a short wait, then on without it (it keeps reconnecting).

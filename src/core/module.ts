@@ -15,6 +15,8 @@ import type { Metrics } from '../observability/metrics.ts'
 import type { Audit } from './audit.ts'
 import type { EventBus } from './events.ts'
 import type { Mailer } from './mail.ts'
+import type { PersonalDataTable, RegisteredPersonalData } from './privacy.ts'
+import type { RetentionRule } from './retention.ts'
 import type { SecurityEvents } from './security-events.ts'
 
 /**
@@ -54,6 +56,8 @@ export interface ModuleContext {
   readonly schedules: Schedules
   /** Emits events (`emit(type, data, { db })`): each becomes a signed delivery to every matching webhook. */
   readonly events: EventBus
+  /** Every module's `personalData` declarations, checked at boot (what export and erasure work from). */
+  readonly personalData: readonly RegisteredPersonalData[]
 }
 
 /**
@@ -74,6 +78,11 @@ export interface PlinthModule {
   /** Job types this module runs (see `defineJob`); workers start for them in the `worker` and `all` roles. */
   // biome-ignore lint/suspicious/noExplicitAny: each definition carries its own payload type
   readonly jobs?: (ctx: ModuleContext) => readonly JobDefinition<any>[]
+  /**
+   * What the built-in retention job (`plinth.retention`, `plinth retention run`) deletes for this
+   * module: expired rows of its own tables, in bounded batches (see `deleteInBatches`).
+   */
+  readonly retention?: (ctx: ModuleContext) => readonly RetentionRule[]
   /** Runs at start once migrations are current (e.g. creating the first administrator). */
   readonly start?: (ctx: ModuleContext) => Promise<void>
   /**
@@ -82,4 +91,11 @@ export interface PlinthModule {
    * with the entry's `aad(id)`. Tokens and passwords are hashed, not encrypted: they do not belong here.
    */
   readonly encryptedColumns?: readonly EncryptedColumn[]
+  /**
+   * Tables and columns holding personal data (see core/privacy.ts): `GET /api/v1/me/export` and
+   * erasure (`DELETE /api/v1/me`, `plinth privacy erase`) are built from these declarations alone.
+   * Every column that refers to a person (a user id, an e-mail address, an IP address, a user agent)
+   * must be declared; test/privacy-export.test.ts fails on one that is not.
+   */
+  readonly personalData?: readonly PersonalDataTable[]
 }

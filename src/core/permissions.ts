@@ -11,6 +11,7 @@ export const PERMISSIONS = [
   'self:write', // change own password, MFA, sessions, tokens
   'users:read',
   'users:manage', // create, invite, change roles, disable, revoke sessions, MFA policy
+  'privacy:manage', // export or erase someone else's personal data (administrators only)
   'ops:read', // health details, metrics
   'jobs:read',
   'jobs:manage',

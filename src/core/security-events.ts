@@ -8,6 +8,7 @@ export const SECURITY_EVENT_TYPES = [
   'user:role-changed',
   'user:disabled',
   'user:enabled',
+  'user:erased',
   'login:succeeded',
   'login:failed',
   'login:locked-out',

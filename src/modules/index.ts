@@ -4,6 +4,7 @@ import { auditModule } from './audit/audit.module.ts'
 import { jobsModule } from './jobs/jobs.module.ts'
 import { keysModule } from './keys/keys.module.ts'
 import { mailModule } from './mail/mail.module.ts'
+import { privacyModule } from './privacy/privacy.module.ts'
 import { systemModule } from './system/system.module.ts'
 import { webhooksModule } from './webhooks/webhooks.module.ts'
 
@@ -16,4 +17,5 @@ export const builtinModules: readonly PlinthModule[] = [
   jobsModule,
   webhooksModule,
   accountsModule,
+  privacyModule,
 ]

@@ -2,6 +2,7 @@ import { Writable } from 'node:stream'
 import type { Logger } from 'pino'
 import type { PlinthConfig } from '../../src/config/config.schema.ts'
 import { createLogger } from '../../src/observability/logger.ts'
+import { runLogStream } from './run-logs.ts'
 
 export interface CapturedLogs {
   readonly logger: Logger
@@ -11,12 +12,14 @@ export interface CapturedLogs {
   text(): string
 }
 
-/** A real Plinth logger (same redaction, same format) writing into memory. */
+/** A real Plinth logger (same redaction, same format) writing into memory (and to the run's log capture). */
 export function captureLogs(config: PlinthConfig, level = 'debug'): CapturedLogs {
   const chunks: string[] = []
+  const run = runLogStream()
   const stream = new Writable({
     write(chunk, _enc, done) {
       chunks.push(String(chunk))
+      run?.write(String(chunk)) // the whole-run log scan reads these lines too
       done()
     },
   })

@@ -6,7 +6,7 @@ import { encryptedColumn } from '../../src/infra/crypto/encrypted-column.ts'
 import type { Keyring } from '../../src/infra/crypto/keyring.ts'
 import { createKeyStore, type KeyStore } from '../../src/modules/keys/key-store.ts'
 import { masterKeysFrom } from '../../src/modules/keys/keys.ts'
-import { createLogger } from '../../src/observability/logger.ts'
+import { testLogger } from './run-logs.ts'
 import type { TestPlinth } from './test-plinth.ts'
 
 /** The encrypted column of the test module: `test_secrets.secret`, AAD `test_secrets.secret:<id>`. */
@@ -65,7 +65,7 @@ export async function secretRows(plinth: Handle): Promise<{ id: string; secret: 
   return rows
 }
 
-const quiet: Logger = createLogger({ env: 'test', logLevel: 'silent', logFormat: 'json' })
+const quiet: Logger = testLogger()
 
 /** The key store a `plinth keys` command would use against this plinth's database and master key. */
 export function keyStoreOf(plinth: Pick<TestPlinth, 'db' | 'config'>, logger: Logger = quiet): KeyStore {

@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process'
+import { teeChildLogs } from './run-logs.ts'
 
 export interface CliRun {
   readonly code: number | null
@@ -19,6 +20,7 @@ export function spawnCli(
     const child = spawn(options.node ?? process.execPath, [options.entry ?? 'src/main.ts', ...args], {
       env: { PATH: process.env.PATH ?? '', ...env },
     })
+    teeChildLogs(child, env)
     let out = ''
     let err = ''
     child.stdout.on('data', (d) => (out += d))

@@ -3,6 +3,8 @@ import type { PlinthConfig } from '../../src/config/config.schema.ts'
 import { createPlinth, type Plinth } from '../../src/core/create-plinth.ts'
 import type { PlinthModule } from '../../src/core/module.ts'
 import { builtinModules } from '../../src/modules/index.ts'
+import { createLogger } from '../../src/observability/logger.ts'
+import { recordConfigSecrets, recordInjectedSecrets, runLogStream } from './run-logs.ts'
 import { testConfig } from './test-config.ts'
 import { createTestDatabase } from './test-database.ts'
 
@@ -29,13 +31,25 @@ export async function startTestPlinth(
 ): Promise<TestPlinth> {
   const backend = options.backend ?? 'embedded'
   const testDb = backend === 'postgres' ? await createTestDatabase() : undefined
+  // When the run scans its logs (run-logs.ts), every instance logs at debug, request bodies
+  // included, into the capture file, and the secrets it sees are recorded.
+  const capture = runLogStream()
+  const bodies =
+    capture && !options.logger && options.env?.PLINTH_ENV !== 'production'
+      ? { PLINTH_LOG_BODIES: 'true' }
+      : {}
   const config =
-    options.config ?? testConfig({ ...(testDb ? { DATABASE_URL: testDb.url } : {}), ...options.env })
+    options.config ??
+    testConfig({ ...bodies, ...(testDb ? { DATABASE_URL: testDb.url } : {}), ...options.env })
+  recordConfigSecrets(config)
+  const logger =
+    options.logger ?? (capture && createLogger({ ...config, logLevel: 'debug', logFormat: 'json' }, capture))
   const plinth = await createPlinth({
     config,
-    ...(options.logger ? { logger: options.logger } : {}),
+    ...(logger ? { logger } : {}),
     modules: [...builtinModules, ...(options.modules ?? [])],
   })
+  recordInjectedSecrets(plinth.app)
   let closed: Promise<void> | undefined
   const close = () => {
     closed ??= (async () => {

@@ -1,5 +1,7 @@
 import type { PlinthModule } from '../../core/module.ts'
 import './accounts.tables.ts'
+import { accountsPersonalData } from './accounts.privacy.ts'
+import { accountsRetention } from './accounts.retention.ts'
 import { accountsServices } from './accounts.services.ts'
 import { adminRoutes } from './admin.routes.ts'
 import { authRoutes } from './auth.routes.ts'
@@ -14,6 +16,8 @@ export const accountsModule: PlinthModule = {
   name: 'accounts',
   migrations: { '0003-create-accounts': createAccounts },
   encryptedColumns: [totpSecretColumn],
+  personalData: accountsPersonalData,
+  retention: (ctx) => accountsRetention(ctx.config),
   async plugins(app, ctx) {
     const { sessions, tokens } = accountsServices(ctx)
     await app.register(authenticate, { sessions, tokens, secretKey: ctx.config.secretKey })

@@ -10,6 +10,9 @@ import { SESSION_CACHE_TTL_MS } from './sessions.service.ts'
 const TOUCH_EVERY_MS = 60_000
 export const MAX_TOKENS_PER_USER = 50
 
+/** The cache key of a resolved API token, by token hash. */
+export const tokenCacheKey = (hash: string) => `token:${hash}`
+
 /** Work that joins a change's transaction, given what the change produced. */
 export type Within<T> = (trx: Transaction<PlinthTables>, result: T) => Promise<void>
 
@@ -40,7 +43,7 @@ export interface TokenView {
 export function createApiTokenService(deps: { db: Kysely<PlinthTables>; cache: Cache; now?: () => number }) {
   const { db, cache } = deps
   const now = deps.now ?? Date.now
-  const key = (hash: string) => `token:${hash}`
+  const key = tokenCacheKey
 
   return {
     /** Creates a token; `within` runs in the same transaction (to record it in the audit log). */

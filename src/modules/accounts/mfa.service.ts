@@ -209,6 +209,30 @@ export function createMfaService(deps: {
       events.emit(event)
     },
 
+    /**
+     * Re-authentication before an irreversible change (erasing the account): the password and, when
+     * a second factor is enrolled, a current code or an unused recovery code (which it consumes).
+     * Returns what failed, or null. Records nothing: the caller audits the refusal.
+     */
+    async reauthenticate(
+      userId: string,
+      input: { password: string; code?: string | undefined; recoveryCode?: string | undefined },
+    ): Promise<null | 'password' | 'second-factor'> {
+      const user = await db
+        .selectFrom('users')
+        .select('password_hash')
+        .where('id', '=', userId)
+        .executeTakeFirst()
+      if (!user?.password_hash || !(await verifyPassword(user.password_hash, input.password)))
+        return 'password'
+      if (!(await secondFactor.isEnrolled(userId))) return null
+      const factor = {
+        ...(input.code !== undefined ? { code: input.code } : {}),
+        ...(input.recoveryCode !== undefined ? { recoveryCode: input.recoveryCode } : {}),
+      }
+      return (await secondFactor.consume(userId, factor)) === null ? 'second-factor' : null
+    },
+
     async remainingRecoveryCodes(userId: string): Promise<number> {
       const { count } = await db
         .selectFrom('recovery_codes')

@@ -11,6 +11,9 @@ const TOUCH_EVERY_MS = 60_000
 
 type Db = Kysely<PlinthTables> | Transaction<PlinthTables>
 
+/** The cache key of a resolved session, by token hash. */
+export const sessionCacheKey = (hash: string) => `session:${hash}`
+
 export interface SessionMeta {
   readonly ip?: string | undefined
   readonly userAgent?: string | undefined
@@ -70,7 +73,7 @@ export function createSessionService(deps: {
 }): SessionService {
   const { db, cache } = deps
   const now = deps.now ?? Date.now
-  const key = (hash: string) => `session:${hash}`
+  const key = sessionCacheKey
   const forget = (hashes: readonly string[]) => Promise.all(hashes.map((h) => cache.delete(key(h))))
   // Touched often enough that a session in use never looks idle, even with a short idle timeout.
   const touchEveryMs = Math.min(TOUCH_EVERY_MS, Math.floor(deps.idleTimeoutMs / 10))

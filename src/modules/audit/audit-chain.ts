@@ -1,5 +1,6 @@
 import { type Kysely, sql } from 'kysely'
 import { PlinthError } from '../../core/errors.ts'
+import { PSEUDONYM_PREFIX } from '../../core/privacy.ts'
 import type { PlinthTables } from '../../infra/db/tables.ts'
 import { chainHead, insertAuditEntry, lockChain } from './audit.service.ts'
 import type { AuditCheckpoint, AuditRow } from './audit.tables.ts'
@@ -12,7 +13,12 @@ export interface ChainBreak {
   /** The first row that does not match (its chain position and row id). */
   readonly seq: string
   readonly id: string
-  readonly reason: 'missing-rows' | 'prev-hash-mismatch' | 'hash-mismatch'
+  readonly reason:
+    | 'missing-rows'
+    | 'prev-hash-mismatch'
+    | 'hash-mismatch'
+    | 'erasure-invalid'
+    | 'erasure-unrecorded'
   /** A sentence for people. */
   readonly message: string
 }
@@ -27,6 +33,12 @@ export interface ChainReport {
   readonly head: { readonly seq: string; readonly hash: string } | null
   /** Committed rows not yet in the chain (a running instance seals them within seconds). */
   readonly unsealed: number
+  /**
+   * Rows checked whose personal fields erasure pseudonymised after sealing; of them, `unverifiable`
+   * were sealed with hash v1, whose content can no longer be checked (only their place in the chain).
+   */
+  readonly erased: number
+  readonly unverifiable: number
   readonly failure?: ChainBreak
 }
 
@@ -38,13 +50,20 @@ async function latestCheckpoint(db: Db): Promise<AuditCheckpoint | undefined> {
  * Walks the chain from the last checkpoint (or the beginning), `BATCH` rows at a time, and returns
  * at the first row whose position, link or content does not match. Reads only.
  */
-async function walk(
-  db: Db,
-  start: { seq: bigint; hash: string },
-  upTo?: bigint,
-): Promise<{ checked: number; last: { seq: bigint; hash: string }; failure?: ChainBreak }> {
+interface Walked {
+  checked: number
+  last: { seq: bigint; hash: string }
+  failure?: ChainBreak
+  erased: number
+  unverifiable: number
+  /** Each pseudonym erasure wrote, with the first row holding it. */
+  pseudonyms: Map<string, { seq: string; id: string }>
+}
+
+async function walk(db: Db, start: { seq: bigint; hash: string }, upTo?: bigint): Promise<Walked> {
   let last = start
   let checked = 0
+  const erasure = { erased: 0, unverifiable: 0, pseudonyms: new Map<string, { seq: string; id: string }>() }
   for (;;) {
     let query = db
       .selectFrom('audit_log')
@@ -56,12 +75,45 @@ async function walk(
     const rows = await query.execute()
     for (const row of rows) {
       const failure = check(row, last)
-      if (failure) return { checked, last, failure }
+      if (failure) return { checked, last, failure, ...erasure }
       checked++
       last = { seq: BigInt(row.seq!), hash: row.hash! }
+      if (row.erasure) {
+        erasure.erased++
+        if (row.erasure.v1) erasure.unverifiable++
+        for (const p of row.erasure.pseudonyms)
+          if (!erasure.pseudonyms.has(p)) erasure.pseudonyms.set(p, { seq: row.seq!, id: String(row.id) })
+      }
     }
-    if (rows.length < BATCH) return { checked, last }
+    if (rows.length < BATCH) return { checked, last, ...erasure }
   }
+}
+
+/**
+ * What an erasure record must look like: pseudonyms that are pseudonyms, and every field it
+ * rewrote holding one of them (actor and target) or nothing (address, user agent). Details and
+ * changes can hold anything after erasure: only their commitment is kept.
+ */
+function erasureProblem(row: AuditRow): string | undefined {
+  const e = row.erasure!
+  if (
+    !Array.isArray(e.pseudonyms) ||
+    e.pseudonyms.some((p) => typeof p !== 'string' || !p.startsWith(PSEUDONYM_PREFIX))
+  )
+    return 'its erasure record names something other than pseudonyms'
+  if (e.v1) return undefined
+  for (const field of Object.keys(e.commitments ?? {})) {
+    const value = row[field as keyof AuditRow]
+    if (
+      (field === 'actor_id' || field === 'target_id') &&
+      value !== null &&
+      !e.pseudonyms.includes(value as string)
+    )
+      return `its ${field} was rewritten by erasure but holds no pseudonym of it`
+    if ((field === 'ip' || field === 'user_agent') && value !== null)
+      return `its ${field} was rewritten by erasure but is not empty`
+  }
+  return undefined
 }
 
 function check(row: AuditRow, previous: { seq: bigint; hash: string }): ChainBreak | undefined {
@@ -79,13 +131,53 @@ function check(row: AuditRow, previous: { seq: bigint; hash: string }): ChainBre
       reason: 'prev-hash-mismatch',
       message: `its prev_hash does not match the hash of the row before it (seq ${previous.seq}${previous.seq === 0n ? ', the start of the chain' : ''}): a row before it was removed, replaced or re-hashed`,
     }
-  if (rowHash(row, row.seq!, row.prev_hash) !== row.hash)
+  if (row.erasure) {
+    const problem = erasureProblem(row)
+    if (problem) return { ...at, reason: 'erasure-invalid', message: problem }
+    // Sealed with hash v1, whose hash covers the raw values erasure replaced: only its place in the
+    // chain can be checked (decision 0010).
+    if (row.erasure.v1) return undefined
+  }
+  let hash: string
+  try {
+    hash = rowHash(row, row.seq!, row.prev_hash)
+  } catch (err) {
+    return { ...at, reason: 'erasure-invalid', message: (err as Error).message }
+  }
+  if (hash !== row.hash)
     return {
       ...at,
       reason: 'hash-mismatch',
       message: 'its content does not match its hash: the row was changed after it was sealed',
     }
   return undefined
+}
+
+/** The first row holding a pseudonym for which no `user:erased` row exists (sealed or not). */
+async function unrecordedErasure(db: Db, walked: Walked): Promise<ChainBreak | undefined> {
+  if (walked.pseudonyms.size === 0) return undefined
+  const names = [...walked.pseudonyms.keys()]
+  const recorded = new Set<string>()
+  for (let i = 0; i < names.length; i += BATCH) {
+    const rows = await db
+      .selectFrom('audit_log')
+      .select('target_id')
+      .distinct()
+      .where('action', '=', 'user:erased')
+      .where('target_id', 'in', names.slice(i, i + BATCH))
+      .execute()
+    for (const r of rows) recorded.add(r.target_id!)
+  }
+  const missing = names
+    .filter((p) => !recorded.has(p))
+    .map((p) => walked.pseudonyms.get(p)!)
+    .sort((a, b) => (BigInt(a.seq) < BigInt(b.seq) ? -1 : 1))[0]
+  if (!missing) return undefined
+  return {
+    ...missing,
+    reason: 'erasure-unrecorded',
+    message: 'it was pseudonymised, but no user:erased row records that erasure',
+  }
 }
 
 /**
@@ -101,7 +193,9 @@ export async function verifyAuditChain(db: Db): Promise<ChainReport> {
   const start = checkpoint
     ? { seq: BigInt(checkpoint.last_seq), hash: checkpoint.last_hash }
     : { seq: 0n, hash: GENESIS_HASH }
-  const result = await walk(db, start)
+  const walked = await walk(db, start)
+  const unrecorded = walked.failure ? undefined : await unrecordedErasure(db, walked)
+  const result = unrecorded ? { ...walked, failure: unrecorded } : walked
   const { count } = await db
     .selectFrom('audit_log')
     .select((eb) => eb.fn.countAll<string>().as('count'))
@@ -114,6 +208,8 @@ export async function verifyAuditChain(db: Db): Promise<ChainReport> {
     from: { seq: String(start.seq), hash: start.hash, checkpoint: checkpoint !== undefined },
     head: result.failure ? null : head,
     unsealed: Number(count),
+    erased: result.erased,
+    unverifiable: result.unverifiable,
     ...(result.failure ? { failure: result.failure } : {}),
   }
 }
@@ -131,12 +227,13 @@ export interface PruneResult {
  * last deleted row's seq and hash, from which `verifyAuditChain` resumes. The stretch is verified
  * first: a chain that does not verify is never pruned (PLINTH_AUDIT_CHAIN_BROKEN), so pruning
  * cannot erase the evidence of tampering. Runs under the chain lock, and records `audit:pruned`
- * (sealed by the next seal).
+ * (sealed by the next seal). With `maxRows`, it deletes at most that many of the oldest rows (call it
+ * again for the next stretch: each call is one short transaction with its own checkpoint).
  *
  * @example
  * await pruneAudit(db, { before: new Date(Date.now() - config.auditRetention) })
  */
-export async function pruneAudit(db: Db, options: { before: Date }): Promise<PruneResult> {
+export async function pruneAudit(db: Db, options: { before: Date; maxRows?: number }): Promise<PruneResult> {
   return db.transaction().execute(async (trx) => {
     await lockChain(trx)
     // The first row to keep: the oldest sealed row at or after the cutoff (rows around the cutoff
@@ -148,11 +245,13 @@ export async function pruneAudit(db: Db, options: { before: Date }): Promise<Pru
       .where('at', '>=', options.before)
       .executeTakeFirst()
     const head = await chainHead(trx)
-    const upTo = keep?.seq ? BigInt(keep.seq as string) - 1n : head.seq
+    let upTo = keep?.seq ? BigInt(keep.seq as string) - 1n : head.seq
     const checkpoint = await latestCheckpoint(trx)
     const start = checkpoint
       ? { seq: BigInt(checkpoint.last_seq), hash: checkpoint.last_hash }
       : { seq: 0n, hash: GENESIS_HASH }
+    if (options.maxRows !== undefined && upTo > start.seq + BigInt(options.maxRows))
+      upTo = start.seq + BigInt(options.maxRows)
     if (upTo <= start.seq) return { pruned: 0 }
     const stretch = await walk(trx, start, upTo)
     const broken = stretch.failure

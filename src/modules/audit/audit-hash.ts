@@ -1,10 +1,8 @@
-import { createHash } from 'node:crypto'
-import type { AuditRow } from './audit.tables.ts'
+import { createHash, createHmac } from 'node:crypto'
+import { type AuditRow, ERASABLE_FIELDS, type ErasableField } from './audit.tables.ts'
 
 /** The `prev_hash` of the first row of a chain that has never been pruned. */
 export const GENESIS_HASH = '0'.repeat(64)
-/** Bumped if the encoding ever changes; part of every hashed document. */
-const VERSION = 1
 
 /**
  * Canonical JSON (RFC 8785 style): object keys sorted by UTF-16 code units, no whitespace, strings
@@ -39,12 +37,18 @@ export type HashedFields = Pick<
   | 'request_id'
   | 'details'
   | 'changes'
->
+> &
+  Partial<Pick<AuditRow, 'salt' | 'erasure'>>
 
-/** The document a row's hash is computed over: every column but the hash itself. */
-export function hashedDocument(row: HashedFields, seq: string, prevHash: string): string {
+const sha256 = (text: string) => createHash('sha256').update(text).digest('hex')
+
+/**
+ * Hash v1 (rows sealed before migration 0010): every column but the hash itself, raw. Kept to verify
+ * those rows; nothing seals with it any more.
+ */
+export function hashedDocumentV1(row: HashedFields, seq: string, prevHash: string): string {
   return canonicalJson({
-    v: VERSION,
+    v: 1,
     id: String(row.id),
     seq: String(seq),
     at: row.at.toISOString(),
@@ -61,9 +65,78 @@ export function hashedDocument(row: HashedFields, seq: string, prevHash: string)
   })
 }
 
-/** SHA-256 (hex) of the row's canonical document, which includes the previous row's hash. */
+/** The salt of one erasable field of a row: HMAC-SHA256(row salt, field name), hex. */
+export function fieldSalt(rowSalt: string, field: ErasableField): string {
+  return createHmac('sha256', Buffer.from(rowSalt, 'hex')).update(field).digest('hex')
+}
+
+/** The commitment to one field's value: SHA-256 of its salt and the value's canonical JSON, hex. */
+export function commitment(salt: string, value: unknown): string {
+  return sha256(`${salt}:${canonicalJson(value ?? null)}`)
+}
+
+/** The value of an erasable field as the hash sees it. */
+export function erasableValue(row: HashedFields, field: ErasableField): unknown {
+  return row[field] ?? null
+}
+
+/**
+ * The per-field salts of a row still able to test its values: all of them from the row salt, or
+ * (after erasure) those erasure kept. Undefined for a row sealed with hash v1.
+ */
+export function fieldSalts(row: HashedFields): Partial<Record<ErasableField, string>> | undefined {
+  if (row.salt) return Object.fromEntries(ERASABLE_FIELDS.map((f) => [f, fieldSalt(row.salt!, f)]))
+  if (row.erasure && !row.erasure.v1) return { ...row.erasure.salts }
+  return undefined
+}
+
+/**
+ * The commitments a v2 hash covers: computed from the values with the row salt, or, for an erased
+ * row, kept by erasure for the fields it rewrote and computed with the kept salts for the others.
+ * @throws TypeError when an erasure record accounts for a field neither way.
+ */
+export function commitmentsOf(row: HashedFields): Record<ErasableField, string> {
+  const salts = fieldSalts(row) ?? {}
+  const kept = row.salt ? {} : (row.erasure?.commitments ?? {})
+  const out = {} as Record<ErasableField, string>
+  for (const f of ERASABLE_FIELDS) {
+    const salt = salts[f]
+    const c = salt ? commitment(salt, erasableValue(row, f)) : kept[f]
+    if (c === undefined)
+      throw new TypeError(`its erasure record accounts for neither the value nor the salt of ${f}`)
+    out[f] = c
+  }
+  return out
+}
+
+/**
+ * Hash v2: the non-personal columns raw, and each erasable field (actor id, target id, IP, user
+ * agent, details, changes) through its salted commitment, so that erasure can replace those values
+ * and drop their salts while the row still verifies (docs/decisions/0010-privacy-erasure.md).
+ */
+export function hashedDocumentV2(row: HashedFields, seq: string, prevHash: string): string {
+  return canonicalJson({
+    v: 2,
+    id: String(row.id),
+    seq: String(seq),
+    at: row.at.toISOString(),
+    actor: { type: row.actor_type, tokenId: row.actor_token_id },
+    action: row.action,
+    target: { type: row.target_type },
+    outcome: row.outcome,
+    requestId: row.request_id,
+    commitments: commitmentsOf(row),
+    prevHash,
+  })
+}
+
+/** True when the row was sealed with hash v1 (it has neither a salt nor a v2 erasure record). */
+export const isV1 = (row: HashedFields): boolean => !row.salt && (!row.erasure || row.erasure.v1 === true)
+
+/**
+ * SHA-256 (hex) of the row's canonical document, which includes the previous row's hash: v2 for a
+ * row with a salt or a v2 erasure record, v1 otherwise.
+ */
 export function rowHash(row: HashedFields, seq: string, prevHash: string): string {
-  return createHash('sha256')
-    .update(hashedDocument(row, seq, prevHash))
-    .digest('hex')
+  return sha256(isV1(row) ? hashedDocumentV1(row, seq, prevHash) : hashedDocumentV2(row, seq, prevHash))
 }

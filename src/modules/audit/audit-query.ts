@@ -37,6 +37,10 @@ export interface AuditView {
   readonly changes: unknown
   readonly prevHash: string
   readonly hash: string
+  /** Hash v2: the key of the commitments to the erasable fields (null on v1 rows and erased ones). */
+  readonly salt: string | null
+  /** What erasure kept so that a pseudonymised row still verifies (null unless erased after sealing). */
+  readonly erasure: unknown
 }
 
 export function auditView(row: AuditRow): AuditView {
@@ -55,6 +59,8 @@ export function auditView(row: AuditRow): AuditView {
     changes: row.changes ?? null,
     prevHash: row.prev_hash!,
     hash: row.hash!,
+    salt: row.salt,
+    erasure: row.erasure ?? null,
   }
 }
 

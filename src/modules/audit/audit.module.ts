@@ -1,7 +1,10 @@
 import type { PlinthModule } from '../../core/module.ts'
 import './audit.tables.ts'
+import { auditRetention } from './audit.retention.ts'
 import { auditRoutes } from './audit.routes.ts'
+import { auditPersonalData } from './audit-erasure.ts'
 import createAuditLog from './migrations/0006-create-audit-log.ts'
+import auditErasure from './migrations/0010-audit-erasure.ts'
 
 export { pruneAudit, verifyAuditChain } from './audit-chain.ts'
 export { exportAudit, listAudit } from './audit-query.ts'
@@ -13,8 +16,10 @@ export { exportAudit, listAudit } from './audit-query.ts'
  */
 export const auditModule: PlinthModule = {
   name: 'audit',
-  migrations: { '0006-create-audit-log': createAuditLog },
+  migrations: { '0006-create-audit-log': createAuditLog, '0010-audit-erasure': auditErasure },
+  personalData: auditPersonalData,
   routes: auditRoutes,
+  retention: (ctx) => auditRetention(ctx.config),
   async start(ctx) {
     ctx.audit.start()
   },

@@ -60,6 +60,8 @@ export const AuditEntrySchema = Type.Object({
   changes: Type.Unknown({ description: '{ before, after } of what changed, secrets masked' }),
   prevHash: Type.String(),
   hash: Type.String(),
+  salt: Nullable(Type.String({ description: 'Key of the commitments to the erasable fields (hash v2)' })),
+  erasure: Type.Unknown({ description: 'Set when erasure pseudonymised the row after sealing' }),
 })
 
 type FilterQuery = { [K in keyof typeof Filters]?: string }

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto'
 import { CompiledQuery, type Kysely, sql, type Transaction } from 'kysely'
 import type { Logger } from 'pino'
 import { AUDIT_ACTION, type Audit, type AuditEntry } from '../../core/audit.ts'
@@ -115,15 +116,24 @@ async function sealBatch(db: Db): Promise<number> {
       .execute()
     if (pending.length === 0) return 0
     let { seq, hash } = await chainHead(trx)
-    const links = pending.map((row) => {
+    // Each row gets its own random salt: the hash commits to its erasable fields through it (v2).
+    const salts = randomBytes(32 * pending.length).toString('hex')
+    const links = pending.map((row, i) => {
       seq += 1n
-      const link = { id: row.id, seq: String(seq), prev: hash, hash: rowHash(row, String(seq), hash) }
+      const salt = salts.slice(i * 64, (i + 1) * 64)
+      const link = {
+        id: row.id,
+        seq: String(seq),
+        prev: hash,
+        salt,
+        hash: rowHash({ ...row, salt }, String(seq), hash),
+      }
       hash = link.hash
       return link
     })
-    await sql`update audit_log as a set seq = v.seq, prev_hash = v.prev, hash = v.hash
-      from (values ${sql.join(links.map((l) => sql`(${l.id}::bigint, ${l.seq}::bigint, ${l.prev}, ${l.hash})`))})
-        as v (id, seq, prev, hash)
+    await sql`update audit_log as a set seq = v.seq, prev_hash = v.prev, hash = v.hash, salt = v.salt
+      from (values ${sql.join(links.map((l) => sql`(${l.id}::bigint, ${l.seq}::bigint, ${l.prev}, ${l.hash}, ${l.salt})`))})
+        as v (id, seq, prev, hash, salt)
       where a.id = v.id`.execute(trx)
     return links.length
   })

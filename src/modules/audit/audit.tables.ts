@@ -26,6 +26,31 @@ export interface AuditLogTable {
   changes: Json
   prev_hash: ColumnType<string | null, never, string>
   hash: ColumnType<string | null, never, string>
+  /**
+   * Random per-row key (hex) of the commitments the hash makes to the erasable fields (hash v2,
+   * audit-hash.ts); set by sealing, removed by erasure. Null on rows sealed with v1.
+   */
+  salt: ColumnType<string | null, never, string>
+  /** Set when erasure pseudonymised the row after it was sealed (docs/decisions/0010-privacy-erasure.md). */
+  erasure: ColumnType<AuditErasure | null, never, string>
+}
+
+/** The fields erasure may rewrite: the hash covers each through its own salted commitment. */
+export const ERASABLE_FIELDS = ['actor_id', 'target_id', 'ip', 'user_agent', 'details', 'changes'] as const
+export type ErasableField = (typeof ERASABLE_FIELDS)[number]
+
+/**
+ * What erasure keeps of a sealed row so that its hash still verifies: the commitments of the fields
+ * it rewrote (whose salts are gone, so the old values can no longer be tested against them), the
+ * salts of the fields it kept, and the pseudonyms it wrote. On a row sealed with hash v1, whose hash
+ * covers the raw values, only `v1: true` and the pseudonyms: its content can no longer be verified.
+ */
+export interface AuditErasure {
+  readonly at: string
+  readonly pseudonyms: readonly string[]
+  readonly commitments?: Readonly<Partial<Record<ErasableField, string>>>
+  readonly salts?: Readonly<Partial<Record<ErasableField, string>>>
+  readonly v1?: true
 }
 
 /** What retention pruning removed: the chain resumes from `last_hash` at `last_seq + 1`. */

@@ -3,6 +3,7 @@ import { CompiledQuery, type Kysely } from 'kysely'
 import { type Job as BossJob, type ConstructorOptions, type Db, PgBoss } from 'pg-boss'
 import type { Logger } from 'pino'
 import type { PlinthConfig } from '../../config/config.schema.ts'
+import { type Audit, type AuditCaller, type AuditEntry, callerEntry } from '../../core/audit.ts'
 import { PlinthError } from '../../core/errors.ts'
 import { fieldErrors } from '../../http/plugins/problem-json.ts'
 import { createStrictAjv } from '../../http/validation.ts'
@@ -37,6 +38,11 @@ export interface EnqueueOptions {
   readonly overflow?: 'reject' | 'accept' | undefined
   /** A Kysely transaction: the job exists only if that transaction commits. */
   readonly db?: Kysely<PlinthTables> | undefined
+  /**
+   * An administrator's enqueue (HTTP, CLI): `job:enqueued` is recorded in the job's transaction.
+   * Jobs that modules enqueue for their own work pass nothing and are not audited.
+   */
+  readonly audit?: AuditCaller | undefined
 }
 
 export interface EnqueueResult {
@@ -93,6 +99,8 @@ export function createJobEngine(deps: {
   logger: Logger
   db: Database
   metrics: Metrics
+  /** Records administrators' actions (enqueue, retry, cancel, purge, redrive) when they pass a caller. */
+  audit?: Pick<Audit, 'record'> | undefined
 }) {
   const { config, db } = deps
   const log = deps.logger.child({ component: 'jobs' })
@@ -311,6 +319,110 @@ export function createJobEngine(deps: {
     return job
   }
 
+  /** Records an administrator's action in `trx`; nothing for internal callers (no caller). */
+  async function audited(
+    trx: Kysely<PlinthTables>,
+    by: AuditCaller | undefined,
+    action: string,
+    target: AuditEntry['target'],
+    details: Record<string, unknown>,
+  ): Promise<void> {
+    if (!by) return
+    if (!deps.audit) throw new Error('the job engine was created without an audit log')
+    await deps.audit.record(trx, callerEntry(by, action, target, { details }))
+  }
+
+  /**
+   * Makes sure pg-boss knows the queue before a statement runs in one of our transactions: it would
+   * otherwise look it up on another connection, which the embedded database (one connection) lacks.
+   */
+  async function knowQueue(b: PgBoss, name: string): Promise<void> {
+    await b.findJobs(name, { id: NIL_UUID })
+  }
+
+  /** The job left the state it was read in before the command could run. */
+  const moved = (job: JobView, now: string | undefined, verb: string) =>
+    new PlinthError(
+      'PLINTH_JOB_STATE_CONFLICT',
+      `The job was ${job.state} and became ${now ?? 'deleted'} before it could be ${verb}.`,
+    )
+
+  /** Enqueues without auditing (see `engine.enqueue`). */
+  async function enqueueJob(name: string, payload: unknown, options: EnqueueOptions): Promise<EnqueueResult> {
+    const r = registered(name)
+    engine.validatePayload(name, payload)
+    const b = requireBoss()
+    if (options.overflow !== 'accept') {
+      const waiting = await depthOf(r, options.db).catch((err: unknown) => {
+        throw engineError(err)
+      })
+      if (waiting >= r.policy.maxQueued)
+        throw new PlinthError('PLINTH_JOB_QUEUE_FULL', undefined, {
+          headers: { 'retry-after': String(Math.max(1, Math.round(config.jobsMonitorInterval / 1000))) },
+        })
+    }
+    const id = randomUUID()
+    const meta = {
+      ...(options.requestId ? { requestId: options.requestId } : {}),
+      ...(options.idempotencyKey ? { key: options.idempotencyKey } : {}),
+    }
+    const startAfter = options.runAt ?? (options.delay ? new Date(Date.now() + options.delay) : undefined)
+    const send = (executor: Kysely<PlinthTables> | undefined) =>
+      b.send(name, { payload, meta } satisfies JobEnvelope, {
+        id,
+        priority: options.priority ?? r.policy.priority,
+        ...(startAfter ? { startAfter } : {}),
+        ...(executor ? { db: bossDb(executor) } : {}),
+      })
+
+    let result: EnqueueResult
+    try {
+      if (options.idempotencyKey) {
+        const key = options.idempotencyKey
+        const inTransaction = async (trx: Kysely<PlinthTables>): Promise<EnqueueResult> => {
+          const expiresAt = new Date(Date.now() + config.jobsIdempotencyWindow)
+          const claimed = await trx
+            .insertInto('job_idempotency_keys')
+            .values({ job_name: name, key, job_id: id, expires_at: expiresAt })
+            .onConflict((oc) =>
+              oc
+                .columns(['job_name', 'key'])
+                .doUpdateSet({ job_id: id, expires_at: expiresAt })
+                .where('job_idempotency_keys.expires_at', '<=', new Date()),
+            )
+            .returning('job_id')
+            .executeTakeFirst()
+          if (!claimed) {
+            const existing = await trx
+              .selectFrom('job_idempotency_keys')
+              .select('job_id')
+              .where('job_name', '=', name)
+              .where('key', '=', key)
+              .executeTakeFirstOrThrow()
+            return { id: existing.job_id, created: false }
+          }
+          await send(trx)
+          return { id, created: true }
+        }
+        result = options.db
+          ? await inTransaction(options.db)
+          : await db.kysely.transaction().execute((trx) => inTransaction(trx))
+      } else {
+        await send(options.db)
+        result = { id, created: true }
+      }
+    } catch (err) {
+      throw engineError(err)
+    }
+    if (result.created) {
+      r.depth.count++
+      m.enqueued.inc({ name })
+      // Jobs enqueued in a caller's transaction are visible only after it commits; the poll finds them.
+      if (!options.db) wakeLocal(name)
+    }
+    return result
+  }
+
   const engine = {
     get mode() {
       return mode
@@ -412,77 +524,31 @@ export function createJobEngine(deps: {
     },
 
     async enqueue(name: string, payload: unknown, options: EnqueueOptions = {}): Promise<EnqueueResult> {
-      const r = registered(name)
-      engine.validatePayload(name, payload)
-      const b = requireBoss()
-      if (options.overflow !== 'accept') {
-        const waiting = await depthOf(r, options.db).catch((err: unknown) => {
-          throw engineError(err)
-        })
-        if (waiting >= r.policy.maxQueued)
-          throw new PlinthError('PLINTH_JOB_QUEUE_FULL', undefined, {
-            headers: { 'retry-after': String(Math.max(1, Math.round(config.jobsMonitorInterval / 1000))) },
-          })
+      const by = options.audit
+      if (!by) return enqueueJob(name, payload, options)
+      // The job and its audit row commit together, in the caller's transaction or one of our own.
+      const run = async (trx: Kysely<PlinthTables>) => {
+        const result = await enqueueJob(name, payload, { ...options, db: trx })
+        if (result.created)
+          await audited(
+            trx,
+            by,
+            'job:enqueued',
+            { type: 'job', id: result.id },
+            {
+              name,
+              ...(options.priority !== undefined ? { priority: options.priority } : {}),
+              ...(options.runAt ? { runAt: options.runAt.toISOString() } : {}),
+              ...(options.delay ? { delayMs: options.delay } : {}),
+              ...(options.idempotencyKey ? { idempotencyKey: true } : {}),
+              ...(options.overflow === 'accept' ? { overflow: 'accept' } : {}),
+            },
+          )
+        return result
       }
-      const id = randomUUID()
-      const meta = {
-        ...(options.requestId ? { requestId: options.requestId } : {}),
-        ...(options.idempotencyKey ? { key: options.idempotencyKey } : {}),
-      }
-      const startAfter = options.runAt ?? (options.delay ? new Date(Date.now() + options.delay) : undefined)
-      const send = (executor: Kysely<PlinthTables> | undefined) =>
-        b.send(name, { payload, meta } satisfies JobEnvelope, {
-          id,
-          priority: options.priority ?? r.policy.priority,
-          ...(startAfter ? { startAfter } : {}),
-          ...(executor ? { db: bossDb(executor) } : {}),
-        })
-
-      let result: EnqueueResult
-      try {
-        if (options.idempotencyKey) {
-          const key = options.idempotencyKey
-          const inTransaction = async (trx: Kysely<PlinthTables>): Promise<EnqueueResult> => {
-            const expiresAt = new Date(Date.now() + config.jobsIdempotencyWindow)
-            const claimed = await trx
-              .insertInto('job_idempotency_keys')
-              .values({ job_name: name, key, job_id: id, expires_at: expiresAt })
-              .onConflict((oc) =>
-                oc
-                  .columns(['job_name', 'key'])
-                  .doUpdateSet({ job_id: id, expires_at: expiresAt })
-                  .where('job_idempotency_keys.expires_at', '<=', new Date()),
-              )
-              .returning('job_id')
-              .executeTakeFirst()
-            if (!claimed) {
-              const existing = await trx
-                .selectFrom('job_idempotency_keys')
-                .select('job_id')
-                .where('job_name', '=', name)
-                .where('key', '=', key)
-                .executeTakeFirstOrThrow()
-              return { id: existing.job_id, created: false }
-            }
-            await send(trx)
-            return { id, created: true }
-          }
-          result = options.db
-            ? await inTransaction(options.db)
-            : await db.kysely.transaction().execute((trx) => inTransaction(trx))
-        } else {
-          await send(options.db)
-          result = { id, created: true }
-        }
-      } catch (err) {
-        throw engineError(err)
-      }
-      if (result.created) {
-        r.depth.count++
-        m.enqueued.inc({ name })
-        // Jobs enqueued in a caller's transaction are visible only after it commits; the poll finds them.
-        if (!options.db) wakeLocal(name)
-      }
+      if (options.db) return run(options.db)
+      const result = await db.kysely.transaction().execute(run)
+      if (result.created) wakeLocal(name)
       return result
     },
 
@@ -492,8 +558,11 @@ export function createJobEngine(deps: {
       return store.list(filter)
     },
 
-    /** Runs a failed or cancelled job again (a fresh set of retries). */
-    async retry(id: string): Promise<JobView> {
+    /**
+     * Runs a failed or cancelled job again (a fresh set of retries); with a caller, `job:retried`
+     * is recorded in the same transaction as pg-boss' update.
+     */
+    async retry(id: string, by?: AuditCaller): Promise<JobView> {
       const job = await requireJob(id)
       if (job.state !== 'failed' && job.state !== 'cancelled')
         throw new PlinthError(
@@ -501,50 +570,90 @@ export function createJobEngine(deps: {
           `The job is ${job.state}; only failed or cancelled jobs can be retried.`,
         )
       const b = requireBoss()
-      if (job.state === 'cancelled') await b.resume(job.name, id)
-      else await b.retry(job.name, id)
+      await knowQueue(b, job.name)
+      await db.kysely.transaction().execute(async (trx) => {
+        // The state is read again under a row lock: the command and its audit row see the same job.
+        const state = await store.lockState(trx, job.name, id)
+        if (state !== 'failed' && state !== 'cancelled') throw moved(job, state, 'retried')
+        const on = { db: bossDb(trx) }
+        if (state === 'cancelled') await b.resume(job.name, id, on)
+        else await b.retry(job.name, id, on)
+        await audited(trx, by, 'job:retried', { type: 'job', id }, { name: job.name, from: state })
+      })
       if (registry.has(job.name)) wakeLocal(job.name)
       return requireJob(id)
     },
 
-    /** Cancels a job that has not started (or is waiting for a retry). */
-    async cancel(id: string): Promise<JobView> {
+    /** Cancels a job that has not started (or is waiting for a retry); with a caller, records `job:cancelled`. */
+    async cancel(id: string, by?: AuditCaller): Promise<JobView> {
       const job = await requireJob(id)
       if (job.state !== 'created' && job.state !== 'retry')
         throw new PlinthError(
           'PLINTH_JOB_STATE_CONFLICT',
           `The job is ${job.state}; only waiting jobs can be cancelled.`,
         )
-      await requireBoss().cancel(job.name, id)
-      const after = await requireJob(id)
-      if (after.state !== 'cancelled')
-        throw new PlinthError(
-          'PLINTH_JOB_STATE_CONFLICT',
-          `The job became ${after.state} before it could be cancelled.`,
-        )
-      return after
+      const b = requireBoss()
+      await knowQueue(b, job.name)
+      await db.kysely.transaction().execute(async (trx) => {
+        // The state is read again under a row lock (workers skip locked rows): a job a worker took
+        // meanwhile is left alone.
+        const state = await store.lockState(trx, job.name, id)
+        if (state !== 'created' && state !== 'retry') throw moved(job, state, 'cancelled')
+        await b.cancel(job.name, id, { db: bossDb(trx) })
+        await audited(trx, by, 'job:cancelled', { type: 'job', id }, { name: job.name, from: state })
+      })
+      return requireJob(id)
     },
 
-    /** Deletes every job in a job type's dead-letter queue; returns how many. */
-    async purgeDeadLetter(name: string): Promise<number> {
+    /**
+     * Deletes every job in a job type's dead-letter queue; returns how many. With a caller,
+     * `job:dead-letters-purged` is recorded in the same transaction as the deletion.
+     */
+    async purgeDeadLetter(name: string, by?: AuditCaller): Promise<number> {
       const r = registered(name)
       if (!r.policy.deadLetter) return 0
       const b = requireBoss()
       const queue = deadLetterQueue(name)
-      const count = await store.waiting(queue, Number.MAX_SAFE_INTEGER - 1)
-      await b.deleteAllJobs(queue)
-      return count
+      await knowQueue(b, queue)
+      return db.kysely.transaction().execute(async (trx) => {
+        let purged = 0
+        let after: string | undefined
+        for (;;) {
+          const ids = await store.ids(queue, { limit: 1000, after }, trx)
+          if (ids.length === 0) break
+          await b.deleteJob(queue, ids, { db: bossDb(trx) })
+          purged += ids.length
+          after = ids.at(-1)
+        }
+        await audited(trx, by, 'job:dead-letters-purged', { type: 'job-type', id: name }, { queue, purged })
+        return purged
+      })
     },
 
-    /** Moves the jobs of a dead-letter queue back to their job type, as new jobs; returns how many. */
-    async redriveDeadLetter(name: string): Promise<number> {
+    /**
+     * Moves the jobs of a dead-letter queue back to their job type, as new jobs; returns how many.
+     * With a caller, `job:dead-letters-redriven` is recorded in the same transaction as the move.
+     */
+    async redriveDeadLetter(name: string, by?: AuditCaller): Promise<number> {
       const r = registered(name)
       if (!r.policy.deadLetter) return 0
-      const moved = await requireBoss().redrive(deadLetterQueue(name), { destination: name, limit: 10_000 })
-      if (moved > 0) wakeLocal(name)
-      return moved
+      const b = requireBoss()
+      const queue = deadLetterQueue(name)
+      await knowQueue(b, queue)
+      const count = await db.kysely.transaction().execute(async (trx) => {
+        const n = await b.redrive(queue, { destination: name, limit: 10_000, db: bossDb(trx) })
+        await audited(
+          trx,
+          by,
+          'job:dead-letters-redriven',
+          { type: 'job-type', id: name },
+          { queue, moved: n },
+        )
+        return n
+      })
+      if (count > 0) wakeLocal(name)
+      return count
     },
-
     async types(): Promise<JobTypeView[]> {
       const views: JobTypeView[] = []
       for (const [name, r] of registry) {

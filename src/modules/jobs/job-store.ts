@@ -156,6 +156,26 @@ export function createJobStore(kysely: Kysely<PlinthTables>) {
       return rows[0]?.n ?? 0
     },
 
+    /** A job's state, its row locked until `trx` ends (workers skip locked rows); undefined when gone. */
+    async lockState(trx: Kysely<PlinthTables>, name: string, id: string): Promise<JobState | undefined> {
+      const { rows } = await sql<{ state: JobState }>`select state::text as state from ${JOB_TABLE}
+        where name = ${name} and id = ${id}::uuid for update`.execute(trx)
+      return rows[0]?.state
+    },
+
+    /** Up to `limit` ids of a queue's jobs (any state), in id order after `after`. */
+    async ids(
+      name: string,
+      page: { limit: number; after?: string | undefined },
+      executor: Kysely<PlinthTables> = kysely,
+    ): Promise<string[]> {
+      const { rows } = await sql<{ id: string }>`select id from ${JOB_TABLE} where name = ${name}
+        ${page.after ? sql`and id > ${page.after}::uuid` : sql``} order by id limit ${page.limit}`.execute(
+        executor,
+      )
+      return rows.map((r) => r.id)
+    },
+
     /** Depth and age of the oldest runnable job of each queue, for the metrics. */
     async depths(): Promise<QueueDepth[]> {
       const { rows } = await sql<{ name: string; waiting: number; oldest: number | null }>`

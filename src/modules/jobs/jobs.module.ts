@@ -1,6 +1,7 @@
 import type { PlinthModule } from '../../core/module.ts'
 import './jobs.tables.ts'
 import { heartbeatCheck, heartbeatJob } from './heartbeat.ts'
+import { jobsPersonalData } from './jobs.privacy.ts'
 import { jobsRoutes, schedulesRoutes } from './jobs.routes.ts'
 import createJobTables from './migrations/0004-create-job-tables.ts'
 
@@ -12,6 +13,7 @@ import createJobTables from './migrations/0004-create-job-tables.ts'
 export const jobsModule: PlinthModule = {
   name: 'jobs',
   migrations: { '0004-create-job-tables': createJobTables },
+  personalData: jobsPersonalData,
   jobs: (ctx) => [heartbeatJob(ctx.db)],
   routes(api, ctx) {
     jobsRoutes(api, ctx)

@@ -1,4 +1,5 @@
 import { Type } from 'typebox'
+import { auditCallerOf } from '../../core/audit.ts'
 import type { ModuleContext } from '../../core/module.ts'
 import type { PlinthApp } from '../../http/create-server.ts'
 import {
@@ -18,7 +19,10 @@ const manage = { permission: 'jobs:manage' as const }
 const IdParams = Type.Object({ id: Type.String({ maxLength: 100 }) })
 const NameParams = Type.Object({ name: JobName })
 
-/** Job types, jobs and their dead-letter queues: enqueue, inspect, retry, cancel, purge. */
+/**
+ * Job types, jobs and their dead-letter queues: enqueue, inspect, retry, cancel, purge. Every change
+ * is audited in its transaction (`job:*`).
+ */
 export function jobsRoutes(api: PlinthApp, ctx: ModuleContext): void {
   const { jobs } = ctx
   const tags = ['jobs']
@@ -59,6 +63,7 @@ export function jobsRoutes(api: PlinthApp, ctx: ModuleContext): void {
           idempotencyKey ?? (typeof headerKey === 'string' && headerKey ? headerKey : undefined),
         overflow,
         requestId: request.id,
+        audit: auditCallerOf(request),
       })
       return reply.code(result.created ? 202 : 200).send(result)
     },
@@ -119,7 +124,7 @@ export function jobsRoutes(api: PlinthApp, ctx: ModuleContext): void {
         response: { 200: JobSchema },
       },
     },
-    async (request) => jobs.retry(request.params.id),
+    async (request) => jobs.retry(request.params.id, auditCallerOf(request)),
   )
 
   api.post(
@@ -133,7 +138,7 @@ export function jobsRoutes(api: PlinthApp, ctx: ModuleContext): void {
         response: { 200: JobSchema },
       },
     },
-    async (request) => jobs.cancel(request.params.id),
+    async (request) => jobs.cancel(request.params.id, auditCallerOf(request)),
   )
 
   api.delete(
@@ -147,7 +152,7 @@ export function jobsRoutes(api: PlinthApp, ctx: ModuleContext): void {
         response: { 200: Type.Object({ purged: Type.Integer() }) },
       },
     },
-    async (request) => ({ purged: await jobs.purgeDeadLetter(request.params.name) }),
+    async (request) => ({ purged: await jobs.purgeDeadLetter(request.params.name, auditCallerOf(request)) }),
   )
 
   api.post(
@@ -161,11 +166,11 @@ export function jobsRoutes(api: PlinthApp, ctx: ModuleContext): void {
         response: { 200: Type.Object({ moved: Type.Integer() }) },
       },
     },
-    async (request) => ({ moved: await jobs.redriveDeadLetter(request.params.name) }),
+    async (request) => ({ moved: await jobs.redriveDeadLetter(request.params.name, auditCallerOf(request)) }),
   )
 }
 
-/** Cron schedules: create, update, pause, resume, delete. */
+/** Cron schedules: create, update, pause, resume, delete; every change is audited (`schedule:*`). */
 export function schedulesRoutes(api: PlinthApp, ctx: ModuleContext): void {
   const { schedules } = ctx
   const tags = ['schedules']
@@ -196,9 +201,7 @@ export function schedulesRoutes(api: PlinthApp, ctx: ModuleContext): void {
       },
     },
     async (request, reply) => {
-      const created = await schedules.create(request.body, {
-        createdBy: request.principal?.userId ?? 'unknown',
-      })
+      const created = await schedules.create(request.body, auditCallerOf(request))
       return reply.code(201).send(created)
     },
   )
@@ -224,7 +227,7 @@ export function schedulesRoutes(api: PlinthApp, ctx: ModuleContext): void {
         response: { 200: ScheduleSchema },
       },
     },
-    async (request) => schedules.update(request.params.id, request.body),
+    async (request) => schedules.update(request.params.id, request.body, auditCallerOf(request)),
   )
 
   for (const [action, paused] of [
@@ -242,7 +245,7 @@ export function schedulesRoutes(api: PlinthApp, ctx: ModuleContext): void {
           response: { 200: ScheduleSchema },
         },
       },
-      async (request) => schedules.setPaused(request.params.id, paused),
+      async (request) => schedules.setPaused(request.params.id, paused, auditCallerOf(request)),
     )
   }
 
@@ -253,7 +256,7 @@ export function schedulesRoutes(api: PlinthApp, ctx: ModuleContext): void {
       schema: { tags, summary: 'Delete a schedule', params: IdParams, response: { 204: Type.Null() } },
     },
     async (request, reply) => {
-      await schedules.remove(request.params.id)
+      await schedules.remove(request.params.id, auditCallerOf(request))
       reply.code(204)
       return null
     },

@@ -1,7 +1,10 @@
 import { randomUUID } from 'node:crypto'
-import type { Selectable } from 'kysely'
+import type { Selectable, Transaction } from 'kysely'
+import type { Logger } from 'pino'
+import { type Audit, type AuditCaller, type AuditEntry, auditDiff, callerEntry } from '../../core/audit.ts'
 import { PlinthError } from '../../core/errors.ts'
 import type { Database } from '../../infra/db/create-db.ts'
+import type { PlinthTables } from '../../infra/db/tables.ts'
 import type { JobEngine, JobEnvelope } from './job-engine.ts'
 import type { JobSchedulesTable, MissedPolicy } from './jobs.tables.ts'
 
@@ -35,6 +38,19 @@ export interface ScheduleView {
 }
 
 type Row = Selectable<JobSchedulesTable>
+/** What pg-boss' copy of a schedule is made of. */
+type Armed = Pick<Row, 'id' | 'job_name' | 'cron' | 'timezone' | 'payload' | 'missed'>
+
+/** What the audit log keeps of a schedule (secrets in its payload are masked by key when recorded). */
+const audited = (row: Row) => ({
+  jobName: row.job_name,
+  cron: row.cron,
+  timezone: row.timezone,
+  payload: row.payload,
+  missed: row.missed,
+  paused: row.paused,
+  description: row.description,
+})
 
 function invalid(field: string, message: string): PlinthError {
   return new PlinthError('PLINTH_SCHEDULE_INVALID', `${field} ${message}`, {
@@ -56,11 +72,20 @@ function assertTimezone(tz: string): void {
  * each tick under a per-tick singleton key, so with any number of replicas a tick fires once.
  * Pausing removes the pg-boss copy; resuming puts it back.
  *
- * pg-boss writes its copy on its own connection, so the two writes cannot share a transaction:
- * Plinth's row is written first and undone if the copy fails, and `reconcile()` (run by every
- * worker at start) repairs any drift a crash between the two left behind.
+ * pg-boss writes its copy on its own connection, so the copy cannot share the transaction of
+ * Plinth's row. Each change sets the copy first, then writes the row and, for an administrator's
+ * change (a caller is given), its audit row in one transaction; when that transaction fails, the
+ * copy is put back to match the row. `reconcile()` (run by every worker at start) repairs any
+ * drift a crash between the two left behind. So the table and the audit log always agree; the
+ * copy may differ from them for the moment between the two writes.
  */
-export function createSchedules(deps: { db: Database; jobs: JobEngine }) {
+export function createSchedules(deps: {
+  db: Database
+  jobs: JobEngine
+  /** Records administrators' changes (a caller given) in the transaction of the change. */
+  audit?: Pick<Audit, 'record'> | undefined
+  logger?: Logger | undefined
+}) {
   const { db, jobs } = deps
 
   function nextRuns(row: Row): string[] {
@@ -119,7 +144,7 @@ export function createSchedules(deps: { db: Database; jobs: JobEngine }) {
     jobs.validatePayload(jobName, payload)
   }
 
-  async function arm(row: Row): Promise<void> {
+  async function arm(row: Armed): Promise<void> {
     const data: JobEnvelope = { payload: row.payload, meta: { scheduleId: row.id } }
     await jobs.boss.schedule(row.job_name, row.cron, data as object, {
       tz: row.timezone,
@@ -128,8 +153,54 @@ export function createSchedules(deps: { db: Database; jobs: JobEngine }) {
     })
   }
 
-  async function disarm(row: Row): Promise<void> {
+  async function disarm(row: Armed): Promise<void> {
     await jobs.boss.unschedule(row.job_name, row.id)
+  }
+
+  /** Makes pg-boss' copy of one schedule match Plinth's row (armed while the row exists and is active). */
+  async function resync(id: string, jobName: string): Promise<void> {
+    const row = await db.kysely
+      .selectFrom('job_schedules')
+      .selectAll()
+      .where('id', '=', id)
+      .executeTakeFirst()
+    if (row && !row.paused && jobs.has(row.job_name)) await arm(row)
+    else if (!row || row.paused) await jobs.boss.unschedule(jobName, id)
+  }
+
+  async function record(
+    trx: Transaction<PlinthTables>,
+    by: AuditCaller | undefined,
+    action: string,
+    id: string,
+    rest: Pick<AuditEntry, 'details' | 'changes'>,
+  ): Promise<void> {
+    if (!by) return
+    if (!deps.audit) throw new Error('schedules were created without an audit log')
+    await deps.audit.record(trx, callerEntry(by, action, { type: 'schedule', id }, rest))
+  }
+
+  /**
+   * Sets pg-boss' copy with `copy`, then runs `change` (the row and its audit row) in a transaction;
+   * if that fails, puts the copy back to match the row and rethrows.
+   */
+  async function copyThenRow<T>(
+    row: { id: string; jobName: string },
+    copy: () => Promise<void>,
+    change: (trx: Transaction<PlinthTables>) => Promise<T>,
+  ): Promise<T> {
+    await copy()
+    try {
+      return await db.kysely.transaction().execute(change)
+    } catch (err) {
+      await resync(row.id, row.jobName).catch((undoErr: unknown) =>
+        deps.logger?.warn(
+          { err: undoErr, scheduleId: row.id },
+          'schedule copy not put back after a failed change; the next worker start reconciles it',
+        ),
+      )
+      throw err
+    }
   }
 
   async function load(id: string): Promise<Row> {
@@ -143,36 +214,55 @@ export function createSchedules(deps: { db: Database; jobs: JobEngine }) {
   }
 
   return {
-    async create(input: ScheduleInput, by?: { createdBy?: string; id?: string; builtin?: boolean }) {
+    /**
+     * Creates a schedule. `by` is the administrator who asks (HTTP, CLI): `schedule:created` is
+     * recorded with the row. `internal` is for built-in schedules, created under a fixed id.
+     */
+    async create(
+      input: ScheduleInput,
+      by?: AuditCaller,
+      internal: { id?: string; builtin?: boolean } = {},
+    ): Promise<ScheduleView> {
       validate(input, input.jobName)
       const payload = input.payload ?? {}
       validatePayload(input.jobName, payload)
-      const row = await db.kysely
-        .insertInto('job_schedules')
-        .values({
-          id: by?.id ?? randomUUID(),
-          job_name: input.jobName,
-          cron: input.cron.trim(),
-          timezone: input.timezone ?? 'UTC',
-          payload: JSON.stringify(payload),
-          missed: input.missed ?? 'skip',
-          description: input.description ?? null,
-          builtin: by?.builtin ?? false,
-          created_by: by?.createdBy ?? null,
-        })
-        .returningAll()
-        .executeTakeFirstOrThrow()
-      try {
-        await arm(row)
-      } catch (err) {
-        await db.kysely.deleteFrom('job_schedules').where('id', '=', row.id).execute()
-        throw err
+      const armed: Armed = {
+        id: internal.id ?? randomUUID(),
+        job_name: input.jobName,
+        cron: input.cron.trim(),
+        timezone: input.timezone ?? 'UTC',
+        payload,
+        missed: input.missed ?? 'skip',
       }
+      const row = await copyThenRow(
+        { id: armed.id, jobName: armed.job_name },
+        () => arm(armed),
+        async (trx) => {
+          const row = await trx
+            .insertInto('job_schedules')
+            .values({
+              ...armed,
+              payload: JSON.stringify(payload),
+              description: input.description ?? null,
+              builtin: internal.builtin ?? false,
+              created_by: by?.actor.id ?? null,
+            })
+            .returningAll()
+            .executeTakeFirstOrThrow()
+          await record(trx, by, 'schedule:created', row.id, { details: audited(row) })
+          return row
+        },
+      )
       jobs.metrics.schedulesCreated.inc({ name: row.job_name })
       return view(row)
     },
 
-    async update(id: string, patch: Partial<Omit<ScheduleInput, 'jobName'>>): Promise<ScheduleView> {
+    /** Changes a schedule; with a caller, `schedule:updated` is recorded with what changed, before and after. */
+    async update(
+      id: string,
+      patch: Partial<Omit<ScheduleInput, 'jobName'>>,
+      by?: AuditCaller,
+    ): Promise<ScheduleView> {
       const current = await load(id)
       const next = {
         cron: patch.cron?.trim() ?? current.cron,
@@ -181,39 +271,78 @@ export function createSchedules(deps: { db: Database; jobs: JobEngine }) {
       }
       validate(next, current.job_name)
       if (patch.payload !== undefined) validatePayload(current.job_name, patch.payload)
-      const updated = await db.kysely
-        .updateTable('job_schedules')
-        .set({
-          ...next,
-          ...(patch.payload !== undefined ? { payload: JSON.stringify(patch.payload) } : {}),
-          ...(patch.description !== undefined ? { description: patch.description } : {}),
-          updated_at: new Date(),
-        })
-        .where('id', '=', id)
-        .returningAll()
-        .executeTakeFirstOrThrow()
-      if (!updated.paused) await arm(updated)
+      const updated = await copyThenRow(
+        { id, jobName: current.job_name },
+        async () => {
+          if (!current.paused) await arm({ ...current, ...next, payload: patch.payload ?? current.payload })
+        },
+        async (trx) => {
+          const before = await trx
+            .selectFrom('job_schedules')
+            .selectAll()
+            .where('id', '=', id)
+            .forUpdate()
+            .executeTakeFirst()
+          if (!before) throw new PlinthError('PLINTH_SCHEDULE_NOT_FOUND')
+          const after = await trx
+            .updateTable('job_schedules')
+            .set({
+              ...next,
+              ...(patch.payload !== undefined ? { payload: JSON.stringify(patch.payload) } : {}),
+              ...(patch.description !== undefined ? { description: patch.description } : {}),
+              updated_at: new Date(),
+            })
+            .where('id', '=', id)
+            .returningAll()
+            .executeTakeFirstOrThrow()
+          const changes = auditDiff(audited(before), audited(after))
+          if (changes) await record(trx, by, 'schedule:updated', id, { changes })
+          return after
+        },
+      )
       return view(updated)
     },
 
-    async setPaused(id: string, paused: boolean): Promise<ScheduleView> {
+    /** Pauses or resumes a schedule; with a caller, records `schedule:paused` or `schedule:resumed`. */
+    async setPaused(id: string, paused: boolean, by?: AuditCaller): Promise<ScheduleView> {
       const current = await load(id)
       if (current.paused === paused) return view(current)
-      const updated = await db.kysely
-        .updateTable('job_schedules')
-        .set({ paused, updated_at: new Date() })
-        .where('id', '=', id)
-        .returningAll()
-        .executeTakeFirstOrThrow()
-      if (paused) await disarm(updated)
-      else await arm(updated)
+      const updated = await copyThenRow(
+        { id, jobName: current.job_name },
+        () => (paused ? disarm(current) : arm(current)),
+        async (trx) => {
+          const row = await trx
+            .updateTable('job_schedules')
+            .set({ paused, updated_at: new Date() })
+            .where('id', '=', id)
+            .returningAll()
+            .executeTakeFirst()
+          if (!row) throw new PlinthError('PLINTH_SCHEDULE_NOT_FOUND')
+          await record(trx, by, paused ? 'schedule:paused' : 'schedule:resumed', id, {
+            changes: auditDiff({ paused: current.paused }, { paused }),
+          })
+          return row
+        },
+      )
       return view(updated)
     },
 
-    async remove(id: string): Promise<void> {
+    /** Deletes a schedule; with a caller, records `schedule:deleted` with what it was. */
+    async remove(id: string, by?: AuditCaller): Promise<void> {
       const current = await load(id)
-      await disarm(current)
-      await db.kysely.deleteFrom('job_schedules').where('id', '=', id).execute()
+      await copyThenRow(
+        { id, jobName: current.job_name },
+        () => disarm(current),
+        async (trx) => {
+          const gone = await trx
+            .deleteFrom('job_schedules')
+            .where('id', '=', id)
+            .returningAll()
+            .executeTakeFirst()
+          if (!gone) throw new PlinthError('PLINTH_SCHEDULE_NOT_FOUND')
+          await record(trx, by, 'schedule:deleted', id, { details: audited(gone) })
+        },
+      )
     },
 
     async get(id: string): Promise<ScheduleView> {
@@ -263,7 +392,7 @@ export function createSchedules(deps: { db: Database; jobs: JobEngine }) {
         .executeTakeFirst()
       if (!existing) {
         try {
-          await this.create(input, { id, builtin: true })
+          await this.create(input, undefined, { id, builtin: true })
         } catch (err) {
           // another replica created it first
           if (

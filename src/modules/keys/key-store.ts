@@ -1,5 +1,6 @@
 import { type Kysely, type Selectable, sql, type Transaction } from 'kysely'
 import type { Logger } from 'pino'
+import { type Audit, type AuditCaller, callerEntry } from '../../core/audit.ts'
 import { PlinthError } from '../../core/errors.ts'
 import {
   createDataKey,
@@ -25,6 +26,12 @@ export interface RotationStart {
   readonly createdId?: string | undefined
   /** Keys left `retiring` by an earlier rotation (or made so now). */
   readonly retiringIds: readonly string[]
+}
+
+/** Who manages the keys (`plinth keys`), and the audit log their changes go to. */
+export interface KeyAudit {
+  readonly audit: Pick<Audit, 'record'>
+  readonly caller: AuditCaller
 }
 
 /**
@@ -62,8 +69,24 @@ export interface KeyStore {
   rewrap(legacyInUse: (id: string) => Promise<boolean>): Promise<{ rewrapped: string[]; kept: string[] }>
 }
 
-export function createKeyStore(db: Db, masters: MasterKeys): KeyStore {
+/**
+ * With `options.audit`, a rotation's new key (`key:rotated`), each retired key (`key:retired`) and
+ * each re-wrapped key (`key:rewrapped`) is recorded in the transaction that changes it. The first
+ * key a starting replica creates is not: no one asked for it.
+ */
+export function createKeyStore(db: Db, masters: MasterKeys, options: { audit?: KeyAudit } = {}): KeyStore {
   const legacy = legacyKeys(masters)
+
+  async function record(
+    trx: Transaction<PlinthTables>,
+    action: string,
+    id: string,
+    details: Record<string, unknown>,
+  ): Promise<void> {
+    const a = options.audit
+    if (a)
+      await a.audit.record(trx, callerEntry(a.caller, action, { type: 'encryption-key', id }, { details }))
+  }
 
   function withLock<T>(fn: (trx: Transaction<PlinthTables>) => Promise<T>): Promise<T> {
     return db.transaction().execute(async (trx) => {
@@ -154,6 +177,7 @@ export function createKeyStore(db: Db, masters: MasterKeys): KeyStore {
             .execute()
         }
         const createdId = await insertNewActive(trx)
+        await record(trx, 'key:rotated', createdId, { previous: active?.id ?? null })
         return { activeId: createdId, createdId, retiringIds: active ? [active.id] : [] }
       })
     },
@@ -163,14 +187,19 @@ export function createKeyStore(db: Db, masters: MasterKeys): KeyStore {
     async retire(trx, ids) {
       if (ids.length === 0) return
       const now = sql<Date>`now()`
-      await trx
+      const retired = await trx
         .updateTable('encryption_keys')
         .set({ state: 'retired', retired_at: now })
         .where('id', 'in', ids)
         .where('state', '=', 'retiring')
+        .returning('id')
         .execute()
+      const recorded = new Set(retired.map((r) => r.id))
+      for (const id of recorded)
+        await record(trx, 'key:retired', id, { legacy: legacy.some((l) => l.id === id) })
       for (const l of legacy) {
         if (!ids.includes(l.id)) continue
+        if (!recorded.has(l.id)) await record(trx, 'key:retired', l.id, { legacy: true })
         await trx
           .insertInto('encryption_keys')
           .values({
@@ -197,6 +226,7 @@ export function createKeyStore(db: Db, masters: MasterKeys): KeyStore {
             .set({ wrapped_key: wrapDataKey(masters.current, r.id, key) })
             .where('id', '=', r.id)
             .execute()
+          await record(trx, 'key:rewrapped', r.id, { state: r.state })
           rewrapped.push(r.id)
         }
         // The previous master's legacy key is derived from it, so it vanishes with it: keep it
@@ -208,6 +238,7 @@ export function createKeyStore(db: Db, masters: MasterKeys): KeyStore {
             .insertInto('encryption_keys')
             .values({ id: l.id, wrapped_key: wrapDataKey(masters.current, l.id, l.key), state: 'retiring' })
             .execute()
+          await record(trx, 'key:rewrapped', l.id, { state: 'retiring', legacy: true })
           kept.push(l.id)
         }
       })

@@ -1,4 +1,6 @@
 import type { PlinthModule } from '../../core/module.ts'
+import { mailPersonalData } from './mail.privacy.ts'
+import { mailRetention } from './mail.retention.ts'
 import createMailOutbox from './migrations/0002-create-mail-outbox.ts'
 
 /**
@@ -8,4 +10,6 @@ import createMailOutbox from './migrations/0002-create-mail-outbox.ts'
 export const mailModule: PlinthModule = {
   name: 'mail',
   migrations: { '0002-create-mail-outbox': createMailOutbox },
+  personalData: mailPersonalData,
+  retention: (ctx) => mailRetention(ctx.config),
 }

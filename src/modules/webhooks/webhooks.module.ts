@@ -3,6 +3,8 @@ import './webhooks.tables.ts'
 import { webhookDeliveryJob } from './delivery.ts'
 import { webhookSecretColumn } from './encrypted-columns.ts'
 import createWebhooks from './migrations/0005-create-webhooks.ts'
+import { webhooksPersonalData } from './webhooks.privacy.ts'
+import { webhooksRetention } from './webhooks.retention.ts'
 import { webhooksRoutes } from './webhooks.routes.ts'
 
 /**
@@ -13,7 +15,9 @@ import { webhooksRoutes } from './webhooks.routes.ts'
 export const webhooksModule: PlinthModule = {
   name: 'webhooks',
   migrations: { '0005-create-webhooks': createWebhooks },
+  personalData: webhooksPersonalData,
   jobs: (ctx) => [webhookDeliveryJob(ctx)],
   routes: webhooksRoutes,
   encryptedColumns: [webhookSecretColumn],
+  retention: (ctx) => webhooksRetention(ctx.config),
 }

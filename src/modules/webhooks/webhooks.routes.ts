@@ -1,6 +1,5 @@
-import type { FastifyRequest } from 'fastify'
 import { Type } from 'typebox'
-import { actorOf } from '../../core/audit.ts'
+import { auditCallerOf as callerOf } from '../../core/audit.ts'
 import type { ModuleContext } from '../../core/module.ts'
 import type { PlinthApp } from '../../http/create-server.ts'
 import {
@@ -14,19 +13,9 @@ import {
   SubscriptionPatchBody,
   SubscriptionSchema,
 } from './webhooks.schemas.ts'
-import { type Caller, createWebhooksService } from './webhooks.service.ts'
+import { createWebhooksService } from './webhooks.service.ts'
 
 const manage = { permission: 'webhooks:manage' as const }
-
-function callerOf(request: FastifyRequest): Caller {
-  const ua = request.headers['user-agent']
-  return {
-    actor: actorOf(request.principal!),
-    ip: request.ip,
-    userAgent: typeof ua === 'string' ? ua : undefined,
-    requestId: request.id,
-  }
-}
 
 /** `/webhooks` (subscriptions and their delivery attempts) and `/events` (emit an event). */
 export function webhooksRoutes(api: PlinthApp, ctx: ModuleContext): void {

@@ -1,9 +1,8 @@
 import { randomBytes, randomUUID } from 'node:crypto'
 import type { Selectable } from 'kysely'
-import { type AuditEntry, auditDiff } from '../../core/audit.ts'
+import { type AuditCaller, type AuditEntry, auditDiff } from '../../core/audit.ts'
 import { PlinthError } from '../../core/errors.ts'
 import type { ModuleContext } from '../../core/module.ts'
-import type { Actor } from '../../core/security-events.ts'
 import { urlPolicy } from './delivery.ts'
 import { webhookSecretColumn } from './encrypted-columns.ts'
 import { assertWebhookUrl } from './url-guard.ts'
@@ -49,12 +48,7 @@ export interface SubscriptionPatch {
 }
 
 /** Who asks, for `created_by` and the audit log. */
-export interface Caller {
-  readonly actor: Actor
-  readonly ip?: string | undefined
-  readonly userAgent?: string | undefined
-  readonly requestId?: string | undefined
-}
+export type Caller = AuditCaller
 
 type SubscriptionRow = Omit<Selectable<WebhookSubscriptionsTable>, 'secret'>
 const COLUMNS = [
