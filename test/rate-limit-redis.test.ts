@@ -72,14 +72,17 @@ describe('rate limits on redis', { skip: await skipUnlessRedis() }, () => {
     const prefix = uniquePrefix()
     dropKeysAfter(prefix)
     const env = { ...LIMITS_ENV, REDIS_URL: TEST_REDIS_URL, PLINTH_REDIS_PREFIX: prefix }
-    const [a, b] = await Promise.all([
+    // allSettled: if one start fails, the other instance is still closed (an open Redis
+    // connection would keep the test process alive).
+    const started = await Promise.allSettled([
       startTestPlinth({ env, modules: [limitsModule] }),
       startTestPlinth({ env, modules: [limitsModule] }),
     ])
-    cleanups.push(
-      () => a.close(),
-      () => b.close(),
-    )
+    for (const s of started) if (s.status === 'fulfilled') cleanups.push(() => s.value.close())
+    const [a, b] = started.map((s) => {
+      if (s.status === 'rejected') throw s.reason
+      return s.value
+    }) as [TestPlinth, TestPlinth]
     const seen: [number, unknown][] = []
     for (const instance of [a, b, a, b, a]) {
       const res = await instance.app.inject({ url: API, remoteAddress: '198.51.100.7' })
