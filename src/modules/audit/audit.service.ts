@@ -173,6 +173,9 @@ export function createAudit(deps: { db: Db; logger: Logger }): Audit {
       running = run().finally(() => {
         running = undefined
       })
+      // Whoever called gets the failure; this promise must never count as unhandled on its own
+      // (a database outage would otherwise surface as an unhandled rejection).
+      running.catch(() => {})
       return running
     }
     queued ??= running
@@ -181,6 +184,7 @@ export function createAudit(deps: { db: Db; logger: Logger }): Audit {
         queued = undefined
         return seal()
       })
+    queued.catch(() => {})
     return queued
   }
 
