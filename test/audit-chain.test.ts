@@ -8,6 +8,7 @@ import { createAudit } from '../src/modules/audit/audit.service.ts'
 import { pruneAudit, verifyAuditChain } from '../src/modules/audit/audit-chain.ts'
 import { GENESIS_HASH } from '../src/modules/audit/audit-hash.ts'
 import { createLogger } from '../src/observability/logger.ts'
+import { bypassingTriggers } from './helpers/bypass-triggers.ts'
 import { skipUnlessPostgres } from './helpers/services.ts'
 import { spawnCli } from './helpers/spawn-cli.ts'
 import { startTestPlinth, type TestPlinth } from './helpers/test-plinth.ts'
@@ -21,17 +22,6 @@ const entry = (n: number, extra: Partial<AuditEntry> = {}): AuditEntry => ({
   details: { n },
   ...extra,
 })
-
-/** Runs `fn` on one connection with triggers off, as someone who bypasses the database's refusal would. */
-async function bypassingTriggers(
-  db: Kysely<PlinthTables>,
-  fn: (trx: Kysely<PlinthTables>) => Promise<unknown>,
-) {
-  await db.transaction().execute(async (trx) => {
-    await sql`set local session_replication_role = replica`.execute(trx)
-    await fn(trx)
-  })
-}
 
 async function rowsOf(db: Kysely<PlinthTables>) {
   return db.selectFrom('audit_log').selectAll().orderBy(sql`seq::bigint nulls last`).orderBy('id').execute()

@@ -18,22 +18,12 @@ import {
   uniqueEmail,
 } from './helpers/accounts.ts'
 import { assertProblem } from './helpers/assert-problem.ts'
+import { bypassingTriggers } from './helpers/bypass-triggers.ts'
 import { buildPerson, type Person, PRIVACY_ENV, tablesContaining } from './helpers/privacy.ts'
 import { skipUnlessPostgres } from './helpers/services.ts'
 import { spawnCli } from './helpers/spawn-cli.ts'
 import { TEST_MASTER_KEY } from './helpers/test-config.ts'
 import { startTestPlinth, type TestPlinth } from './helpers/test-plinth.ts'
-
-/** Runs `fn` on one connection with triggers off, as someone who bypasses the database's refusal would. */
-async function bypassingTriggers(
-  db: Kysely<PlinthTables>,
-  fn: (trx: Kysely<PlinthTables>) => Promise<unknown>,
-) {
-  await db.transaction().execute(async (trx) => {
-    await sql`set local session_replication_role = replica`.execute(trx)
-    await fn(trx)
-  })
-}
 
 /** Where the person's identifying values are still found, table by table. */
 async function traces(plinth: TestPlinth, person: Person) {
