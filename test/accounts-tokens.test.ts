@@ -192,5 +192,25 @@ describe('accounts: API tokens on postgres', { skip: await skipUnlessPostgres() 
       await inject({ method: 'DELETE', url: `/api/v1/me/tokens/${ids[1]}`, headers: bearer(s.token) })
       assert.equal((await createToken(s, { name: 'after revoke', scopes: ['self:read'] })).statusCode, 201)
     })
+
+    it(`holds the cap of ${MAX_TOKENS_PER_USER} under concurrent creations (count and insert are atomic)`, async () => {
+      const s = await signUp(plinth.app, uniqueEmail('race'))
+      const start = MAX_TOKENS_PER_USER - 5
+      for (let i = 0; i < start; i++)
+        assert.equal((await createToken(s, { name: `t${i}`, scopes: ['self:read'] })).statusCode, 201)
+      const answers = await Promise.all(
+        Array.from({ length: 20 }, (_, i) => createToken(s, { name: `race${i}`, scopes: ['self:read'] })),
+      )
+      const created = answers.filter((r) => r.statusCode === 201).length
+      for (const r of answers.filter((x) => x.statusCode !== 201)) assertProblem(r, 409, 'PLINTH_DB_CONFLICT')
+      assert.equal(created, 5)
+      const { count } = await plinth.db.kysely
+        .selectFrom('api_tokens')
+        .select((eb) => eb.fn.countAll<string>().as('count'))
+        .where('user_id', '=', s.userId)
+        .where('revoked_at', 'is', null)
+        .executeTakeFirstOrThrow()
+      assert.equal(Number(count), MAX_TOKENS_PER_USER)
+    })
   })
 })

@@ -6,7 +6,8 @@ import type { Mailer } from '../../core/mail.ts'
 import type { Role } from '../../core/permissions.ts'
 import type { Actor, SecurityEvents } from '../../core/security-events.ts'
 import type { PlinthTables } from '../../infra/db/tables.ts'
-import type { RequestMeta } from './login.service.ts'
+import type { CredentialAttempts } from './credential-attempts.ts'
+import type { RequestMeta, SecondFactor } from './login.service.ts'
 import { assertPasswordPolicy, hashPassword, verifyPassword } from './passwords.ts'
 import { hashSecret, looksLikeSecret, newSecret, normalizeEmail, TOKEN_PREFIX } from './secrets.ts'
 import type { SessionService } from './sessions.service.ts'
@@ -27,6 +28,9 @@ export type SignupMode = 'open' | 'invite' | 'closed'
 export function createAccountService(deps: {
   db: Kysely<PlinthTables>
   sessions: SessionService
+  /** The shared lockout: checking the current password counts like a sign-in. */
+  attempts: CredentialAttempts
+  secondFactor: Pick<SecondFactor, 'isEnrolled'>
   events: SecurityEvents
   audit: Audit
   mailer: Mailer
@@ -238,6 +242,9 @@ export function createAccountService(deps: {
       input: { userId: string; sessionId: string | undefined; currentPassword: string; newPassword: string },
       meta: RequestMeta,
     ) {
+      // Counted before the check and refused while locked, like a sign-in: a stolen session must
+      // not buy unlimited guesses at the password.
+      const attempt = await deps.attempts.reserveOrThrow(input.userId)
       const user = await db
         .selectFrom('users')
         .select(['email', 'password_hash'])
@@ -254,8 +261,12 @@ export function createAccountService(deps: {
         }
         await audit.record(db, auditEntryOf(refused))
         events.emit(refused)
+        await deps.attempts.failed(attempt, meta)
         throw new PlinthError('PLINTH_AUTH_INVALID_CREDENTIALS', 'The current password is wrong.')
       }
+      // A right password authenticates fully only without a second factor (which is not asked here).
+      if (await deps.secondFactor.isEnrolled(input.userId)) await deps.attempts.released(attempt)
+      else await deps.attempts.succeeded(attempt)
       assertPasswordPolicy(input.newPassword, { email: user.email })
       const hash = await hashPassword(input.newPassword)
       const event: SecurityEventInput = {

@@ -7,6 +7,7 @@ import { createAccountService } from './account.service.ts'
 import { createAdminService } from './admin.service.ts'
 import { createApiTokenService } from './api-tokens.service.ts'
 import { SESSION_COOKIE } from './authenticate.plugin.ts'
+import { createCredentialAttempts } from './credential-attempts.ts'
 import { createLoginService, type RequestMeta } from './login.service.ts'
 import { createMfaService } from './mfa.service.ts'
 import { createProfiles } from './profiles.ts'
@@ -23,11 +24,21 @@ function build(ctx: ModuleContext) {
   })
   const tokens = createApiTokenService({ db, cache: ctx.cache })
   const { audit } = ctx
-  const mfa = createMfaService({ db, keyring: ctx.keyring, sessions, events: ctx.securityEvents, audit })
+  // One lockout for every check of a password or a second factor, wherever it happens.
+  const attempts = createCredentialAttempts({ db, audit, events: ctx.securityEvents })
+  const mfa = createMfaService({
+    db,
+    keyring: ctx.keyring,
+    sessions,
+    attempts,
+    events: ctx.securityEvents,
+    audit,
+  })
   const login = createLoginService({
     db,
     cache: ctx.cache,
     sessions,
+    attempts,
     secondFactor: mfa.secondFactor,
     events: ctx.securityEvents,
     audit,
@@ -35,6 +46,8 @@ function build(ctx: ModuleContext) {
   const accounts = createAccountService({
     db,
     sessions,
+    attempts,
+    secondFactor: mfa.secondFactor,
     events: ctx.securityEvents,
     audit,
     mailer: ctx.mailer,

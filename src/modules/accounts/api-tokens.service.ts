@@ -74,6 +74,15 @@ export function createApiTokenService(deps: { db: Kysely<PlinthTables>; cache: C
         })
       }
       return db.transaction().execute(async (trx) => {
+        // The owner's row is locked first: concurrent creations for one user take turns, so the
+        // count below cannot be read by two of them before either inserts (the cap holds).
+        const owner = await trx
+          .selectFrom('users')
+          .select('id')
+          .where('id', '=', input.userId)
+          .forUpdate()
+          .executeTakeFirst()
+        if (!owner) throw new PlinthError('PLINTH_USER_NOT_FOUND')
         const { count } = await trx
           .selectFrom('api_tokens')
           .select((eb) => eb.fn.countAll<string>().as('count'))

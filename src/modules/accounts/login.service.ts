@@ -5,7 +5,8 @@ import type { Actor, SecurityEvents } from '../../core/security-events.ts'
 import type { Cache } from '../../infra/cache/cache.ts'
 import type { PlinthTables } from '../../infra/db/tables.ts'
 import type { User } from './accounts.tables.ts'
-import { createUnknownAccountCounter, lockAfter, remainingLockMs } from './lockout.ts'
+import { type Attempt, type CredentialAttempts, createCredentialAttempts } from './credential-attempts.ts'
+import { createUnknownAccountCounter, remainingLockMs } from './lockout.ts'
 import { burnPasswordCheck, verifyPassword } from './passwords.ts'
 import { hashSecret, looksLikeSecret, newSecret, normalizeEmail, TOKEN_PREFIX } from './secrets.ts'
 import type { SessionMeta, SessionService } from './sessions.service.ts'
@@ -50,11 +51,14 @@ export function createLoginService(deps: {
   secondFactor: SecondFactor
   events: SecurityEvents
   audit: Audit
+  /** The shared lockout of every password and second-factor check (one per instance). */
+  attempts?: CredentialAttempts
   now?: () => number
 }) {
   const { db, sessions, events, audit } = deps
   const now = deps.now ?? Date.now
   const unknown = createUnknownAccountCounter(deps.cache)
+  const attempts = deps.attempts ?? createCredentialAttempts({ db, audit, events, now })
 
   const emitFor = (meta: RequestMeta, actor: Actor) => ({
     actor,
@@ -63,27 +67,20 @@ export function createLoginService(deps: {
     requestId: meta.requestId,
   })
 
-  function locked(ms: number): PlinthError {
-    return new PlinthError('PLINTH_AUTH_LOCKED', undefined, {
-      headers: { 'retry-after': String(Math.ceil(ms / 1000)) },
-    })
-  }
-
-  /** The events of a failed attempt (none for a quiet one that did not lock the account). */
+  /** The events of a failed attempt at an unknown address. */
   function failureEvents(
     actor: Actor,
     meta: RequestMeta,
     state: { failures: number; lockedUntil: Date | null },
-    quiet: boolean,
   ): SecurityEventInput[] {
-    const out: SecurityEventInput[] = []
-    if (!quiet)
-      out.push({
+    const out: SecurityEventInput[] = [
+      {
         type: 'login:failed',
         outcome: 'failure',
         ...emitFor(meta, actor),
         details: { failures: state.failures },
-      })
+      },
+    ]
     if (state.lockedUntil)
       out.push({
         type: 'login:locked-out',
@@ -95,45 +92,45 @@ export function createLoginService(deps: {
   }
 
   /**
-   * Counts a failed attempt (and locks the account past the threshold). For a known account the
-   * counter, the lock and their audit rows are one transaction; an unknown address is counted in
-   * the cache and audited on its own.
+   * Counts a failed attempt at an unknown address (in the cache, audited on its own): it locks
+   * exactly like a known account, so the lock reveals nothing.
    */
-  async function recordFailure(
-    user: User | undefined,
-    email: string,
-    meta: RequestMeta,
-    options: { quiet?: boolean } = {},
-  ): Promise<void> {
-    const t = now()
-    let emitted: SecurityEventInput[]
-    if (user) {
-      emitted = await db.transaction().execute(async (trx) => {
-        const row = await trx
-          .updateTable('users')
-          .set((eb) => ({ failed_logins: eb('failed_logins', '+', 1) }))
-          .where('id', '=', user.id)
-          .returning('failed_logins')
-          .executeTakeFirstOrThrow()
-        const state = { failures: row.failed_logins, lockedUntil: lockAfter(row.failed_logins, t) }
-        if (state.lockedUntil)
-          await trx
-            .updateTable('users')
-            .set({ locked_until: state.lockedUntil })
-            .where('id', '=', user.id)
-            .execute()
-        const list = failureEvents({ type: 'user', id: user.id }, meta, state, options.quiet ?? false)
-        for (const event of list) await audit.record(trx, withTarget(event, user.id))
-        return list
-      })
-    } else {
-      const state = await unknown.fail(email, t)
-      emitted = failureEvents({ type: 'anonymous' }, meta, state, options.quiet ?? false)
-      // The address someone tried is kept in the audit row (not in the event, which is logged).
-      for (const event of emitted)
-        await audit.record(db, { ...auditEntryOf(event), details: { ...event.details, email } })
-    }
+  async function recordUnknownFailure(email: string, meta: RequestMeta): Promise<void> {
+    const state = await unknown.fail(email, now())
+    const emitted = failureEvents({ type: 'anonymous' }, meta, state)
+    // The address someone tried is kept in the audit row (not in the event, which is logged).
+    for (const event of emitted)
+      await audit.record(db, { ...auditEntryOf(event), details: { ...event.details, email } })
     for (const event of emitted) events.emit(event)
+  }
+
+  /** A wrong password for a known account: `login:failed`, and `login:locked-out` when it locked it. */
+  async function recordFailure(attempt: Attempt, meta: RequestMeta): Promise<void> {
+    const event: SecurityEventInput = {
+      type: 'login:failed',
+      outcome: 'failure',
+      ...emitFor(meta, { type: 'user', id: attempt.userId }),
+      details: { failures: attempt.failures },
+    }
+    await audit.record(db, withTarget(event, attempt.userId))
+    events.emit(event)
+    await attempts.failed(attempt, meta)
+  }
+
+  /** A refusal because the account (or unknown address) is locked: audited, nothing checked. */
+  async function refuseLocked(userId: string | undefined, email: string, meta: RequestMeta, ms: number) {
+    const event: SecurityEventInput = {
+      type: 'login:failed',
+      outcome: 'failure',
+      ...emitFor(meta, userId ? { type: 'user', id: userId } : { type: 'anonymous' }),
+      details: { reason: 'locked' },
+    }
+    await audit.record(
+      db,
+      userId ? withTarget(event, userId) : { ...auditEntryOf(event), details: { reason: 'locked', email } },
+    )
+    events.emit(event)
+    return attempts.lockedError(ms)
   }
 
   /** The audit entry of an event about a known account, naming it as the target. */
@@ -183,40 +180,26 @@ export function createLoginService(deps: {
         .selectAll()
         .where('email_normalized', '=', email)
         .executeTakeFirst()
-      const lockMs = user
-        ? remainingLockMs(user.locked_until, now())
-        : remainingLockMs((await unknown.get(email)).lockedUntil, now())
-      if (lockMs > 0) {
-        const event: SecurityEventInput = {
-          type: 'login:failed',
-          outcome: 'failure',
-          ...emitFor(meta, user ? { type: 'user', id: user.id } : { type: 'anonymous' }),
-          details: { reason: 'locked' },
-        }
-        await audit.record(
-          db,
-          user
-            ? withTarget(event, user.id)
-            : { ...auditEntryOf(event), details: { reason: 'locked', email } },
-        )
-        events.emit(event)
-        throw locked(lockMs)
+      // A known account's attempt is counted (atomically, as a failure) before the password is
+      // checked, so that concurrent guesses cannot all be checked before the lock applies.
+      let attempt: Attempt | undefined
+      if (user) {
+        const reserved = await attempts.reserve(user.id)
+        if ('lockedMs' in reserved) throw await refuseLocked(user.id, email, meta, reserved.lockedMs)
+        attempt = reserved.attempt
+      } else {
+        const lockMs = remainingLockMs((await unknown.get(email)).lockedUntil, now())
+        if (lockMs > 0) throw await refuseLocked(undefined, email, meta, lockMs)
       }
       // Unknown address, disabled account or no password yet: the same argon2 work, the same answer.
       let ok = false
       if (user?.status === 'active' && user.password_hash)
         ok = await verifyPassword(user.password_hash, input.password)
       else await burnPasswordCheck(input.password)
-      if (!ok || !user) {
-        await recordFailure(user, email, meta)
+      if (!ok || !user || !attempt) {
+        if (attempt) await recordFailure(attempt, meta)
+        else await recordUnknownFailure(email, meta)
         throw new PlinthError('PLINTH_AUTH_INVALID_CREDENTIALS')
-      }
-      if (user.failed_logins > 0 || user.locked_until) {
-        await db
-          .updateTable('users')
-          .set({ failed_logins: 0, locked_until: null })
-          .where('id', '=', user.id)
-          .execute()
       }
       if (await deps.secondFactor.isEnrolled(user.id)) {
         const { secret, hash } = newSecret(TOKEN_PREFIX.challenge)
@@ -231,8 +214,12 @@ export function createLoginService(deps: {
             user_agent: meta.userAgent?.slice(0, 512) ?? null,
           })
           .execute()
+        // The password was right, but the account is not authenticated yet: earlier failures (of
+        // passwords and of second factors) stay counted until a second factor succeeds.
+        await attempts.released(attempt)
         return { mfaRequired: true, challenge: secret, challengeExpiresAt, userId: user.id }
       }
+      await attempts.succeeded(attempt)
       return issueSession(user, meta, 'password')
     },
 
@@ -261,6 +248,16 @@ export function createLoginService(deps: {
         .returning('failures')
         .executeTakeFirst()
       if (!attempt) throw expired
+      // The account's own count: a locked account checks no code, whatever the challenge.
+      const reserved = await attempts.reserve(row.user_id)
+      if ('lockedMs' in reserved) {
+        await db
+          .updateTable('login_challenges')
+          .set((eb) => ({ failures: eb('failures', '-', 1) }))
+          .where('id', '=', row.id)
+          .execute()
+        throw await refuseLocked(row.user_id, '', meta, reserved.lockedMs)
+      }
       const method = await deps.secondFactor.consume(row.user_id, input)
       if (!method) {
         const failures = attempt.failures
@@ -268,22 +265,24 @@ export function createLoginService(deps: {
           type: 'mfa:failed',
           outcome: 'failure',
           ...emitFor(meta, { type: 'user', id: row.user_id }),
-          details: { failures },
+          details: { failures, accountFailures: reserved.attempt.failures },
         }
         await audit.record(db, withTarget(event, row.user_id))
         events.emit(event)
-        // A wrong second factor counts towards the account's lockout like a wrong password:
-        // knowing the password must not buy unlimited challenges of five guesses each.
-        const user = await db.selectFrom('users').selectAll().where('id', '=', row.user_id).executeTakeFirst()
-        if (user) await recordFailure(user, user.email_normalized, meta, { quiet: true })
+        // A wrong second factor counts towards the account's lockout like a wrong password, and
+        // keeps counting across challenges until a second factor succeeds (up to the hard lock).
+        await attempts.failed(reserved.attempt, meta, {
+          factor: input.code !== undefined ? 'totp' : 'recovery',
+        })
         throw failures >= MAX_CHALLENGE_FAILURES ? expired : new PlinthError('PLINTH_AUTH_MFA_INVALID')
       }
-      // A right code: the attempt was not a failure.
+      // A right code: the attempt was not a failure, and the account is authenticated.
       await db
         .updateTable('login_challenges')
         .set((eb) => ({ failures: eb('failures', '-', 1) }))
         .where('id', '=', row.id)
         .execute()
+      await attempts.succeeded(reserved.attempt)
       // Conditional on completed_at: two concurrent completions of one challenge cannot both win.
       const done = await db
         .updateTable('login_challenges')

@@ -4,6 +4,7 @@ import { PlinthError } from '../../core/errors.ts'
 import type { SecurityEvents } from '../../core/security-events.ts'
 import type { Keyring } from '../../infra/crypto/keyring.ts'
 import type { PlinthTables } from '../../infra/db/tables.ts'
+import type { CredentialAttempts } from './credential-attempts.ts'
 import { totpSecretColumn } from './encrypted-columns.ts'
 import type { RequestMeta, SecondFactor } from './login.service.ts'
 import { verifyPassword } from './passwords.ts'
@@ -23,6 +24,8 @@ export function createMfaService(deps: {
   db: Kysely<PlinthTables>
   keyring: Keyring
   sessions: SessionService
+  /** The shared lockout: re-authentication (password and code) counts like a sign-in. */
+  attempts: CredentialAttempts
   events: SecurityEvents
   audit: Audit
   now?: () => number
@@ -183,6 +186,7 @@ export function createMfaService(deps: {
       meta: RequestMeta,
     ) {
       if (!(await secondFactor.isEnrolled(userId))) throw new PlinthError('PLINTH_AUTH_MFA_NOT_ENABLED')
+      const attempt = await deps.attempts.reserveOrThrow(userId)
       const user = await db
         .selectFrom('users')
         .select('password_hash')
@@ -198,8 +202,10 @@ export function createMfaService(deps: {
           ...ctx(userId, meta),
           details: { during: 'disable' },
         })
+        await deps.attempts.failed(attempt, meta)
         throw new PlinthError(passwordOk ? 'PLINTH_AUTH_MFA_INVALID' : 'PLINTH_AUTH_INVALID_CREDENTIALS')
       }
+      await deps.attempts.succeeded(attempt)
       const event: SecurityEventInput = { type: 'mfa:disabled', outcome: 'success', ...ctx(userId, meta) }
       await db.transaction().execute(async (trx) => {
         await trx.deleteFrom('recovery_codes').where('user_id', '=', userId).execute()
@@ -212,25 +218,36 @@ export function createMfaService(deps: {
     /**
      * Re-authentication before an irreversible change (erasing the account): the password and, when
      * a second factor is enrolled, a current code or an unused recovery code (which it consumes).
-     * Returns what failed, or null. Records nothing: the caller audits the refusal.
+     * Returns what failed, or null; counts towards the lockout (PLINTH_AUTH_LOCKED while locked).
+     * The caller audits the refusal.
      */
     async reauthenticate(
       userId: string,
       input: { password: string; code?: string | undefined; recoveryCode?: string | undefined },
+      meta: RequestMeta = {},
     ): Promise<null | 'password' | 'second-factor'> {
-      const user = await db
-        .selectFrom('users')
-        .select('password_hash')
-        .where('id', '=', userId)
-        .executeTakeFirst()
-      if (!user?.password_hash || !(await verifyPassword(user.password_hash, input.password)))
-        return 'password'
-      if (!(await secondFactor.isEnrolled(userId))) return null
-      const factor = {
-        ...(input.code !== undefined ? { code: input.code } : {}),
-        ...(input.recoveryCode !== undefined ? { recoveryCode: input.recoveryCode } : {}),
+      // Counted before the check and refused (PLINTH_AUTH_LOCKED) while locked, like a sign-in.
+      const attempt = await deps.attempts.reserveOrThrow(userId)
+      const failed = await check()
+      if (failed) await deps.attempts.failed(attempt, meta)
+      else await deps.attempts.succeeded(attempt)
+      return failed
+
+      async function check(): Promise<null | 'password' | 'second-factor'> {
+        const user = await db
+          .selectFrom('users')
+          .select('password_hash')
+          .where('id', '=', userId)
+          .executeTakeFirst()
+        if (!user?.password_hash || !(await verifyPassword(user.password_hash, input.password)))
+          return 'password'
+        if (!(await secondFactor.isEnrolled(userId))) return null
+        const factor = {
+          ...(input.code !== undefined ? { code: input.code } : {}),
+          ...(input.recoveryCode !== undefined ? { recoveryCode: input.recoveryCode } : {}),
+        }
+        return (await secondFactor.consume(userId, factor)) === null ? 'second-factor' : null
       }
-      return (await secondFactor.consume(userId, factor)) === null ? 'second-factor' : null
     },
 
     async remainingRecoveryCodes(userId: string): Promise<number> {

@@ -184,7 +184,7 @@ export function createPrivacyService(ctx: ModuleContext) {
       input: { password: string; code?: string | undefined; recoveryCode?: string | undefined },
       meta: RequestMeta,
     ): Promise<void> {
-      const failed = await accounts().mfa.reauthenticate(userId, input)
+      const failed = await accounts().mfa.reauthenticate(userId, input, meta)
       if (failed === null) return
       const refused: SecurityEventInput = {
         type: 'user:erased',
