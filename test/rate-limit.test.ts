@@ -4,6 +4,7 @@ import type { InjectOptions, LightMyRequestResponse } from 'fastify'
 import { ConfigError, loadConfig } from '../src/config/load-config.ts'
 import { clientAddress } from '../src/http/plugins/rate-limit.ts'
 import { createMemoryRateLimitStore } from '../src/http/plugins/rate-limit-store.ts'
+import { PASSWORD, uniqueEmail } from './helpers/accounts.ts'
 import { assertProblem } from './helpers/assert-problem.ts'
 import { API, LIMITS_ENV, limitsModule } from './helpers/limits-module.ts'
 import { PRODUCTION_ENV } from './helpers/production-env.ts'
@@ -92,6 +93,75 @@ describe('rate limits (in-process)', () => {
     assert.equal((await send(API, { ip: b, user: 'user-1' })).statusCode, 429)
     assert.equal((await send(API, { ip: a, user: 'user-2' })).statusCode, 200)
     assert.deepEqual(await statuses(4, API, { ip: a }), [200, 200, 200, 429])
+  })
+
+  it('counts authentication routes by IP whatever session or token is sent: credentials do not multiply the auth tier', async () => {
+    const from = freshIp()
+    assert.deepEqual(
+      [
+        (await send(LOGIN, { ip: from, user: 'holder-1' })).statusCode,
+        (await send(LOGIN, { ip: from, user: 'holder-2' })).statusCode,
+      ],
+      [200, 200],
+    )
+    assertProblem(await send(LOGIN, { ip: from, user: 'holder-3' }), 429, 'PLINTH_HTTP_RATE_LIMITED')
+    assertProblem(await send(LOGIN, { ip: from }), 429, 'PLINTH_HTTP_RATE_LIMITED')
+    // The real sign-in route, with real session tokens: one budget for the address.
+    const sessions: string[] = []
+    for (let i = 0; i < 3; i++) {
+      const res = await send(
+        {
+          method: 'POST',
+          url: '/api/v1/auth/signup',
+          payload: { email: uniqueEmail('holder'), password: PASSWORD },
+        },
+        { ip: freshIp() },
+      )
+      assert.equal(res.statusCode, 201, res.body)
+      sessions.push(res.json().token)
+    }
+    const ip = freshIp()
+    const codes: number[] = []
+    for (const token of sessions)
+      codes.push(
+        (
+          await send(
+            {
+              method: 'POST',
+              url: '/api/v1/auth/login',
+              headers: { authorization: `Bearer ${token}` },
+              payload: { email: uniqueEmail('nobody'), password: 'wrong-password-1' },
+            },
+            { ip },
+          )
+        ).statusCode,
+      )
+    assert.deepEqual(codes, [401, 401, 429])
+  })
+
+  it('counts sign-in, sign-up and reset attempts per target account too, whatever address they come from', async () => {
+    const email = uniqueEmail('target')
+    const attempt = (url: string, address: string) =>
+      send(
+        { method: 'POST', url, payload: { email: address, password: 'wrong-password-1' } },
+        { ip: freshIp() },
+      )
+    assert.equal((await attempt('/api/v1/auth/login', email)).statusCode, 401)
+    assert.equal((await attempt('/api/v1/auth/login', email.toUpperCase())).statusCode, 401)
+    const refused = await attempt('/api/v1/auth/login', email)
+    assertProblem(refused, 429, 'PLINTH_HTTP_RATE_LIMITED')
+    assert.equal(refused.headers['ratelimit-remaining'], '0')
+    assert.ok(Number(refused.headers['retry-after']) >= 1)
+    // The reset route counts against the same account; another account is unaffected.
+    assertProblem(
+      await send(
+        { method: 'POST', url: '/api/v1/auth/password-reset', payload: { email } },
+        { ip: freshIp() },
+      ),
+      429,
+      'PLINTH_HTTP_RATE_LIMITED',
+    )
+    assert.equal((await attempt('/api/v1/auth/login', uniqueEmail('other'))).statusCode, 401)
   })
 
   it('separates clients behind a trusted proxy by X-Forwarded-For', async () => {

@@ -1,3 +1,4 @@
+import type { FastifyRequest } from 'fastify'
 import type { Permission, Principal } from '../core/permissions.ts'
 
 /** Rate-limit tiers (requests per window, configurable): see http/plugins/rate-limit.ts. */
@@ -16,6 +17,11 @@ declare module 'fastify' {
     allowDuringMfaEnrolment?: boolean
     /** The rate-limit tier; `false` exempts the route (probes). Default: `api`. */
     rateLimit?: RateLimitTier | false
+    /**
+     * The account a request targets (e.g. the normalised e-mail of a sign-in), read after body
+     * validation: the request then also counts against that account's budget in the route's tier.
+     */
+    rateLimitAccount?: (request: FastifyRequest) => string | undefined
     /**
      * The Content-Security-Policy of this route's responses, replacing the one its path prefix gets
      * (http/plugins/security-headers.ts: `'none'` for the API, a relaxed one under /api/docs).

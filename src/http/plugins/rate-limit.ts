@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto'
 import { isIPv4, isIPv6 } from 'node:net'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
@@ -57,11 +58,19 @@ export function clientAddress(ip: string): string {
     .join(':')}::/64`
 }
 
-/** Who is counted: the signed-in user (whatever address they call from), otherwise the client IP. */
-export function clientKey(request: FastifyRequest): string {
+/**
+ * Who is counted: on the `auth` tier (sign-in, sign-up, password reset, the MFA step…) always the
+ * client IP, whatever credential comes with the request — holding sessions or tokens must not buy
+ * more guesses; elsewhere the signed-in user (whatever address they call from), otherwise the IP.
+ */
+export function clientKey(request: FastifyRequest, tier?: RateLimitTier): string {
   const userId = request.principal?.userId
-  return userId ? `user:${userId}` : ipKey(request)
+  return userId && tier !== 'auth' ? `user:${userId}` : ipKey(request)
 }
+
+/** The counter of one target account (hashed: no e-mail address in Redis keys). */
+const accountKey = (tier: RateLimitTier, account: string) =>
+  `${tier}:account:${createHash('sha256').update(account).digest('base64url').slice(0, 22)}`
 
 const ipKey = (request: FastifyRequest) => `ip:${clientAddress(request.ip)}`
 
@@ -171,7 +180,30 @@ async function rateLimit(app: FastifyInstance, opts: RateLimitOptions): Promise<
       if (count <= tier.limit) done(null, payload)
       else done(refuse(name, resetMs, `${name} requests`))
     }
-    const hit = store.hit(`${name}:${clientKey(request)}`, windowMs)
+    const hit = store.hit(`${name}:${clientKey(request, name)}`, windowMs)
+    if (!(hit instanceof Promise)) return settle(hit)
+    hit.then(settle, (err: unknown) => done(err instanceof Error ? err : new Error(String(err))))
+  })
+
+  // A route that names its target account (sign-in, sign-up, reset by e-mail) is also counted per
+  // account, once the body is read: guesses spread over many addresses still hit one budget.
+  app.addHook('preHandler', (request, reply, done) => {
+    const target = request.routeOptions.config.rateLimitAccount
+    const name = target && tierOf(request)
+    if (!target || !name) return done()
+    const account = target(request)
+    if (!account) return done()
+    const tier = tiers[name]
+    const settle = ({ count, resetMs }: RateLimitHit) => {
+      const left = Math.max(0, tier.limit - count)
+      if (left < Number(reply.getHeader('ratelimit-remaining') ?? tier.limit)) {
+        reply.header('ratelimit-remaining', left)
+        reply.header('ratelimit-reset', Math.max(1, Math.ceil(resetMs / 1000)))
+      }
+      if (count <= tier.limit) done()
+      else done(refuse(name, resetMs, `${name} requests for this account`))
+    }
+    const hit = store.hit(accountKey(name, account), windowMs)
     if (!(hit instanceof Promise)) return settle(hit)
     hit.then(settle, (err: unknown) => done(err instanceof Error ? err : new Error(String(err))))
   })
@@ -184,7 +216,7 @@ async function rateLimit(app: FastifyInstance, opts: RateLimitOptions): Promise<
     // A signed-in caller refused (403) spends its own budget; an anonymous one a separate
     // per-address budget of refusals, so that its ordinary requests are not held against it.
     const anonymous = request.principal === null
-    const key = anonymous ? `${name}:refused:${ipKey(request)}` : `${name}:${clientKey(request)}`
+    const key = anonymous ? `${name}:refused:${ipKey(request)}` : `${name}:${clientKey(request, name)}`
     const block = ({ count, resetMs }: RateLimitHit) => {
       if (!anonymous || count < tiers[name].limit) return
       const now = Date.now()

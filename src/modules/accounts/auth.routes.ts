@@ -1,4 +1,4 @@
-import type { FastifyReply } from 'fastify'
+import type { FastifyReply, FastifyRequest } from 'fastify'
 import { Type } from 'typebox'
 import type { ModuleContext } from '../../core/module.ts'
 import type { PlinthApp } from '../../http/create-server.ts'
@@ -19,8 +19,17 @@ import {
   sessionIssued,
 } from './accounts.services.ts'
 import type { LoginResult } from './login.service.ts'
+import { normalizeEmail } from './secrets.ts'
 
 const auth = { public: true, rateLimit: 'auth' as const }
+/** Routes that name an account by e-mail also count against that account's budget (ADR 0005). */
+const byEmail = {
+  ...auth,
+  rateLimitAccount: (request: FastifyRequest) => {
+    const email = (request.body as { email?: unknown } | undefined)?.email
+    return typeof email === 'string' ? `email:${normalizeEmail(email)}` : undefined
+  },
+}
 const tags = ['auth']
 
 /** Sign-up, sign-in (with the second factor), sign-out and password reset. */
@@ -35,7 +44,7 @@ export function authRoutes(api: PlinthApp, ctx: ModuleContext): void {
   api.post(
     '/auth/signup',
     {
-      config: auth,
+      config: byEmail,
       schema: {
         tags,
         summary: 'Create an account (PLINTH_SIGNUP_MODE)',
@@ -53,7 +62,7 @@ export function authRoutes(api: PlinthApp, ctx: ModuleContext): void {
   api.post(
     '/auth/login',
     {
-      config: auth,
+      config: byEmail,
       schema: {
         tags,
         summary: 'Sign in; answers whether a second factor is needed',
@@ -124,7 +133,7 @@ export function authRoutes(api: PlinthApp, ctx: ModuleContext): void {
   api.post(
     '/auth/password-reset',
     {
-      config: auth,
+      config: byEmail,
       schema: {
         tags,
         summary: 'E-mail a single-use reset link (answers the same for unknown addresses)',
