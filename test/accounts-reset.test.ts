@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto'
 import { after, before, describe, it } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { InjectOptions } from 'fastify'
+import pg from 'pg'
 import { HARD_LOCK_UNTIL } from '../src/modules/accounts/lockout.ts'
 import { generateTotp } from '../src/modules/accounts/totp.ts'
 import {
@@ -96,6 +97,39 @@ describe('accounts: password reset by e-mail, and what the logs never hold', {
       requested.map((e) => [e.actor, e.target, e.requestId]),
       [[{ type: 'anonymous' }, { type: 'user', id: userId }, a.headers['x-request-id']]],
     )
+  })
+
+  it('answers before any work that depends on the address: known and unknown alike, even while the users table is locked', async () => {
+    const email = uniqueEmail('timing-known')
+    await signUp(plinth.app, email)
+    const unknown = uniqueEmail('timing-unknown')
+    // Another connection holds the users table: any look-up of the address before answering would
+    // wait for it. Both answers must come anyway (the deadline is generous, not a timing assert).
+    const blocker = new pg.Client({ connectionString: plinth.config.databaseUrl })
+    await blocker.connect()
+    try {
+      await blocker.query('begin')
+      await blocker.query('lock table users in access exclusive mode')
+      const deadline = (ms: number) =>
+        sleep(ms).then(() => {
+          throw new Error(`no answer within ${ms} ms: the reset request waited on the address's look-up`)
+        })
+      const answers = await Promise.race([
+        Promise.all([requestReset(email), requestReset(unknown)]),
+        deadline(15_000),
+      ])
+      assert.deepEqual(
+        answers.map((r) => r.statusCode),
+        [202, 202],
+      )
+      assert.equal(answers[0].body, answers[1].body)
+    } finally {
+      await blocker.query('rollback').catch(() => {})
+      await blocker.end()
+    }
+    // Once the table is free, the known address gets its link (and only it).
+    await waitFor('the reset mail', async () => mailsTo(email)[0])
+    assert.equal(mailsTo(unknown).length, 0)
   })
 
   it('the link sets a new password once (it must pass the policy), ends every session and clears a lockout', async () => {

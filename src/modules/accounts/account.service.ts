@@ -6,6 +6,7 @@ import type { Mailer } from '../../core/mail.ts'
 import type { Role } from '../../core/permissions.ts'
 import type { Actor, SecurityEvents } from '../../core/security-events.ts'
 import type { PlinthTables } from '../../infra/db/tables.ts'
+import { createAfterAnswer } from './after-answer.ts'
 import type { CredentialAttempts } from './credential-attempts.ts'
 import type { RequestMeta, SecondFactor } from './login.service.ts'
 import { assertPasswordPolicy, hashPassword, verifyPassword } from './passwords.ts'
@@ -43,6 +44,7 @@ export function createAccountService(deps: {
   const { db, sessions, events, audit } = deps
   const now = deps.now ?? Date.now
   const log = deps.logger.child({ component: 'accounts' })
+  const later = createAfterAnswer(log)
   const ctx = (meta: RequestMeta) => ({ ip: meta.ip, userAgent: meta.userAgent, requestId: meta.requestId })
 
   /** Inserts a user; a duplicate e-mail becomes PLINTH_USER_EXISTS. */
@@ -77,6 +79,40 @@ export function createAccountService(deps: {
     deps.mailer
       .send({ to, subject, text, category })
       .catch((err: unknown) => log.error({ err, category }, 'mail not sent'))
+  }
+
+  /** The per-address part of a reset request: a link for an active account, nothing otherwise. */
+  async function resetFor(email: string, meta: RequestMeta): Promise<void> {
+    const user = await db
+      .selectFrom('users')
+      .select(['id', 'email'])
+      .where('email_normalized', '=', email)
+      .where('status', '=', 'active')
+      .executeTakeFirst()
+    if (!user) return
+    const { secret, hash } = newSecret(TOKEN_PREFIX.reset)
+    const event: SecurityEventInput = {
+      type: 'password:reset-requested',
+      outcome: 'success',
+      actor: { type: 'anonymous' },
+      target: { type: 'user', id: user.id },
+      ...ctx(meta),
+    }
+    await db.transaction().execute(async (trx) => {
+      await trx
+        .insertInto('password_reset_tokens')
+        .values({ user_id: user.id, token_hash: hash, expires_at: new Date(now() + RESET_TTL_MS) })
+        .execute()
+      await audit.record(trx, auditEntryOf(event))
+    })
+    events.emit(event)
+    const link = `${deps.linkBase}/reset-password?token=${encodeURIComponent(secret)}`
+    sendLater(
+      user.email,
+      'Reset your Plinth password',
+      `Someone asked to reset the password of this account.\n\nTo choose a new password, open this link within 30 minutes:\n${link}\n\nIf it was not you, ignore this message: your password stays as it is.\n`,
+      'password-reset',
+    )
   }
 
   return {
@@ -148,41 +184,20 @@ export function createAccountService(deps: {
       return { userId, ...session }
     },
 
-    /** Always succeeds from the caller's view, whether or not the address has an account. */
-    async requestPasswordReset(emailInput: string, meta: RequestMeta): Promise<void> {
+    /**
+     * Always succeeds from the caller's view, whether or not the address has an account. Nothing
+     * that depends on the address runs before the answer: the look-up, the token, the audit row and
+     * the mail happen afterwards, so the answer costs the same for every address (issue #9, defect 9).
+     */
+    requestPasswordReset(emailInput: string, meta: RequestMeta): void {
       const email = normalizeEmail(emailInput)
-      const user = await db
-        .selectFrom('users')
-        .select(['id', 'email'])
-        .where('email_normalized', '=', email)
-        .where('status', '=', 'active')
-        .executeTakeFirst()
-      if (!user) return
-      const { secret, hash } = newSecret(TOKEN_PREFIX.reset)
-      const event: SecurityEventInput = {
-        type: 'password:reset-requested',
-        outcome: 'success',
-        actor: { type: 'anonymous' },
-        target: { type: 'user', id: user.id },
-        ...ctx(meta),
-      }
-      await db.transaction().execute(async (trx) => {
-        await trx
-          .insertInto('password_reset_tokens')
-          .values({ user_id: user.id, token_hash: hash, expires_at: new Date(now() + RESET_TTL_MS) })
-          .execute()
-        await audit.record(trx, auditEntryOf(event))
-      })
-      events.emit(event)
-      const link = `${deps.linkBase}/reset-password?token=${encodeURIComponent(secret)}`
-      sendLater(
-        user.email,
-        'Reset your Plinth password',
-        `Someone asked to reset the password of this account.\n\nTo choose a new password, open this link within 30 minutes:\n${link}\n\nIf it was not you, ignore this message: your password stays as it is.\n`,
-        'password-reset',
-      )
+      later.run('password-reset', () => resetFor(email, meta))
     },
 
+    /** Waits for work started after answers (password-reset requests) to finish. */
+    drain(): Promise<void> {
+      return later.drain()
+    },
     async confirmPasswordReset(input: { token: string; password: string }, meta: RequestMeta): Promise<void> {
       if (!looksLikeSecret(input.token, TOKEN_PREFIX.reset))
         throw new PlinthError('PLINTH_AUTH_TOKEN_INVALID')

@@ -19,8 +19,10 @@ export const accountsModule: PlinthModule = {
   personalData: accountsPersonalData,
   retention: (ctx) => accountsRetention(ctx.config),
   async plugins(app, ctx) {
-    const { sessions, tokens } = accountsServices(ctx)
+    const { sessions, tokens, accounts } = accountsServices(ctx)
     await app.register(authenticate, { sessions, tokens, secretKey: ctx.config.secretKey })
+    // Work started after an answer (password-reset requests) ends before the database closes.
+    app.addHook('onClose', () => accounts.drain())
   },
   routes(api, ctx) {
     authRoutes(api, ctx)

@@ -142,7 +142,8 @@ export function authRoutes(api: PlinthApp, ctx: ModuleContext): void {
       },
     },
     async (request, reply) => {
-      await s.accounts.requestPasswordReset(request.body.email, requestMeta(request))
+      // Answers at once: the look-up and the mail happen after the answer, whatever the address.
+      s.accounts.requestPasswordReset(request.body.email, requestMeta(request))
       reply.code(202)
       return {}
     },
