@@ -99,6 +99,10 @@ export const TokenSchema = Type.Object({
   createdAt: DateTime,
   expiresAt: Type.Union([DateTime, Type.Null()]),
   lastUsedAt: Type.Union([DateTime, Type.Null()]),
+  mfaEnrolmentRequired: Type.Boolean({
+    description:
+      'The owner’s role requires a second factor they have not enrolled: the token is refused (403 PLINTH_AUTH_MFA_ENROLMENT_REQUIRED) until they do.',
+  }),
 })
 export const UserListQuery = Type.Object(
   {

@@ -31,6 +31,7 @@ function build(ctx: ModuleContext) {
     keyring: ctx.keyring,
     sessions,
     attempts,
+    cache: ctx.cache,
     events: ctx.securityEvents,
     audit,
   })
@@ -55,7 +56,14 @@ function build(ctx: ModuleContext) {
     signupMode: config.signupMode,
     linkBase: (config.publicUrl ?? `http://localhost:${config.port}`).replace(/\/$/, ''),
   })
-  const admin = createAdminService({ db, sessions, tokens, events: ctx.securityEvents, audit })
+  const admin = createAdminService({
+    db,
+    sessions,
+    tokens,
+    cache: ctx.cache,
+    events: ctx.securityEvents,
+    audit,
+  })
   const profiles = createProfiles({ cache: ctx.cache, admin, mfa, events: ctx.securityEvents })
   return Object.freeze({ sessions, tokens, mfa, login, accounts, admin, profiles })
 }

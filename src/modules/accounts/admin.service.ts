@@ -3,10 +3,12 @@ import { type Audit, auditDiff, auditEntryOf, type SecurityEventInput } from '..
 import { PlinthError } from '../../core/errors.ts'
 import type { Role } from '../../core/permissions.ts'
 import type { Actor, SecurityEvents } from '../../core/security-events.ts'
+import type { Cache } from '../../infra/cache/cache.ts'
 import type { PlinthTables } from '../../infra/db/tables.ts'
 import { actorFrom } from './account.service.ts'
 import type { ApiTokenService } from './api-tokens.service.ts'
 import type { RequestMeta } from './login.service.ts'
+import { applyMfaRequirement, forgetRoleTokens, forgetSessions } from './mfa-policy.ts'
 import { normalizeEmail } from './secrets.ts'
 import type { SessionService } from './sessions.service.ts'
 
@@ -26,6 +28,8 @@ export function createAdminService(deps: {
   db: Kysely<PlinthTables>
   sessions: SessionService
   tokens: ApiTokenService
+  /** Where session and token look-ups are cached (dropped when the MFA policy changes them). */
+  cache: Cache
   events: SecurityEvents
   audit: Audit
   now?: () => number
@@ -242,7 +246,7 @@ export function createAdminService(deps: {
         target: { type: 'role', id: role },
         details: { mfaRequired: required },
       }
-      await db.transaction().execute(async (trx) => {
+      const stepped = await db.transaction().execute(async (trx) => {
         // The old value comes from the row this upsert replaces, so the diff is exact under concurrency.
         const old = await trx
           .selectFrom('role_policies')
@@ -257,11 +261,19 @@ export function createAdminService(deps: {
             oc.column('role').doUpdateSet({ mfa_required: required, updated_at: new Date(now()) }),
           )
           .execute()
+        // Existing sessions of the role's users without a second factor must step up (or, when the
+        // requirement is lifted, no longer need to): the same restriction as a new session's.
+        const stepped = await applyMfaRequirement(trx, { role }, required)
         await audit.record(trx, {
           ...auditEntryOf(event),
+          details: { ...event.details, sessionsChanged: stepped.hashes.length },
           changes: auditDiff({ mfaRequired: old?.mfa_required ?? false }, { mfaRequired: required }),
         })
+        return stepped
       })
+      // After the commit, so that no request caches the old state in between.
+      await forgetSessions(deps.cache, stepped.hashes)
+      await forgetRoleTokens(db, deps.cache, role)
       events.emit(event)
     },
   }

@@ -3,6 +3,7 @@ import { PlinthError } from '../../core/errors.ts'
 import { type Permission, ROLE_PERMISSIONS, type Role } from '../../core/permissions.ts'
 import type { Cache } from '../../infra/cache/cache.ts'
 import type { PlinthTables } from '../../infra/db/tables.ts'
+import { owesMfaEnrolment, owesMfaEnrolmentSql } from './mfa-policy.ts'
 import { hashSecret, looksLikeSecret, newSecret, TOKEN_PREFIX } from './secrets.ts'
 import { SESSION_CACHE_TTL_MS } from './sessions.service.ts'
 
@@ -23,6 +24,8 @@ export interface ResolvedToken {
   readonly scopes: readonly Permission[]
   readonly expiresAt: string | null
   readonly lastUsedAt: string | null
+  /** The owner's role requires a second factor they have not enrolled: refused until they do. */
+  readonly mfaEnrolmentPending?: boolean
 }
 
 export interface TokenView {
@@ -33,6 +36,8 @@ export interface TokenView {
   readonly createdAt: Date
   readonly expiresAt: Date | null
   readonly lastUsedAt: Date | null
+  /** Refused (403 PLINTH_AUTH_MFA_ENROLMENT_REQUIRED) until the owner enrols a second factor. */
+  readonly mfaEnrolmentRequired: boolean
 }
 
 /**
@@ -134,6 +139,7 @@ export function createApiTokenService(deps: { db: Kysely<PlinthTables>; cache: C
             'api_tokens.expires_at',
             'api_tokens.last_used_at',
             'users.role',
+            owesMfaEnrolmentSql('api_tokens.user_id').as('mfa_enrolment_pending'),
           ])
           .where('api_tokens.token_hash', '=', hash)
           .where('api_tokens.revoked_at', 'is', null)
@@ -147,6 +153,7 @@ export function createApiTokenService(deps: { db: Kysely<PlinthTables>; cache: C
           scopes: row.scopes as Permission[],
           expiresAt: row.expires_at?.toISOString() ?? null,
           lastUsedAt: row.last_used_at?.toISOString() ?? null,
+          mfaEnrolmentPending: row.mfa_enrolment_pending,
         }
       }
       const t = now()
@@ -180,7 +187,8 @@ export function createApiTokenService(deps: { db: Kysely<PlinthTables>; cache: C
         .where('revoked_at', 'is', null)
         .orderBy('created_at', 'desc')
         .execute()
-      return rows.map(toView)
+      const owed = await owesMfaEnrolment(db, userId)
+      return rows.map((r) => toView(r, owed))
     },
 
     /** Drops the cached lookups of the user's tokens, so that a change of their role applies at once. */
@@ -219,15 +227,18 @@ export function createApiTokenService(deps: { db: Kysely<PlinthTables>; cache: C
 
 export type ApiTokenService = ReturnType<typeof createApiTokenService>
 
-function toView(r: {
-  id: string
-  name: string
-  token_hint: string
-  scopes: string[]
-  created_at: Date
-  expires_at: Date | null
-  last_used_at: Date | null
-}): TokenView {
+function toView(
+  r: {
+    id: string
+    name: string
+    token_hint: string
+    scopes: string[]
+    created_at: Date
+    expires_at: Date | null
+    last_used_at: Date | null
+  },
+  mfaEnrolmentRequired = false,
+): TokenView {
   return {
     id: r.id,
     name: r.name,
@@ -236,5 +247,6 @@ function toView(r: {
     createdAt: r.created_at,
     expiresAt: r.expires_at,
     lastUsedAt: r.last_used_at,
+    mfaEnrolmentRequired,
   }
 }

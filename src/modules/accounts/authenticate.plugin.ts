@@ -142,7 +142,8 @@ async function authenticate(app: FastifyInstance, opts: AuthenticateOptions): Pr
               scopes: t.scopes,
               via,
             },
-            mfaEnrolmentPending: false,
+            // The owner's role requires a second factor they lack: refused like such a session.
+            mfaEnrolmentPending: t.mfaEnrolmentPending ?? false,
           }
         : null
     }

@@ -178,6 +178,7 @@ export function meRoutes(api: PlinthApp, ctx: ModuleContext): void {
     createdAt: Date
     expiresAt: Date | null
     lastUsedAt: Date | null
+    mfaEnrolmentRequired: boolean
   }) => ({
     ...t,
     scopes: [...t.scopes],
@@ -189,7 +190,8 @@ export function meRoutes(api: PlinthApp, ctx: ModuleContext): void {
   api.get(
     '/me/tokens',
     {
-      config: read,
+      // Readable while a second factor is owed: the listing shows which tokens it holds back.
+      config: { ...read, allowDuringMfaEnrolment: true },
       schema: {
         tags,
         summary: 'My API tokens (never the secret)',
@@ -310,6 +312,8 @@ export function meRoutes(api: PlinthApp, ctx: ModuleContext): void {
         ...requestMeta(request),
         sessionId: p.sessionId,
       })
+      // Tokens held back by the role's MFA requirement work again at once, not after the cache TTL.
+      await s.tokens.forget(p.userId)
       return { ...sessionIssued(api, reply, ctx, r.session), recoveryCodes: r.recoveryCodes }
     },
   )
@@ -329,6 +333,7 @@ export function meRoutes(api: PlinthApp, ctx: ModuleContext): void {
       const p = request.principal!
       requireSession(p)
       await s.mfa.disable(p.userId, request.body, requestMeta(request))
+      await s.tokens.forget(p.userId)
       reply.code(204)
       return null
     },

@@ -2,11 +2,13 @@ import type { Kysely } from 'kysely'
 import { type Audit, auditEntryOf, type SecurityEventInput } from '../../core/audit.ts'
 import { PlinthError } from '../../core/errors.ts'
 import type { SecurityEvents } from '../../core/security-events.ts'
+import type { Cache } from '../../infra/cache/cache.ts'
 import type { Keyring } from '../../infra/crypto/keyring.ts'
 import type { PlinthTables } from '../../infra/db/tables.ts'
 import type { CredentialAttempts } from './credential-attempts.ts'
 import { totpSecretColumn } from './encrypted-columns.ts'
 import type { RequestMeta, SecondFactor } from './login.service.ts'
+import { applyMfaRequirement, forgetSessions, owesMfaEnrolment } from './mfa-policy.ts'
 import { verifyPassword } from './passwords.ts'
 import { generateRecoveryCodes, matchRecoveryCode } from './recovery-codes.ts'
 import type { SessionService } from './sessions.service.ts'
@@ -26,6 +28,8 @@ export function createMfaService(deps: {
   sessions: SessionService
   /** The shared lockout: re-authentication (password and code) counts like a sign-in. */
   attempts: CredentialAttempts
+  /** Where session look-ups are cached (dropped when turning MFA off restricts sessions). */
+  cache: Cache
   events: SecurityEvents
   audit: Audit
   now?: () => number
@@ -207,11 +211,16 @@ export function createMfaService(deps: {
       }
       await deps.attempts.succeeded(attempt)
       const event: SecurityEventInput = { type: 'mfa:disabled', outcome: 'success', ...ctx(userId, meta) }
-      await db.transaction().execute(async (trx) => {
+      const stepped = await db.transaction().execute(async (trx) => {
         await trx.deleteFrom('recovery_codes').where('user_id', '=', userId).execute()
         await trx.deleteFrom('totp_credentials').where('user_id', '=', userId).execute()
         await audit.record(trx, auditEntryOf(event))
+        // When the role requires a second factor, the user's sessions must enrol one again.
+        return (await owesMfaEnrolment(trx, userId))
+          ? applyMfaRequirement(trx, { userId }, true)
+          : { hashes: [] }
       })
+      await forgetSessions(deps.cache, stepped.hashes)
       events.emit(event)
     },
 
