@@ -67,6 +67,17 @@ for (const backend of ['postgres', 'embedded'] as Backend[]) {
       assert.equal(checked + locked, 30)
       for (const r of answers.filter((x) => x.statusCode === 429)) assertProblem(r, 429, 'PLINTH_AUTH_LOCKED')
       assert.equal((await state(userId)).failed_logins, checked)
+      // An address without an account splits the same way: the lock reveals nothing.
+      const nobody = uniqueEmail('nobody')
+      const unknown = await Promise.all(
+        Array.from({ length: 30 }, (_, i) => loginResponse(plinth.app, nobody, `wrong-guess-${i}`)),
+      )
+      const unknownChecked = unknown.filter((r) => r.statusCode === 401).length
+      assert.ok(
+        unknownChecked >= 5 && unknownChecked <= 7,
+        `${unknownChecked} checked for an unknown address`,
+      )
+      assert.equal(unknownChecked + unknown.filter((r) => r.statusCode === 429).length, 30)
     })
 
     it('second-factor failures accumulate across challenges (a right password does not reset them) up to the hard lock', async () => {

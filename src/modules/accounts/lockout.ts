@@ -24,21 +24,50 @@ export function remainingLockMs(lockedUntil: Date | null, now: number): number {
 
 /**
  * Failures for e-mail addresses that have no account are counted too (in the cache), so that an
- * unknown address locks exactly like a known one and the lock reveals nothing.
+ * unknown address locks exactly like a known one and the lock reveals nothing. Like a known
+ * account's, an attempt is counted (as a failure, with the lock it implies) before the check, and
+ * the attempts at one address take turns in this process, so that a burst of parallel attempts
+ * splits into checked and locked ones as it does for a known account. Across replicas sharing
+ * Redis the count is not atomic (the cache has no increment): a difference there needs parallel
+ * bursts spread over replicas.
  */
 export function createUnknownAccountCounter(cache: Cache) {
   const key = (email: string) => `login-failures:${email}`
   const ttl = 24 * 3_600_000
+  const turns = new Map<string, Promise<unknown>>()
+  /** Runs `task` after every earlier task for the same address (in this process). */
+  function inTurn<T>(email: string, task: () => Promise<T>): Promise<T> {
+    const result = (turns.get(email) ?? Promise.resolve()).then(task)
+    const tail = result.catch(() => {})
+    turns.set(email, tail)
+    void tail.then(() => {
+      if (turns.get(email) === tail) turns.delete(email)
+    })
+    return result
+  }
+  const read = async (email: string): Promise<{ failures: number; lockedUntil: Date | null }> => {
+    const v = await cache.get<{ failures: number; lockedUntil: string | null }>(key(email))
+    return { failures: v?.failures ?? 0, lockedUntil: v?.lockedUntil ? new Date(v.lockedUntil) : null }
+  }
   return {
-    async get(email: string): Promise<{ failures: number; lockedUntil: Date | null }> {
-      const v = await cache.get<{ failures: number; lockedUntil: string | null }>(key(email))
-      return { failures: v?.failures ?? 0, lockedUntil: v?.lockedUntil ? new Date(v.lockedUntil) : null }
-    },
-    async fail(email: string, now: number): Promise<{ failures: number; lockedUntil: Date | null }> {
-      const failures = (await this.get(email)).failures + 1
-      const lockedUntil = lockAfter(failures, now)
-      await cache.set(key(email), { failures, lockedUntil: lockedUntil?.toISOString() ?? null }, ttl)
-      return { failures, lockedUntil }
+    get: read,
+    /**
+     * Counts an attempt at an unknown address before the (dummy) check: the failure count and lock
+     * after it, or how long the address is still locked (nothing counted then).
+     */
+    reserve(
+      email: string,
+      now: number,
+    ): Promise<{ failures: number; lockedUntil: Date | null } | { lockedMs: number }> {
+      return inTurn(email, async () => {
+        const current = await read(email)
+        const lockedMs = remainingLockMs(current.lockedUntil, now)
+        if (lockedMs > 0) return { lockedMs }
+        const failures = current.failures + 1
+        const lockedUntil = lockAfter(failures, now)
+        await cache.set(key(email), { failures, lockedUntil: lockedUntil?.toISOString() ?? null }, ttl)
+        return { failures, lockedUntil }
+      })
     },
   }
 }

@@ -6,7 +6,7 @@ import type { Cache } from '../../infra/cache/cache.ts'
 import type { PlinthTables } from '../../infra/db/tables.ts'
 import type { User } from './accounts.tables.ts'
 import { type Attempt, type CredentialAttempts, createCredentialAttempts } from './credential-attempts.ts'
-import { createUnknownAccountCounter, remainingLockMs } from './lockout.ts'
+import { createUnknownAccountCounter } from './lockout.ts'
 import { burnPasswordCheck, verifyPassword } from './passwords.ts'
 import { hashSecret, looksLikeSecret, newSecret, normalizeEmail, TOKEN_PREFIX } from './secrets.ts'
 import type { SessionMeta, SessionService } from './sessions.service.ts'
@@ -95,8 +95,11 @@ export function createLoginService(deps: {
    * Counts a failed attempt at an unknown address (in the cache, audited on its own): it locks
    * exactly like a known account, so the lock reveals nothing.
    */
-  async function recordUnknownFailure(email: string, meta: RequestMeta): Promise<void> {
-    const state = await unknown.fail(email, now())
+  async function recordUnknownFailure(
+    email: string,
+    meta: RequestMeta,
+    state: { failures: number; lockedUntil: Date | null },
+  ): Promise<void> {
     const emitted = failureEvents({ type: 'anonymous' }, meta, state)
     // The address someone tried is kept in the audit row (not in the event, which is logged).
     for (const event of emitted)
@@ -182,14 +185,17 @@ export function createLoginService(deps: {
         .executeTakeFirst()
       // A known account's attempt is counted (atomically, as a failure) before the password is
       // checked, so that concurrent guesses cannot all be checked before the lock applies.
+      // An unknown address is counted the same way (in the cache), so its lock reveals nothing.
       let attempt: Attempt | undefined
+      let unknownState: { failures: number; lockedUntil: Date | null } | undefined
       if (user) {
         const reserved = await attempts.reserve(user.id)
         if ('lockedMs' in reserved) throw await refuseLocked(user.id, email, meta, reserved.lockedMs)
         attempt = reserved.attempt
       } else {
-        const lockMs = remainingLockMs((await unknown.get(email)).lockedUntil, now())
-        if (lockMs > 0) throw await refuseLocked(undefined, email, meta, lockMs)
+        const reserved = await unknown.reserve(email, now())
+        if ('lockedMs' in reserved) throw await refuseLocked(undefined, email, meta, reserved.lockedMs)
+        unknownState = reserved
       }
       // Unknown address, disabled account or no password yet: the same argon2 work, the same answer.
       let ok = false
@@ -198,7 +204,7 @@ export function createLoginService(deps: {
       else await burnPasswordCheck(input.password)
       if (!ok || !user || !attempt) {
         if (attempt) await recordFailure(attempt, meta)
-        else await recordUnknownFailure(email, meta)
+        else if (unknownState) await recordUnknownFailure(email, meta, unknownState)
         throw new PlinthError('PLINTH_AUTH_INVALID_CREDENTIALS')
       }
       if (await deps.secondFactor.isEnrolled(user.id)) {
