@@ -292,7 +292,7 @@ export const configSchema = {
     default: 20,
     min: 0,
     max: 1_000_000,
-    doc: 'Like `PLINTH_RATE_LIMIT_API`, for authentication routes (sign-in, password reset, MFA), counted separately. 0 turns the tier off outside staging and production.',
+    doc: 'Like `PLINTH_RATE_LIMIT_API`, for authentication routes (sign-in, sign-up, password reset, MFA), counted separately: per IP address whatever session or token is sent, and for routes that name an account (sign-in, sign-up, reset) per account too. 0 turns the tier off outside staging and production.',
   }),
   rateLimitUpload: int({
     env: 'PLINTH_RATE_LIMIT_UPLOAD',
