@@ -149,7 +149,8 @@ describe('rate limits (in-process)', () => {
     assert.equal((await attempt('/api/v1/auth/login', email)).statusCode, 401)
     assert.equal((await attempt('/api/v1/auth/login', email.toUpperCase())).statusCode, 401)
     const refused = await attempt('/api/v1/auth/login', email)
-    assertProblem(refused, 429, 'PLINTH_HTTP_RATE_LIMITED')
+    const body = assertProblem(refused, 429, 'PLINTH_HTTP_RATE_LIMITED')
+    assert.match(String(body.detail), /2 per 1 min for this account/)
     assert.equal(refused.headers['ratelimit-remaining'], '0')
     assert.ok(Number(refused.headers['retry-after']) >= 1)
     // The reset route counts against the same account; another account is unaffected.

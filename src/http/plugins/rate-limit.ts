@@ -137,13 +137,13 @@ async function rateLimit(app: FastifyInstance, opts: RateLimitOptions): Promise<
       (route.url !== undefined && EXEMPT_PREFIXES.some((p) => under(route.url!, p)) ? false : 'api')
     return name !== false && tiers[name].limit > 0 ? name : false
   }
-  const refuse = (name: RateLimitTier, resetMs: number, what: string) => {
+  const refuse = (name: RateLimitTier, resetMs: number, what: string, who = 'client') => {
     const tier = tiers[name]
     const seconds = Math.max(1, Math.ceil(resetMs / 1000))
     tier.rejected.inc()
     return new PlinthError(
       'PLINTH_HTTP_RATE_LIMITED',
-      `Too many ${what}: the limit is ${tier.limit} per ${windowText} for this client. Retry after ${seconds} s (Retry-After); RateLimit-Remaining tells what is left on every response.`,
+      `Too many ${what}: the limit is ${tier.limit} per ${windowText} for this ${who}. Retry after ${seconds} s (Retry-After); RateLimit-Remaining tells what is left on every response.`,
       { headers: { 'retry-after': String(seconds) } },
     )
   }
@@ -201,7 +201,7 @@ async function rateLimit(app: FastifyInstance, opts: RateLimitOptions): Promise<
         reply.header('ratelimit-reset', Math.max(1, Math.ceil(resetMs / 1000)))
       }
       if (count <= tier.limit) done()
-      else done(refuse(name, resetMs, `${name} requests for this account`))
+      else done(refuse(name, resetMs, `${name} requests`, 'account'))
     }
     const hit = store.hit(accountKey(name, account), windowMs)
     if (!(hit instanceof Promise)) return settle(hit)
