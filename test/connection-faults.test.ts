@@ -222,11 +222,13 @@ async function probeDatabase(): Promise<{ db: TestDatabase; admin: pg.Pool }> {
 
 const fatal = (c: Child) => c.lines().filter((l) => l.level === 60 || l.msg === 'uncaught error, exiting')
 
+const redisSkip = await skipUnlessRedis()
+
 describe('connection faults', { skip: await skipUnlessPostgres() }, () => {
   afterEach(cleanupAll)
   after(cleanupAll)
 
-  it('PostgreSQL connections reset mid-query under load: the api and worker processes stay up, answer 503 and recover', async () => {
+  it('PostgreSQL connections reset mid-query under load: the api and worker processes stay up, answer 503 and recover', async (t) => {
     const { db, admin } = await probeDatabase()
     const proxy = await startTcpProxy(pgTarget)
     cleanups.push(() => proxy.close())
@@ -245,7 +247,7 @@ describe('connection faults', { skip: await skipUnlessPostgres() }, () => {
     const workerBase = await worker.listening()
 
     const t0 = performance.now()
-    const mark = (what: string) => console.log(`${what} at ${Math.round(performance.now() - t0)} ms`)
+    const mark = (what: string) => t.diagnostic(`${what} at ${Math.round(performance.now() - t0)} ms`)
     const accepted = new Set<number>()
     const faults = (async () => {
       await sleep(700)
@@ -285,6 +287,9 @@ describe('connection faults', { skip: await skipUnlessPostgres() }, () => {
     assert.ok(api.alive(), `the api process exited:\n${api.output().slice(-3000)}`)
     assert.ok(worker.alive(), `the worker process exited:\n${worker.output().slice(-3000)}`)
     const counts = judge(outcomes, [200, 202])
+    t.diagnostic(
+      `${outcomes.length} requests: ${counts.ok} answered, ${counts.unavailable} got 503; ${proxy.resets} connections reset`,
+    )
     assert.ok(counts.ok > 0, 'no request succeeded at all')
     // /ready answers its own body (not a problem): 200, or 503 naming what is down.
     for (const o of workerOutcomes)
@@ -319,5 +324,147 @@ describe('connection faults', { skip: await skipUnlessPostgres() }, () => {
     )
     mark('jobs done')
     assert.ok(api.alive() && worker.alive(), 'a process exited during recovery')
+  })
+
+  describe('in process', () => {
+    /** A prepared Plinth (all roles) on a fresh database reached through a proxy. */
+    async function throughProxy(env: Record<string, string>) {
+      const db = await createTestDatabase()
+      cleanups.push(() => db.drop())
+      const proxy = await startTcpProxy(pgTarget)
+      cleanups.push(() => proxy.close())
+      const config = testConfig({
+        DATABASE_URL: proxy.through(db.url),
+        PLINTH_MAX_EVENT_LOOP_DELAY: '0',
+        PLINTH_DB_CONNECT_TIMEOUT: '1s',
+        PLINTH_DB_STATEMENT_TIMEOUT: '500ms',
+        PLINTH_DB_QUERY_TIMEOUT: '1s',
+        PLINTH_HEALTH_TIMEOUT: '1s',
+        ...env,
+      })
+      const logs = captureLogs(config)
+      const plinth = await startTestPlinth({ config, logger: logs.logger, modules: [dbProbeModule] })
+      cleanups.push(() => plinth.close())
+      return { proxy, plinth, logs }
+    }
+    const probe = (plinth: TestPlinth, i: number) =>
+      injectOutcome(plinth.app, { url: i % 2 ? '/api/v1/test/db-work' : '/api/v1/test/db-read' })
+    const answers = async (plinth: TestPlinth) => (await probe(plinth, 1)).status === 200
+    const ready = async (plinth: TestPlinth) => (await plinth.app.inject('/ready')).statusCode === 200
+
+    it('PostgreSQL reset mid-query under load: 503s while it lasts, then answers again', async () => {
+      const { proxy, plinth } = await throughProxy({})
+      assert.ok(await answers(plinth))
+      const faults = (async () => {
+        await sleep(300)
+        proxy.setMode('reset-mid-query')
+        await sleep(400)
+        proxy.restore()
+        await sleep(300)
+        proxy.resetAll()
+      })()
+      const [outcomes] = await Promise.all([load((i) => probe(plinth, i), 150, 1500), faults])
+      assert.ok(proxy.resets >= 1, 'nothing was reset')
+      const counts = judge(outcomes, [200])
+      assert.ok(counts.unavailable > 0, 'no request was hit: the fault did not happen')
+      await waitFor('answers again', () => answers(plinth))
+      await waitFor('ready again', () => ready(plinth))
+    })
+
+    it('half-open PostgreSQL: requests end within the timeouts with 503, /ready says down, and it recovers', async (t) => {
+      const { proxy, plinth } = await throughProxy({})
+      assert.ok(await answers(plinth))
+      proxy.setMode('half-open')
+      const outcomes = await load((i) => probe(plinth, i), 50, 1500)
+      const slowest = Math.max(...outcomes.map((o) => o.ms))
+      t.diagnostic(
+        `${outcomes.length} requests while half-open, slowest answered after ${Math.round(slowest)} ms`,
+      )
+      const counts = judge(outcomes, [200])
+      assert.equal(counts.unavailable, outcomes.length, 'a request got through a silent network')
+      // PLINTH_DB_CONNECT_TIMEOUT (waiting for a connection) + PLINTH_DB_QUERY_TIMEOUT, with slack.
+      assert.ok(slowest < 6000, `a request hung for ${Math.round(slowest)} ms`)
+      const started = performance.now()
+      const readiness = await plinth.app.inject('/ready')
+      assert.equal(readiness.statusCode, 503)
+      assert.ok(performance.now() - started < 4000, 'the readiness check hung')
+
+      proxy.restore()
+      await waitFor('answers again', () => answers(plinth))
+      await waitFor('ready again', () => ready(plinth))
+    })
+
+    it('slow PostgreSQL (each chunk delayed): every request answers, in time or with 503, and speed comes back', async () => {
+      const { proxy, plinth } = await throughProxy({})
+      assert.ok(await answers(plinth))
+      proxy.setMode('slow', 150)
+      const outcomes = await load((i) => probe(plinth, i), 50, 1500)
+      judge(outcomes, [200])
+      const slowest = Math.max(...outcomes.map((o) => o.ms))
+      assert.ok(slowest < 6000, `a request hung for ${Math.round(slowest)} ms`)
+      proxy.restore()
+      await waitFor('fast answers again', async () => {
+        const o = await probe(plinth, 1)
+        return o.status === 200 && o.ms < 300
+      })
+      await waitFor('ready again', () => ready(plinth))
+    })
+  })
+
+  describe('of Redis', { skip: redisSkip }, () => {
+    it('reset, half-open and slow Redis under load: authenticated requests still answer 200 in bounded time; Redis comes back by itself', async (t) => {
+      const proxy = await startTcpProxy(redisTarget)
+      cleanups.push(() => proxy.close())
+      const prefix = `plinth-test:${process.pid}:faults:`
+      const plinth = await startTestPlinth({
+        env: {
+          REDIS_URL: proxy.through(TEST_REDIS_URL),
+          PLINTH_REDIS_PREFIX: prefix,
+          PLINTH_REDIS_COMMAND_TIMEOUT: '300ms',
+          PLINTH_MAX_EVENT_LOOP_DELAY: '0',
+          PLINTH_RATE_LIMIT_API: '100000',
+        },
+      })
+      cleanups.push(() => plinth.close())
+      const session = await createUser(plinth, `faults-${process.pid}@example.test`, 'member')
+      const me = () =>
+        injectOutcome(plinth.app, {
+          url: '/api/v1/me',
+          headers: { authorization: `Bearer ${session.token}` },
+        })
+      const redisUp = async () => {
+        const res = await plinth.app.inject('/health')
+        return res.json().components.redis?.status === 'up'
+      }
+      assert.equal((await me()).status, 200)
+      await waitFor('redis up', redisUp)
+
+      for (const fault of ['reset', 'half-open', 'slow'] as const) {
+        const faults = (async () => {
+          await sleep(200)
+          if (fault === 'reset') {
+            proxy.resetAll()
+            await sleep(300)
+            proxy.setMode('reset-mid-query')
+            await sleep(300)
+          } else if (fault === 'half-open') {
+            proxy.setMode('half-open')
+            await sleep(900)
+          } else {
+            proxy.setMode('slow', 200)
+            await sleep(900)
+          }
+          proxy.restore()
+        })()
+        const [outcomes] = await Promise.all([load(() => me(), 100, 1500), faults])
+        const slowest = Math.max(...outcomes.map((o) => o.ms))
+        t.diagnostic(`redis ${fault}: ${outcomes.length} requests, slowest ${Math.round(slowest)} ms`)
+        // Redis holds only what can be lost: its faults cost no request anything but a little time.
+        const counts = judge(outcomes, [200])
+        assert.equal(counts.unavailable, 0, `redis ${fault}: requests failed although Redis is optional`)
+        assert.ok(slowest < 3000, `redis ${fault}: a request took ${Math.round(slowest)} ms`)
+        await waitFor(`redis up again after ${fault}`, redisUp)
+      }
+    })
   })
 })

@@ -184,6 +184,11 @@ export const configSchema = {
     secret: true,
     doc: 'Redis connection URL. Optional: enables shared rate limits, caches and pub/sub across replicas.',
   }),
+  redisCommandTimeout: duration({
+    env: 'PLINTH_REDIS_COMMAND_TIMEOUT',
+    default: 1000,
+    doc: 'How long one Redis command may wait for its answer before the caller falls back (cache to memory, rate limits to in-process counters): a silent or slow Redis never holds a request longer. 0 disables it.',
+  }),
   redisPrefix: str({
     env: 'PLINTH_REDIS_PREFIX',
     default: 'plinth:',
