@@ -394,6 +394,31 @@ describe('connection faults', { skip: await skipUnlessPostgres() }, () => {
       await waitFor('ready again', () => ready(plinth))
     })
 
+    it('connections stranded for good (server gone without a word): the pool drops them after PLINTH_DB_QUERY_TIMEOUT and recovers', async () => {
+      const { proxy, plinth } = await throughProxy({ PLINTH_DB_POOL_MAX: '4' })
+      // Fill the pool with open connections, then strand them all.
+      const warm = await Promise.all(Array.from({ length: 8 }, (_, i) => probe(plinth, i)))
+      judge(warm, [200])
+      assert.ok(proxy.connections >= 2, `only ${proxy.connections} connections to strand`)
+      proxy.strand()
+      // Shutting down waits for the stranded connections' goodbyes: cut them first.
+      cleanups.push(() => proxy.close())
+      const failed: Outcome[] = []
+      let inARow = 0
+      await waitFor(
+        '20 answers in a row',
+        async () => {
+          const o = await probe(plinth, 0)
+          if (o.status !== 200) failed.push(o)
+          inARow = o.status === 200 ? inARow + 1 : 0
+          return inARow >= 20
+        },
+        20_000,
+      )
+      judge(failed, [])
+      assert.ok(failed.length > 0, 'no request met a stranded connection: the fault did not happen')
+    })
+
     it('slow PostgreSQL (each chunk delayed): every request answers, in time or with 503, and speed comes back', async () => {
       const { proxy, plinth } = await throughProxy({})
       assert.ok(await answers(plinth))

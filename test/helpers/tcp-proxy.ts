@@ -24,6 +24,11 @@ export interface TcpProxy {
   resetAll(): void
   /** Switches the mode (see `ProxyMode`); `delayMs` is for `slow`. `restore()` goes back to `forward`. */
   setMode(mode: ProxyMode, delayMs?: number): void
+  /**
+   * Leaves every open connection half-open for good (a server that vanished without a word) while
+   * new connections are forwarded as usual.
+   */
+  strand(): void
   /** Accepts and forwards connections again (`forward` mode); bytes held while half-open flow on. */
   restore(): void
   /** Open client connections. */
@@ -36,6 +41,8 @@ export interface TcpProxy {
 interface Pair {
   readonly client: Socket
   readonly upstream: Socket
+  /** Never forwards again (see `strand`). */
+  stranded?: boolean
 }
 
 /**
@@ -63,7 +70,7 @@ export async function startTcpProxy(target: { host: string; port: number }): Pro
         from.pause()
         setTimeout(() => {
           if (!to.destroyed) to.write(chunk)
-          if (!from.destroyed && mode !== 'half-open') from.resume()
+          if (!from.destroyed && mode !== 'half-open' && !pair.stranded) from.resume()
         }, delayMs)
         return
       }
@@ -104,8 +111,8 @@ export async function startTcpProxy(target: { host: string; port: number }): Pro
   const setMode = (next: ProxyMode, ms = 0) => {
     mode = next
     delayMs = ms
-    for (const { client, upstream } of pairs) {
-      if (next === 'half-open') {
+    for (const { client, upstream, stranded } of pairs) {
+      if (next === 'half-open' || stranded) {
         client.pause()
         upstream.pause()
       } else {
@@ -141,6 +148,13 @@ export async function startTcpProxy(target: { host: string; port: number }): Pro
     setMode(next, ms = 0) {
       setMode(next, ms)
     },
+    strand() {
+      for (const pair of pairs) {
+        pair.stranded = true
+        pair.client.pause()
+        pair.upstream.pause()
+      }
+    },
     restore() {
       down = false
       setMode('forward')
@@ -154,7 +168,7 @@ export async function startTcpProxy(target: { host: string; port: number }): Pro
     close() {
       down = true
       destroyAll()
-      return new Promise((resolve) => server.close(() => resolve()))
+      return new Promise((resolve) => (server.listening ? server.close(() => resolve()) : resolve()))
     },
   }
 }
