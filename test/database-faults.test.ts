@@ -3,9 +3,11 @@ import { spawn } from 'node:child_process'
 import { after, afterEach, describe, it } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { sql } from 'kysely'
+import pg from 'pg'
 import { createPlinth, type Plinth } from '../src/core/create-plinth.ts'
 import { isPlinthError } from '../src/core/errors.ts'
 import type { PlinthModule } from '../src/core/module.ts'
+import { newSecret, TOKEN_PREFIX } from '../src/modules/accounts/secrets.ts'
 import { builtinModules } from '../src/modules/index.ts'
 import { captureLogs } from './helpers/log-capture.ts'
 import { teeChildLogs } from './helpers/run-logs.ts'
@@ -219,5 +221,90 @@ describe('database faults', { skip: await skipUnlessPostgres() }, () => {
     assert.equal(res.statusCode, 503, res.body)
     assert.equal(res.json().code, 'PLINTH_DB_TIMEOUT')
     assert.ok(Number(res.headers['retry-after']) > 0, 'no Retry-After')
+  })
+
+  it('during an outage, the operations routes answer without looking up the credentials sent with them', async () => {
+    const { proxy, plinth } = await setup(
+      { PLINTH_HEALTH_TIMEOUT: '1s', PLINTH_DB_CONNECT_TIMEOUT: '1s', PLINTH_DB_CONNECT_DEADLINE: '5s' },
+      false,
+    )
+    await plinth.prepare()
+    proxy.cut()
+    // Well-formed but unknown: resolving either would need the database.
+    const session = newSecret(TOKEN_PREFIX.session).secret
+    for (const token of [session, newSecret(TOKEN_PREFIX.apiToken).secret]) {
+      const headers = { authorization: `Bearer ${token}` }
+      const cookie = { cookie: `plinth_session=${token}` }
+      for (const h of [headers, cookie]) {
+        const live = await plinth.app.inject({ url: '/live', headers: h })
+        assert.equal(live.statusCode, 200, live.body)
+        const ready = await plinth.app.inject({ url: '/ready', headers: h })
+        assert.equal(ready.statusCode, 503, ready.body)
+        assert.equal(ready.json().status, 'down')
+        const health = await plinth.app.inject({ url: '/health', headers: h, remoteAddress: '203.0.113.9' })
+        assert.equal(health.statusCode, 503, health.body)
+        assert.equal(health.json().status, 'down')
+        const metrics = await plinth.app.inject({
+          url: '/api/metrics',
+          headers: h,
+          remoteAddress: '203.0.113.9',
+        })
+        assert.equal(metrics.statusCode, 403, metrics.body)
+        const fromLoopback = await plinth.app.inject({ url: '/api/metrics', headers: h })
+        assert.equal(fromLoopback.statusCode, 200, fromLoopback.body)
+      }
+    }
+    // An application route still needs the lookup: 503 with Retry-After, not 500.
+    const route = await plinth.app.inject({
+      url: '/api/v1/me',
+      headers: { authorization: `Bearer ${session}` },
+    })
+    assert.equal(route.statusCode, 503, route.body)
+    assert.ok(Number(route.headers['retry-after']) > 0, 'no Retry-After')
+  })
+
+  it('a database that refuses connections (SQLSTATE 55000, not accepting connections) answers 503, and recovers', async () => {
+    const db = await createTestDatabase()
+    cleanups.push(() => db.drop())
+    const config = testConfig({
+      DATABASE_URL: db.url,
+      PLINTH_DB_CONNECT_TIMEOUT: '1s',
+      PLINTH_HEALTH_TIMEOUT: '1s',
+    })
+    const plinth = await createPlinth({ config, logger: captureLogs(config).logger, modules })
+    cleanups.push(() => plinth.shutdown())
+    await plinth.prepare()
+    assert.equal((await plinth.app.inject('/api/v1/test/db')).statusCode, 200)
+
+    const admin = new pg.Client({ connectionString: TEST_DATABASE_URL })
+    await admin.connect()
+    cleanups.push(() => admin.end())
+    const allow = (on: boolean) => admin.query(`alter database ${db.name} with allow_connections ${on}`)
+    cleanups.push(() => allow(true))
+    await allow(false)
+    // Its open connections go (57P01), and new ones are refused with 55000.
+    await admin.query('select pg_terminate_backend(pid) from pg_stat_activity where datname = $1', [db.name])
+
+    await waitFor('a refused connection', async () => {
+      const res = await plinth.app.inject('/api/v1/test/db')
+      assert.notEqual(res.statusCode, 500, res.body)
+      if (res.statusCode === 200) return false
+      assert.equal(res.statusCode, 503, res.body)
+      assert.equal(res.json().code, 'PLINTH_DB_UNAVAILABLE')
+      assert.ok(Number(res.headers['retry-after']) > 0, 'no Retry-After')
+      return (res.json().requestId as string).length > 0
+    })
+    const refused = await plinth.db.pool.query('select 1').then(
+      () => assert.fail('the database accepted a connection'),
+      (err: { code?: string }) => err,
+    )
+    assert.equal(refused.code, '55000')
+    assert.equal((await plinth.app.inject('/ready')).statusCode, 503)
+
+    await allow(true)
+    await waitFor(
+      'answers again',
+      async () => (await plinth.app.inject('/api/v1/test/db')).statusCode === 200,
+    )
   })
 })

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { after, before, describe, it } from 'node:test'
 import type { InjectOptions } from 'fastify'
+import { bearer, createUser, uniqueEmail } from './helpers/accounts.ts'
 import { skipUnlessPostgres, skipUnlessRedis, TEST_REDIS_URL } from './helpers/services.ts'
 import { startTestPlinth, type TestPlinth } from './helpers/test-plinth.ts'
 
@@ -156,3 +157,26 @@ for (const backend of ['embedded', 'postgres'] as const) {
     })
   })
 }
+
+describe('ops access by an ops:read credential', () => {
+  let plinth: TestPlinth
+  before(async () => {
+    plinth = await startTestPlinth()
+  })
+  after(() => plinth?.close())
+
+  it('an admin session counts as an operator on /health and /api/metrics, a member session does not', async () => {
+    const admin = await createUser(plinth, uniqueEmail('ops-admin'), 'admin')
+    const member = await createUser(plinth, uniqueEmail('ops-member'), 'member')
+    const as = (token: string) => ({ remoteAddress: OUTSIDER, headers: bearer(token) })
+    assert.equal(await isOperator(plinth, as(admin.token)), true)
+    assert.equal(await isOperator(plinth, as(member.token)), false)
+    assert.equal((await plinth.app.inject({ ...as(admin.token), url: '/api/metrics' })).statusCode, 200)
+    assert.equal((await plinth.app.inject({ ...as(member.token), url: '/api/metrics' })).statusCode, 403)
+
+    // (That /ready and /live never look a credential up is shown with the database down, in
+    // test/database-faults.test.ts; here they simply answer.)
+    assert.equal((await plinth.app.inject({ ...as(admin.token), url: '/ready' })).statusCode, 200)
+    assert.equal((await plinth.app.inject({ ...as(admin.token), url: '/live' })).statusCode, 200)
+  })
+})

@@ -157,6 +157,11 @@ export const configSchema = {
     default: 30_000,
     doc: 'Server-side limit for one SQL statement (`statement_timeout`); 0 disables it.',
   }),
+  dbQueryTimeout: duration({
+    env: 'PLINTH_DB_QUERY_TIMEOUT',
+    default: 35_000,
+    doc: 'Client-side limit for the answer to one SQL statement: when the network or the server goes silent (a half-open connection) the statement fails with 503 after this long and its connection is dropped. Keep it above `PLINTH_DB_STATEMENT_TIMEOUT`; 0 disables it.',
+  }),
   dbIdleTimeout: duration({
     env: 'PLINTH_DB_IDLE_TIMEOUT',
     default: 30_000,
@@ -178,6 +183,11 @@ export const configSchema = {
     protocols: ['redis:', 'rediss:'],
     secret: true,
     doc: 'Redis connection URL. Optional: enables shared rate limits, caches and pub/sub across replicas.',
+  }),
+  redisCommandTimeout: duration({
+    env: 'PLINTH_REDIS_COMMAND_TIMEOUT',
+    default: 1000,
+    doc: 'How long one Redis command may wait for its answer before the caller falls back (cache to memory, rate limits to in-process counters): a silent or slow Redis never holds a request longer. 0 disables it.',
   }),
   redisPrefix: str({
     env: 'PLINTH_REDIS_PREFIX',

@@ -356,24 +356,37 @@ const dbErrorMap: Readonly<Record<string, ErrorCode>> = {
   '57014': 'PLINTH_DB_TIMEOUT', // query_canceled (statement_timeout)
   '57P01': 'PLINTH_DB_UNAVAILABLE', // admin_shutdown
   '57P02': 'PLINTH_DB_UNAVAILABLE', // crash_shutdown
-  '57P03': 'PLINTH_DB_UNAVAILABLE', // cannot_connect_now
+  '57P03': 'PLINTH_DB_UNAVAILABLE', // cannot_connect_now (starting up, shutting down, recovering)
+  '57P04': 'PLINTH_DB_UNAVAILABLE', // database_dropped
+  '57P05': 'PLINTH_DB_UNAVAILABLE', // idle_session_timeout
+  '55000': 'PLINTH_DB_UNAVAILABLE', // object_not_in_prerequisite_state ("not currently accepting connections")
+  '25006': 'PLINTH_DB_UNAVAILABLE', // read_only_sql_transaction (a standby after a failover)
+  '53000': 'PLINTH_DB_UNAVAILABLE', // insufficient_resources
+  '53100': 'PLINTH_DB_UNAVAILABLE', // disk_full
+  '53200': 'PLINTH_DB_UNAVAILABLE', // out_of_memory
   '53300': 'PLINTH_DB_UNAVAILABLE', // too_many_connections
-  '08000': 'PLINTH_DB_UNAVAILABLE',
-  '08001': 'PLINTH_DB_UNAVAILABLE',
-  '08003': 'PLINTH_DB_UNAVAILABLE',
-  '08004': 'PLINTH_DB_UNAVAILABLE',
-  '08006': 'PLINTH_DB_UNAVAILABLE',
+  '53400': 'PLINTH_DB_UNAVAILABLE', // configuration_limit_exceeded
   ECONNREFUSED: 'PLINTH_DB_UNAVAILABLE',
   ECONNRESET: 'PLINTH_DB_UNAVAILABLE',
+  ECONNABORTED: 'PLINTH_DB_UNAVAILABLE',
   ETIMEDOUT: 'PLINTH_DB_UNAVAILABLE',
   EPIPE: 'PLINTH_DB_UNAVAILABLE',
+  EHOSTUNREACH: 'PLINTH_DB_UNAVAILABLE',
+  ENETUNREACH: 'PLINTH_DB_UNAVAILABLE',
+  EAI_AGAIN: 'PLINTH_DB_UNAVAILABLE',
 }
 
-const DB_MESSAGES = [
-  'Connection terminated',
-  'timeout exceeded when trying to connect',
-  'Client has encountered a connection error',
-  'Connection terminated unexpectedly',
+/** SQLSTATE classes that all mean "the database cannot serve right now": 08 connection exception. */
+const DB_UNAVAILABLE_CLASSES = ['08']
+
+/** Driver messages (no SQLSTATE) and the Plinth codes they become. */
+const DB_MESSAGES: readonly (readonly [string, ErrorCode])[] = [
+  ['Query read timeout', 'PLINTH_DB_TIMEOUT'], // PLINTH_DB_QUERY_TIMEOUT: no answer at all
+  ['Connection terminated', 'PLINTH_DB_UNAVAILABLE'],
+  ['timeout exceeded when trying to connect', 'PLINTH_DB_UNAVAILABLE'],
+  ['Client has encountered a connection error', 'PLINTH_DB_UNAVAILABLE'],
+  ['Client was closed and is not queryable', 'PLINTH_DB_UNAVAILABLE'],
+  ['Cannot use a pool after calling end on the pool', 'PLINTH_DB_UNAVAILABLE'],
 ]
 
 /**
@@ -385,8 +398,13 @@ export function translateDbError(err: unknown): PlinthError | undefined {
   const code = (err as { code?: unknown }).code
   const mapped = typeof code === 'string' ? dbErrorMap[code] : undefined
   if (mapped) return new PlinthError(mapped, undefined, { cause: err })
-  if (DB_MESSAGES.some((m) => err.message.includes(m))) {
+  if (
+    typeof code === 'string' &&
+    /^[0-9A-Z]{5}$/.test(code) &&
+    DB_UNAVAILABLE_CLASSES.includes(code.slice(0, 2))
+  )
     return new PlinthError('PLINTH_DB_UNAVAILABLE', undefined, { cause: err })
-  }
+  const byMessage = DB_MESSAGES.find(([m]) => err.message.includes(m))
+  if (byMessage) return new PlinthError(byMessage[1], undefined, { cause: err })
   return undefined
 }

@@ -6,6 +6,9 @@ import { type FieldError, PlinthError, translateDbError } from '../../core/error
 export const PROBLEM_CONTENT_TYPE = 'application/problem+json; charset=utf-8'
 const METHODS: readonly HTTPMethod[] = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']
 
+/** Seconds a 503 asks the client to wait when the refusing part did not say. */
+const RETRY_AFTER_503 = 5
+
 /** Fastify's own error codes and the registry codes they become. */
 const fastifyCodes: Readonly<Record<string, PlinthError['code']>> = {
   FST_ERR_CTP_BODY_TOO_LARGE: 'PLINTH_HTTP_BODY_TOO_LARGE',
@@ -77,6 +80,9 @@ export function sendProblem(
   debug?: Error,
 ): FastifyReply {
   if (error.headers) reply.headers(error.headers)
+  // Every 503 tells the client when to come back, whichever part refused.
+  if (error.status === 503 && !reply.hasHeader('retry-after'))
+    reply.header('retry-after', String(RETRY_AFTER_503))
   return reply
     .code(error.status)
     .type(PROBLEM_CONTENT_TYPE)

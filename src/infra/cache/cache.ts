@@ -37,21 +37,34 @@ export function createMemoryCache(options: { maxEntries?: number; now?: () => nu
   }
 }
 
+/** After a failed or timed-out Redis command, how long reads and writes skip Redis. */
+export const CACHE_REDIS_RETRY_AFTER_MS = 2000
+
 /**
  * Redis first, memory as the fallback. Deletes go to both, so a revocation is never undone by a
- * stale in-process copy written while Redis was away.
+ * stale in-process copy written while Redis was away. After a failure (or a command slower than
+ * `PLINTH_REDIS_COMMAND_TIMEOUT`), reads and writes skip Redis for a moment: a silent Redis costs
+ * one timeout now and then, not one per request.
  */
-export function createRedisCache(redis: RedisHandle, deps: { logger: Logger; namespace?: string }): Cache {
+export function createRedisCache(
+  redis: RedisHandle,
+  deps: { logger: Logger; namespace?: string; retryAfterMs?: number },
+): Cache {
   const memory = createMemoryCache()
   const ns = deps.namespace ?? 'cache:'
   const log = deps.logger.child({ component: 'cache' })
+  const retryAfterMs = deps.retryAfterMs ?? CACHE_REDIS_RETRY_AFTER_MS
+  let skipUntil = 0
   let warned = false
   const degrade = (err: unknown) => {
+    skipUntil = Date.now() + retryAfterMs
     if (!warned) log.warn({ reason: (err as Error).message }, 'cache falling back to memory')
     warned = true
   }
+  const skipping = () => Date.now() < skipUntil
   return {
     async get<T>(key: string) {
+      if (skipping()) return memory.get<T>(key)
       try {
         const raw = await redis.client.get(ns + key)
         warned = false
@@ -62,6 +75,7 @@ export function createRedisCache(redis: RedisHandle, deps: { logger: Logger; nam
       }
     },
     async set(key, value, ttlMs) {
+      if (skipping()) return memory.set(key, value, ttlMs)
       try {
         await redis.client.set(ns + key, JSON.stringify(value), 'PX', Math.max(1, Math.round(ttlMs)))
       } catch (err) {

@@ -20,7 +20,8 @@ export interface RedisHandle {
 }
 
 export function createRedis(
-  config: Pick<PlinthConfig, 'redisUrl' | 'redisPrefix' | 'dbConnectTimeout'> & { redisUrl: string },
+  config: Pick<PlinthConfig, 'redisUrl' | 'redisPrefix' | 'dbConnectTimeout'> &
+    Partial<Pick<PlinthConfig, 'redisCommandTimeout'>> & { redisUrl: string },
   deps: { logger: Logger },
 ): RedisHandle {
   const log = deps.logger.child({ component: 'redis' })
@@ -31,6 +32,8 @@ export function createRedis(
     keyPrefix: config.redisPrefix,
     connectTimeout: config.dbConnectTimeout,
     maxRetriesPerRequest: 1,
+    // A half-open connection (nothing closes, nothing answers) would otherwise hold commands forever.
+    ...(config.redisCommandTimeout ? { commandTimeout: config.redisCommandTimeout } : {}),
     enableOfflineQueue: false,
     retryStrategy(attempt) {
       const delayMs = Math.round(backoffDelay(attempt, { initialDelayMs: 200, maxDelayMs: 10_000 }))

@@ -8,6 +8,7 @@ import type { PlinthConfig } from '../../config/config.schema.ts'
 import { redactUrl } from '../../config/load-config.ts'
 import { PlinthError } from '../../core/errors.ts'
 import { lockDataDir } from './embedded-lock.ts'
+import { guardPoolClients } from './pool-errors.ts'
 import { RetryDeadlineError, retryWithBackoff } from './retry.ts'
 import type { PlinthTables } from './tables.ts'
 
@@ -47,6 +48,7 @@ type DbConfig = Pick<
   | 'dbPoolMax'
   | 'dbConnectTimeout'
   | 'dbStatementTimeout'
+  | 'dbQueryTimeout'
   | 'dbIdleTimeout'
   | 'dbConnectDeadline'
 >
@@ -69,6 +71,7 @@ export async function createDatabase(config: DbConfig, deps: { logger: Logger })
       idleTimeoutMillis: config.dbIdleTimeout,
       application_name: 'plinth',
       ...(config.dbStatementTimeout > 0 ? { statement_timeout: config.dbStatementTimeout } : {}),
+      ...(config.dbQueryTimeout > 0 ? { query_timeout: config.dbQueryTimeout } : {}),
     })
   } else {
     kind = 'embedded'
@@ -90,13 +93,8 @@ export async function createDatabase(config: DbConfig, deps: { logger: Logger })
     }
   }
 
-  // An idle client whose server went away emits here; without a listener it would crash the process.
-  pool.on('error', (err) =>
-    log.warn(
-      { err: { message: err.message, code: (err as { code?: string }).code } },
-      'idle database connection lost',
-    ),
-  )
+  // Connection faults (idle or in use, reset or silent) fail the statements in flight, never the process.
+  guardPoolClients(pool, log)
 
   const kysely = new Kysely<PlinthTables>({ dialect: new PostgresDialect({ pool }) })
   let closed = false

@@ -26,6 +26,11 @@ export interface AuthenticateOptions {
   readonly secretKey: string | undefined
 }
 
+/** The operations routes (http/ops-routes.ts): public, and never wait on a credential lookup. */
+const OPS_ROUTES = new Set(['/live', '/ready', '/health', '/api/metrics'])
+/** Of them, those that show more to operators (an ops:read credential may count, if it resolves). */
+const OPS_DETAIL_ROUTES = new Set(['/health', '/api/metrics'])
+
 /** Routes Plinth does not write itself (docs UI assets, CORS preflight) count as public. */
 function isThirdPartyPublic(url: string): boolean {
   return url === '*' || url === '/api/docs' || url.startsWith('/api/docs/')
@@ -90,11 +95,21 @@ async function authenticate(app: FastifyInstance, opts: AuthenticateOptions): Pr
     done(null, payload)
   })
 
-  app.opsAccess.addAuthorizer(
-    (request) => request.principal !== null && principalCan(request.principal, 'ops:read'),
-  )
+  // A holder of ops:read is an operator. On the operations routes the credential is looked up only
+  // here, only for /health and /api/metrics, only when no network or ops-token rule already said
+  // yes, and a failed lookup (database down) means "not an operator", never an error.
+  app.opsAccess.addAuthorizer(async (request) => {
+    if (request.principal) return principalCan(request.principal, 'ops:read')
+    if (!OPS_DETAIL_ROUTES.has(request.routeOptions.url ?? '')) return false
+    const credential = credentialOf(request)
+    if (!credential) return false
+    const found = await resolve(credential.token, credential.via).catch(() => null)
+    return found !== null && !found.mfaEnrolmentPending && principalCan(found.principal, 'ops:read')
+  })
 
   app.addHook('onRequest', async (request) => {
+    // Probes and scrapers must answer whatever credential comes along, database down or not.
+    if (OPS_ROUTES.has(request.routeOptions.url ?? '')) return
     const credential = credentialOf(request)
     let presentedInvalid = false
     if (credential) {
