@@ -24,7 +24,7 @@ import rateLimit, { RATE_LIMIT_HEADERS } from './plugins/rate-limit.ts'
 import requestContext from './plugins/request-context.ts'
 import securityHeaders from './plugins/security-headers.ts'
 import './route-config.ts'
-import { createValidatorCompiler } from './validation.ts'
+import { createValidatorCompiler } from '../shared/validation.ts'
 
 /** The Fastify instance Plinth builds, with TypeBox as the type provider. */
 export type PlinthApp = FastifyInstance<

@@ -6,8 +6,8 @@ import {
   NO_MIGRATIONS,
 } from 'kysely/migration'
 import type { Logger } from 'pino'
-import { PlinthError } from '../../core/errors.ts'
 import type { PlinthMigration } from '../../core/module.ts'
+import { PlinthError } from '../../shared/errors.ts'
 import type { Database } from './create-db.ts'
 
 const NAME = /^(\d{4})-[a-z0-9]+(?:-[a-z0-9]+)*$/

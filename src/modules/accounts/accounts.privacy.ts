@@ -1,5 +1,5 @@
-import { PlinthError } from '../../core/errors.ts'
 import type { PersonalDataTable } from '../../core/privacy.ts'
+import { PlinthError } from '../../shared/errors.ts'
 import { tokenCacheKey } from './api-tokens.service.ts'
 import { sessionCacheKey } from './sessions.service.ts'
 

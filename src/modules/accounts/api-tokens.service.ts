@@ -1,8 +1,8 @@
 import type { Kysely, Transaction } from 'kysely'
-import { PlinthError } from '../../core/errors.ts'
 import { type Permission, ROLE_PERMISSIONS, type Role } from '../../core/permissions.ts'
 import type { Cache } from '../../infra/cache/cache.ts'
 import type { PlinthTables } from '../../infra/db/tables.ts'
+import { PlinthError } from '../../shared/errors.ts'
 import { hashSecret, looksLikeSecret, newSecret, TOKEN_PREFIX } from './secrets.ts'
 import { SESSION_CACHE_TTL_MS } from './sessions.service.ts'
 

@@ -1,6 +1,6 @@
 import { type Kysely, sql } from 'kysely'
-import { PlinthError } from '../../core/errors.ts'
 import type { PlinthTables } from '../../infra/db/tables.ts'
+import { PlinthError } from '../../shared/errors.ts'
 import type { QueueDepth } from './jobs-metrics.ts'
 
 /** The schema pg-boss keeps its tables in. */

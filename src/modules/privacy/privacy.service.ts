@@ -1,6 +1,5 @@
 import { type Kysely, type RawBuilder, sql } from 'kysely'
 import { type AuditEntry, auditEntryOf, type SecurityEventInput } from '../../core/audit.ts'
-import { PlinthError } from '../../core/errors.ts'
 import type { ModuleContext } from '../../core/module.ts'
 import {
   type ErasureOutcome,
@@ -11,6 +10,7 @@ import {
 } from '../../core/privacy.ts'
 import type { Actor } from '../../core/security-events.ts'
 import type { PlinthTables } from '../../infra/db/tables.ts'
+import { PlinthError } from '../../shared/errors.ts'
 import { accountsServices } from '../accounts/accounts.services.ts'
 import { normalizeEmail } from '../accounts/secrets.ts'
 
