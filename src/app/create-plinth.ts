@@ -13,7 +13,7 @@ import { createDatabase, type Database } from '../infra/db/create-db.ts'
 import { createMigrator, type PlinthMigrator } from '../infra/db/migrator.ts'
 import { createAudit } from '../modules/audit/audit.service.ts'
 import { HEARTBEAT_JOB, HEARTBEAT_SCHEDULE } from '../modules/jobs/heartbeat.ts'
-import { createJobEngine, type JobEngine } from '../modules/jobs/job-engine.ts'
+import { createJobEngine, type PgBossJobEngine } from '../modules/jobs/job-engine.ts'
 import { RETENTION_JOB, RETENTION_SCHEDULE, retentionJob } from '../modules/jobs/retention-job.ts'
 import { createSchedules } from '../modules/jobs/schedules.ts'
 import { createKeys } from '../modules/keys/keys.ts'
@@ -41,7 +41,7 @@ export interface Plinth {
   readonly metrics: Metrics
   readonly health: Health
   readonly securityEvents: SecurityEvents
-  readonly jobs: JobEngine
+  readonly jobs: PgBossJobEngine
   /** Every module's retention rules; the `plinth.retention` job and `plinth retention run` call `run()`. */
   readonly retention: Retention
   readonly context: ModuleContext

@@ -1,5 +1,13 @@
+/**
+ * The jobs contract: how a module declares job types (`defineJob`), and the job engine and
+ * schedules every module reaches through its context (`ctx.jobs`, `ctx.schedules`). The engine
+ * over pg-boss implements it in modules/jobs.
+ */
+import type { Kysely } from 'kysely'
 import type { Logger } from 'pino'
 import type { Static, TSchema } from 'typebox'
+import type { PlinthTables } from '../infra/db/tables.ts'
+import type { AuditCaller } from './audit.ts'
 
 /** What a handler gets for one attempt of one job. */
 export interface JobContext<P> {
@@ -113,4 +121,169 @@ export function resolvePolicy(
   if (resolved.concurrency < 1 || resolved.timeout < 1)
     throw new Error('Job policy concurrency and timeout must be at least 1')
   return resolved
+}
+
+/** What the job engine runs in this process. */
+export type JobsMode = 'worker' | 'client'
+
+export const JOB_STATES = ['created', 'retry', 'active', 'completed', 'cancelled', 'failed'] as const
+export type JobState = (typeof JOB_STATES)[number]
+
+/** One job as Plinth shows it (HTTP, CLI). */
+export interface JobView {
+  readonly id: string
+  readonly name: string
+  readonly state: JobState
+  readonly payload: unknown
+  readonly priority: number
+  /** Attempts started so far. */
+  readonly attempts: number
+  /** Retries allowed after the first attempt. */
+  readonly retryLimit: number
+  readonly requestId: string | null
+  readonly scheduleId: string | null
+  /** The error of the last failed attempt, while the job is retrying or after it failed. */
+  readonly lastError: string | null
+  /** What the handler returned, once completed. */
+  readonly output: unknown
+  readonly idempotencyKey: string | null
+  /** For a job in a dead-letter queue: the job it is a copy of. */
+  readonly source: { readonly name: string; readonly id: string } | null
+  readonly createdAt: string
+  readonly runAfter: string
+  readonly startedAt: string | null
+  readonly completedAt: string | null
+}
+
+export interface JobFilter {
+  readonly name?: string | undefined
+  readonly state?: JobState | undefined
+  /** Created at or after. */
+  readonly from?: Date | undefined
+  /** Created before. */
+  readonly to?: Date | undefined
+  readonly limit?: number | undefined
+  /** The `nextCursor` of the previous page. */
+  readonly cursor?: string | undefined
+}
+
+export interface EnqueueOptions {
+  /** Run no sooner than this many milliseconds from now. */
+  readonly delay?: number | undefined
+  /** Run no sooner than this time (wins over `delay`). */
+  readonly runAt?: Date | undefined
+  /** Higher runs first; defaults to the job type's priority. */
+  readonly priority?: number | undefined
+  /**
+   * The same key for the same job type within `PLINTH_JOBS_IDEMPOTENCY_WINDOW` creates no second
+   * job: the result names the existing one with `created: false`.
+   */
+  readonly idempotencyKey?: string | undefined
+  /** Stored with the job and put on every log line of every attempt. */
+  readonly requestId?: string | undefined
+  /** When the queue is full: `reject` (default) throws `PLINTH_JOB_QUEUE_FULL`; `accept` enqueues anyway. */
+  readonly overflow?: 'reject' | 'accept' | undefined
+  /** A Kysely transaction: the job exists only if that transaction commits. */
+  readonly db?: Kysely<PlinthTables> | undefined
+  /**
+   * An administrator's enqueue (HTTP, CLI): `job:enqueued` is recorded in the job's transaction.
+   * Jobs that modules enqueue for their own work pass nothing and are not audited.
+   */
+  readonly audit?: AuditCaller | undefined
+}
+
+export interface EnqueueResult {
+  readonly id: string
+  /** False when an idempotency key matched an existing job. */
+  readonly created: boolean
+}
+
+export interface JobTypeView {
+  readonly name: string
+  readonly description: string | null
+  readonly policy: ResolvedPolicy
+  readonly deadLetterQueue: string | null
+  readonly waiting: number
+  readonly deadLettered: number
+}
+
+/**
+ * The job engine as modules see it (`ctx.jobs`): typed job types, enqueue with validation,
+ * idempotency keys and backpressure, and the administrator's commands. Commands that take an
+ * `AuditCaller` record their audit row in the transaction of the change.
+ */
+export interface JobEngine {
+  readonly mode: JobsMode
+  /** Started and not stopping: enqueue and the commands work. */
+  readonly running: boolean
+  /** Adds a job type; before `start()` only. */
+  register(definition: JobDefinition): void
+  /** Wakes a local worker of the job type now instead of at its next poll. */
+  wake(name: string): void
+  has(name: string): boolean
+  definitions(): readonly { definition: JobDefinition; policy: ResolvedPolicy }[]
+  start(mode: JobsMode): Promise<void>
+  stop(timeoutMs: number): Promise<void>
+  /** Throws `PLINTH_JOB_PAYLOAD_INVALID` (naming the fields) unless the payload matches the type's schema. */
+  validatePayload(name: string, payload: unknown): void
+  enqueue(name: string, payload: unknown, options?: EnqueueOptions): Promise<EnqueueResult>
+  /** Jobs of a type (or queue) waiting to run, counted up to `cap`. */
+  waiting(name: string, cap: number): Promise<number>
+  get(id: string): Promise<JobView>
+  list(filter: JobFilter): Promise<{ items: JobView[]; nextCursor: string | null }>
+  retry(id: string, by?: AuditCaller): Promise<JobView>
+  cancel(id: string, by?: AuditCaller): Promise<JobView>
+  purgeDeadLetter(name: string, by?: AuditCaller): Promise<number>
+  redriveDeadLetter(name: string, by?: AuditCaller): Promise<number>
+  types(): Promise<JobTypeView[]>
+}
+
+/** Ticks missed while no worker ran: `skip` them, or run `once` for the latest. */
+export type MissedPolicy = 'skip' | 'once'
+
+export interface ScheduleInput {
+  readonly jobName: string
+  /** 5 fields (minute…weekday) or 6 (second first). */
+  readonly cron: string
+  /** IANA time zone the expression is read in (default UTC). */
+  readonly timezone?: string | undefined
+  readonly payload?: unknown
+  /** Ticks missed while no worker ran: `skip` them, or run `once` for the latest (default skip). */
+  readonly missed?: MissedPolicy | undefined
+  readonly description?: string | undefined
+}
+
+export interface ScheduleView {
+  readonly id: string
+  readonly jobName: string
+  readonly cron: string
+  readonly timezone: string
+  readonly payload: unknown
+  readonly missed: MissedPolicy
+  readonly paused: boolean
+  readonly description: string | null
+  readonly builtin: boolean
+  readonly createdBy: string | null
+  readonly createdAt: string
+  readonly updatedAt: string
+  /** The next few ticks (none while paused). */
+  readonly nextRuns: string[]
+}
+
+/** Cron schedules that enqueue jobs (`ctx.schedules`); `job_schedules` is their source of truth. */
+export interface Schedules {
+  create(
+    input: ScheduleInput,
+    by?: AuditCaller,
+    internal?: { id?: string; builtin?: boolean },
+  ): Promise<ScheduleView>
+  update(id: string, patch: Partial<Omit<ScheduleInput, 'jobName'>>, by?: AuditCaller): Promise<ScheduleView>
+  setPaused(id: string, paused: boolean, by?: AuditCaller): Promise<ScheduleView>
+  remove(id: string, by?: AuditCaller): Promise<void>
+  get(id: string): Promise<ScheduleView>
+  list(filter?: { jobName?: string | undefined }): Promise<ScheduleView[]>
+  /** Makes the engine's copies match `job_schedules` (workers, at start). */
+  reconcile(): Promise<{ armed: number; removed: number }>
+  /** Creates or updates a built-in schedule under a fixed id. */
+  ensureBuiltin(id: string, input: ScheduleInput): Promise<void>
 }

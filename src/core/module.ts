@@ -1,23 +1,32 @@
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import type { FastifyBaseLogger, FastifyInstance, RawServerDefault } from 'fastify'
 import type { Kysely } from 'kysely'
 import type { Logger } from 'pino'
 import type { PlinthConfig } from '../config/config.schema.ts'
-import type { PlinthApp } from '../http/create-server.ts'
 import type { Cache } from '../infra/cache/cache.ts'
 import type { RedisHandle } from '../infra/cache/redis.ts'
 import type { EncryptedColumn } from '../infra/crypto/encrypted-column.ts'
 import type { Keyring } from '../infra/crypto/keyring.ts'
 import type { Database } from '../infra/db/create-db.ts'
-import type { JobEngine } from '../modules/jobs/job-engine.ts'
-import type { Schedules } from '../modules/jobs/schedules.ts'
 import type { HealthCheck } from '../observability/health.ts'
 import type { Metrics } from '../observability/metrics.ts'
 import type { Audit } from './audit.ts'
 import type { EventBus } from './events.ts'
-import type { JobDefinition } from './jobs.ts'
+import type { JobDefinition, JobEngine, Schedules } from './jobs.ts'
 import type { Mailer } from './mail.ts'
 import type { PersonalDataTable, RegisteredPersonalData } from './privacy.ts'
 import type { RetentionRule } from './retention.ts'
 import type { SecurityEvents } from './security-events.ts'
+
+/** The Fastify instance Plinth builds (TypeBox as the type provider): what module routes are registered on. */
+export type PlinthApp = FastifyInstance<
+  RawServerDefault,
+  IncomingMessage,
+  ServerResponse,
+  FastifyBaseLogger,
+  TypeBoxTypeProvider
+>
 
 /**
  * One reversible migration. The name is `NNNN-what-it-does`: the number orders migrations across
@@ -98,4 +107,9 @@ export interface PlinthModule {
    * must be declared; test/privacy-export.test.ts fails on one that is not.
    */
   readonly personalData?: readonly PersonalDataTable[]
+}
+
+// core/privacy.ts leaves the context its hooks get open, so that it need not import this file.
+declare module './privacy.ts' {
+  interface PrivacyHookContext extends ModuleContext {}
 }

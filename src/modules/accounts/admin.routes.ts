@@ -1,8 +1,7 @@
 import type { FastifyRequest } from 'fastify'
 import { Type } from 'typebox'
 import { actorOf } from '../../core/audit.ts'
-import type { ModuleContext } from '../../core/module.ts'
-import type { PlinthApp } from '../../http/create-server.ts'
+import type { ModuleContext, PlinthApp } from '../../core/module.ts'
 import {
   Email,
   Id,

@@ -1,7 +1,6 @@
 import type { FastifyReply } from 'fastify'
 import { Type } from 'typebox'
-import type { ModuleContext } from '../../core/module.ts'
-import type { PlinthApp } from '../../http/create-server.ts'
+import type { ModuleContext, PlinthApp } from '../../core/module.ts'
 import {
   LoginBody,
   LoginResponse,

@@ -1,8 +1,7 @@
 import { Type } from 'typebox'
 import { actorOf, auditEntryOf, type SecurityEventInput } from '../../core/audit.ts'
-import type { ModuleContext } from '../../core/module.ts'
+import type { ModuleContext, PlinthApp } from '../../core/module.ts'
 import type { Principal } from '../../core/permissions.ts'
-import type { PlinthApp } from '../../http/create-server.ts'
 import { PlinthError } from '../../shared/errors.ts'
 import {
   ChangePasswordBody,

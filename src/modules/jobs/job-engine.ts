@@ -4,7 +4,16 @@ import { type Job as BossJob, type ConstructorOptions, type Db, PgBoss } from 'p
 import type { Logger } from 'pino'
 import type { PlinthConfig } from '../../config/config.schema.ts'
 import { type Audit, type AuditCaller, type AuditEntry, callerEntry } from '../../core/audit.ts'
-import { deadLetterQueue, type JobDefinition, type ResolvedPolicy, resolvePolicy } from '../../core/jobs.ts'
+import {
+  deadLetterQueue,
+  type EnqueueOptions,
+  type EnqueueResult,
+  type JobDefinition,
+  type JobsMode,
+  type JobTypeView,
+  type ResolvedPolicy,
+  resolvePolicy,
+} from '../../core/jobs.ts'
 import { fieldErrors } from '../../http/plugins/problem-json.ts'
 import type { Database } from '../../infra/db/create-db.ts'
 import type { PlinthTables } from '../../infra/db/tables.ts'
@@ -20,45 +29,7 @@ export interface JobEnvelope {
   readonly meta: { readonly requestId?: string; readonly scheduleId?: string; readonly key?: string }
 }
 
-export interface EnqueueOptions {
-  /** Run no sooner than this many milliseconds from now. */
-  readonly delay?: number | undefined
-  /** Run no sooner than this time (wins over `delay`). */
-  readonly runAt?: Date | undefined
-  /** Higher runs first; defaults to the job type's priority. */
-  readonly priority?: number | undefined
-  /**
-   * The same key for the same job type within `PLINTH_JOBS_IDEMPOTENCY_WINDOW` creates no second
-   * job: the result names the existing one with `created: false`.
-   */
-  readonly idempotencyKey?: string | undefined
-  /** Stored with the job and put on every log line of every attempt. */
-  readonly requestId?: string | undefined
-  /** When the queue is full: `reject` (default) throws `PLINTH_JOB_QUEUE_FULL`; `accept` enqueues anyway. */
-  readonly overflow?: 'reject' | 'accept' | undefined
-  /** A Kysely transaction: the job exists only if that transaction commits. */
-  readonly db?: Kysely<PlinthTables> | undefined
-  /**
-   * An administrator's enqueue (HTTP, CLI): `job:enqueued` is recorded in the job's transaction.
-   * Jobs that modules enqueue for their own work pass nothing and are not audited.
-   */
-  readonly audit?: AuditCaller | undefined
-}
-
-export interface EnqueueResult {
-  readonly id: string
-  /** False when an idempotency key matched an existing job. */
-  readonly created: boolean
-}
-
-export interface JobTypeView {
-  readonly name: string
-  readonly description: string | null
-  readonly policy: ResolvedPolicy
-  readonly deadLetterQueue: string | null
-  readonly waiting: number
-  readonly deadLettered: number
-}
+export type { EnqueueOptions, EnqueueResult, JobEngine, JobsMode, JobTypeView } from '../../core/jobs.ts'
 
 interface Registered {
   readonly definition: JobDefinition
@@ -69,9 +40,6 @@ interface Registered {
 }
 
 const NIL_UUID = '00000000-0000-0000-0000-000000000000'
-
-/** What the job engine runs in this process. */
-export type JobsMode = 'worker' | 'client'
 
 /** An IDatabase for pg-boss over a Kysely connection or transaction. */
 export function bossDb(kysely: Kysely<PlinthTables>): Db {
@@ -554,6 +522,10 @@ export function createJobEngine(deps: {
 
     get: requireJob,
 
+    waiting(name: string, cap: number): Promise<number> {
+      return store.waiting(name, cap)
+    },
+
     list(filter: JobFilter) {
       return store.list(filter)
     },
@@ -674,4 +646,5 @@ export function createJobEngine(deps: {
   return engine
 }
 
-export type JobEngine = ReturnType<typeof createJobEngine>
+/** The engine over pg-boss: the `JobEngine` contract, plus pg-boss itself, its reads and metrics (schedules, tests). */
+export type PgBossJobEngine = ReturnType<typeof createJobEngine>

@@ -1,4 +1,5 @@
 import { type Kysely, sql } from 'kysely'
+import type { JobFilter, JobState, JobView } from '../../core/jobs.ts'
 import type { PlinthTables } from '../../infra/db/tables.ts'
 import { PlinthError } from '../../shared/errors.ts'
 import type { QueueDepth } from './jobs-metrics.ts'
@@ -6,46 +7,7 @@ import type { QueueDepth } from './jobs-metrics.ts'
 /** The schema pg-boss keeps its tables in. */
 export const JOBS_SCHEMA = 'plinth_jobs'
 
-export const JOB_STATES = ['created', 'retry', 'active', 'completed', 'cancelled', 'failed'] as const
-export type JobState = (typeof JOB_STATES)[number]
-
-/** One job as Plinth shows it (HTTP, CLI). */
-export interface JobView {
-  readonly id: string
-  readonly name: string
-  readonly state: JobState
-  readonly payload: unknown
-  readonly priority: number
-  /** Attempts started so far. */
-  readonly attempts: number
-  /** Retries allowed after the first attempt. */
-  readonly retryLimit: number
-  readonly requestId: string | null
-  readonly scheduleId: string | null
-  /** The error of the last failed attempt, while the job is retrying or after it failed. */
-  readonly lastError: string | null
-  /** What the handler returned, once completed. */
-  readonly output: unknown
-  readonly idempotencyKey: string | null
-  /** For a job in a dead-letter queue: the job it is a copy of. */
-  readonly source: { readonly name: string; readonly id: string } | null
-  readonly createdAt: string
-  readonly runAfter: string
-  readonly startedAt: string | null
-  readonly completedAt: string | null
-}
-
-export interface JobFilter {
-  readonly name?: string | undefined
-  readonly state?: JobState | undefined
-  /** Created at or after. */
-  readonly from?: Date | undefined
-  /** Created before. */
-  readonly to?: Date | undefined
-  readonly limit?: number | undefined
-  /** The `nextCursor` of the previous page. */
-  readonly cursor?: string | undefined
-}
+export { JOB_STATES, type JobFilter, type JobState, type JobView } from '../../core/jobs.ts'
 
 interface JobRow {
   id: string

@@ -2,40 +2,14 @@ import { randomUUID } from 'node:crypto'
 import type { Selectable, Transaction } from 'kysely'
 import type { Logger } from 'pino'
 import { type Audit, type AuditCaller, type AuditEntry, auditDiff, callerEntry } from '../../core/audit.ts'
+import type { ScheduleInput, Schedules, ScheduleView } from '../../core/jobs.ts'
 import type { Database } from '../../infra/db/create-db.ts'
 import type { PlinthTables } from '../../infra/db/tables.ts'
 import { PlinthError } from '../../shared/errors.ts'
-import type { JobEngine, JobEnvelope } from './job-engine.ts'
-import type { JobSchedulesTable, MissedPolicy } from './jobs.tables.ts'
+import type { JobEnvelope, PgBossJobEngine } from './job-engine.ts'
+import type { JobSchedulesTable } from './jobs.tables.ts'
 
-export interface ScheduleInput {
-  readonly jobName: string
-  /** 5 fields (minute…weekday) or 6 (second first). */
-  readonly cron: string
-  /** IANA time zone the expression is read in (default UTC). */
-  readonly timezone?: string | undefined
-  readonly payload?: unknown
-  /** Ticks missed while no worker ran: `skip` them, or run `once` for the latest (default skip). */
-  readonly missed?: MissedPolicy | undefined
-  readonly description?: string | undefined
-}
-
-export interface ScheduleView {
-  readonly id: string
-  readonly jobName: string
-  readonly cron: string
-  readonly timezone: string
-  readonly payload: unknown
-  readonly missed: MissedPolicy
-  readonly paused: boolean
-  readonly description: string | null
-  readonly builtin: boolean
-  readonly createdBy: string | null
-  readonly createdAt: string
-  readonly updatedAt: string
-  /** The next few ticks (none while paused). */
-  readonly nextRuns: string[]
-}
+export type { ScheduleInput, Schedules, ScheduleView } from '../../core/jobs.ts'
 
 type Row = Selectable<JobSchedulesTable>
 /** What pg-boss' copy of a schedule is made of. */
@@ -81,11 +55,11 @@ function assertTimezone(tz: string): void {
  */
 export function createSchedules(deps: {
   db: Database
-  jobs: JobEngine
+  jobs: PgBossJobEngine
   /** Records administrators' changes (a caller given) in the transaction of the change. */
   audit?: Pick<Audit, 'record'> | undefined
   logger?: Logger | undefined
-}) {
+}): Schedules {
   const { db, jobs } = deps
 
   function nextRuns(row: Row): string[] {
@@ -411,5 +385,3 @@ export function createSchedules(deps: {
     },
   }
 }
-
-export type Schedules = ReturnType<typeof createSchedules>
