@@ -23,6 +23,7 @@ import { createHealth, eventLoopCheck, type Health, memoryCheck } from '../obser
 import { createLogger } from '../observability/logger.ts'
 import { createMetrics, type Metrics } from '../observability/metrics.ts'
 import { builtinModules } from './modules.ts'
+import { providedUsers } from './provided-contracts.ts'
 
 export interface CreatePlinthOptions {
   readonly config: PlinthConfig
@@ -172,6 +173,7 @@ async function assemble(
     securityEvents,
     mailer,
     personalData: createPersonalDataRegistry(modules),
+    users: providedUsers(modules, () => context),
   })
   const retention = createRetention({
     rules: modules.flatMap((m) => m.retention?.(context) ?? []),

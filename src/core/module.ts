@@ -1,7 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { FastifyBaseLogger, FastifyInstance, RawServerDefault } from 'fastify'
-import type { Kysely } from 'kysely'
 import type { Logger } from 'pino'
 import type { PlinthConfig } from '../config/config.schema.ts'
 import type { Cache } from '../infra/cache/cache.ts'
@@ -9,10 +8,12 @@ import type { RedisHandle } from '../infra/cache/redis.ts'
 import type { EncryptedColumn } from '../infra/crypto/encrypted-column.ts'
 import type { Keyring } from '../infra/crypto/keyring.ts'
 import type { Database } from '../infra/db/create-db.ts'
+import type { PlinthMigration } from '../infra/db/migrator.ts'
 import type { HealthCheck } from '../observability/health.ts'
 import type { Metrics } from '../observability/metrics.ts'
 import type { Audit } from './audit.ts'
 import type { EventBus } from './events.ts'
+import type { UserDirectory } from './identity.ts'
 import type { JobDefinition, JobEngine, Schedules } from './jobs.ts'
 import type { Mailer } from './mail.ts'
 import type { PersonalDataTable, RegisteredPersonalData } from './privacy.ts'
@@ -28,16 +29,8 @@ export type PlinthApp = FastifyInstance<
   TypeBoxTypeProvider
 >
 
-/**
- * One reversible migration. The name is `NNNN-what-it-does`: the number orders migrations across
- * all modules and is what `plinth migrate down --to N` names.
- */
-export interface PlinthMigration {
-  // biome-ignore lint/suspicious/noExplicitAny: migrations run before (and independently of) the table types
-  up(db: Kysely<any>): Promise<void>
-  // biome-ignore lint/suspicious/noExplicitAny: see above
-  down(db: Kysely<any>): Promise<void>
-}
+/** One reversible migration (defined with the migrator, which runs them). */
+export type { PlinthMigration }
 
 /** What a module gets from the composition root. */
 export interface ModuleContext {
@@ -67,6 +60,11 @@ export interface ModuleContext {
   readonly events: EventBus
   /** Every module's `personalData` declarations, checked at boot (what export and erasure work from). */
   readonly personalData: readonly RegisteredPersonalData[]
+  /**
+   * People's accounts (core/identity.ts), as the module that provides them (accounts) answers;
+   * a call throws when no module does.
+   */
+  readonly users: UserDirectory
 }
 
 /**
@@ -107,6 +105,13 @@ export interface PlinthModule {
    * must be declared; test/privacy-export.test.ts fails on one that is not.
    */
   readonly personalData?: readonly PersonalDataTable[]
+  /**
+   * Contracts this module implements for the others (at most one module provides each); they reach
+   * them through the context (`ctx.users`), never through this module's files.
+   */
+  readonly provides?: {
+    readonly users?: (ctx: ModuleContext) => UserDirectory
+  }
 }
 
 // core/privacy.ts leaves the context its hooks get open, so that it need not import this file.

@@ -28,4 +28,10 @@ export const accountsModule: PlinthModule = {
     adminRoutes(api, ctx)
   },
   start: bootstrapAdmin,
+  provides: {
+    users(ctx) {
+      const { admin, mfa } = accountsServices(ctx)
+      return { get: admin.get, list: admin.list, reauthenticate: mfa.reauthenticate }
+    },
+  },
 }

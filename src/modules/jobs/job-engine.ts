@@ -14,12 +14,11 @@ import {
   type ResolvedPolicy,
   resolvePolicy,
 } from '../../core/jobs.ts'
-import { fieldErrors } from '../../http/plugins/problem-json.ts'
 import type { Database } from '../../infra/db/create-db.ts'
 import type { PlinthTables } from '../../infra/db/tables.ts'
 import type { Metrics } from '../../observability/metrics.ts'
 import { PlinthError } from '../../shared/errors.ts'
-import { createStrictAjv } from '../../shared/validation.ts'
+import { createStrictAjv, fieldErrors } from '../../shared/validation.ts'
 import { createJobStore, JOBS_SCHEMA, type JobFilter, type JobStore, type JobView } from './job-store.ts'
 import { createJobsMetrics, type JobsMetrics } from './jobs-metrics.ts'
 

@@ -1,9 +1,9 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { Type } from 'typebox'
 import { actorOf } from '../../core/audit.ts'
+import { SESSION_COOKIE } from '../../core/identity.ts'
 import type { ModuleContext, PlinthApp } from '../../core/module.ts'
 import { PlinthError } from '../../shared/errors.ts'
-import { SESSION_COOKIE } from '../accounts/authenticate.plugin.ts'
 import { createPrivacyService, EXPORT_FORMAT, type PersonalDataExport } from './privacy.service.ts'
 
 const Id = Type.Object({ id: Type.String({ format: 'uuid' }) }, { additionalProperties: false })
