@@ -14,10 +14,10 @@ import type { Metrics } from '../observability/metrics.ts'
 import type { Audit } from './audit.ts'
 import type { EventBus } from './events.ts'
 import type { UserDirectory } from './identity.ts'
-import type { JobDefinition, JobEngine, Schedules } from './jobs.ts'
+import type { JobDefinition, JobEngine, ScheduleInput, Schedules } from './jobs.ts'
 import type { Mailer } from './mail.ts'
 import type { PersonalDataTable, RegisteredPersonalData } from './privacy.ts'
-import type { RetentionRule } from './retention.ts'
+import type { Retention, RetentionRule } from './retention.ts'
 import type { SecurityEvents } from './security-events.ts'
 
 /** The Fastify instance Plinth builds (TypeBox as the type provider): what module routes are registered on. */
@@ -65,6 +65,14 @@ export interface ModuleContext {
    * a call throws when no module does.
    */
   readonly users: UserDirectory
+  /** The runner over every module's retention rules (what the built-in `plinth.retention` job runs). */
+  readonly retention: Retention
+}
+
+/** A schedule a module always has, under a fixed id (created, or its cron updated, by workers at start). */
+export interface BuiltinSchedule {
+  readonly id: string
+  readonly input: ScheduleInput
 }
 
 /**
@@ -85,6 +93,8 @@ export interface PlinthModule {
   /** Job types this module runs (see `defineJob`); workers start for them in the `worker` and `all` roles. */
   // biome-ignore lint/suspicious/noExplicitAny: each definition carries its own payload type
   readonly jobs?: (ctx: ModuleContext) => readonly JobDefinition<any>[]
+  /** Built-in cron schedules of this module's jobs; workers ensure them once the engine runs. */
+  readonly schedules?: (ctx: ModuleContext) => readonly BuiltinSchedule[]
   /**
    * What the built-in retention job (`plinth.retention`, `plinth retention run`) deletes for this
    * module: expired rows of its own tables, in bounded batches (see `deleteInBatches`).
