@@ -206,6 +206,8 @@ export function createJobEngine(deps: {
         await b.start()
         s.boss = b
         try {
+          // job-store.ts reads pg-boss' tables: they must be the schema it was written for.
+          await store.assertSchemaVersion()
           await ensureQueues(b)
           s.running = true
           if (mode === 'worker') await workers.start(b)
