@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { randomUUID } from 'node:crypto'
 import { after, before, describe, it } from 'node:test'
-import { accountsServices } from '../src/modules/accounts/accounts.services.ts'
+import { accountsServices } from '../src/modules/accounts/accounts.wiring.ts'
 import { createUserDirect } from '../src/modules/accounts/bootstrap-admin.ts'
 import {
   bearer,

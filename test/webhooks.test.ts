@@ -9,7 +9,7 @@ import {
   matchesEventType,
   patternsMatching,
   WEBHOOK_DELIVERY_JOB,
-} from '../src/modules/webhooks/events.ts'
+} from '../src/modules/webhooks/event-bus.ts'
 import { signatureHeader, verifySignature } from '../src/modules/webhooks/signature.ts'
 import { PlinthError } from '../src/shared/errors.ts'
 import { bearer, createUser, NO_RATE_LIMITS, type Session, uniqueEmail, waitFor } from './helpers/accounts.ts'

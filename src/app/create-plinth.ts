@@ -16,7 +16,7 @@ import { createJobEngine, type PgBossJobEngine } from '../modules/jobs/job-engin
 import { createSchedules } from '../modules/jobs/schedules.ts'
 import { createKeys } from '../modules/keys/keys.ts'
 import { createMailer } from '../modules/mail/mailer.ts'
-import { createEventBus } from '../modules/webhooks/events.ts'
+import { createEventBus } from '../modules/webhooks/event-bus.ts'
 import { createHealth, eventLoopCheck, type Health, memoryCheck } from '../observability/health.ts'
 import { createLogger } from '../observability/logger.ts'
 import { createMetrics, type Metrics } from '../observability/metrics.ts'

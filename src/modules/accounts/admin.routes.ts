@@ -12,7 +12,7 @@ import {
   UserPatchBody,
   UserSchema,
 } from './accounts.schemas.ts'
-import { accountsServices, requestMeta } from './accounts.services.ts'
+import { accountsServices, requestMeta } from './accounts.wiring.ts'
 import type { UserView } from './admin.service.ts'
 import { assertPasswordPolicy } from './passwords.ts'
 

@@ -16,7 +16,7 @@ import {
   endSessions,
   requestMeta,
   sessionIssued,
-} from './accounts.services.ts'
+} from './accounts.wiring.ts'
 import type { LoginResult } from './login.service.ts'
 
 const auth = { public: true, rateLimit: 'auth' as const }

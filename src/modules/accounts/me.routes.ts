@@ -14,7 +14,7 @@ import {
   TotpDisableBody,
   UserSchema,
 } from './accounts.schemas.ts'
-import { accountsServices, endSessions, requestMeta, sessionIssued } from './accounts.services.ts'
+import { accountsServices, endSessions, requestMeta, sessionIssued } from './accounts.wiring.ts'
 
 const tags = ['me']
 const read = { permission: 'self:read' as const }
