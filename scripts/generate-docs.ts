@@ -1,7 +1,7 @@
 // Regenerates the reference docs that are derived from code. `--check` exits 1 when they are stale.
 import { readFileSync, writeFileSync } from 'node:fs'
 import { renderConfigDocs } from '../src/config/config-docs.ts'
-import { renderErrorDocs } from '../src/core/error-docs.ts'
+import { renderErrorDocs } from '../src/shared/error-docs.ts'
 
 const files: Record<string, string> = {
   'docs/configuration.md': renderConfigDocs(),

@@ -1,6 +1,6 @@
 import { type CliIo, processIo, UsageError } from './cli/cli-io.ts'
 import { ConfigError } from './config/load-config.ts'
-import { isPlinthError } from './core/errors.ts'
+import { isPlinthError } from './shared/errors.ts'
 
 const commands: Record<
   string,

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { randomUUID } from 'node:crypto'
 import { after, before, describe, it } from 'node:test'
-import { accountsServices } from '../src/modules/accounts/accounts.services.ts'
+import { accountsServices } from '../src/modules/accounts/accounts.wiring.ts'
 import { createUserDirect } from '../src/modules/accounts/bootstrap-admin.ts'
 import {
   bearer,
@@ -16,6 +16,7 @@ import {
   uniqueEmail,
   waitFor,
 } from './helpers/accounts.ts'
+import { runScenarios } from './helpers/api-scenario.ts'
 import { assertProblem } from './helpers/assert-problem.ts'
 import { captureLogs } from './helpers/log-capture.ts'
 import { skipUnlessPostgres } from './helpers/services.ts'
@@ -308,16 +309,32 @@ describe('account administration on PostgreSQL', { skip: await skipUnlessPostgre
   ]
 
   it('lets an operator read users but not manage them', async () => {
-    for (const [method, url, body, manage] of adminRoutes(member.userId)) {
-      const res = await call(method, url, operator, body)
-      if (manage) assertProblem(res, 403, 'PLINTH_AUTH_FORBIDDEN')
-      else assert.equal(res.statusCode, 200, `${method} ${url}: ${res.body}`)
-    }
+    await runScenarios(
+      plinth.app,
+      adminRoutes(member.userId).map(([method, url, body, manage]) => ({
+        name: manage ? 'operator managing' : 'operator reading',
+        method: method as 'GET',
+        url: `/api/v1${url}`,
+        headers: bearer(operator.token),
+        body,
+        ...(manage ? { expectStatus: 403, expectCode: 'PLINTH_AUTH_FORBIDDEN' } : { expectStatus: 200 }),
+      })),
+    )
   })
 
   it('refuses a member every admin route', async () => {
-    for (const [method, url, body] of adminRoutes(member.userId))
-      assertProblem(await call(method, url, member, body), 403, 'PLINTH_AUTH_FORBIDDEN')
+    await runScenarios(
+      plinth.app,
+      adminRoutes(member.userId).map(([method, url, body]) => ({
+        name: 'member',
+        method: method as 'GET',
+        url: `/api/v1${url}`,
+        headers: bearer(member.token),
+        body,
+        expectStatus: 403,
+        expectCode: 'PLINTH_AUTH_FORBIDDEN',
+      })),
+    )
     assert.equal(await meStatus(plinth.app, bearer(member.token)), 200)
   })
 })

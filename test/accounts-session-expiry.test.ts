@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { after, before, describe, it } from 'node:test'
-import { setTimeout as sleep } from 'node:timers/promises'
 import { Redis } from 'ioredis'
-import { SESSION_CACHE_TTL_MS } from '../src/modules/accounts/sessions.service.ts'
-import { bearer, login, meStatus, NO_RATE_LIMITS, signUp, uniqueEmail, waitFor } from './helpers/accounts.ts'
+import { createMemoryCache } from '../src/infra/cache/cache.ts'
+import { createSessionService, SESSION_CACHE_TTL_MS } from '../src/modules/accounts/sessions.service.ts'
+import { bearer, meStatus, NO_RATE_LIMITS, signUp, uniqueEmail, waitFor } from './helpers/accounts.ts'
 import { skipUnlessPostgres, skipUnlessRedis, TEST_REDIS_URL } from './helpers/services.ts'
 import { createTestDatabase, type TestDatabase } from './helpers/test-database.ts'
 import { startTestPlinth, type TestPlinth } from './helpers/test-plinth.ts'
@@ -51,33 +51,49 @@ describe('accounts: session expiry and revocation across instances', { concurren
     })
     after(() => plinth?.close())
 
-    // Timeouts leave room for argon2 under a loaded CI machine: sign-up and log-in can take a
-    // second each there, and the idle clock runs from the moment a session is created.
+    // The session service takes a clock: expiry is checked on it, against the real database,
+    // without waiting the timeouts out.
     it('a session unused for the idle timeout ends; one in use lives until the absolute limit, then ends', async () => {
-      const email = uniqueEmail('expiry')
-      const idle = await signUp(plinth.app, email)
-      const busy = await login(plinth.app, email)
-      assert.equal(await meStatus(plinth.app, bearer(idle.token)), 200)
-      const started = Date.now()
-      let idleEndedAt: number | undefined
-      let busyEndedAt: number | undefined
-      while (Date.now() - started < 9000 && busyEndedAt === undefined) {
-        await sleep(400)
-        const elapsed = Date.now() - started
-        if ((await meStatus(plinth.app, bearer(busy.token))) !== 200) busyEndedAt = elapsed
-        if (idleEndedAt === undefined && elapsed > 3300) {
-          assert.equal(await meStatus(plinth.app, bearer(idle.token)), 401)
-          idleEndedAt = elapsed
-        }
+      const { userId } = await signUp(plinth.app, uniqueEmail('expiry'))
+      let t = Date.now()
+      const sessions = createSessionService({
+        db: plinth.db.kysely,
+        cache: createMemoryCache(),
+        idleTimeoutMs: 3000,
+        maxAgeMs: 7000,
+        now: () => t,
+      })
+      const idle = await sessions.create(userId, {})
+      const busy = await sessions.create(userId, {})
+      assert.ok(await sessions.resolve(idle.token), 'a new session is valid')
+      for (let elapsed = 400; elapsed <= 9200; elapsed += 400) {
+        t += 400
+        // used every 400 ms: never idle, so only the absolute limit (7 s) ends it
+        const busyAlive = (await sessions.resolve(busy.token)) !== null
+        assert.equal(busyAlive, elapsed < 7000, `the busy session at ${elapsed} ms`)
+        // not used since it was created: ended once the idle timeout (3 s) passed
+        if (elapsed > 3000)
+          assert.equal(await sessions.resolve(idle.token), null, `the idle session at ${elapsed} ms`)
       }
-      assert.ok(idleEndedAt !== undefined)
-      assert.ok(
-        busyEndedAt !== undefined && busyEndedAt >= 5500,
-        `the busy session ended after ${busyEndedAt} ms`,
+      const fresh = await sessions.create(userId, {})
+      const listed = await sessions.list(userId)
+      assert.deepEqual(
+        listed.map((s) => s.id),
+        [fresh.sessionId],
+        'expired sessions are not listed',
       )
-      const fresh = await login(plinth.app, email)
-      const list = await plinth.app.inject({ url: '/api/v1/me/sessions', headers: bearer(fresh.token) })
-      assert.equal(list.json().sessions.length, 1, 'expired sessions are not listed')
+    })
+
+    it('the configured timeouts reach the sessions the HTTP API issues', async () => {
+      const email = uniqueEmail('expiry-config')
+      const session = await signUp(plinth.app, email)
+      const list = await plinth.app.inject({ url: '/api/v1/me/sessions', headers: bearer(session.token) })
+      const [only] = list.json().sessions
+      const maxAge = Date.parse(only.expiresAt) - Date.parse(only.createdAt)
+      assert.ok(
+        Math.abs(maxAge - 7000) < 1000,
+        `expires ${maxAge} ms after creation (PLINTH_SESSION_MAX_AGE 7s)`,
+      )
     })
   })
 

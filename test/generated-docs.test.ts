@@ -3,8 +3,8 @@ import { readFileSync } from 'node:fs'
 import { describe, it } from 'node:test'
 import { configSchema } from '../src/config/config.schema.ts'
 import { renderConfigDocs } from '../src/config/config-docs.ts'
-import { renderErrorDocs } from '../src/core/error-docs.ts'
-import { errorRegistry } from '../src/core/errors.ts'
+import { renderErrorDocs } from '../src/shared/error-docs.ts'
+import { errorRegistry } from '../src/shared/errors.ts'
 
 const fix = 'run `npm run docs:generate` and commit the result'
 

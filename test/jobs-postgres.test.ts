@@ -1,11 +1,9 @@
 import assert from 'node:assert/strict'
 import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process'
 import { after, before, describe, it } from 'node:test'
-import { setTimeout as sleep } from 'node:timers/promises'
 import { sql } from 'kysely'
 import pg from 'pg'
 import { runCli } from '../src/main.ts'
-import { waitFor } from './helpers/accounts.ts'
 import { jobsKit } from './helpers/jobs-kit.ts'
 import { teeChildLogs } from './helpers/run-logs.ts'
 import { skipUnlessPostgres } from './helpers/services.ts'
@@ -13,6 +11,7 @@ import { startTcpProxy } from './helpers/tcp-proxy.ts'
 import { TEST_MASTER_KEY } from './helpers/test-config.ts'
 import { createTestDatabase, type TestDatabase } from './helpers/test-database.ts'
 import { startTestPlinth, type TestPlinth } from './helpers/test-plinth.ts'
+import { holdsFor, waitFor } from './helpers/wait-for.ts'
 
 const skip = await skipUnlessPostgres()
 // Processes that share a database share its master key (the data keys are wrapped under it).
@@ -20,6 +19,26 @@ const FAST = {
   PLINTH_JOBS_POLL_INTERVAL: '500ms',
   PLINTH_JOBS_MONITOR_INTERVAL: '1s',
   PLINTH_MASTER_KEY: TEST_MASTER_KEY,
+}
+
+/**
+ * Waits until the engine's cron made `passes` more passes (in any process): each claims the pass by
+ * stamping `plinth_jobs.version.cron_on`, so a later stamp means the pass before it finished its
+ * sends. For "nothing more is sent" claims, in place of sleeping for a few passes.
+ */
+async function cronPasses(readCronOn: () => Promise<Date | null>, passes: number): Promise<void> {
+  let last = await readCronOn()
+  for (let i = 0; i < passes; i++) {
+    const before = last
+    last = await waitFor(
+      `cron pass ${i + 1} of ${passes}`,
+      async () => {
+        const now = await readCronOn()
+        return now !== null && (before === null || now > before) ? now : undefined
+      },
+      { timeoutMs: 30_000, intervalMs: 100 },
+    )
+  }
 }
 
 describe('jobs on PostgreSQL', { skip }, () => {
@@ -142,7 +161,16 @@ describe('jobs on PostgreSQL', { skip }, () => {
         assert.equal(err.code, 'PLINTH_JOBS_UNAVAILABLE')
         return true
       })
-      await sleep(2500)
+      // the outage lasts a while (workers and the client see failed polls), and enqueue keeps refusing
+      await holdsFor(
+        'enqueue refuses during the outage',
+        async () =>
+          viaProxy.jobs.enqueue('plinth.heartbeat', {}).then(
+            () => false,
+            (err: { code?: string }) => err.code === 'PLINTH_JOBS_UNAVAILABLE',
+          ),
+        { forMs: 2500, intervalMs: 250 },
+      )
       proxy.restore()
       const afterOutage = await waitFor(
         'enqueue to work again',
@@ -186,7 +214,17 @@ describe('jobs on PostgreSQL', { skip }, () => {
       await sql`update plinth_jobs.version set cron_on = now() - interval '10 minutes'`.execute(api.db.kysely)
       const byTag = (tag: string) => kit.attempts.filter((a) => (a.payload as { tag?: string }).tag === tag)
       await waitFor('the catch-up job', async () => byTag('once').length > 0, { timeoutMs: 20_000 })
-      await sleep(2000)
+      await cronPasses(async () => {
+        const { rows } = await sql<{ cron_on: Date | null }>`select cron_on from plinth_jobs.version`.execute(
+          api.db.kysely,
+        )
+        return rows[0]?.cron_on ?? null
+      }, 2)
+      const sent = (await api.jobs.list({ name: 'kit.record', limit: 200 })).items.map(
+        (j) => (j.payload as { tag?: string }).tag,
+      )
+      assert.equal(sent.filter((t) => t === 'once').length, 1, 'one job sent for the missed ticks')
+      assert.equal(sent.filter((t) => t === 'skip').length, 0, 'nothing sent for a skipped gap')
       assert.equal(byTag('once').length, 1, 'one job for the missed ticks')
       assert.equal(byTag('skip').length, 0, 'nothing for a skipped gap')
     } finally {
@@ -333,7 +371,13 @@ describe('schedules across three worker processes', { skip }, () => {
         await waitFor('every schedule to fire', async () => (await count()).every((r) => r.jobs > 0), {
           timeoutMs: 30_000,
         })
-        await sleep(5000) // several more passes by each process
+        // several more passes, by whichever processes win them
+        await cronPasses(
+          async () =>
+            (await pool.query<{ cron_on: Date | null }>('select cron_on from plinth_jobs.version')).rows[0]
+              ?.cron_on ?? null,
+          5,
+        )
         for (const row of await count())
           assert.equal(
             row.jobs,

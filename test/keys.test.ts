@@ -5,8 +5,9 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, afterEach, before, beforeEach, describe, it } from 'node:test'
 import { sql } from 'kysely'
+import { createPlinth } from '../src/app/create-plinth.ts'
+import { builtinModules } from '../src/app/modules.ts'
 import { formatEvent, formatStatus, reportRotation } from '../src/cli/keys.ts'
-import { createPlinth } from '../src/core/create-plinth.ts'
 import { unwrapDataKey, wrappingKeyId, wrappingKeyIdOf } from '../src/infra/crypto/data-keys.ts'
 import {
   createKeyring,
@@ -17,7 +18,6 @@ import {
 import { runCli } from '../src/main.ts'
 import { totpSecretColumn } from '../src/modules/accounts/encrypted-columns.ts'
 import { generateTotp } from '../src/modules/accounts/totp.ts'
-import { builtinModules } from '../src/modules/index.ts'
 import { type KeyStatus, keyStatus } from '../src/modules/keys/key-status.ts'
 import { rotateKeys } from '../src/modules/keys/rotation.ts'
 import { enrolTotp, loginResponse, NO_RATE_LIMITS, signUp, uniqueEmail } from './helpers/accounts.ts'

@@ -12,7 +12,7 @@ import {
   type Session,
   uniqueEmail,
 } from './helpers/accounts.ts'
-import { assertProblem } from './helpers/assert-problem.ts'
+import { runScenarios } from './helpers/api-scenario.ts'
 import { startTestPlinth, type TestPlinth } from './helpers/test-plinth.ts'
 
 interface Route {
@@ -152,37 +152,52 @@ describe('route permissions', () => {
 
   it('answers 401 PLINTH_AUTH_REQUIRED on every protected route without credentials', async () => {
     assert.ok(protectedRoutes().length >= 15)
-    for (const { method, url } of protectedRoutes()) {
-      const res = await plinth.app.inject({ method: method as 'GET', url: fill(url), payload: {} })
-      assertProblem(res, 401, 'PLINTH_AUTH_REQUIRED')
-    }
+    await runScenarios(
+      plinth.app,
+      protectedRoutes().map(({ method, url }) => ({
+        name: 'no credentials',
+        method: method as 'GET',
+        url: fill(url),
+        body: {},
+        expectStatus: 401,
+        expectCode: 'PLINTH_AUTH_REQUIRED',
+      })),
+    )
   })
 
   it('answers 403 PLINTH_AUTH_FORBIDDEN to a viewer on every route needing a permission viewers lack', async () => {
     const denied = protectedRoutes().filter((r) => !ROLE_PERMISSIONS.viewer.has(r.config.permission!))
     assert.ok(denied.length >= 8)
-    for (const { method, url } of denied) {
-      const res = await plinth.app.inject({
+    await runScenarios(
+      plinth.app,
+      denied.map(({ method, url, config }) => ({
+        name: `viewer without ${config.permission}`,
         method: method as 'GET',
         url: fill(url),
         headers: bearer(viewer.token),
-        payload: {},
-      })
-      assertProblem(res, 403, 'PLINTH_AUTH_FORBIDDEN')
-    }
+        body: {},
+        expectStatus: 403,
+        expectCode: 'PLINTH_AUTH_FORBIDDEN',
+      })),
+    )
   })
 
   it('answers 403 PLINTH_AUTH_FORBIDDEN to an admin’s API token whose scopes lack the permission', async () => {
-    for (const { method, url, config } of protectedRoutes()) {
-      const token = tokens.get(config.permission === 'self:read' ? 'files:read' : 'self:read')!
-      const res = await plinth.app.inject({
-        method: method as 'GET',
-        url: fill(url),
-        headers: bearer(token),
-        payload: {},
-      })
-      assertProblem(res, 403, 'PLINTH_AUTH_FORBIDDEN')
-    }
+    await runScenarios(
+      plinth.app,
+      protectedRoutes().map(({ method, url, config }) => {
+        const scope = config.permission === 'self:read' ? 'files:read' : 'self:read'
+        return {
+          name: `token scoped to ${scope} on a route needing ${config.permission}`,
+          method: method as 'GET',
+          url: fill(url),
+          headers: bearer(tokens.get(scope)!),
+          body: {},
+          expectStatus: 403,
+          expectCode: 'PLINTH_AUTH_FORBIDDEN',
+        }
+      }),
+    )
   })
 
   it('marks answers of protected and sign-in routes Cache-Control: no-store, and leaves public ones alone', async () => {

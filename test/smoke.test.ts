@@ -25,8 +25,8 @@ describe('a Plinth that fails to build', () => {
     const { mkdtempSync, existsSync, rmSync } = await import('node:fs')
     const { tmpdir } = await import('node:os')
     const { join } = await import('node:path')
-    const { createPlinth } = await import('../src/core/create-plinth.ts')
-    const { builtinModules } = await import('../src/modules/index.ts')
+    const { createPlinth } = await import('../src/app/create-plinth.ts')
+    const { builtinModules } = await import('../src/app/modules.ts')
     const { testConfig } = await import('./helpers/test-config.ts')
     const dir = mkdtempSync(join(tmpdir(), 'plinth-failed-build-'))
     try {

@@ -8,12 +8,12 @@
  */
 import { randomBytes } from 'node:crypto'
 import { Type } from 'typebox'
+import { createPlinth } from '../../src/app/create-plinth.ts'
+import { builtinModules } from '../../src/app/modules.ts'
 import { loadConfig } from '../../src/config/load-config.ts'
 import { actorOf, auditDiff } from '../../src/core/audit.ts'
-import { createPlinth } from '../../src/core/create-plinth.ts'
 import type { PlinthModule } from '../../src/core/module.ts'
 import { createUserDirect } from '../../src/modules/accounts/bootstrap-admin.ts'
-import { builtinModules } from '../../src/modules/index.ts'
 import { createLogger, logDestination } from '../../src/observability/logger.ts'
 import {
   type Running as Listening,

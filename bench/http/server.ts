@@ -8,8 +8,8 @@
  */
 import Fastify from 'fastify'
 import { Type } from 'typebox'
+import { createPlinth } from '../../src/app/create-plinth.ts'
 import { loadConfig } from '../../src/config/load-config.ts'
-import { createPlinth } from '../../src/core/create-plinth.ts'
 import { PLINTH_VERSION } from '../../src/core/version.ts'
 import { createLogger, logDestination } from '../../src/observability/logger.ts'
 import { portOf, productionEnv, type Running, requireParent, serveChild } from '../lib/server-child.ts'

@@ -15,9 +15,9 @@
 
 import pg from 'pg'
 import { PgBoss } from 'pg-boss'
+import { createPlinth, type Plinth } from '../../src/app/create-plinth.ts'
+import { builtinModules } from '../../src/app/modules.ts'
 import { loadConfig } from '../../src/config/load-config.ts'
-import { createPlinth, type Plinth } from '../../src/core/create-plinth.ts'
-import { builtinModules } from '../../src/modules/index.ts'
 import { createLogger, logDestination } from '../../src/observability/logger.ts'
 import { productionEnv, requireParent } from '../lib/server-child.ts'
 import {

@@ -6,8 +6,8 @@
 
 import type { ConstructorOptions, PgBoss, Queue } from 'pg-boss'
 import { Type } from 'typebox'
+import { defineJob } from '../../src/core/jobs.ts'
 import type { PlinthModule } from '../../src/core/module.ts'
-import { defineJob } from '../../src/modules/jobs/job-definition.ts'
 
 /** The queue (and Plinth job type) every side uses. */
 export const JOB = 'bench.noop'

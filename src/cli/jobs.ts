@@ -1,9 +1,9 @@
+import { createPlinth, type Plinth } from '../app/create-plinth.ts'
 import { loadConfig } from '../config/load-config.ts'
 import { cliCaller } from '../core/audit.ts'
-import { createPlinth, type Plinth } from '../core/create-plinth.ts'
-import { PlinthError } from '../core/errors.ts'
 import { JOB_STATES, type JobState, type JobView } from '../modules/jobs/job-store.ts'
 import type { ScheduleView } from '../modules/jobs/schedules.ts'
+import { PlinthError } from '../shared/errors.ts'
 import { type CliIo, parseCommandArgs, UsageError } from './cli-io.ts'
 
 export const jobsUsage = `Usage: plinth jobs <action> [options]

@@ -1,7 +1,7 @@
+import { builtinModules } from '../app/modules.ts'
 import { loadConfig } from '../config/load-config.ts'
 import { createDatabase } from '../infra/db/create-db.ts'
 import { createMigrator } from '../infra/db/migrator.ts'
-import { builtinModules } from '../modules/index.ts'
 import { createLogger } from '../observability/logger.ts'
 import { type CliIo, parseCommandArgs, UsageError } from './cli-io.ts'
 

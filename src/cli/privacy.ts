@@ -1,5 +1,5 @@
+import { createPlinth } from '../app/create-plinth.ts'
 import { loadConfig } from '../config/load-config.ts'
-import { createPlinth } from '../core/create-plinth.ts'
 import { createPrivacyService } from '../modules/privacy/privacy.service.ts'
 import { createLogger, logDestination } from '../observability/logger.ts'
 import { type CliIo, parseCommandArgs, UsageError } from './cli-io.ts'

@@ -1,5 +1,5 @@
+import { createPlinth, type Plinth } from '../app/create-plinth.ts'
 import { loadConfig } from '../config/load-config.ts'
-import { createPlinth, type Plinth } from '../core/create-plinth.ts'
 import type { RetentionReport } from '../core/retention.ts'
 import { type CliIo, parseCommandArgs, UsageError } from './cli-io.ts'
 

@@ -1,6 +1,6 @@
+import { createPlinth } from '../app/create-plinth.ts'
+import { handleProcessSignals } from '../app/lifecycle.ts'
 import { loadConfig } from '../config/load-config.ts'
-import { createPlinth } from '../core/create-plinth.ts'
-import { handleProcessSignals } from '../core/lifecycle.ts'
 import { createLogger } from '../observability/logger.ts'
 import { type CliIo, parseCommandArgs, UsageError } from './cli-io.ts'
 

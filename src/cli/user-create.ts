@@ -1,7 +1,7 @@
 import { createInterface } from 'node:readline'
 import { Writable } from 'node:stream'
+import { createPlinth } from '../app/create-plinth.ts'
 import { loadConfig } from '../config/load-config.ts'
-import { createPlinth } from '../core/create-plinth.ts'
 import { ROLES, type Role } from '../core/permissions.ts'
 import { createUserDirect } from '../modules/accounts/bootstrap-admin.ts'
 import { assertPasswordPolicy } from '../modules/accounts/passwords.ts'

@@ -4,7 +4,6 @@
  * context can name it without core depending on a module.
  */
 import { hostname, userInfo } from 'node:os'
-import type { FastifyRequest } from 'fastify'
 import type { Kysely } from 'kysely'
 import type { PlinthTables } from '../infra/db/tables.ts'
 import type { Principal } from './permissions.ts'
@@ -109,8 +108,16 @@ export interface AuditCaller {
   readonly requestId?: string | undefined
 }
 
+/** What `auditCallerOf` reads of a request (a Fastify request is one); core names no web framework. */
+export interface CallerRequest {
+  readonly principal?: Principal | null | undefined
+  readonly ip: string
+  readonly id: string
+  readonly headers: { readonly 'user-agent'?: string | string[] | undefined }
+}
+
 /** The caller of an authenticated request: its principal (see `actorOf`), address, user agent and request id. */
-export function auditCallerOf(request: FastifyRequest): AuditCaller {
+export function auditCallerOf(request: CallerRequest): AuditCaller {
   const ua = request.headers['user-agent']
   return {
     actor: request.principal ? actorOf(request.principal) : { type: 'anonymous' },

@@ -1,34 +1,36 @@
-import type { Kysely } from 'kysely'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import type { FastifyBaseLogger, FastifyInstance, RawServerDefault } from 'fastify'
 import type { Logger } from 'pino'
 import type { PlinthConfig } from '../config/config.schema.ts'
-import type { PlinthApp } from '../http/create-server.ts'
 import type { Cache } from '../infra/cache/cache.ts'
 import type { RedisHandle } from '../infra/cache/redis.ts'
 import type { EncryptedColumn } from '../infra/crypto/encrypted-column.ts'
 import type { Keyring } from '../infra/crypto/keyring.ts'
 import type { Database } from '../infra/db/create-db.ts'
-import type { JobDefinition } from '../modules/jobs/job-definition.ts'
-import type { JobEngine } from '../modules/jobs/job-engine.ts'
-import type { Schedules } from '../modules/jobs/schedules.ts'
+import type { PlinthMigration } from '../infra/db/migrator.ts'
 import type { HealthCheck } from '../observability/health.ts'
 import type { Metrics } from '../observability/metrics.ts'
 import type { Audit } from './audit.ts'
 import type { EventBus } from './events.ts'
+import type { UserDirectory } from './identity.ts'
+import type { JobDefinition, JobEngine, ScheduleInput, Schedules } from './jobs.ts'
 import type { Mailer } from './mail.ts'
 import type { PersonalDataTable, RegisteredPersonalData } from './privacy.ts'
-import type { RetentionRule } from './retention.ts'
+import type { Retention, RetentionRule } from './retention.ts'
 import type { SecurityEvents } from './security-events.ts'
 
-/**
- * One reversible migration. The name is `NNNN-what-it-does`: the number orders migrations across
- * all modules and is what `plinth migrate down --to N` names.
- */
-export interface PlinthMigration {
-  // biome-ignore lint/suspicious/noExplicitAny: migrations run before (and independently of) the table types
-  up(db: Kysely<any>): Promise<void>
-  // biome-ignore lint/suspicious/noExplicitAny: see above
-  down(db: Kysely<any>): Promise<void>
-}
+/** The Fastify instance Plinth builds (TypeBox as the type provider): what module routes are registered on. */
+export type PlinthApp = FastifyInstance<
+  RawServerDefault,
+  IncomingMessage,
+  ServerResponse,
+  FastifyBaseLogger,
+  TypeBoxTypeProvider
+>
+
+/** One reversible migration (defined with the migrator, which runs them). */
+export type { PlinthMigration }
 
 /** What a module gets from the composition root. */
 export interface ModuleContext {
@@ -58,6 +60,19 @@ export interface ModuleContext {
   readonly events: EventBus
   /** Every module's `personalData` declarations, checked at boot (what export and erasure work from). */
   readonly personalData: readonly RegisteredPersonalData[]
+  /**
+   * People's accounts (core/identity.ts), as the module that provides them (accounts) answers;
+   * a call throws when no module does.
+   */
+  readonly users: UserDirectory
+  /** The runner over every module's retention rules (what the built-in `plinth.retention` job runs). */
+  readonly retention: Retention
+}
+
+/** A schedule a module always has, under a fixed id (created, or its cron updated, by workers at start). */
+export interface BuiltinSchedule {
+  readonly id: string
+  readonly input: ScheduleInput
 }
 
 /**
@@ -78,6 +93,8 @@ export interface PlinthModule {
   /** Job types this module runs (see `defineJob`); workers start for them in the `worker` and `all` roles. */
   // biome-ignore lint/suspicious/noExplicitAny: each definition carries its own payload type
   readonly jobs?: (ctx: ModuleContext) => readonly JobDefinition<any>[]
+  /** Built-in cron schedules of this module's jobs; workers ensure them once the engine runs. */
+  readonly schedules?: (ctx: ModuleContext) => readonly BuiltinSchedule[]
   /**
    * What the built-in retention job (`plinth.retention`, `plinth retention run`) deletes for this
    * module: expired rows of its own tables, in bounded batches (see `deleteInBatches`).
@@ -98,4 +115,16 @@ export interface PlinthModule {
    * must be declared; test/privacy-export.test.ts fails on one that is not.
    */
   readonly personalData?: readonly PersonalDataTable[]
+  /**
+   * Contracts this module implements for the others (at most one module provides each); they reach
+   * them through the context (`ctx.users`), never through this module's files.
+   */
+  readonly provides?: {
+    readonly users?: (ctx: ModuleContext) => UserDirectory
+  }
+}
+
+// core/privacy.ts leaves the context its hooks get open, so that it need not import this file.
+declare module './privacy.ts' {
+  interface PrivacyHookContext extends ModuleContext {}
 }

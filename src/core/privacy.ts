@@ -8,7 +8,13 @@
 import { createHmac } from 'node:crypto'
 import type { Kysely } from 'kysely'
 import type { PlinthTables } from '../infra/db/tables.ts'
-import type { ModuleContext } from './module.ts'
+
+/**
+ * What custom erasure and export hooks get: the module context. core/module.ts completes this
+ * interface (declaration merging), so that the two contracts do not import each other.
+ */
+// biome-ignore lint/suspicious/noEmptyInterface: completed by core/module.ts
+export interface PrivacyHookContext {}
 
 /** The person an export or erasure is about, resolved once from their account. */
 export interface PersonalDataSubject {
@@ -59,7 +65,7 @@ export type ErasureRule =
       run(
         trx: Kysely<PlinthTables>,
         subject: PersonalDataSubject,
-        ctx: ModuleContext,
+        ctx: PrivacyHookContext,
       ): Promise<ErasureOutcome>
     }
 
@@ -100,7 +106,7 @@ export interface PersonalDataTable {
   readonly exportRows?: (
     db: Kysely<PlinthTables>,
     subject: PersonalDataSubject,
-    ctx: ModuleContext,
+    ctx: PrivacyHookContext,
   ) => Promise<Record<string, unknown>[]>
   /** Erased after every other entry: the record the others refer to (`users`). */
   readonly last?: boolean

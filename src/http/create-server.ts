@@ -1,17 +1,15 @@
 import { readFileSync } from 'node:fs'
-import type { IncomingMessage, ServerResponse } from 'node:http'
 import cors from '@fastify/cors'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import Fastify, {
   type FastifyBaseLogger,
   type FastifyHttpOptions,
-  type FastifyInstance,
   LogController,
   type RawServerDefault,
 } from 'fastify'
 import type { Logger } from 'pino'
 import type { PlinthConfig } from '../config/config.schema.ts'
-import type { ModuleContext, PlinthModule } from '../core/module.ts'
+import type { ModuleContext, PlinthApp, PlinthModule } from '../core/module.ts'
 import type { Health } from '../observability/health.ts'
 import type { Metrics } from '../observability/metrics.ts'
 import { pickRequestId, REQUEST_ID_HEADER } from '../observability/request-id.ts'
@@ -24,16 +22,9 @@ import rateLimit, { RATE_LIMIT_HEADERS } from './plugins/rate-limit.ts'
 import requestContext from './plugins/request-context.ts'
 import securityHeaders from './plugins/security-headers.ts'
 import './route-config.ts'
-import { createValidatorCompiler } from './validation.ts'
+import { createValidatorCompiler } from '../shared/validation.ts'
 
-/** The Fastify instance Plinth builds, with TypeBox as the type provider. */
-export type PlinthApp = FastifyInstance<
-  RawServerDefault,
-  IncomingMessage,
-  ServerResponse,
-  FastifyBaseLogger,
-  TypeBoxTypeProvider
->
+export type { PlinthApp }
 
 export interface CreateServerOptions {
   readonly config: PlinthConfig

@@ -1,8 +1,8 @@
 import type { FastifyInstance } from 'fastify'
 import { Type } from 'typebox'
-import { PlinthError } from '../core/errors.ts'
 import type { Health, HealthReport } from '../observability/health.ts'
 import type { Metrics } from '../observability/metrics.ts'
+import { PlinthError } from '../shared/errors.ts'
 import { sendProblem } from './plugins/problem-json.ts'
 
 export interface OpsRoutesOptions {

@@ -179,20 +179,9 @@ export async function meStatus(app: PlinthApp, headers: Record<string, string>):
   return (await app.inject({ url: '/api/v1/me', headers })).statusCode
 }
 
-/** Polls `probe` until it returns something other than undefined/false, or fails after `timeoutMs`. */
-export async function waitFor<T>(
-  what: string,
-  probe: () => Promise<T | undefined | false>,
-  { timeoutMs = 10_000, intervalMs = 50 } = {},
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const value = await probe()
-    if (value !== undefined && value !== false) return value
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
-    await sleep(intervalMs)
-  }
-}
+import { waitFor } from './wait-for.ts'
+
+export { waitFor }
 
 /** Records every security event of the instance; `settled()` lets queued listeners run first. */
 export function recordEvents(plinth: TestPlinth) {

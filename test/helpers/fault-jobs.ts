@@ -1,8 +1,8 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { type Kysely, sql } from 'kysely'
 import { Type } from 'typebox'
+import { defineJob } from '../../src/core/jobs.ts'
 import type { PlinthModule } from '../../src/core/module.ts'
-import { defineJob } from '../../src/modules/jobs/job-definition.ts'
 
 /**
  * The side-effect tables of the job fault tests (test/jobs-fault.test.ts), created by the driver

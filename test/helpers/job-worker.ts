@@ -7,9 +7,9 @@
  * when the shutdown failed). The driver kills it with SIGKILL whenever it likes.
  */
 import type { Kysely } from 'kysely'
+import { createPlinth, type Plinth } from '../../src/app/create-plinth.ts'
+import { builtinModules } from '../../src/app/modules.ts'
 import { loadConfig } from '../../src/config/load-config.ts'
-import { createPlinth, type Plinth } from '../../src/core/create-plinth.ts'
-import { builtinModules } from '../../src/modules/index.ts'
 import { faultModule } from './fault-jobs.ts'
 
 let plinth: Plinth | undefined

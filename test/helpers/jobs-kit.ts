@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Type } from 'typebox'
+import { defineJob } from '../../src/core/jobs.ts'
 import type { PlinthModule } from '../../src/core/module.ts'
-import { defineJob } from '../../src/modules/jobs/job-definition.ts'
 
 export interface Attempt {
   readonly id: string

@@ -2,7 +2,7 @@ import { getHeapStatistics } from 'node:v8'
 import underPressure from '@fastify/under-pressure'
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
-import { PlinthError } from '../../core/errors.ts'
+import { PlinthError } from '../../shared/errors.ts'
 import '../route-config.ts'
 
 export interface PressureOptions {

@@ -1,7 +1,8 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import FindMyWay, { type HTTPMethod } from 'find-my-way'
-import { type FieldError, PlinthError, translateDbError } from '../../core/errors.ts'
+import { PlinthError, translateDbError } from '../../shared/errors.ts'
+import { type AjvIssue, fieldErrors, MAX_FIELD_ERRORS } from '../../shared/validation.ts'
 
 export const PROBLEM_CONTENT_TYPE = 'application/problem+json; charset=utf-8'
 const METHODS: readonly HTTPMethod[] = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']
@@ -19,24 +20,8 @@ const fastifyCodes: Readonly<Record<string, PlinthError['code']>> = {
   FST_UNDER_PRESSURE: 'PLINTH_HTTP_OVERLOADED',
 }
 
-interface AjvIssue {
-  instancePath?: string
-  message?: string
-  params?: Record<string, unknown>
-}
-
-/** At most this many failing fields are reported in one response. */
-export const MAX_FIELD_ERRORS = 20
-
-export function fieldErrors(context: string, issues: readonly AjvIssue[]): FieldError[] {
-  return issues.slice(0, MAX_FIELD_ERRORS).map((issue) => {
-    const path = (issue.instancePath ?? '').split('/').filter(Boolean)
-    const extra = issue.params?.missingProperty ?? issue.params?.additionalProperty
-    if (typeof extra === 'string') path.push(extra)
-    const message = issue.params?.additionalProperty ? 'is not allowed' : (issue.message ?? 'is invalid')
-    return { in: context, field: path.join('.'), message }
-  })
-}
+// fieldErrors lives with the validators (src/shared), where job payload validation uses it too.
+export { fieldErrors, MAX_FIELD_ERRORS }
 
 /** Any error thrown while handling a request, as a registered PlinthError. */
 export function toPlinthError(err: FastifyError | Error): PlinthError {

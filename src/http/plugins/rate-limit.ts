@@ -4,9 +4,9 @@ import type { FastifyInstance, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import type { Logger } from 'pino'
 import { Counter } from 'prom-client'
-import { PlinthError } from '../../core/errors.ts'
 import type { RedisHandle } from '../../infra/cache/redis.ts'
 import type { Metrics } from '../../observability/metrics.ts'
+import { PlinthError } from '../../shared/errors.ts'
 import type { RateLimitTier } from '../route-config.ts'
 import {
   createFallbackRateLimitStore,

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { describe, it } from 'node:test'
-import { isPlinthError } from '../../core/errors.ts'
+import { isPlinthError } from '../../shared/errors.ts'
 import {
   createDataKey,
   legacyKeys,

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { PlinthError } from '../../core/errors.ts'
+import { PlinthError } from '../../shared/errors.ts'
 import { ciphertextKeyId, deriveValueKey, deriveWrappingKey, keyIdFor, keyringFromKeys } from './keyring.ts'
 
 const KEY_BYTES = 32

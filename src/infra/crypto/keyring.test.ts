@@ -4,7 +4,7 @@ import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, describe, it } from 'node:test'
-import { isPlinthError } from '../../core/errors.ts'
+import { isPlinthError } from '../../shared/errors.ts'
 import {
   ciphertextKeyId,
   createKeyring,

@@ -4,7 +4,7 @@ import { dirname, join, resolve } from 'node:path'
 import type { Logger } from 'pino'
 import { decodeMasterKey } from '../../config/config.schema.ts'
 import type { PlinthEnv } from '../../config/config-types.ts'
-import { PlinthError } from '../../core/errors.ts'
+import { PlinthError } from '../../shared/errors.ts'
 
 /**
  * Encrypts small values stored in the database (TOTP secrets, webhook secrets) with

@@ -1,6 +1,6 @@
 import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { PlinthError } from '../../core/errors.ts'
+import { PlinthError } from '../../shared/errors.ts'
 
 function isAlive(pid: number): boolean {
   try {

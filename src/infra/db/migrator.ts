@@ -1,3 +1,4 @@
+import type { Kysely } from 'kysely'
 import {
   type Migration,
   type MigrationInfo,
@@ -6,9 +7,19 @@ import {
   NO_MIGRATIONS,
 } from 'kysely/migration'
 import type { Logger } from 'pino'
-import { PlinthError } from '../../core/errors.ts'
-import type { PlinthMigration } from '../../core/module.ts'
+import { PlinthError } from '../../shared/errors.ts'
 import type { Database } from './create-db.ts'
+
+/**
+ * One reversible migration. The name is `NNNN-what-it-does`: the number orders migrations across
+ * all modules and is what `plinth migrate down --to N` names.
+ */
+export interface PlinthMigration {
+  // biome-ignore lint/suspicious/noExplicitAny: migrations run before (and independently of) the table types
+  up(db: Kysely<any>): Promise<void>
+  // biome-ignore lint/suspicious/noExplicitAny: see above
+  down(db: Kysely<any>): Promise<void>
+}
 
 const NAME = /^(\d{4})-[a-z0-9]+(?:-[a-z0-9]+)*$/
 

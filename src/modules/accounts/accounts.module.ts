@@ -2,7 +2,7 @@ import type { PlinthModule } from '../../core/module.ts'
 import './accounts.tables.ts'
 import { accountsPersonalData } from './accounts.privacy.ts'
 import { accountsRetention } from './accounts.retention.ts'
-import { accountsServices } from './accounts.services.ts'
+import { accountsServices } from './accounts.wiring.ts'
 import { adminRoutes } from './admin.routes.ts'
 import { authRoutes } from './auth.routes.ts'
 import authenticate from './authenticate.plugin.ts'
@@ -30,4 +30,10 @@ export const accountsModule: PlinthModule = {
     adminRoutes(api, ctx)
   },
   start: bootstrapAdmin,
+  provides: {
+    users(ctx) {
+      const { admin, mfa } = accountsServices(ctx)
+      return { get: admin.get, list: admin.list, reauthenticate: mfa.reauthenticate }
+    },
+  },
 }

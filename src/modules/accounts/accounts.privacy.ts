@@ -1,7 +1,6 @@
-import { PlinthError } from '../../core/errors.ts'
 import type { PersonalDataTable } from '../../core/privacy.ts'
-import { tokenCacheKey } from './api-tokens.service.ts'
-import { sessionCacheKey } from './sessions.service.ts'
+import { PlinthError } from '../../shared/errors.ts'
+import { sessionCacheKey, tokenCacheKey } from './cache-keys.ts'
 
 const CREDENTIAL = 'a one-way hash of a secret only you held: a credential, useless to read'
 const byUser = { column: 'user_id', holds: 'user-id' } as const

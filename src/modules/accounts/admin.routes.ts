@@ -1,8 +1,7 @@
 import type { FastifyRequest } from 'fastify'
 import { Type } from 'typebox'
 import { actorOf } from '../../core/audit.ts'
-import type { ModuleContext } from '../../core/module.ts'
-import type { PlinthApp } from '../../http/create-server.ts'
+import type { ModuleContext, PlinthApp } from '../../core/module.ts'
 import {
   Email,
   Id,
@@ -13,7 +12,7 @@ import {
   UserPatchBody,
   UserSchema,
 } from './accounts.schemas.ts'
-import { accountsServices, requestMeta } from './accounts.services.ts'
+import { accountsServices, requestMeta } from './accounts.wiring.ts'
 import type { UserView } from './admin.service.ts'
 import { assertPasswordPolicy } from './passwords.ts'
 

@@ -1,8 +1,9 @@
 import type { Kysely, Transaction } from 'kysely'
-import { PlinthError } from '../../core/errors.ts'
 import { type Permission, ROLE_PERMISSIONS, type Role } from '../../core/permissions.ts'
 import type { Cache } from '../../infra/cache/cache.ts'
 import type { PlinthTables } from '../../infra/db/tables.ts'
+import { PlinthError } from '../../shared/errors.ts'
+import { tokenCacheKey } from './cache-keys.ts'
 import { owesMfaEnrolment, owesMfaEnrolmentSql } from './mfa-policy.ts'
 import { hashSecret, looksLikeSecret, newSecret, TOKEN_PREFIX } from './secrets.ts'
 import { SESSION_CACHE_TTL_MS } from './sessions.service.ts'
@@ -12,7 +13,6 @@ const TOUCH_EVERY_MS = 60_000
 export const MAX_TOKENS_PER_USER = 50
 
 /** The cache key of a resolved API token, by token hash. */
-export const tokenCacheKey = (hash: string) => `token:${hash}`
 
 /** Work that joins a change's transaction, given what the change produced. */
 export type Within<T> = (trx: Transaction<PlinthTables>, result: T) => Promise<void>

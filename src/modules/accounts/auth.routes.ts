@@ -1,7 +1,6 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { Type } from 'typebox'
-import type { ModuleContext } from '../../core/module.ts'
-import type { PlinthApp } from '../../http/create-server.ts'
+import type { ModuleContext, PlinthApp } from '../../core/module.ts'
 import {
   LoginBody,
   LoginResponse,
@@ -17,7 +16,7 @@ import {
   endSessions,
   requestMeta,
   sessionIssued,
-} from './accounts.services.ts'
+} from './accounts.wiring.ts'
 import type { LoginResult } from './login.service.ts'
 import { normalizeEmail } from './secrets.ts'
 

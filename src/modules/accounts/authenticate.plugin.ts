@@ -2,13 +2,14 @@ import { createHmac, randomBytes } from 'node:crypto'
 import cookie from '@fastify/cookie'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
-import { PlinthError } from '../../core/errors.ts'
+import { SESSION_COOKIE } from '../../core/identity.ts'
 import { PERMISSIONS, type Principal, principalCan } from '../../core/permissions.ts'
+import { PlinthError } from '../../shared/errors.ts'
 import type { ApiTokenService } from './api-tokens.service.ts'
 import { safeEqual, TOKEN_PREFIX } from './secrets.ts'
 import type { SessionService } from './sessions.service.ts'
 
-export const SESSION_COOKIE = 'plinth_session'
+export { SESSION_COOKIE }
 export const CSRF_HEADER = 'x-csrf-token'
 const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS'])
 

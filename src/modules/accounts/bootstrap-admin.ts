@@ -1,7 +1,7 @@
 import { auditEntryOf, type SecurityEventInput } from '../../core/audit.ts'
-import { isPlinthError, PlinthError, translateDbError } from '../../core/errors.ts'
 import type { ModuleContext } from '../../core/module.ts'
 import type { Role } from '../../core/permissions.ts'
+import { isPlinthError, PlinthError, translateDbError } from '../../shared/errors.ts'
 import { assertPasswordPolicy, hashPassword } from './passwords.ts'
 import { normalizeEmail } from './secrets.ts'
 

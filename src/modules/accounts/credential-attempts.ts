@@ -1,8 +1,8 @@
 import { type Kysely, sql } from 'kysely'
 import { type Audit, auditEntryOf, type SecurityEventInput } from '../../core/audit.ts'
-import { PlinthError } from '../../core/errors.ts'
 import type { SecurityEvents } from '../../core/security-events.ts'
 import type { PlinthTables } from '../../infra/db/tables.ts'
+import { PlinthError } from '../../shared/errors.ts'
 import {
   FREE_FAILURES,
   HARD_LOCK_FAILURES,

@@ -1,9 +1,8 @@
 import { Type } from 'typebox'
 import { actorOf, auditEntryOf, type SecurityEventInput } from '../../core/audit.ts'
-import { PlinthError } from '../../core/errors.ts'
-import type { ModuleContext } from '../../core/module.ts'
+import type { ModuleContext, PlinthApp } from '../../core/module.ts'
 import type { Principal } from '../../core/permissions.ts'
-import type { PlinthApp } from '../../http/create-server.ts'
+import { PlinthError } from '../../shared/errors.ts'
 import {
   ChangePasswordBody,
   Id,
@@ -15,7 +14,7 @@ import {
   TotpDisableBody,
   UserSchema,
 } from './accounts.schemas.ts'
-import { accountsServices, endSessions, requestMeta, sessionIssued } from './accounts.services.ts'
+import { accountsServices, endSessions, requestMeta, sessionIssued } from './accounts.wiring.ts'
 
 const tags = ['me']
 const read = { permission: 'self:read' as const }

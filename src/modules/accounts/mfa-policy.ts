@@ -2,14 +2,13 @@ import { type Kysely, sql, type Transaction } from 'kysely'
 import type { Role } from '../../core/permissions.ts'
 import type { Cache } from '../../infra/cache/cache.ts'
 import type { PlinthTables } from '../../infra/db/tables.ts'
-import { tokenCacheKey } from './api-tokens.service.ts'
-import { sessionCacheKey } from './sessions.service.ts'
+import { sessionCacheKey, tokenCacheKey } from './cache-keys.ts'
 
 type Db = Kysely<PlinthTables> | Transaction<PlinthTables>
 
 /**
  * What a role's MFA requirement does to credentials that already exist (issue #9, defect 6; see
- * docs/decisions/0011-mfa-policy-applies-to-existing-credentials.md):
+ * docs/decisions/0011-one-lockout-and-mfa-policy-on-existing-credentials.md):
  * - sessions of that role's users without a confirmed second factor must step up: they are marked
  *   `mfa_enrolment_pending`, exactly like a session opened after the change, and refused with 403
  *   PLINTH_AUTH_MFA_ENROLMENT_REQUIRED except for /me, the enrolment routes, token listing and

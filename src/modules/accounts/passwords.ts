@@ -1,6 +1,6 @@
 import { dictionary } from '@zxcvbn-ts/language-common'
 import argon2 from 'argon2'
-import { PlinthError } from '../../core/errors.ts'
+import { PlinthError } from '../../shared/errors.ts'
 
 /**
  * argon2id with OWASP's minimum parameters (19 MiB, 2 iterations, 1 lane): ~40 ms per hash on

@@ -1,4 +1,5 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
+import { normalizeEmail } from '../../core/identity.ts'
 
 /**
  * Prefixes make Plinth's secrets recognisable to secret scanners and to people: a leaked
@@ -39,6 +40,4 @@ export function safeEqual(a: string, b: string): boolean {
 }
 
 /** E-mail addresses compare case-insensitively (RFC 5321 local parts rarely differ by case). */
-export function normalizeEmail(email: string): string {
-  return email.trim().toLowerCase()
-}
+export { normalizeEmail }

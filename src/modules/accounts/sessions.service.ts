@@ -12,7 +12,7 @@ const TOUCH_EVERY_MS = 60_000
 type Db = Kysely<PlinthTables> | Transaction<PlinthTables>
 
 /** The cache key of a resolved session, by token hash. */
-export const sessionCacheKey = (hash: string) => `session:${hash}`
+import { sessionCacheKey } from './cache-keys.ts'
 
 export interface SessionMeta {
   readonly ip?: string | undefined

@@ -1,7 +1,7 @@
 import { type Kysely, sql } from 'kysely'
-import { PlinthError } from '../../core/errors.ts'
 import { PSEUDONYM_PREFIX } from '../../core/privacy.ts'
 import type { PlinthTables } from '../../infra/db/tables.ts'
+import { PlinthError } from '../../shared/errors.ts'
 import { chainHead, insertAuditEntry, lockChain } from './audit.service.ts'
 import type { AuditCheckpoint, AuditRow } from './audit.tables.ts'
 import { GENESIS_HASH, rowHash } from './audit-hash.ts'

@@ -1,6 +1,6 @@
 import type { Kysely, SelectQueryBuilder } from 'kysely'
-import { PlinthError } from '../../core/errors.ts'
 import type { PlinthTables } from '../../infra/db/tables.ts'
+import { PlinthError } from '../../shared/errors.ts'
 import type { AuditRow } from './audit.tables.ts'
 
 type Db = Kysely<PlinthTables>

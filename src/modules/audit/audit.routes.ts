@@ -1,8 +1,7 @@
 import { Readable } from 'node:stream'
 import { Type } from 'typebox'
 import { actorOf } from '../../core/audit.ts'
-import type { ModuleContext } from '../../core/module.ts'
-import type { PlinthApp } from '../../http/create-server.ts'
+import type { ModuleContext, PlinthApp } from '../../core/module.ts'
 import { type AuditFilter, exportAudit, listAudit } from './audit-query.ts'
 
 const tags = ['audit']

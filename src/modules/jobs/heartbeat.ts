@@ -1,9 +1,9 @@
 import { sql } from 'kysely'
 import { Type } from 'typebox'
 import type { PlinthConfig } from '../../config/config.schema.ts'
+import { defineJob } from '../../core/jobs.ts'
 import type { Database } from '../../infra/db/create-db.ts'
 import type { HealthCheck } from '../../observability/health.ts'
-import { defineJob } from './job-definition.ts'
 
 export const HEARTBEAT_JOB = 'plinth.heartbeat'
 /** The fixed id of the built-in heartbeat schedule. */

@@ -1,51 +1,28 @@
 import { type Kysely, sql } from 'kysely'
-import { PlinthError } from '../../core/errors.ts'
+import type { JobFilter, JobState, JobView } from '../../core/jobs.ts'
 import type { PlinthTables } from '../../infra/db/tables.ts'
+import { PlinthError } from '../../shared/errors.ts'
 import type { QueueDepth } from './jobs-metrics.ts'
+
+/**
+ * The one adapter over pg-boss' own tables: the reads pg-boss has no API for (listing across
+ * queues, counts capped for backpressure, row locks for the commands, queue depths for metrics,
+ * the search of payloads for privacy). Nothing else in Plinth writes SQL against `plinth_jobs`.
+ * These queries depend on pg-boss' internal schema, so the engine checks at start that the
+ * installed schema is the version they were written for (`assertSchemaVersion`).
+ */
 
 /** The schema pg-boss keeps its tables in. */
 export const JOBS_SCHEMA = 'plinth_jobs'
 
-export const JOB_STATES = ['created', 'retry', 'active', 'completed', 'cancelled', 'failed'] as const
-export type JobState = (typeof JOB_STATES)[number]
+/**
+ * The pg-boss schema version (its package.json `pgboss.schema`; pg-boss 12.35.0) that the queries
+ * of this file were written against. When pg-boss is upgraded, check its migrations against these
+ * queries, then raise this number.
+ */
+export const PG_BOSS_SCHEMA_VERSION = 43
 
-/** One job as Plinth shows it (HTTP, CLI). */
-export interface JobView {
-  readonly id: string
-  readonly name: string
-  readonly state: JobState
-  readonly payload: unknown
-  readonly priority: number
-  /** Attempts started so far. */
-  readonly attempts: number
-  /** Retries allowed after the first attempt. */
-  readonly retryLimit: number
-  readonly requestId: string | null
-  readonly scheduleId: string | null
-  /** The error of the last failed attempt, while the job is retrying or after it failed. */
-  readonly lastError: string | null
-  /** What the handler returned, once completed. */
-  readonly output: unknown
-  readonly idempotencyKey: string | null
-  /** For a job in a dead-letter queue: the job it is a copy of. */
-  readonly source: { readonly name: string; readonly id: string } | null
-  readonly createdAt: string
-  readonly runAfter: string
-  readonly startedAt: string | null
-  readonly completedAt: string | null
-}
-
-export interface JobFilter {
-  readonly name?: string | undefined
-  readonly state?: JobState | undefined
-  /** Created at or after. */
-  readonly from?: Date | undefined
-  /** Created before. */
-  readonly to?: Date | undefined
-  readonly limit?: number | undefined
-  /** The `nextCursor` of the previous page. */
-  readonly cursor?: string | undefined
-}
+export { JOB_STATES, type JobFilter, type JobState, type JobView } from '../../core/jobs.ts'
 
 interface JobRow {
   id: string
@@ -117,9 +94,79 @@ function decodeCursor(cursor: string): { at: Date; id: string } {
 const encodeCursor = (row: JobRow) =>
   Buffer.from(`${new Date(row.created_on).toISOString()}|${row.id}`).toString('base64url')
 
+const escapeLike = (s: string) => s.replace(/[\\%_]/g, '\\$&')
+
+/**
+ * Jobs whose payload or result names the person (their id, or their address as JSON text). Job
+ * types are free to carry anything, so the engine's table is searched rather than declared column
+ * by column.
+ */
+function naming(subject: { userId: string; email: string }) {
+  const id = `%${escapeLike(subject.userId)}%`
+  const email = `%${escapeLike(JSON.stringify(subject.email).slice(1, -1))}%`
+  return sql`(data::text like ${id} or data::text ilike ${email}
+    or output::text like ${id} or output::text ilike ${email})`
+}
+
+async function engineInstalled(db: Kysely<PlinthTables>): Promise<boolean> {
+  const { rows } = await sql<{
+    t: string | null
+  }>`select to_regclass(${`${JOBS_SCHEMA}.job`})::text as t`.execute(db)
+  return rows[0]?.t != null
+}
+
+/** Jobs naming a person, for the privacy export (none before the engine installed its tables). */
+export async function jobsNaming(
+  db: Kysely<PlinthTables>,
+  subject: { userId: string; email: string },
+): Promise<Record<string, unknown>[]> {
+  if (!(await engineInstalled(db))) return []
+  const { rows } = await sql<Record<string, unknown>>`select id, name, state, created_on, completed_on,
+    data, output from ${JOB_TABLE} where ${naming(subject)} order by created_on`.execute(db)
+  return rows
+}
+
+/** Deletes the jobs naming a person (erasure), whatever their state; returns how many. */
+export async function deleteJobsNaming(
+  trx: Kysely<PlinthTables>,
+  subject: { userId: string; email: string },
+): Promise<number> {
+  if (!(await engineInstalled(trx))) return 0
+  const result = await sql`delete from ${JOB_TABLE} where ${naming(subject)}`.execute(trx)
+  return Number(result.numAffectedRows ?? 0)
+}
+
+/**
+ * Throws, naming both versions and what to do, unless pg-boss' installed schema (its `version`
+ * table) is the one this file was written for. The engine calls it at start, after pg-boss
+ * installed or migrated its schema: a newer pg-boss (or a replica on a newer release that migrated
+ * the schema) must stop the boot instead of letting these queries misread its tables.
+ */
+export async function assertSchemaVersion(
+  kysely: Kysely<PlinthTables>,
+  expected: number = PG_BOSS_SCHEMA_VERSION,
+): Promise<void> {
+  const { rows } = await sql<{ version: string | number }>`select version from ${sql.raw(
+    JOBS_SCHEMA,
+  )}.version`.execute(kysely)
+  const found = rows[0] ? Number(rows[0].version) : null
+  if (found !== expected)
+    throw new Error(
+      `The job engine's schema "${JOBS_SCHEMA}" is pg-boss schema version ${found ?? 'none'}, but Plinth's ` +
+        `reads of its tables (src/modules/jobs/job-store.ts) were written for version ${expected}. ` +
+        'Run the pg-boss release pinned in package-lock.json (npm ci) on every replica, or, after ' +
+        "checking pg-boss' migrations against job-store.ts, raise PG_BOSS_SCHEMA_VERSION.",
+    )
+}
+
 /** Reads of the engine's job table (pg-boss has no listing across queues). */
 export function createJobStore(kysely: Kysely<PlinthTables>) {
   return {
+    /** See `assertSchemaVersion`. */
+    assertSchemaVersion(): Promise<void> {
+      return assertSchemaVersion(kysely)
+    },
+
     async get(id: string): Promise<JobView | undefined> {
       if (!UUID.test(id)) return undefined
       const { rows } = await sql<JobRow>`select ${COLUMNS} from ${JOB_TABLE} where id = ${id}::uuid`.execute(

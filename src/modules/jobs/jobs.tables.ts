@@ -1,6 +1,8 @@
 import type { ColumnType, Generated } from 'kysely'
 
-export type MissedPolicy = 'skip' | 'once'
+import type { MissedPolicy } from '../../core/jobs.ts'
+
+export type { MissedPolicy }
 
 export interface JobSchedulesTable {
   id: string

@@ -1,6 +1,6 @@
 import { Type } from 'typebox'
+import { defineJob } from '../../core/jobs.ts'
 import type { Retention } from '../../core/retention.ts'
-import { defineJob } from './job-definition.ts'
 
 export const RETENTION_JOB = 'plinth.retention'
 /** The fixed id of the built-in retention schedule (cron `PLINTH_RETENTION_CRON`). */

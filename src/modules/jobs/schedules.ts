@@ -2,44 +2,18 @@ import { randomUUID } from 'node:crypto'
 import type { Selectable, Transaction } from 'kysely'
 import type { Logger } from 'pino'
 import { type Audit, type AuditCaller, type AuditEntry, auditDiff, callerEntry } from '../../core/audit.ts'
-import { PlinthError } from '../../core/errors.ts'
+import type { ScheduleInput, Schedules, ScheduleView } from '../../core/jobs.ts'
 import type { Database } from '../../infra/db/create-db.ts'
 import type { PlinthTables } from '../../infra/db/tables.ts'
-import type { JobEngine, JobEnvelope } from './job-engine.ts'
-import type { JobSchedulesTable, MissedPolicy } from './jobs.tables.ts'
+import { PlinthError } from '../../shared/errors.ts'
+import type { PgBossJobEngine } from './job-engine.ts'
+import type { JobSchedulesTable } from './jobs.tables.ts'
+import { type Armed, createScheduleCopies } from './schedule-copies.ts'
+import { createScheduleValidation } from './schedule-validation.ts'
 
-export interface ScheduleInput {
-  readonly jobName: string
-  /** 5 fields (minute…weekday) or 6 (second first). */
-  readonly cron: string
-  /** IANA time zone the expression is read in (default UTC). */
-  readonly timezone?: string | undefined
-  readonly payload?: unknown
-  /** Ticks missed while no worker ran: `skip` them, or run `once` for the latest (default skip). */
-  readonly missed?: MissedPolicy | undefined
-  readonly description?: string | undefined
-}
-
-export interface ScheduleView {
-  readonly id: string
-  readonly jobName: string
-  readonly cron: string
-  readonly timezone: string
-  readonly payload: unknown
-  readonly missed: MissedPolicy
-  readonly paused: boolean
-  readonly description: string | null
-  readonly builtin: boolean
-  readonly createdBy: string | null
-  readonly createdAt: string
-  readonly updatedAt: string
-  /** The next few ticks (none while paused). */
-  readonly nextRuns: string[]
-}
+export type { ScheduleInput, Schedules, ScheduleView } from '../../core/jobs.ts'
 
 type Row = Selectable<JobSchedulesTable>
-/** What pg-boss' copy of a schedule is made of. */
-type Armed = Pick<Row, 'id' | 'job_name' | 'cron' | 'timezone' | 'payload' | 'missed'>
 
 /** What the audit log keeps of a schedule (secrets in its payload are masked by key when recorded). */
 const audited = (row: Row) => ({
@@ -51,20 +25,6 @@ const audited = (row: Row) => ({
   paused: row.paused,
   description: row.description,
 })
-
-function invalid(field: string, message: string): PlinthError {
-  return new PlinthError('PLINTH_SCHEDULE_INVALID', `${field} ${message}`, {
-    errors: [{ in: 'body', field, message }],
-  })
-}
-
-function assertTimezone(tz: string): void {
-  try {
-    new Intl.DateTimeFormat('en-US', { timeZone: tz })
-  } catch {
-    throw invalid('timezone', `"${tz}" is not an IANA time zone (e.g. UTC, Europe/Paris)`)
-  }
-}
 
 /**
  * Cron schedules. Plinth's `job_schedules` table is the source of truth; pg-boss holds a copy of
@@ -81,12 +41,14 @@ function assertTimezone(tz: string): void {
  */
 export function createSchedules(deps: {
   db: Database
-  jobs: JobEngine
+  jobs: PgBossJobEngine
   /** Records administrators' changes (a caller given) in the transaction of the change. */
   audit?: Pick<Audit, 'record'> | undefined
   logger?: Logger | undefined
-}) {
+}): Schedules {
   const { db, jobs } = deps
+  const { validate, validatePayload } = createScheduleValidation(jobs)
+  const { arm, disarm, copyThenRow, reconcile } = createScheduleCopies(deps)
 
   function nextRuns(row: Row): string[] {
     if (row.paused) return []
@@ -113,61 +75,6 @@ export function createSchedules(deps: {
     nextRuns: nextRuns(row),
   })
 
-  function validate(input: Omit<ScheduleInput, 'jobName'>, jobName: string): void {
-    const fields = input.cron.trim().split(/\s+/)
-    if (fields.length !== 5 && fields.length !== 6)
-      throw invalid('cron', `must have 5 or 6 fields, got ${fields.length}`)
-    const tz = input.timezone ?? 'UTC'
-    assertTimezone(tz)
-    let runs: Date[]
-    try {
-      runs = jobs.boss.previewSchedule(input.cron, { tz, count: 5 })
-    } catch (err) {
-      throw invalid('cron', `is not a valid cron expression (${(err as Error).message})`)
-    }
-    // The engine files at most one job per schedule per minute (its exactly-once slot); a seconds
-    // field that matches twice a minute would silently fire once.
-    for (let i = 1; i < runs.length; i++)
-      if ((runs[i] as Date).getTime() - (runs[i - 1] as Date).getTime() < 60_000)
-        throw invalid(
-          'cron',
-          'fires more than once a minute; schedules fire at most once a minute (a 6th field picks the second)',
-        )
-    const r = jobs.definitions().find((d) => d.definition.name === jobName)
-    if (!r) throw new PlinthError('PLINTH_JOB_TYPE_UNKNOWN', `No job type "${jobName}" is registered.`)
-  }
-
-  function validatePayload(jobName: string, payload: unknown): void {
-    // enqueue's validation, without enqueueing: an invalid payload would fail on every tick
-    const probe = jobs.definitions().find((d) => d.definition.name === jobName)
-    if (!probe) return
-    jobs.validatePayload(jobName, payload)
-  }
-
-  async function arm(row: Armed): Promise<void> {
-    const data: JobEnvelope = { payload: row.payload, meta: { scheduleId: row.id } }
-    await jobs.boss.schedule(row.job_name, row.cron, data as object, {
-      tz: row.timezone,
-      key: row.id,
-      missed: row.missed,
-    })
-  }
-
-  async function disarm(row: Armed): Promise<void> {
-    await jobs.boss.unschedule(row.job_name, row.id)
-  }
-
-  /** Makes pg-boss' copy of one schedule match Plinth's row (armed while the row exists and is active). */
-  async function resync(id: string, jobName: string): Promise<void> {
-    const row = await db.kysely
-      .selectFrom('job_schedules')
-      .selectAll()
-      .where('id', '=', id)
-      .executeTakeFirst()
-    if (row && !row.paused && jobs.has(row.job_name)) await arm(row)
-    else if (!row || row.paused) await jobs.boss.unschedule(jobName, id)
-  }
-
   async function record(
     trx: Transaction<PlinthTables>,
     by: AuditCaller | undefined,
@@ -178,29 +85,6 @@ export function createSchedules(deps: {
     if (!by) return
     if (!deps.audit) throw new Error('schedules were created without an audit log')
     await deps.audit.record(trx, callerEntry(by, action, { type: 'schedule', id }, rest))
-  }
-
-  /**
-   * Sets pg-boss' copy with `copy`, then runs `change` (the row and its audit row) in a transaction;
-   * if that fails, puts the copy back to match the row and rethrows.
-   */
-  async function copyThenRow<T>(
-    row: { id: string; jobName: string },
-    copy: () => Promise<void>,
-    change: (trx: Transaction<PlinthTables>) => Promise<T>,
-  ): Promise<T> {
-    await copy()
-    try {
-      return await db.kysely.transaction().execute(change)
-    } catch (err) {
-      await resync(row.id, row.jobName).catch((undoErr: unknown) =>
-        deps.logger?.warn(
-          { err: undoErr, scheduleId: row.id },
-          'schedule copy not put back after a failed change; the next worker start reconciles it',
-        ),
-      )
-      throw err
-    }
   }
 
   async function load(id: string): Promise<Row> {
@@ -356,29 +240,10 @@ export function createSchedules(deps: {
     },
 
     /**
-     * Makes pg-boss' copies match Plinth's table: every active schedule armed (with its current
-     * cron, zone and payload), no copy left for a paused or deleted one. Returns what it changed.
+     * Creates a built-in schedule under a fixed id, or brings its cron in line with the config
+     * (keeping it paused if an operator paused it). Safe for replicas starting together.
      */
-    async reconcile(): Promise<{ armed: number; removed: number }> {
-      const rows = await db.kysely.selectFrom('job_schedules').selectAll().execute()
-      const known = new Map(rows.map((r) => [r.id, r]))
-      let armed = 0
-      let removed = 0
-      for (const row of rows) {
-        if (row.paused || !jobs.has(row.job_name)) continue
-        await arm(row)
-        armed++
-      }
-      for (const copy of await jobs.boss.getSchedules()) {
-        const row = known.get(copy.key)
-        const ours = jobs.has(copy.name) || row !== undefined
-        if (ours && (!row || row.paused)) {
-          await jobs.boss.unschedule(copy.name, copy.key)
-          removed++
-        }
-      }
-      return { armed, removed }
-    },
+    reconcile,
 
     /**
      * Creates a built-in schedule under a fixed id, or brings its cron in line with the config
@@ -411,5 +276,3 @@ export function createSchedules(deps: {
     },
   }
 }
-
-export type Schedules = ReturnType<typeof createSchedules>

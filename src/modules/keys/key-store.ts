@@ -1,7 +1,6 @@
 import { type Kysely, type Selectable, sql, type Transaction } from 'kysely'
 import type { Logger } from 'pino'
 import { type Audit, type AuditCaller, callerEntry } from '../../core/audit.ts'
-import { PlinthError } from '../../core/errors.ts'
 import {
   createDataKey,
   legacyKeys,
@@ -13,6 +12,7 @@ import {
 } from '../../infra/crypto/data-keys.ts'
 import { type Keyring, keyringFromKeys } from '../../infra/crypto/keyring.ts'
 import type { PlinthTables } from '../../infra/db/tables.ts'
+import { PlinthError } from '../../shared/errors.ts'
 import type { EncryptionKeysTable } from './keys.tables.ts'
 import './keys.tables.ts'
 

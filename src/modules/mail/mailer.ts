@@ -1,10 +1,10 @@
 import { createTransport } from 'nodemailer'
 import type { Logger } from 'pino'
 import type { PlinthConfig } from '../../config/config.schema.ts'
-import { PlinthError } from '../../core/errors.ts'
 import type { Mailer, MailMessage, MailReceipt } from '../../core/mail.ts'
 import type { Database } from '../../infra/db/create-db.ts'
 import { RetryDeadlineError, retryWithBackoff } from '../../infra/db/retry.ts'
+import { PlinthError } from '../../shared/errors.ts'
 import type { MailStatus } from './mail.tables.ts'
 
 export type { Mailer, MailMessage, MailReceipt } from '../../core/mail.ts'

@@ -1,10 +1,9 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { Type } from 'typebox'
 import { actorOf } from '../../core/audit.ts'
-import { PlinthError } from '../../core/errors.ts'
-import type { ModuleContext } from '../../core/module.ts'
-import type { PlinthApp } from '../../http/create-server.ts'
-import { SESSION_COOKIE } from '../accounts/authenticate.plugin.ts'
+import { SESSION_COOKIE } from '../../core/identity.ts'
+import type { ModuleContext, PlinthApp } from '../../core/module.ts'
+import { PlinthError } from '../../shared/errors.ts'
 import { createPrivacyService, EXPORT_FORMAT, type PersonalDataExport } from './privacy.service.ts'
 
 const Id = Type.Object({ id: Type.String({ format: 'uuid' }) }, { additionalProperties: false })

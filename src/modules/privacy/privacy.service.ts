@@ -1,6 +1,6 @@
 import { type Kysely, type RawBuilder, sql } from 'kysely'
 import { type AuditEntry, auditEntryOf, type SecurityEventInput } from '../../core/audit.ts'
-import { PlinthError } from '../../core/errors.ts'
+import { normalizeEmail } from '../../core/identity.ts'
 import type { ModuleContext } from '../../core/module.ts'
 import {
   type ErasureOutcome,
@@ -11,8 +11,7 @@ import {
 } from '../../core/privacy.ts'
 import type { Actor } from '../../core/security-events.ts'
 import type { PlinthTables } from '../../infra/db/tables.ts'
-import { accountsServices } from '../accounts/accounts.services.ts'
-import { normalizeEmail } from '../accounts/secrets.ts'
+import { PlinthError } from '../../shared/errors.ts'
 
 type Db = Kysely<PlinthTables>
 
@@ -135,7 +134,7 @@ async function eraseEntry(
 export function createPrivacyService(ctx: ModuleContext) {
   const db = ctx.db.kysely
   const log = ctx.logger.child({ component: 'privacy' })
-  const accounts = () => accountsServices(ctx)
+  const users = ctx.users
   const ordered = [...ctx.personalData.filter((e) => !e.last), ...ctx.personalData.filter((e) => e.last)]
 
   const subjectOf = (user: { id: string; email: string }): PersonalDataSubject => ({
@@ -149,11 +148,11 @@ export function createPrivacyService(ctx: ModuleContext) {
     async resolveUser(idOrEmail: string): Promise<string> {
       const value = idOrEmail.trim()
       if (/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(value))
-        return (await accounts().admin.get(value.toLowerCase())).id
+        return (await users.get(value.toLowerCase())).id
       // The accounts search matches substrings: page through its matches for the exact address.
       const email = normalizeEmail(value)
       for (let offset = 0; ; offset += 100) {
-        const page = await accounts().admin.list({ email, limit: 100, offset })
+        const page = await users.list({ email, limit: 100, offset })
         const found = page.find((u) => normalizeEmail(u.email) === email)
         if (found) return found.id
         if (page.length < 100)
@@ -163,7 +162,7 @@ export function createPrivacyService(ctx: ModuleContext) {
 
     /** Everything the registry finds about the user, as one JSON document. */
     async export(userId: string): Promise<PersonalDataExport> {
-      const subject = subjectOf(await accounts().admin.get(userId))
+      const subject = subjectOf(await users.get(userId))
       const tables: ExportedTable[] = []
       for (const e of ctx.personalData) tables.push(await exportEntry(db, e, subject, ctx))
       return {
@@ -184,7 +183,7 @@ export function createPrivacyService(ctx: ModuleContext) {
       input: { password: string; code?: string | undefined; recoveryCode?: string | undefined },
       meta: RequestMeta,
     ): Promise<void> {
-      const failed = await accounts().mfa.reauthenticate(userId, input, meta)
+      const failed = await users.reauthenticate(userId, input, meta)
       if (failed === null) return
       const refused: SecurityEventInput = {
         type: 'user:erased',
@@ -210,7 +209,7 @@ export function createPrivacyService(ctx: ModuleContext) {
      * nobody). Refuses the last active administrator (PLINTH_USER_LAST_ADMIN).
      */
     async erase(userId: string, eraser: Eraser, meta: RequestMeta = {}): Promise<ErasureReport> {
-      const user = await accounts().admin.get(userId)
+      const user = await users.get(userId)
       const subject = subjectOf(user)
       // An administrator erasing their own account erases themselves: the record must not name them.
       const by: Eraser = eraser.via === 'admin' && eraser.actor.id === userId ? { via: 'self' } : eraser
@@ -222,7 +221,7 @@ export function createPrivacyService(ctx: ModuleContext) {
             : { type: 'system' }
       // Refused early (and again under lock, by the accounts module's erasure of the account).
       if (user.role === 'admin' && user.status === 'active') {
-        const admins = await accounts().admin.list({ role: 'admin', status: 'active', limit: 2, offset: 0 })
+        const admins = await users.list({ role: 'admin', status: 'active', limit: 2, offset: 0 })
         if (admins.length < 2) throw new PlinthError('PLINTH_USER_LAST_ADMIN')
       }
       const erasedAt = new Date()

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import type { LookupAddress } from 'node:dns'
 import { describe, it } from 'node:test'
-import { PlinthError } from '../../core/errors.ts'
+import { PlinthError } from '../../shared/errors.ts'
 import {
   addressRefusal,
   assertWebhookUrl,

@@ -1,7 +1,6 @@
 import { Type } from 'typebox'
 import { auditCallerOf as callerOf } from '../../core/audit.ts'
-import type { ModuleContext } from '../../core/module.ts'
-import type { PlinthApp } from '../../http/create-server.ts'
+import type { ModuleContext, PlinthApp } from '../../core/module.ts'
 import {
   CreatedSubscriptionSchema,
   DeliveryListQuery,

@@ -2,6 +2,7 @@ import { Ajv, type Options } from 'ajv'
 import addFormatsModule, { type FormatsPlugin } from 'ajv-formats'
 import fastUri from 'fast-uri'
 import type { FastifySchemaCompiler } from 'fastify'
+import type { FieldError } from './errors.ts'
 
 // ajv-formats is CommonJS with a default export; under ESM the function sits on `.default`.
 const addFormats: FormatsPlugin =
@@ -33,4 +34,24 @@ export function createValidatorCompiler(): FastifySchemaCompiler<unknown> {
 /** The strict (non-coercing) validator bodies get, for payloads validated outside a route (job payloads). */
 export function createStrictAjv(): Ajv {
   return addFormats(new Ajv({ ...base, coerceTypes: false }))
+}
+
+export interface AjvIssue {
+  instancePath?: string
+  message?: string
+  params?: Record<string, unknown>
+}
+
+/** At most this many failing fields are reported in one response. */
+export const MAX_FIELD_ERRORS = 20
+
+/** Ajv's issues as the `errors` of a problem response (`{ in, field, message }`), at most MAX_FIELD_ERRORS. */
+export function fieldErrors(context: string, issues: readonly AjvIssue[]): FieldError[] {
+  return issues.slice(0, MAX_FIELD_ERRORS).map((issue) => {
+    const path = (issue.instancePath ?? '').split('/').filter(Boolean)
+    const extra = issue.params?.missingProperty ?? issue.params?.additionalProperty
+    if (typeof extra === 'string') path.push(extra)
+    const message = issue.params?.additionalProperty ? 'is not allowed' : (issue.message ?? 'is invalid')
+    return { in: context, field: path.join('.'), message }
+  })
 }

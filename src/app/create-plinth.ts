@@ -1,28 +1,28 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from 'pino'
 import type { PlinthConfig } from '../config/config.schema.ts'
+import type { ModuleContext, PlinthMigration, PlinthModule } from '../core/module.ts'
+import { createPersonalDataRegistry } from '../core/privacy.ts'
+import type { Retention } from '../core/retention.ts'
+import { createSecurityEvents, type SecurityEvents } from '../core/security-events.ts'
+import { PLINTH_VERSION } from '../core/version.ts'
 import { createServer, type PlinthApp } from '../http/create-server.ts'
 import { createMemoryCache, createRedisCache } from '../infra/cache/cache.ts'
 import { createRedis, type RedisHandle } from '../infra/cache/redis.ts'
 import { createDatabase, type Database } from '../infra/db/create-db.ts'
 import { createMigrator, type PlinthMigrator } from '../infra/db/migrator.ts'
 import { createAudit } from '../modules/audit/audit.service.ts'
-import { builtinModules } from '../modules/index.ts'
-import { HEARTBEAT_JOB, HEARTBEAT_SCHEDULE } from '../modules/jobs/heartbeat.ts'
-import { createJobEngine, type JobEngine } from '../modules/jobs/job-engine.ts'
-import { RETENTION_JOB, RETENTION_SCHEDULE, retentionJob } from '../modules/jobs/retention-job.ts'
+import { createJobEngine, type PgBossJobEngine } from '../modules/jobs/job-engine.ts'
 import { createSchedules } from '../modules/jobs/schedules.ts'
 import { createKeys } from '../modules/keys/keys.ts'
 import { createMailer } from '../modules/mail/mailer.ts'
-import { createEventBus } from '../modules/webhooks/events.ts'
+import { createEventBus } from '../modules/webhooks/event-bus.ts'
 import { createHealth, eventLoopCheck, type Health, memoryCheck } from '../observability/health.ts'
 import { createLogger } from '../observability/logger.ts'
 import { createMetrics, type Metrics } from '../observability/metrics.ts'
-import type { ModuleContext, PlinthMigration, PlinthModule } from './module.ts'
-import { createPersonalDataRegistry } from './privacy.ts'
-import { createRetention, type Retention } from './retention.ts'
-import { createSecurityEvents, type SecurityEvents } from './security-events.ts'
-import { PLINTH_VERSION } from './version.ts'
+import { builtinModules } from './modules.ts'
+import { providedUsers } from './provided-contracts.ts'
+import { createRetention } from './retention-runner.ts'
 
 export interface CreatePlinthOptions {
   readonly config: PlinthConfig
@@ -41,7 +41,7 @@ export interface Plinth {
   readonly metrics: Metrics
   readonly health: Health
   readonly securityEvents: SecurityEvents
-  readonly jobs: JobEngine
+  readonly jobs: PgBossJobEngine
   /** Every module's retention rules; the `plinth.retention` job and `plinth retention run` call `run()`. */
   readonly retention: Retention
   readonly context: ModuleContext
@@ -172,8 +172,16 @@ async function assemble(
     securityEvents,
     mailer,
     personalData: createPersonalDataRegistry(modules),
+    users: providedUsers(modules, () => context),
+    // built below from every module's rules, which need the context first
+    retention: {
+      get rules() {
+        return retention.rules
+      },
+      run: (options?: Parameters<Retention['run']>[0]) => retention.run(options),
+    },
   })
-  const retention = createRetention({
+  const retention: Retention = createRetention({
     rules: modules.flatMap((m) => m.retention?.(context) ?? []),
     db: db.kysely,
     logger,
@@ -202,8 +210,6 @@ async function assemble(
 
   for (const m of modules) for (const check of m.healthChecks?.(context) ?? []) health.add(check)
   for (const m of modules) for (const definition of m.jobs?.(context) ?? []) jobs.register(definition)
-  // Retention gathers the rules of every module, so its job is registered here rather than by a module.
-  jobs.register(retentionJob(retention))
   // `api` processes enqueue and read; `worker` and `all` also run the workers, cron and maintenance.
   const jobsMode = config.role === 'api' ? 'client' : 'worker'
 
@@ -236,19 +242,10 @@ async function assemble(
           for (const m of modules) await m.start?.(context)
           await jobs.start(jobsMode)
           if (jobsMode === 'worker') await schedules.reconcile()
-          if (jobsMode === 'worker' && jobs.has(HEARTBEAT_JOB))
-            await schedules.ensureBuiltin(HEARTBEAT_SCHEDULE, {
-              jobName: HEARTBEAT_JOB,
-              cron: config.jobsHeartbeatCron,
-              description: 'Built-in: proves a worker runs jobs (see /health).',
-            })
-          // (job_schedules belongs to the jobs module, which the heartbeat job stands for)
-          if (jobsMode === 'worker' && jobs.has(HEARTBEAT_JOB))
-            await schedules.ensureBuiltin(RETENTION_SCHEDULE, {
-              jobName: RETENTION_JOB,
-              cron: config.retentionCron,
-              description: 'Built-in: deletes expired sessions, tokens, e-mail, deliveries and audit rows.',
-            })
+          if (jobsMode === 'worker')
+            for (const m of modules)
+              for (const builtin of m.schedules?.(context) ?? [])
+                await schedules.ensureBuiltin(builtin.id, builtin.input)
         }
         // Redis only holds what can be lost: a short wait, then on without it (it keeps reconnecting).
         if (redis && !(await redis.connect(2000)))

@@ -2,11 +2,11 @@ import { randomUUID } from 'node:crypto'
 import { type Kysely, sql } from 'kysely'
 import type { Logger } from 'pino'
 import type { PlinthConfig } from '../../config/config.schema.ts'
-import { PlinthError } from '../../core/errors.ts'
 import { type EmitOptions, type EmitResult, EVENT_TYPE, type EventBus } from '../../core/events.ts'
+import type { JobEngine } from '../../core/jobs.ts'
 import type { Database } from '../../infra/db/create-db.ts'
 import type { PlinthTables } from '../../infra/db/tables.ts'
-import type { JobEngine } from '../jobs/job-engine.ts'
+import { PlinthError } from '../../shared/errors.ts'
 import './webhooks.tables.ts'
 
 /** The job type that posts one event to one subscription. */
@@ -76,7 +76,7 @@ export function createEventBus(deps: {
       ?.policy.maxQueued
     if (max === undefined) return
     if (Date.now() - depth.at > 1000)
-      depth = { count: await deps.jobs.store.waiting(WEBHOOK_DELIVERY_JOB, max), at: Date.now() }
+      depth = { count: await deps.jobs.waiting(WEBHOOK_DELIVERY_JOB, max), at: Date.now() }
     if (depth.count >= max)
       throw new PlinthError('PLINTH_JOB_QUEUE_FULL', undefined, {
         headers: { 'retry-after': String(Math.max(1, Math.round(deps.config.jobsMonitorInterval / 1000))) },

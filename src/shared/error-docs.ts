@@ -7,7 +7,7 @@ export function renderErrorDocs(): string {
   )
   return `# Error codes
 
-<!-- Generated from src/core/errors.ts by \`npm run docs:generate\`; do not edit by hand. -->
+<!-- Generated from src/shared/errors.ts by \`npm run docs:generate\`; do not edit by hand. -->
 
 Every error response is \`application/problem+json\` (RFC 9457):
 
