@@ -70,6 +70,21 @@ export function toPlinthError(err: FastifyError | Error): PlinthError {
   return new PlinthError('PLINTH_INTERNAL', undefined, { cause: err })
 }
 
+/** The RFC 9457 body of `error`, for the request `requestId` to `url`. */
+export function problemBody(error: PlinthError, requestId: string, url: string, debug?: Error) {
+  return {
+    type: `urn:plinth:error:${error.code}`,
+    title: error.title,
+    status: error.status,
+    detail: error.message,
+    code: error.code,
+    requestId,
+    instance: url.split('?', 1)[0],
+    ...(error.errors ? { errors: error.errors } : {}),
+    ...(debug ? { debug: { message: debug.message, stack: debug.stack } } : {}),
+  }
+}
+
 export function sendProblem(
   request: FastifyRequest,
   reply: FastifyReply,
@@ -80,17 +95,7 @@ export function sendProblem(
   return reply
     .code(error.status)
     .type(PROBLEM_CONTENT_TYPE)
-    .send({
-      type: `urn:plinth:error:${error.code}`,
-      title: error.title,
-      status: error.status,
-      detail: error.message,
-      code: error.code,
-      requestId: request.id,
-      instance: request.url.split('?', 1)[0],
-      ...(error.errors ? { errors: error.errors } : {}),
-      ...(debug ? { debug: { message: debug.message, stack: debug.stack } } : {}),
-    })
+    .send(problemBody(error, request.id, request.url, debug))
 }
 
 /**
