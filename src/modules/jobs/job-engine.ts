@@ -10,6 +10,7 @@ import { createStrictAjv } from '../../http/validation.ts'
 import type { Database } from '../../infra/db/create-db.ts'
 import type { PlinthTables } from '../../infra/db/tables.ts'
 import type { Metrics } from '../../observability/metrics.ts'
+import { classifyEnqueueError } from './enqueue-errors.ts'
 import { deadLetterQueue, type JobDefinition, type ResolvedPolicy, resolvePolicy } from './job-definition.ts'
 import { createJobStore, JOBS_SCHEMA, type JobFilter, type JobStore, type JobView } from './job-store.ts'
 import { createJobsMetrics, type JobsMetrics } from './jobs-metrics.ts'
@@ -85,8 +86,7 @@ export function bossDb(kysely: Kysely<PlinthTables>): Db {
 
 /** Turns pg-boss/driver failures into Plinth errors; PlinthErrors pass through. */
 function engineError(err: unknown): Error {
-  if (err instanceof PlinthError) return err
-  return new PlinthError('PLINTH_JOBS_UNAVAILABLE', undefined, { cause: err })
+  return classifyEnqueueError(err)
 }
 
 /**
