@@ -92,10 +92,12 @@ export function sendProblem(
   debug?: Error,
 ): FastifyReply {
   if (error.headers) reply.headers(error.headers)
+  // Serialized here: a route's response schema for the same status (the 503 of /ready) describes
+  // its own body, not a problem, and would make the serializer fail into a bare 500.
   return reply
     .code(error.status)
     .type(PROBLEM_CONTENT_TYPE)
-    .send(problemBody(error, request.id, request.url, debug))
+    .send(JSON.stringify(problemBody(error, request.id, request.url, debug)))
 }
 
 /**
