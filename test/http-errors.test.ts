@@ -4,6 +4,7 @@ import { after, before, describe, it } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { InjectOptions, LightMyRequestResponse } from 'fastify'
 import pg from 'pg'
+import { bearer, PASSWORD, uniqueEmail } from './helpers/accounts.ts'
 import { assertProblem } from './helpers/assert-problem.ts'
 import { skipUnlessPostgres } from './helpers/services.ts'
 import { startTestPlinth, type TestPlinth } from './helpers/test-plinth.ts'
@@ -320,6 +321,27 @@ for (const backend of ['embedded', 'postgres'] as const) {
         assert.equal(problem.code, code)
         assert.equal(problem.status, status)
         assert.equal(problem.requestId, headers['x-request-id'])
+      }
+    })
+
+    it('stores header values PostgreSQL would refuse (User-Agent with NUL or an unpaired surrogate) made storable, not a 500', async () => {
+      for (const [agent, stored] of [
+        ['probe\u0000agent', 'probe\uFFFDagent'],
+        ['lone \uD800 surrogate', 'lone \uFFFD surrogate'],
+      ] as const) {
+        const res = await plinth.app.inject({
+          method: 'POST',
+          url: '/api/v1/auth/signup',
+          headers: { 'user-agent': agent },
+          payload: { email: uniqueEmail('agent'), password: PASSWORD },
+        })
+        assert.equal(res.statusCode, 201, res.body)
+        const me = await plinth.app.inject({ url: '/api/v1/me/sessions', headers: bearer(res.json().token) })
+        assert.equal(me.statusCode, 200, me.body)
+        assert.deepEqual(
+          me.json().sessions.map((x: { userAgent: string }) => x.userAgent),
+          [stored],
+        )
       }
     })
 
