@@ -252,14 +252,24 @@ function show(value: string, max = 600): string {
   return escaped.length > max ? `${escaped.slice(0, max)}… (${value.length} chars)` : escaped
 }
 
+/** The request as a failure report shows it: the administrator's credentials are not printed. */
 function describeRequest(req: InjectOptions): string {
   const body =
     typeof req.payload === 'string' ? req.payload : req.payload === undefined ? '' : String(req.payload)
   return [
     `  ${req.method} ${show(String(req.url), 400)}`,
-    `  headers: ${show(JSON.stringify(req.headers ?? {}), 800)}`,
+    `  headers: ${show(JSON.stringify(printable(req.headers ?? {})), 800)}`,
     body ? `  body: ${show(body)}` : '  body: (none)',
   ].join('\n')
+}
+
+function printable(headers: object): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...headers }
+  if (typeof out.authorization === 'string')
+    out.authorization = out.authorization.replace(/pls_\S+/, 'pls_<admin session>')
+  if (typeof out.cookie === 'string') out.cookie = out.cookie.replace(/pls_\S+/, 'pls_<admin session>')
+  if (typeof out['x-csrf-token'] === 'string') out['x-csrf-token'] = '<its CSRF token>'
+  return out
 }
 
 /** What is wrong with a response, if anything. */

@@ -32,7 +32,8 @@ export function unstorableFields(where: string, value: unknown, max = MAX_FIELD_
       if (Array.isArray(current)) {
         for (let i = current.length - 1; i >= 0; i--)
           stack.push([current[i], path ? `${path}.${i}` : String(i)])
-      } else {
+      } else if (isPlainObject(current)) {
+        // Plain objects only: a Buffer or stream body (a route's own parser) is not text.
         for (const key of Object.keys(current)) {
           const child = path ? `${path}.${key}` : key
           if (!isStorableText(key)) {
@@ -46,6 +47,11 @@ export function unstorableFields(where: string, value: unknown, max = MAX_FIELD_
     }
   }
   return found
+}
+
+function isPlainObject(value: object): boolean {
+  const proto = Object.getPrototypeOf(value)
+  return proto === Object.prototype || proto === null
 }
 
 const MESSAGE = 'holds a NUL character or an unpaired surrogate'
