@@ -49,9 +49,9 @@ export function unstorableFields(where: string, value: unknown, max = MAX_FIELD_
   return found
 }
 
+/** Parsed data (JSON, query and path objects, whatever their prototype), not a Buffer or a stream. */
 function isPlainObject(value: object): boolean {
-  const proto = Object.getPrototypeOf(value)
-  return proto === Object.prototype || proto === null
+  return !ArrayBuffer.isView(value) && typeof (value as { pipe?: unknown }).pipe !== 'function'
 }
 
 const MESSAGE = 'holds a NUL character or an unpaired surrogate'
