@@ -101,6 +101,17 @@ function deepObject(depth: number): unknown {
 /** Values of any type, several of them hostile. */
 export const hostileValue: fc.Arbitrary<unknown> = fc.oneof(
   { arbitrary: fc.constantFrom(...hostileStrings), weight: 6 },
+  // Text PostgreSQL refuses, somewhere in an otherwise ordinary string.
+  {
+    arbitrary: fc
+      .tuple(
+        fc.string({ maxLength: 12 }),
+        fc.constantFrom('\u0000', '\uD800', '\uDFFF', '\uDBFF\u0000'),
+        fc.string({ maxLength: 12 }),
+      )
+      .map(([a, bad, b]) => `${a}${bad}${b}`),
+    weight: 4,
+  },
   { arbitrary: fc.constantFrom(...hostileNumbers), weight: 2 },
   {
     arbitrary: fc.constantFrom<unknown>(

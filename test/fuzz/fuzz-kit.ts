@@ -150,17 +150,41 @@ export function requestArbitrary(
     return url
   })
 
-  const queryArb = fc
+  // Either several values mixed with hostile ones, or every value valid-ish but one hostile (so that
+  // it reaches the handler instead of failing validation beside another bad value).
+  const mixedQuery = fc.tuple(
+    ...queryParams.map((p) =>
+      sometimes(
+        schemaArbitrary(p.schema ?? { type: 'string' }, known, components, 0.15),
+        p.required ? 0.95 : 0.4,
+      ),
+    ),
+  )
+  const oneBadQuery = fc
     .tuple(
-      ...queryParams.map((p) =>
-        sometimes(
-          schemaArbitrary(p.schema ?? { type: 'string' }, known, components, 0.1),
-          p.required ? 0.95 : 0.4,
+      fc.tuple(
+        ...queryParams.map((p) =>
+          sometimes(
+            schemaArbitrary(p.schema ?? { type: 'string' }, known, components, 0),
+            p.required ? 1 : 0.3,
+          ),
         ),
       ),
+      fc.nat(),
+      hostileValue,
+    )
+    .map(([values, at, bad]) => {
+      const copy: unknown[] = [...values]
+      if (copy.length > 0) copy[at % copy.length] = bad
+      return copy
+    })
+  const queryArb = fc
+    .tuple(
+      fc.oneof(mixedQuery as fc.Arbitrary<unknown[]>, oneBadQuery),
       sometimes(fc.constantFrom(...PROTO_QUERIES), 0.1),
       sometimes(fc.constant(true), 0.1),
     )
+    .map(([values, extra, duplicate]) => [...values, extra, duplicate] as unknown[])
     .map((parts) => {
       const values = parts.slice(0, queryParams.length)
       const extra = parts[queryParams.length] as string | null
@@ -186,6 +210,12 @@ export function requestArbitrary(
         {
           arbitrary: schemaArbitrary(bodySchema, known, components, 0).map((json) => ({ json })),
           weight: 15,
+        },
+        {
+          arbitrary: fc
+            .tuple(schemaArbitrary(bodySchema, known, components, 0), fc.nat(), hostileValue)
+            .map(([json, at, bad]) => ({ json: replaceOneLeaf(json, at, bad) })),
+          weight: 30,
         },
         { arbitrary: hostileValue.map((json) => ({ json })), weight: 10 },
         { arbitrary: fc.constantFrom(...hostileRawBodies).map((raw) => ({ raw })), weight: 10 },
@@ -245,6 +275,24 @@ export function requestArbitrary(
         ...(r.body !== undefined ? { body: r.body } : {}),
       }
     })
+}
+
+/** `value` with its `at`-th leaf (modulo the number of leaves) replaced by `bad`; a copy. */
+function replaceOneLeaf(value: unknown, at: number, bad: unknown): unknown {
+  const leaves: (string | number)[][] = []
+  const walk = (v: unknown, path: (string | number)[]) => {
+    if (v !== null && typeof v === 'object') {
+      for (const [k, child] of Object.entries(v)) walk(child, [...path, Array.isArray(v) ? Number(k) : k])
+    } else leaves.push(path)
+  }
+  walk(value, [])
+  const path = leaves[at % Math.max(1, leaves.length)]
+  if (!path || path.length === 0) return value
+  const copy = structuredClone(value) as Record<string | number, unknown>
+  let node = copy
+  for (const key of path.slice(0, -1)) node = node[key] as Record<string | number, unknown>
+  node[path.at(-1)!] = bad
+  return copy
 }
 
 function show(value: string, max = 600): string {
