@@ -160,6 +160,24 @@ export const hostileRawBodies: readonly string[] = [
   '<xml/>',
 ]
 
+const PLAUSIBLE: readonly string[] = [
+  '0 3 * * *',
+  '*/5 * * * *',
+  '0 0 * * 0',
+  'UTC',
+  'Europe/Paris',
+  'America/New_York',
+  'fuzz.created',
+  'fuzz.*',
+  'user.signed_up',
+  'jobs:read',
+  'jobs:write',
+  'audit:read',
+  'fuzz',
+  'admin',
+  'member',
+]
+
 const resolver =
   (components: Schema) =>
   (schema: Schema): Schema => {
@@ -298,14 +316,22 @@ export function schemaArbitrary(
           'https://93.184.215.14:99999/',
         )
     }
-    if (typeof s.pattern === 'string') {
-      if (/job|name/i.test(s.description ?? '') || s.pattern.includes('a-z][a-z0-9._-]'))
-        return known.jobNames.length > 0
-          ? fc.oneof(fc.constantFrom(...known.jobNames), patterned(s.pattern, maxLength))
-          : patterned(s.pattern, maxLength)
-      return patterned(s.pattern, maxLength)
+    // Values a route accepts more often than random text does (cron expressions, time zones,
+    // event types, scopes, names), kept when they fit the schema's pattern and lengths.
+    let pattern: RegExp | undefined
+    try {
+      pattern = typeof s.pattern === 'string' ? new RegExp(s.pattern) : undefined
+    } catch {
+      pattern = undefined
     }
-    return fc.string({ minLength, maxLength, unit: 'grapheme' })
+    const plausible = [...known.jobNames, ...PLAUSIBLE].filter(
+      (v) => v.length >= minLength && v.length <= (s.maxLength ?? 10_000) && (!pattern || pattern.test(v)),
+    )
+    const main =
+      typeof s.pattern === 'string'
+        ? patterned(s.pattern, maxLength)
+        : fc.string({ minLength, maxLength, unit: 'grapheme' })
+    return plausible.length > 0 ? fc.oneof(main, fc.constantFrom(...plausible)) : main
   }
   // The top level itself stays valid-ish: whole hostile bodies are the caller's choice.
   return validIsh(resolve(schema), 0)
