@@ -44,6 +44,15 @@ describe('CORS with allowed origins and credentials', () => {
     assert.equal(res.headers['x-content-type-options'], 'nosniff')
   })
 
+  it('refuses an OPTIONS request that is no preflight (no Origin or no requested method) as problem+json, not text', async () => {
+    for (const headers of [{ 'access-control-request-method': 'PUT' }, { origin: ALLOWED }, {}]) {
+      const res = await plinth.app.inject({ method: 'OPTIONS', url: '/api/v1', headers })
+      const body = assertProblem(res, 400, 'PLINTH_HTTP_BAD_REQUEST')
+      assert.match(String(body.detail), /Origin and Access-Control-Request-Method/)
+      assert.equal(res.headers['x-content-type-options'], 'nosniff')
+    }
+  })
+
   it('answers a preflight for a path that only has other methods, and for an operations path', async () => {
     for (const url of ['/api/v1', '/live', '/api/metrics']) {
       const res = await plinth.app.inject(preflight(ALLOWED, 'POST', url))

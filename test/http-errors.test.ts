@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict'
+import { connect } from 'node:net'
 import { after, before, describe, it } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { InjectOptions, LightMyRequestResponse } from 'fastify'
 import pg from 'pg'
+import { bearer, PASSWORD, uniqueEmail } from './helpers/accounts.ts'
 import { assertProblem } from './helpers/assert-problem.ts'
 import { skipUnlessPostgres } from './helpers/services.ts'
 import { startTestPlinth, type TestPlinth } from './helpers/test-plinth.ts'
@@ -28,6 +30,29 @@ interface Scenario {
 /** The `errors` of a validation problem, as "in:field" pairs. */
 const failing = (body: Record<string, unknown>) =>
   (body.errors as { in: string; field: string }[]).map((e) => `${e.in}:${e.field}`).sort()
+
+/** The headers every Plinth answer carries. */
+function assertSecurityHeaders(res: { headers: Record<string, unknown> }): void {
+  assert.equal(res.headers['x-content-type-options'], 'nosniff')
+  assert.equal(res.headers['x-frame-options'], 'DENY')
+  assert.match(String(res.headers['content-security-policy']), /default-src 'none'/)
+  assert.ok(res.headers['x-request-id'], 'no X-Request-Id')
+}
+
+/** Raw bytes to a listening server; resolves with everything it answered until it closed. */
+function rawExchange(port: number, bytes: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1')
+    let answer = ''
+    socket.setEncoding('utf8')
+    socket.on('data', (chunk) => {
+      answer += chunk
+    })
+    socket.on('error', reject)
+    socket.on('close', () => resolve(answer))
+    socket.write(bytes)
+  })
+}
 
 /** Nothing internal: no message of the thrown error, no stack frame, no SQL. */
 function assertNoInternals(res: LightMyRequestResponse, body: Record<string, unknown>): void {
@@ -184,6 +209,62 @@ const scenarios: readonly Scenario[] = [
     code: 'PLINTH_INTERNAL',
     expect: (body, res) => assertNoInternals(res, body),
   },
+  // Issue 9, defect 3: text PostgreSQL refuses is refused once, at the edge, for every route.
+  {
+    name: 'a NUL character in a body string answers 400 PLINTH_HTTP_INVALID_TEXT naming the field',
+    request: json({ name: 'a\u0000b', count: 1 }),
+    status: 400,
+    code: 'PLINTH_HTTP_INVALID_TEXT',
+    expect: (body) => assert.deepEqual(failing(body), ['body:name']),
+  },
+  {
+    name: 'an unpaired surrogate anywhere in a body (value or key, at any depth) answers 400 PLINTH_HTTP_INVALID_TEXT',
+    request: {
+      method: 'POST',
+      url: THINGS,
+      headers: { 'content-type': 'application/json' },
+      payload: '{"name":"\\ud800","count":1,"nested":{"deep":["ok","\\udfff x"]},"k\\u0000":1}',
+    },
+    status: 400,
+    code: 'PLINTH_HTTP_INVALID_TEXT',
+    expect: (body) => assert.deepEqual(failing(body), ['body:k\uFFFD', 'body:name', 'body:nested.deep.1']),
+  },
+  {
+    name: 'a NUL character in a path parameter answers 400 PLINTH_HTTP_INVALID_TEXT',
+    request: { url: `${THINGS}/a%00b` },
+    status: 400,
+    code: 'PLINTH_HTTP_INVALID_TEXT',
+    expect: (body) => assert.deepEqual(failing(body), ['params:name']),
+  },
+  {
+    name: 'a NUL character in a query-string value answers 400 PLINTH_HTTP_INVALID_TEXT',
+    request: { url: `${THINGS}/search?limit=5&q=a%00b` },
+    status: 400,
+    code: 'PLINTH_HTTP_INVALID_TEXT',
+    expect: (body) => assert.deepEqual(failing(body), ['querystring:q']),
+  },
+  // Issue 9, defect 10: errors Fastify answers before any hook are shaped like every other.
+  {
+    name: 'a URL whose escapes do not decode answers 400 PLINTH_HTTP_BAD_URL as problem+json with the security headers',
+    request: { url: '/%zz' },
+    status: 400,
+    code: 'PLINTH_HTTP_BAD_URL',
+    expect: (_body, res) => assertSecurityHeaders(res),
+  },
+  {
+    name: 'a path parameter encoding an unpaired surrogate answers 400 PLINTH_HTTP_BAD_URL',
+    request: { url: `${THINGS}/%ED%A0%80` },
+    status: 400,
+    code: 'PLINTH_HTTP_BAD_URL',
+    expect: (_body, res) => assertSecurityHeaders(res),
+  },
+  {
+    name: 'an over-long path parameter answers 414 PLINTH_HTTP_URI_TOO_LONG as problem+json with the security headers',
+    request: { url: `${THINGS}/${'a'.repeat(101)}` },
+    status: 414,
+    code: 'PLINTH_HTTP_URI_TOO_LONG',
+    expect: (_body, res) => assertSecurityHeaders(res),
+  },
 ]
 
 for (const backend of ['embedded', 'postgres'] as const) {
@@ -200,6 +281,68 @@ for (const backend of ['embedded', 'postgres'] as const) {
       const res = await plinth.app.inject(json({ name: 'valid', count: 0 }))
       assert.equal(res.statusCode, 201, res.body)
       assert.deepEqual(res.json(), { name: 'valid', count: 0 })
+    })
+
+    it('accepts text PostgreSQL can store: paired surrogates (emoji), other control characters', async () => {
+      const res = await plinth.app.inject(json({ name: 'ok \u{1F600} \u0001 \uFEFF', count: 3 }))
+      assert.equal(res.statusCode, 201, res.body)
+      assert.equal(res.json().name, 'ok \u{1F600} \u0001 \uFEFF')
+    })
+
+    it('answers parser errors and oversized headers on the socket as problem+json with the security headers and a request id', async () => {
+      const address = await plinth.app.listen({ port: 0, host: '127.0.0.1' })
+      const port = Number(new URL(address).port)
+      const cases = [
+        [
+          `GET / HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`,
+          431,
+          'PLINTH_HTTP_HEADERS_TOO_LARGE',
+        ],
+        ['NOT A REQUEST\r\n\r\n', 400, 'PLINTH_HTTP_BAD_REQUEST'],
+        [
+          'GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n',
+          400,
+          'PLINTH_HTTP_BAD_REQUEST',
+        ],
+      ] as const
+      for (const [bytes, status, code] of cases) {
+        const answer = await rawExchange(port, bytes)
+        const [head = '', body = ''] = answer.split('\r\n\r\n')
+        const lines = head.split('\r\n')
+        assert.match(lines[0] ?? '', new RegExp(`^HTTP/1.1 ${status} `), answer.slice(0, 300))
+        const headers = Object.fromEntries(
+          lines
+            .slice(1)
+            .map((l) => [l.slice(0, l.indexOf(':')).toLowerCase(), l.slice(l.indexOf(':') + 1).trim()]),
+        )
+        assert.match(String(headers['content-type']), /^application\/problem\+json/)
+        assertSecurityHeaders({ headers })
+        const problem = JSON.parse(body)
+        assert.equal(problem.code, code)
+        assert.equal(problem.status, status)
+        assert.equal(problem.requestId, headers['x-request-id'])
+      }
+    })
+
+    it('stores header values PostgreSQL would refuse (User-Agent with NUL or an unpaired surrogate) made storable, not a 500', async () => {
+      for (const [agent, stored] of [
+        ['probe\u0000agent', 'probe\uFFFDagent'],
+        ['lone \uD800 surrogate', 'lone \uFFFD surrogate'],
+      ] as const) {
+        const res = await plinth.app.inject({
+          method: 'POST',
+          url: '/api/v1/auth/signup',
+          headers: { 'user-agent': agent },
+          payload: { email: uniqueEmail('agent'), password: PASSWORD },
+        })
+        assert.equal(res.statusCode, 201, res.body)
+        const me = await plinth.app.inject({ url: '/api/v1/me/sessions', headers: bearer(res.json().token) })
+        assert.equal(me.statusCode, 200, me.body)
+        assert.deepEqual(
+          me.json().sessions.map((x: { userAgent: string }) => x.userAgent),
+          [stored],
+        )
+      }
     })
 
     it('coerces query strings, which arrive as text, to their declared types', async () => {

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict'
+import { randomBytes } from 'node:crypto'
 import { after, before, describe, it } from 'node:test'
 import { bearer, createUser, NO_RATE_LIMITS, type Session, uniqueEmail, waitFor } from './helpers/accounts.ts'
 import { assertProblem } from './helpers/assert-problem.ts'
@@ -111,6 +112,36 @@ describe('jobs on the embedded database', () => {
     assert.notEqual(other.id, first.json().id)
     await settled(first.json().id)
     assert.equal(kit.of(first.json().id).length, 1, 'the job ran once')
+  })
+
+  it('answers 4xx with the reason, not 503, for a job PostgreSQL cannot store (issue 9, defect 4)', async () => {
+    // An idempotency key too large for its index (random: a repetitive one compresses to fit), the
+    // same on every retry, so no 503.
+    const longKey = await plinth.app.inject({
+      method: 'POST',
+      url: '/api/v1/jobs/kit.record',
+      headers: { ...bearer(admin.token), 'idempotency-key': randomBytes(4000).toString('hex') },
+      payload: { payload: { tag: 'long key' } },
+    })
+    const body = assertProblem(longKey, 422, 'PLINTH_JOB_INPUT_INVALID')
+    assert.match(String(body.detail), /too large/)
+    assert.equal(longKey.headers['retry-after'], undefined)
+    // Data jsonb refuses, enqueued by a module (HTTP refuses it at the edge): 422, not 503.
+    await assert.rejects(plinth.jobs.enqueue('kit.record', { tag: 'nul \u0000 here' }), (err: Error) => {
+      assert.equal((err as { code?: string }).code, 'PLINTH_JOB_INPUT_INVALID')
+      assert.match(err.message, /NUL/)
+      return true
+    })
+    await assert.rejects(
+      plinth.jobs.enqueue('kit.record', { tag: 'lone \ud800 surrogate' }, { idempotencyKey: 'lone-1' }),
+      (err: Error) => (err as { code?: string }).code === 'PLINTH_JOB_INPUT_INVALID',
+    )
+    // …and through the HTTP edge, a NUL in the payload is refused before the engine.
+    const nul = await api('POST', '/jobs/kit.record', { payload: { tag: 'a\u0000b' } })
+    const edge = assertProblem(nul, 400, 'PLINTH_HTTP_INVALID_TEXT')
+    assert.deepEqual(edge.errors, [
+      { in: 'body', field: 'payload.tag', message: 'holds a NUL character or an unpaired surrogate' },
+    ])
   })
 
   it('retries a failing job with backoff until it succeeds, recording the last error meanwhile', async () => {

@@ -56,7 +56,8 @@ const clean = [
     path: '/api/v1/auth/login',
     statusCode: 200,
   }),
-  line('request body', { body: { email: 'ada@example.com', password: '[redacted]', code: '123456' } }),
+  line('request body', { body: { email: 'ada@example.com', password: '[redacted]', code: '[redacted]' } }),
+  line('request rejected', { code: 'PLINTH_AUTH_MFA_INVALID', err: { code: '23505' }, count: 123456 }),
   line('security event', {
     type: 'login:succeeded',
     userId: 'b1946ac9-2f3e-4c1a-8d6f-0a1b2c3d4e5f',
@@ -85,7 +86,7 @@ function plant(lines: readonly object[] | string): { dir: string; first: number 
 }
 
 describe('the whole-run log scan', () => {
-  it('passes clean logs: ids, hashes, redacted fields, 6-digit codes', () => {
+  it('passes clean logs: ids, hashes, redacted fields, error codes and SQLSTATEs, 6-digit numbers', () => {
     const { dir } = plant([])
     const result = scanLogs(dir)
     assert.deepEqual(result.leaks, [])
@@ -135,6 +136,12 @@ describe('the whole-run log scan', () => {
       line('x', { row: { hash: '$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA' } }),
     ],
     ['an unrecorded recovery code', 'recovery code', line('x', { note: 'abcd-efgh-jkmn-pqrs' })],
+    [
+      'a TOTP code in a body',
+      'TOTP code',
+      line('request body', { body: { challenge: '[redacted]', code: '123456' } }),
+    ],
+    ['a TOTP code under another name', 'TOTP code', line('x', { input: { totpCode: '09876543' } })],
     [
       'credentials after Bearer',
       'credentials (Authorization)',

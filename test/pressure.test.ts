@@ -63,6 +63,9 @@ for (const backend of ['embedded', 'postgres'] as const) {
       const shed = await app.inject('/api/v1')
       assertProblem(shed, 503, 'PLINTH_HTTP_OVERLOADED')
       assert.equal(shed.headers['retry-after'], String(RETRY_AFTER_SECONDS))
+      // /ready is shed too (a balancer stops routing here), as a problem: its own 503 response
+      // schema once made the serializer fail into a bare 500 (found by the fuzz suite).
+      assertProblem(await app.inject('/ready'), 503, 'PLINTH_HTTP_OVERLOADED')
       for (const url of ['/live', '/health', '/api/metrics']) {
         const res = await app.inject(url)
         assert.equal(res.statusCode, 200, `${url} answered ${res.statusCode} under pressure: ${res.body}`)

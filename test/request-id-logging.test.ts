@@ -199,5 +199,32 @@ for (const backend of ['embedded', 'postgres'] as const) {
         assert.ok(!text.includes(value), `a secret reached the log: ${value.split('-')[0]}`)
       assert.ok(text.includes('[redacted]'))
     })
+
+    it('never logs second factors: TOTP and recovery codes in the sign-in challenge body (issue 9, defect 12)', async () => {
+      const code = String(100_000 + Math.floor(Math.random() * 900_000))
+      const recoveryCode = 'abcd-efgh-jkmn-pqrs'
+      const challenge = `plc_${randomBytes(32).toString('base64url')}`
+      const { lines, res } = await linesOf({
+        method: 'POST',
+        url: '/api/v1/auth/mfa',
+        payload: { challenge, code, recoveryCode },
+      })
+      assert.equal(res.statusCode, 401, res.body)
+      const bodyLine = lines.find((l) => l.msg === 'request body')
+      assert.ok(bodyLine, 'PLINTH_LOG_BODIES=true logged no body')
+      assert.deepEqual(bodyLine.body, {
+        challenge: '[redacted]',
+        code: '[redacted]',
+        recoveryCode: '[redacted]',
+      })
+      const text = lines.map((l) => JSON.stringify(l)).join('\n')
+      for (const value of [code, recoveryCode, challenge])
+        assert.ok(!text.includes(value), 'a second factor reached the log')
+      // Error codes stay readable: `code` is redacted in bodies only.
+      assert.ok(
+        lines.some((l) => typeof l.code === 'string' && l.code.startsWith('PLINTH_AUTH_')),
+        'no readable error code',
+      )
+    })
   })
 }

@@ -13,6 +13,8 @@ import type { ModuleContext, PlinthApp, PlinthModule } from '../core/module.ts'
 import type { Health } from '../observability/health.ts'
 import type { Metrics } from '../observability/metrics.ts'
 import { pickRequestId, REQUEST_ID_HEADER } from '../observability/request-id.ts'
+import { PlinthError } from '../shared/errors.ts'
+import { clientErrorHandler, frameworkErrorHandler } from './edge-errors.ts'
 import { opsRoutes } from './ops-routes.ts'
 import openapi from './plugins/openapi.ts'
 import opsAccess from './plugins/ops-access.ts'
@@ -21,6 +23,7 @@ import problemJson from './plugins/problem-json.ts'
 import rateLimit, { RATE_LIMIT_HEADERS } from './plugins/rate-limit.ts'
 import requestContext from './plugins/request-context.ts'
 import securityHeaders from './plugins/security-headers.ts'
+import textGuard from './plugins/text-guard.ts'
 import './route-config.ts'
 import { createValidatorCompiler } from '../shared/validation.ts'
 
@@ -55,6 +58,7 @@ export async function createServer(opts: CreateServerOptions): Promise<PlinthApp
           minVersion: 'TLSv1.2',
         }
       : undefined
+  const hsts = config.env === 'production' || https !== undefined
   const app = Fastify({
     loggerInstance: opts.logger as FastifyBaseLogger,
     // Fastify's own per-request lines are off: request-context.ts writes one line per request.
@@ -65,6 +69,9 @@ export async function createServer(opts: CreateServerOptions): Promise<PlinthApp
     trustProxy: config.trustProxy.length > 0 ? [...config.trustProxy] : false,
     return503OnClosing: true,
     forceCloseConnections: 'idle',
+    // Errors answered before any hook runs get Plinth's shape too (edge-errors.ts).
+    frameworkErrors: frameworkErrorHandler(hsts),
+    clientErrorHandler: clientErrorHandler(hsts, opts.logger),
     ...(https ? { https } : {}),
   } as FastifyHttpOptions<RawServerDefault>).withTypeProvider<TypeBoxTypeProvider>()
   app.setValidatorCompiler(createValidatorCompiler())
@@ -74,8 +81,9 @@ export async function createServer(opts: CreateServerOptions): Promise<PlinthApp
 
   app.decorateRequest('principal', null)
   // First, so that every answer carries the headers, including those of later hooks (503, 429).
-  await app.register(securityHeaders, { hsts: config.env === 'production' || https !== undefined })
+  await app.register(securityHeaders, { hsts })
   await app.register(problemJson, { development: config.env === 'development' })
+  await app.register(textGuard)
   await app.register(requestContext, { metrics: opts.metrics, logBodies: config.logBodies })
   await app.register(opsAccess, { networks: config.opsNetworks, token: config.opsToken })
   await app.register(pressure, {
@@ -85,6 +93,23 @@ export async function createServer(opts: CreateServerOptions): Promise<PlinthApp
   await app.register(openapi, { version: opts.version, docsUi: config.apiDocs })
   if (config.corsOrigins.length > 0) {
     const anyOrigin = config.corsOrigins.includes('*')
+    // @fastify/cors answers an OPTIONS request that is no valid preflight with a text/plain 400:
+    // refused here first, as problem+json.
+    app.addHook('onRequest', (request, _reply, done) => {
+      if (
+        request.method === 'OPTIONS' &&
+        (!request.headers.origin || !request.headers['access-control-request-method'])
+      ) {
+        done(
+          new PlinthError(
+            'PLINTH_HTTP_BAD_REQUEST',
+            'A CORS preflight (OPTIONS) needs the Origin and Access-Control-Request-Method headers.',
+          ),
+        )
+        return
+      }
+      done()
+    })
     await app.register(cors, {
       origin: anyOrigin ? '*' : [...config.corsOrigins],
       credentials: config.corsCredentials && !anyOrigin,

@@ -41,6 +41,51 @@ describe('redactDeep', () => {
     assert.equal(out.err, withSecrets.err, "errors go to pino's serializer untouched")
   })
 
+  it('redacts second factors and every credential-shaped field in bodies, whatever the route and case', () => {
+    const line = {
+      code: 'PLINTH_AUTH_MFA_INVALID',
+      err: { code: '23505' },
+      body: {
+        challenge: 'plc_x',
+        code: '123456',
+        CODES: ['111111'],
+        recoveryCode: 'abcd-efgh-jkmn-pqrs',
+        nested: [{ Code: '654321', pin: '1234', OTP: '1', mfaCode: '2', backupCodes: ['3'] }],
+        currentPassword: 'p',
+        NEWPASSWORD: 'p',
+        Secret: 's',
+        token: 't',
+        passcode: 'x',
+        name: 'kept',
+      },
+    }
+    assert.deepEqual(redactDeep(line), {
+      code: 'PLINTH_AUTH_MFA_INVALID',
+      err: { code: '23505' },
+      body: {
+        challenge: '[redacted]',
+        code: '[redacted]',
+        CODES: '[redacted]',
+        recoveryCode: '[redacted]',
+        nested: [
+          {
+            Code: '[redacted]',
+            pin: '[redacted]',
+            OTP: '[redacted]',
+            mfaCode: '[redacted]',
+            backupCodes: '[redacted]',
+          },
+        ],
+        currentPassword: '[redacted]',
+        NEWPASSWORD: '[redacted]',
+        Secret: '[redacted]',
+        token: '[redacted]',
+        passcode: '[redacted]',
+        name: 'kept',
+      },
+    })
+  })
+
   it('stops at a bounded depth', () => {
     let deep: Record<string, unknown> = { leaf: 1 }
     for (let i = 0; i < 20; i++) deep = { next: deep }

@@ -8,26 +8,41 @@ import type { PlinthConfig } from '../config/config.schema.ts'
  * `passwordChangedAt` stay readable while `token`, `sessionToken` or `newPassword` do not.
  */
 export const SENSITIVE_KEY =
-  /^(.*password|.*secret(key)?|.*token|api[-_]?key|authorization|proxy-authorization|cookie|set-cookie|x-csrf-token|otp|totp(code|secret)?|challenge|.*recovery[-_]?codes?|(master|private|data)[-_]?key|credentials?|database[-_]?url|redis[-_]?url|smtp[-_]?url)$/i
+  /^(.*password|.*passphrase|.*passcode|.*secret(key)?|.*token|api[-_]?key|authorization|proxy-authorization|cookie|set-cookie|x-csrf-token|[th]?otp([-_]?(code|secret))?|(mfa|totp|otp|second[-_]?factor|verification|backup)[-_]?codes?|challenge|.*recovery[-_]?codes?|(master|private|data)[-_]?key|credentials?|database[-_]?url|redis[-_]?url|smtp[-_]?url)$/i
+
+/**
+ * Keys that are credentials inside a request or response body (`code`, `codes`, `pin`: second
+ * factors and recovery codes), whatever the route, but ordinary words elsewhere (`code` is an error
+ * code on most log lines). They are redacted beneath a `body` key, at any depth.
+ */
+export const SENSITIVE_BODY_KEY = /^(codes?|pin)$/i
+
+/** The keys beneath which SENSITIVE_BODY_KEY applies too. */
+const BODY_KEY = /^(body|payload|request[-_]?body|response[-_]?body)$/i
 
 const REDACTED = '[redacted]'
 
 // Log lines repeat the same few keys, so the verdict per key is remembered (bounded).
-const verdicts = new Map<string, boolean>()
-function isSensitive(key: string): boolean {
+// 0: readable, 1: sensitive, 2: sensitive in a body only, 3: readable, but starts a body.
+const verdicts = new Map<string, number>()
+function verdictOf(key: string): number {
   let verdict = verdicts.get(key)
   if (verdict === undefined) {
-    verdict = SENSITIVE_KEY.test(key)
+    verdict = SENSITIVE_KEY.test(key) ? 1 : SENSITIVE_BODY_KEY.test(key) ? 2 : BODY_KEY.test(key) ? 3 : 0
     if (verdicts.size < 4096) verdicts.set(key, verdict)
   }
   return verdict
 }
 const MAX_DEPTH = 8
 
-function redactArray(value: readonly unknown[], depth: number): unknown[] | readonly unknown[] {
+function redactArray(
+  value: readonly unknown[],
+  depth: number,
+  inBody: boolean,
+): unknown[] | readonly unknown[] {
   let copy: unknown[] | undefined
   for (let i = 0; i < value.length; i++) {
-    const next = redactValue(value[i], depth + 1)
+    const next = redactValue(value[i], depth + 1, inBody)
     if (next !== value[i]) {
       copy ??= [...value]
       copy[i] = next
@@ -36,15 +51,19 @@ function redactArray(value: readonly unknown[], depth: number): unknown[] | read
   return copy ?? value
 }
 
-function redactValue(value: unknown, depth: number): unknown {
+function redactValue(value: unknown, depth: number, inBody: boolean): unknown {
   if (value === null || typeof value !== 'object' || value instanceof Error || value instanceof Date)
     return value
   if (depth > MAX_DEPTH) return '[truncated]'
-  if (Array.isArray(value)) return redactArray(value, depth)
+  if (Array.isArray(value)) return redactArray(value, depth, inBody)
   let copy: Record<string, unknown> | undefined
   for (const key in value) {
     const current = (value as Record<string, unknown>)[key]
-    const next = isSensitive(key) ? REDACTED : redactValue(current, depth + 1)
+    const verdict = verdictOf(key)
+    const next =
+      verdict === 1 || (verdict === 2 && inBody)
+        ? REDACTED
+        : redactValue(current, depth + 1, inBody || verdict === 3)
     if (next !== current) {
       copy ??= { ...(value as Record<string, unknown>) }
       copy[key] = next
@@ -59,7 +78,7 @@ function redactValue(value: unknown, depth: number): unknown {
  * test per key and no allocation.
  */
 export function redactDeep<T>(value: T): T {
-  return redactValue(value, 0) as T
+  return redactValue(value, 0, false) as T
 }
 
 type LoggerConfig = Pick<PlinthConfig, 'logLevel' | 'logFormat' | 'env'>

@@ -44,10 +44,32 @@ export const errorRegistry = {
     title: 'Bad Request',
     detail: 'The request could not be understood.',
   },
+  PLINTH_HTTP_BAD_URL: {
+    status: 400,
+    title: 'Malformed URL',
+    detail: 'The URL path does not decode: a percent sign must start a valid UTF-8 escape such as %2F.',
+  },
+  PLINTH_HTTP_URI_TOO_LONG: {
+    status: 414,
+    title: 'URI Too Long',
+    detail: 'A path parameter is longer than this server accepts (100 characters).',
+  },
+  PLINTH_HTTP_HEADERS_TOO_LARGE: {
+    status: 431,
+    title: 'Request Header Fields Too Large',
+    detail:
+      'The request headers are larger than this server accepts; send fewer or smaller headers (cookies included).',
+  },
   PLINTH_HTTP_CLIENT_ERROR: {
     status: 400,
     title: 'Client Error',
     detail: 'The request was refused; the status and detail say why.',
+  },
+  PLINTH_HTTP_INVALID_TEXT: {
+    status: 400,
+    title: 'Text Not Accepted',
+    detail:
+      'A string (in the path, query string or body, or a body key) holds a NUL character or an unpaired UTF-16 surrogate (U+D800 to U+DFFF), which cannot be stored; `errors` names each field.',
   },
   PLINTH_HTTP_OVERLOADED: {
     status: 503,
@@ -251,6 +273,12 @@ export const errorRegistry = {
     title: 'Job Queue Full',
     detail:
       "This job type already has its maximum of waiting jobs (PLINTH_JOBS_MAX_QUEUED or the type's maxQueued); retry after the seconds in Retry-After.",
+  },
+  PLINTH_JOB_INPUT_INVALID: {
+    status: 422,
+    title: 'Job Input Not Storable',
+    detail:
+      'The job (its payload, event data or idempotency key) cannot be stored as given; the detail says why. Retrying the same request fails the same way.',
   },
   PLINTH_JOBS_UNAVAILABLE: {
     status: 503,

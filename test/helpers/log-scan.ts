@@ -5,8 +5,8 @@
  * - a known value: any secret a test process recorded (passwords, tokens, TOTP secrets, recovery
  *   codes, master keys …), whichever process logged it;
  * - a shape, recorded or not: Plinth tokens (`pls_`, `plt_`, `plc_`, `plr_`, `pli_` + 43
- *   characters), `otpauth://` URIs, argon2 hashes, recovery codes, credentials after `Bearer`, a
- *   base64 key under a key-like name;
+ *   characters), `otpauth://` URIs, argon2 hashes, recovery codes, TOTP codes (6 to 8 digits in a
+ *   `code`-named field), credentials after `Bearer`, a base64 key under a key-like name;
  * - an unredacted field: a secret-named field (`password`, `token`, `secret` …) whose value is not
  *   `[redacted]`.
  *
@@ -61,6 +61,12 @@ const SHAPES: readonly { pattern: RegExp; kind: (match: string) => string }[] = 
   {
     pattern: new RegExp(`(?<![0-9a-z-])${RECOVERY}(?:-${RECOVERY}){3}(?![0-9a-z-])`, 'i'),
     kind: () => 'recovery code',
+  },
+  {
+    // A TOTP code is too short to be recorded as a known value (it would match ids by chance), so
+    // only a code-named field holding 6 to 8 digits counts: error codes and SQLSTATEs never do.
+    pattern: /"(?:code|codes|otp|totp|[\w-]*(?:otp|mfa|totp)[-_]?code)"\s*:\s*\[?\s*"\d{6,8}"/i,
+    kind: () => 'TOTP code',
   },
   { pattern: /\b(?:bearer|basic)\s+[A-Za-z0-9._~+/=-]{16,}/i, kind: () => 'credentials (Authorization)' },
   {

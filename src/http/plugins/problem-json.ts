@@ -58,6 +58,21 @@ export function toPlinthError(err: FastifyError | Error): PlinthError {
   return new PlinthError('PLINTH_INTERNAL', undefined, { cause: err })
 }
 
+/** The RFC 9457 body of `error`, for the request `requestId` to `url`. */
+export function problemBody(error: PlinthError, requestId: string, url: string, debug?: Error) {
+  return {
+    type: `urn:plinth:error:${error.code}`,
+    title: error.title,
+    status: error.status,
+    detail: error.message,
+    code: error.code,
+    requestId,
+    instance: url.split('?', 1)[0],
+    ...(error.errors ? { errors: error.errors } : {}),
+    ...(debug ? { debug: { message: debug.message, stack: debug.stack } } : {}),
+  }
+}
+
 export function sendProblem(
   request: FastifyRequest,
   reply: FastifyReply,
@@ -68,20 +83,12 @@ export function sendProblem(
   // Every 503 tells the client when to come back, whichever part refused.
   if (error.status === 503 && !reply.hasHeader('retry-after'))
     reply.header('retry-after', String(RETRY_AFTER_503))
+  // Serialized here: a route's response schema for the same status (the 503 of /ready) describes
+  // its own body, not a problem, and would make the serializer fail into a bare 500.
   return reply
     .code(error.status)
     .type(PROBLEM_CONTENT_TYPE)
-    .send({
-      type: `urn:plinth:error:${error.code}`,
-      title: error.title,
-      status: error.status,
-      detail: error.message,
-      code: error.code,
-      requestId: request.id,
-      instance: request.url.split('?', 1)[0],
-      ...(error.errors ? { errors: error.errors } : {}),
-      ...(debug ? { debug: { message: debug.message, stack: debug.stack } } : {}),
-    })
+    .send(JSON.stringify(problemBody(error, request.id, request.url, debug)))
 }
 
 /**

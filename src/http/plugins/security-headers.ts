@@ -80,6 +80,27 @@ declare module 'fastify' {
 
 type HeaderSet = Readonly<Record<string, string>>
 
+/** The headers every response carries, whatever its route (no Content-Security-Policy). */
+export function commonSecurityHeaders(hsts: boolean): HeaderSet {
+  return {
+    'x-content-type-options': 'nosniff',
+    'x-frame-options': 'DENY',
+    'referrer-policy': REFERRER_POLICY,
+    'permissions-policy': PERMISSIONS_POLICY,
+    'cross-origin-resource-policy': 'same-origin',
+    'cross-origin-opener-policy': 'same-origin',
+    ...(hsts ? { 'strict-transport-security': HSTS } : {}),
+  }
+}
+
+/**
+ * Every security header of an API response (the strict API CSP): for answers written outside
+ * Fastify's hooks (malformed URLs, over-long parameters, HTTP parser errors).
+ */
+export function apiSecurityHeaders(hsts: boolean): HeaderSet {
+  return Object.freeze({ ...commonSecurityHeaders(hsts), 'content-security-policy': API_CSP })
+}
+
 /** True when `path` is `prefix` or lies beneath it (`/api/docs` covers `/api/docs/json`, not `/api/docsx`). */
 const under = (path: string, prefix: string) =>
   path === prefix || (path.startsWith(prefix) && (prefix.endsWith('/') || path[prefix.length] === '/'))
@@ -90,15 +111,7 @@ const under = (path: string, prefix: string) =>
  * carry them. The header sets are computed once per policy, not per request.
  */
 async function securityHeaders(app: FastifyInstance, opts: SecurityHeadersOptions): Promise<void> {
-  const common: HeaderSet = {
-    'x-content-type-options': 'nosniff',
-    'x-frame-options': 'DENY',
-    'referrer-policy': REFERRER_POLICY,
-    'permissions-policy': PERMISSIONS_POLICY,
-    'cross-origin-resource-policy': 'same-origin',
-    'cross-origin-opener-policy': 'same-origin',
-    ...(opts.hsts ? { 'strict-transport-security': HSTS } : {}),
-  }
+  const common = commonSecurityHeaders(opts.hsts)
   let prefixes: [string, string][] = []
   const setPrefixes = (map: Readonly<Record<string, string>>) => {
     prefixes = Object.entries(map).sort(([a], [b]) => b.length - a.length)

@@ -13,11 +13,11 @@ import {
   registered,
   requireBoss,
 } from './engine-state.ts'
+import { classifyEnqueueError } from './enqueue-errors.ts'
 
-/** Turns pg-boss/driver failures into Plinth errors; PlinthErrors pass through. */
+/** Turns pg-boss/driver failures into Plinth errors (see enqueue-errors.ts); PlinthErrors pass through. */
 function engineError(err: unknown): Error {
-  if (err instanceof PlinthError) return err
-  return new PlinthError('PLINTH_JOBS_UNAVAILABLE', undefined, { cause: err })
+  return classifyEnqueueError(err)
 }
 
 /**
