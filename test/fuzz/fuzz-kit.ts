@@ -28,6 +28,7 @@ import {
   uniqueEmail,
   viaCookie,
 } from '../helpers/accounts.ts'
+import { injectUnrecorded } from '../helpers/run-logs.ts'
 import { skipUnlessPostgres } from '../helpers/services.ts'
 import { testConfig } from '../helpers/test-config.ts'
 import { type Backend, startTestPlinth, type TestPlinth } from '../helpers/test-plinth.ts'
@@ -531,7 +532,7 @@ export async function fuzzBackend(backend: Backend): Promise<void> {
               const errorsBefore = errors.length
               let outcome: LightMyRequestResponse | 'hang'
               try {
-                outcome = await withDeadline(plinth.app.inject(req), DEADLINE_MS)
+                outcome = await withDeadline(injectUnrecorded(plinth.app, req), DEADLINE_MS)
               } catch (err) {
                 failures.push(`inject threw ${String(err)}`)
                 continue
