@@ -1,6 +1,4 @@
 import { join, resolve } from 'node:path'
-import { PGlite } from '@electric-sql/pglite'
-import { createPgConfig } from '@electric-sql/pglite/node-postgres'
 import { Kysely, PostgresDialect } from 'kysely'
 import pg from 'pg'
 import type { Logger } from 'pino'
@@ -8,6 +6,7 @@ import type { PlinthConfig } from '../../config/config.schema.ts'
 import { redactUrl } from '../../config/load-config.ts'
 import { PlinthError } from '../../core/errors.ts'
 import { lockDataDir } from './embedded-lock.ts'
+import { type EmbeddedServer, startEmbeddedServer } from './embedded-server.ts'
 import { RetryDeadlineError, retryWithBackoff } from './retry.ts'
 import type { PlinthTables } from './tables.ts'
 
@@ -23,8 +22,8 @@ export interface PoolStats {
 
 /**
  * The one database handle. The embedded PGlite and a PostgreSQL server both sit behind a
- * node-postgres `Pool` (PGlite through its node-postgres adapter, one connection), so Kysely,
- * migrations and every module run the same SQL on both.
+ * node-postgres `Pool` (PGlite in a worker thread behind a Unix socket, see embedded-server.ts),
+ * so Kysely, migrations and every module run the same SQL on both.
  */
 export interface Database {
   readonly kind: 'embedded' | 'postgres'
@@ -32,6 +31,8 @@ export interface Database {
   readonly target: string
   readonly pool: pg.Pool
   readonly kysely: Kysely<PlinthTables>
+  /** The embedded database's worker (embedded kind only). */
+  readonly embedded?: EmbeddedServer
   /** Waits until the database answers, retrying with backoff up to `PLINTH_DB_CONNECT_DEADLINE`. */
   connect(signal?: AbortSignal): Promise<void>
   /** One round trip; rejects when the database does not answer within `timeoutMs`. */
@@ -58,6 +59,7 @@ export async function createDatabase(config: DbConfig, deps: { logger: Logger })
   let closeEmbedded = async () => {}
   let kind: Database['kind']
   let target: string
+  let embedded: EmbeddedServer | undefined
 
   if (config.databaseUrl) {
     kind = 'postgres'
@@ -76,16 +78,31 @@ export async function createDatabase(config: DbConfig, deps: { logger: Logger })
     const dir = inMemory ? IN_MEMORY : resolve(config.dataDir)
     target = inMemory ? 'embedded (in memory)' : `embedded (${join(dir, 'pglite')})`
     const unlock = inMemory ? () => {} : lockDataDir(dir)
-    let lite: PGlite
+    let server: EmbeddedServer
     try {
-      lite = await PGlite.create(inMemory ? IN_MEMORY : join(dir, 'pglite'))
+      server = await startEmbeddedServer({
+        dataDir: inMemory ? null : dir,
+        logger: deps.logger,
+        // The pool, plus room for the CLI connecting through the same socket.
+        maxConnections: config.dbPoolMax + 8,
+        startTimeoutMs: Math.max(config.dbConnectDeadline, 30_000),
+      })
     } catch (err) {
       unlock()
       throw err
     }
-    pool = new pg.Pool({ ...(createPgConfig(lite) as pg.PoolConfig), max: 1, idleTimeoutMillis: 0 })
+    embedded = server
+    pool = new pg.Pool({
+      host: server.socketDir,
+      port: server.socketPort,
+      user: 'postgres',
+      database: 'postgres',
+      max: config.dbPoolMax,
+      connectionTimeoutMillis: config.dbConnectTimeout,
+      idleTimeoutMillis: config.dbIdleTimeout,
+    })
     closeEmbedded = async () => {
-      await lite.close()
+      await server.close()
       unlock()
     }
   }
@@ -106,6 +123,7 @@ export async function createDatabase(config: DbConfig, deps: { logger: Logger })
     target,
     pool,
     kysely,
+    ...(embedded ? { embedded } : {}),
     async connect(signal?: AbortSignal) {
       try {
         await retryWithBackoff(
@@ -139,6 +157,7 @@ export async function createDatabase(config: DbConfig, deps: { logger: Logger })
       }
     },
     async ping(timeoutMs: number) {
+      if (embedded && !embedded.isUp()) throw new Error(embedded.downReason())
       let timer: NodeJS.Timeout | undefined
       const timeout = new Promise<never>((_, reject) => {
         timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs)
