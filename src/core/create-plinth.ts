@@ -15,7 +15,13 @@ import { createSchedules } from '../modules/jobs/schedules.ts'
 import { createKeys } from '../modules/keys/keys.ts'
 import { createMailer } from '../modules/mail/mailer.ts'
 import { createEventBus } from '../modules/webhooks/events.ts'
-import { createHealth, eventLoopCheck, type Health, memoryCheck } from '../observability/health.ts'
+import {
+  cachedCheck,
+  createHealth,
+  eventLoopCheck,
+  type Health,
+  memoryCheck,
+} from '../observability/health.ts'
 import { createLogger } from '../observability/logger.ts'
 import { createMetrics, type Metrics } from '../observability/metrics.ts'
 import type { ModuleContext, PlinthMigration, PlinthModule } from './module.ts'
@@ -105,7 +111,37 @@ async function assemble(
   const redis = config.redisUrl
     ? createRedis({ ...config, redisUrl: config.redisUrl }, { logger })
     : undefined
-  const migrator = createMigrator(db, collectMigrations(modules), { logger })
+  const migrations = createMigrator(db, collectMigrations(modules), { logger })
+  // One cheap query, and "none pending" is remembered for a few seconds: migrations only change by
+  // a deploy, `plinth migrate`, or this process's migrator (which forgets the cached answer).
+  const migrationsCheck = cachedCheck(
+    {
+      name: 'migrations',
+      critical: true,
+      async check() {
+        const pending = await migrations.pendingCount()
+        return { status: pending === 0 ? 'up' : 'down', details: { pending } }
+      },
+    },
+    { ttlMs: 5000, keep: (r) => r.status === 'up' },
+  )
+  const migrator: PlinthMigrator = Object.freeze({
+    ...migrations,
+    async up(options?: { to?: number }) {
+      try {
+        return await migrations.up(options)
+      } finally {
+        migrationsCheck.invalidate()
+      }
+    },
+    async down(options?: { to?: number }) {
+      try {
+        return await migrations.down(options)
+      } finally {
+        migrationsCheck.invalidate()
+      }
+    },
+  })
 
   const eventLoop = eventLoopCheck()
   const health = createHealth({
@@ -119,14 +155,7 @@ async function assemble(
           return { status: 'up' }
         },
       },
-      {
-        name: 'migrations',
-        critical: true,
-        async check() {
-          const pending = await migrator.pendingCount()
-          return { status: pending === 0 ? 'up' : 'down', details: { pending } }
-        },
-      },
+      migrationsCheck,
       ...(redis ? [redis.healthCheck()] : []),
       eventLoop,
       memoryCheck(),
