@@ -116,10 +116,10 @@ describe('the embedded database in a worker thread', () => {
     const dataDir = tempDir()
     const first = await startTestPlinth({ env: { PLINTH_DATA_DIR: dataDir } })
     // The suite's first embedded start builds the template; every later new cluster loads it.
-    assert.equal(first.db.embedded?.origin, 'template')
+    assert.equal(first.db.embedded?.origin(), 'template')
     await first.close()
     const again = await startTestPlinth({ env: { PLINTH_DATA_DIR: dataDir } })
     instances.push(again)
-    assert.equal(again.db.embedded?.origin, 'existing')
+    assert.equal(again.db.embedded?.origin(), 'existing')
   })
 })

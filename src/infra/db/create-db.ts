@@ -80,7 +80,8 @@ export async function createDatabase(config: DbConfig, deps: { logger: Logger })
     const unlock = inMemory ? () => {} : lockDataDir(dir)
     let server: EmbeddedServer
     try {
-      server = await startEmbeddedServer({
+      // Not awaited: the worker opens the database while the application is built; connect() waits.
+      server = startEmbeddedServer({
         dataDir: inMemory ? null : dir,
         logger: deps.logger,
         // The pool, plus room for the CLI connecting through the same socket.
@@ -100,6 +101,13 @@ export async function createDatabase(config: DbConfig, deps: { logger: Logger })
       max: config.dbPoolMax,
       connectionTimeoutMillis: config.dbConnectTimeout,
       idleTimeoutMillis: config.dbIdleTimeout,
+    })
+    // When the worker dies, every open socket resets at once, including those of clients checked
+    // out between two queries (a transaction in progress), which have no listener of their own.
+    pool.on('connect', (client) => {
+      client.on('error', (err) =>
+        log.warn({ err: { message: err.message } }, 'embedded database connection lost'),
+      )
     })
     closeEmbedded = async () => {
       await server.close()
@@ -125,6 +133,17 @@ export async function createDatabase(config: DbConfig, deps: { logger: Logger })
     kysely,
     ...(embedded ? { embedded } : {}),
     async connect(signal?: AbortSignal) {
+      if (embedded) {
+        try {
+          await embedded.whenUp()
+        } catch (err) {
+          throw new PlinthError(
+            'PLINTH_DB_UNREACHABLE',
+            `The embedded database in ${target} could not start: ${(err as Error).message}`,
+            { cause: err },
+          )
+        }
+      }
       try {
         await retryWithBackoff(
           async () => {

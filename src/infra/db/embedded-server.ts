@@ -25,8 +25,8 @@ export interface EmbeddedServer {
   /** The `pg` host (the socket's directory) and port. */
   readonly socketDir: string
   readonly socketPort: number
-  /** How the cluster was opened at start: an existing one, loaded from the template, or initdb. */
-  readonly origin: 'existing' | 'template' | 'initdb'
+  /** How the cluster was opened at start (an existing one, the template, or initdb), once up. */
+  origin(): 'existing' | 'template' | 'initdb' | undefined
   isUp(): boolean
   /** Why the database is down, when it is. */
   downReason(): string | undefined
@@ -49,12 +49,12 @@ export interface EmbeddedServerOptions {
 
 const workerUrl = new URL('./embedded-worker.ts', import.meta.url)
 
-function spawn(
-  data: EmbeddedWorkerData,
-  timeoutMs: number,
-): Promise<{ worker: Worker; ready: Extract<EmbeddedWorkerMessage, { type: 'ready' }> }> {
-  return new Promise((resolve, reject) => {
-    const worker = new Worker(workerUrl, { workerData: data })
+type Ready = Extract<EmbeddedWorkerMessage, { type: 'ready' }>
+
+/** Starts a worker; `ready` settles when it listens, or fails (and the worker is gone). */
+function spawn(data: EmbeddedWorkerData, timeoutMs: number): { worker: Worker; ready: Promise<Ready> } {
+  const worker = new Worker(workerUrl, { workerData: data })
+  const ready = new Promise<Ready>((resolve, reject) => {
     let error: Error | undefined
     const timer = setTimeout(() => {
       cleanup()
@@ -64,7 +64,7 @@ function spawn(
     const onMessage = (message: EmbeddedWorkerMessage) => {
       if (message.type !== 'ready') return
       cleanup()
-      resolve({ worker, ready: message })
+      resolve(message)
     }
     const onError = (err: Error) => {
       error = err
@@ -83,9 +83,14 @@ function spawn(
     worker.on('error', onError)
     worker.on('exit', onExit)
   })
+  return { worker, ready }
 }
 
-export async function startEmbeddedServer(options: EmbeddedServerOptions): Promise<EmbeddedServer> {
+/**
+ * Starts the worker and returns at once: the main thread goes on building the application while
+ * the worker opens the database on the other core. `whenUp()` waits for it (`connect()` does).
+ */
+export function startEmbeddedServer(options: EmbeddedServerOptions): EmbeddedServer {
   const log = options.logger.child({ component: 'embedded-database' })
   const clusterDir = options.dataDir === null ? null : join(options.dataDir, 'pglite')
   const inDataDir = options.dataDir !== null && join(options.dataDir, SOCKET_FILE).length <= MAX_SOCKET_PATH
@@ -145,7 +150,8 @@ export async function startEmbeddedServer(options: EmbeddedServerOptions): Promi
       restartTimer = undefined
       if (closing) return
       try {
-        const { worker, ready } = await spawn(data, options.startTimeoutMs)
+        const { worker, ready: starting } = spawn(data, options.startTimeoutMs)
+        const ready = await starting
         if (closing) {
           await worker.terminate()
           return
@@ -162,23 +168,31 @@ export async function startEmbeddedServer(options: EmbeddedServerOptions): Promi
     restartTimer.unref()
   }
 
-  let first: Awaited<ReturnType<typeof spawn>>
-  try {
-    first = await spawn(data, options.startTimeoutMs)
-  } catch (err) {
-    removeSocketDir()
-    throw err
-  }
-  adopt(first.worker)
-  log.info(
-    { origin: first.ready.origin, ms: first.ready.ms, socket: data.socketPath },
-    'embedded database ready',
+  let origin: Ready['origin'] | undefined
+  const first = spawn(data, options.startTimeoutMs)
+  let starting: Worker | undefined = first.worker
+  first.ready.then(
+    (ready) => {
+      starting = undefined
+      if (closing) return
+      adopt(first.worker)
+      origin = ready.origin
+      log.info({ origin, ms: ready.ms, socket: data.socketPath }, 'embedded database ready')
+      settleWaiters()
+    },
+    (err: Error) => {
+      starting = undefined
+      gone = err
+      reason = err.message
+      removeSocketDir()
+      settleWaiters(err)
+    },
   )
 
   return {
     socketDir,
     socketPort: SOCKET_PORT,
-    origin: first.ready.origin,
+    origin: () => origin,
     isUp: () => up,
     downReason: () => (up ? undefined : (reason ?? 'the embedded database is not running')),
     whenUp: () => {
@@ -193,6 +207,7 @@ export async function startEmbeddedServer(options: EmbeddedServerOptions): Promi
       clearTimeout(restartTimer)
       gone ??= new Error('the embedded database was closed')
       settleWaiters(gone)
+      if (starting) await starting.terminate()
       const worker = current
       if (worker) {
         const stopped = new Promise<void>((resolve) => {
