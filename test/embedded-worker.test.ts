@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, describe, it } from 'node:test'
+import { spawnCli } from './helpers/spawn-cli.ts'
 import { startTestPlinth, type TestPlinth } from './helpers/test-plinth.ts'
 
 /** Polls `check` until it returns true, failing after `deadlineMs`. */
@@ -121,5 +122,26 @@ describe('the embedded database in a worker thread', () => {
     const again = await startTestPlinth({ env: { PLINTH_DATA_DIR: dataDir } })
     instances.push(again)
     assert.equal(again.db.embedded?.origin(), 'existing')
+  })
+
+  it('lets the CLI work through the running server’s socket instead of failing with PLINTH_DB_LOCKED', async () => {
+    const dataDir = tempDir()
+    // This process holds the data directory, as `plinth start` would.
+    const server = await startTestPlinth({ env: { PLINTH_DATA_DIR: dataDir } })
+    instances.push(server)
+    const env = { PLINTH_ENV: 'test', PLINTH_DATA_DIR: dataDir, PLINTH_LOG_LEVEL: 'warn' }
+
+    const status = await spawnCli(['migrate', 'status'], env)
+    assert.equal(status.code, 0, status.err)
+    assert.doesNotMatch(status.err, /PLINTH_DB_LOCKED/)
+
+    const created = await spawnCli(['user', 'create', '--admin', '--email', 'cli@example.com'], env, {
+      stdin: 'a-long-enough-passphrase-7\n',
+    })
+    assert.equal(created.code, 0, created.err)
+    // The server sees the row the CLI wrote, and still holds its lock.
+    const { rows } = await server.db.pool.query(`select email from users where email = 'cli@example.com'`)
+    assert.equal(rows.length, 1)
+    assert.equal((await server.app.inject('/ready')).statusCode, 200)
   })
 })

@@ -36,6 +36,11 @@ export interface CreatePlinthOptions {
   readonly logger?: Logger
   /** Defaults to the built-in modules; tests and embedders may add their own. */
   readonly modules?: readonly PlinthModule[]
+  /**
+   * For the CLI: when a running server holds the embedded data directory, reach its database
+   * through the server's socket instead of failing with PLINTH_DB_LOCKED.
+   */
+  readonly attachToRunning?: boolean
 }
 
 export interface Plinth {
@@ -85,7 +90,7 @@ export async function createPlinth(options: CreatePlinthOptions): Promise<Plinth
   const modules = options.modules ?? builtinModules
   const startedAt = Date.now()
   const metrics = createMetrics({ version: PLINTH_VERSION, revision: config.revision, env: config.env })
-  const db = await createDatabase(config, { logger })
+  const db = await createDatabase(config, { logger, attachToRunning: options.attachToRunning ?? false })
   try {
     return await assemble(options, { logger, modules, startedAt, metrics, db })
   } catch (err) {

@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { Kysely, PostgresDialect } from 'kysely'
 import pg from 'pg'
@@ -6,7 +7,7 @@ import type { PlinthConfig } from '../../config/config.schema.ts'
 import { redactUrl } from '../../config/load-config.ts'
 import { PlinthError } from '../../core/errors.ts'
 import { lockDataDir } from './embedded-lock.ts'
-import { type EmbeddedServer, startEmbeddedServer } from './embedded-server.ts'
+import { type EmbeddedServer, SOCKET_FILE, SOCKET_PORT, startEmbeddedServer } from './embedded-server.ts'
 import { RetryDeadlineError, retryWithBackoff } from './retry.ts'
 import type { PlinthTables } from './tables.ts'
 
@@ -52,8 +53,15 @@ type DbConfig = Pick<
   | 'dbConnectDeadline'
 >
 
-/** Creates the handle without connecting; `connect()` does that. */
-export async function createDatabase(config: DbConfig, deps: { logger: Logger }): Promise<Database> {
+/**
+ * Creates the handle without connecting; `connect()` does that. `attachToRunning` (the CLI): when
+ * another process (a running server) holds the embedded data directory, connect through its socket
+ * instead of failing with PLINTH_DB_LOCKED.
+ */
+export async function createDatabase(
+  config: DbConfig,
+  deps: { logger: Logger; attachToRunning?: boolean },
+): Promise<Database> {
   const log = deps.logger.child({ component: 'database' })
   let pool: pg.Pool
   let closeEmbedded = async () => {}
@@ -77,42 +85,50 @@ export async function createDatabase(config: DbConfig, deps: { logger: Logger })
     const inMemory = config.dataDir === IN_MEMORY
     const dir = inMemory ? IN_MEMORY : resolve(config.dataDir)
     target = inMemory ? 'embedded (in memory)' : `embedded (${join(dir, 'pglite')})`
-    const unlock = inMemory ? () => {} : lockDataDir(dir)
-    let server: EmbeddedServer
-    try {
-      // Not awaited: the worker opens the database while the application is built; connect() waits.
-      server = startEmbeddedServer({
-        dataDir: inMemory ? null : dir,
-        logger: deps.logger,
-        // The pool, plus room for the CLI connecting through the same socket.
-        maxConnections: config.dbPoolMax + 8,
-        startTimeoutMs: Math.max(config.dbConnectDeadline, 30_000),
-      })
-    } catch (err) {
-      unlock()
-      throw err
+    let unlock = () => {}
+    let attached = false
+    if (!inMemory) {
+      try {
+        unlock = lockDataDir(dir)
+      } catch (err) {
+        const running = (err as PlinthError).code === 'PLINTH_DB_LOCKED' && existsSync(join(dir, SOCKET_FILE))
+        if (!deps.attachToRunning || !running) throw err
+        attached = true
+      }
     }
-    embedded = server
-    pool = new pg.Pool({
-      host: server.socketDir,
-      port: server.socketPort,
-      user: 'postgres',
-      database: 'postgres',
-      max: config.dbPoolMax,
-      connectionTimeoutMillis: config.dbConnectTimeout,
-      idleTimeoutMillis: config.dbIdleTimeout,
-    })
-    // When the worker dies, every open socket resets at once, including those of clients checked
-    // out between two queries (a transaction in progress), which have no listener of their own.
+    if (attached) {
+      // Another process serves this data directory: use its socket (it keeps the lock).
+      target = `embedded (through the running server's socket in ${dir})`
+      pool = embeddedPool(config, dir)
+    } else {
+      let server: EmbeddedServer
+      try {
+        // Not awaited: the worker opens the database while the application is built; connect() waits.
+        server = startEmbeddedServer({
+          dataDir: inMemory ? null : dir,
+          logger: deps.logger,
+          // The pool, plus room for the CLI connecting through the same socket.
+          maxConnections: config.dbPoolMax + 8,
+          startTimeoutMs: Math.max(config.dbConnectDeadline, 30_000),
+        })
+      } catch (err) {
+        unlock()
+        throw err
+      }
+      embedded = server
+      pool = embeddedPool(config, server.socketDir)
+      closeEmbedded = async () => {
+        await server.close()
+        unlock()
+      }
+    }
+    // When the embedded server goes away, every open socket resets at once, including those of
+    // clients checked out between two queries (a transaction in progress), which have no listener.
     pool.on('connect', (client) => {
       client.on('error', (err) =>
         log.warn({ err: { message: err.message } }, 'embedded database connection lost'),
       )
     })
-    closeEmbedded = async () => {
-      await server.close()
-      unlock()
-    }
   }
 
   // An idle client whose server went away emits here; without a listener it would crash the process.
@@ -202,4 +218,17 @@ export async function createDatabase(config: DbConfig, deps: { logger: Logger })
       await closeEmbedded()
     },
   } satisfies Database)
+}
+
+/** A pool over the embedded database's socket (`<socketDir>/.s.PGSQL.5432`). */
+function embeddedPool(config: DbConfig, socketDir: string): pg.Pool {
+  return new pg.Pool({
+    host: socketDir,
+    port: SOCKET_PORT,
+    user: 'postgres',
+    database: 'postgres',
+    max: config.dbPoolMax,
+    connectionTimeoutMillis: config.dbConnectTimeout,
+    idleTimeoutMillis: config.dbIdleTimeout,
+  })
 }

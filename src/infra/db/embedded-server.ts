@@ -7,7 +7,7 @@ import type { EmbeddedWorkerData, EmbeddedWorkerMessage } from './embedded-worke
 
 /** PostgreSQL's socket naming: a client given `host: <dir>, port: 5432` connects to this file. */
 export const SOCKET_PORT = 5432
-const SOCKET_FILE = `.s.PGSQL.${SOCKET_PORT}`
+export const SOCKET_FILE = `.s.PGSQL.${SOCKET_PORT}`
 /** Unix socket paths are limited to about 107 bytes; longer data directory paths use a temp dir. */
 const MAX_SOCKET_PATH = 100
 
