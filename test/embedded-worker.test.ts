@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, describe, it } from 'node:test'
+import pg from 'pg'
 import { spawnCli } from './helpers/spawn-cli.ts'
 import { startTestPlinth, type TestPlinth } from './helpers/test-plinth.ts'
 
@@ -48,27 +49,36 @@ describe('the embedded database in a worker thread', () => {
     assert.ok(answeredDuringQuery >= 3, `/live answered ${answeredDuringQuery} times during the query`)
   })
 
-  it('serialises transactions across pooled connections', async () => {
+  it('serialises transactions: another connection (the CLI’s) waits for the open one', async () => {
     const plinth = await startTestPlinth()
     instances.push(plinth)
-    const { pool } = plinth.db
+    const { pool, embedded } = plinth.db
+    assert.ok(embedded)
     await pool.query('create table t_serial (n int)')
+    const other = new pg.Client({
+      host: embedded.socketDir,
+      port: embedded.socketPort,
+      user: 'postgres',
+      database: 'postgres',
+    })
+    await other.connect()
     const a = await pool.connect()
     try {
       await a.query('begin')
       await a.query('insert into t_serial values (1)')
       let otherDone = false
-      const other = pool.query('select count(*)::int as n from t_serial').then((r) => {
+      const count = other.query('select count(*)::int as n from t_serial').then((r) => {
         otherDone = true
         return r.rows[0].n as number
       })
-      // The other connection waits for the open transaction (PGlite has one session).
+      // PGlite has one session: the other connection's query runs only after the transaction.
       await new Promise((r) => setTimeout(r, 200))
       assert.equal(otherDone, false)
       await a.query('rollback')
-      assert.equal(await other, 0)
+      assert.equal(await count, 0)
     } finally {
       a.release()
+      await other.end()
     }
   })
 

@@ -220,14 +220,20 @@ export async function createDatabase(
   } satisfies Database)
 }
 
-/** A pool over the embedded database's socket (`<socketDir>/.s.PGSQL.5432`). */
+/**
+ * A pool over the embedded database's socket (`<socketDir>/.s.PGSQL.5432`). One connection per
+ * process, as before the worker: PGlite has one session, and with several connections the jobs
+ * suite failed intermittently (a job run twice, a 500) — the socket server shares that session
+ * between connections per protocol message (decision 0011). Queries queue in the pool, the event
+ * loop stays free; `PLINTH_DB_CONNECT_TIMEOUT` bounds the wait.
+ */
 function embeddedPool(config: DbConfig, socketDir: string): pg.Pool {
   return new pg.Pool({
     host: socketDir,
     port: SOCKET_PORT,
     user: 'postgres',
     database: 'postgres',
-    max: config.dbPoolMax,
+    max: 1,
     connectionTimeoutMillis: config.dbConnectTimeout,
     idleTimeoutMillis: config.dbIdleTimeout,
   })
