@@ -22,7 +22,7 @@ describe('cheap probes', () => {
     return n
   }
 
-  it('answers 50 concurrent /ready and /health with at most one ping and one migrations query', async () => {
+  it('answers 50 concurrent /ready and /health with a handful of queries, not several per probe', async () => {
     // Warm: the first probe fills the migrations cache.
     assert.equal((await plinth.app.inject('/ready')).statusCode, 200)
     const used = await checkouts(() =>
@@ -34,8 +34,10 @@ describe('cheap probes', () => {
         ),
       ),
     )
-    // Concurrent probes share one ping; "no migration pending" is cached, so no introspection.
-    assert.ok(used <= 2, `${used} database checkouts for 50 probes`)
+    // Concurrent probes share each check's run (database ping, jobs heartbeat) and "no migration
+    // pending" is cached, so the count stays a handful instead of growing with the probes
+    // (before: a ping and Kysely's migration introspection per probe, 150+ round trips).
+    assert.ok(used <= 6, `${used} database checkouts for 50 probes`)
   })
 
   it('sees a migration reverted by this process at once (the cache is dropped)', async () => {
