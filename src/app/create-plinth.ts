@@ -17,7 +17,13 @@ import { createSchedules } from '../modules/jobs/schedules.ts'
 import { createKeys } from '../modules/keys/keys.ts'
 import { createMailer } from '../modules/mail/mailer.ts'
 import { createEventBus } from '../modules/webhooks/event-bus.ts'
-import { createHealth, eventLoopCheck, type Health, memoryCheck } from '../observability/health.ts'
+import {
+  cachedCheck,
+  createHealth,
+  eventLoopCheck,
+  type Health,
+  memoryCheck,
+} from '../observability/health.ts'
 import { createLogger } from '../observability/logger.ts'
 import { createMetrics, type Metrics } from '../observability/metrics.ts'
 import { builtinModules } from './modules.ts'
@@ -30,6 +36,11 @@ export interface CreatePlinthOptions {
   readonly logger?: Logger
   /** Defaults to the built-in modules; tests and embedders may add their own. */
   readonly modules?: readonly PlinthModule[]
+  /**
+   * For the CLI: when a running server holds the embedded data directory, reach its database
+   * through the server's socket instead of failing with PLINTH_DB_LOCKED.
+   */
+  readonly attachToRunning?: boolean
 }
 
 export interface Plinth {
@@ -79,7 +90,7 @@ export async function createPlinth(options: CreatePlinthOptions): Promise<Plinth
   const modules = options.modules ?? builtinModules
   const startedAt = Date.now()
   const metrics = createMetrics({ version: PLINTH_VERSION, revision: config.revision, env: config.env })
-  const db = await createDatabase(config, { logger })
+  const db = await createDatabase(config, { logger, attachToRunning: options.attachToRunning ?? false })
   try {
     return await assemble(options, { logger, modules, startedAt, metrics, db })
   } catch (err) {
@@ -105,7 +116,37 @@ async function assemble(
   const redis = config.redisUrl
     ? createRedis({ ...config, redisUrl: config.redisUrl }, { logger })
     : undefined
-  const migrator = createMigrator(db, collectMigrations(modules), { logger })
+  const migrations = createMigrator(db, collectMigrations(modules), { logger })
+  // One cheap query, and "none pending" is remembered for a few seconds: migrations only change by
+  // a deploy, `plinth migrate`, or this process's migrator (which forgets the cached answer).
+  const migrationsCheck = cachedCheck(
+    {
+      name: 'migrations',
+      critical: true,
+      async check() {
+        const pending = await migrations.pendingCount()
+        return { status: pending === 0 ? 'up' : 'down', details: { pending } }
+      },
+    },
+    { ttlMs: 5000, keep: (r) => r.status === 'up' },
+  )
+  const migrator: PlinthMigrator = Object.freeze({
+    ...migrations,
+    async up(options?: { to?: number }) {
+      try {
+        return await migrations.up(options)
+      } finally {
+        migrationsCheck.invalidate()
+      }
+    },
+    async down(options?: { to?: number }) {
+      try {
+        return await migrations.down(options)
+      } finally {
+        migrationsCheck.invalidate()
+      }
+    },
+  })
 
   const eventLoop = eventLoopCheck()
   const health = createHealth({
@@ -119,14 +160,7 @@ async function assemble(
           return { status: 'up' }
         },
       },
-      {
-        name: 'migrations',
-        critical: true,
-        async check() {
-          const pending = await migrator.pendingCount()
-          return { status: pending === 0 ? 'up' : 'down', details: { pending } }
-        },
-      },
+      migrationsCheck,
       ...(redis ? [redis.healthCheck()] : []),
       eventLoop,
       memoryCheck(),

@@ -78,7 +78,7 @@ export async function auditCommand(args: readonly string[], io: CliIo): Promise<
 
   const config = loadConfig()
   const logger = createLogger(config)
-  const db = await createDatabase(config, { logger })
+  const db = await createDatabase(config, { logger, attachToRunning: true })
   try {
     await db.connect()
     await assertAuditTables(db)

@@ -37,7 +37,7 @@ or run once for the latest. Options: --json prints JSON instead of text.`
 /** A Plinth that connects, migrates nothing, serves nothing and runs no workers. */
 async function withClient<T>(run: (plinth: Plinth) => Promise<T>): Promise<T> {
   const config = { ...loadConfig(), role: 'api' as const, migrateOnStart: false, shutdownDelay: 0 }
-  const plinth = await createPlinth({ config })
+  const plinth = await createPlinth({ config, attachToRunning: true })
   try {
     await plinth.prepare()
     if (!plinth.jobs.running)

@@ -48,7 +48,7 @@ export async function keysCommand(args: readonly string[], io: CliIo): Promise<n
 
   const config = loadConfig()
   const logger = createLogger(config)
-  const db = await createDatabase(config, { logger })
+  const db = await createDatabase(config, { logger, attachToRunning: true })
   const abort = new AbortController()
   const onSignal = () => abort.abort()
   // Rotations, retirements and re-wraps are recorded in the audit log (sealed before exit).

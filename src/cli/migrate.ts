@@ -30,7 +30,7 @@ export async function migrateCommand(args: readonly string[], io: CliIo): Promis
 
   const config = loadConfig()
   const logger = createLogger(config)
-  const db = await createDatabase(config, { logger })
+  const db = await createDatabase(config, { logger, attachToRunning: true })
   try {
     await db.connect()
     const migrator = createMigrator(db, Object.assign({}, ...builtinModules.map((m) => m.migrations ?? {})), {

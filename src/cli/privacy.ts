@@ -40,7 +40,7 @@ export async function privacyCommand(args: readonly string[], io: CliIo): Promis
   // No drain delay and no workers: nothing routes traffic to a CLI process.
   const config = Object.freeze({ ...loadConfig(), shutdownDelay: 0, role: 'api' as const })
   const logger = createLogger(config, logDestination(2))
-  const plinth = await createPlinth({ config, logger })
+  const plinth = await createPlinth({ config, logger, attachToRunning: true })
   try {
     await plinth.prepare()
     const pending = await plinth.migrator.pendingCount()

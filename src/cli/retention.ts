@@ -39,7 +39,7 @@ export async function retentionCommand(args: readonly string[], io: CliIo): Prom
     )
 
   const config = { ...loadConfig(), role: 'api' as const, migrateOnStart: false, shutdownDelay: 0 }
-  const plinth: Plinth = await createPlinth({ config })
+  const plinth: Plinth = await createPlinth({ config, attachToRunning: true })
   try {
     if (action === 'list') {
       const rules = plinth.retention.rules.map((r) => ({ rule: r.name, describe: r.describe }))

@@ -130,7 +130,7 @@ export async function userCommand(
   // No drain delay: nothing routes traffic to a CLI process.
   const config = Object.freeze({ ...loadConfig(), shutdownDelay: 0 })
   const logger = createLogger(config)
-  const plinth = await createPlinth({ config, logger })
+  const plinth = await createPlinth({ config, logger, attachToRunning: true })
   try {
     await plinth.prepare()
     const pending = await plinth.migrator.pendingCount()

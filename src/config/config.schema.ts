@@ -473,7 +473,7 @@ export const configSchema = {
     default: 4,
     min: 1,
     max: 100,
-    doc: 'On PostgreSQL, connections the job engine opens besides the main pool (plus one for LISTEN/NOTIFY). The embedded database shares its single connection.',
+    doc: 'On PostgreSQL, connections the job engine opens besides the main pool (plus one for LISTEN/NOTIFY). The embedded database shares the main pool.',
   }),
 
   webhooksAllowPrivate: bool({

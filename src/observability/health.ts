@@ -71,7 +71,9 @@ function overall(components: Record<string, ComponentReport>): OverallStatus {
 }
 
 export function createHealth(options: { timeoutMs: number; checks?: readonly HealthCheck[] }): Health {
-  const checks: HealthCheck[] = [...(options.checks ?? [])]
+  // Concurrent probes share each check's run: a burst of /health calls costs one query per check.
+  const shared = (c: HealthCheck) => cachedCheck(c, { ttlMs: 0 })
+  const checks: HealthCheck[] = (options.checks ?? []).map(shared)
   async function run(selected: HealthCheck[]): Promise<HealthReport> {
     const reports = await Promise.all(selected.map((c) => runCheck(c, options.timeoutMs)))
     const components = Object.fromEntries(selected.map((c, i) => [c.name, reports[i]!]))
@@ -83,7 +85,7 @@ export function createHealth(options: { timeoutMs: number; checks?: readonly Hea
     add(check) {
       if (checks.some((c) => c.name === check.name))
         throw new Error(`health check "${check.name}" is already registered`)
-      checks.push(check)
+      checks.push(shared(check))
     },
   }
 }
@@ -125,6 +127,47 @@ export function memoryCheck(degradedRatio = 0.85): HealthCheck {
           heapUsedRatio: Math.round(ratio * 1000) / 1000,
         },
       }
+    },
+  }
+}
+
+/**
+ * A check that is cheap to call often: concurrent callers share one run, and a result that
+ * `keep` accepts (default: every result) is reused for `ttlMs`. Probes hit this on every request
+ * from load balancers, so the database sees at most one query per component per window.
+ */
+export function cachedCheck(
+  check: HealthCheck,
+  options: { ttlMs: number; keep?: (result: CheckResult) => boolean },
+): HealthCheck & { invalidate(): void } {
+  let inFlight: Promise<CheckResult> | undefined
+  let cached: { result: CheckResult; until: number } | undefined
+  // Bumped by invalidate(): a run that started before it neither caches nor is shared after it.
+  let generation = 0
+  return {
+    name: check.name,
+    critical: check.critical,
+    check() {
+      if (cached && performance.now() < cached.until) return Promise.resolve(cached.result)
+      if (inFlight) return inFlight
+      const started = generation
+      const run = check
+        .check()
+        .then((result) => {
+          if (started === generation && options.ttlMs > 0 && (options.keep?.(result) ?? true))
+            cached = { result, until: performance.now() + options.ttlMs }
+          return result
+        })
+        .finally(() => {
+          if (inFlight === run) inFlight = undefined
+        })
+      inFlight = run
+      return run
+    },
+    invalidate() {
+      generation++
+      cached = undefined
+      inFlight = undefined
     },
   }
 }

@@ -226,10 +226,7 @@ const unrecorded = new WeakMap<object, (...args: unknown[]) => unknown>()
  * suite), whose random strings in secret-named fields are no secrets and would match unrelated
  * log lines by chance.
  */
-export function injectUnrecorded(
-  app: { inject: unknown },
-  options: object,
-): Promise<LightMyRequestResponse> {
+export function injectUnrecorded(app: { inject: unknown }, options: object): Promise<LightMyRequestResponse> {
   const inject = unrecorded.get(app) ?? (app.inject as (...args: unknown[]) => unknown).bind(app)
   return inject(options) as Promise<LightMyRequestResponse>
 }

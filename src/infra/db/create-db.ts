@@ -1,6 +1,5 @@
+import { existsSync } from 'node:fs'
 import { join, resolve } from 'node:path'
-import { PGlite } from '@electric-sql/pglite'
-import { createPgConfig } from '@electric-sql/pglite/node-postgres'
 import { Kysely, PostgresDialect } from 'kysely'
 import pg from 'pg'
 import type { Logger } from 'pino'
@@ -8,6 +7,7 @@ import type { PlinthConfig } from '../../config/config.schema.ts'
 import { redactUrl } from '../../config/load-config.ts'
 import { PlinthError } from '../../shared/errors.ts'
 import { lockDataDir } from './embedded-lock.ts'
+import { type EmbeddedServer, SOCKET_FILE, SOCKET_PORT, startEmbeddedServer } from './embedded-server.ts'
 import { guardPoolClients } from './pool-errors.ts'
 import { RetryDeadlineError, retryWithBackoff } from './retry.ts'
 import type { PlinthTables } from './tables.ts'
@@ -24,8 +24,8 @@ export interface PoolStats {
 
 /**
  * The one database handle. The embedded PGlite and a PostgreSQL server both sit behind a
- * node-postgres `Pool` (PGlite through its node-postgres adapter, one connection), so Kysely,
- * migrations and every module run the same SQL on both.
+ * node-postgres `Pool` (PGlite in a worker thread behind a Unix socket, see embedded-server.ts),
+ * so Kysely, migrations and every module run the same SQL on both.
  */
 export interface Database {
   readonly kind: 'embedded' | 'postgres'
@@ -33,6 +33,8 @@ export interface Database {
   readonly target: string
   readonly pool: pg.Pool
   readonly kysely: Kysely<PlinthTables>
+  /** The embedded database's worker (embedded kind only). */
+  readonly embedded?: EmbeddedServer
   /** Waits until the database answers, retrying with backoff up to `PLINTH_DB_CONNECT_DEADLINE`. */
   connect(signal?: AbortSignal): Promise<void>
   /** One round trip; rejects when the database does not answer within `timeoutMs`. */
@@ -53,13 +55,21 @@ type DbConfig = Pick<
   | 'dbConnectDeadline'
 >
 
-/** Creates the handle without connecting; `connect()` does that. */
-export async function createDatabase(config: DbConfig, deps: { logger: Logger }): Promise<Database> {
+/**
+ * Creates the handle without connecting; `connect()` does that. `attachToRunning` (the CLI): when
+ * another process (a running server) holds the embedded data directory, connect through its socket
+ * instead of failing with PLINTH_DB_LOCKED.
+ */
+export async function createDatabase(
+  config: DbConfig,
+  deps: { logger: Logger; attachToRunning?: boolean },
+): Promise<Database> {
   const log = deps.logger.child({ component: 'database' })
   let pool: pg.Pool
   let closeEmbedded = async () => {}
   let kind: Database['kind']
   let target: string
+  let embedded: EmbeddedServer | undefined
 
   if (config.databaseUrl) {
     kind = 'postgres'
@@ -78,22 +88,47 @@ export async function createDatabase(config: DbConfig, deps: { logger: Logger })
     const inMemory = config.dataDir === IN_MEMORY
     const dir = inMemory ? IN_MEMORY : resolve(config.dataDir)
     target = inMemory ? 'embedded (in memory)' : `embedded (${join(dir, 'pglite')})`
-    const unlock = inMemory ? () => {} : lockDataDir(dir)
-    let lite: PGlite
-    try {
-      lite = await PGlite.create(inMemory ? IN_MEMORY : join(dir, 'pglite'))
-    } catch (err) {
-      unlock()
-      throw err
+    let unlock = () => {}
+    let attached = false
+    if (!inMemory) {
+      try {
+        unlock = lockDataDir(dir)
+      } catch (err) {
+        const running = (err as PlinthError).code === 'PLINTH_DB_LOCKED' && existsSync(join(dir, SOCKET_FILE))
+        if (!deps.attachToRunning || !running) throw err
+        attached = true
+      }
     }
-    pool = new pg.Pool({ ...(createPgConfig(lite) as pg.PoolConfig), max: 1, idleTimeoutMillis: 0 })
-    closeEmbedded = async () => {
-      await lite.close()
-      unlock()
+    if (attached) {
+      // Another process serves this data directory: use its socket (it keeps the lock).
+      target = `embedded (through the running server's socket in ${dir})`
+      pool = embeddedPool(config, dir)
+    } else {
+      let server: EmbeddedServer
+      try {
+        // Not awaited: the worker opens the database while the application is built; connect() waits.
+        server = startEmbeddedServer({
+          dataDir: inMemory ? null : dir,
+          logger: deps.logger,
+          // The pool, plus room for the CLI connecting through the same socket.
+          maxConnections: config.dbPoolMax + 8,
+          startTimeoutMs: Math.max(config.dbConnectDeadline, 30_000),
+        })
+      } catch (err) {
+        unlock()
+        throw err
+      }
+      embedded = server
+      pool = embeddedPool(config, server.socketDir)
+      closeEmbedded = async () => {
+        await server.close()
+        unlock()
+      }
     }
   }
 
-  // Connection faults (idle or in use, reset or silent) fail the statements in flight, never the process.
+  // Connection faults (idle or in use, reset or silent — or the embedded server's worker gone, which
+  // resets every open socket at once) fail the statements in flight, never the process.
   guardPoolClients(pool, log)
 
   const kysely = new Kysely<PlinthTables>({ dialect: new PostgresDialect({ pool }) })
@@ -104,7 +139,19 @@ export async function createDatabase(config: DbConfig, deps: { logger: Logger })
     target,
     pool,
     kysely,
+    ...(embedded ? { embedded } : {}),
     async connect(signal?: AbortSignal) {
+      if (embedded) {
+        try {
+          await embedded.whenUp()
+        } catch (err) {
+          throw new PlinthError(
+            'PLINTH_DB_UNREACHABLE',
+            `The embedded database in ${target} could not start: ${(err as Error).message}`,
+            { cause: err },
+          )
+        }
+      }
       try {
         await retryWithBackoff(
           async () => {
@@ -137,6 +184,7 @@ export async function createDatabase(config: DbConfig, deps: { logger: Logger })
       }
     },
     async ping(timeoutMs: number) {
+      if (embedded && !embedded.isUp()) throw new Error(embedded.downReason())
       let timer: NodeJS.Timeout | undefined
       const timeout = new Promise<never>((_, reject) => {
         timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs)
@@ -162,4 +210,23 @@ export async function createDatabase(config: DbConfig, deps: { logger: Logger })
       await closeEmbedded()
     },
   } satisfies Database)
+}
+
+/**
+ * A pool over the embedded database's socket (`<socketDir>/.s.PGSQL.5432`). One connection per
+ * process, as before the worker: PGlite has one session, and with several connections the jobs
+ * suite failed intermittently (a job run twice, a 500) — the socket server shares that session
+ * between connections per protocol message (decision 0013). Queries queue in the pool, the event
+ * loop stays free; `PLINTH_DB_CONNECT_TIMEOUT` bounds the wait.
+ */
+function embeddedPool(config: DbConfig, socketDir: string): pg.Pool {
+  return new pg.Pool({
+    host: socketDir,
+    port: SOCKET_PORT,
+    user: 'postgres',
+    database: 'postgres',
+    max: 1,
+    connectionTimeoutMillis: config.dbConnectTimeout,
+    idleTimeoutMillis: config.dbIdleTimeout,
+  })
 }

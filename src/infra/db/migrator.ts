@@ -128,7 +128,17 @@ export function createMigrator(
       }))
     },
     async pendingCount() {
-      return (await infos()).filter((i) => !i.executedAt).length
+      // One plain query instead of Kysely's introspection (it checks and creates its tables first):
+      // /ready and /health call this.
+      let applied: Set<string>
+      try {
+        const { rows } = await db.pool.query<{ name: string }>(`select name from ${MIGRATION_TABLE}`)
+        applied = new Set(rows.map((r) => r.name))
+      } catch (err) {
+        if ((err as { code?: string }).code !== '42P01') throw err
+        applied = new Set() // no migration table yet: nothing applied
+      }
+      return Object.keys(migrations).filter((name) => !applied.has(name)).length
     },
   } satisfies PlinthMigrator)
 }

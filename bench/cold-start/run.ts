@@ -1,0 +1,151 @@
+/**
+ * Cold start: how long `plinth start` takes until `/ready` answers 200, on an empty data directory
+ * (a new embedded cluster) and on the same directory again (a restart), beside two baselines
+ * measured in the same run: a bare `node -e ''` (process start) and a bare in-memory PGlite with
+ * initdb (`PGlite.create()`, what a new cluster cost before the template).
+ *
+ *   node bench/cold-start/run.ts [--rounds N]
+ */
+import { type ChildProcess, spawn } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { isInterrupted, runBenchmark, track } from '../lib/children.ts'
+import { median } from '../lib/load.ts'
+import { parseOptions } from '../lib/options.ts'
+import { num, row } from '../lib/table.ts'
+
+const usage = `Usage: node bench/cold-start/run.ts [--rounds N]
+
+Starts \`plinth start\` on an empty data directory, then again on the same one, N times each
+(default 3), timing each until /ready answers 200; prints min/median/max beside a bare Node start
+and a bare PGlite initdb measured in the same run. Targets: empty < 2000 ms, existing < 1000 ms.`
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url))
+const MAIN = join(ROOT, 'src', 'main.ts')
+const DEADLINE_MS = 120_000
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer()
+    server.once('error', reject)
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number }
+      server.close(() => resolve(port))
+    })
+  })
+}
+
+function exited(child: ChildProcess): Promise<number | null> {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null) resolve(child.exitCode)
+    else child.once('exit', (code) => resolve(code))
+  })
+}
+
+/** Wall time of a process that runs to completion. */
+async function timeProcess(args: readonly string[]): Promise<number> {
+  const started = performance.now()
+  const child = spawn(process.execPath, [...args], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] })
+  track(child)
+  const code = await exited(child)
+  if (code !== 0) throw new Error(`${args.join(' ')} exited with ${code}`)
+  return performance.now() - started
+}
+
+/** Wall time from spawning `plinth start` until /ready answers 200; then stops it (SIGTERM). */
+async function timeStart(dataDir: string): Promise<number> {
+  const port = await freePort()
+  const started = performance.now()
+  const child = spawn(process.execPath, [MAIN, 'start'], {
+    cwd: ROOT,
+    env: {
+      ...process.env,
+      PLINTH_DATA_DIR: dataDir,
+      PORT: String(port),
+      HOST: '127.0.0.1',
+      PLINTH_LOG_LEVEL: 'warn',
+    },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  })
+  const handle = track(child)
+  let readyMs: number | undefined
+  try {
+    while (readyMs === undefined) {
+      if (isInterrupted()) throw new Error('interrupted')
+      if (child.exitCode !== null) throw new Error(`plinth start exited with ${child.exitCode}`)
+      if (performance.now() - started > DEADLINE_MS) throw new Error('plinth start was not ready in time')
+      const ok = await fetch(`http://127.0.0.1:${port}/ready`).then(
+        (r) => r.status === 200,
+        () => false,
+      )
+      if (ok) readyMs = performance.now() - started
+      else await new Promise((r) => setTimeout(r, 10))
+    }
+  } catch (err) {
+    await handle.stop()
+    throw err
+  }
+  if (!(await handle.stop())) throw new Error('plinth start did not stop cleanly')
+  return readyMs
+}
+
+async function main(): Promise<number> {
+  const { rounds } = parseOptions(process.argv.slice(2), usage)
+  const figures: Record<'node' | 'pglite' | 'empty' | 'existing', number[]> = {
+    node: [],
+    pglite: [],
+    empty: [],
+    existing: [],
+  }
+  const pgliteInit = [
+    '--input-type=module',
+    '-e',
+    "const { PGlite } = await import('@electric-sql/pglite'); const db = await PGlite.create(); await db.query('select 1'); await db.close()",
+  ]
+  for (let r = 1; r <= rounds; r++) {
+    figures.node.push(await timeProcess(['-e', '']))
+    figures.pglite.push(await timeProcess(pgliteInit))
+    const dir = mkdtempSync(join(tmpdir(), 'plinth-cold-'))
+    try {
+      figures.empty.push(await timeStart(dir))
+      figures.existing.push(await timeStart(dir))
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
+    console.log(
+      `round ${r}/${rounds}  node ${num(Math.round(figures.node.at(-1)!))} ms  pglite initdb ${num(Math.round(figures.pglite.at(-1)!))} ms  ` +
+        `empty ${num(Math.round(figures.empty.at(-1)!))} ms  existing ${num(Math.round(figures.existing.at(-1)!))} ms`,
+    )
+  }
+  const stats = (v: number[]) => ({
+    min: Math.round(Math.min(...v)),
+    median: Math.round(median(v)),
+    max: Math.round(Math.max(...v)),
+  })
+  const labels = {
+    node: 'node -e',
+    pglite: 'PGlite initdb',
+    empty: 'start, empty dir',
+    existing: 'start, existing dir',
+  }
+  console.log(`\n${row(['', 'min ms', 'median ms', 'max ms'])}   (${rounds} runs each)`)
+  const summary: Record<string, unknown> = { benchmark: 'cold-start', rounds }
+  for (const [key, label] of Object.entries(labels) as [keyof typeof figures, string][]) {
+    const s = stats(figures[key])
+    summary[key] = s
+    console.log(`${label.padEnd(20)}${row(['', num(s.min), num(s.median), num(s.max)]).slice(8)}`)
+  }
+  const empty = stats(figures.empty).median
+  const existing = stats(figures.existing).median
+  console.log(`\nempty dir median ${num(empty)} ms   target < 2000 ms: ${empty < 2000 ? 'met' : 'MISSED'}`)
+  console.log(
+    `existing dir median ${num(existing)} ms   target < 1000 ms: ${existing < 1000 ? 'met' : 'MISSED'}`,
+  )
+  console.log(JSON.stringify(summary))
+  return 0
+}
+
+await runBenchmark(main, usage)

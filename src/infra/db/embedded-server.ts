@@ -1,0 +1,230 @@
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { Worker } from 'node:worker_threads'
+import type { Logger } from 'pino'
+import type { EmbeddedWorkerData, EmbeddedWorkerMessage } from './embedded-worker.ts'
+
+/** PostgreSQL's socket naming: a client given `host: <dir>, port: 5432` connects to this file. */
+export const SOCKET_PORT = 5432
+export const SOCKET_FILE = `.s.PGSQL.${SOCKET_PORT}`
+/** Unix socket paths are limited to about 107 bytes; longer data directory paths use a temp dir. */
+const MAX_SOCKET_PATH = 100
+
+/**
+ * The embedded database as a server: PGlite in a worker thread, listening on a Unix socket
+ * (`<data dir>/.s.PGSQL.5432`, or a private temporary directory for `memory://`). The main thread
+ * connects with `pg` as to any PostgreSQL server.
+ *
+ * When the worker dies (a crash, an out-of-memory abort, `terminate()`), `isUp()` turns false at
+ * once, so `/ready` answers 503, and a file-backed database is restarted with backoff on the same
+ * socket; pooled connections fail and are replaced. An in-memory database is not restarted: its
+ * data died with the worker, so the instance stays not-ready until the process is restarted.
+ */
+export interface EmbeddedServer {
+  /** The `pg` host (the socket's directory) and port. */
+  readonly socketDir: string
+  readonly socketPort: number
+  /** How the cluster was opened at start (an existing one, the template, or initdb), once up. */
+  origin(): 'existing' | 'template' | 'initdb' | undefined
+  isUp(): boolean
+  /** Why the database is down, when it is. */
+  downReason(): string | undefined
+  /** Resolves once the worker is up again (or rejects when it will not restart). For tests. */
+  whenUp(): Promise<void>
+  /** The running worker thread, if any (tests terminate it to simulate a crash). */
+  worker(): Worker | undefined
+  close(): Promise<void>
+}
+
+export interface EmbeddedServerOptions {
+  /** The data directory, or null for an in-memory database. */
+  readonly dataDir: string | null
+  readonly logger: Logger
+  readonly maxConnections: number
+  /** How long the worker may take to open the database and listen. */
+  readonly startTimeoutMs: number
+  readonly useTemplate?: boolean
+}
+
+const workerUrl = new URL('./embedded-worker.ts', import.meta.url)
+
+type Ready = Extract<EmbeddedWorkerMessage, { type: 'ready' }>
+
+/** Starts a worker; `ready` settles when it listens, or fails (and the worker is gone). */
+function spawn(data: EmbeddedWorkerData, timeoutMs: number): { worker: Worker; ready: Promise<Ready> } {
+  const worker = new Worker(workerUrl, { workerData: data })
+  const ready = new Promise<Ready>((resolve, reject) => {
+    let error: Error | undefined
+    const timer = setTimeout(() => {
+      cleanup()
+      void worker.terminate()
+      reject(new Error(`the embedded database did not start within ${timeoutMs} ms`))
+    }, timeoutMs)
+    const onMessage = (message: EmbeddedWorkerMessage) => {
+      if (message.type !== 'ready') return
+      cleanup()
+      resolve(message)
+    }
+    const onError = (err: Error) => {
+      error = err
+    }
+    const onExit = (code: number) => {
+      cleanup()
+      reject(error ?? new Error(`the embedded database worker exited with code ${code} while starting`))
+    }
+    const cleanup = () => {
+      clearTimeout(timer)
+      worker.off('message', onMessage)
+      worker.off('error', onError)
+      worker.off('exit', onExit)
+    }
+    worker.on('message', onMessage)
+    worker.on('error', onError)
+    worker.on('exit', onExit)
+  })
+  return { worker, ready }
+}
+
+/**
+ * Starts the worker and returns at once: the main thread goes on building the application while
+ * the worker opens the database on the other core. `whenUp()` waits for it (`connect()` does).
+ */
+export function startEmbeddedServer(options: EmbeddedServerOptions): EmbeddedServer {
+  const log = options.logger.child({ component: 'embedded-database' })
+  const clusterDir = options.dataDir === null ? null : join(options.dataDir, 'pglite')
+  const inDataDir = options.dataDir !== null && join(options.dataDir, SOCKET_FILE).length <= MAX_SOCKET_PATH
+  const socketDir = inDataDir ? (options.dataDir as string) : mkdtempSync(join(tmpdir(), 'plinth-db-'))
+  const data: EmbeddedWorkerData = {
+    clusterDir,
+    socketPath: join(socketDir, SOCKET_FILE),
+    maxConnections: options.maxConnections,
+    useTemplate: options.useTemplate ?? true,
+  }
+  const removeSocketDir = () => {
+    if (!inDataDir) rmSync(socketDir, { recursive: true, force: true })
+  }
+
+  let current: Worker | undefined
+  let up = false
+  let reason: string | undefined
+  let closing = false
+  let restartTimer: NodeJS.Timeout | undefined
+  /** Set when the database will not come back (in-memory data lost, or closed). */
+  let gone: Error | undefined
+  let waiters: { resolve: () => void; reject: (err: Error) => void }[] = []
+  const settleWaiters = (err?: Error) => {
+    const list = waiters
+    waiters = []
+    for (const w of list) err ? w.reject(err) : w.resolve()
+  }
+
+  const adopt = (worker: Worker) => {
+    current = worker
+    up = true
+    reason = undefined
+    worker.on('error', (err) => {
+      reason = `the embedded database worker failed: ${err.message}`
+      log.error({ err: { message: err.message } }, 'embedded database worker failed')
+    })
+    worker.on('exit', (code) => {
+      if (current !== worker) return
+      current = undefined
+      up = false
+      if (closing) return
+      reason ??= `the embedded database worker exited (code ${code})`
+      if (clusterDir === null) {
+        reason = `${reason}; the in-memory database is lost, restart the process`
+        log.fatal({ code }, 'embedded in-memory database worker exited; the instance stays not ready')
+        gone = new Error(reason)
+        settleWaiters(gone)
+        return
+      }
+      log.error({ code }, 'embedded database worker exited; restarting it')
+      scheduleRestart(200)
+    })
+  }
+
+  const scheduleRestart = (delayMs: number) => {
+    restartTimer = setTimeout(async () => {
+      restartTimer = undefined
+      if (closing) return
+      try {
+        const { worker, ready: starting } = spawn(data, options.startTimeoutMs)
+        const ready = await starting
+        if (closing) {
+          await worker.terminate()
+          return
+        }
+        adopt(worker)
+        log.warn({ ms: ready.ms }, 'embedded database worker restarted')
+        settleWaiters()
+      } catch (err) {
+        reason = `the embedded database could not restart: ${(err as Error).message}`
+        log.error({ err: { message: (err as Error).message } }, 'embedded database restart failed')
+        scheduleRestart(Math.min(delayMs * 2, 5000))
+      }
+    }, delayMs)
+    restartTimer.unref()
+  }
+
+  let origin: Ready['origin'] | undefined
+  const first = spawn(data, options.startTimeoutMs)
+  let starting: Worker | undefined = first.worker
+  first.ready.then(
+    (ready) => {
+      starting = undefined
+      if (closing) return
+      adopt(first.worker)
+      origin = ready.origin
+      log.info({ origin, ms: ready.ms, socket: data.socketPath }, 'embedded database ready')
+      settleWaiters()
+    },
+    (err: Error) => {
+      starting = undefined
+      gone = err
+      reason = err.message
+      removeSocketDir()
+      settleWaiters(err)
+    },
+  )
+
+  return {
+    socketDir,
+    socketPort: SOCKET_PORT,
+    origin: () => origin,
+    isUp: () => up,
+    downReason: () => (up ? undefined : (reason ?? 'the embedded database is not running')),
+    whenUp: () => {
+      if (up) return Promise.resolve()
+      if (gone) return Promise.reject(gone)
+      return new Promise<void>((resolve, reject) => waiters.push({ resolve, reject }))
+    },
+    worker: () => current,
+    async close() {
+      if (closing) return
+      closing = true
+      clearTimeout(restartTimer)
+      gone ??= new Error('the embedded database was closed')
+      settleWaiters(gone)
+      if (starting) await starting.terminate()
+      const worker = current
+      if (worker) {
+        const stopped = new Promise<void>((resolve) => {
+          worker.once('exit', () => resolve())
+          worker.on('message', (m: EmbeddedWorkerMessage) => {
+            if (m.type === 'stopped') resolve()
+          })
+        })
+        worker.postMessage({ type: 'stop' })
+        // A clean stop closes PGlite (its files are consistent); a stuck worker is terminated.
+        const timer = setTimeout(() => void worker.terminate(), 10_000)
+        await stopped
+        clearTimeout(timer)
+        await worker.terminate()
+      }
+      up = false
+      removeSocketDir()
+    },
+  }
+}

@@ -1,0 +1,89 @@
+/**
+ * The embedded database's worker thread: PGlite (PostgreSQL in WebAssembly) runs here, behind
+ * `@electric-sql/pglite-socket`, which speaks the PostgreSQL wire protocol on a Unix socket. The
+ * main thread reaches it through an ordinary `pg.Pool`, so a long query never blocks the HTTP
+ * event loop. Started by `embedded-server.ts`; not imported by anything else.
+ *
+ * Messages to the parent: `{ type: 'ready', origin, ms }` once the socket accepts connections,
+ * `{ type: 'stopped' }` after a `{ type: 'stop' }` request. Any failure ends the thread, which the
+ * parent sees as an `exit`.
+ */
+import { chmodSync, existsSync, rmSync } from 'node:fs'
+import { join } from 'node:path'
+import { parentPort, workerData } from 'node:worker_threads'
+import { PGlite } from '@electric-sql/pglite'
+import { PGLiteSocketServer } from '@electric-sql/pglite-socket'
+import { discardTemplate, readTemplate, writeTemplate } from './template.ts'
+
+export interface EmbeddedWorkerData {
+  /** The PGlite cluster directory, or null for an in-memory database. */
+  readonly clusterDir: string | null
+  /** The Unix socket to listen on. */
+  readonly socketPath: string
+  readonly maxConnections: number
+  /** Start a new cluster from the cached template (and build it when missing). */
+  readonly useTemplate: boolean
+}
+
+export type EmbeddedWorkerMessage =
+  | { type: 'ready'; origin: 'existing' | 'template' | 'initdb'; ms: number }
+  | { type: 'stopped' }
+
+const data = workerData as EmbeddedWorkerData
+const port = parentPort
+if (!port) throw new Error('embedded-worker.ts runs only as a worker thread')
+
+async function open(): Promise<{ db: PGlite; origin: 'existing' | 'template' | 'initdb' }> {
+  const where = data.clusterDir ?? 'memory://'
+  const isNew = data.clusterDir === null || !existsSync(join(data.clusterDir, 'PG_VERSION'))
+  if (!isNew) return { db: await PGlite.create(where), origin: 'existing' }
+  if (data.useTemplate) {
+    const template = readTemplate()
+    if (template) {
+      try {
+        return { db: await PGlite.create(where, { loadDataDir: template }), origin: 'template' }
+      } catch {
+        // A damaged template: forget it, clear what it half wrote, and fall back to initdb.
+        discardTemplate()
+        if (data.clusterDir) rmSync(data.clusterDir, { recursive: true, force: true })
+      }
+    }
+  }
+  const db = await PGlite.create(where)
+  if (data.useTemplate) {
+    // Best effort: a read-only cache directory only means the next start runs initdb again.
+    await db
+      .dumpDataDir('none')
+      .then((dump) => writeTemplate(dump))
+      .catch(() => {})
+  }
+  return { db, origin: 'initdb' }
+}
+
+const started = performance.now()
+const { db, origin } = await open()
+// A socket left by a crashed worker would make listen() fail with EADDRINUSE.
+rmSync(data.socketPath, { force: true })
+const server = new PGLiteSocketServer({ db, path: data.socketPath, maxConnections: data.maxConnections })
+await server.start()
+// Only this user may connect: the socket has no password (PGlite trusts every client).
+chmodSync(data.socketPath, 0o600)
+port.postMessage({
+  type: 'ready',
+  origin,
+  ms: Math.round(performance.now() - started),
+} satisfies EmbeddedWorkerMessage)
+
+port.on('message', (message: { type?: string }) => {
+  if (message?.type !== 'stop') return
+  void (async () => {
+    try {
+      await server.stop()
+      await db.close()
+    } finally {
+      rmSync(data.socketPath, { force: true })
+      port.postMessage({ type: 'stopped' } satisfies EmbeddedWorkerMessage)
+      port.close()
+    }
+  })()
+})
