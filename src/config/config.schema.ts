@@ -95,6 +95,11 @@ export const configSchema = {
     secret: true,
     doc: 'Secret for signing cookies and tokens, and the key of the pseudonyms that replace erased users in the audit log (changing it changes later pseudonyms only); at least 32 characters. Required in staging and production (e.g. `openssl rand -base64 48`).',
   }),
+  backupDir: optionalStr({
+    env: 'PLINTH_BACKUP_DIR',
+    defaultDoc: '`<PLINTH_DATA_DIR>/backups`',
+    doc: 'Directory backups are written to (`plinth backup create`, `POST /api/v1/admin/backups`): a manifest and an encrypted archive per backup. Required when `PLINTH_DATA_DIR` is `memory://`. Keep it on another disk than the database, and copy it off the host (docs/operations/backups.md).',
+  }),
   masterKey: {
     ...optionalStr({
       env: 'PLINTH_MASTER_KEY',

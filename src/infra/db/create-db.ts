@@ -37,6 +37,11 @@ export interface Database {
   /** One round trip; rejects when the database does not answer within `timeoutMs`. */
   ping(timeoutMs: number): Promise<void>
   poolStats(): PoolStats
+  /**
+   * Embedded only: PGlite's own copy of its data directory (a tar, uncompressed), what backups of
+   * the embedded database are made of. Undefined on a PostgreSQL server (use pg_dump there).
+   */
+  readonly dumpDataDir?: (() => Promise<Blob>) | undefined
   close(): Promise<void>
 }
 
@@ -56,6 +61,7 @@ export async function createDatabase(config: DbConfig, deps: { logger: Logger })
   const log = deps.logger.child({ component: 'database' })
   let pool: pg.Pool
   let closeEmbedded = async () => {}
+  let dumpDataDir: (() => Promise<Blob>) | undefined
   let kind: Database['kind']
   let target: string
 
@@ -84,6 +90,7 @@ export async function createDatabase(config: DbConfig, deps: { logger: Logger })
       throw err
     }
     pool = new pg.Pool({ ...(createPgConfig(lite) as pg.PoolConfig), max: 1, idleTimeoutMillis: 0 })
+    dumpDataDir = () => lite.dumpDataDir('none')
     closeEmbedded = async () => {
       await lite.close()
       unlock()
@@ -104,6 +111,7 @@ export async function createDatabase(config: DbConfig, deps: { logger: Logger })
   return Object.freeze({
     kind,
     target,
+    dumpDataDir,
     pool,
     kysely,
     async connect(signal?: AbortSignal) {
