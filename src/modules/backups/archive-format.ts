@@ -55,7 +55,7 @@ export function decodeHeader(b: Buffer): ArchiveHeader {
   if (!compression) throw corrupt(`unknown compression code ${code}`)
   const chunkSize = b.readUInt32BE(9)
   if (chunkSize < 1 || chunkSize > MAX_CHUNK_SIZE) throw corrupt(`chunk size ${chunkSize} is out of range`)
-  if (b[12] !== 0 || b[13] !== 0 || b[14] !== 0 || b[15] !== 0) throw corrupt('reserved header bytes are set')
+  if (b[13] !== 0 || b[14] !== 0 || b[15] !== 0) throw corrupt('reserved header bytes are set')
   return { compression, chunkSize }
 }
 
