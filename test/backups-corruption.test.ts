@@ -70,6 +70,13 @@ function rehash(f: Files) {
   })
 }
 
+const fixedUp =
+  (damage: (f: Files) => void) =>
+  (f: Files): void => {
+    damage(f)
+    rehash(f)
+  }
+
 const damages: Damage[] = [
   { name: 'flipped byte in the magic', apply: flip(() => 0) },
   { name: 'flipped compression byte of the header', apply: flip(() => 8) },
@@ -81,25 +88,25 @@ const damages: Damage[] = [
   { name: 'flipped last byte (final tag)', apply: flip((b) => b.length - 1) },
   {
     name: 'flipped byte, size and SHA-256 fixed up in the manifest',
-    apply: (f) => (flip((b) => Math.floor(b.length / 3))(f), rehash(f)),
+    apply: fixedUp(flip((b) => Math.floor(b.length / 3))),
   },
   { name: 'truncated to half', apply: (f) => editArchive(f, (b) => b.subarray(0, b.length >> 1)) },
   { name: 'truncated by one byte', apply: (f) => editArchive(f, (b) => b.subarray(0, b.length - 1)) },
   {
     name: 'final record dropped, manifest fixed up',
-    apply: (f) => (reorder((r) => r.slice(0, -1))(f), rehash(f)),
+    apply: fixedUp(reorder((r) => r.slice(0, -1))),
   },
   {
     name: 'middle record dropped, manifest fixed up',
-    apply: (f) => (reorder((r) => [...r.slice(0, 2), ...r.slice(3)])(f), rehash(f)),
+    apply: fixedUp(reorder((r) => [...r.slice(0, 2), ...r.slice(3)])),
   },
   {
     name: 'two records swapped, manifest fixed up',
-    apply: (f) => (reorder((r) => [r[1]!, r[0]!, ...r.slice(2)])(f), rehash(f)),
+    apply: fixedUp(reorder((r) => [r[1]!, r[0]!, ...r.slice(2)])),
   },
   {
     name: 'a record replayed, manifest fixed up',
-    apply: (f) => (reorder((r) => [r[0]!, ...r])(f), rehash(f)),
+    apply: fixedUp(reorder((r) => [r[0]!, ...r])),
   },
   { name: 'bytes appended', apply: (f) => editArchive(f, (b) => Buffer.concat([b, Buffer.from('extra')])) },
   {
@@ -111,7 +118,7 @@ const damages: Damage[] = [
   { name: 'archive part missing', apply: (f) => unlinkSync(archiveOf(f)) },
   {
     name: 'archive of another backup put in its place, manifest fixed up',
-    apply: (f) => (cpSync(join(f.dir, archiveName(f.b)), archiveOf(f)), rehash(f)),
+    apply: fixedUp((f) => cpSync(join(f.dir, archiveName(f.b)), archiveOf(f))),
   },
   {
     name: 'manifest row count edited',
