@@ -2,7 +2,7 @@ import type { ModuleContext, PlinthModule } from '../../core/module.ts'
 import { type BackupService, createBackupService } from './backup.service.ts'
 import { backupsRoutes } from './backups.routes.ts'
 
-export { type BackupService, backupDirOf, createBackupService } from './backup.service.ts'
+export { type BackupService, type BackupSummary, backupDirOf, createBackupService } from './backup.service.ts'
 
 /** The backup service of a module context (one per context, built on first use). */
 const services = new WeakMap<ModuleContext, BackupService>()

@@ -1,0 +1,333 @@
+import assert from 'node:assert/strict'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, before, describe, it } from 'node:test'
+import { type Kysely, sql } from 'kysely'
+import { Type } from 'typebox'
+import { builtinModules } from '../src/app/modules.ts'
+import { defineJob } from '../src/core/jobs.ts'
+import type { PlinthModule } from '../src/core/module.ts'
+import type { PlinthTables } from '../src/infra/db/tables.ts'
+import { runCli } from '../src/main.ts'
+import { backupServiceOf } from '../src/modules/backups/backups.module.ts'
+import { listTables } from '../src/modules/backups/database-facts.ts'
+import { connectTo } from '../src/modules/backups/pg-dump-engine.ts'
+import { bearer, createUser, login, NO_RATE_LIMITS, type Session, uniqueEmail } from './helpers/accounts.ts'
+import { assertProblem } from './helpers/assert-problem.ts'
+import { skipUnlessPostgres } from './helpers/services.ts'
+import { TEST_MASTER_KEY, testConfig } from './helpers/test-config.ts'
+import { createTestDatabase } from './helpers/test-database.ts'
+import { startTestPlinth, type TestPlinth } from './helpers/test-plinth.ts'
+
+const skip = await skipUnlessPostgres()
+const PROBE = 'backups.probe'
+const probeModule: PlinthModule = {
+  name: 'backups-probe',
+  jobs: () => [defineJob({ name: PROBE, payload: Type.Object({ n: Type.Integer() }), handler() {} })],
+}
+
+/** Runs a `plinth` command in this process with `env` as its environment (restored after). */
+async function cli(argv: string[], env: Record<string, string>) {
+  const saved = Object.fromEntries(Object.keys(env).map((k) => [k, process.env[k]]))
+  Object.assign(process.env, env)
+  let out = ''
+  let err = ''
+  try {
+    const code = await runCli(argv, { out: (t) => (out += `${t}\n`), err: (t) => (err += `${t}\n`) })
+    return { code, out, err }
+  } finally {
+    for (const [k, v] of Object.entries(saved)) {
+      if (v === undefined) delete process.env[k]
+      else process.env[k] = v
+    }
+  }
+}
+
+/**
+ * A checksum of each table's content (md5 of its rows as text, sorted), for the tables that nothing
+ * changes in the background (pg-boss' own and the heartbeat move by themselves).
+ */
+async function contentChecksums(db: Kysely<PlinthTables>): Promise<Record<string, string>> {
+  const sums: Record<string, string> = {}
+  for (const t of await listTables(db)) {
+    if (t.schema !== 'public' || ['job_heartbeat', 'plinth_migrations_lock'].includes(t.table)) continue
+    const { rows } = await sql<{ sum: string | null }>`
+      select md5(coalesce(string_agg(r::text, E'\\n' order by r::text), '')) as sum from ${sql.table(`${t.schema}.${t.table}`)} r`.execute(
+      db,
+    )
+    sums[`${t.schema}.${t.table}`] = rows[0]!.sum ?? ''
+  }
+  return sums
+}
+
+/** Users, sessions, a job, a webhook subscription and the audit rows they leave, all through the API. */
+async function makeData(plinth: TestPlinth): Promise<{ admin: Session; member: string }> {
+  const admin = await createUser(plinth, uniqueEmail('admin'), 'admin')
+  const member = uniqueEmail('member')
+  await createUser(plinth, member, 'member')
+  await login(plinth.app, member)
+  const job = await plinth.app.inject({
+    method: 'POST',
+    url: `/api/v1/jobs/${PROBE}`,
+    headers: bearer(admin.token),
+    payload: { payload: { n: 1 }, delay: 3600 },
+  })
+  assert.equal(job.statusCode, 202, job.body)
+  const hook = await plinth.app.inject({
+    method: 'POST',
+    url: '/api/v1/webhooks',
+    headers: bearer(admin.token),
+    payload: { url: 'http://127.0.0.1:9/hook', eventTypes: ['user.*'] },
+  })
+  assert.equal(hook.statusCode, 201, hook.body)
+  await plinth.context.audit.seal()
+  return { admin, member }
+}
+
+describe('backups over HTTP', () => {
+  let plinth: TestPlinth
+  let dir: string
+  let admin: Session
+  let member: Session
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'plinth-backups-http-'))
+    plinth = await startTestPlinth({
+      env: { ...NO_RATE_LIMITS, PLINTH_BACKUP_DIR: dir, PLINTH_MASTER_KEY: TEST_MASTER_KEY },
+    })
+    admin = await createUser(plinth, uniqueEmail('admin'), 'admin')
+    member = await createUser(plinth, uniqueEmail('member'), 'member')
+  })
+  after(async () => {
+    await plinth.close()
+    rmSync(dir, { recursive: true, force: true })
+  })
+
+  it('POST /admin/backups writes a backup, verifies it, and answers 201 with its manifest', async () => {
+    const res = await plinth.app.inject({
+      method: 'POST',
+      url: '/api/v1/admin/backups',
+      headers: bearer(admin.token),
+    })
+    assert.equal(res.statusCode, 201, res.body)
+    const body = res.json()
+    assert.equal(body.status, 'verified')
+    assert.equal(body.manifest.kind, 'embedded')
+    assert.equal(body.manifest.rowCounts['public.users'], 2)
+    assert.equal('wrappedKey' in body.manifest, false, 'wrapped keys stay out of the API')
+    assert.ok(body.verification.checks.every((c: { ok: boolean }) => c.ok))
+
+    const list = await plinth.app.inject({
+      method: 'GET',
+      url: '/api/v1/admin/backups',
+      headers: bearer(admin.token),
+    })
+    assert.equal(list.statusCode, 200)
+    assert.deepEqual(
+      list.json().backups.map((b: { id: string }) => b.id),
+      [body.id],
+    )
+    const one = await plinth.app.inject({
+      method: 'GET',
+      url: `/api/v1/admin/backups/${body.id}`,
+      headers: bearer(admin.token),
+    })
+    assert.equal(one.statusCode, 200)
+    assert.equal(one.json().manifest.parts[0].sha256, body.manifest.parts[0].sha256)
+
+    await plinth.context.audit.seal()
+    const { rows } = await sql<{ action: string; outcome: string }>`
+      select action, outcome from audit_log where target_type = 'backup' and target_id = ${body.id} order by seq`.execute(
+      plinth.db.kysely,
+    )
+    assert.deepEqual(rows, [
+      { action: 'backup:created', outcome: 'success' },
+      { action: 'backup:verified', outcome: 'success' },
+    ])
+  })
+
+  it('answers problem+json for bad input and callers without backups:manage', async () => {
+    assertProblem(
+      await plinth.app.inject({
+        method: 'GET',
+        url: '/api/v1/admin/backups/../../etc',
+        headers: bearer(admin.token),
+      }),
+      404,
+      'PLINTH_HTTP_NOT_FOUND',
+    )
+    assertProblem(
+      await plinth.app.inject({
+        method: 'GET',
+        url: '/api/v1/admin/backups/not-an-id',
+        headers: bearer(admin.token),
+      }),
+      400,
+      'PLINTH_HTTP_INVALID_REQUEST',
+    )
+    assertProblem(
+      await plinth.app.inject({
+        method: 'GET',
+        url: '/api/v1/admin/backups/20200101T000000Z-00000000',
+        headers: bearer(admin.token),
+      }),
+      404,
+      'PLINTH_BACKUP_NOT_FOUND',
+    )
+    for (const [method, url] of [
+      ['POST', '/api/v1/admin/backups'],
+      ['GET', '/api/v1/admin/backups'],
+      ['GET', '/api/v1/admin/backups/20200101T000000Z-00000000'],
+    ] as const) {
+      assertProblem(
+        await plinth.app.inject({ method, url, headers: bearer(member.token) }),
+        403,
+        'PLINTH_AUTH_FORBIDDEN',
+      )
+      assertProblem(await plinth.app.inject({ method, url }), 401, 'PLINTH_AUTH_REQUIRED')
+    }
+  })
+})
+
+describe('embedded round trip: API data → backup → restore into a new data directory with the master key alone', () => {
+  it('restores identical content, the audit chain verifies, and the restored instance serves the users', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'plinth-backups-embedded-'))
+    const env = {
+      ...NO_RATE_LIMITS,
+      PLINTH_WEBHOOKS_ALLOW_PRIVATE: 'true',
+      PLINTH_BACKUP_DIR: join(dir, 'backups'),
+      PLINTH_MASTER_KEY: TEST_MASTER_KEY,
+    }
+    const source = await startTestPlinth({ env, modules: [probeModule] })
+    let restored: TestPlinth | undefined
+    try {
+      const { member } = await makeData(source)
+      const before = await contentChecksums(source.db.kysely)
+      const backup = await backupServiceOf(source.context).create()
+      assert.equal(backup.manifest?.rowCounts['public.users'], 2)
+      assert.ok((backup.manifest?.rowCounts['public.audit_log'] ?? 0) > 0)
+      assert.ok(backup.manifest?.auditHead, 'the audit head is recorded')
+
+      // Another process, whose own (empty, in-memory) database has none of the source's data keys.
+      const cliEnv = { ...env, PLINTH_DATA_DIR: 'memory://', PLINTH_ENV: 'test', PLINTH_LOG_LEVEL: 'silent' }
+      const target = join(dir, 'restored')
+      const r = await cli(['backup', 'restore', backup.id, '--data-dir', target, '--json'], cliEnv)
+      assert.equal(r.code, 0, r.err)
+      assert.equal(JSON.parse(r.out).matches, true)
+
+      const again = await cli(['backup', 'restore', backup.id, '--data-dir', target], cliEnv)
+      assert.equal(again.code, 1)
+      assert.match(again.err, /PLINTH_BACKUP_TARGET_NOT_EMPTY/)
+
+      restored = await startTestPlinth({
+        config: testConfig({ ...env, PLINTH_DATA_DIR: target }),
+        modules: [probeModule],
+      })
+      assert.deepEqual(await contentChecksums(restored.db.kysely), before)
+      const chain = await restored.context.audit.verifyChain(restored.db.kysely)
+      assert.equal(chain.ok, true, chain.failure)
+      assert.deepEqual(chain.head, backup.manifest?.auditHead)
+      await login(restored.app, member)
+    } finally {
+      await restored?.close()
+      await source.close()
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+})
+
+describe('PostgreSQL round trip: API data → pg_dump backup → restore into another database', { skip }, () => {
+  it('restores identical content into an empty database, refuses a non-empty one, and the restored instance serves the users', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'plinth-backups-pg-'))
+    const env = {
+      ...NO_RATE_LIMITS,
+      PLINTH_WEBHOOKS_ALLOW_PRIVATE: 'true',
+      PLINTH_BACKUP_DIR: dir,
+      PLINTH_MASTER_KEY: TEST_MASTER_KEY,
+    }
+    const source = await startTestPlinth({ backend: 'postgres', env, modules: [probeModule] })
+    const empty = await createTestDatabase()
+    let restored: TestPlinth | undefined
+    try {
+      const { member } = await makeData(source)
+      const before = await contentChecksums(source.db.kysely)
+      const service = backupServiceOf(source.context)
+      const backup = await service.create()
+      assert.equal(backup.manifest?.kind, 'postgres')
+      const verified = await service.verify(backup.id)
+      assert.equal(verified.ok, true, JSON.stringify(verified.checks))
+
+      const cliEnv = {
+        ...env,
+        DATABASE_URL: source.config.databaseUrl!,
+        PLINTH_ENV: 'test',
+        PLINTH_LOG_LEVEL: 'silent',
+      }
+      const list = await cli(['backup', 'list'], cliEnv)
+      assert.equal(list.code, 0, list.err)
+      assert.match(list.out, new RegExp(`${backup.id}\\s+postgres\\s+verified`))
+
+      const r = await cli(['backup', 'restore', backup.id, '--target', empty.url, '--json'], cliEnv)
+      assert.equal(r.code, 0, r.err)
+      assert.equal(JSON.parse(r.out).matches, true)
+      const refused = await cli(['backup', 'restore', backup.id, '--target', empty.url], cliEnv)
+      assert.equal(refused.code, 1)
+      assert.match(refused.err, /PLINTH_BACKUP_TARGET_NOT_EMPTY/)
+
+      const conn = connectTo(empty.url)
+      try {
+        assert.deepEqual(await contentChecksums(conn.kysely), before)
+      } finally {
+        await conn.close()
+      }
+      restored = await startTestPlinth({
+        config: testConfig({ ...env, DATABASE_URL: empty.url }),
+        modules: [probeModule],
+      })
+      const chain = await restored.context.audit.verifyChain(restored.db.kysely)
+      assert.equal(chain.ok, true, chain.failure)
+      await login(restored.app, member)
+    } finally {
+      await restored?.close()
+      await source.close()
+      await empty.drop()
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
+  it('refuses a backup taken at a migration this code does not know', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'plinth-backups-new-'))
+    const source = await startTestPlinth({
+      backend: 'postgres',
+      env: { PLINTH_BACKUP_DIR: dir, PLINTH_MASTER_KEY: TEST_MASTER_KEY },
+    })
+    const empty = await createTestDatabase()
+    try {
+      await sql`insert into plinth_migrations (name, timestamp) values ('9999-from-the-future', now()::text)`.execute(
+        source.db.kysely,
+      )
+      const service = backupServiceOf(source.context)
+      const backup = await service.create()
+      assert.equal(backup.manifest?.migrationHead, '9999-from-the-future')
+      await sql`delete from plinth_migrations where name = '9999-from-the-future'`.execute(source.db.kysely)
+      const knownMigrations = builtinModules.flatMap((m) => Object.keys(m.migrations ?? {}))
+      await assert.rejects(
+        service.restore(backup.id, { databaseUrl: empty.url, force: true, knownMigrations }),
+        {
+          code: 'PLINTH_BACKUP_TOO_NEW',
+        },
+      )
+      const conn = connectTo(empty.url)
+      try {
+        assert.equal((await listTables(conn.kysely)).length, 0, 'nothing was restored')
+      } finally {
+        await conn.close()
+      }
+    } finally {
+      await source.close()
+      await empty.drop()
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+})
