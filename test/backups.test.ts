@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { existsSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
@@ -10,8 +10,9 @@ import { defineJob } from '../src/core/jobs.ts'
 import type { PlinthModule } from '../src/core/module.ts'
 import type { PlinthTables } from '../src/infra/db/tables.ts'
 import { runCli } from '../src/main.ts'
-import { backupServiceOf } from '../src/modules/backups/backups.module.ts'
+import { backupServiceOf, createBackupService } from '../src/modules/backups/backups.module.ts'
 import { listTables } from '../src/modules/backups/database-facts.ts'
+import { createLocalTarget } from '../src/modules/backups/local-target.ts'
 import { connectTo } from '../src/modules/backups/pg-dump-engine.ts'
 import { bearer, createUser, login, NO_RATE_LIMITS, type Session, uniqueEmail } from './helpers/accounts.ts'
 import { assertProblem } from './helpers/assert-problem.ts'
@@ -327,6 +328,84 @@ describe('PostgreSQL round trip: API data → pg_dump backup → restore into an
     } finally {
       await source.close()
       await empty.drop()
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+})
+
+describe('retention: plinth backup prune', () => {
+  it('--dry-run lists what grandfather-father-son retention would delete; prune deletes exactly that', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'plinth-backups-prune-'))
+    const env = { PLINTH_BACKUP_DIR: dir, PLINTH_MASTER_KEY: TEST_MASTER_KEY }
+    const plinth = await startTestPlinth({ env })
+    try {
+      let clock = new Date('2026-03-01T10:00:00Z')
+      const ctx = plinth.context
+      const service = createBackupService({
+        config: {
+          ...ctx.config,
+          backupKeepHourly: 1,
+          backupKeepDaily: 2,
+          backupKeepWeekly: 0,
+          backupKeepMonthly: 0,
+        },
+        logger: ctx.logger,
+        db: ctx.db,
+        keyring: ctx.keyring,
+        audit: ctx.audit,
+        target: createLocalTarget(dir),
+        now: () => clock,
+      })
+      const made: string[] = []
+      for (const t of [
+        '2026-03-01T10:00:00Z',
+        '2026-03-01T11:00:00Z',
+        '2026-03-02T09:00:00Z',
+        '2026-03-02T10:00:00Z',
+      ]) {
+        clock = new Date(t)
+        const b = await service.create()
+        made.push(b.id)
+        if (t !== '2026-03-02T10:00:00Z') assert.equal((await service.verify(b.id)).ok, true)
+      }
+      const [day1early, day1late, day2verified, day2pending] = made as [string, string, string, string]
+
+      const cliEnv = {
+        ...env,
+        PLINTH_DATA_DIR: 'memory://',
+        PLINTH_ENV: 'test',
+        PLINTH_LOG_LEVEL: 'silent',
+        PLINTH_BACKUP_KEEP_HOURLY: '1',
+        PLINTH_BACKUP_KEEP_DAILY: '2',
+        PLINTH_BACKUP_KEEP_WEEKLY: '0',
+        PLINTH_BACKUP_KEEP_MONTHLY: '0',
+      }
+      const dry = await cli(['backup', 'prune', '--dry-run'], cliEnv)
+      assert.equal(dry.code, 0, dry.err)
+      assert.match(dry.out, new RegExp(`would remove ${day1early}`))
+      assert.match(dry.out, /1 would remove \(dry run: nothing deleted\)/)
+      assert.equal((await service.list()).length, 4, 'a dry run deletes nothing')
+
+      const plan = await service.prune()
+      assert.deepEqual(
+        plan.remove.map((r) => r.id),
+        [day1early],
+      )
+      assert.deepEqual(plan.keep.map((k) => k.id).sort(), [day1late, day2verified, day2pending].sort())
+      assert.equal(existsSync(join(dir, `${day1early}.archive`)), false)
+      assert.equal(existsSync(join(dir, `${day1early}.manifest.json`)), false)
+      assert.deepEqual(
+        (await service.list()).map((b) => b.id).sort(),
+        [day1late, day2verified, day2pending].sort(),
+      )
+
+      await ctx.audit.seal()
+      const { rows } = await sql<{
+        n: string
+      }>`select count(*)::text as n from audit_log where action = 'backup:pruned'`.execute(plinth.db.kysely)
+      assert.equal(rows[0]!.n, '1')
+    } finally {
+      await plinth.close()
       rmSync(dir, { recursive: true, force: true })
     }
   })

@@ -7,7 +7,7 @@ import type { Verification } from '../modules/backups/verification.ts'
 import { createLogger, logDestination } from '../observability/logger.ts'
 import { type CliIo, parseCommandArgs, UsageError } from './cli-io.ts'
 
-export const backupUsage = `Usage: plinth backup <create | list | show <id> | verify <id> | restore <id> …> [--json]
+export const backupUsage = `Usage: plinth backup <create | list | show <id> | verify <id> | restore <id> … | prune [--dry-run]> [--json]
 
   create             back up the database now (pg_dump -Fc on a server, PGlite's data directory
                      when embedded) into PLINTH_BACKUP_DIR, then verify it (--no-verify to skip)
@@ -19,6 +19,9 @@ export const backupUsage = `Usage: plinth backup <create | list | show <id> | ve
   restore <id>       --target <DATABASE_URL> (server backups) or --data-dir <DIR> (embedded ones);
                      refuses a backup from newer code, and a non-empty target unless --force --yes
                      (server: pg_restore --clean; embedded: the old directory is moved aside)
+  prune              delete the backups grandfather-father-son retention does not keep
+                     (PLINTH_BACKUP_KEEP_HOURLY/DAILY/WEEKLY/MONTHLY; the newest verified backup
+                     always stays; damaged ones are listed, never deleted); --dry-run only lists
   --json             print JSON instead of text
 
 The archive is encrypted: a restore needs this server's data keys or the PLINTH_MASTER_KEY the
@@ -31,6 +34,7 @@ const OPTIONS = {
   'data-dir': { type: 'string' },
   force: { type: 'boolean' },
   yes: { type: 'boolean' },
+  'dry-run': { type: 'boolean' },
 } as const
 
 function formatList(list: readonly BackupSummary[]): string {
@@ -81,7 +85,7 @@ function formatShow(b: BackupSummary): string {
 export async function backupCommand(args: readonly string[], io: CliIo): Promise<number> {
   const { values, positionals } = parseCommandArgs(args, OPTIONS, backupUsage, true)
   const [action, id, ...extra] = positionals
-  const actions = ['create', 'list', 'show', 'verify', 'restore']
+  const actions = ['create', 'list', 'show', 'verify', 'restore', 'prune']
   if (!action || !actions.includes(action))
     throw new UsageError(action ? `unknown action "${action}"` : 'missing action', backupUsage)
   const needsId = ['show', 'verify', 'restore'].includes(action)
@@ -128,6 +132,20 @@ export async function backupCommand(args: readonly string[], io: CliIo): Promise
       const b = await service.show(created.id)
       print(b, formatShow(b))
       return b.status === 'failed' ? 1 : 0
+    }
+    if (action === 'prune') {
+      const plan = await service.prune({ dryRun: Boolean(values['dry-run']), caller })
+      const verb = plan.dryRun ? 'would remove' : 'removed'
+      print(
+        plan,
+        [
+          ...plan.remove.map((r) => `${verb} ${r.id}: ${r.reason}`),
+          ...plan.keep.map((k) => `keep ${k.id}: ${k.reasons.join(', ')}`),
+          ...plan.damaged.map((id) => `DAMAGED ${id}: left alone, look at it (plinth backup show ${id})`),
+          `${plan.keep.length} kept, ${plan.remove.length} ${verb}${plan.dryRun ? ' (dry run: nothing deleted)' : ''}`,
+        ].join('\n'),
+      )
+      return 0
     }
     if (action === 'verify') {
       const v = await service.verify(id!, { caller })

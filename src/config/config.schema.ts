@@ -100,6 +100,34 @@ export const configSchema = {
     defaultDoc: '`<PLINTH_DATA_DIR>/backups`',
     doc: 'Directory backups are written to (`plinth backup create`, `POST /api/v1/admin/backups`): a manifest and an encrypted archive per backup. Required when `PLINTH_DATA_DIR` is `memory://`. Keep it on another disk than the database, and copy it off the host (docs/operations/backups.md).',
   }),
+  backupKeepHourly: int({
+    env: 'PLINTH_BACKUP_KEEP_HOURLY',
+    default: 24,
+    min: 0,
+    max: 10_000,
+    doc: 'Retention (`plinth backup prune`): keep the newest verified backup of each of this many most recent hours.',
+  }),
+  backupKeepDaily: int({
+    env: 'PLINTH_BACKUP_KEEP_DAILY',
+    default: 30,
+    min: 0,
+    max: 10_000,
+    doc: 'Retention: keep the newest verified backup of each of this many most recent days (UTC).',
+  }),
+  backupKeepWeekly: int({
+    env: 'PLINTH_BACKUP_KEEP_WEEKLY',
+    default: 12,
+    min: 0,
+    max: 10_000,
+    doc: 'Retention: keep the newest verified backup of each of this many most recent ISO weeks.',
+  }),
+  backupKeepMonthly: int({
+    env: 'PLINTH_BACKUP_KEEP_MONTHLY',
+    default: 12,
+    min: 0,
+    max: 10_000,
+    doc: 'Retention: keep the newest verified backup of each of this many most recent months. The newest verified backup is always kept.',
+  }),
   masterKey: {
     ...optionalStr({
       env: 'PLINTH_MASTER_KEY',

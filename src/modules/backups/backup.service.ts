@@ -19,6 +19,7 @@ import {
 import { newContentKey, openContentKey, sealHolds, sealOf } from './backup-keys.ts'
 import { auditChainOf, kyselyOnClient, listTables, readFacts } from './database-facts.ts'
 import { embeddedEngine, openScratchPglite, restoreToDataDir } from './embedded-engine.ts'
+import { type GfsPolicy, planRetention, type RetentionPlan } from './gfs-retention.ts'
 import { type BackupTarget, createLocalTarget } from './local-target.ts'
 import {
   archiveName,
@@ -75,6 +76,17 @@ export interface BackupService {
   /** Restores to a scratch target and checks it; the result is stored beside the backup and audited. */
   verify(id: string, options?: { caller?: AuditCaller | undefined }): Promise<Verification>
   restore(id: string, options: RestoreOptions): Promise<RestoreResult>
+  /**
+   * Applies grandfather-father-son retention (`PLINTH_BACKUP_KEEP_*`, see `planRetention`); with
+   * `dryRun`, only says what would go. Damaged backups are left alone (listed in `damaged`).
+   */
+  prune(options?: { dryRun?: boolean; caller?: AuditCaller | undefined }): Promise<PruneResult>
+}
+
+export interface PruneResult extends RetentionPlan {
+  readonly dryRun: boolean
+  /** Backups whose manifest fails its checks: never removed automatically, look at them. */
+  readonly damaged: readonly string[]
 }
 
 export interface BackupServiceDeps {
@@ -479,20 +491,65 @@ export function createBackupService(deps: BackupServiceDeps): BackupService {
     return result
   }
 
+  async function prune(
+    options: { dryRun?: boolean; caller?: AuditCaller | undefined } = {},
+  ): Promise<PruneResult> {
+    const all = await list()
+    const damaged = all.filter((b) => b.status === 'damaged').map((b) => b.id)
+    const policy: GfsPolicy = {
+      hourly: config.backupKeepHourly,
+      daily: config.backupKeepDaily,
+      weekly: config.backupKeepWeekly,
+      monthly: config.backupKeepMonthly,
+    }
+    const plan = planRetention(
+      all
+        .filter((b) => b.manifest !== null)
+        .map((b) => ({ id: b.id, at: new Date(b.manifest!.startedAt), verified: b.status === 'verified' })),
+      policy,
+    )
+    const dryRun = Boolean(options.dryRun)
+    if (!dryRun) {
+      for (const r of plan.remove) {
+        // The manifest goes first: the backup stops being listed before its archive disappears.
+        await targetOf().remove(manifestName(r.id))
+        await targetOf().remove(archiveName(r.id))
+        await targetOf().remove(verificationName(r.id))
+      }
+      if (plan.remove.length > 0)
+        await audit.record(
+          db.kysely,
+          callerEntry(
+            options.caller ?? { actor: { type: 'system', id: 'backups' } },
+            'backup:pruned',
+            undefined,
+            {
+              details: { removed: plan.remove.map((r) => r.id), kept: plan.keep.length },
+            },
+          ),
+        )
+      log.info({ removed: plan.remove.length, kept: plan.keep.length }, 'backups pruned')
+    }
+    return { ...plan, dryRun, damaged }
+  }
+
+  async function list(): Promise<BackupSummary[]> {
+    const ids = (await targetOf().list())
+      .filter((n) => n.endsWith('.manifest.json'))
+      .map((n) => n.slice(0, -'.manifest.json'.length))
+      .filter((id) => BACKUP_ID.test(id))
+      .sort()
+      .reverse()
+    return Promise.all(ids.map(summary))
+  }
+
   return Object.freeze({
     get target() {
       return targetOf()
     },
     create,
-    async list() {
-      const ids = (await targetOf().list())
-        .filter((n) => n.endsWith('.manifest.json'))
-        .map((n) => n.slice(0, -'.manifest.json'.length))
-        .filter((id) => BACKUP_ID.test(id))
-        .sort()
-        .reverse()
-      return Promise.all(ids.map(summary))
-    },
+    list,
+    prune,
     show: summary,
     verify,
     restore,
