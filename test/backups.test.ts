@@ -20,6 +20,7 @@ import { skipUnlessPostgres } from './helpers/services.ts'
 import { TEST_MASTER_KEY, testConfig } from './helpers/test-config.ts'
 import { createTestDatabase } from './helpers/test-database.ts'
 import { startTestPlinth, type TestPlinth } from './helpers/test-plinth.ts'
+import { waitFor } from './helpers/wait-for.ts'
 
 const skip = await skipUnlessPostgres()
 const PROBE = 'backups.probe'
@@ -404,6 +405,45 @@ describe('retention: plinth backup prune', () => {
         n: string
       }>`select count(*)::text as n from audit_log where action = 'backup:pruned'`.execute(plinth.db.kysely)
       assert.equal(rows[0]!.n, '1')
+    } finally {
+      await plinth.close()
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+})
+
+describe('the scheduled backup job', () => {
+  it('is a built-in schedule; a run backs up, verifies and prunes, and shows on /api/metrics and /health', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'plinth-backups-job-'))
+    // A schedule that exists but does not fire during the test: the job is enqueued by hand.
+    const plinth = await startTestPlinth({
+      env: {
+        PLINTH_BACKUP_DIR: dir,
+        PLINTH_MASTER_KEY: TEST_MASTER_KEY,
+        PLINTH_BACKUP_CRON: '0 0 1 1 *',
+        PLINTH_BACKUP_MAX_AGE: '1h',
+      },
+    })
+    try {
+      await waitFor(
+        'the built-in backup schedule',
+        async () => (await plinth.context.schedules.list()).some((s) => s.jobName === 'plinth.backup'),
+        { timeoutMs: 60_000 },
+      )
+      const service = backupServiceOf(plinth.context)
+      await plinth.context.jobs.enqueue('plinth.backup', {})
+      const done = await waitFor(
+        'a verified backup made by the job',
+        async () => (await service.list()).find((b) => b.status === 'verified'),
+        { timeoutMs: 120_000, intervalMs: 250 },
+      )
+      assert.equal(done.manifest?.kind, 'embedded')
+      const metrics = await plinth.app.inject({ method: 'GET', url: '/api/metrics' })
+      assert.match(metrics.body, /plinth_backup_last_success_timestamp_seconds\{kind="embedded"\} \d/)
+      assert.match(metrics.body, /plinth_backup_verifications_total\{kind="embedded",result="ok"\} 1/)
+      const health = await plinth.app.inject({ method: 'GET', url: '/health' })
+      assert.equal(health.json().components.backups.status, 'up', health.body)
+      assert.equal(health.json().components.backups.details.newestVerified, done.id)
     } finally {
       await plinth.close()
       rmSync(dir, { recursive: true, force: true })

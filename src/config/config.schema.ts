@@ -100,6 +100,17 @@ export const configSchema = {
     defaultDoc: '`<PLINTH_DATA_DIR>/backups`',
     doc: 'Directory backups are written to (`plinth backup create`, `POST /api/v1/admin/backups`): a manifest and an encrypted archive per backup. Required when `PLINTH_DATA_DIR` is `memory://`. Keep it on another disk than the database, and copy it off the host (docs/operations/backups.md).',
   }),
+  backupCron: str({
+    env: 'PLINTH_BACKUP_CRON',
+    default: '23 * * * *',
+    doc: 'Cron expression (UTC) of the built-in `plinth.backup` schedule: back up, verify, then prune (default hourly at :23; retention keeps the daily, weekly and monthly ones). `off` declares no schedule (pause an existing one with `plinth schedules pause plinth.backup`).',
+  }),
+  backupMaxAge: duration({
+    env: 'PLINTH_BACKUP_MAX_AGE',
+    default: 7_200_000,
+    defaultDoc: '`2h`',
+    doc: 'With the backup schedule on, the `backups` health check turns `degraded` when the newest verified backup is older than this (twice the hourly schedule by default).',
+  }),
   backupKeepHourly: int({
     env: 'PLINTH_BACKUP_KEEP_HOURLY',
     default: 24,

@@ -17,6 +17,7 @@ import {
   writeArchive,
 } from './archive-io.ts'
 import { newContentKey, openContentKey, sealHolds, sealOf } from './backup-keys.ts'
+import type { BackupMetrics } from './backup-metrics.ts'
 import { auditChainOf, kyselyOnClient, listTables, readFacts } from './database-facts.ts'
 import { embeddedEngine, openScratchPglite, restoreToDataDir } from './embedded-engine.ts'
 import { type GfsPolicy, planRetention, type RetentionPlan } from './gfs-retention.ts'
@@ -100,6 +101,7 @@ export interface BackupServiceDeps {
   readonly chunkSize?: number | undefined
   readonly compression?: Compression | undefined
   readonly now?: () => Date
+  readonly metrics?: BackupMetrics | undefined
 }
 
 /** `PLINTH_BACKUP_DIR`, else `<PLINTH_DATA_DIR>/backups`. */
@@ -342,6 +344,7 @@ export function createBackupService(deps: BackupServiceDeps): BackupService {
         { backupId: id, kind: db.kind, bytes: written.bytes, dumpBytes: written.dumpBytes },
         'backup written',
       )
+      deps.metrics?.created(db.kind, (now().getTime() - startedAt.getTime()) / 1000, written.bytes)
       await record(options.caller, 'backup:created', id, 'success', {
         kind: db.kind,
         bytes: written.bytes,
@@ -350,6 +353,7 @@ export function createBackupService(deps: BackupServiceDeps): BackupService {
       return summary(id)
     } catch (err) {
       log.error({ backupId: id, err }, 'backup failed')
+      deps.metrics?.failed('create')
       await record(options.caller, 'backup:created', id, 'failure', {
         reason: (err as PlinthError).code ?? 'error',
       }).catch(() => {})
@@ -428,6 +432,7 @@ export function createBackupService(deps: BackupServiceDeps): BackupService {
       failed: checks.filter((c) => !c.ok).map((c) => c.name),
     })
     log.info({ backupId: id, ok: body.ok }, 'backup verified')
+    deps.metrics?.verified(db.kind, body.ok)
     return body
   }
 

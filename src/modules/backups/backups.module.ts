@@ -1,8 +1,11 @@
 import type { ModuleContext, PlinthModule } from '../../core/module.ts'
 import { type BackupService, createBackupService } from './backup.service.ts'
+import { backupHealthCheck, backupJob, backupSchedules } from './backup-job.ts'
+import { createBackupMetrics } from './backup-metrics.ts'
 import { backupsRoutes } from './backups.routes.ts'
 
 export { type BackupService, type BackupSummary, backupDirOf, createBackupService } from './backup.service.ts'
+export { BACKUP_JOB, BACKUP_SCHEDULE } from './backup-job.ts'
 
 /** The backup service of a module context (one per context, built on first use). */
 const services = new WeakMap<ModuleContext, BackupService>()
@@ -15,6 +18,7 @@ export function backupServiceOf(ctx: ModuleContext): BackupService {
       db: ctx.db,
       keyring: ctx.keyring,
       audit: ctx.audit,
+      metrics: createBackupMetrics(ctx.metrics),
     })
     services.set(ctx, s)
   }
@@ -30,4 +34,8 @@ export function backupServiceOf(ctx: ModuleContext): BackupService {
 export const backupsModule: PlinthModule = {
   name: 'backups',
   routes: (app, ctx) => backupsRoutes(app, ctx, () => backupServiceOf(ctx)),
+  jobs: (ctx) => [backupJob(() => backupServiceOf(ctx))],
+  schedules: (ctx) => backupSchedules(ctx.config),
+  healthChecks: (ctx) =>
+    backupSchedules(ctx.config).length > 0 ? [backupHealthCheck(ctx.config, () => backupServiceOf(ctx))] : [],
 }
