@@ -100,6 +100,38 @@ export const configSchema = {
     defaultDoc: '`<PLINTH_DATA_DIR>/backups`',
     doc: 'Directory backups are written to (`plinth backup create`, `POST /api/v1/admin/backups`): a manifest and an encrypted archive per backup. Required when `PLINTH_DATA_DIR` is `memory://`. Keep it on another disk than the database, and copy it off the host (docs/operations/backups.md).',
   }),
+  backupS3Bucket: optionalStr({
+    env: 'PLINTH_BACKUP_S3_BUCKET',
+    doc: 'When set, backups go to this S3-compatible bucket instead of `PLINTH_BACKUP_DIR` (multipart upload to a temporary key, published by copy once its checksum is verified).',
+  }),
+  backupS3Prefix: str({
+    env: 'PLINTH_BACKUP_S3_PREFIX',
+    default: 'plinth/',
+    doc: 'Key prefix of the backups in `PLINTH_BACKUP_S3_BUCKET`.',
+  }),
+  backupS3Endpoint: optionalStr({
+    env: 'PLINTH_BACKUP_S3_ENDPOINT',
+    doc: 'Endpoint URL of an S3-compatible server (MinIO, Ceph, R2 …); unset for AWS S3.',
+  }),
+  backupS3Region: str({
+    env: 'PLINTH_BACKUP_S3_REGION',
+    default: 'us-east-1',
+    doc: 'Region of the backup bucket.',
+  }),
+  backupS3AccessKeyId: optionalStr({
+    env: 'PLINTH_BACKUP_S3_ACCESS_KEY_ID',
+    doc: 'Access key id for the backup bucket; unset to use the AWS SDK default credential chain (instance role …).',
+  }),
+  backupS3SecretAccessKey: optionalStr({
+    env: 'PLINTH_BACKUP_S3_SECRET_ACCESS_KEY',
+    secret: true,
+    doc: 'Secret access key for the backup bucket (with `PLINTH_BACKUP_S3_ACCESS_KEY_ID`).',
+  }),
+  backupS3ForcePathStyle: bool({
+    env: 'PLINTH_BACKUP_S3_FORCE_PATH_STYLE',
+    default: false,
+    doc: 'Path-style bucket URLs (`endpoint/bucket/key`), which most S3-compatible servers need.',
+  }),
   backupCron: str({
     env: 'PLINTH_BACKUP_CRON',
     default: '23 * * * *',

@@ -259,6 +259,12 @@ export const errorRegistry = {
     title: 'Backup In Progress',
     detail: 'Another backup runs now (one at a time); retry when it has finished.',
   },
+  PLINTH_BACKUP_TARGET_UNAVAILABLE: {
+    status: 503,
+    title: 'Backup Target Unavailable',
+    detail:
+      'The backup target (the S3 bucket) did not answer or refused the request: check PLINTH_BACKUP_S3_* and that the endpoint is reachable, then retry. Nothing half-written was published.',
+  },
   PLINTH_BACKUP_ENGINE_FAILED: {
     status: 500,
     title: 'Backup Engine Failed',

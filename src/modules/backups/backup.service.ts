@@ -33,6 +33,7 @@ import {
   verificationName,
 } from './manifest.ts'
 import { connectTo, createScratchDatabase, pgDump, pgRestore } from './pg-dump-engine.ts'
+import { createS3Target } from './s3-target.ts'
 import { compareFacts, type Verification, type VerificationCheck } from './verification.ts'
 
 export type { Verification } from './verification.ts'
@@ -115,6 +116,21 @@ export function backupDirOf(config: Pick<PlinthConfig, 'backupDir' | 'dataDir'>)
   return join(resolve(config.dataDir), 'backups')
 }
 
+/** The S3 bucket when `PLINTH_BACKUP_S3_BUCKET` is set, else the local directory (`backupDirOf`). */
+export function targetFromConfig(config: PlinthConfig): BackupTarget {
+  if (config.backupS3Bucket)
+    return createS3Target({
+      bucket: config.backupS3Bucket,
+      prefix: config.backupS3Prefix,
+      endpoint: config.backupS3Endpoint,
+      region: config.backupS3Region,
+      accessKeyId: config.backupS3AccessKeyId,
+      secretAccessKey: config.backupS3SecretAccessKey,
+      forcePathStyle: config.backupS3ForcePathStyle,
+    })
+  return createLocalTarget(backupDirOf(config))
+}
+
 /** Server-side advisory lock key: one backup at a time across replicas. */
 const BACKUP_LOCK = 7_265_724_541_029_181_212n
 
@@ -135,7 +151,7 @@ export function createBackupService(deps: BackupServiceDeps): BackupService {
   const now = deps.now ?? (() => new Date())
   let target: BackupTarget | undefined = deps.target
   const targetOf = () => {
-    target ??= createLocalTarget(backupDirOf(config))
+    target ??= targetFromConfig(config)
     return target
   }
   const compression = deps.compression ?? 'zstd'
