@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict'
-import { existsSync, mkdtempSync, rmSync } from 'node:fs'
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
@@ -446,6 +446,49 @@ describe('the scheduled backup job', () => {
       assert.equal(health.json().components.backups.details.newestVerified, done.id)
     } finally {
       await plinth.close()
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+})
+
+describe('a database that drops mid-dump', { skip }, () => {
+  it('fails the backup with PLINTH_BACKUP_ENGINE_FAILED, publishes nothing and leaves no temporary file', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'plinth-backups-drop-'))
+    const source = await startTestPlinth({
+      backend: 'postgres',
+      env: { PLINTH_BACKUP_DIR: dir, PLINTH_MASTER_KEY: TEST_MASTER_KEY },
+    })
+    try {
+      // Enough rows that pg_dump is still copying them when its connection is cut.
+      await sql`create table dump_filler as select g, md5(g::text) || repeat('x', 400) as t from generate_series(1, 300000) g`.execute(
+        source.db.kysely,
+      )
+      const service = backupServiceOf(source.context)
+      const created = service.create()
+      created.catch(() => {})
+      const killed = await waitFor(
+        'pg_dump copying a table',
+        async () => {
+          const { rows } = await sql<{ killed: boolean }>`
+            select pg_terminate_backend(pid) as killed from pg_stat_activity
+             where application_name = 'pg_dump' and datname = current_database() and query ilike 'copy%'`.execute(
+            source.db.kysely,
+          )
+          return rows.some((r) => r.killed) || undefined
+        },
+        { timeoutMs: 60_000, intervalMs: 10 },
+      )
+      assert.equal(killed, true)
+      await assert.rejects(created, { code: 'PLINTH_BACKUP_ENGINE_FAILED' })
+      assert.deepEqual(await service.list(), [])
+      assert.deepEqual(readdirSync(dir), [], 'no temporary or orphan file is left')
+      await source.context.audit.seal()
+      const { rows } = await sql<{
+        outcome: string
+      }>`select outcome from audit_log where action = 'backup:created'`.execute(source.db.kysely)
+      assert.deepEqual(rows, [{ outcome: 'failure' }])
+    } finally {
+      await source.close()
       rmSync(dir, { recursive: true, force: true })
     }
   })
