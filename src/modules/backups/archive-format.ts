@@ -133,23 +133,31 @@ export async function* encryptArchive(
   )
 }
 
-/** Reads exactly what is asked from an async byte source, keeping the rest. */
+/** Reads exactly what is asked from an async byte source, keeping the rest (copies each byte about once). */
 class ByteReader {
   private readonly it: AsyncIterator<Uint8Array>
-  private buf: Buffer = Buffer.alloc(0)
+  private pieces: Buffer[] = []
+  private length = 0
   private done = false
   constructor(source: AsyncIterable<Uint8Array>) {
     this.it = source[Symbol.asyncIterator]()
   }
   /** `n` bytes, or fewer when the source ends first. */
   async read(n: number): Promise<Buffer> {
-    while (this.buf.length < n && !this.done) {
+    while (this.length < n && !this.done) {
       const next = await this.it.next()
       if (next.done) this.done = true
-      else this.buf = Buffer.concat([this.buf, Buffer.from(next.value)])
+      else {
+        const b = Buffer.from(next.value.buffer, next.value.byteOffset, next.value.byteLength)
+        this.pieces.push(b)
+        this.length += b.length
+      }
     }
-    const out = this.buf.subarray(0, n)
-    this.buf = this.buf.subarray(out.length)
+    const all = this.pieces.length === 1 ? this.pieces[0]! : Buffer.concat(this.pieces, this.length)
+    const out = all.subarray(0, Math.min(n, all.length))
+    const rest = all.subarray(out.length)
+    this.pieces = rest.length > 0 ? [rest] : []
+    this.length = rest.length
     return out
   }
   async atEnd(): Promise<boolean> {
