@@ -35,6 +35,11 @@ const commands: Record<
     load: async () => (await import('./cli/privacy.ts')).privacyCommand,
     usage: async () => (await import('./cli/privacy.ts')).privacyUsage,
   },
+  backup: {
+    summary: 'create, list, show, verify or restore encrypted backups',
+    load: async () => (await import('./cli/backup.ts')).backupCommand,
+    usage: async () => (await import('./cli/backup.ts')).backupUsage,
+  },
   user: {
     summary: 'create a user (plinth user create --email <address> [--admin])',
     load: async () => (await import('./cli/user-create.ts')).userCommand,

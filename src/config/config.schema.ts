@@ -95,6 +95,82 @@ export const configSchema = {
     secret: true,
     doc: 'Secret for signing cookies and tokens, and the key of the pseudonyms that replace erased users in the audit log (changing it changes later pseudonyms only); at least 32 characters. Required in staging and production (e.g. `openssl rand -base64 48`).',
   }),
+  backupDir: optionalStr({
+    env: 'PLINTH_BACKUP_DIR',
+    defaultDoc: '`<PLINTH_DATA_DIR>/backups`',
+    doc: 'Directory backups are written to (`plinth backup create`, `POST /api/v1/admin/backups`): a manifest and an encrypted archive per backup. Required when `PLINTH_DATA_DIR` is `memory://`. Keep it on another disk than the database, and copy it off the host (docs/operations/backups.md).',
+  }),
+  backupS3Bucket: optionalStr({
+    env: 'PLINTH_BACKUP_S3_BUCKET',
+    doc: 'When set, backups go to this S3-compatible bucket instead of `PLINTH_BACKUP_DIR` (multipart upload to a temporary key, published by copy once its checksum is verified).',
+  }),
+  backupS3Prefix: str({
+    env: 'PLINTH_BACKUP_S3_PREFIX',
+    default: 'plinth/',
+    doc: 'Key prefix of the backups in `PLINTH_BACKUP_S3_BUCKET`.',
+  }),
+  backupS3Endpoint: optionalStr({
+    env: 'PLINTH_BACKUP_S3_ENDPOINT',
+    doc: 'Endpoint URL of an S3-compatible server (MinIO, Ceph, R2 …); unset for AWS S3.',
+  }),
+  backupS3Region: str({
+    env: 'PLINTH_BACKUP_S3_REGION',
+    default: 'us-east-1',
+    doc: 'Region of the backup bucket.',
+  }),
+  backupS3AccessKeyId: optionalStr({
+    env: 'PLINTH_BACKUP_S3_ACCESS_KEY_ID',
+    doc: 'Access key id for the backup bucket; unset to use the AWS SDK default credential chain (instance role …).',
+  }),
+  backupS3SecretAccessKey: optionalStr({
+    env: 'PLINTH_BACKUP_S3_SECRET_ACCESS_KEY',
+    secret: true,
+    doc: 'Secret access key for the backup bucket (with `PLINTH_BACKUP_S3_ACCESS_KEY_ID`).',
+  }),
+  backupS3ForcePathStyle: bool({
+    env: 'PLINTH_BACKUP_S3_FORCE_PATH_STYLE',
+    default: false,
+    doc: 'Path-style bucket URLs (`endpoint/bucket/key`), which most S3-compatible servers need.',
+  }),
+  backupCron: str({
+    env: 'PLINTH_BACKUP_CRON',
+    default: '23 * * * *',
+    doc: 'Cron expression (UTC) of the built-in `plinth.backup` schedule: back up, verify, then prune (default hourly at :23; retention keeps the daily, weekly and monthly ones). `off` declares no schedule (pause an existing one with `plinth schedules pause plinth.backup`).',
+  }),
+  backupMaxAge: duration({
+    env: 'PLINTH_BACKUP_MAX_AGE',
+    default: 7_200_000,
+    defaultDoc: '`2h`',
+    doc: 'With the backup schedule on, the `backups` health check turns `degraded` when the newest verified backup is older than this (twice the hourly schedule by default).',
+  }),
+  backupKeepHourly: int({
+    env: 'PLINTH_BACKUP_KEEP_HOURLY',
+    default: 24,
+    min: 0,
+    max: 10_000,
+    doc: 'Retention (`plinth backup prune`): keep the newest verified backup of each of this many most recent hours.',
+  }),
+  backupKeepDaily: int({
+    env: 'PLINTH_BACKUP_KEEP_DAILY',
+    default: 30,
+    min: 0,
+    max: 10_000,
+    doc: 'Retention: keep the newest verified backup of each of this many most recent days (UTC).',
+  }),
+  backupKeepWeekly: int({
+    env: 'PLINTH_BACKUP_KEEP_WEEKLY',
+    default: 12,
+    min: 0,
+    max: 10_000,
+    doc: 'Retention: keep the newest verified backup of each of this many most recent ISO weeks.',
+  }),
+  backupKeepMonthly: int({
+    env: 'PLINTH_BACKUP_KEEP_MONTHLY',
+    default: 12,
+    min: 0,
+    max: 10_000,
+    doc: 'Retention: keep the newest verified backup of each of this many most recent months. The newest verified backup is always kept.',
+  }),
   masterKey: {
     ...optionalStr({
       env: 'PLINTH_MASTER_KEY',

@@ -32,6 +32,17 @@ export interface AuditEntry {
   readonly changes?: AuditChanges | undefined
 }
 
+/** What `verifyChain` found. */
+export interface AuditChainSummary {
+  readonly ok: boolean
+  /** Sealed rows checked. */
+  readonly checked: number
+  /** The newest sealed row, when the chain holds. */
+  readonly head: { readonly seq: string; readonly hash: string } | null
+  /** Why it does not hold, for people. */
+  readonly failure?: string | undefined
+}
+
 export interface AuditChanges {
   readonly before: Readonly<Record<string, unknown>>
   readonly after: Readonly<Record<string, unknown>>
@@ -59,6 +70,11 @@ export interface Audit {
    * and every few seconds once `start()` ran; call it to see just-committed rows at once.
    */
   seal(): Promise<number>
+  /**
+   * Walks the hash chain of the audit log in `db` (the live database, or a restored copy of it:
+   * backups verify the chain of what they restored) from the last retention checkpoint.
+   */
+  verifyChain(db: Kysely<PlinthTables>): Promise<AuditChainSummary>
   /** Starts the periodic sealing (modules start once migrations are current). */
   start(): void
   /** Stops sealing, waits for a running seal, and seals what is left (best effort). */

@@ -18,6 +18,7 @@ export const PERMISSIONS = [
   'webhooks:manage',
   'events:emit',
   'audit:read',
+  'backups:manage', // create, list, show backups (administrators only; restore is CLI-only)
   'files:read',
   'files:write',
 ] as const

@@ -247,6 +247,52 @@ export const errorRegistry = {
     detail:
       'A stored encrypted value could not be decrypted: it was altered, moved to another row, or encrypted with a key this server does not have (check PLINTH_MASTER_KEY).',
   },
+  PLINTH_BACKUP_NOT_FOUND: {
+    status: 404,
+    title: 'Backup Not Found',
+    detail: 'No published backup has this id in the backup target; `plinth backup list` lists them.',
+  },
+  PLINTH_BACKUP_CORRUPT: {
+    status: 422,
+    title: 'Backup Damaged',
+    detail:
+      'The backup failed its integrity checks (checksum, authenticated chunks or manifest seal): it was damaged or altered and cannot be restored. Use another backup.',
+  },
+  PLINTH_BACKUP_KEY_UNAVAILABLE: {
+    status: 422,
+    title: 'Backup Key Unavailable',
+    detail:
+      'The key that encrypts this backup cannot be unwrapped with the keys this server holds: set the PLINTH_MASTER_KEY the backup was made under (docs/operations/backups.md).',
+  },
+  PLINTH_BACKUP_TOO_NEW: {
+    status: 409,
+    title: 'Backup From Newer Code',
+    detail:
+      'The backup was taken at a migration this version of Plinth does not know: restore it with the Plinth version named in its manifest, or newer.',
+  },
+  PLINTH_BACKUP_TARGET_NOT_EMPTY: {
+    status: 409,
+    title: 'Restore Target Not Empty',
+    detail:
+      'The restore target already holds tables; restore into an empty database, or pass --force --yes to replace it.',
+  },
+  PLINTH_BACKUP_IN_PROGRESS: {
+    status: 409,
+    title: 'Backup In Progress',
+    detail: 'Another backup runs now (one at a time); retry when it has finished.',
+  },
+  PLINTH_BACKUP_TARGET_UNAVAILABLE: {
+    status: 503,
+    title: 'Backup Target Unavailable',
+    detail:
+      'The backup target (the S3 bucket) did not answer or refused the request: check PLINTH_BACKUP_S3_* and that the endpoint is reachable, then retry. Nothing half-written was published.',
+  },
+  PLINTH_BACKUP_ENGINE_FAILED: {
+    status: 500,
+    title: 'Backup Engine Failed',
+    detail:
+      'pg_dump, pg_restore or PGlite failed; the log holds its message. Nothing half-written was published.',
+  },
   PLINTH_JOB_TYPE_UNKNOWN: {
     status: 404,
     title: 'Unknown Job Type',

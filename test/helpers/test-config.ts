@@ -5,12 +5,21 @@ import { loadConfig } from '../../src/config/load-config.ts'
 export const TEST_MASTER_KEY = Buffer.alloc(32, 7).toString('base64')
 
 /**
- * A test configuration: the in-memory embedded database, port 0, quiet logs, no .env file.
+ * A test configuration: the in-memory embedded database, port 0, quiet logs, no .env file, no
+ * backup schedule.
  * `env` adds or overrides variables, exactly as the environment would.
  */
 export function testConfig(env: Record<string, string | undefined> = {}): PlinthConfig {
   return loadConfig({
-    env: { PLINTH_ENV: 'test', PLINTH_DATA_DIR: 'memory://', PORT: '0', PLINTH_LOG_LEVEL: 'silent', ...env },
+    env: {
+      PLINTH_ENV: 'test',
+      PLINTH_DATA_DIR: 'memory://',
+      PORT: '0',
+      PLINTH_LOG_LEVEL: 'silent',
+      // No hourly backup in the middle of other tests (test/backups.test.ts turns it on).
+      PLINTH_BACKUP_CRON: 'off',
+      ...env,
+    },
     envFile: false,
   })
 }

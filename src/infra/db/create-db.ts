@@ -40,6 +40,11 @@ export interface Database {
   /** One round trip; rejects when the database does not answer within `timeoutMs`. */
   ping(timeoutMs: number): Promise<void>
   poolStats(): PoolStats
+  /**
+   * Embedded only: PGlite's own copy of its data directory (a tar, uncompressed), what backups of
+   * the embedded database are made of. Undefined on a PostgreSQL server (use pg_dump there).
+   */
+  readonly dumpDataDir?: (() => Promise<Blob>) | undefined
   close(): Promise<void>
 }
 
@@ -67,6 +72,7 @@ export async function createDatabase(
   const log = deps.logger.child({ component: 'database' })
   let pool: pg.Pool
   let closeEmbedded = async () => {}
+  let dumpDataDir: (() => Promise<Blob>) | undefined
   let kind: Database['kind']
   let target: string
   let embedded: EmbeddedServer | undefined
@@ -119,6 +125,7 @@ export async function createDatabase(
         throw err
       }
       embedded = server
+      dumpDataDir = () => server.dumpDataDir()
       pool = embeddedPool(config, server.socketDir)
       closeEmbedded = async () => {
         await server.close()
@@ -137,6 +144,7 @@ export async function createDatabase(
   return Object.freeze({
     kind,
     target,
+    dumpDataDir,
     pool,
     kysely,
     ...(embedded ? { embedded } : {}),

@@ -34,6 +34,8 @@ export interface EmbeddedServer {
   whenUp(): Promise<void>
   /** The running worker thread, if any (tests terminate it to simulate a crash). */
   worker(): Worker | undefined
+  /** PGlite's own copy of its data directory (an uncompressed tar), taken in the worker: for backups. */
+  dumpDataDir(): Promise<Blob>
   close(): Promise<void>
 }
 
@@ -169,6 +171,7 @@ export function startEmbeddedServer(options: EmbeddedServerOptions): EmbeddedSer
   }
 
   let origin: Ready['origin'] | undefined
+  let dumps = 0
   const first = spawn(data, options.startTimeoutMs)
   let starting: Worker | undefined = first.worker
   first.ready.then(
@@ -201,6 +204,30 @@ export function startEmbeddedServer(options: EmbeddedServerOptions): EmbeddedSer
       return new Promise<void>((resolve, reject) => waiters.push({ resolve, reject }))
     },
     worker: () => current,
+    async dumpDataDir() {
+      const worker = current
+      if (!worker) throw new Error(reason ?? 'the embedded database is not running')
+      const id = ++dumps
+      return await new Promise<Blob>((resolve, reject) => {
+        const onExit = () => {
+          cleanup()
+          reject(new Error('the embedded database worker exited during the dump'))
+        }
+        const onMessage = (m: EmbeddedWorkerMessage) => {
+          if ((m.type !== 'dumped' && m.type !== 'dump-failed') || m.id !== id) return
+          cleanup()
+          if (m.type === 'dumped') resolve(new Blob([m.data]))
+          else reject(new Error(m.message))
+        }
+        const cleanup = () => {
+          worker.off('message', onMessage)
+          worker.off('exit', onExit)
+        }
+        worker.on('message', onMessage)
+        worker.once('exit', onExit)
+        worker.postMessage({ type: 'dump', id })
+      })
+    },
     async close() {
       if (closing) return
       closing = true

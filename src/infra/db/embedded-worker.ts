@@ -5,8 +5,9 @@
  * event loop. Started by `embedded-server.ts`; not imported by anything else.
  *
  * Messages to the parent: `{ type: 'ready', origin, ms }` once the socket accepts connections,
- * `{ type: 'stopped' }` after a `{ type: 'stop' }` request. Any failure ends the thread, which the
- * parent sees as an `exit`.
+ * `{ type: 'stopped' }` after a `{ type: 'stop' }` request, `{ type: 'dumped', id, data }` (or
+ * `dump-failed`) after a `{ type: 'dump', id }` request — PGlite's own copy of its data directory,
+ * for backups. Any other failure ends the thread, which the parent sees as an `exit`.
  */
 import { chmodSync, existsSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
@@ -28,6 +29,8 @@ export interface EmbeddedWorkerData {
 export type EmbeddedWorkerMessage =
   | { type: 'ready'; origin: 'existing' | 'template' | 'initdb'; ms: number }
   | { type: 'stopped' }
+  | { type: 'dumped'; id: number; data: ArrayBuffer }
+  | { type: 'dump-failed'; id: number; message: string }
 
 const data = workerData as EmbeddedWorkerData
 const port = parentPort
@@ -74,7 +77,18 @@ port.postMessage({
   ms: Math.round(performance.now() - started),
 } satisfies EmbeddedWorkerMessage)
 
-port.on('message', (message: { type?: string }) => {
+port.on('message', (message: { type?: string; id?: number }) => {
+  if (message?.type === 'dump') {
+    const id = message.id ?? 0
+    db.dumpDataDir('none')
+      .then((blob) => blob.arrayBuffer())
+      .then(
+        (data) => port.postMessage({ type: 'dumped', id, data } satisfies EmbeddedWorkerMessage, [data]),
+        (err: Error) =>
+          port.postMessage({ type: 'dump-failed', id, message: err.message } satisfies EmbeddedWorkerMessage),
+      )
+    return
+  }
   if (message?.type !== 'stop') return
   void (async () => {
     try {

@@ -2,9 +2,9 @@ import { type Kysely, sql } from 'kysely'
 import { PSEUDONYM_PREFIX } from '../../core/privacy.ts'
 import type { PlinthTables } from '../../infra/db/tables.ts'
 import { PlinthError } from '../../shared/errors.ts'
-import { chainHead, insertAuditEntry, lockChain } from './audit.service.ts'
 import type { AuditCheckpoint, AuditRow } from './audit.tables.ts'
 import { GENESIS_HASH, rowHash } from './audit-hash.ts'
+import { chainHead, insertAuditEntry, lockChain } from './audit-rows.ts'
 
 type Db = Kysely<PlinthTables>
 const BATCH = 1000

@@ -1,9 +1,9 @@
 import { type Kysely, sql } from 'kysely'
 import type { ErasureOutcome, PersonalDataSubject, PersonalDataTable } from '../../core/privacy.ts'
 import type { PlinthTables } from '../../infra/db/tables.ts'
-import { AUDIT_CHAIN_LOCK } from './audit.service.ts'
 import { type AuditErasure, type AuditRow, ERASABLE_FIELDS, type ErasableField } from './audit.tables.ts'
 import { canonicalJson, commitment, erasableValue, fieldSalts, isV1 } from './audit-hash.ts'
+import { AUDIT_CHAIN_LOCK } from './audit-rows.ts'
 
 type Db = Kysely<PlinthTables>
 const BATCH = 500

@@ -1,0 +1,197 @@
+import { randomBytes } from 'node:crypto'
+import { PassThrough, type Readable, Writable } from 'node:stream'
+import {
+  CopyObjectCommand,
+  DeleteObjectCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+} from '@aws-sdk/client-s3'
+import { Upload } from '@aws-sdk/lib-storage'
+import { PlinthError } from '../../shared/errors.ts'
+import type { BackupTarget, PendingPart } from './local-target.ts'
+
+export interface S3TargetOptions {
+  readonly bucket: string
+  /** Key prefix, e.g. `plinth/` (a trailing slash is added when missing; empty for the bucket root). */
+  readonly prefix: string
+  readonly endpoint?: string | undefined
+  readonly region: string
+  readonly accessKeyId?: string | undefined
+  readonly secretAccessKey?: string | undefined
+  /** Path-style URLs (`endpoint/bucket/key`), for MinIO, s3rver and most S3-compatible servers. */
+  readonly forcePathStyle: boolean
+}
+
+const TEMP_PREFIX = '.tmp-'
+const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$/
+const PART_SIZE = 8 * 1024 * 1024
+
+function missing(err: unknown): boolean {
+  const e = err as { name?: string; $metadata?: { httpStatusCode?: number } }
+  return e.name === 'NoSuchKey' || e.name === 'NotFound' || e.$metadata?.httpStatusCode === 404
+}
+
+/**
+ * An S3-compatible bucket as the backup target: parts are uploaded (multipart, `@aws-sdk/lib-storage`)
+ * to a temporary key, read back for the checksum, then copied to their name and the temporary key
+ * deleted; small files are single PUTs (atomic in S3). Copy is a single CopyObject: parts over 5 GB
+ * need a multipart copy (not yet).
+ */
+export function createS3Target(options: S3TargetOptions): BackupTarget {
+  const prefix = options.prefix === '' || options.prefix.endsWith('/') ? options.prefix : `${options.prefix}/`
+  const client = new S3Client({
+    region: options.region,
+    forcePathStyle: options.forcePathStyle,
+    maxAttempts: 3,
+    ...(options.endpoint ? { endpoint: options.endpoint } : {}),
+    ...(options.accessKeyId && options.secretAccessKey
+      ? { credentials: { accessKeyId: options.accessKeyId, secretAccessKey: options.secretAccessKey } }
+      : {}),
+  })
+  const Bucket = options.bucket
+  const where = `s3://${Bucket}/${prefix}`
+  const key = (name: string) => {
+    if (!NAME.test(name) || name.includes('..'))
+      throw new TypeError(`backup target: invalid part name ${name}`)
+    return `${prefix}${name}`
+  }
+  const unavailable = (err: unknown) => {
+    if (err instanceof PlinthError) return err
+    const e = err as { name?: string; message?: string }
+    return new PlinthError(
+      'PLINTH_BACKUP_TARGET_UNAVAILABLE',
+      `The backup target ${where} did not answer as expected (${e.name ?? 'Error'}: ${(e.message ?? '').slice(0, 200)}).`,
+      { cause: err },
+    )
+  }
+  async function call<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn()
+    } catch (err) {
+      throw unavailable(err)
+    }
+  }
+  const get = (name: string) => getKey(key(name))
+  async function getKey(Key: string): Promise<Readable | undefined> {
+    try {
+      const res = await client.send(new GetObjectCommand({ Bucket, Key }))
+      return res.Body as Readable
+    } catch (err) {
+      if (missing(err)) return undefined
+      throw unavailable(err)
+    }
+  }
+
+  return Object.freeze({
+    description: where,
+    async create(name: string): Promise<PendingPart> {
+      const tempName = `${TEMP_PREFIX}${randomBytes(6).toString('hex')}-${name}`
+      key(name)
+      const Key = `${prefix}${tempName}`
+      const body = new PassThrough()
+      const upload = new Upload({
+        client,
+        params: { Bucket, Key, Body: body },
+        partSize: PART_SIZE,
+        queueSize: 2,
+      })
+      const done = upload.done()
+      done.catch(() => {})
+      const writable = new Writable({
+        write(chunk, _enc, cb) {
+          if (body.write(chunk)) cb()
+          else body.once('drain', () => cb())
+        },
+        final(cb) {
+          body.end()
+          done.then(
+            () => cb(),
+            (err: unknown) => cb(unavailable(err)),
+          )
+        },
+        destroy(err, cb) {
+          void upload.abort().catch(() => {})
+          body.destroy()
+          cb(err)
+        },
+      })
+      return {
+        writable,
+        readBack: () => {
+          const out = new PassThrough()
+          getKey(Key).then(
+            (s) => (s ? s.pipe(out) : out.destroy(new Error('the uploaded part is missing'))),
+            (err: unknown) => out.destroy(err as Error),
+          )
+          return out
+        },
+        async publish() {
+          await call(() =>
+            client.send(
+              new CopyObjectCommand({
+                Bucket,
+                Key: key(name),
+                CopySource: `${Bucket}/${encodeURIComponent(Key).replace(/%2F/g, '/')}`,
+              }),
+            ),
+          )
+          await call(() => client.send(new DeleteObjectCommand({ Bucket, Key })))
+        },
+        async discard() {
+          await upload.abort().catch(() => {})
+          await client.send(new DeleteObjectCommand({ Bucket, Key })).catch(() => {})
+        },
+      }
+    },
+    async open(name: string) {
+      const s = await get(name)
+      if (!s) throw new PlinthError('PLINTH_BACKUP_NOT_FOUND', `The backup target ${where} holds no ${name}.`)
+      return s
+    },
+    async size(name: string) {
+      try {
+        return (await client.send(new HeadObjectCommand({ Bucket, Key: key(name) }))).ContentLength
+      } catch (err) {
+        if (missing(err)) return undefined
+        throw unavailable(err)
+      }
+    },
+    async readText(name: string) {
+      try {
+        const res = await client.send(new GetObjectCommand({ Bucket, Key: key(name) }))
+        return await res.Body!.transformToString('utf8')
+      } catch (err) {
+        if (missing(err)) return undefined
+        throw unavailable(err)
+      }
+    },
+    async writeText(name: string, text: string) {
+      await call(() =>
+        client.send(
+          new PutObjectCommand({ Bucket, Key: key(name), Body: text, ContentType: 'application/json' }),
+        ),
+      )
+    },
+    async list() {
+      const names: string[] = []
+      let ContinuationToken: string | undefined
+      do {
+        const page = await call(() =>
+          client.send(new ListObjectsV2Command({ Bucket, Prefix: prefix, ContinuationToken })),
+        )
+        for (const o of page.Contents ?? []) {
+          const n = (o.Key ?? '').slice(prefix.length)
+          if (!n.startsWith(TEMP_PREFIX) && NAME.test(n)) names.push(n)
+        }
+        ContinuationToken = page.IsTruncated ? page.NextContinuationToken : undefined
+      } while (ContinuationToken)
+      return names
+    },
+    async remove(name: string) {
+      await call(() => client.send(new DeleteObjectCommand({ Bucket, Key: key(name) })))
+    },
+  })
+}
