@@ -438,9 +438,18 @@ describe('the scheduled backup job', () => {
         { timeoutMs: 120_000, intervalMs: 250 },
       )
       assert.equal(done.manifest?.kind, 'embedded')
-      const metrics = await plinth.app.inject({ method: 'GET', url: '/api/metrics' })
+      // The verification is stored before the job counts it: wait for the count, then check both.
+      const metrics = await waitFor(
+        'the verification counted on /api/metrics',
+        async () => {
+          const res = await plinth.app.inject({ method: 'GET', url: '/api/metrics' })
+          return /plinth_backup_verifications_total\{kind="embedded",result="ok"\} 1/.test(res.body)
+            ? res
+            : undefined
+        },
+        { timeoutMs: 30_000, intervalMs: 100 },
+      )
       assert.match(metrics.body, /plinth_backup_last_success_timestamp_seconds\{kind="embedded"\} \d/)
-      assert.match(metrics.body, /plinth_backup_verifications_total\{kind="embedded",result="ok"\} 1/)
       const health = await plinth.app.inject({ method: 'GET', url: '/health' })
       assert.equal(health.json().components.backups.status, 'up', health.body)
       assert.equal(health.json().components.backups.details.newestVerified, done.id)
