@@ -494,7 +494,11 @@ export async function fuzzBackend(backend: Backend): Promise<void> {
     }
 
     // The operations are only known once the app runs: one test walks them all, with a subtest each.
-    it('answers every generated request without a 5xx, a hang or a crash', async (t) => {
+    // Its own deadline is the sum of theirs (the run's default per-test timeout would cut a whole
+    // walk short on a loaded machine); each request still has DEADLINE_MS.
+    it('answers every generated request without a 5xx, a hang or a crash', {
+      timeout: 15 * 60_000,
+    }, async (t) => {
       const operations = operationsOf(doc).filter((o) => !ONLY || ONLY.test(o.key))
       assert.ok(operations.length > 0, 'no operation to fuzz')
       if (!ONLY) assert.ok(operations.length >= 50, `only ${operations.length} operations in the document`)

@@ -6,7 +6,8 @@ export const TEST_MASTER_KEY = Buffer.alloc(32, 7).toString('base64')
 
 /**
  * A test configuration: the in-memory embedded database, port 0, quiet logs, no .env file, no
- * backup schedule.
+ * backup schedule, no load shedding on event-loop delay (a loaded CI machine would answer 503 to
+ * tests of other things; test/pressure.test.ts turns it on to test it).
  * `env` adds or overrides variables, exactly as the environment would.
  */
 export function testConfig(env: Record<string, string | undefined> = {}): PlinthConfig {
@@ -18,6 +19,7 @@ export function testConfig(env: Record<string, string | undefined> = {}): Plinth
       PLINTH_LOG_LEVEL: 'silent',
       // No hourly backup in the middle of other tests (test/backups.test.ts turns it on).
       PLINTH_BACKUP_CRON: 'off',
+      PLINTH_MAX_EVENT_LOOP_DELAY: '0',
       ...env,
     },
     envFile: false,
