@@ -113,20 +113,21 @@ export function operationFacts(route: RouteOptions, url: string): OperationFacts
     config.rateLimit === false || (exemptPath && config.rateLimit === undefined)
       ? 'none'
       : (config.rateLimit ?? 'api')
-  const hasInput = Boolean(schema.params || schema.querystring || schema.body)
   const database = config.database !== false && (url.startsWith('/api/v1') || !isPublic)
 
   const errors: ErrorCode[] = []
   if (schema.params || schema.querystring) errors.push('PLINTH_HTTP_INVALID_REQUEST')
-  if (hasInput) errors.push('PLINTH_HTTP_INVALID_TEXT')
+  // The text guard reads every query string, path parameter and body, declared or not.
+  errors.push('PLINTH_HTTP_INVALID_TEXT')
   if (schema.params) errors.push('PLINTH_HTTP_URI_TOO_LONG')
-  if (schema.body)
+  // A change's body is parsed whether the route declares one or not.
+  if (changes)
     errors.push(
       'PLINTH_HTTP_MALFORMED_BODY',
-      'PLINTH_HTTP_VALIDATION_FAILED',
       'PLINTH_HTTP_BODY_TOO_LARGE',
       'PLINTH_HTTP_UNSUPPORTED_MEDIA_TYPE',
     )
+  if (schema.body) errors.push('PLINTH_HTTP_VALIDATION_FAILED')
   if (!isPublic) {
     errors.push('PLINTH_AUTH_REQUIRED', 'PLINTH_AUTH_SESSION_EXPIRED', 'PLINTH_AUTH_FORBIDDEN')
     if (!config.allowDuringMfaEnrolment) errors.push('PLINTH_AUTH_MFA_ENROLMENT_REQUIRED')

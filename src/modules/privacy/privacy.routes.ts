@@ -99,7 +99,12 @@ export function privacyRoutes(api: PlinthApp, ctx: ModuleContext): void {
       config: {
         permission: 'self:write',
         rateLimit: 'auth',
-        errors: ['PLINTH_AUTH_INVALID_CREDENTIALS', 'PLINTH_AUTH_MFA_INVALID', 'PLINTH_USER_LAST_ADMIN'],
+        errors: [
+          'PLINTH_AUTH_INVALID_CREDENTIALS',
+          'PLINTH_AUTH_MFA_INVALID',
+          'PLINTH_AUTH_LOCKED',
+          'PLINTH_USER_LAST_ADMIN',
+        ],
       },
       schema: {
         tags: ['me'],
