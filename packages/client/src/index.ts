@@ -16,6 +16,8 @@ const PROBLEM_TYPE = 'application/problem+json'
 const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS'])
 export const SESSION_COOKIE = 'plinth_session'
 export const CSRF_HEADER = 'X-CSRF-Token'
+/** The answers that carry a session's `csrfToken` (and a new session's token): read by the client. */
+const ISSUES_CREDENTIALS = /\/api\/v1\/(auth\/(signup|login|mfa)|me|me\/password|me\/mfa\/totp\/confirm)$/
 
 /** An error answer of the API (RFC 9457 problem details), or a non-problem error status. */
 export class PlinthApiError extends Error {
@@ -131,8 +133,9 @@ export class PlinthClient {
         }
         return request
       },
-      onResponse: async ({ response }) => {
-        await this.#remember(response)
+      onResponse: async ({ request, response }) => {
+        if (ISSUES_CREDENTIALS.test(new URL(request.url).pathname)) await this.#remember(response)
+        else if (this.#mode === 'cookie') this.#rememberCookie(response)
         return response
       },
     })
@@ -204,18 +207,21 @@ export class PlinthClient {
     this.#csrfToken = undefined
   }
 
+  /** Outside a browser: keeps the session cookie a response sets (or drops it when it is cleared). */
+  #rememberCookie(response: Response): void {
+    for (const line of response.headers.getSetCookie?.() ?? []) {
+      const [pair = ''] = line.split(';', 1)
+      const at = pair.indexOf('=')
+      if (pair.slice(0, at).trim() !== SESSION_COOKIE) continue
+      const value = pair.slice(at + 1).trim()
+      const expired = /max-age=0|expires=thu, 01 jan 1970/i.test(line)
+      this.#cookie = value && !expired ? value : undefined
+    }
+  }
+
   /** Keeps what a sign-in (or `/me`) hands out: the session token or cookie, and its CSRF token. */
   async #remember(response: Response): Promise<void> {
-    if (this.#mode === 'cookie') {
-      for (const line of response.headers.getSetCookie?.() ?? []) {
-        const [pair = ''] = line.split(';', 1)
-        const at = pair.indexOf('=')
-        if (pair.slice(0, at).trim() !== SESSION_COOKIE) continue
-        const value = pair.slice(at + 1).trim()
-        const expired = /max-age=0|expires=thu, 01 jan 1970/i.test(line)
-        this.#cookie = value && !expired ? value : undefined
-      }
-    }
+    if (this.#mode === 'cookie') this.#rememberCookie(response)
     if (!response.ok || !response.headers.get('content-type')?.startsWith('application/json')) return
     let body: unknown
     try {
