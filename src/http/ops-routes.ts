@@ -119,7 +119,7 @@ export async function opsRoutes(app: FastifyInstance, opts: OpsRoutesOptions): P
   app.get(
     '/api/metrics',
     {
-      config: exempt,
+      config: { ...exempt, errors: ['PLINTH_OPS_FORBIDDEN'] },
       schema: {
         tags: ['operations'],
         summary: 'Prometheus metrics (operators, unless PLINTH_METRICS_PUBLIC=true)',

@@ -1,5 +1,6 @@
 import type { FastifyRequest } from 'fastify'
 import type { Permission, Principal } from '../core/permissions.ts'
+import type { ErrorCode } from '../shared/errors.ts'
 
 /** Rate-limit tiers (requests per window, configurable): see http/plugins/rate-limit.ts. */
 export type RateLimitTier = 'api' | 'auth' | 'upload'
@@ -27,6 +28,14 @@ declare module 'fastify' {
      * (http/plugins/security-headers.ts: `'none'` for the API, a relaxed one under /api/docs).
      */
     csp?: string
+    /**
+     * The error codes this route's own code can answer with, for the OpenAPI document. The generic
+     * ones (validation, authentication, rate limit, database, 500) are derived from the route's
+     * schema and config by http/plugins/openapi.ts and need not be listed.
+     */
+    errors?: readonly ErrorCode[]
+    /** The route touches no database (the document then lists no 503 `PLINTH_DB_*`). Default: it does. */
+    database?: false
   }
   interface FastifyRequest {
     /** The authenticated caller, or null; set by the accounts module's authentication hook. */

@@ -56,26 +56,33 @@ export const thingsModule: PlinthModule = {
       '/test/things/search',
       {
         config: { public: true },
-        schema: { querystring: ThingSearch, response: { 200: Type.Object({ limit: Type.Integer() }) } },
+        schema: {
+          summary: 'Search things',
+          querystring: ThingSearch,
+          response: { 200: Type.Object({ limit: Type.Integer() }) },
+        },
       },
       async (request) => ({ limit: request.query.limit }),
     )
     api.get(
       '/test/things/:name',
-      { config: { public: true }, schema: { params: Type.Object({ name: Type.String() }) } },
+      {
+        config: { public: true },
+        schema: { summary: 'One thing', params: Type.Object({ name: Type.String() }) },
+      },
       async (request) => {
         request.log.info({ thing: request.params.name }, 'thing looked up')
         return { name: request.params.name }
       },
     )
-    api.get('/test/boom', { config: { public: true } }, async () => {
+    api.get('/test/boom', { config: { public: true }, schema: { summary: 'Throws' } }, async () => {
       throw new Error(SECRET_MESSAGE)
     })
-    api.get('/test/bad-sql', { config: { public: true } }, async () => {
+    api.get('/test/bad-sql', { config: { public: true }, schema: { summary: 'Bad SQL' } }, async () => {
       await sql`select secret_column from ${sql.raw(SECRET_TABLE)}`.execute(ctx.db.kysely)
       return {}
     })
-    api.get('/test/slow-sql', { config: { public: true } }, async () => {
+    api.get('/test/slow-sql', { config: { public: true }, schema: { summary: 'Slow SQL' } }, async () => {
       await sql`select pg_sleep(10)`.execute(ctx.db.kysely)
       return {}
     })

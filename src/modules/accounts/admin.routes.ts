@@ -19,6 +19,7 @@ import { assertPasswordPolicy } from './passwords.ts'
 const tags = ['admin']
 const read = { permission: 'users:read' as const }
 const manage = { permission: 'users:manage' as const }
+const notFound = ['PLINTH_USER_NOT_FOUND'] as const
 const view = (u: UserView) => ({
   ...u,
   createdAt: u.createdAt.toISOString(),
@@ -67,7 +68,7 @@ export function adminRoutes(api: PlinthApp, ctx: ModuleContext): void {
   api.post(
     '/admin/users',
     {
-      config: manage,
+      config: { ...manage, errors: ['PLINTH_USER_EXISTS', 'PLINTH_AUTH_WEAK_PASSWORD'] },
       schema: {
         tags,
         summary: 'Create a user with a password, or (without one) invite them by e-mail',
@@ -94,7 +95,7 @@ export function adminRoutes(api: PlinthApp, ctx: ModuleContext): void {
   api.post(
     '/admin/invites',
     {
-      config: manage,
+      config: { ...manage, errors: ['PLINTH_USER_EXISTS'] },
       schema: {
         tags,
         summary: 'Invite someone by e-mail',
@@ -114,7 +115,10 @@ export function adminRoutes(api: PlinthApp, ctx: ModuleContext): void {
 
   api.get(
     '/admin/users/:id',
-    { config: read, schema: { tags, summary: 'One user', params: Id, response: { 200: UserSchema } } },
+    {
+      config: { ...read, errors: notFound },
+      schema: { tags, summary: 'One user', params: Id, response: { 200: UserSchema } },
+    },
     async (request) => {
       const user = view(await s.admin.get(request.params.id))
       if (user.id !== request.principal!.userId) await auditRead(request, 'user:read', {}, user.id)
@@ -125,7 +129,7 @@ export function adminRoutes(api: PlinthApp, ctx: ModuleContext): void {
   api.patch(
     '/admin/users/:id',
     {
-      config: manage,
+      config: { ...manage, errors: [...notFound, 'PLINTH_USER_LAST_ADMIN'] },
       schema: {
         tags,
         summary: 'Change role or status (ends the user’s sessions)',
@@ -148,7 +152,7 @@ export function adminRoutes(api: PlinthApp, ctx: ModuleContext): void {
   api.post(
     '/admin/users/:id/unlock',
     {
-      config: manage,
+      config: { ...manage, errors: notFound },
       schema: { tags, summary: 'Clear a sign-in lockout', params: Id, response: { 204: Type.Null() } },
     },
     async (request, reply) => {
@@ -161,7 +165,7 @@ export function adminRoutes(api: PlinthApp, ctx: ModuleContext): void {
   api.delete(
     '/admin/users/:id/sessions',
     {
-      config: manage,
+      config: { ...manage, errors: notFound },
       schema: {
         tags,
         summary: 'Revoke every session of a user',

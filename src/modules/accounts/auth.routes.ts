@@ -43,7 +43,15 @@ export function authRoutes(api: PlinthApp, ctx: ModuleContext): void {
   api.post(
     '/auth/signup',
     {
-      config: byEmail,
+      config: {
+        ...byEmail,
+        errors: [
+          'PLINTH_AUTH_SIGNUP_CLOSED',
+          'PLINTH_AUTH_TOKEN_INVALID',
+          'PLINTH_AUTH_WEAK_PASSWORD',
+          'PLINTH_USER_EXISTS',
+        ],
+      },
       schema: {
         tags,
         summary: 'Create an account (PLINTH_SIGNUP_MODE)',
@@ -61,7 +69,7 @@ export function authRoutes(api: PlinthApp, ctx: ModuleContext): void {
   api.post(
     '/auth/login',
     {
-      config: byEmail,
+      config: { ...byEmail, errors: ['PLINTH_AUTH_INVALID_CREDENTIALS', 'PLINTH_AUTH_LOCKED'] },
       schema: {
         tags,
         summary: 'Sign in; answers whether a second factor is needed',
@@ -84,7 +92,10 @@ export function authRoutes(api: PlinthApp, ctx: ModuleContext): void {
   api.post(
     '/auth/mfa',
     {
-      config: auth,
+      config: {
+        ...auth,
+        errors: ['PLINTH_AUTH_MFA_INVALID', 'PLINTH_AUTH_MFA_CHALLENGE_EXPIRED', 'PLINTH_AUTH_LOCKED'],
+      },
       schema: {
         tags,
         summary: 'Complete a sign-in with a TOTP or recovery code',
@@ -151,7 +162,7 @@ export function authRoutes(api: PlinthApp, ctx: ModuleContext): void {
   api.post(
     '/auth/password-reset/confirm',
     {
-      config: auth,
+      config: { ...auth, errors: ['PLINTH_AUTH_TOKEN_INVALID', 'PLINTH_AUTH_WEAK_PASSWORD'] },
       schema: {
         tags,
         summary: 'Set a new password with the e-mailed token',

@@ -89,7 +89,7 @@ export function auditRoutes(api: PlinthApp, ctx: ModuleContext): void {
   api.get(
     '/audit',
     {
-      config: read,
+      config: { ...read, errors: ['PLINTH_AUDIT_CURSOR_INVALID'] },
       schema: {
         tags,
         summary: 'Audit log, newest first, filtered; follow nextCursor for older rows',

@@ -1,6 +1,7 @@
 import { Type } from 'typebox'
 import { auditCallerOf } from '../../core/audit.ts'
 import type { ModuleContext, PlinthApp } from '../../core/module.ts'
+import type { ErrorCode } from '../../shared/errors.ts'
 import {
   EnqueueBody,
   Enqueued,
@@ -13,8 +14,13 @@ import {
   ScheduleSchema,
 } from './jobs.schemas.ts'
 
-const read = { permission: 'jobs:read' as const }
-const manage = { permission: 'jobs:manage' as const }
+/** Every route asks the job engine, which refuses while it is not running. */
+const read = { permission: 'jobs:read' as const, errors: ['PLINTH_JOBS_UNAVAILABLE'] as const }
+const manage = { permission: 'jobs:manage' as const, errors: ['PLINTH_JOBS_UNAVAILABLE'] as const }
+const also = <T extends { errors: readonly ErrorCode[] }>(config: T, ...errors: ErrorCode[]) => ({
+  ...config,
+  errors: [...config.errors, ...errors],
+})
 const IdParams = Type.Object({ id: Type.String({ maxLength: 100 }) })
 const NameParams = Type.Object({ name: JobName })
 
@@ -42,7 +48,13 @@ export function jobsRoutes(api: PlinthApp, ctx: ModuleContext): void {
   api.post(
     '/jobs/:name',
     {
-      config: manage,
+      config: also(
+        manage,
+        'PLINTH_JOB_TYPE_UNKNOWN',
+        'PLINTH_JOB_PAYLOAD_INVALID',
+        'PLINTH_JOB_INPUT_INVALID',
+        'PLINTH_JOB_QUEUE_FULL',
+      ),
       schema: {
         tags,
         summary: 'Enqueue a job (202 when created; 200 when an idempotency key matched an existing job)',
@@ -101,7 +113,7 @@ export function jobsRoutes(api: PlinthApp, ctx: ModuleContext): void {
   api.get(
     '/jobs/:id',
     {
-      config: read,
+      config: also(read, 'PLINTH_JOB_NOT_FOUND'),
       schema: {
         tags,
         summary: 'One job: payload, attempts, last error, timings, request id',
@@ -115,7 +127,7 @@ export function jobsRoutes(api: PlinthApp, ctx: ModuleContext): void {
   api.post(
     '/jobs/:id/retry',
     {
-      config: manage,
+      config: also(manage, 'PLINTH_JOB_NOT_FOUND', 'PLINTH_JOB_STATE_CONFLICT'),
       schema: {
         tags,
         summary: 'Run a failed or cancelled job again',
@@ -129,7 +141,7 @@ export function jobsRoutes(api: PlinthApp, ctx: ModuleContext): void {
   api.post(
     '/jobs/:id/cancel',
     {
-      config: manage,
+      config: also(manage, 'PLINTH_JOB_NOT_FOUND', 'PLINTH_JOB_STATE_CONFLICT'),
       schema: {
         tags,
         summary: 'Cancel a job that has not started',
@@ -143,7 +155,7 @@ export function jobsRoutes(api: PlinthApp, ctx: ModuleContext): void {
   api.delete(
     '/job-types/:name/dead-letter',
     {
-      config: manage,
+      config: also(manage, 'PLINTH_JOB_TYPE_UNKNOWN'),
       schema: {
         tags,
         summary: "Purge a job type's dead-letter queue",
@@ -157,7 +169,7 @@ export function jobsRoutes(api: PlinthApp, ctx: ModuleContext): void {
   api.post(
     '/job-types/:name/dead-letter/redrive',
     {
-      config: manage,
+      config: also(manage, 'PLINTH_JOB_TYPE_UNKNOWN'),
       schema: {
         tags,
         summary: "Move a job type's dead-lettered jobs back into its queue, as new jobs",
@@ -191,7 +203,12 @@ export function schedulesRoutes(api: PlinthApp, ctx: ModuleContext): void {
   api.post(
     '/schedules',
     {
-      config: manage,
+      config: also(
+        manage,
+        'PLINTH_JOB_TYPE_UNKNOWN',
+        'PLINTH_SCHEDULE_INVALID',
+        'PLINTH_JOB_PAYLOAD_INVALID',
+      ),
       schema: {
         tags,
         summary: 'Create a cron schedule',
@@ -208,7 +225,7 @@ export function schedulesRoutes(api: PlinthApp, ctx: ModuleContext): void {
   api.get(
     '/schedules/:id',
     {
-      config: read,
+      config: also(read, 'PLINTH_SCHEDULE_NOT_FOUND'),
       schema: { tags, summary: 'One schedule', params: IdParams, response: { 200: ScheduleSchema } },
     },
     async (request) => schedules.get(request.params.id),
@@ -217,7 +234,13 @@ export function schedulesRoutes(api: PlinthApp, ctx: ModuleContext): void {
   api.patch(
     '/schedules/:id',
     {
-      config: manage,
+      config: also(
+        manage,
+        'PLINTH_SCHEDULE_NOT_FOUND',
+        'PLINTH_SCHEDULE_INVALID',
+        'PLINTH_JOB_TYPE_UNKNOWN',
+        'PLINTH_JOB_PAYLOAD_INVALID',
+      ),
       schema: {
         tags,
         summary: 'Change a schedule',
@@ -236,7 +259,7 @@ export function schedulesRoutes(api: PlinthApp, ctx: ModuleContext): void {
     api.post(
       `/schedules/:id/${action}`,
       {
-        config: manage,
+        config: also(manage, 'PLINTH_SCHEDULE_NOT_FOUND'),
         schema: {
           tags,
           summary: `${action === 'pause' ? 'Pause' : 'Resume'} a schedule`,
@@ -251,7 +274,7 @@ export function schedulesRoutes(api: PlinthApp, ctx: ModuleContext): void {
   api.delete(
     '/schedules/:id',
     {
-      config: manage,
+      config: also(manage, 'PLINTH_SCHEDULE_NOT_FOUND'),
       schema: { tags, summary: 'Delete a schedule', params: IdParams, response: { 204: Type.Null() } },
     },
     async (request, reply) => {

@@ -96,7 +96,16 @@ export function privacyRoutes(api: PlinthApp, ctx: ModuleContext): void {
   api.delete(
     '/me',
     {
-      config: { permission: 'self:write', rateLimit: 'auth' },
+      config: {
+        permission: 'self:write',
+        rateLimit: 'auth',
+        errors: [
+          'PLINTH_AUTH_INVALID_CREDENTIALS',
+          'PLINTH_AUTH_MFA_INVALID',
+          'PLINTH_AUTH_LOCKED',
+          'PLINTH_USER_LAST_ADMIN',
+        ],
+      },
       schema: {
         tags: ['me'],
         summary: 'Erase my account and my personal data (password, and a code with a second factor)',
@@ -121,7 +130,7 @@ export function privacyRoutes(api: PlinthApp, ctx: ModuleContext): void {
   api.get(
     '/admin/users/:id/export',
     {
-      config: { permission: 'privacy:manage' },
+      config: { permission: 'privacy:manage', errors: ['PLINTH_USER_NOT_FOUND'] },
       schema: {
         tags: ['admin'],
         summary: 'Everything Plinth holds about a user, as one JSON document',
@@ -139,7 +148,7 @@ export function privacyRoutes(api: PlinthApp, ctx: ModuleContext): void {
   api.delete(
     '/admin/users/:id',
     {
-      config: { permission: 'privacy:manage' },
+      config: { permission: 'privacy:manage', errors: ['PLINTH_USER_NOT_FOUND', 'PLINTH_USER_LAST_ADMIN'] },
       schema: {
         tags: ['admin'],
         summary: 'Erase a user: account, sessions, tokens and personal data; audit rows are pseudonymised',

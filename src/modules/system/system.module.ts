@@ -17,7 +17,7 @@ export const systemModule: PlinthModule = {
     api.get(
       '/',
       {
-        config: { public: true },
+        config: { public: true, database: false },
         schema: { tags: ['system'], summary: 'API name and version', response: { 200: ApiInfo } },
       },
       async () => ({ name: 'plinth' as const, version: PLINTH_VERSION, api: 'v1' as const }),

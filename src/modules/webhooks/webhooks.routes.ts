@@ -15,6 +15,7 @@ import {
 import { createWebhooksService } from './webhooks.service.ts'
 
 const manage = { permission: 'webhooks:manage' as const }
+const notFound = { ...manage, errors: ['PLINTH_WEBHOOK_NOT_FOUND'] as const }
 
 /** `/webhooks` (subscriptions and their delivery attempts) and `/events` (emit an event). */
 export function webhooksRoutes(api: PlinthApp, ctx: ModuleContext): void {
@@ -24,7 +25,7 @@ export function webhooksRoutes(api: PlinthApp, ctx: ModuleContext): void {
   api.post(
     '/webhooks',
     {
-      config: manage,
+      config: { ...manage, errors: ['PLINTH_WEBHOOK_URL_INVALID', 'PLINTH_EVENT_INVALID'] },
       schema: {
         tags,
         summary: 'Subscribe a URL to events (the signing secret is returned this once)',
@@ -55,7 +56,7 @@ export function webhooksRoutes(api: PlinthApp, ctx: ModuleContext): void {
   api.get(
     '/webhooks/:id',
     {
-      config: manage,
+      config: notFound,
       schema: {
         tags,
         summary: 'One webhook subscription',
@@ -69,7 +70,10 @@ export function webhooksRoutes(api: PlinthApp, ctx: ModuleContext): void {
   api.patch(
     '/webhooks/:id',
     {
-      config: manage,
+      config: {
+        ...manage,
+        errors: ['PLINTH_WEBHOOK_NOT_FOUND', 'PLINTH_WEBHOOK_URL_INVALID', 'PLINTH_EVENT_INVALID'],
+      },
       schema: {
         tags,
         summary: 'Change the URL, event types, description, or pause (active: false) a subscription',
@@ -84,7 +88,7 @@ export function webhooksRoutes(api: PlinthApp, ctx: ModuleContext): void {
   api.delete(
     '/webhooks/:id',
     {
-      config: manage,
+      config: notFound,
       schema: {
         tags,
         summary: 'Delete a subscription and its delivery records (queued deliveries are dropped)',
@@ -102,7 +106,7 @@ export function webhooksRoutes(api: PlinthApp, ctx: ModuleContext): void {
   api.get(
     '/webhooks/:id/deliveries',
     {
-      config: manage,
+      config: notFound,
       schema: {
         tags,
         summary: 'Delivery attempts of a subscription, newest first, with a cursor',
@@ -122,7 +126,15 @@ export function webhooksRoutes(api: PlinthApp, ctx: ModuleContext): void {
   api.post(
     '/events',
     {
-      config: { permission: 'events:emit' },
+      config: {
+        permission: 'events:emit',
+        errors: [
+          'PLINTH_EVENT_INVALID',
+          'PLINTH_JOBS_UNAVAILABLE',
+          'PLINTH_JOB_QUEUE_FULL',
+          'PLINTH_JOB_INPUT_INVALID',
+        ],
+      },
       schema: {
         tags,
         summary: 'Emit an event: one signed delivery is queued per matching active subscription',
