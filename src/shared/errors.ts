@@ -276,6 +276,12 @@ export const errorRegistry = {
     detail:
       'The restore target already holds tables; restore into an empty database, or pass --force --yes to replace it.',
   },
+  PLINTH_BACKUP_NOT_CONFIGURED: {
+    status: 409,
+    title: 'Backups Not Configured',
+    detail:
+      'This instance has no backup target: its database is in memory (PLINTH_DATA_DIR=memory://), so there is no default directory. Set PLINTH_BACKUP_DIR or PLINTH_BACKUP_S3_BUCKET.',
+  },
   PLINTH_BACKUP_IN_PROGRESS: {
     status: 409,
     title: 'Backup In Progress',

@@ -110,8 +110,8 @@ export function backupDirOf(config: Pick<PlinthConfig, 'backupDir' | 'dataDir'>)
   if (config.backupDir) return resolve(config.backupDir)
   if (config.dataDir === IN_MEMORY)
     throw new PlinthError(
-      'PLINTH_CONFIG_INVALID',
-      'PLINTH_DATA_DIR is memory://, so backups have no default directory: set PLINTH_BACKUP_DIR.',
+      'PLINTH_BACKUP_NOT_CONFIGURED',
+      'PLINTH_DATA_DIR is memory://, so backups have no default directory: set PLINTH_BACKUP_DIR (or PLINTH_BACKUP_S3_BUCKET).',
     )
   return join(resolve(config.dataDir), 'backups')
 }

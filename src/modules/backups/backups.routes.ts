@@ -4,6 +4,18 @@ import type { ModuleContext, PlinthApp } from '../../core/module.ts'
 import type { BackupService } from './backup.service.ts'
 
 const manage = { permission: 'backups:manage' as const, rateLimit: 'api' as const }
+const TARGET = ['PLINTH_BACKUP_NOT_CONFIGURED', 'PLINTH_BACKUP_TARGET_UNAVAILABLE'] as const
+const createConfig = {
+  ...manage,
+  errors: [
+    ...TARGET,
+    'PLINTH_BACKUP_IN_PROGRESS',
+    'PLINTH_BACKUP_KEY_UNAVAILABLE',
+    'PLINTH_BACKUP_CORRUPT',
+  ] as const,
+}
+const listConfig = { ...manage, errors: TARGET }
+const showConfig = { ...manage, errors: [...TARGET, 'PLINTH_BACKUP_NOT_FOUND'] as const }
 const tags = ['backups']
 const IdParams = Type.Object({ id: Type.String({ pattern: '^\\d{8}T\\d{6}Z-[0-9a-f]{8}$', maxLength: 40 }) })
 
@@ -61,7 +73,7 @@ export function backupsRoutes(api: PlinthApp, _ctx: ModuleContext, service: () =
   api.post(
     '/admin/backups',
     {
-      config: manage,
+      config: createConfig,
       schema: {
         tags,
         summary:
@@ -80,7 +92,7 @@ export function backupsRoutes(api: PlinthApp, _ctx: ModuleContext, service: () =
   api.get(
     '/admin/backups',
     {
-      config: manage,
+      config: listConfig,
       schema: {
         tags,
         summary: 'Every backup in the target, newest first, with its verification',
@@ -93,7 +105,7 @@ export function backupsRoutes(api: PlinthApp, _ctx: ModuleContext, service: () =
   api.get(
     '/admin/backups/:id',
     {
-      config: manage,
+      config: showConfig,
       schema: {
         tags,
         summary: 'One backup: its manifest and its last verification',
