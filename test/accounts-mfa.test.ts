@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
-import { setTimeout as sleep } from 'node:timers/promises'
 import type { InjectOptions } from 'fastify'
 import { generateTotp } from '../src/modules/accounts/totp.ts'
 import {
@@ -18,6 +17,7 @@ import {
   uniqueEmail,
 } from './helpers/accounts.ts'
 import { assertProblem } from './helpers/assert-problem.ts'
+import { movableClock } from './helpers/clock.ts'
 import { skipUnlessPostgres } from './helpers/services.ts'
 import { startTestPlinth, type TestPlinth } from './helpers/test-plinth.ts'
 
@@ -26,8 +26,9 @@ const RECOVERY_CODE = /^[0-9a-z]{4}(-[0-9a-z]{4}){3}$/
 
 describe('accounts: TOTP second factor on postgres', { skip: await skipUnlessPostgres() }, () => {
   let plinth: TestPlinth
+  const clock = movableClock()
   before(async () => {
-    plinth = await startTestPlinth({ backend: 'postgres', env: NO_RATE_LIMITS })
+    plinth = await startTestPlinth({ backend: 'postgres', env: NO_RATE_LIMITS, now: clock.now })
   })
   after(() => plinth?.close())
   const inject = (opts: InjectOptions) => plinth.app.inject(opts)
@@ -77,9 +78,9 @@ describe('accounts: TOTP second factor on postgres', { skip: await skipUnlessPos
         headers: bearer(s.token),
         payload: { code },
       })
-    assertProblem(await confirm(generateTotp(secret, Date.now() + 3 * STEP)), 401, 'PLINTH_AUTH_MFA_INVALID')
+    assertProblem(await confirm(generateTotp(secret, clock.now() + 3 * STEP)), 401, 'PLINTH_AUTH_MFA_INVALID')
     assert.equal((await me(s)).user.mfaEnabled, false)
-    const ok = await confirm(generateTotp(secret))
+    const ok = await confirm(generateTotp(secret, clock.now()))
     assert.equal(ok.statusCode, 200, ok.body)
     const body = ok.json()
     assert.equal(body.recoveryCodes.length, 10)
@@ -124,20 +125,20 @@ describe('accounts: TOTP second factor on postgres', { skip: await skipUnlessPos
     assert.equal(sessionCookieOf(res), undefined)
     assert.equal(await meStatus(plinth.app, bearer(body.challenge)), 401, 'a challenge is no session')
 
-    const code = generateTotp(secret)
+    const code = generateTotp(secret, clock.now())
     const done = await answer(body.challenge, { code })
     assert.equal(done.statusCode, 200, done.body)
     assert.equal(await meStatus(plinth.app, bearer(done.json().token)), 200)
     assert.ok(sessionCookieOf(done))
     assertProblem(
-      await answer(body.challenge, { code: generateTotp(secret, Date.now() + STEP) }),
+      await answer(body.challenge, { code: generateTotp(secret, clock.now() + STEP) }),
       401,
       'PLINTH_AUTH_MFA_CHALLENGE_EXPIRED',
     )
 
     const second = await challengeFor(email)
     assertProblem(await answer(second, { code }), 401, 'PLINTH_AUTH_MFA_INVALID') // replayed
-    const next = await answer(second, { code: generateTotp(secret, Date.now() + STEP) }) // one step ahead: accepted
+    const next = await answer(second, { code: generateTotp(secret, clock.now() + STEP) }) // one step ahead: accepted
     assert.equal(next.statusCode, 200, next.body)
   })
 
@@ -146,7 +147,7 @@ describe('accounts: TOTP second factor on postgres', { skip: await skipUnlessPos
     const email = uniqueEmail('fail')
     const { secret, session } = await enrolTotp(plinth.app, await signUp(plinth.app, email))
     const challenge = await challengeFor(email)
-    const now = Date.now()
+    const now = clock.now()
     // +3, not +2: should the server's clock enter the next step meanwhile, +2 would become +1.
     const wrong = [now + 3 * STEP, now - 2 * STEP, now + 4 * STEP, now - 3 * STEP].map((t) =>
       generateTotp(secret, t),
@@ -155,15 +156,15 @@ describe('accounts: TOTP second factor on postgres', { skip: await skipUnlessPos
       assertProblem(await answer(challenge, { code }), 401, 'PLINTH_AUTH_MFA_INVALID')
     assertProblem(await answer(challenge, { code: 'abc123' }), 401, 'PLINTH_AUTH_MFA_CHALLENGE_EXPIRED')
     assertProblem(
-      await answer(challenge, { code: generateTotp(secret) }),
+      await answer(challenge, { code: generateTotp(secret, clock.now()) }),
       401,
       'PLINTH_AUTH_MFA_CHALLENGE_EXPIRED',
     )
     // Five wrong second factors count towards the account's lockout like wrong passwords.
     const locked = await loginResponse(plinth.app, email)
     assertProblem(locked, 429, 'PLINTH_AUTH_LOCKED')
-    await sleep(Number(locked.headers['retry-after']) * 1000 + 100)
-    const fresh = await answer(await challengeFor(email), { code: generateTotp(secret) })
+    clock.advance(Number(locked.headers['retry-after']) * 1000 + 100) // the lock runs out
+    const fresh = await answer(await challengeFor(email), { code: generateTotp(secret, clock.now()) })
     assert.equal(fresh.statusCode, 200, fresh.body)
     const failures = (await rec.settled()).filter(
       (e) => e.type === 'mfa:failed' && e.actor.id === session.userId,
@@ -215,17 +216,17 @@ describe('accounts: TOTP second factor on postgres', { skip: await skipUnlessPos
         payload: { password, code },
       })
     assertProblem(
-      await disable('not-my-password-1', generateTotp(secret)),
+      await disable('not-my-password-1', generateTotp(secret, clock.now())),
       401,
       'PLINTH_AUTH_INVALID_CREDENTIALS',
     )
     assertProblem(
-      await disable(PASSWORD, generateTotp(secret, Date.now() + 3 * STEP)),
+      await disable(PASSWORD, generateTotp(secret, clock.now() + 3 * STEP)),
       401,
       'PLINTH_AUTH_MFA_INVALID',
     )
     assert.equal((await me(session)).user.mfaEnabled, true)
-    const ok = await disable(PASSWORD, generateTotp(secret))
+    const ok = await disable(PASSWORD, generateTotp(secret, clock.now()))
     assert.equal(ok.statusCode, 204, ok.body)
     assert.equal((await me(session)).user.mfaEnabled, false)
     const res = await loginResponse(plinth.app, email)

@@ -25,6 +25,8 @@ export interface CreatePlinthOptions {
   readonly logger?: Logger
   /** Defaults to the built-in modules; tests and embedders may add their own. */
   readonly modules?: readonly PlinthModule[]
+  /** `ctx.now`: defaults to `Date.now`; tests pass a clock they move to let time pass. */
+  readonly now?: () => number
 }
 
 export interface Plinth {
@@ -158,6 +160,7 @@ async function assemble(
     ...adapters,
     ...provided.services,
     personalData,
+    now: options.now ?? Date.now,
     users: providedUsers(modules, () => context),
     // built below from every module's rules, which need the context first
     retention: {

@@ -68,6 +68,12 @@ export interface ModuleContext {
   readonly users: UserDirectory
   /** The runner over every module's retention rules (what the built-in `plinth.retention` job runs). */
   readonly retention: Retention
+  /**
+   * The clock (ms since the epoch) of code whose outcome depends on elapsed time — sessions,
+   * lockouts, token and link expiry: `Date.now`, unless the root was given another (tests move it
+   * instead of sleeping).
+   */
+  readonly now: () => number
 }
 
 /** A schedule a module always has, under a fixed id (created, or its cron updated, by workers at start). */

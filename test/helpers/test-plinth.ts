@@ -30,6 +30,8 @@ export async function startTestPlinth(
     logger?: Logger
     config?: PlinthConfig
     prepare?: boolean
+    /** `ctx.now` (see clock.ts's `movableClock`); real time by default. */
+    now?: () => number
   } = {},
 ): Promise<TestPlinth> {
   const backend = options.backend ?? 'embedded'
@@ -50,6 +52,7 @@ export async function startTestPlinth(
   const plinth = await createPlinth({
     config,
     ...(logger ? { logger } : {}),
+    ...(options.now ? { now: options.now } : {}),
     modules: [...builtinModules, ...(options.modules ?? [])],
   })
   recordInjectedSecrets(plinth.app)
