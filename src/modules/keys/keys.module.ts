@@ -1,11 +1,11 @@
 import type { PlinthModule } from '../../core/module.ts'
 import './keys.tables.ts'
-import { createKeys } from './keys.ts'
 import createEncryptionKeys from './migrations/0007-create-encryption-keys.ts'
+import { createProcessKeyring } from './process-keyring.ts'
 
 /**
  * Data keys for encryption at rest: the `encryption_keys` table, and the keyring every module gets
- * in `ctx.keyring` (`createKeys`: the legacy key at once, the data keys loaded in `prepare()` after
+ * in `ctx.keyring` (`createProcessKeyring`: the legacy key at once, the data keys loaded in `prepare()` after
  * migrations and reloaded every `PLINTH_KEYS_REFRESH`); rotation and status are the `plinth keys`
  * commands (docs/operations/key-rotation.md).
  */
@@ -14,7 +14,7 @@ export const keysModule: PlinthModule = {
   migrations: { '0007-create-encryption-keys': createEncryptionKeys },
   provides: {
     keyring(ctx) {
-      const keys = createKeys({
+      const keys = createProcessKeyring({
         config: ctx.config,
         db: ctx.db.kysely,
         logger: ctx.logger,
