@@ -115,7 +115,7 @@ describe('accounts: TOTP second factor on postgres', { skip: await skipUnlessPos
 
   it('signing in then answers with a challenge and no session; a right code completes it, once', async () => {
     const email = uniqueEmail('signin')
-    const { secret } = await enrolTotp(plinth.app, await signUp(plinth.app, email))
+    const { secret } = await enrolTotp(plinth.app, await signUp(plinth.app, email), clock.now)
     const res = await loginResponse(plinth.app, email)
     assert.equal(res.statusCode, 200, res.body)
     const body = res.json()
@@ -145,7 +145,7 @@ describe('accounts: TOTP second factor on postgres', { skip: await skipUnlessPos
   it('kills a challenge after 5 failures (codes two or more steps off are refused), even for a right code then, and locks the account like wrong passwords', async () => {
     const rec = recordEvents(plinth)
     const email = uniqueEmail('fail')
-    const { secret, session } = await enrolTotp(plinth.app, await signUp(plinth.app, email))
+    const { secret, session } = await enrolTotp(plinth.app, await signUp(plinth.app, email), clock.now)
     const challenge = await challengeFor(email)
     const now = clock.now()
     // +3, not +2: should the server's clock enter the next step meanwhile, +2 would become +1.
@@ -179,7 +179,7 @@ describe('accounts: TOTP second factor on postgres', { skip: await skipUnlessPos
   it('a recovery code signs in once, typed in any case or grouping', async () => {
     const rec = recordEvents(plinth)
     const email = uniqueEmail('recovery')
-    const { recoveryCodes, session } = await enrolTotp(plinth.app, await signUp(plinth.app, email))
+    const { recoveryCodes, session } = await enrolTotp(plinth.app, await signUp(plinth.app, email), clock.now)
     const first = await answer(await challengeFor(email), { recoveryCode: recoveryCodes[0]! })
     assert.equal(first.statusCode, 200, first.body)
     assertProblem(
@@ -207,7 +207,7 @@ describe('accounts: TOTP second factor on postgres', { skip: await skipUnlessPos
   it('disabling needs the password and a current code (401 for either wrong), then sign-in needs no code', async () => {
     const rec = recordEvents(plinth)
     const email = uniqueEmail('disable')
-    const { secret, session } = await enrolTotp(plinth.app, await signUp(plinth.app, email))
+    const { secret, session } = await enrolTotp(plinth.app, await signUp(plinth.app, email), clock.now)
     const disable = (password: string, code: string) =>
       inject({
         method: 'DELETE',
@@ -295,7 +295,7 @@ describe('accounts: TOTP second factor on postgres', { skip: await skipUnlessPos
       )
       const out = await inject({ method: 'POST', url: '/api/v1/auth/logout', headers: bearer(other) })
       assert.equal(out.statusCode, 204, out.body)
-      const enrolled = await enrolTotp(plinth.app, pending)
+      const enrolled = await enrolTotp(plinth.app, pending, clock.now)
       assert.equal(await meStatus(plinth.app, bearer(pending.token)), 401)
       assert.equal((await me(enrolled.session)).mfaEnrolmentRequired, false)
       const tokens = await inject({ url: '/api/v1/me/tokens', headers: bearer(enrolled.session.token) })
