@@ -81,6 +81,16 @@ module.exports = {
       to: { path: '^src/(app|cli)/|^src/main\\.ts$' },
     },
     {
+      name: 'app-imports-module-entries-only',
+      severity: 'error',
+      comment:
+        'The root lists modules; it does not wire their internals. It may import a module only ' +
+        'through its entry, modules/<name>/<name>.module.ts or modules/<name>/index.ts; what every ' +
+        'module needs from another (ctx.audit, ctx.jobs…) the other declares in `provides`.',
+      from: { path: '^src/app/' },
+      to: { path: '^src/modules/', pathNot: '^src/modules/([^/]+)/(\\1\\.module|index)\\.ts$' },
+    },
+    {
       name: 'app-stays-below-the-cli',
       severity: 'error',
       from: { path: '^src/app/' },

@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
-import { setTimeout as sleep } from 'node:timers/promises'
 import { hashSecret } from '../src/modules/accounts/secrets.ts'
 import {
   bearer,
@@ -15,6 +14,7 @@ import {
   uniqueEmail,
 } from './helpers/accounts.ts'
 import { assertProblem } from './helpers/assert-problem.ts'
+import { movableClock } from './helpers/clock.ts'
 import { skipUnlessPostgres } from './helpers/services.ts'
 import { startTestPlinth, type TestPlinth } from './helpers/test-plinth.ts'
 
@@ -24,8 +24,9 @@ const withoutRequest = (body: Record<string, unknown>) => ({ ...body, requestId:
 
 describe('accounts: sign-up and sign-in on postgres', { skip: await skipUnlessPostgres() }, () => {
   let plinth: TestPlinth
+  const clock = movableClock()
   before(async () => {
-    plinth = await startTestPlinth({ backend: 'postgres', env: NO_RATE_LIMITS })
+    plinth = await startTestPlinth({ backend: 'postgres', env: NO_RATE_LIMITS, now: clock.now })
   })
   after(() => plinth?.close())
 
@@ -193,7 +194,7 @@ describe('accounts: sign-up and sign-in on postgres', { skip: await skipUnlessPo
     const retryAfter = Number(locked.headers['retry-after'])
     assert.ok(retryAfter >= 1 && retryAfter <= 2, `Retry-After ${retryAfter}`)
     assert.equal(sessionCookieOf(locked), undefined)
-    await sleep(retryAfter * 1000 + 50)
+    clock.advance(retryAfter * 1000 + 50) // the lock runs out
     await login(plinth.app, email)
     assert.equal(await failures(email), 0)
     // Without the reset this sixth consecutive failure would lock again.

@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
-import { setTimeout as sleep } from 'node:timers/promises'
 import type { InjectOptions } from 'fastify'
 import { generateTotp } from '../src/modules/accounts/totp.ts'
 import {
@@ -18,6 +17,7 @@ import {
   uniqueEmail,
 } from './helpers/accounts.ts'
 import { assertProblem } from './helpers/assert-problem.ts'
+import { movableClock } from './helpers/clock.ts'
 import { skipUnlessPostgres } from './helpers/services.ts'
 import { startTestPlinth, type TestPlinth } from './helpers/test-plinth.ts'
 
@@ -26,8 +26,9 @@ const RECOVERY_CODE = /^[0-9a-z]{4}(-[0-9a-z]{4}){3}$/
 
 describe('accounts: TOTP second factor on postgres', { skip: await skipUnlessPostgres() }, () => {
   let plinth: TestPlinth
+  const clock = movableClock()
   before(async () => {
-    plinth = await startTestPlinth({ backend: 'postgres', env: NO_RATE_LIMITS })
+    plinth = await startTestPlinth({ backend: 'postgres', env: NO_RATE_LIMITS, now: clock.now })
   })
   after(() => plinth?.close())
   const inject = (opts: InjectOptions) => plinth.app.inject(opts)
@@ -77,9 +78,9 @@ describe('accounts: TOTP second factor on postgres', { skip: await skipUnlessPos
         headers: bearer(s.token),
         payload: { code },
       })
-    assertProblem(await confirm(generateTotp(secret, Date.now() + 3 * STEP)), 401, 'PLINTH_AUTH_MFA_INVALID')
+    assertProblem(await confirm(generateTotp(secret, clock.now() + 3 * STEP)), 401, 'PLINTH_AUTH_MFA_INVALID')
     assert.equal((await me(s)).user.mfaEnabled, false)
-    const ok = await confirm(generateTotp(secret))
+    const ok = await confirm(generateTotp(secret, clock.now()))
     assert.equal(ok.statusCode, 200, ok.body)
     const body = ok.json()
     assert.equal(body.recoveryCodes.length, 10)
@@ -114,7 +115,7 @@ describe('accounts: TOTP second factor on postgres', { skip: await skipUnlessPos
 
   it('signing in then answers with a challenge and no session; a right code completes it, once', async () => {
     const email = uniqueEmail('signin')
-    const { secret } = await enrolTotp(plinth.app, await signUp(plinth.app, email))
+    const { secret } = await enrolTotp(plinth.app, await signUp(plinth.app, email), clock.now)
     const res = await loginResponse(plinth.app, email)
     assert.equal(res.statusCode, 200, res.body)
     const body = res.json()
@@ -124,29 +125,29 @@ describe('accounts: TOTP second factor on postgres', { skip: await skipUnlessPos
     assert.equal(sessionCookieOf(res), undefined)
     assert.equal(await meStatus(plinth.app, bearer(body.challenge)), 401, 'a challenge is no session')
 
-    const code = generateTotp(secret)
+    const code = generateTotp(secret, clock.now())
     const done = await answer(body.challenge, { code })
     assert.equal(done.statusCode, 200, done.body)
     assert.equal(await meStatus(plinth.app, bearer(done.json().token)), 200)
     assert.ok(sessionCookieOf(done))
     assertProblem(
-      await answer(body.challenge, { code: generateTotp(secret, Date.now() + STEP) }),
+      await answer(body.challenge, { code: generateTotp(secret, clock.now() + STEP) }),
       401,
       'PLINTH_AUTH_MFA_CHALLENGE_EXPIRED',
     )
 
     const second = await challengeFor(email)
     assertProblem(await answer(second, { code }), 401, 'PLINTH_AUTH_MFA_INVALID') // replayed
-    const next = await answer(second, { code: generateTotp(secret, Date.now() + STEP) }) // one step ahead: accepted
+    const next = await answer(second, { code: generateTotp(secret, clock.now() + STEP) }) // one step ahead: accepted
     assert.equal(next.statusCode, 200, next.body)
   })
 
   it('kills a challenge after 5 failures (codes two or more steps off are refused), even for a right code then, and locks the account like wrong passwords', async () => {
     const rec = recordEvents(plinth)
     const email = uniqueEmail('fail')
-    const { secret, session } = await enrolTotp(plinth.app, await signUp(plinth.app, email))
+    const { secret, session } = await enrolTotp(plinth.app, await signUp(plinth.app, email), clock.now)
     const challenge = await challengeFor(email)
-    const now = Date.now()
+    const now = clock.now()
     // +3, not +2: should the server's clock enter the next step meanwhile, +2 would become +1.
     const wrong = [now + 3 * STEP, now - 2 * STEP, now + 4 * STEP, now - 3 * STEP].map((t) =>
       generateTotp(secret, t),
@@ -155,15 +156,15 @@ describe('accounts: TOTP second factor on postgres', { skip: await skipUnlessPos
       assertProblem(await answer(challenge, { code }), 401, 'PLINTH_AUTH_MFA_INVALID')
     assertProblem(await answer(challenge, { code: 'abc123' }), 401, 'PLINTH_AUTH_MFA_CHALLENGE_EXPIRED')
     assertProblem(
-      await answer(challenge, { code: generateTotp(secret) }),
+      await answer(challenge, { code: generateTotp(secret, clock.now()) }),
       401,
       'PLINTH_AUTH_MFA_CHALLENGE_EXPIRED',
     )
     // Five wrong second factors count towards the account's lockout like wrong passwords.
     const locked = await loginResponse(plinth.app, email)
     assertProblem(locked, 429, 'PLINTH_AUTH_LOCKED')
-    await sleep(Number(locked.headers['retry-after']) * 1000 + 100)
-    const fresh = await answer(await challengeFor(email), { code: generateTotp(secret) })
+    clock.advance(Number(locked.headers['retry-after']) * 1000 + 100) // the lock runs out
+    const fresh = await answer(await challengeFor(email), { code: generateTotp(secret, clock.now()) })
     assert.equal(fresh.statusCode, 200, fresh.body)
     const failures = (await rec.settled()).filter(
       (e) => e.type === 'mfa:failed' && e.actor.id === session.userId,
@@ -178,7 +179,7 @@ describe('accounts: TOTP second factor on postgres', { skip: await skipUnlessPos
   it('a recovery code signs in once, typed in any case or grouping', async () => {
     const rec = recordEvents(plinth)
     const email = uniqueEmail('recovery')
-    const { recoveryCodes, session } = await enrolTotp(plinth.app, await signUp(plinth.app, email))
+    const { recoveryCodes, session } = await enrolTotp(plinth.app, await signUp(plinth.app, email), clock.now)
     const first = await answer(await challengeFor(email), { recoveryCode: recoveryCodes[0]! })
     assert.equal(first.statusCode, 200, first.body)
     assertProblem(
@@ -206,7 +207,7 @@ describe('accounts: TOTP second factor on postgres', { skip: await skipUnlessPos
   it('disabling needs the password and a current code (401 for either wrong), then sign-in needs no code', async () => {
     const rec = recordEvents(plinth)
     const email = uniqueEmail('disable')
-    const { secret, session } = await enrolTotp(plinth.app, await signUp(plinth.app, email))
+    const { secret, session } = await enrolTotp(plinth.app, await signUp(plinth.app, email), clock.now)
     const disable = (password: string, code: string) =>
       inject({
         method: 'DELETE',
@@ -215,17 +216,17 @@ describe('accounts: TOTP second factor on postgres', { skip: await skipUnlessPos
         payload: { password, code },
       })
     assertProblem(
-      await disable('not-my-password-1', generateTotp(secret)),
+      await disable('not-my-password-1', generateTotp(secret, clock.now())),
       401,
       'PLINTH_AUTH_INVALID_CREDENTIALS',
     )
     assertProblem(
-      await disable(PASSWORD, generateTotp(secret, Date.now() + 3 * STEP)),
+      await disable(PASSWORD, generateTotp(secret, clock.now() + 3 * STEP)),
       401,
       'PLINTH_AUTH_MFA_INVALID',
     )
     assert.equal((await me(session)).user.mfaEnabled, true)
-    const ok = await disable(PASSWORD, generateTotp(secret))
+    const ok = await disable(PASSWORD, generateTotp(secret, clock.now()))
     assert.equal(ok.statusCode, 204, ok.body)
     assert.equal((await me(session)).user.mfaEnabled, false)
     const res = await loginResponse(plinth.app, email)
@@ -294,7 +295,7 @@ describe('accounts: TOTP second factor on postgres', { skip: await skipUnlessPos
       )
       const out = await inject({ method: 'POST', url: '/api/v1/auth/logout', headers: bearer(other) })
       assert.equal(out.statusCode, 204, out.body)
-      const enrolled = await enrolTotp(plinth.app, pending)
+      const enrolled = await enrolTotp(plinth.app, pending, clock.now)
       assert.equal(await meStatus(plinth.app, bearer(pending.token)), 401)
       assert.equal((await me(enrolled.session)).mfaEnrolmentRequired, false)
       const tokens = await inject({ url: '/api/v1/me/tokens', headers: bearer(enrolled.session.token) })

@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict'
 import { randomUUID } from 'node:crypto'
 import { after, before, describe, it } from 'node:test'
-import { setTimeout as sleep } from 'node:timers/promises'
 import type { InjectOptions } from 'fastify'
 import { MAX_TOKENS_PER_USER } from '../src/modules/accounts/api-tokens.service.ts'
 import { hashSecret } from '../src/modules/accounts/secrets.ts'
@@ -17,13 +16,15 @@ import {
   uniqueEmail,
 } from './helpers/accounts.ts'
 import { assertProblem } from './helpers/assert-problem.ts'
+import { movableClock } from './helpers/clock.ts'
 import { skipUnlessPostgres } from './helpers/services.ts'
 import { startTestPlinth, type TestPlinth } from './helpers/test-plinth.ts'
 
 describe('accounts: API tokens on postgres', { skip: await skipUnlessPostgres() }, () => {
   let plinth: TestPlinth
+  const clock = movableClock()
   before(async () => {
-    plinth = await startTestPlinth({ backend: 'postgres', env: NO_RATE_LIMITS })
+    plinth = await startTestPlinth({ backend: 'postgres', env: NO_RATE_LIMITS, now: clock.now })
   })
   after(() => plinth?.close())
   const inject = (opts: InjectOptions) => plinth.app.inject(opts)
@@ -120,18 +121,18 @@ describe('accounts: API tokens on postgres', { skip: await skipUnlessPostgres() 
       const past = await createToken(s, {
         name: 'old',
         scopes: ['self:read'],
-        expiresAt: new Date(Date.now() - 1000).toISOString(),
+        expiresAt: new Date(clock.now() - 1000).toISOString(),
       })
       assertProblem(past, 422, 'PLINTH_HTTP_VALIDATION_FAILED')
       const res = await createToken(s, {
         name: 'brief',
         scopes: ['self:read'],
-        expiresAt: new Date(Date.now() + 1000).toISOString(),
+        expiresAt: new Date(clock.now() + 1000).toISOString(),
       })
       assert.equal(res.statusCode, 201, res.body)
       const token = res.json().token as string
       assert.equal(await meStatus(plinth.app, bearer(token)), 200)
-      await sleep(Date.parse(res.json().expiresAt) - Date.now() + 50)
+      clock.advance(Date.parse(res.json().expiresAt) - clock.now() + 50) // the token runs out
       assertProblem(
         await inject({ url: '/api/v1/me', headers: bearer(token) }),
         401,
@@ -180,7 +181,7 @@ describe('accounts: API tokens on postgres', { skip: await skipUnlessPostgres() 
       )
       await plinth.db.kysely
         .updateTable('api_tokens')
-        .set({ expires_at: new Date(Date.now() - 1000) })
+        .set({ expires_at: new Date(clock.now() - 1000) })
         .where('id', '=', ids[0]!)
         .execute()
       assert.equal((await createToken(s, { name: 'after expiry', scopes: ['self:read'] })).statusCode, 201)

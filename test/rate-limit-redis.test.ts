@@ -2,7 +2,6 @@ import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { connect, createServer, type Socket } from 'node:net'
 import { describe, it } from 'node:test'
-import { setTimeout as sleep } from 'node:timers/promises'
 import { Redis } from 'ioredis'
 import { createRedisRateLimitStore, REDIS_HIT_TIMEOUT_MS } from '../src/http/plugins/rate-limit-store.ts'
 import { API, LIMITS_ENV, limitsModule } from './helpers/limits-module.ts'
@@ -12,19 +11,11 @@ import { skipUnlessRedis, TEST_REDIS_URL } from './helpers/services.ts'
 import { startTcpProxy } from './helpers/tcp-proxy.ts'
 import { testConfig } from './helpers/test-config.ts'
 import { startTestPlinth, type TestPlinth } from './helpers/test-plinth.ts'
+import { waitFor } from './helpers/wait-for.ts'
 
 const redisAddress = new URL(TEST_REDIS_URL)
 const redisTarget = { host: redisAddress.hostname, port: Number(redisAddress.port || 6379) }
 const uniquePrefix = () => `plinth-test:${process.pid}:${randomBytes(4).toString('hex')}:`
-
-/** Polls `probe` every 50 ms until it returns true; fails after `deadlineMs`. */
-async function waitFor(what: string, probe: () => boolean | Promise<boolean>, deadlineMs = 15_000) {
-  const until = performance.now() + deadlineMs
-  while (!(await probe())) {
-    if (performance.now() > until) assert.fail(`${what}: not within ${deadlineMs} ms`)
-    await sleep(50)
-  }
-}
 
 /**
  * A proxy that can go silent: once stalled, what clients send is dropped and nothing is closed,
@@ -120,7 +111,7 @@ describe('rate limits on redis', { skip: await skipUnlessRedis() }, () => {
     assert.equal(await kit.raw.get(`${prefix}rl:api:user:before`), '1')
 
     proxy.cut()
-    await waitFor('redis seen down', () => client.status !== 'ready')
+    await waitFor('redis seen down', () => client.status !== 'ready', { timeoutMs: 15_000 })
     const during: number[] = []
     for (let i = 0; i < 4; i++) during.push((await call(plinth, 'during')).statusCode)
     assert.deepEqual(during, [200, 200, 200, 429])
@@ -129,7 +120,7 @@ describe('rate limits on redis', { skip: await skipUnlessRedis() }, () => {
     assert.equal(warning?.level, 'warn')
 
     proxy.restore()
-    await waitFor('redis ready again', () => client.status === 'ready')
+    await waitFor('redis ready again', () => client.status === 'ready', { timeoutMs: 15_000 })
     assert.equal((await call(plinth, 'after')).statusCode, 200)
     assert.equal(await kit.raw.get(`${prefix}rl:api:user:after`), '1')
     assert.ok(logs.lines().some((l) => l.msg === 'rate limits counted in redis again'))
@@ -173,6 +164,7 @@ describe('rate limits on redis', { skip: await skipUnlessRedis() }, () => {
     await waitFor(
       'the window key to expire in redis',
       async () => (await kit.raw.exists(`${prefix}rl:api:ip:x`)) === 0,
+      { timeoutMs: 15_000 },
     )
     assert.equal((await store.hit('api:ip:x', 300)).count, 1)
   })

@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { describe, it } from 'node:test'
-import { setTimeout as sleep } from 'node:timers/promises'
 import type { PlinthApp } from '../src/http/create-server.ts'
 import { captureLogs } from './helpers/log-capture.ts'
 import { useRedisKit } from './helpers/redis-kit.ts'
@@ -9,6 +8,7 @@ import { skipUnlessRedis, TEST_REDIS_URL } from './helpers/services.ts'
 import { startTcpProxy } from './helpers/tcp-proxy.ts'
 import { testConfig } from './helpers/test-config.ts'
 import { startTestPlinth } from './helpers/test-plinth.ts'
+import { waitFor } from './helpers/wait-for.ts'
 
 const redisAddress = new URL(TEST_REDIS_URL)
 const redisTarget = { host: redisAddress.hostname, port: Number(redisAddress.port || 6379) }
@@ -29,15 +29,6 @@ async function redisHealth(app: PlinthApp) {
     components: Record<string, { status: string; critical?: boolean }>
   }
   return { statusCode: res.statusCode, status: body.status, redis: body.components.redis }
-}
-
-/** Polls `probe` every 100 ms until it returns true; fails after `deadlineMs`. */
-async function waitFor(what: string, probe: () => Promise<boolean>, deadlineMs = 15_000) {
-  const until = performance.now() + deadlineMs
-  while (!(await probe())) {
-    if (performance.now() > until) assert.fail(`${what}: not within ${deadlineMs} ms`)
-    await sleep(100)
-  }
 }
 
 describe('redis', { skip: await skipUnlessRedis() }, () => {
@@ -90,7 +81,10 @@ describe('redis', { skip: await skipUnlessRedis() }, () => {
     await assert.rejects(plinth.redis!.client.set('lost', '1'))
 
     proxy.restore()
-    await waitFor('redis back up', async () => (await redisHealth(plinth.app)).redis?.status === 'up')
+    await waitFor('redis back up', async () => (await redisHealth(plinth.app)).redis?.status === 'up', {
+      timeoutMs: 15_000,
+      intervalMs: 100,
+    })
     const up = await redisHealth(plinth.app)
     assert.equal(up.statusCode, 200)
     assert.notEqual(up.status, 'down')

@@ -18,6 +18,7 @@ import { PgBoss } from 'pg-boss'
 import { createPlinth, type Plinth } from '../../src/app/create-plinth.ts'
 import { builtinModules } from '../../src/app/modules.ts'
 import { loadConfig } from '../../src/config/load-config.ts'
+import type { PgBossJobEngine } from '../../src/modules/jobs/job-engine.ts'
 import { createLogger, logDestination } from '../../src/observability/logger.ts'
 import { productionEnv, requireParent } from '../lib/server-child.ts'
 import {
@@ -80,7 +81,8 @@ async function plinthSide(settings: Settings, fill: number): Promise<Running> {
   // A client first: it migrates, creates the queues and fills one, with no worker running yet.
   const client = await make('api')
   await client.prepare()
-  await client.jobs.boss.insert(
+  // the built-in jobs module's engine: pg-boss itself fills the queue
+  await (client.jobs as PgBossJobEngine).boss.insert(
     JOB,
     Array.from({ length: fill }, () => ({ data: { payload: {}, meta: {} } })),
   )

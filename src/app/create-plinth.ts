@@ -1,6 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from 'pino'
 import type { PlinthConfig } from '../config/config.schema.ts'
+import type { JobEngine } from '../core/jobs.ts'
 import type { ModuleContext, PlinthMigration, PlinthModule } from '../core/module.ts'
 import { createPersonalDataRegistry } from '../core/privacy.ts'
 import type { Retention } from '../core/retention.ts'
@@ -11,12 +12,6 @@ import { createMemoryCache, createRedisCache } from '../infra/cache/cache.ts'
 import { createRedis, type RedisHandle } from '../infra/cache/redis.ts'
 import { createDatabase, type Database } from '../infra/db/create-db.ts'
 import { createMigrator, type PlinthMigrator } from '../infra/db/migrator.ts'
-import { createAudit } from '../modules/audit/audit.service.ts'
-import { createJobEngine, type PgBossJobEngine } from '../modules/jobs/job-engine.ts'
-import { createSchedules } from '../modules/jobs/schedules.ts'
-import { createKeys } from '../modules/keys/keys.ts'
-import { createMailer } from '../modules/mail/mailer.ts'
-import { createEventBus } from '../modules/webhooks/event-bus.ts'
 import {
   cachedCheck,
   createHealth,
@@ -27,7 +22,7 @@ import {
 import { createLogger } from '../observability/logger.ts'
 import { createMetrics, type Metrics } from '../observability/metrics.ts'
 import { builtinModules } from './modules.ts'
-import { providedUsers } from './provided-contracts.ts'
+import { providedUsers, provideServices } from './provided-contracts.ts'
 import { createRetention } from './retention-runner.ts'
 
 export interface CreatePlinthOptions {
@@ -41,6 +36,8 @@ export interface CreatePlinthOptions {
    * through the server's socket instead of failing with PLINTH_DB_LOCKED.
    */
   readonly attachToRunning?: boolean
+  /** `ctx.now`: defaults to `Date.now`; tests pass a clock they move to let time pass. */
+  readonly now?: () => number
 }
 
 export interface Plinth {
@@ -52,7 +49,8 @@ export interface Plinth {
   readonly metrics: Metrics
   readonly health: Health
   readonly securityEvents: SecurityEvents
-  readonly jobs: PgBossJobEngine
+  /** `context.jobs`, as the module that provides it (the built-in jobs module: pg-boss) built it. */
+  readonly jobs: JobEngine
   /** Every module's retention rules; the `plinth.retention` job and `plinth retention run` call `run()`. */
   readonly retention: Retention
   readonly context: ModuleContext
@@ -179,33 +177,24 @@ async function assemble(
 
   const securityEvents = createSecurityEvents({ logger })
   const cache = redis ? createRedisCache(redis, { logger }) : createMemoryCache()
-  const mailer = createMailer({ config, logger, db })
-  const audit = createAudit({ db: db.kysely, logger })
-  // The keyring works at once (legacy key) and loads the data keys in prepare(), after migrations.
-  const keys = createKeys({
-    config,
-    db: db.kysely,
-    logger,
-    columns: modules.flatMap((m) => m.encryptedColumns ?? []),
+  const adapters = { config, logger, db, metrics, redis, cache, securityEvents }
+  const personalData = createPersonalDataRegistry(modules)
+  // The audit writer, keyring, mailer, job engine, schedules and event bus, from the modules that
+  // provide them (each seeing those built before it); the keyring works at once with the legacy
+  // key and loads the data keys in prepare(), after migrations.
+  const provided = await provideServices(modules, {
+    ...adapters,
+    encryptedColumns: modules.flatMap((m) => m.encryptedColumns ?? []),
+  }).catch((err: unknown) => {
+    eventLoop.stop()
+    throw err
   })
-  const jobs = createJobEngine({ config, logger, db, metrics, audit })
-  const schedules = createSchedules({ db, jobs, audit, logger })
-  const events = createEventBus({ config, db, jobs, logger })
+  const { audit, jobs, schedules } = provided.services
   const context: ModuleContext = Object.freeze({
-    audit,
-    jobs,
-    schedules,
-    events,
-    keyring: keys.keyring,
-    config,
-    logger,
-    db,
-    metrics,
-    redis,
-    cache,
-    securityEvents,
-    mailer,
-    personalData: createPersonalDataRegistry(modules),
+    ...adapters,
+    ...provided.services,
+    personalData,
+    now: options.now ?? Date.now,
     users: providedUsers(modules, () => context),
     // built below from every module's rules, which need the context first
     retention: {
@@ -237,13 +226,14 @@ async function assemble(
       serveApi: config.role !== 'worker',
       isShuttingDown: () => shuttingDown,
     })
+    for (const m of modules) for (const check of m.healthChecks?.(context) ?? []) health.add(check)
+    for (const m of modules) for (const definition of m.jobs?.(context) ?? []) jobs.register(definition)
   } catch (err) {
     eventLoop.stop()
+    await provided.close()
     throw err
   }
 
-  for (const m of modules) for (const check of m.healthChecks?.(context) ?? []) health.add(check)
-  for (const m of modules) for (const definition of m.jobs?.(context) ?? []) jobs.register(definition)
   // `api` processes enqueue and read; `worker` and `all` also run the workers, cron and maintenance.
   const jobsMode = config.role === 'api' ? 'client' : 'worker'
 
@@ -270,7 +260,7 @@ async function assemble(
       prepared ??= (async () => {
         await db.connect()
         if (config.migrateOnStart) await migrator.up()
-        await keys.load()
+        await provided.prepare()
         // Modules start once their tables exist (when migrations are left to an operator, they may not yet).
         if ((await migrator.pendingCount()) === 0) {
           for (const m of modules) await m.start?.(context)
@@ -319,10 +309,8 @@ async function assemble(
           clearTimeout(cut)
           await jobsStopped
           eventLoop.stop()
-          keys.stop()
+          await provided.close()
           await redis?.close()
-          await mailer.close()
-          await audit.close()
           await db.close()
         }
         logger.info('shutdown complete')

@@ -17,6 +17,7 @@ import type { UserDirectory } from './identity.ts'
 import type { JobDefinition, JobEngine, ScheduleInput, Schedules } from './jobs.ts'
 import type { Mailer } from './mail.ts'
 import type { PersonalDataTable, RegisteredPersonalData } from './privacy.ts'
+import type { ServiceProviders } from './provides.ts'
 import type { Retention, RetentionRule } from './retention.ts'
 import type { SecurityEvents } from './security-events.ts'
 
@@ -67,6 +68,12 @@ export interface ModuleContext {
   readonly users: UserDirectory
   /** The runner over every module's retention rules (what the built-in `plinth.retention` job runs). */
   readonly retention: Retention
+  /**
+   * The clock (ms since the epoch) of code whose outcome depends on elapsed time — sessions,
+   * lockouts, token and link expiry: `Date.now`, unless the root was given another (tests move it
+   * instead of sleeping).
+   */
+  readonly now: () => number
 }
 
 /** A schedule a module always has, under a fixed id (created, or its cron updated, by workers at start). */
@@ -116,10 +123,13 @@ export interface PlinthModule {
    */
   readonly personalData?: readonly PersonalDataTable[]
   /**
-   * Contracts this module implements for the others (at most one module provides each); they reach
-   * them through the context (`ctx.users`), never through this module's files.
+   * Contracts this module implements for the others (exactly one module provides each service, at
+   * most one `users`); they reach them through the context (`ctx.audit`, `ctx.users`…), never
+   * through this module's files. The services are built before anything else is asked of any
+   * module, in the order of `PROVIDED_SERVICES` (core/provides.ts), each factory seeing the
+   * adapters and the services before its own; `users` is built from the whole context on first use.
    */
-  readonly provides?: {
+  readonly provides?: ServiceProviders & {
     readonly users?: (ctx: ModuleContext) => UserDirectory
   }
 }

@@ -139,13 +139,16 @@ export function mailedToken(plinth: TestPlinth, to: string, prefix: string): Pro
 /**
  * Enrols TOTP for the session's user. The confirming code is the one of the previous step
  * (accepted: ±1 step), so that the current and next steps stay free for sign-ins in the test.
+ * Pass the server's clock when the test moves it (see clock.ts).
  */
 export async function enrolTotp(
   app: PlinthApp,
   session: Session,
+  /** The server's clock (`ctx.now`) when the test moves it. */
+  now: () => number = Date.now,
 ): Promise<{ secret: string; recoveryCodes: string[]; session: Session }> {
   // The previous step's code stops working when the next step begins: keep clear of that edge.
-  const intoStep = Date.now() % 30_000
+  const intoStep = now() % 30_000
   if (intoStep > 28_000) await sleep(30_000 - intoStep + 50)
   const start = await app.inject({
     method: 'POST',
@@ -158,7 +161,7 @@ export async function enrolTotp(
     method: 'POST',
     url: '/api/v1/me/mfa/totp/confirm',
     headers: bearer(session.token),
-    payload: { code: generateTotp(secret, Date.now() - 30_000) },
+    payload: { code: generateTotp(secret, now() - 30_000) },
   })
   assert.equal(confirm.statusCode, 200, confirm.body)
   const body = confirm.json() as { token: string; csrfToken: string; recoveryCodes: string[] }

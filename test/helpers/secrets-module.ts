@@ -5,7 +5,7 @@ import type { PlinthModule } from '../../src/core/module.ts'
 import { encryptedColumn } from '../../src/infra/crypto/encrypted-column.ts'
 import type { Keyring } from '../../src/infra/crypto/keyring.ts'
 import { createKeyStore, type KeyStore } from '../../src/modules/keys/key-store.ts'
-import { masterKeysFrom } from '../../src/modules/keys/keys.ts'
+import { masterKeysFrom } from '../../src/modules/keys/master-keys.ts'
 import { testLogger } from './run-logs.ts'
 import type { TestPlinth } from './test-plinth.ts'
 

@@ -3,6 +3,7 @@ import { createPlinth, type Plinth } from '../../src/app/create-plinth.ts'
 import { builtinModules } from '../../src/app/modules.ts'
 import type { PlinthConfig } from '../../src/config/config.schema.ts'
 import type { PlinthModule } from '../../src/core/module.ts'
+import type { PgBossJobEngine } from '../../src/modules/jobs/job-engine.ts'
 import { createLogger } from '../../src/observability/logger.ts'
 import { recordConfigSecrets, recordInjectedSecrets, runLogStream } from './run-logs.ts'
 import { testConfig } from './test-config.ts'
@@ -10,7 +11,9 @@ import { createTestDatabase } from './test-database.ts'
 
 export type Backend = 'embedded' | 'postgres'
 
-export interface TestPlinth extends Plinth {
+export interface TestPlinth extends Omit<Plinth, 'jobs'> {
+  /** The built-in jobs module's engine, which every test Plinth loads: pg-boss itself is reachable. */
+  readonly jobs: PgBossJobEngine
   /** Shuts down and drops the test database; safe to call twice. */
   close(): Promise<void>
 }
@@ -27,6 +30,8 @@ export async function startTestPlinth(
     logger?: Logger
     config?: PlinthConfig
     prepare?: boolean
+    /** `ctx.now` (see clock.ts's `movableClock`); real time by default. */
+    now?: () => number
   } = {},
 ): Promise<TestPlinth> {
   const backend = options.backend ?? 'embedded'
@@ -47,6 +52,7 @@ export async function startTestPlinth(
   const plinth = await createPlinth({
     config,
     ...(logger ? { logger } : {}),
+    ...(options.now ? { now: options.now } : {}),
     modules: [...builtinModules, ...(options.modules ?? [])],
   })
   recordInjectedSecrets(plinth.app)

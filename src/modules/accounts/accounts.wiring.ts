@@ -14,18 +14,19 @@ import { createAccountService } from './registration.service.ts'
 import { createSessionService } from './sessions.service.ts'
 
 function build(ctx: ModuleContext) {
-  const { config } = ctx
+  const { config, now } = ctx
   const db = ctx.db.kysely
   const sessions = createSessionService({
     db,
     cache: ctx.cache,
     idleTimeoutMs: config.sessionIdleTimeout,
     maxAgeMs: config.sessionMaxAge,
+    now,
   })
-  const tokens = createApiTokenService({ db, cache: ctx.cache })
+  const tokens = createApiTokenService({ db, cache: ctx.cache, now })
   const { audit } = ctx
   // One lockout for every check of a password or a second factor, wherever it happens.
-  const attempts = createCredentialAttempts({ db, audit, events: ctx.securityEvents })
+  const attempts = createCredentialAttempts({ db, audit, events: ctx.securityEvents, now })
   const mfa = createMfaService({
     db,
     keyring: ctx.keyring,
@@ -34,6 +35,7 @@ function build(ctx: ModuleContext) {
     cache: ctx.cache,
     events: ctx.securityEvents,
     audit,
+    now,
   })
   const login = createLoginService({
     db,
@@ -43,6 +45,7 @@ function build(ctx: ModuleContext) {
     secondFactor: mfa.secondFactor,
     events: ctx.securityEvents,
     audit,
+    now,
   })
   const accounts = createAccountService({
     db,
@@ -55,6 +58,7 @@ function build(ctx: ModuleContext) {
     logger: ctx.logger,
     signupMode: config.signupMode,
     linkBase: (config.publicUrl ?? `http://localhost:${config.port}`).replace(/\/$/, ''),
+    now,
   })
   const admin = createAdminService({
     db,
@@ -63,6 +67,7 @@ function build(ctx: ModuleContext) {
     cache: ctx.cache,
     events: ctx.securityEvents,
     audit,
+    now,
   })
   const profiles = createProfiles({ cache: ctx.cache, admin, mfa, events: ctx.securityEvents })
   return Object.freeze({ sessions, tokens, mfa, login, accounts, admin, profiles })

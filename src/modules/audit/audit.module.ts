@@ -2,6 +2,7 @@ import type { PlinthModule } from '../../core/module.ts'
 import './audit.tables.ts'
 import { auditRetention } from './audit.retention.ts'
 import { auditRoutes } from './audit.routes.ts'
+import { createAudit } from './audit.service.ts'
 import { auditPersonalData } from './audit-erasure.ts'
 import createAuditLog from './migrations/0006-create-audit-log.ts'
 import auditErasure from './migrations/0010-audit-erasure.ts'
@@ -11,8 +12,8 @@ export { exportAudit, listAudit } from './audit-query.ts'
 
 /**
  * The audit log: owns `audit_log` and `audit_checkpoints`, serves `GET /api/v1/audit` and its
- * NDJSON export, and seals recorded rows into the hash chain. The writer itself (`createAudit`)
- * is built by the composition root and reaches other modules as `ctx.audit`.
+ * NDJSON export, and seals recorded rows into the hash chain. It provides the writer
+ * (`createAudit`), which reaches every module as `ctx.audit`.
  */
 export const auditModule: PlinthModule = {
   name: 'audit',
@@ -22,5 +23,11 @@ export const auditModule: PlinthModule = {
   retention: (ctx) => auditRetention(ctx.config),
   async start(ctx) {
     ctx.audit.start()
+  },
+  provides: {
+    audit(ctx) {
+      const audit = createAudit({ db: ctx.db.kysely, logger: ctx.logger })
+      return { value: audit, close: () => audit.close() }
+    },
   },
 }

@@ -2,15 +2,16 @@ import type { PlinthModule } from '../../core/module.ts'
 import './jobs.tables.ts'
 import { HEARTBEAT_JOB, HEARTBEAT_SCHEDULE, heartbeatCheck, heartbeatJob } from './heartbeat.ts'
 import { jobsPersonalData } from './jobs.privacy.ts'
+import { provideJobs, provideSchedules } from './jobs.provides.ts'
 import { jobsRoutes, schedulesRoutes } from './jobs.routes.ts'
 import createJobTables from './migrations/0004-create-job-tables.ts'
 import { RETENTION_JOB, RETENTION_SCHEDULE, retentionJob } from './retention-job.ts'
 
 /**
- * Durable jobs and cron schedules on pg-boss. The engine itself (`ctx.jobs`, `ctx.schedules`) is
- * built by the composition root so that every module can enqueue; this module owns the tables,
- * the built-in heartbeat and retention jobs and their schedules, the HTTP API and the `jobs`
- * health check.
+ * Durable jobs and cron schedules on pg-boss. This module provides the engine (`ctx.jobs`) and the
+ * schedules (`ctx.schedules`) through which every module enqueues, and owns the tables, the
+ * built-in heartbeat and retention jobs and their schedules, the HTTP API and the `jobs` health
+ * check.
  */
 export const jobsModule: PlinthModule = {
   name: 'jobs',
@@ -40,4 +41,5 @@ export const jobsModule: PlinthModule = {
     schedulesRoutes(api, ctx)
   },
   healthChecks: (ctx) => [heartbeatCheck(ctx.config, ctx.db)],
+  provides: { jobs: provideJobs, schedules: provideSchedules },
 }

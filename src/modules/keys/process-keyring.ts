@@ -1,33 +1,14 @@
 import type { Kysely } from 'kysely'
 import type { Logger } from 'pino'
-import type { PlinthConfig } from '../../config/config.schema.ts'
-import { decodeMasterKey } from '../../config/config.schema.ts'
-import { legacyKeys, type MasterKeys } from '../../infra/crypto/data-keys.ts'
+import { legacyKeys } from '../../infra/crypto/data-keys.ts'
 import { assertEncryptedColumns, type EncryptedColumn } from '../../infra/crypto/encrypted-column.ts'
-import { keyringFromKeys, resolveMasterKey } from '../../infra/crypto/keyring.ts'
+import { keyringFromKeys } from '../../infra/crypto/keyring.ts'
 import { createReloadingKeyring, type ReloadingKeyring } from '../../infra/crypto/reloading-keyring.ts'
 import type { PlinthTables } from '../../infra/db/tables.ts'
 import { createKeyStore, type KeyStore } from './key-store.ts'
+import { type KeysConfig, masterKeysFrom } from './master-keys.ts'
 
-type KeysConfig = Pick<PlinthConfig, 'masterKey' | 'masterKeyPrevious' | 'dataDir' | 'env' | 'keysRefresh'>
-
-/**
- * The master keys from the configuration. Without `PLINTH_MASTER_KEY`, staging and production
- * refuse to start; development and test generate one into the data directory, with a warning.
- */
-export function masterKeysFrom(config: KeysConfig, logger: Pick<Logger, 'warn' | 'info'>): MasterKeys {
-  const current = resolveMasterKey({
-    masterKey: config.masterKey,
-    dataDir: config.dataDir,
-    env: config.env,
-    logger,
-  })
-  const previous =
-    config.masterKeyPrevious === undefined ? undefined : decodeMasterKey(config.masterKeyPrevious)
-  return Object.freeze({ current, previous: previous?.equals(current) ? undefined : previous })
-}
-
-export interface Keys {
+export interface ProcessKeyring {
   /** What modules encrypt with (`ctx.keyring`); reloads itself once `load()` ran. */
   readonly keyring: ReloadingKeyring
   readonly store: KeyStore
@@ -49,12 +30,12 @@ const UNDEFINED_TABLE = '42P01'
  * migration is pending) it works as before data keys: with the legacy key derived from the master
  * key, which stays readable until a rotation completes.
  */
-export function createKeys(deps: {
+export function createProcessKeyring(deps: {
   config: KeysConfig
   db: Kysely<PlinthTables>
   logger: Logger
   columns: readonly EncryptedColumn[]
-}): Keys {
+}): ProcessKeyring {
   assertEncryptedColumns(deps.columns)
   const log = deps.logger.child({ component: 'keys' })
   const masters = masterKeysFrom(deps.config, deps.logger)
