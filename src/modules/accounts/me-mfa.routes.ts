@@ -13,7 +13,7 @@ export function meMfaRoutes(api: PlinthApp, ctx: ModuleContext): void {
   api.post(
     '/me/mfa/totp',
     {
-      config: enrol,
+      config: { ...enrol, errors: ['PLINTH_AUTH_MFA_ALREADY_ENABLED', 'PLINTH_USER_NOT_FOUND'] },
       schema: {
         tags,
         summary: 'Start TOTP enrolment: secret, otpauth URI and QR code (SVG)',
@@ -33,7 +33,10 @@ export function meMfaRoutes(api: PlinthApp, ctx: ModuleContext): void {
   api.post(
     '/me/mfa/totp/confirm',
     {
-      config: enrol,
+      config: {
+        ...enrol,
+        errors: ['PLINTH_AUTH_MFA_NOT_ENABLED', 'PLINTH_AUTH_MFA_INVALID', 'PLINTH_AUTH_LOCKED'],
+      },
       schema: {
         tags,
         summary: 'Confirm enrolment with a first code; returns ten recovery codes (shown once)',
@@ -59,7 +62,15 @@ export function meMfaRoutes(api: PlinthApp, ctx: ModuleContext): void {
   api.delete(
     '/me/mfa/totp',
     {
-      config: write,
+      config: {
+        ...write,
+        errors: [
+          'PLINTH_AUTH_MFA_NOT_ENABLED',
+          'PLINTH_AUTH_MFA_INVALID',
+          'PLINTH_AUTH_INVALID_CREDENTIALS',
+          'PLINTH_AUTH_LOCKED',
+        ],
+      },
       schema: {
         tags,
         summary: 'Turn TOTP off (password and a current code required)',

@@ -68,7 +68,7 @@ export function meSessionsRoutes(api: PlinthApp, ctx: ModuleContext): void {
   api.delete(
     '/me/sessions/:id',
     {
-      config: write,
+      config: { ...write, errors: ['PLINTH_RESOURCE_NOT_FOUND'] },
       schema: { tags, summary: 'Revoke one of my sessions', params: Id, response: { 204: Type.Null() } },
     },
     async (request, reply) => {

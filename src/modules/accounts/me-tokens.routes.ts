@@ -46,7 +46,7 @@ export function meTokensRoutes(api: PlinthApp, ctx: ModuleContext): void {
   api.post(
     '/me/tokens',
     {
-      config: write,
+      config: { ...write, errors: ['PLINTH_USER_NOT_FOUND'] },
       schema: {
         tags,
         summary: 'Create an API token (the secret is shown once)',
@@ -90,7 +90,7 @@ export function meTokensRoutes(api: PlinthApp, ctx: ModuleContext): void {
   api.delete(
     '/me/tokens/:id',
     {
-      config: write,
+      config: { ...write, errors: ['PLINTH_RESOURCE_NOT_FOUND'] },
       schema: { tags, summary: 'Revoke an API token', params: Id, response: { 204: Type.Null() } },
     },
     async (request, reply) => {

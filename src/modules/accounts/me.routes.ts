@@ -48,7 +48,15 @@ export function meRoutes(api: PlinthApp, ctx: ModuleContext): void {
   api.post(
     '/me/password',
     {
-      config: write,
+      config: {
+        ...write,
+        errors: [
+          'PLINTH_AUTH_INVALID_CREDENTIALS',
+          'PLINTH_AUTH_LOCKED',
+          'PLINTH_AUTH_WEAK_PASSWORD',
+          'PLINTH_AUTH_FORBIDDEN',
+        ],
+      },
       schema: {
         tags,
         summary: 'Change the password (ends other sessions, rotates this one)',
