@@ -15,6 +15,8 @@ export interface OptionDecl {
   readonly description: string
   /** The accepted values (checked before the command runs, and completed by the shell). */
   readonly choices?: readonly string[]
+  /** Shown without brackets in the synopsis; the command refuses to run without it. */
+  readonly required?: boolean
 }
 
 export interface ActionDecl {
@@ -91,7 +93,7 @@ function optionLabel(o: OptionDecl): string {
 
 function synopsis(command: CommandDecl, action?: ActionDecl): string {
   const opts = (action ? action.options : command.options) ?? []
-  const optText = opts.map((o) => `[${optionLabel(o)}]`)
+  const optText = opts.map((o) => (o.required ? optionLabel(o) : `[${optionLabel(o)}]`))
   const json = (action ? action.json : command.json) !== undefined ? ['[--json]'] : []
   return [
     'plinth',
@@ -339,4 +341,16 @@ export function renderCliDocs(commands: readonly CommandDecl[]): string {
     }
   }
   return `${out.join('\n')}\n`
+}
+
+export const README_CLI_BEGIN =
+  '<!-- cli:begin (generated from src/cli/commands.ts by npm run docs:generate) -->'
+export const README_CLI_END = '<!-- cli:end -->'
+
+/** `readme` with the block between the CLI markers regenerated (unchanged when the markers are missing). */
+export function withCliBlock(readme: string, commands: readonly CommandDecl[]): string {
+  const begin = readme.indexOf(README_CLI_BEGIN)
+  const end = readme.indexOf(README_CLI_END)
+  if (begin < 0 || end < begin) return readme
+  return `${readme.slice(0, begin + README_CLI_BEGIN.length)}\n${renderCliBlock(commands)}\n${readme.slice(end)}`
 }
