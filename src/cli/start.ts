@@ -18,6 +18,11 @@ export async function startCommand(input: CommandInput, _io: CliIo): Promise<num
     const plinth = await createPlinth({ config, logger })
     handleProcessSignals(plinth, { logger })
     await plinth.listen()
+    if (!plinth.context.mailer.canDeliver)
+      logger.warn(
+        { env: config.env, signupMode: config.signupMode },
+        `no SMTP_URL: e-mail cannot be sent in ${config.env}, so password resets fail and POST /api/v1/admin/invites answers 503 PLINTH_MAIL_UNAVAILABLE${config.signupMode === 'invite' ? ' (sign-up is invite-only: nobody can join until SMTP_URL is set, or an administrator creates accounts)' : ''}; set SMTP_URL and PLINTH_MAIL_FROM`,
+      )
     // The process now lives until a signal; handleProcessSignals decides the exit code.
     return await new Promise<number>(() => {})
   } catch (err) {
