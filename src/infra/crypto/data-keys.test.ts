@@ -59,7 +59,9 @@ describe('data keys', () => {
   it('names the real cause when PLINTH_MASTER_KEY was never set and another data directory made the keys', () => {
     const { id, key } = createDataKey()
     const wrapped = wrapDataKey(other, id, key)
-    const shown = refusal(() => unwrapDataKey({ current: master, generatedIn: '/srv/b/master.key' }, id, wrapped))
+    const shown = refusal(() =>
+      unwrapDataKey({ current: master, generatedIn: '/srv/b/master.key' }, id, wrapped),
+    )
     assert.doesNotMatch(shown, /was PLINTH_MASTER_KEY changed/)
     assert.match(shown, /PLINTH_MASTER_KEY is not set/)
     assert.match(shown, /\/srv\/b\/master\.key/)
