@@ -4,10 +4,12 @@
  * instead of 201 with a mail that never leaves; creating the account directly still works.
  */
 import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
 import { after, before, describe, it } from 'node:test'
 import { bearer, createUser, PASSWORD, type Session, uniqueEmail } from './helpers/accounts.ts'
 import { assertProblem } from './helpers/assert-problem.ts'
 import { PRODUCTION_ENV } from './helpers/production-env.ts'
+import { teeChildLogs } from './helpers/run-logs.ts'
 import { skipUnlessPostgres } from './helpers/services.ts'
 import { startTestPlinth, type TestPlinth } from './helpers/test-plinth.ts'
 
@@ -52,5 +54,45 @@ describe('invitations without SMTP in production', { skip: await skipUnlessPostg
       payload: { email: uniqueEmail('direct'), role: 'member', password: PASSWORD },
     })
     assert.equal(res.statusCode, 201, res.body)
+  })
+
+  it('plinth start warns, once it listens, that no mail can leave and invitations are refused', async () => {
+    const env = {
+      ...PRODUCTION_ENV,
+      PLINTH_SIGNUP_MODE: 'invite',
+      DATABASE_URL: plinth.config.databaseUrl!,
+      PORT: '0',
+      HOST: '127.0.0.1',
+      PLINTH_LOG_LEVEL: 'warn',
+      PLINTH_LOG_FORMAT: 'json',
+    }
+    const child = spawn(process.execPath, ['src/main.ts', 'start'], {
+      env: { PATH: process.env.PATH ?? '', ...env },
+    })
+    teeChildLogs(child, env)
+    let out = ''
+    child.stdout.on('data', (d) => (out += d))
+    child.stderr.on('data', (d) => (out += d))
+    const exited = new Promise<number | null>((resolve) => child.on('exit', resolve))
+    try {
+      const line = await new Promise<string>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no warning within 60 s: ${out}`)), 60_000)
+        child.stdout.on('data', () => {
+          const found = out.split('\n').find((l) => l.includes('no SMTP_URL'))
+          if (found) {
+            clearTimeout(timer)
+            resolve(found)
+          }
+        })
+        child.on('exit', (code) => reject(new Error(`start exited ${code}: ${out}`)))
+      })
+      const parsed = JSON.parse(line) as { level: string; msg: string }
+      assert.equal(parsed.level, 'warn')
+      assert.match(parsed.msg, /admin\/invites answers 503 PLINTH_MAIL_UNAVAILABLE/)
+      assert.match(parsed.msg, /invite-only/)
+    } finally {
+      child.kill('SIGTERM')
+      await exited
+    }
   })
 })

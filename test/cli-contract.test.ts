@@ -243,6 +243,21 @@ describe('plinth on a shared database', { skip: await skipUnlessPostgres() }, ()
     assert.doesNotMatch(quiet.err, /"level":"(info|debug)"/)
   })
 
+  it('finishes its work when standard error is closed (logs lost, never the command)', async () => {
+    const child = spawn(process.execPath, ['src/main.ts', 'jobs', 'list', '--json', '--verbose'], {
+      env: { PATH: process.env.PATH ?? '', ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    child.stderr.destroy()
+    let out = ''
+    child.stdout.on('data', (d) => (out += d))
+    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000)
+    const code = await new Promise<number | null>((resolve) => child.on('exit', resolve))
+    clearTimeout(timer)
+    assert.equal(code, 0, 'exit 0, not killed')
+    assert.ok(Array.isArray(JSON.parse(out)))
+  })
+
   it('exits when its reader closes early, for every command that prints data', async () => {
     const runs: string[][] = [
       ['version', '--json'],
