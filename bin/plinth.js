@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 // Entry of the `plinth` command. Plinth needs Node.js 24+; where an older `node` is first on
-// PATH, re-run this script with the Node 24 that `npm install` put in node_modules.
+// PATH, re-run this script with the Node 24 that `npm install` put in node_modules. (package.json's
+// `engines` accepts Node 20 so that installing and `npx plinth` print no warning on such a machine;
+// this check is the strict one.)
 import { spawnSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'

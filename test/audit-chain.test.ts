@@ -448,9 +448,9 @@ describe('plinth audit on postgres', { skip: await skipUnlessPostgres() }, () =>
     for (const [argv, pattern] of [
       [['audit'], /missing action/],
       [['audit', 'rewrite'], /unknown action "rewrite"/],
-      [['audit', 'verify', '--from', '2020-01-01'], /--from goes with "export" only/],
+      [['audit', 'verify', '--from', '2020-01-01'], /--from goes with "export", not "verify"/],
       [['audit', 'export', '--from', 'yesterday'], /--from needs a time/],
-      [['audit', 'export', '--outcome', 'maybe'], /--outcome is success or failure/],
+      [['audit', 'export', '--outcome', 'maybe'], /--outcome must be one of success, failure/],
       [['audit', 'export', '--action', 'DROP TABLE'], /--action looks like/],
     ] as const) {
       const r = await spawnCli([...argv], env)

@@ -20,12 +20,25 @@ async function cli(...argv: string[]): Promise<{ code: number; out: string; err:
 
 describe('plinth CLI arguments', () => {
   const usageCases: [string, string[], number, RegExp, 'out' | 'err'][] = [
-    ['no command prints usage and exits 2', [], 2, /Usage: plinth <command>/, 'out'],
+    ['no command prints usage and exits 2', [], 2, /Usage: plinth <command>/, 'err'],
     ['--help prints usage and exits 0', ['--help'], 0, /Commands:\n {2}start/, 'out'],
     ['an unknown command exits 2', ['launch'], 2, /unknown command "launch"/, 'err'],
-    ['start --help describes roles', ['start', '--help'], 0, /--role worker/, 'out'],
-    ['migrate --help lists actions', ['migrate', '-h'], 0, /down --to N/, 'out'],
-    ['config --help', ['config', '--help'], 0, /plinth config check/, 'out'],
+    [
+      'start --help describes roles',
+      ['start', '--help'],
+      0,
+      /--role api\|worker\|all[\s\S]*worker: workers/,
+      'out',
+    ],
+    ['migrate --help lists actions', ['migrate', '-h'], 0, /down {2,}revert[\s\S]*--to N/, 'out'],
+    ['config --help', ['config', '--help'], 0, /plinth config <check>/, 'out'],
+    [
+      'an action has its own --help',
+      ['jobs', 'list', '--help'],
+      0,
+      /Usage: plinth jobs list \[--name NAME\]/,
+      'out',
+    ],
     [
       'an unknown option exits 2 with the usage',
       ['start', '--rolle', 'api'],
@@ -47,12 +60,19 @@ describe('plinth CLI arguments', () => {
       '--to does not go with status',
       ['migrate', 'status', '--to', '1'],
       2,
-      /--to takes a migration number/,
+      /--to goes with "up" or "down", not "status"/,
       'err',
     ],
-    ['config needs "check"', ['config'], 2, /missing subcommand/, 'err'],
-    ['config with another subcommand exits 2', ['config', 'show'], 2, /unknown subcommand "show"/, 'err'],
-    ['version takes no arguments', ['version', 'extra'], 2, /Usage: plinth version/, 'err'],
+    ['config needs "check"', ['config'], 2, /missing action/, 'err'],
+    ['config with another subcommand exits 2', ['config', 'show'], 2, /unknown action "show"/, 'err'],
+    [
+      'version takes no arguments',
+      ['version', 'extra'],
+      2,
+      /"version" takes no arguments[\s\S]*Usage: plinth version/,
+      'err',
+    ],
+    ['completion needs a shell', ['completion', 'fish'], 2, /the shell is bash or zsh/, 'err'],
   ]
   for (const [name, argv, code, pattern, stream] of usageCases) {
     it(name, async () => {

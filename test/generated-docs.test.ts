@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict'
 import { readFileSync } from 'node:fs'
 import { describe, it } from 'node:test'
+import { README_CLI_BEGIN, renderCliDocs, withCliBlock } from '../src/cli/cli-spec.ts'
+import { commands } from '../src/cli/commands.ts'
 import { configSchema } from '../src/config/config.schema.ts'
 import { renderConfigDocs } from '../src/config/config-docs.ts'
 import { renderErrorDocs } from '../src/shared/error-docs.ts'
@@ -19,6 +21,15 @@ describe('generated reference docs', () => {
 
   it('docs/errors.md matches the error registry', () => {
     assert.equal(readFileSync('docs/errors.md', 'utf8'), renderErrorDocs(), `docs/errors.md is stale: ${fix}`)
+  })
+
+  it("docs/cli.md and the README's CLI block match the CLI declaration", () => {
+    assert.equal(readFileSync('docs/cli.md', 'utf8'), renderCliDocs(commands), `docs/cli.md is stale: ${fix}`)
+    const readme = readFileSync('README.md', 'utf8')
+    assert.ok(readme.includes(README_CLI_BEGIN), 'README.md lost its CLI block markers')
+    assert.equal(readme, withCliBlock(readme, commands), `README.md's CLI block is stale: ${fix}`)
+    for (const c of commands)
+      assert.ok(readme.includes(`plinth ${c.name}`), `README.md does not show plinth ${c.name}`)
   })
 
   it('documents every configuration key and every error code', () => {

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { after, before, describe, it } from 'node:test'
+import { sql } from 'kysely'
 import { bearer, createUser, NO_RATE_LIMITS, type Session, uniqueEmail, waitFor } from './helpers/accounts.ts'
 import { assertProblem } from './helpers/assert-problem.ts'
 import { jobsKit } from './helpers/jobs-kit.ts'
@@ -265,6 +266,22 @@ describe('jobs on the embedded database', () => {
     assert.equal(future.jobs.length, 0)
     assertProblem(await api('GET', '/jobs?cursor=bogus'), 400, 'PLINTH_HTTP_INVALID_REQUEST')
     assertProblem(await api('GET', '/jobs?state=sleeping'), 400, 'PLINTH_HTTP_INVALID_REQUEST')
+  })
+
+  it("never lists pg-boss' internal queues (__pgboss__send-it …)", async () => {
+    // The queue cron ticks go through: present in pg-boss' table on every worker.
+    await sql`insert into plinth_jobs.job (name, data) values ('__pgboss__send-it', '{}'::jsonb)`.execute(
+      plinth.db.kysely,
+    )
+    const { rows } = await sql<{ n: number }>`select count(*)::int as n from plinth_jobs.job
+      where name = '__pgboss__send-it'`.execute(plinth.db.kysely)
+    assert.ok((rows[0]?.n ?? 0) > 0)
+    const listed = (await api('GET', '/jobs?limit=200')).json().jobs as { name: string }[]
+    assert.deepEqual(
+      listed.filter((j) => j.name.startsWith('__pgboss')),
+      [],
+    )
+    assert.equal((await api('GET', '/jobs?name=__pgboss__send-it')).json().jobs.length, 0)
   })
 
   it('keeps jobs behind permissions: members cannot read or enqueue, operators can', async () => {

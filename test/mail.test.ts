@@ -202,6 +202,7 @@ describe('mail when SMTP fails, and without SMTP', () => {
 
   it('without SMTP_URL in test, records the message as logged and logs it, body included, at info', async () => {
     const { mailer, logs } = mailerWith({})
+    assert.equal(mailer.canDeliver, true, 'the outbox capture counts as delivered in test')
     const receipt = await mailer.send(message())
     assert.equal(receipt.delivered, 'outbox')
     assert.equal((await outboxRow(plinth, receipt.id)).status, 'logged')
@@ -216,6 +217,7 @@ describe('mail when SMTP fails, and without SMTP', () => {
 
   it('without SMTP_URL in production, records the message as failed, rejects, and logs neither body nor recipient', async () => {
     const { mailer, logs } = mailerWith({}, { env: 'production' })
+    assert.equal(mailer.canDeliver, false)
     await assert.rejects(mailer.send(message()), isUnavailableWithoutSecret)
     const line = logs.lines().find((l) => l.msg === 'mail delivery failed')
     assert.ok(line, logs.text())

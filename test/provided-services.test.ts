@@ -20,6 +20,7 @@ function memoryMailModule(name = 'memory-mail') {
       mailer(ctx) {
         seen.keys = Object.keys(ctx)
         const mailer: Mailer = {
+          canDeliver: true,
           async send(message) {
             sent.push(message)
             return { id: String(sent.length), delivered: 'outbox' }

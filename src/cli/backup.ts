@@ -1,41 +1,10 @@
-import { createPlinth } from '../app/create-plinth.ts'
 import { builtinModules } from '../app/modules.ts'
-import { loadConfig } from '../config/load-config.ts'
 import { cliCaller } from '../core/audit.ts'
 import { type BackupSummary, backupServiceOf } from '../modules/backups/backups.module.ts'
 import type { Verification } from '../modules/backups/verification.ts'
-import { createLogger, logDestination } from '../observability/logger.ts'
-import { type CliIo, parseCommandArgs, UsageError } from './cli-io.ts'
-
-export const backupUsage = `Usage: plinth backup <create | list | show <id> | verify <id> | restore <id> … | prune [--dry-run]> [--json]
-
-  create             back up the database now (pg_dump -Fc on a server, PGlite's data directory
-                     when embedded) into PLINTH_BACKUP_DIR, then verify it (--no-verify to skip)
-  list               every backup, newest first, with its verification status
-  show <id>          one backup's manifest and last verification
-  verify <id>        restore it to a scratch target (a scratch database beside DATABASE_URL, or an
-                     in-memory PGlite) and check checksums, migration head, row counts and the
-                     audit chain; the result is stored with the backup; exit 1 when it fails
-  restore <id>       --target <DATABASE_URL> (server backups) or --data-dir <DIR> (embedded ones);
-                     refuses a backup from newer code, and a non-empty target unless --force --yes
-                     (server: pg_restore --clean; embedded: the old directory is moved aside)
-  prune              delete the backups grandfather-father-son retention does not keep
-                     (PLINTH_BACKUP_KEEP_HOURLY/DAILY/WEEKLY/MONTHLY; the newest verified backup
-                     always stays; damaged ones are listed, never deleted); --dry-run only lists
-  --json             print JSON instead of text
-
-The archive is encrypted: a restore needs this server's data keys or the PLINTH_MASTER_KEY the
-backup was made under (docs/operations/backups.md).`
-
-const OPTIONS = {
-  json: { type: 'boolean' },
-  'no-verify': { type: 'boolean' },
-  target: { type: 'string' },
-  'data-dir': { type: 'string' },
-  force: { type: 'boolean' },
-  yes: { type: 'boolean' },
-  'dry-run': { type: 'boolean' },
-} as const
+import { type CliIo, printJson, UsageError } from './cli-io.ts'
+import { withCliPlinth } from './cli-plinth.ts'
+import type { CommandInput } from './cli-spec.ts'
 
 function formatList(list: readonly BackupSummary[]): string {
   if (list.length === 0) return 'no backups'
@@ -81,39 +50,19 @@ function formatShow(b: BackupSummary): string {
   return lines.join('\n')
 }
 
-/** `plinth backup create | list | show | verify | restore`. */
-export async function backupCommand(args: readonly string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parseCommandArgs(args, OPTIONS, backupUsage, true)
-  const [action, id, ...extra] = positionals
-  const actions = ['create', 'list', 'show', 'verify', 'restore', 'prune']
-  if (!action || !actions.includes(action))
-    throw new UsageError(action ? `unknown action "${action}"` : 'missing action', backupUsage)
-  const needsId = ['show', 'verify', 'restore'].includes(action)
-  if (needsId && !id)
-    throw new UsageError(`"${action}" needs a backup id (see "plinth backup list")`, backupUsage)
-  if ((!needsId && id !== undefined) || extra.length > 0)
-    throw new UsageError(`unexpected "${[id, ...extra].filter(Boolean).join(' ')}"`, backupUsage)
-  if (action !== 'restore' && (values.target || values['data-dir'] || values.force || values.yes))
-    throw new UsageError('--target, --data-dir, --force and --yes go with "restore"', backupUsage)
-  if (action !== 'create' && values['no-verify'])
-    throw new UsageError('--no-verify goes with "create"', backupUsage)
+/** `plinth backup create | list | show | verify | restore | prune`. */
+export async function backupCommand(input: CommandInput, io: CliIo): Promise<number> {
+  const action = input.action as 'create' | 'list' | 'show' | 'verify' | 'restore' | 'prune'
+  const id = input.args[0]
+  const values = input.values
   if (action === 'restore') {
     if (Boolean(values.target) === Boolean(values['data-dir']))
-      throw new UsageError(
-        'restore needs exactly one of --target <DATABASE_URL> or --data-dir <DIR>',
-        backupUsage,
-      )
+      throw new UsageError('restore needs exactly one of --target <DATABASE_URL> or --data-dir <DIR>')
     if (values.force && !values.yes)
-      throw new UsageError('--force replaces what the target holds: add --yes once you are sure', backupUsage)
+      throw new UsageError('--force replaces what the target holds: add --yes once you are sure')
   }
-
-  // No drain delay and no workers: nothing routes traffic to a CLI process.
-  const config = Object.freeze({ ...loadConfig(), shutdownDelay: 0, role: 'api' as const })
-  const logger = createLogger(config, logDestination(2))
-  const plinth = await createPlinth({ config, logger })
-  const print = (json: unknown, text: string) => io.out(values.json ? JSON.stringify(json, null, 2) : text)
-  try {
-    await plinth.prepare()
+  const print = (json: unknown, text: string) => (input.json ? printJson(io, json) : io.out(text))
+  return withCliPlinth({ verbose: input.verbose }, async (plinth) => {
     const service = backupServiceOf(plinth.context)
     const caller = cliCaller()
     if (action === 'list') {
@@ -128,13 +77,13 @@ export async function backupCommand(args: readonly string[], io: CliIo): Promise
     }
     if (action === 'create') {
       const created = await service.create({ caller })
-      if (!values['no-verify']) await service.verify(created.id, { caller })
+      if (!input.values['no-verify']) await service.verify(created.id, { caller })
       const b = await service.show(created.id)
       print(b, formatShow(b))
       return b.status === 'failed' ? 1 : 0
     }
     if (action === 'prune') {
-      const plan = await service.prune({ dryRun: Boolean(values['dry-run']), caller })
+      const plan = await service.prune({ dryRun: Boolean(input.values['dry-run']), caller })
       const verb = plan.dryRun ? 'would remove' : 'removed'
       print(
         plan,
@@ -154,9 +103,9 @@ export async function backupCommand(args: readonly string[], io: CliIo): Promise
     }
     const knownMigrations = builtinModules.flatMap((m) => Object.keys(m.migrations ?? {}))
     const result = await service.restore(id!, {
-      databaseUrl: values.target,
-      dataDir: values['data-dir'],
-      force: Boolean(values.force),
+      databaseUrl: input.values.target as string | undefined,
+      dataDir: input.values['data-dir'] as string | undefined,
+      force: Boolean(input.values.force),
       knownMigrations,
       caller,
     })
@@ -166,8 +115,5 @@ export async function backupCommand(args: readonly string[], io: CliIo): Promise
         (result.replaced ? `; the previous database was moved to ${result.replaced}` : ''),
     )
     return result.matches ? 0 : 1
-  } finally {
-    await plinth.shutdown()
-    logger.flush()
-  }
+  })
 }

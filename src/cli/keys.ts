@@ -8,46 +8,19 @@ import { type KeyStatus, keyStatus } from '../modules/keys/key-status.ts'
 import { createKeyStore } from '../modules/keys/key-store.ts'
 import { masterKeysFrom } from '../modules/keys/master-keys.ts'
 import { type RotationEvent, type RotationResult, rotateKeys } from '../modules/keys/rotation.ts'
-import { createLogger } from '../observability/logger.ts'
-import { type CliIo, parseCommandArgs, UsageError } from './cli-io.ts'
+import { type CliIo, cliLogger, printJson, UsageError } from './cli-io.ts'
+import type { CommandInput } from './cli-spec.ts'
 
-export const keysUsage = `Usage: plinth keys <rotate [--batch-size N] [--resume] | status [--json] | rewrap>
-
-  rotate          make a new data key active, re-encrypt every value under older keys in batches,
-                  then retire the old keys once no value uses them. Safe while the service runs.
-                  Interrupted? Run it again: it finishes the unfinished rotation (it does not start
-                  another). It waits 2 x PLINTH_KEYS_REFRESH for every replica to load the new key
-                  before its last sweep (no wait on the embedded database: one process only).
-  --batch-size N  rows per batch, 1..10000 (default 500)
-  --resume        only finish an unfinished rotation (or move legacy values); never create a key
-  status          which key encrypts how many values, per table and column; --json for scripts
-  rewrap          after changing PLINTH_MASTER_KEY, with the old key in PLINTH_MASTER_KEY_PREVIOUS:
-                  re-wrap every data key under the new master key
-
-See docs/operations/key-rotation.md.`
-
-export async function keysCommand(args: readonly string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parseCommandArgs(
-    args,
-    { 'batch-size': { type: 'string' }, resume: { type: 'boolean' }, json: { type: 'boolean' } },
-    keysUsage,
-    true,
-  )
-  const [action, ...extra] = positionals
-  if (!action || !['rotate', 'status', 'rewrap'].includes(action) || extra.length > 0) {
-    throw new UsageError(action ? `unknown action "${positionals.join(' ')}"` : 'missing action', keysUsage)
-  }
-  if (action !== 'rotate' && (values['batch-size'] !== undefined || values.resume)) {
-    throw new UsageError('--batch-size and --resume go with "rotate"', keysUsage)
-  }
-  if (action !== 'status' && values.json) throw new UsageError('--json goes with "status"', keysUsage)
+export async function keysCommand(input: CommandInput, io: CliIo): Promise<number> {
+  const action = input.action as 'rotate' | 'status' | 'rewrap'
+  const values = input.values as { 'batch-size'?: string; resume?: boolean }
   const batchSize = values['batch-size'] === undefined ? 500 : Number(values['batch-size'])
   if (!/^\d+$/.test(values['batch-size'] ?? '500') || batchSize < 1 || batchSize > 10_000) {
-    throw new UsageError('--batch-size takes a whole number from 1 to 10000', keysUsage)
+    throw new UsageError('--batch-size takes a whole number from 1 to 10000')
   }
 
   const config = loadConfig()
-  const logger = createLogger(config)
+  const logger = cliLogger(config, { verbose: input.verbose })
   const db = await createDatabase(config, { logger, attachToRunning: true })
   const abort = new AbortController()
   const onSignal = () => abort.abort()
@@ -68,7 +41,8 @@ export async function keysCommand(args: readonly string[], io: CliIo): Promise<n
 
     if (action === 'status') {
       const status = await keyStatus(db.kysely, store, columns)
-      io.out(values.json ? JSON.stringify(status, null, 2) : formatStatus(status))
+      if (input.json) printJson(io, status)
+      else io.out(formatStatus(status))
       return 0
     }
     if (action === 'rewrap') {
@@ -81,6 +55,10 @@ export async function keysCommand(args: readonly string[], io: CliIo): Promise<n
       const counts = await keyStatus(db.kysely, store, columns)
       const inUse = async (id: string) => (counts.keys.find((k) => k.id === id)?.values ?? 0) > 0
       const { rewrapped, kept } = await store.rewrap(inUse)
+      if (input.json) {
+        printJson(io, { rewrapped, kept })
+        return 0
+      }
       io.out(
         rewrapped.length === 0
           ? 'Every data key is already wrapped under the current master key.'
@@ -106,7 +84,8 @@ export async function keysCommand(args: readonly string[], io: CliIo): Promise<n
           graceMs,
           resume: values.resume === true,
           signal: abort.signal,
-          onProgress: (e) => io.out(formatEvent(e)),
+          // With --json, standard output holds only the result: progress goes to standard error.
+          onProgress: (e) => (input.json ? io.err(formatEvent(e)) : io.out(formatEvent(e))),
         },
       )
     } catch (err) {
@@ -116,13 +95,13 @@ export async function keysCommand(args: readonly string[], io: CliIo): Promise<n
       }
       throw err
     }
-    return reportRotation(result, io)
+    if (input.json) printJson(io, result)
+    return reportRotation(result, io, { json: input.json })
   } finally {
     process.off('SIGINT', onSignal)
     process.off('SIGTERM', onSignal)
     await audit.close()
     await db.close()
-    logger.flush()
   }
 }
 
@@ -143,8 +122,8 @@ export function formatEvent(e: RotationEvent): string {
 }
 
 /** Prints the outcome of a rotation; the exit code: 1 when a key could not be retired. */
-export function reportRotation(result: RotationResult, io: CliIo): number {
-  io.out(`done: ${result.moved} value(s) re-encrypted; active key ${result.activeId}`)
+export function reportRotation(result: RotationResult, io: CliIo, options: { json?: boolean } = {}): number {
+  if (!options.json) io.out(`done: ${result.moved} value(s) re-encrypted; active key ${result.activeId}`)
   for (const f of result.failed.slice(0, 20)) {
     io.err(`unreadable: ${f.table}.${f.column} ${f.id} (key ${f.keyId ?? 'none'})`)
   }

@@ -2,34 +2,17 @@ import { builtinModules } from '../app/modules.ts'
 import { loadConfig } from '../config/load-config.ts'
 import { createDatabase } from '../infra/db/create-db.ts'
 import { createMigrator } from '../infra/db/migrator.ts'
-import { createLogger } from '../observability/logger.ts'
-import { type CliIo, parseCommandArgs, UsageError } from './cli-io.ts'
+import { type CliIo, cliLogger, printJson, UsageError } from './cli-io.ts'
+import type { CommandInput } from './cli-spec.ts'
 
-export const migrateUsage = `Usage: plinth migrate <up [--to N] | down [--to N] | status>
-
-  up            apply every pending migration
-  up --to N     apply pending migrations numbered up to N
-  down          revert the newest applied migration
-  down --to N   revert every migration numbered above N (0 reverts all)
-  status        list migrations, applied and pending
-
-Runs under a PostgreSQL advisory lock: safe while other replicas start or migrate.`
-
-export async function migrateCommand(args: readonly string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parseCommandArgs(args, { to: { type: 'string' } }, migrateUsage, true)
-  const [action, ...extra] = positionals
-  if (!action || !['up', 'down', 'status'].includes(action) || extra.length > 0) {
-    throw new UsageError(
-      action ? `unknown action "${positionals.join(' ')}"` : 'missing action',
-      migrateUsage,
-    )
-  }
-  if (values.to !== undefined && (action === 'status' || !/^\d+$/.test(values.to))) {
-    throw new UsageError('--to takes a migration number and goes with "up" or "down"', migrateUsage)
-  }
+/** `plinth migrate up|down [--to N] | status`. */
+export async function migrateCommand(input: CommandInput, io: CliIo): Promise<number> {
+  const action = input.action as 'up' | 'down' | 'status'
+  const to = input.values.to as string | undefined
+  if (to !== undefined && !/^\d+$/.test(to)) throw new UsageError('--to takes a migration number')
 
   const config = loadConfig()
-  const logger = createLogger(config)
+  const logger = cliLogger(config, { verbose: input.verbose })
   const db = await createDatabase(config, { logger, attachToRunning: true })
   try {
     await db.connect()
@@ -37,25 +20,36 @@ export async function migrateCommand(args: readonly string[], io: CliIo): Promis
       logger,
     })
     if (action === 'status') {
-      for (const m of await migrator.status()) {
-        io.out(
-          `${m.appliedAt ? 'applied' : 'pending'}  ${m.name}${m.appliedAt ? `  (${m.appliedAt.toISOString()})` : ''}`,
+      const status = await migrator.status()
+      if (input.json)
+        printJson(
+          io,
+          status.map((m) => ({
+            name: m.name,
+            applied: Boolean(m.appliedAt),
+            appliedAt: m.appliedAt?.toISOString() ?? null,
+          })),
         )
-      }
+      else
+        for (const m of status)
+          io.out(
+            `${m.appliedAt ? 'applied' : 'pending'}  ${m.name}${m.appliedAt ? `  (${m.appliedAt.toISOString()})` : ''}`,
+          )
       return 0
     }
     const done =
       action === 'up'
-        ? await migrator.up()
-        : await migrator.down(values.to === undefined ? {} : { to: Number(values.to) })
-    io.out(
-      done.length === 0
-        ? 'Nothing to do.'
-        : done.map((n) => `${action === 'up' ? 'applied' : 'reverted'}  ${n}`).join('\n'),
-    )
+        ? await migrator.up(to === undefined ? {} : { to: Number(to) })
+        : await migrator.down(to === undefined ? {} : { to: Number(to) })
+    if (input.json) printJson(io, { action, done })
+    else
+      io.out(
+        done.length === 0
+          ? 'Nothing to do.'
+          : done.map((n) => `${action === 'up' ? 'applied' : 'reverted'}  ${n}`).join('\n'),
+      )
     return 0
   } finally {
     await db.close()
-    logger.flush()
   }
 }

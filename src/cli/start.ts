@@ -2,39 +2,33 @@ import { createPlinth } from '../app/create-plinth.ts'
 import { handleProcessSignals } from '../app/lifecycle.ts'
 import { loadConfig } from '../config/load-config.ts'
 import { createLogger } from '../observability/logger.ts'
-import { type CliIo, parseCommandArgs, UsageError } from './cli-io.ts'
+import { isPlinthError } from '../shared/errors.ts'
+import type { CliIo } from './cli-io.ts'
+import type { CommandInput } from './cli-spec.ts'
 
-export const startUsage = `Usage: plinth start [--role api|worker|all]
+type Role = 'api' | 'worker' | 'all'
 
-Starts Plinth: connects to the database (retrying up to PLINTH_DB_CONNECT_DEADLINE), applies
-pending migrations (PLINTH_MIGRATE_ON_START) and serves HTTP on HOST:PORT.
-
-Options:
-  --role api      serve the HTTP API and enqueue work, run no workers
-  --role worker   run workers; serve only /live, /ready, /health and /api/metrics
-  --role all      both (default; PLINTH_ROLE sets it too)
-
-SIGTERM or SIGINT shuts down gracefully; a second signal forces the exit.`
-
-const ROLES = ['api', 'worker', 'all'] as const
-
-export async function startCommand(args: readonly string[], _io: CliIo): Promise<number> {
-  const { values } = parseCommandArgs(args, { role: { type: 'string' } }, startUsage)
-  const role = values.role
-  if (role !== undefined && !(ROLES as readonly string[]).includes(role)) {
-    throw new UsageError(`--role must be one of ${ROLES.join(', ')}`, startUsage)
-  }
+/** `plinth start [--role api|worker|all]`: the server logs to standard output, as services do. */
+export async function startCommand(input: CommandInput, _io: CliIo): Promise<number> {
+  const role = input.values.role as Role | undefined
   const loaded = loadConfig()
-  const config = role ? Object.freeze({ ...loaded, role: role as (typeof ROLES)[number] }) : loaded
+  const config = role ? Object.freeze({ ...loaded, role }) : loaded
   const logger = createLogger(config)
   try {
     const plinth = await createPlinth({ config, logger })
     handleProcessSignals(plinth, { logger })
     await plinth.listen()
+    if (!plinth.context.mailer.canDeliver)
+      logger.warn(
+        { env: config.env, signupMode: config.signupMode },
+        `no SMTP_URL: e-mail cannot be sent in ${config.env}, so password resets fail and POST /api/v1/admin/invites answers 503 PLINTH_MAIL_UNAVAILABLE${config.signupMode === 'invite' ? ' (sign-up is invite-only: nobody can join until SMTP_URL is set, or an administrator creates accounts)' : ''}; set SMTP_URL and PLINTH_MAIL_FROM`,
+      )
     // The process now lives until a signal; handleProcessSignals decides the exit code.
     return await new Promise<number>(() => {})
   } catch (err) {
-    logger.fatal({ err }, 'plinth could not start')
+    // A refusal Plinth explains (configuration, keys, database) is logged without a stack trace.
+    if (isPlinthError(err)) logger.fatal({ code: err.code }, `plinth could not start: ${err.message}`)
+    else logger.fatal({ err }, 'plinth could not start')
     logger.flush()
     throw err
   }

@@ -1,27 +1,11 @@
 import { createInterface } from 'node:readline'
 import { Writable } from 'node:stream'
-import { createPlinth } from '../app/create-plinth.ts'
-import { loadConfig } from '../config/load-config.ts'
-import { ROLES, type Role } from '../core/permissions.ts'
+import type { Role } from '../core/permissions.ts'
 import { createUserDirect } from '../modules/accounts/bootstrap-admin.ts'
 import { assertPasswordPolicy } from '../modules/accounts/passwords.ts'
-import { createLogger } from '../observability/logger.ts'
-import { type CliIo, parseCommandArgs, UsageError } from './cli-io.ts'
-
-export const userUsage = `Usage: plinth user create --email <address> [--role <role> | --admin]
-
-Creates a user with a password directly in the database (for the first administrator, or when
-sign-up is closed). The password is read from standard input: typed twice at a hidden prompt on a
-terminal, otherwise the first line (\`plinth user create --admin --email a@example.com < pw.txt\`).
-It is never taken from the command line, where the process list and shell history would show it.
-
-Options:
-  --email <address>   the user's e-mail address (required)
-  --role <role>       ${ROLES.join(', ')} (default member)
-  --admin             shorthand for --role admin`
-
-/** `--password`, `--pass=…`, `-p`: refused, whatever follows (and never echoed back). */
-const PASSWORD_FLAG = /^--?(p|pass|passwd|password|pw)(=|$)/i
+import { type CliIo, printJson, UsageError } from './cli-io.ts'
+import { withCliPlinth } from './cli-plinth.ts'
+import type { CommandInput } from './cli-spec.ts'
 
 /** Where the password comes from: a terminal (hidden prompt) or a pipe/file (first line). */
 export interface PasswordSource {
@@ -79,38 +63,18 @@ export async function readPassword(source: PasswordSource): Promise<string> {
   return password
 }
 
+/** `plinth user create --email <address> [--role <role> | --admin]`, the password on standard input. */
 export async function userCommand(
-  args: readonly string[],
+  input: CommandInput,
   io: CliIo,
   source: PasswordSource = { input: process.stdin, prompt: process.stderr },
 ): Promise<number> {
-  if (args.some((a) => PASSWORD_FLAG.test(a))) {
-    throw new UsageError(
-      'the password is never taken from the command line (the process list and shell history would show it): type it at the prompt, or pipe it on standard input',
-      userUsage,
-    )
-  }
-  const { values, positionals } = parseCommandArgs(
-    args,
-    { email: { type: 'string' }, role: { type: 'string' }, admin: { type: 'boolean' } },
-    userUsage,
-    true,
-  )
-  // Extra words are not repeated back: one of them may be a password typed in the wrong place.
-  if (positionals[0] !== 'create' || positionals.length > 1) {
-    throw new UsageError(
-      positionals.length === 0 ? 'missing subcommand' : 'expected exactly "create"',
-      userUsage,
-    )
-  }
+  const values = input.values as { email?: string; role?: string; admin?: boolean }
   const email = values.email?.trim()
-  if (!email || !/^[^\s@]+@[^\s@]+$/.test(email))
-    throw new UsageError('--email needs an e-mail address', userUsage)
+  if (!email || !/^[^\s@]+@[^\s@]+$/.test(email)) throw new UsageError('--email needs an e-mail address')
   if (values.admin && values.role !== undefined && values.role !== 'admin')
-    throw new UsageError('--admin and --role disagree; give one of them', userUsage)
+    throw new UsageError('--admin and --role disagree; give one of them')
   const role = (values.admin ? 'admin' : (values.role ?? 'member')) as Role
-  if (!(ROLES as readonly string[]).includes(role))
-    throw new UsageError(`--role must be one of ${ROLES.join(', ')}`, userUsage)
 
   let password: string
   try {
@@ -127,24 +91,11 @@ export async function userCommand(
   // Before touching the database: a weak password costs nothing to refuse.
   assertPasswordPolicy(password, { email })
 
-  // No drain delay: nothing routes traffic to a CLI process.
-  const config = Object.freeze({ ...loadConfig(), shutdownDelay: 0 })
-  const logger = createLogger(config)
-  const plinth = await createPlinth({ config, logger, attachToRunning: true })
-  try {
-    await plinth.prepare()
-    const pending = await plinth.migrator.pendingCount()
-    if (pending > 0) {
-      io.err(
-        `plinth user: ${pending} migration(s) pending (PLINTH_MIGRATE_ON_START=false): run "plinth migrate up" first`,
-      )
-      return 1
-    }
+  // Applies pending migrations (PLINTH_MIGRATE_ON_START), so a fresh install can start here.
+  return withCliPlinth({ verbose: input.verbose, migrate: true }, async (plinth) => {
     const id = await createUserDirect(plinth.context, { email, password, role })
-    io.out(`created user ${id} (${email}, ${role})`)
+    if (input.json) printJson(io, { id, email, role })
+    else io.out(`created user ${id} (${email}, ${role})`)
     return 0
-  } finally {
-    await plinth.shutdown()
-    logger.flush()
-  }
+  })
 }

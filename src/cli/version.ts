@@ -1,12 +1,10 @@
 import { PLINTH_VERSION } from '../core/version.ts'
-import { type CliIo, parseCommandArgs } from './cli-io.ts'
+import { type CliIo, printJson } from './cli-io.ts'
+import type { CommandInput } from './cli-spec.ts'
 
-export const versionUsage = `Usage: plinth version
-
-Prints Plinth's version and the Node.js version it runs on.`
-
-export async function versionCommand(args: readonly string[], io: CliIo): Promise<number> {
-  parseCommandArgs(args, {}, versionUsage)
-  io.out(`plinth ${PLINTH_VERSION} (node ${process.version})`)
+/** `plinth version [--json]`. */
+export async function versionCommand(input: CommandInput, io: CliIo): Promise<number> {
+  if (input.json) printJson(io, { version: PLINTH_VERSION, node: process.version })
+  else io.out(`plinth ${PLINTH_VERSION} (node ${process.version})`)
   return 0
 }

@@ -275,7 +275,7 @@ export const configSchema = {
     env: 'SMTP_URL',
     protocols: ['smtp:', 'smtps:'],
     secret: true,
-    doc: 'SMTP server for outgoing e-mail (password resets, invitations), credentials included: `smtps://user:pass@smtp.example.com:465`, or `smtp://user:pass@smtp.example.com:587` (upgraded with STARTTLS, which staging and production require when the URL carries credentials; `?requireTLS=false` opts out). Unset: in development and test messages go to the log and the `mail_outbox` table; in staging and production sending fails with `PLINTH_MAIL_UNAVAILABLE`.',
+    doc: 'SMTP server for outgoing e-mail (password resets, invitations), credentials included: `smtps://user:pass@smtp.example.com:465`, or `smtp://user:pass@smtp.example.com:587` (upgraded with STARTTLS, which staging and production require when the URL carries credentials; `?requireTLS=false` opts out). Unset: in development and test messages go to the log and the `mail_outbox` table; in staging and production sending fails with `PLINTH_MAIL_UNAVAILABLE`, `plinth start` warns, and `POST /api/v1/admin/invites` answers 503 `PLINTH_MAIL_UNAVAILABLE` before creating anything (an invitation is its e-mail).',
   }),
   mailFrom: {
     ...str({

@@ -24,6 +24,12 @@ export interface MailReceipt {
 
 export interface Mailer {
   /**
+   * False when no message can ever leave: no `SMTP_URL` in staging or production (development and
+   * test capture messages in the log and `mail_outbox` instead, which counts as delivered). Callers
+   * whose whole point is a message (invitations) refuse up front with `PLINTH_MAIL_UNAVAILABLE`.
+   */
+  readonly canDeliver: boolean
+  /**
    * Records the message in `mail_outbox`, then delivers it (see `createMailer`). Rejects with
    * `PLINTH_MAIL_INVALID` before recording anything when `to`, `subject` or `category` is not
    * acceptable, and with `PLINTH_MAIL_UNAVAILABLE` when the message could not be delivered.

@@ -92,11 +92,20 @@ export function logDestination(dest: string | number = 1): DestinationStream {
   return pino.destination({ dest, sync: false })
 }
 
-function prettyStream(): DestinationStream | undefined {
+/**
+ * Pretty log lines (pino-pretty, a development dependency) into `destination` (stdout by default),
+ * or undefined when pino-pretty is not installed.
+ */
+export function prettyStream(destination?: NodeJS.WritableStream): DestinationStream | undefined {
   try {
     // pino-pretty is a development dependency: absent in production images, hence the guarded require.
     const pretty = createRequire(import.meta.url)('pino-pretty') as (o: object) => DestinationStream
-    return pretty({ colorize: true, translateTime: 'HH:MM:ss.l', ignore: 'pid,hostname,service,env' })
+    return pretty({
+      colorize: destination === undefined ? true : Boolean((destination as { isTTY?: boolean }).isTTY),
+      translateTime: 'HH:MM:ss.l',
+      ignore: 'pid,hostname,service,env',
+      ...(destination ? { destination } : {}),
+    })
   } catch {
     return undefined
   }

@@ -164,7 +164,15 @@ export async function enrolTotp(
     payload: { code: generateTotp(secret, now() - 30_000) },
   })
   assert.equal(confirm.statusCode, 200, confirm.body)
-  const body = confirm.json() as { token: string; csrfToken: string; recoveryCodes: string[] }
+  const body = confirm.json() as {
+    token: string
+    csrfToken: string
+    recoveryCodes: string[]
+    sessionReplaced: boolean
+  }
+  // The answer says that the session was replaced (issue #14): the token used to confirm is revoked.
+  assert.equal(body.sessionReplaced, true)
+  assert.notEqual(body.token, session.token)
   return {
     secret,
     recoveryCodes: body.recoveryCodes,

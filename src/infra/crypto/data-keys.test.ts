@@ -56,6 +56,19 @@ describe('data keys', () => {
       for (const enc of ['base64', 'hex'] as const) assert.ok(!shown.includes(secret.toString(enc)))
   })
 
+  it('names the real cause when PLINTH_MASTER_KEY was never set and another data directory made the keys', () => {
+    const { id, key } = createDataKey()
+    const wrapped = wrapDataKey(other, id, key)
+    const shown = refusal(() =>
+      unwrapDataKey({ current: master, generatedIn: '/srv/b/master.key' }, id, wrapped),
+    )
+    assert.doesNotMatch(shown, /was PLINTH_MASTER_KEY changed/)
+    assert.match(shown, /PLINTH_MASTER_KEY is not set/)
+    assert.match(shown, /\/srv\/b\/master\.key/)
+    assert.match(shown, /another data directory/)
+    assert.match(shown, /share a database need the same master key/)
+  })
+
   it('refuses a wrapped key copied to another id, altered, or whose key does not match its id', () => {
     const a = createDataKey()
     const b = createDataKey()

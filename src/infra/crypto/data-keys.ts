@@ -11,6 +11,11 @@ const KEY_BYTES = 32
 export interface MasterKeys {
   readonly current: Buffer
   readonly previous?: Buffer | undefined
+  /**
+   * Where `current` came from when PLINTH_MASTER_KEY is not set (development and test): the key
+   * file a data directory made for itself, or `memory`. Lets a refusal name the real cause.
+   */
+  readonly generatedIn?: string | undefined
 }
 
 /** The AAD a wrapped data key is bound to: a wrapped key copied to another row does not unwrap. */
@@ -52,6 +57,13 @@ export function unwrapDataKey(masters: MasterKeys, id: string, wrapped: string):
   const ring = keyringFromKeys(keks)
   const kekId = ring.keyIdOf(wrapped)
   if (kekId !== undefined && !ring.keyIds.includes(kekId)) {
+    if (masters.generatedIn !== undefined) {
+      // Nobody changed PLINTH_MASTER_KEY: it was never set, and this instance made its own key.
+      throw new PlinthError(
+        'PLINTH_CONFIG_INVALID',
+        `The data key ${id} of this database was wrapped by another instance's master key (wrapping key ${kekId}). PLINTH_MASTER_KEY is not set, so this instance uses the development key ${masters.generatedIn === 'memory' ? 'it generated in memory' : `its data directory made (${masters.generatedIn})`}, and an instance with another data directory created the keys of this same database. Instances that share a database need the same master key: set PLINTH_MASTER_KEY (or PLINTH_MASTER_KEY_FILE) on every one of them to the key of the instance that created the database (its master.key file), or give each instance its own database.`,
+      )
+    }
     throw new PlinthError(
       'PLINTH_CONFIG_INVALID',
       `The data key ${id} is wrapped under another master key (wrapping key ${kekId}): was PLINTH_MASTER_KEY changed? Set the old one as PLINTH_MASTER_KEY_PREVIOUS and run \`plinth keys rewrap\` (docs/operations/key-rotation.md).`,

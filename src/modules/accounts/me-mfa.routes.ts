@@ -40,9 +40,20 @@ export function meMfaRoutes(api: PlinthApp, ctx: ModuleContext): void {
       schema: {
         tags,
         summary: 'Confirm enrolment with a first code; returns ten recovery codes (shown once)',
+        description:
+          'Replaces the session: `token`, the `plinth_session` cookie and `csrfToken` in the answer are new, and the token this request was made with is revoked at once (`sessionReplaced: true`). Keep the new token.',
         body: TotpConfirmBody,
         response: {
-          200: Type.Intersect([SessionIssued, Type.Object({ recoveryCodes: Type.Array(Type.String()) })]),
+          200: Type.Intersect([
+            SessionIssued,
+            Type.Object({
+              recoveryCodes: Type.Array(Type.String()),
+              sessionReplaced: Type.Literal(true, {
+                description:
+                  'The session was replaced: use the new `token` and `csrfToken`; the old token is revoked.',
+              }),
+            }),
+          ]),
         },
       },
     },
@@ -55,7 +66,11 @@ export function meMfaRoutes(api: PlinthApp, ctx: ModuleContext): void {
       })
       // Tokens held back by the role's MFA requirement work again at once, not after the cache TTL.
       await s.tokens.forget(p.userId)
-      return { ...sessionIssued(api, reply, ctx, r.session), recoveryCodes: r.recoveryCodes }
+      return {
+        ...sessionIssued(api, reply, ctx, r.session),
+        recoveryCodes: r.recoveryCodes,
+        sessionReplaced: true as const,
+      }
     },
   )
 

@@ -308,6 +308,12 @@ export function createAccountService(deps: {
     },
 
     async invite(input: { email: string; role: Role; invitedBy: string | Actor }, meta: RequestMeta) {
+      // An invitation is its e-mail: without a way to send it, refuse before creating anything.
+      if (!deps.mailer.canDeliver)
+        throw new PlinthError(
+          'PLINTH_MAIL_UNAVAILABLE',
+          'Invitations are sent by e-mail and this instance has no SMTP_URL, so the invitation would never arrive: nothing was created. Operators: set SMTP_URL (and PLINTH_MAIL_FROM), or create the account with POST /api/v1/admin/users or `plinth user create`.',
+        )
       const actor = actorFrom(input.invitedBy)
       const email = normalizeEmail(input.email)
       const exists = await db

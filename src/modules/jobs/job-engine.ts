@@ -216,7 +216,8 @@ export function createJobEngine(deps: {
           await b.stop({ graceful: false }).catch(() => {})
           throw err
         }
-        log.info({ mode, types: [...registry.keys()] }, 'job engine started')
+        // A client (an `api` process, a CLI command) runs nothing: that is no news at info.
+        log[mode === 'worker' ? 'info' : 'debug']({ mode, types: [...registry.keys()] }, 'job engine started')
       })()
       return started
     },

@@ -4,6 +4,9 @@ import type { PlinthTables } from '../../infra/db/tables.ts'
 import { PlinthError } from '../../shared/errors.ts'
 import type { QueueDepth } from './jobs-metrics.ts'
 
+/** The prefix of pg-boss' internal queues, never listed as jobs. */
+export const INTERNAL_QUEUE_PREFIX = '__pgboss__'
+
 /**
  * The one adapter over pg-boss' own tables: the reads pg-boss has no API for (listing across
  * queues, counts capped for backpressure, row locks for the commands, queue depths for metrics,
@@ -177,7 +180,8 @@ export function createJobStore(kysely: Kysely<PlinthTables>) {
 
     async list(filter: JobFilter): Promise<{ items: JobView[]; nextCursor: string | null }> {
       const limit = Math.min(Math.max(filter.limit ?? 50, 1), 200)
-      const where = [sql`true`]
+      // pg-boss' own queues (`__pgboss__send-it`, cron and maintenance) are the engine's, not jobs.
+      const where = [sql`left(name, ${INTERNAL_QUEUE_PREFIX.length}) <> ${INTERNAL_QUEUE_PREFIX}`]
       if (filter.name) where.push(sql`name = ${filter.name}`)
       if (filter.state) where.push(sql`state = ${filter.state}::${sql.raw(JOBS_SCHEMA)}.job_state`)
       if (filter.from) where.push(sql`created_on >= ${filter.from}`)

@@ -1,3 +1,4 @@
+import { join, resolve } from 'node:path'
 import type { Logger } from 'pino'
 import type { PlinthConfig } from '../../config/config.schema.ts'
 import { decodeMasterKey } from '../../config/config.schema.ts'
@@ -22,5 +23,11 @@ export function masterKeysFrom(config: KeysConfig, logger: Pick<Logger, 'warn' |
   })
   const previous =
     config.masterKeyPrevious === undefined ? undefined : decodeMasterKey(config.masterKeyPrevious)
-  return Object.freeze({ current, previous: previous?.equals(current) ? undefined : previous })
+  const generatedIn =
+    config.masterKey !== undefined
+      ? undefined
+      : config.dataDir === 'memory://'
+        ? 'memory'
+        : join(resolve(config.dataDir), 'master.key')
+  return Object.freeze({ current, previous: previous?.equals(current) ? undefined : previous, generatedIn })
 }

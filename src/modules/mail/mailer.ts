@@ -234,6 +234,7 @@ export function createMailer(deps: { config: MailConfig; logger: Logger; db: Dat
   }
 
   return Object.freeze({
+    canDeliver: transport !== undefined || local,
     async send(message: MailMessage): Promise<MailReceipt> {
       assertMessage(message)
       if (transport) return deliver(message, await record(message, 'pending'))

@@ -1,0 +1,467 @@
+/**
+ * The one declaration of the `plinth` command: every command, action, option and `--json` shape.
+ * `--help`, the argument checks, shell completion, the README's CLI block and docs/cli.md are all
+ * generated from it (cli-spec.ts). To add a command, add an entry here whose `load` imports its
+ * handler (`(input: CommandInput, io: CliIo) => Promise<number>`) from its own file in src/cli.
+ */
+import { JOB_STATES } from '../core/jobs.ts'
+import { UsageError } from './cli-io.ts'
+import { type CommandDecl, completionScript, type OptionDecl } from './cli-spec.ts'
+
+const ROLES = ['api', 'worker', 'all']
+const USER_ROLES = ['admin', 'operator', 'member', 'viewer']
+
+const DB_NOTE = `Connects with the server's configuration (DATABASE_URL, or the embedded database in
+PLINTH_DATA_DIR) and runs no workers. The embedded database admits one process: stop the server
+first, or point DATABASE_URL at the server's PostgreSQL.`
+
+const JOB =
+  'a job: {id, name, state, attempts, retryLimit, priority, payload, output, lastError, requestId, scheduleId, createdAt, runAfter, startedAt, completedAt}'
+const SCHEDULE =
+  'a schedule: {id, jobName, cron, timezone, payload, missed, description, paused, builtin, nextRuns[], createdAt, updatedAt}'
+
+const BACKUP =
+  'a backup: {id, status, problem, manifest: {kind, engine, startedAt, finishedAt, migrationHead, rowCounts, parts…}, verification}'
+
+const scheduleOptions: OptionDecl[] = [
+  {
+    name: 'cron',
+    type: 'string',
+    arg: 'EXPR',
+    description: 'cron expression, 5 fields (minute first) or 6 (seconds first)',
+  },
+  { name: 'tz', type: 'string', arg: 'ZONE', description: 'IANA time zone (default UTC)' },
+  { name: 'payload', type: 'string', arg: 'JSON', description: "the job's payload" },
+  {
+    name: 'missed',
+    type: 'string',
+    choices: ['skip', 'once'],
+    description: 'ticks missed while no worker ran: skip them, or run once for the latest',
+  },
+  { name: 'description', type: 'string', arg: 'TEXT', description: 'what the schedule is for' },
+]
+
+export const commands: readonly CommandDecl[] = [
+  {
+    name: 'start',
+    summary: 'serve the API, run the workers, or both',
+    description: `Starts Plinth: connects to the database (retrying up to PLINTH_DB_CONNECT_DEADLINE), applies
+pending migrations (PLINTH_MIGRATE_ON_START) and serves HTTP on HOST:PORT. Every role serves
+/live, /ready, /health, /api/metrics, /api/openapi.json and (unless PLINTH_API_DOCS=false)
+/api/docs; only api and all serve the application routes under /api/v1.
+Logs go to standard output (JSON lines, pretty in development) at PLINTH_LOG_LEVEL.
+SIGTERM or SIGINT shuts down gracefully; a second signal forces the exit.`,
+    options: [
+      {
+        name: 'role',
+        type: 'string',
+        choices: ROLES,
+        description:
+          'api: HTTP routes and enqueueing, no workers; worker: workers, the operations routes and the API docs, no /api/v1; all: both (default; PLINTH_ROLE sets it too)',
+      },
+    ],
+    load: async () => (await import('./start.ts')).startCommand,
+  },
+  {
+    name: 'migrate',
+    summary: 'apply, revert or list database migrations',
+    description: 'Runs under a PostgreSQL advisory lock: safe while other replicas start or migrate.',
+    logs: true,
+    actions: [
+      {
+        name: 'up',
+        summary: 'apply every pending migration (or those numbered up to --to)',
+        options: [
+          { name: 'to', type: 'string', arg: 'N', description: 'the last migration number to apply or keep' },
+        ],
+        json: '{"action": "up", "done": [name…]} (the migrations applied, oldest first)',
+      },
+      {
+        name: 'down',
+        summary: 'revert the newest applied migration, or every one numbered above --to (0 reverts all)',
+        options: [
+          { name: 'to', type: 'string', arg: 'N', description: 'the last migration number to apply or keep' },
+        ],
+        json: '{"action": "down", "done": [name…]} (the migrations reverted, newest first)',
+      },
+      {
+        name: 'status',
+        summary: 'list migrations, applied and pending',
+        json: '[{"name", "applied": boolean, "appliedAt": ISO time | null}…] oldest first',
+      },
+    ],
+    load: async () => (await import('./migrate.ts')).migrateCommand,
+  },
+  {
+    name: 'config',
+    summary: 'validate the configuration without starting',
+    description: `Validates the configuration (environment, .env and *_FILE secrets) exactly as "plinth start"
+does, without starting anything. Exits 0 when valid, 1 with every problem listed otherwise.`,
+    actions: [
+      {
+        name: 'check',
+        summary: 'validate; --print also prints the effective configuration (secrets masked)',
+        options: [{ name: 'print', description: 'also print the effective configuration (secrets masked)' }],
+        json: '{"valid": true, "env", "config"?: {ENV_NAME: value…}} or, exit 1, {"valid": false, "problems": [text…]}',
+      },
+    ],
+    load: async () => (await import('./config-check.ts')).configCommand,
+  },
+  {
+    name: 'user',
+    summary: 'create a user (the first administrator, or when sign-up is closed)',
+    description: `Creates a user with a password directly in the database. The password is read from standard
+input: typed twice at a hidden prompt on a terminal, otherwise the first line
+(plinth user create --admin --email a@example.com < pw.txt); never from the command line, where
+the process list and shell history would show it. On the embedded database, stop the server
+first (it keeps the data directory locked).`,
+    logs: true,
+    actions: [
+      {
+        name: 'create',
+        summary: 'create a user with a password from standard input',
+        options: [
+          {
+            name: 'email',
+            type: 'string',
+            arg: 'ADDRESS',
+            required: true,
+            description: "the user's e-mail address",
+          },
+          { name: 'role', type: 'string', choices: USER_ROLES, description: 'the role (default member)' },
+          { name: 'admin', description: 'shorthand for --role admin' },
+        ],
+        json: '{"id", "email", "role"}',
+      },
+    ],
+    load: async () => (await import('./user-create.ts')).userCommand,
+  },
+  {
+    name: 'jobs',
+    summary: 'list, show, enqueue, retry or cancel jobs; queues and dead letters',
+    description: DB_NOTE,
+    logs: true,
+    actions: [
+      {
+        name: 'list',
+        summary: 'newest jobs first (internal queues are never listed)',
+        options: [
+          { name: 'name', type: 'string', arg: 'NAME', description: 'only this job type' },
+          { name: 'state', type: 'string', choices: [...JOB_STATES], description: 'only jobs in this state' },
+          { name: 'limit', type: 'string', arg: 'N', description: 'at most N jobs (default 50)' },
+        ],
+        json: `[${JOB}…]`,
+      },
+      { name: 'show', args: ['<id>'], summary: 'one job: payload, attempts, last error, timings', json: JOB },
+      {
+        name: 'enqueue',
+        args: ['<name>'],
+        summary: 'enqueue a job (the payload is checked against its schema)',
+        options: [
+          { name: 'payload', type: 'string', arg: 'JSON', description: "the job's payload (default {})" },
+          { name: 'delay', type: 'string', arg: 'MS', description: 'run after this many milliseconds' },
+          {
+            name: 'key',
+            type: 'string',
+            arg: 'KEY',
+            description: 'idempotency key: a repeated key enqueues nothing',
+          },
+        ],
+        json: '{"id", "created": boolean} (false: the idempotency key named an existing job)',
+      },
+      { name: 'retry', args: ['<id>'], summary: 'run a failed or cancelled job again', json: JOB },
+      { name: 'cancel', args: ['<id>'], summary: 'cancel a job that has not started', json: JOB },
+      {
+        name: 'types',
+        summary: 'job types, their policies and queue depths',
+        json: '[{"name", "waiting", "deadLettered", "policy": {concurrency, retryLimit, timeout…}}…]',
+      },
+      {
+        name: 'purge-dead',
+        args: ['<name>'],
+        summary: "delete every job in a type's dead-letter queue",
+        json: '{"count"}',
+      },
+      {
+        name: 'redrive-dead',
+        args: ['<name>'],
+        summary: "move a type's dead-lettered jobs back into its queue",
+        json: '{"count"}',
+      },
+    ],
+    load: async () => (await import('./jobs.ts')).jobsCommand,
+  },
+  {
+    name: 'schedules',
+    summary: 'list, create, update, pause, resume or delete cron schedules',
+    description: `EXPR has 5 fields (minute hour day month weekday) or 6 (seconds first); ZONE is an IANA name
+(default UTC). --missed says what happens to ticks missed while no worker ran: skip them (default)
+or run once for the latest.
+${DB_NOTE}`,
+    logs: true,
+    actions: [
+      {
+        name: 'list',
+        summary: 'every schedule, with its next runs',
+        options: [
+          { name: 'job', type: 'string', arg: 'NAME', description: 'only schedules of this job type' },
+        ],
+        json: `[${SCHEDULE}…]`,
+      },
+      { name: 'show', args: ['<id>'], summary: 'one schedule', json: SCHEDULE },
+      {
+        name: 'create',
+        summary: 'create a schedule (needs --job and --cron)',
+        options: [
+          {
+            name: 'job',
+            type: 'string',
+            arg: 'NAME',
+            required: true,
+            description: 'the job type to enqueue',
+          },
+          { ...scheduleOptions[0]!, required: true },
+          ...scheduleOptions.slice(1),
+        ],
+        json: SCHEDULE,
+      },
+      {
+        name: 'update',
+        args: ['<id>'],
+        summary: 'change a schedule',
+        options: scheduleOptions,
+        json: SCHEDULE,
+      },
+      { name: 'pause', args: ['<id>'], summary: 'stop enqueueing until resumed', json: SCHEDULE },
+      { name: 'resume', args: ['<id>'], summary: 'enqueue again', json: SCHEDULE },
+      { name: 'delete', args: ['<id>'], summary: 'delete a schedule', json: '{"deleted": id}' },
+    ],
+    load: async () => (await import('./jobs.ts')).schedulesCommand,
+  },
+  {
+    name: 'audit',
+    summary: 'verify the audit log hash chain, export it as NDJSON, or prune it',
+    description: `Reads the database of the configuration (DATABASE_URL, or the embedded one in PLINTH_DATA_DIR,
+which a running server keeps locked: use the server's own PostgreSQL for a live system).
+See docs/operations/audit.md.`,
+    logs: true,
+    actions: [
+      {
+        name: 'verify',
+        summary:
+          'walk the chain from the last retention checkpoint: exit 0 when every row holds, 1 naming the first that does not',
+        json: '{"valid": boolean, "checked", "from": {seq, checkpoint}, "head": {seq, hash} | null, "unsealed", "erased", "unverifiable", "failure"?: {seq, id, message}}',
+      },
+      {
+        name: 'export',
+        summary: 'print the audit log as NDJSON, oldest first (what GET /api/v1/audit/export gives)',
+        options: [
+          { name: 'from', type: 'string', arg: 'TIME', description: 'rows at or after this time' },
+          { name: 'to', type: 'string', arg: 'TIME', description: 'rows before this time' },
+          {
+            name: 'action',
+            type: 'string',
+            arg: 'NOUN:VERB',
+            description: 'e.g. user:role-changed or user:*',
+          },
+          { name: 'actor', type: 'string', arg: 'USER_ID', description: 'rows by this user' },
+          { name: 'target-type', type: 'string', arg: 'TYPE', description: 'rows about this kind of thing' },
+          { name: 'target-id', type: 'string', arg: 'ID', description: 'rows about this thing' },
+          {
+            name: 'outcome',
+            type: 'string',
+            choices: ['success', 'failure'],
+            description: 'only this outcome',
+          },
+          { name: 'request-id', type: 'string', arg: 'ID', description: 'rows of this request' },
+        ],
+        json: 'NDJSON (always): one audit entry object per line',
+      },
+      {
+        name: 'prune',
+        summary: 'delete rows older than PLINTH_AUDIT_RETENTION after verifying them, leaving a checkpoint',
+        json: '{"pruned", "before": ISO time, "checkpoint": {lastSeq, lastHash} | null}',
+      },
+    ],
+    load: async () => (await import('./audit.ts')).auditCommand,
+  },
+  {
+    name: 'retention',
+    summary: 'delete expired sessions, tokens, e-mail and audit rows now, or list the rules',
+    description: `Periods: PLINTH_SESSION_RETENTION, PLINTH_MAIL_RETENTION, PLINTH_WEBHOOKS_RETENTION,
+PLINTH_AUDIT_RETENTION; the job's schedule: PLINTH_RETENTION_CRON (docs/operations/retention.md).
+${DB_NOTE}`,
+    logs: true,
+    actions: [
+      {
+        name: 'run',
+        summary:
+          'run every rule now, as the plinth.retention job does (exit 1 when a rule failed; the others still ran)',
+        json: '{"ok", "deleted", "durationMs", "results": [{rule, describe, deleted, error?}…]}',
+      },
+      { name: 'list', summary: 'the rules and what each deletes', json: '[{"rule", "describe"}…]' },
+    ],
+    load: async () => (await import('./retention.ts')).retentionCommand,
+  },
+  {
+    name: 'privacy',
+    summary: 'export or erase everything Plinth holds about a user',
+    description: `Reads the database of the configuration (DATABASE_URL, or the embedded one in PLINTH_DATA_DIR,
+which a running server keeps locked). See docs/operations/privacy.md.`,
+    logs: true,
+    actions: [
+      {
+        name: 'export',
+        summary:
+          'print everything Plinth holds about the user as one JSON document (what GET /api/v1/me/export gives); audited',
+        options: [
+          {
+            name: 'user',
+            type: 'string',
+            arg: 'ID|EMAIL',
+            required: true,
+            description: 'the user: id or e-mail address',
+          },
+        ],
+        json: 'the export document (always JSON): {user, …one key per module}',
+      },
+      {
+        name: 'erase',
+        summary:
+          'erase the user; audit rows are kept, pseudonymised. Irreversible: needs --yes; refuses the last administrator',
+        options: [
+          {
+            name: 'user',
+            type: 'string',
+            arg: 'ID|EMAIL',
+            required: true,
+            description: 'the user: id or e-mail address',
+          },
+          { name: 'yes', required: true, description: 'confirm the erasure' },
+        ],
+        json: '{"userId", "pseudonym", "rows": {table: count…}}',
+      },
+    ],
+    load: async () => (await import('./privacy.ts')).privacyCommand,
+  },
+  {
+    name: 'keys',
+    summary: 'rotate the data keys, or show which key encrypts how many values',
+    description: `rotate is safe while the service runs; interrupted, run it again: it finishes the unfinished
+rotation. It waits 2 x PLINTH_KEYS_REFRESH for every replica to load the new key before its last
+sweep (no wait on the embedded database). See docs/operations/key-rotation.md.`,
+    logs: true,
+    actions: [
+      {
+        name: 'rotate',
+        summary: 'make a new data key active, re-encrypt older values in batches, retire the old keys',
+        options: [
+          {
+            name: 'batch-size',
+            type: 'string',
+            arg: 'N',
+            description: 'rows per batch, 1..10000 (default 500)',
+          },
+          { name: 'resume', description: 'only finish an unfinished rotation; never create a key' },
+        ],
+        json: '{"moved", "activeId", "converged", "remaining": {keyId: count…}, "failed": [{table, column, id, keyId}…]} (progress lines go to standard error)',
+      },
+      {
+        name: 'status',
+        summary: 'which key encrypts how many values, per table and column',
+        json: '{"keys": [{id, state, values, legacy, createdAt, retiredAt}…], "columns": [{table, column, total, byKey}…], "unfinished", "warnings": [text…]}',
+      },
+      {
+        name: 'rewrap',
+        summary:
+          'after changing PLINTH_MASTER_KEY (old one in PLINTH_MASTER_KEY_PREVIOUS): re-wrap every data key',
+        json: '{"rewrapped": [keyId…], "kept": [keyId…]}',
+      },
+    ],
+    load: async () => (await import('./keys.ts')).keysCommand,
+  },
+  {
+    name: 'backup',
+    summary: 'create, list, show, verify, restore or prune encrypted backups',
+    description: `Backups are pg_dump -Fc on a server and PGlite's data directory when embedded, compressed and
+encrypted (AES-256-GCM) into PLINTH_BACKUP_DIR (or PLINTH_BACKUP_S3_BUCKET). A restore needs this
+server's data keys or the PLINTH_MASTER_KEY the backup was made under (docs/operations/backups.md).
+${'$'}{DB_NOTE}`,
+    logs: true,
+    actions: [
+      {
+        name: 'create',
+        summary: 'back up the database now, then verify it',
+        options: [{ name: 'no-verify', description: 'skip the verification (restore to a scratch target)' }],
+        json: BACKUP,
+      },
+      {
+        name: 'list',
+        summary: 'every backup, newest first, with its verification status',
+        json: `{"backups": [${'$'}{BACKUP}…]}`,
+      },
+      { name: 'show', args: ['<id>'], summary: "one backup's manifest and last verification", json: BACKUP },
+      {
+        name: 'verify',
+        args: ['<id>'],
+        summary:
+          'restore it to a scratch target and check checksums, migration head, row counts and the audit chain (exit 1 when it fails)',
+        json: '{id, ok, durationMs, checks: [{name, ok, detail}…]}',
+      },
+      {
+        name: 'restore',
+        args: ['<id>'],
+        summary:
+          'restore into --target <DATABASE_URL> (server backups) or --data-dir <DIR> (embedded ones); refuses newer backups and non-empty targets unless --force --yes',
+        options: [
+          {
+            name: 'target',
+            type: 'string',
+            arg: 'URL',
+            description: 'the PostgreSQL database to restore into',
+          },
+          {
+            name: 'data-dir',
+            type: 'string',
+            arg: 'DIR',
+            description: 'the data directory to restore an embedded backup into',
+          },
+          {
+            name: 'force',
+            description: 'replace what the target holds (the old embedded directory is moved aside)',
+          },
+          { name: 'yes', description: 'confirm --force' },
+        ],
+        json: '{id, target, matches, replaced}',
+      },
+      {
+        name: 'prune',
+        summary:
+          'delete the backups grandfather-father-son retention does not keep (PLINTH_BACKUP_KEEP_*); the newest verified one always stays',
+        options: [{ name: 'dry-run', description: 'only list what would go' }],
+        json: '{dryRun, keep: [{id, reasons}…], remove: [{id, reason}…], damaged: [id…]}',
+      },
+    ],
+    load: async () => (await import('./backup.ts')).backupCommand,
+  },
+  {
+    name: 'completion',
+    summary: 'print a shell completion script (bash or zsh)',
+    description: `plinth completion bash >> ~/.bashrc, or plinth completion zsh > "\${fpath[1]}/_plinth".`,
+    args: ['<shell>'],
+    options: [],
+    load: async () => async (input, io) => {
+      if (input.args[0] !== 'bash' && input.args[0] !== 'zsh')
+        throw new UsageError('the shell is bash or zsh')
+      io.out(completionScript(input.args[0] === 'zsh' ? 'zsh' : 'bash', commands))
+      return 0
+    },
+  },
+  {
+    name: 'version',
+    summary: 'print the version',
+    description: "Prints Plinth's version and the Node.js version it runs on.",
+    json: '{"version", "node"}',
+    load: async () => (await import('./version.ts')).versionCommand,
+  },
+]
