@@ -206,6 +206,20 @@ describe('plinth on a shared database', { skip: await skipUnlessPostgres() }, ()
     assert.match(rewrap.err, /PLINTH_MASTER_KEY_PREVIOUS is not set/)
     covered.add('keys rewrap')
 
+    // Backups: into PLINTH_DATA_DIR/backups (pg_dump of the test database), then restored elsewhere.
+    const backup = await run('backup', 'create')
+    assert.equal(backup.status, 'verified', JSON.stringify(backup))
+    assert.ok((await run('backup', 'list')).backups.some((b: { id: string }) => b.id === backup.id))
+    assert.equal((await run('backup', 'show', backup.id)).id, backup.id)
+    assert.equal((await run('backup', 'verify', backup.id)).ok, true)
+    assert.equal((await run('backup', 'prune', '--dry-run')).dryRun, true)
+    const restoreTarget = await createTestDatabase()
+    try {
+      assert.equal((await run('backup', 'restore', backup.id, '--target', restoreTarget.url)).matches, true)
+    } finally {
+      await restoreTarget.drop()
+    }
+
     // Every action that declares a --json shape was run above.
     for (const c of commands) {
       if (c.json !== undefined) assert.ok(covered.has(c.name), c.name)
@@ -271,6 +285,7 @@ describe('plinth on a shared database', { skip: await skipUnlessPostgres() }, ()
       ['retention', 'list', '--json'],
       ['privacy', 'export', '--user', 'admin@example.com', '--json'],
       ['keys', 'status', '--json'],
+      ['backup', 'list', '--json'],
       ['completion', 'bash'],
       ['--help'],
     ]
