@@ -295,12 +295,13 @@ describe('database faults', { skip: await skipUnlessPostgres() }, () => {
       return (res.json().requestId as string).length > 0
     })
     // A loaded machine may first time out connecting (PLINTH_DB_CONNECT_TIMEOUT): ask until refused.
-    const refused = await waitFor('a connection refused with 55000', async () => {
-      const err = await plinth.db.pool.query('select 1').then(
+    let refused: { code?: string } = {}
+    await waitFor('a connection refused with 55000', async () => {
+      refused = await plinth.db.pool.query('select 1').then(
         () => assert.fail('the database accepted a connection'),
         (e: { code?: string }) => e,
       )
-      return err.code === '55000' ? err : false
+      return refused.code === '55000'
     })
     assert.equal(refused.code, '55000')
     assert.equal((await plinth.app.inject('/ready')).statusCode, 503)
