@@ -282,6 +282,12 @@ export const errorRegistry = {
     detail:
       'This instance has no backup target: its database is in memory (PLINTH_DATA_DIR=memory://), so there is no default directory. Set PLINTH_BACKUP_DIR or PLINTH_BACKUP_S3_BUCKET.',
   },
+  PLINTH_BACKUP_SERVER_ONLY: {
+    status: 409,
+    title: 'Backup Must Run In The Server',
+    detail:
+      'A running Plinth serves this embedded database (this process reached it through its socket), and only that process can copy its data directory. Back up there: POST /api/v1/admin/backups, or plinth jobs enqueue plinth.backup; or stop the server first.',
+  },
   PLINTH_BACKUP_IN_PROGRESS: {
     status: 409,
     title: 'Backup In Progress',

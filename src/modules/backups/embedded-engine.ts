@@ -27,7 +27,9 @@ export interface EmbeddedEngine {
 export function embeddedEngine(db: Pick<Database, 'dumpDataDir'>): EmbeddedEngine {
   return {
     async dump() {
-      if (!db.dumpDataDir) throw new TypeError('embedded engine: the database is not embedded')
+      // Embedded, but reached through a running server's socket (the CLI): the data directory
+      // belongs to that process.
+      if (!db.dumpDataDir) throw new PlinthError('PLINTH_BACKUP_SERVER_ONLY')
       const blob = await db.dumpDataDir()
       return blob.stream() as unknown as AsyncIterable<Uint8Array>
     },
