@@ -62,7 +62,9 @@ export async function backupCommand(input: CommandInput, io: CliIo): Promise<num
       throw new UsageError('--force replaces what the target holds: add --yes once you are sure')
   }
   const print = (json: unknown, text: string) => (input.json ? printJson(io, json) : io.out(text))
-  return withCliPlinth({ verbose: input.verbose }, async (plinth) => {
+  // Applies pending migrations (PLINTH_MIGRATE_ON_START), as a server start would: a restore may run
+  // from a fresh process whose own database is new.
+  return withCliPlinth({ verbose: input.verbose, migrate: true }, async (plinth) => {
     const service = backupServiceOf(plinth.context)
     const caller = cliCaller()
     if (action === 'list') {

@@ -41,6 +41,50 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/admin/backups": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Every backup in the target, newest first, with its verification
+         * @description Permission: `backups:manage` (roles: admin; an API token needs it in its scopes). Rate limit: the `api` tier (PLINTH_RATE_LIMIT_API).
+         */
+        get: operations["getAdminBackups"];
+        put?: never;
+        /**
+         * Back up the database now (one at a time; 409 PLINTH_BACKUP_IN_PROGRESS otherwise), then verify it by restoring it to a scratch target
+         * @description Permission: `backups:manage` (roles: admin; an API token needs it in its scopes). Rate limit: the `api` tier (PLINTH_RATE_LIMIT_API).
+         */
+        post: operations["postAdminBackups"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/admin/backups/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * One backup: its manifest and its last verification
+         * @description Permission: `backups:manage` (roles: admin; an API token needs it in its scopes). Rate limit: the `api` tier (PLINTH_RATE_LIMIT_API).
+         */
+        get: operations["getAdminBackupsById"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/admin/invites": {
         parameters: {
             query?: never;
@@ -616,7 +660,9 @@ export interface paths {
         put?: never;
         /**
          * Confirm enrolment with a first code; returns ten recovery codes (shown once)
-         * @description Permission: `self:write` (roles: admin, operator, member, viewer; an API token needs it in its scopes). Rate limit: the `api` tier (PLINTH_RATE_LIMIT_API).
+         * @description Replaces the session: `token`, the `plinth_session` cookie and `csrfToken` in the answer are new, and the token this request was made with is revoked at once (`sessionReplaced: true`). Keep the new token.
+         *
+         *     Permission: `self:write` (roles: admin, operator, member, viewer; an API token needs it in its scopes). Rate limit: the `api` tier (PLINTH_RATE_LIMIT_API).
          */
         post: operations["postMeMfaTotpConfirm"];
         delete?: never;
@@ -1136,6 +1182,520 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"] & {
                         /** @enum {string} */
                         code?: "PLINTH_HTTP_OVERLOADED" | "PLINTH_HTTP_SHUTTING_DOWN";
+                    };
+                };
+            };
+        };
+    };
+    getAdminBackups: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        backups: {
+                            id: string;
+                            manifest: {
+                                auditHead: {
+                                    hash: string;
+                                    seq: string;
+                                } | null;
+                                chunkSize: number;
+                                compression: string;
+                                engine: string;
+                                /** Format: date-time */
+                                finishedAt: string;
+                                /** @enum {number} */
+                                format: 1;
+                                id: string;
+                                kind: "postgres" | "embedded";
+                                migrationHead: string | null;
+                                parts: {
+                                    bytes: number;
+                                    dumpBytes: number;
+                                    name: string;
+                                    sha256: string;
+                                }[];
+                                plinthVersion: string;
+                                postgresVersion: string;
+                                rowCounts: {
+                                    [key: string]: number;
+                                };
+                                /** Format: date-time */
+                                startedAt: string;
+                            } | null;
+                            problem?: string;
+                            status: "verified" | "failed" | "unverified" | "damaged";
+                            verification: {
+                                /** Format: date-time */
+                                at: string;
+                                checks: {
+                                    code?: string;
+                                    detail: string;
+                                    name: string;
+                                    ok: boolean;
+                                }[];
+                                durationMs: number;
+                                id: string;
+                                ok: boolean;
+                            } | null;
+                        }[];
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_INVALID_TEXT`: Text Not Accepted */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_INVALID_TEXT";
+                    };
+                };
+            };
+            /** @description `PLINTH_AUTH_REQUIRED`: Authentication Required; `PLINTH_AUTH_SESSION_EXPIRED`: Session Expired */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_AUTH_REQUIRED" | "PLINTH_AUTH_SESSION_EXPIRED";
+                    };
+                };
+            };
+            /** @description `PLINTH_AUTH_FORBIDDEN`: Forbidden; `PLINTH_AUTH_MFA_ENROLMENT_REQUIRED`: MFA Enrolment Required */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_AUTH_FORBIDDEN" | "PLINTH_AUTH_MFA_ENROLMENT_REQUIRED";
+                    };
+                };
+            };
+            /** @description `PLINTH_BACKUP_NOT_CONFIGURED`: Backups Not Configured */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_BACKUP_NOT_CONFIGURED";
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_RATE_LIMITED`: Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_RATE_LIMITED";
+                    };
+                };
+            };
+            /** @description `PLINTH_INTERNAL`: Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_INTERNAL";
+                    };
+                };
+            };
+            /** @description `PLINTH_DB_UNAVAILABLE`: Database Unavailable; `PLINTH_DB_TIMEOUT`: Database Timeout; `PLINTH_HTTP_OVERLOADED`: Service Overloaded; `PLINTH_HTTP_SHUTTING_DOWN`: Shutting Down; `PLINTH_BACKUP_TARGET_UNAVAILABLE`: Backup Target Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_DB_UNAVAILABLE" | "PLINTH_DB_TIMEOUT" | "PLINTH_HTTP_OVERLOADED" | "PLINTH_HTTP_SHUTTING_DOWN" | "PLINTH_BACKUP_TARGET_UNAVAILABLE";
+                    };
+                };
+            };
+        };
+    };
+    postAdminBackups: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Created */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        id: string;
+                        manifest: {
+                            auditHead: {
+                                hash: string;
+                                seq: string;
+                            } | null;
+                            chunkSize: number;
+                            compression: string;
+                            engine: string;
+                            /** Format: date-time */
+                            finishedAt: string;
+                            /** @enum {number} */
+                            format: 1;
+                            id: string;
+                            kind: "postgres" | "embedded";
+                            migrationHead: string | null;
+                            parts: {
+                                bytes: number;
+                                dumpBytes: number;
+                                name: string;
+                                sha256: string;
+                            }[];
+                            plinthVersion: string;
+                            postgresVersion: string;
+                            rowCounts: {
+                                [key: string]: number;
+                            };
+                            /** Format: date-time */
+                            startedAt: string;
+                        } | null;
+                        problem?: string;
+                        status: "verified" | "failed" | "unverified" | "damaged";
+                        verification: {
+                            /** Format: date-time */
+                            at: string;
+                            checks: {
+                                code?: string;
+                                detail: string;
+                                name: string;
+                                ok: boolean;
+                            }[];
+                            durationMs: number;
+                            id: string;
+                            ok: boolean;
+                        } | null;
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_INVALID_TEXT`: Text Not Accepted; `PLINTH_HTTP_MALFORMED_BODY`: Malformed Body */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_INVALID_TEXT" | "PLINTH_HTTP_MALFORMED_BODY";
+                    };
+                };
+            };
+            /** @description `PLINTH_AUTH_REQUIRED`: Authentication Required; `PLINTH_AUTH_SESSION_EXPIRED`: Session Expired */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_AUTH_REQUIRED" | "PLINTH_AUTH_SESSION_EXPIRED";
+                    };
+                };
+            };
+            /** @description `PLINTH_AUTH_FORBIDDEN`: Forbidden; `PLINTH_AUTH_MFA_ENROLMENT_REQUIRED`: MFA Enrolment Required; `PLINTH_AUTH_CSRF`: CSRF Token Missing Or Wrong */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_AUTH_FORBIDDEN" | "PLINTH_AUTH_MFA_ENROLMENT_REQUIRED" | "PLINTH_AUTH_CSRF";
+                    };
+                };
+            };
+            /** @description `PLINTH_DB_CONFLICT`: Conflict; `PLINTH_BACKUP_NOT_CONFIGURED`: Backups Not Configured; `PLINTH_BACKUP_IN_PROGRESS`: Backup In Progress */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_DB_CONFLICT" | "PLINTH_BACKUP_NOT_CONFIGURED" | "PLINTH_BACKUP_IN_PROGRESS";
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_BODY_TOO_LARGE`: Content Too Large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_BODY_TOO_LARGE";
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_UNSUPPORTED_MEDIA_TYPE`: Unsupported Media Type */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_UNSUPPORTED_MEDIA_TYPE";
+                    };
+                };
+            };
+            /** @description `PLINTH_BACKUP_KEY_UNAVAILABLE`: Backup Key Unavailable; `PLINTH_BACKUP_CORRUPT`: Backup Damaged */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_BACKUP_KEY_UNAVAILABLE" | "PLINTH_BACKUP_CORRUPT";
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_RATE_LIMITED`: Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_RATE_LIMITED";
+                    };
+                };
+            };
+            /** @description `PLINTH_INTERNAL`: Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_INTERNAL";
+                    };
+                };
+            };
+            /** @description `PLINTH_DB_UNAVAILABLE`: Database Unavailable; `PLINTH_DB_TIMEOUT`: Database Timeout; `PLINTH_HTTP_OVERLOADED`: Service Overloaded; `PLINTH_HTTP_SHUTTING_DOWN`: Shutting Down; `PLINTH_BACKUP_TARGET_UNAVAILABLE`: Backup Target Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_DB_UNAVAILABLE" | "PLINTH_DB_TIMEOUT" | "PLINTH_HTTP_OVERLOADED" | "PLINTH_HTTP_SHUTTING_DOWN" | "PLINTH_BACKUP_TARGET_UNAVAILABLE";
+                    };
+                };
+            };
+        };
+    };
+    getAdminBackupsById: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        id: string;
+                        manifest: {
+                            auditHead: {
+                                hash: string;
+                                seq: string;
+                            } | null;
+                            chunkSize: number;
+                            compression: string;
+                            engine: string;
+                            /** Format: date-time */
+                            finishedAt: string;
+                            /** @enum {number} */
+                            format: 1;
+                            id: string;
+                            kind: "postgres" | "embedded";
+                            migrationHead: string | null;
+                            parts: {
+                                bytes: number;
+                                dumpBytes: number;
+                                name: string;
+                                sha256: string;
+                            }[];
+                            plinthVersion: string;
+                            postgresVersion: string;
+                            rowCounts: {
+                                [key: string]: number;
+                            };
+                            /** Format: date-time */
+                            startedAt: string;
+                        } | null;
+                        problem?: string;
+                        status: "verified" | "failed" | "unverified" | "damaged";
+                        verification: {
+                            /** Format: date-time */
+                            at: string;
+                            checks: {
+                                code?: string;
+                                detail: string;
+                                name: string;
+                                ok: boolean;
+                            }[];
+                            durationMs: number;
+                            id: string;
+                            ok: boolean;
+                        } | null;
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_INVALID_REQUEST`: Invalid Request; `PLINTH_HTTP_INVALID_TEXT`: Text Not Accepted */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_INVALID_REQUEST" | "PLINTH_HTTP_INVALID_TEXT";
+                    };
+                };
+            };
+            /** @description `PLINTH_AUTH_REQUIRED`: Authentication Required; `PLINTH_AUTH_SESSION_EXPIRED`: Session Expired */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_AUTH_REQUIRED" | "PLINTH_AUTH_SESSION_EXPIRED";
+                    };
+                };
+            };
+            /** @description `PLINTH_AUTH_FORBIDDEN`: Forbidden; `PLINTH_AUTH_MFA_ENROLMENT_REQUIRED`: MFA Enrolment Required */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_AUTH_FORBIDDEN" | "PLINTH_AUTH_MFA_ENROLMENT_REQUIRED";
+                    };
+                };
+            };
+            /** @description `PLINTH_BACKUP_NOT_FOUND`: Backup Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_BACKUP_NOT_FOUND";
+                    };
+                };
+            };
+            /** @description `PLINTH_BACKUP_NOT_CONFIGURED`: Backups Not Configured */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_BACKUP_NOT_CONFIGURED";
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_URI_TOO_LONG`: URI Too Long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_URI_TOO_LONG";
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_RATE_LIMITED`: Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_RATE_LIMITED";
+                    };
+                };
+            };
+            /** @description `PLINTH_INTERNAL`: Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_INTERNAL";
+                    };
+                };
+            };
+            /** @description `PLINTH_DB_UNAVAILABLE`: Database Unavailable; `PLINTH_DB_TIMEOUT`: Database Timeout; `PLINTH_HTTP_OVERLOADED`: Service Overloaded; `PLINTH_HTTP_SHUTTING_DOWN`: Shutting Down; `PLINTH_BACKUP_TARGET_UNAVAILABLE`: Backup Target Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_DB_UNAVAILABLE" | "PLINTH_DB_TIMEOUT" | "PLINTH_HTTP_OVERLOADED" | "PLINTH_HTTP_SHUTTING_DOWN" | "PLINTH_BACKUP_TARGET_UNAVAILABLE";
                     };
                 };
             };
@@ -5660,7 +6220,19 @@ export interface operations {
                     };
                 };
             };
-            /** @description `PLINTH_DB_CONFLICT`: Conflict */
+            /** @description `PLINTH_USER_NOT_FOUND`: User Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_USER_NOT_FOUND";
+                    };
+                };
+            };
+            /** @description `PLINTH_DB_CONFLICT`: Conflict; `PLINTH_AUTH_MFA_ALREADY_ENABLED`: MFA Already Enabled */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -5668,7 +6240,7 @@ export interface operations {
                 content: {
                     "application/problem+json": components["schemas"]["Problem"] & {
                         /** @enum {string} */
-                        code?: "PLINTH_DB_CONFLICT";
+                        code?: "PLINTH_DB_CONFLICT" | "PLINTH_AUTH_MFA_ALREADY_ENABLED";
                     };
                 };
             };
@@ -5770,7 +6342,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description `PLINTH_AUTH_REQUIRED`: Authentication Required; `PLINTH_AUTH_SESSION_EXPIRED`: Session Expired */
+            /** @description `PLINTH_AUTH_REQUIRED`: Authentication Required; `PLINTH_AUTH_SESSION_EXPIRED`: Session Expired; `PLINTH_AUTH_MFA_INVALID`: Invalid Second Factor; `PLINTH_AUTH_INVALID_CREDENTIALS`: Invalid Credentials */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -5778,7 +6350,7 @@ export interface operations {
                 content: {
                     "application/problem+json": components["schemas"]["Problem"] & {
                         /** @enum {string} */
-                        code?: "PLINTH_AUTH_REQUIRED" | "PLINTH_AUTH_SESSION_EXPIRED";
+                        code?: "PLINTH_AUTH_REQUIRED" | "PLINTH_AUTH_SESSION_EXPIRED" | "PLINTH_AUTH_MFA_INVALID" | "PLINTH_AUTH_INVALID_CREDENTIALS";
                     };
                 };
             };
@@ -5794,7 +6366,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description `PLINTH_DB_CONFLICT`: Conflict */
+            /** @description `PLINTH_DB_CONFLICT`: Conflict; `PLINTH_AUTH_MFA_NOT_ENABLED`: MFA Not Enabled */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -5802,7 +6374,7 @@ export interface operations {
                 content: {
                     "application/problem+json": components["schemas"]["Problem"] & {
                         /** @enum {string} */
-                        code?: "PLINTH_DB_CONFLICT";
+                        code?: "PLINTH_DB_CONFLICT" | "PLINTH_AUTH_MFA_NOT_ENABLED";
                     };
                 };
             };
@@ -5842,7 +6414,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description `PLINTH_HTTP_RATE_LIMITED`: Too Many Requests */
+            /** @description `PLINTH_HTTP_RATE_LIMITED`: Too Many Requests; `PLINTH_AUTH_LOCKED`: Account Temporarily Locked */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -5850,7 +6422,7 @@ export interface operations {
                 content: {
                     "application/problem+json": components["schemas"]["Problem"] & {
                         /** @enum {string} */
-                        code?: "PLINTH_HTTP_RATE_LIMITED";
+                        code?: "PLINTH_HTTP_RATE_LIMITED" | "PLINTH_AUTH_LOCKED";
                     };
                 };
             };
@@ -5911,6 +6483,11 @@ export interface operations {
                         token: string;
                     } & {
                         recoveryCodes: string[];
+                        /**
+                         * @description The session was replaced: use the new `token` and `csrfToken`; the old token is revoked.
+                         * @enum {boolean}
+                         */
+                        sessionReplaced: true;
                     };
                 };
             };
@@ -5926,7 +6503,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description `PLINTH_AUTH_REQUIRED`: Authentication Required; `PLINTH_AUTH_SESSION_EXPIRED`: Session Expired */
+            /** @description `PLINTH_AUTH_REQUIRED`: Authentication Required; `PLINTH_AUTH_SESSION_EXPIRED`: Session Expired; `PLINTH_AUTH_MFA_INVALID`: Invalid Second Factor */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -5934,7 +6511,7 @@ export interface operations {
                 content: {
                     "application/problem+json": components["schemas"]["Problem"] & {
                         /** @enum {string} */
-                        code?: "PLINTH_AUTH_REQUIRED" | "PLINTH_AUTH_SESSION_EXPIRED";
+                        code?: "PLINTH_AUTH_REQUIRED" | "PLINTH_AUTH_SESSION_EXPIRED" | "PLINTH_AUTH_MFA_INVALID";
                     };
                 };
             };
@@ -5950,7 +6527,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description `PLINTH_DB_CONFLICT`: Conflict */
+            /** @description `PLINTH_DB_CONFLICT`: Conflict; `PLINTH_AUTH_MFA_NOT_ENABLED`: MFA Not Enabled */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -5958,7 +6535,7 @@ export interface operations {
                 content: {
                     "application/problem+json": components["schemas"]["Problem"] & {
                         /** @enum {string} */
-                        code?: "PLINTH_DB_CONFLICT";
+                        code?: "PLINTH_DB_CONFLICT" | "PLINTH_AUTH_MFA_NOT_ENABLED";
                     };
                 };
             };
@@ -5998,7 +6575,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description `PLINTH_HTTP_RATE_LIMITED`: Too Many Requests */
+            /** @description `PLINTH_HTTP_RATE_LIMITED`: Too Many Requests; `PLINTH_AUTH_LOCKED`: Account Temporarily Locked */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -6006,7 +6583,7 @@ export interface operations {
                 content: {
                     "application/problem+json": components["schemas"]["Problem"] & {
                         /** @enum {string} */
-                        code?: "PLINTH_HTTP_RATE_LIMITED";
+                        code?: "PLINTH_HTTP_RATE_LIMITED" | "PLINTH_AUTH_LOCKED";
                     };
                 };
             };
@@ -6081,7 +6658,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description `PLINTH_AUTH_REQUIRED`: Authentication Required; `PLINTH_AUTH_SESSION_EXPIRED`: Session Expired */
+            /** @description `PLINTH_AUTH_REQUIRED`: Authentication Required; `PLINTH_AUTH_SESSION_EXPIRED`: Session Expired; `PLINTH_AUTH_INVALID_CREDENTIALS`: Invalid Credentials */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -6089,7 +6666,7 @@ export interface operations {
                 content: {
                     "application/problem+json": components["schemas"]["Problem"] & {
                         /** @enum {string} */
-                        code?: "PLINTH_AUTH_REQUIRED" | "PLINTH_AUTH_SESSION_EXPIRED";
+                        code?: "PLINTH_AUTH_REQUIRED" | "PLINTH_AUTH_SESSION_EXPIRED" | "PLINTH_AUTH_INVALID_CREDENTIALS";
                     };
                 };
             };
@@ -6141,7 +6718,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description `PLINTH_HTTP_VALIDATION_FAILED`: Validation Failed */
+            /** @description `PLINTH_HTTP_VALIDATION_FAILED`: Validation Failed; `PLINTH_AUTH_WEAK_PASSWORD`: Weak Password */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -6149,11 +6726,11 @@ export interface operations {
                 content: {
                     "application/problem+json": components["schemas"]["Problem"] & {
                         /** @enum {string} */
-                        code?: "PLINTH_HTTP_VALIDATION_FAILED";
+                        code?: "PLINTH_HTTP_VALIDATION_FAILED" | "PLINTH_AUTH_WEAK_PASSWORD";
                     };
                 };
             };
-            /** @description `PLINTH_HTTP_RATE_LIMITED`: Too Many Requests */
+            /** @description `PLINTH_HTTP_RATE_LIMITED`: Too Many Requests; `PLINTH_AUTH_LOCKED`: Account Temporarily Locked */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -6161,7 +6738,7 @@ export interface operations {
                 content: {
                     "application/problem+json": components["schemas"]["Problem"] & {
                         /** @enum {string} */
-                        code?: "PLINTH_HTTP_RATE_LIMITED";
+                        code?: "PLINTH_HTTP_RATE_LIMITED" | "PLINTH_AUTH_LOCKED";
                     };
                 };
             };
@@ -6480,6 +7057,18 @@ export interface operations {
                     };
                 };
             };
+            /** @description `PLINTH_RESOURCE_NOT_FOUND`: Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_RESOURCE_NOT_FOUND";
+                    };
+                };
+            };
             /** @description `PLINTH_DB_CONFLICT`: Conflict */
             409: {
                 headers: {
@@ -6684,7 +7273,7 @@ export interface operations {
                     /** Format: date-time */
                     expiresAt?: string;
                     name: string;
-                    scopes: ("self:read" | "self:write" | "users:read" | "users:manage" | "privacy:manage" | "ops:read" | "jobs:read" | "jobs:manage" | "webhooks:manage" | "events:emit" | "audit:read" | "files:read" | "files:write")[];
+                    scopes: ("self:read" | "self:write" | "users:read" | "users:manage" | "privacy:manage" | "ops:read" | "jobs:read" | "jobs:manage" | "webhooks:manage" | "events:emit" | "audit:read" | "backups:manage" | "files:read" | "files:write")[];
                 };
             };
         };
@@ -6744,6 +7333,18 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"] & {
                         /** @enum {string} */
                         code?: "PLINTH_AUTH_FORBIDDEN" | "PLINTH_AUTH_MFA_ENROLMENT_REQUIRED" | "PLINTH_AUTH_CSRF";
+                    };
+                };
+            };
+            /** @description `PLINTH_USER_NOT_FOUND`: User Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_USER_NOT_FOUND";
                     };
                 };
             };
@@ -6884,6 +7485,18 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"] & {
                         /** @enum {string} */
                         code?: "PLINTH_AUTH_FORBIDDEN" | "PLINTH_AUTH_MFA_ENROLMENT_REQUIRED" | "PLINTH_AUTH_CSRF";
+                    };
+                };
+            };
+            /** @description `PLINTH_RESOURCE_NOT_FOUND`: Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_RESOURCE_NOT_FOUND";
                     };
                 };
             };
