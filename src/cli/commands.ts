@@ -12,8 +12,9 @@ const ROLES = ['api', 'worker', 'all']
 const USER_ROLES = ['admin', 'operator', 'member', 'viewer']
 
 const DB_NOTE = `Connects with the server's configuration (DATABASE_URL, or the embedded database in
-PLINTH_DATA_DIR) and runs no workers. The embedded database admits one process: stop the server
-first, or point DATABASE_URL at the server's PostgreSQL.`
+PLINTH_DATA_DIR) and runs no workers. While a server runs on the embedded database, the command
+reaches it through the server's socket in the data directory (backup create excepted: back up in
+the server, POST /api/v1/admin/backups).`
 
 const JOB =
   'a job: {id, name, state, attempts, retryLimit, priority, payload, output, lastError, requestId, scheduleId, createdAt, runAfter, startedAt, completedAt}'
@@ -113,8 +114,8 @@ does, without starting anything. Exits 0 when valid, 1 with every problem listed
     description: `Creates a user with a password directly in the database. The password is read from standard
 input: typed twice at a hidden prompt on a terminal, otherwise the first line
 (plinth user create --admin --email a@example.com < pw.txt); never from the command line, where
-the process list and shell history would show it. On the embedded database, stop the server
-first (it keeps the data directory locked).`,
+the process list and shell history would show it. It works while the server runs (on the
+embedded database, through the server's socket).`,
     logs: true,
     actions: [
       {
