@@ -1,25 +1,18 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { FastifyBaseLogger, FastifyInstance, RawServerDefault } from 'fastify'
-import type { Logger } from 'pino'
-import type { PlinthConfig } from '../config/config.schema.ts'
-import type { Cache } from '../infra/cache/cache.ts'
-import type { RedisHandle } from '../infra/cache/redis.ts'
 import type { EncryptedColumn } from '../infra/crypto/encrypted-column.ts'
 import type { Keyring } from '../infra/crypto/keyring.ts'
-import type { Database } from '../infra/db/create-db.ts'
 import type { PlinthMigration } from '../infra/db/migrator.ts'
 import type { HealthCheck } from '../observability/health.ts'
-import type { Metrics } from '../observability/metrics.ts'
 import type { Audit } from './audit.ts'
 import type { EventBus } from './events.ts'
 import type { UserDirectory } from './identity.ts'
 import type { JobDefinition, JobEngine, ScheduleInput, Schedules } from './jobs.ts'
 import type { Mailer } from './mail.ts'
 import type { PersonalDataTable, RegisteredPersonalData } from './privacy.ts'
-import type { ServiceProviders } from './provides.ts'
+import type { AdapterContext, ServiceProviders } from './provides.ts'
 import type { Retention, RetentionRule } from './retention.ts'
-import type { SecurityEvents } from './security-events.ts'
 
 /** The Fastify instance Plinth builds (TypeBox as the type provider): what module routes are registered on. */
 export type PlinthApp = FastifyInstance<
@@ -33,17 +26,8 @@ export type PlinthApp = FastifyInstance<
 /** One reversible migration (defined with the migrator, which runs them). */
 export type { PlinthMigration }
 
-/** What a module gets from the composition root. */
-export interface ModuleContext {
-  readonly config: PlinthConfig
-  readonly logger: Logger
-  readonly db: Database
-  readonly metrics: Metrics
-  /** Redis when configured: shared across replicas, may be down at any moment. */
-  readonly redis: RedisHandle | undefined
-  /** Redis-backed when configured, in-process otherwise (and whenever Redis fails). */
-  readonly cache: Cache
-  readonly securityEvents: SecurityEvents
+/** What a module gets from the composition root: the adapters, plus the services modules provide. */
+export interface ModuleContext extends AdapterContext {
   /** Sends e-mail through SMTP_URL, or captures it in the log in development and test. */
   readonly mailer: Mailer
   /**
