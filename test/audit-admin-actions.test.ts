@@ -6,9 +6,9 @@ import { sql } from 'kysely'
 import { Type } from 'typebox'
 import { deadLetterQueue, defineJob } from '../src/core/jobs.ts'
 import type { PlinthModule } from '../src/core/module.ts'
-import { runCli } from '../src/main.ts'
 import type { AuditView } from '../src/modules/audit/audit-query.ts'
 import { bearer, createUser, NO_RATE_LIMITS, type Session, uniqueEmail } from './helpers/accounts.ts'
+import { runCliWithEnv } from './helpers/run-cli.ts'
 import { skipUnlessPostgres } from './helpers/services.ts'
 import { TEST_MASTER_KEY } from './helpers/test-config.ts'
 import { startTestPlinth, type TestPlinth } from './helpers/test-plinth.ts'
@@ -29,22 +29,7 @@ const probeModule: PlinthModule = {
   ],
 }
 
-/** Runs a `plinth` command in this process with `env` as its environment (restored after). */
-async function cli(argv: string[], env: Record<string, string>) {
-  const saved = Object.fromEntries(Object.keys(env).map((k) => [k, process.env[k]]))
-  Object.assign(process.env, env)
-  let out = ''
-  let err = ''
-  try {
-    const code = await runCli(argv, { out: (t) => (out += `${t}\n`), err: (t) => (err += `${t}\n`) })
-    return { code, out, err }
-  } finally {
-    for (const [k, v] of Object.entries(saved)) {
-      if (v === undefined) delete process.env[k]
-      else process.env[k] = v
-    }
-  }
-}
+const cli = runCliWithEnv
 
 describe('administrators’ actions in the audit log, on PostgreSQL', { skip }, () => {
   let plinth: TestPlinth

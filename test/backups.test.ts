@@ -9,13 +9,13 @@ import { builtinModules } from '../src/app/modules.ts'
 import { defineJob } from '../src/core/jobs.ts'
 import type { PlinthModule } from '../src/core/module.ts'
 import type { PlinthTables } from '../src/infra/db/tables.ts'
-import { runCli } from '../src/main.ts'
 import { backupServiceOf, createBackupService } from '../src/modules/backups/backups.module.ts'
 import { listTables } from '../src/modules/backups/database-facts.ts'
 import { createLocalTarget } from '../src/modules/backups/local-target.ts'
 import { connectTo } from '../src/modules/backups/pg-dump-engine.ts'
 import { bearer, createUser, login, NO_RATE_LIMITS, type Session, uniqueEmail } from './helpers/accounts.ts'
 import { assertProblem } from './helpers/assert-problem.ts'
+import { runCliWithEnv } from './helpers/run-cli.ts'
 import { skipUnlessPostgres } from './helpers/services.ts'
 import { TEST_MASTER_KEY, testConfig } from './helpers/test-config.ts'
 import { createTestDatabase } from './helpers/test-database.ts'
@@ -29,22 +29,7 @@ const probeModule: PlinthModule = {
   jobs: () => [defineJob({ name: PROBE, payload: Type.Object({ n: Type.Integer() }), handler() {} })],
 }
 
-/** Runs a `plinth` command in this process with `env` as its environment (restored after). */
-async function cli(argv: string[], env: Record<string, string>) {
-  const saved = Object.fromEntries(Object.keys(env).map((k) => [k, process.env[k]]))
-  Object.assign(process.env, env)
-  let out = ''
-  let err = ''
-  try {
-    const code = await runCli(argv, { out: (t) => (out += `${t}\n`), err: (t) => (err += `${t}\n`) })
-    return { code, out, err }
-  } finally {
-    for (const [k, v] of Object.entries(saved)) {
-      if (v === undefined) delete process.env[k]
-      else process.env[k] = v
-    }
-  }
-}
+const cli = runCliWithEnv
 
 /**
  * A checksum of each table's content (md5 of its rows as text, sorted), for the tables that nothing
