@@ -368,7 +368,10 @@ export function createBackupService(deps: BackupServiceDeps): BackupService {
       })
       return summary(id)
     } catch (err) {
-      log.error({ backupId: id, err }, 'backup failed')
+      // A refusal (4xx: not configured, run it in the server…) is the caller's to fix, not a fault.
+      if (err instanceof PlinthError && err.status < 500)
+        log.warn({ backupId: id, code: err.code }, 'backup refused')
+      else log.error({ backupId: id, err }, 'backup failed')
       deps.metrics?.failed('create')
       await record(options.caller, 'backup:created', id, 'failure', {
         reason: (err as PlinthError).code ?? 'error',
