@@ -21,6 +21,7 @@ import {
 } from '../observability/health.ts'
 import { createLogger } from '../observability/logger.ts'
 import { createMetrics, type Metrics } from '../observability/metrics.ts'
+import { assertModules } from './module-checks.ts'
 import { builtinModules } from './modules.ts'
 import { providedUsers, provideServices } from './provided-contracts.ts'
 import { createRetention } from './retention-runner.ts'
@@ -29,7 +30,10 @@ export interface CreatePlinthOptions {
   readonly config: PlinthConfig
   /** Defaults to a logger built from the config. */
   readonly logger?: Logger
-  /** Defaults to the built-in modules; tests and embedders may add their own. */
+  /**
+   * Every module to load, the built-in ones included. Defaults to the built-in modules followed by
+   * those an application registered with `useApplicationModules` (what `runPlinth({ modules })` does).
+   */
   readonly modules?: readonly PlinthModule[]
   /**
    * For the CLI: when a running server holds the embedded data directory, reach its database
@@ -68,6 +72,22 @@ export interface Plinth {
   readonly shuttingDown: boolean
 }
 
+let applicationModules: readonly PlinthModule[] = []
+
+/**
+ * The application's modules, loaded after the built-in ones by every `createPlinth` called
+ * without `modules` in this process: the server and every CLI command (`migrate`, `privacy`,
+ * `retention`, `jobs`…) then see the application's tables, routes, jobs and personal data.
+ */
+export function useApplicationModules(modules: readonly PlinthModule[]): void {
+  applicationModules = [...modules]
+}
+
+/** The modules `createPlinth` loads when given none: the built-in ones, then the application's. */
+export function defaultModules(): readonly PlinthModule[] {
+  return [...builtinModules, ...applicationModules]
+}
+
 function collectMigrations(modules: readonly PlinthModule[]): Record<string, PlinthMigration> {
   const all: Record<string, PlinthMigration> = {}
   for (const m of modules) Object.assign(all, m.migrations ?? {})
@@ -85,7 +105,9 @@ function collectMigrations(modules: readonly PlinthModule[]): Record<string, Pli
 export async function createPlinth(options: CreatePlinthOptions): Promise<Plinth> {
   const { config } = options
   const logger = options.logger ?? createLogger(config)
-  const modules = options.modules ?? builtinModules
+  const modules = options.modules ?? defaultModules()
+  // Before anything is opened: a module that cannot load stops the boot with a clear message.
+  assertModules(modules)
   const startedAt = Date.now()
   const metrics = createMetrics({ version: PLINTH_VERSION, revision: config.revision, env: config.env })
   const db = await createDatabase(config, { logger, attachToRunning: options.attachToRunning ?? false })

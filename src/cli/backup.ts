@@ -1,4 +1,4 @@
-import { builtinModules } from '../app/modules.ts'
+import { defaultModules } from '../app/create-plinth.ts'
 import { cliCaller } from '../core/audit.ts'
 import { type BackupSummary, backupServiceOf } from '../modules/backups/backups.module.ts'
 import type { Verification } from '../modules/backups/verification.ts'
@@ -103,7 +103,7 @@ export async function backupCommand(input: CommandInput, io: CliIo): Promise<num
       print(v, formatVerification(v))
       return v.ok ? 0 : 1
     }
-    const knownMigrations = builtinModules.flatMap((m) => Object.keys(m.migrations ?? {}))
+    const knownMigrations = defaultModules().flatMap((m) => Object.keys(m.migrations ?? {}))
     const result = await service.restore(id!, {
       databaseUrl: input.values.target as string | undefined,
       dataDir: input.values['data-dir'] as string | undefined,

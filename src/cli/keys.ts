@@ -1,4 +1,4 @@
-import { builtinModules } from '../app/modules.ts'
+import { defaultModules } from '../app/create-plinth.ts'
 import { loadConfig } from '../config/load-config.ts'
 import { cliCaller } from '../core/audit.ts'
 import { createDatabase } from '../infra/db/create-db.ts'
@@ -28,13 +28,13 @@ export async function keysCommand(input: CommandInput, io: CliIo): Promise<numbe
   const audit = createAudit({ db: db.kysely, logger })
   try {
     await db.connect()
-    const migrations = Object.assign({}, ...builtinModules.map((m) => m.migrations ?? {}))
+    const migrations = Object.assign({}, ...defaultModules().map((m) => m.migrations ?? {}))
     const pending = await createMigrator(db, migrations, { logger }).pendingCount()
     if (pending > 0) {
       io.err(`plinth keys: ${pending} migration(s) pending: run "plinth migrate up" first`)
       return 1
     }
-    const columns = builtinModules.flatMap((m) => m.encryptedColumns ?? [])
+    const columns = defaultModules().flatMap((m) => m.encryptedColumns ?? [])
     const store = createKeyStore(db.kysely, masterKeysFrom(config, logger), {
       audit: { audit, caller: cliCaller() },
     })

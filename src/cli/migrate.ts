@@ -1,4 +1,4 @@
-import { builtinModules } from '../app/modules.ts'
+import { defaultModules } from '../app/create-plinth.ts'
 import { loadConfig } from '../config/load-config.ts'
 import { createDatabase } from '../infra/db/create-db.ts'
 import { createMigrator } from '../infra/db/migrator.ts'
@@ -16,9 +16,13 @@ export async function migrateCommand(input: CommandInput, io: CliIo): Promise<nu
   const db = await createDatabase(config, { logger, attachToRunning: true })
   try {
     await db.connect()
-    const migrator = createMigrator(db, Object.assign({}, ...builtinModules.map((m) => m.migrations ?? {})), {
-      logger,
-    })
+    const migrator = createMigrator(
+      db,
+      Object.assign({}, ...defaultModules().map((m) => m.migrations ?? {})),
+      {
+        logger,
+      },
+    )
     if (action === 'status') {
       const status = await migrator.status()
       if (input.json)

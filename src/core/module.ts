@@ -10,6 +10,7 @@ import type { EventBus } from './events.ts'
 import type { UserDirectory } from './identity.ts'
 import type { JobDefinition, JobEngine, ScheduleInput, Schedules } from './jobs.ts'
 import type { Mailer } from './mail.ts'
+import type { Role } from './permissions.ts'
 import type { PersonalDataTable, RegisteredPersonalData } from './privacy.ts'
 import type { AdapterContext, ServiceProviders } from './provides.ts'
 import type { Retention, RetentionRule } from './retention.ts'
@@ -60,6 +61,12 @@ export interface ModuleContext extends AdapterContext {
   readonly now: () => number
 }
 
+/** One permission a module declares: who holds it, and what it allows (for the API docs). */
+export interface ModulePermissionDeclaration {
+  readonly roles: readonly Role[]
+  readonly description?: string
+}
+
 /** A schedule a module always has, under a fixed id (created, or its cron updated, by workers at start). */
 export interface BuiltinSchedule {
   readonly id: string
@@ -73,6 +80,12 @@ export interface BuiltinSchedule {
 export interface PlinthModule {
   readonly name: string
   readonly migrations?: Readonly<Record<string, PlinthMigration>>
+  /**
+   * Permissions this module adds to the roles (`'<module>:<action>': { roles: [...] }`), which its
+   * routes then name in `config.permission`. Administrators get none implicitly: list them. A
+   * name that is built in or declared by another module stops the boot.
+   */
+  readonly permissions?: Readonly<Record<string, ModulePermissionDeclaration>>
   /**
    * Registers cross-cutting plugins at the root, before any route (e.g. authentication hooks that
    * must see every route). Use fastify-plugin so that hooks and decorators are not encapsulated.

@@ -1,5 +1,5 @@
 import type { FastifyRequest } from 'fastify'
-import type { Permission, Principal } from '../core/permissions.ts'
+import type { AnyPermission, Principal } from '../core/permissions.ts'
 import type { ErrorCode } from '../shared/errors.ts'
 
 /** Rate-limit tiers (requests per window, configurable): see http/plugins/rate-limit.ts. */
@@ -12,8 +12,11 @@ declare module 'fastify' {
     pressureExempt?: boolean
     /** The route needs no authentication. Every route declares either this or `permission`. */
     public?: boolean
-    /** The permission a caller needs; 401 without a principal, 403 without the permission. */
-    permission?: Permission
+    /**
+     * The permission a caller needs; 401 without a principal, 403 without the permission. A
+     * built-in one (core/permissions.ts) or one a loaded module declares in `permissions`.
+     */
+    permission?: AnyPermission
     /** Reachable by a session that must still enrol a second factor (MFA policy of its role). */
     allowDuringMfaEnrolment?: boolean
     /** The rate-limit tier; `false` exempts the route (probes). Default: `api`. */

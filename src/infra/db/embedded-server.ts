@@ -49,7 +49,11 @@ export interface EmbeddedServerOptions {
   readonly useTemplate?: boolean
 }
 
-const workerUrl = new URL('./embedded-worker.ts', import.meta.url)
+// Built (dist/), this file is .js and so is its worker.
+const workerUrl = new URL(
+  `./embedded-worker.${import.meta.url.endsWith('.ts') ? 'ts' : 'js'}`,
+  import.meta.url,
+)
 
 type Ready = Extract<EmbeddedWorkerMessage, { type: 'ready' }>
 

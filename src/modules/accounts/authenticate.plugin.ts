@@ -3,7 +3,7 @@ import cookie from '@fastify/cookie'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { SESSION_COOKIE } from '../../core/identity.ts'
-import { PERMISSIONS, type Principal, principalCan } from '../../core/permissions.ts'
+import { isKnownPermission, type Principal, principalCan } from '../../core/permissions.ts'
 import { PlinthError } from '../../shared/errors.ts'
 import type { ApiTokenService } from './api-tokens.service.ts'
 import { safeEqual, TOKEN_PREFIX } from './secrets.ts'
@@ -71,9 +71,9 @@ async function authenticate(app: FastifyInstance, opts: AuthenticateOptions): Pr
     const config = route.config as { public?: boolean; permission?: string } | undefined
     const name = `route ${[route.method].flat().join(',')} ${route.url}`
     // A typo would otherwise refuse everyone (admins included); both would silently make it public.
-    if (config?.permission !== undefined && !(PERMISSIONS as readonly string[]).includes(config.permission))
+    if (config?.permission !== undefined && !isKnownPermission(config.permission))
       throw new Error(
-        `${name} declares the unknown permission "${config.permission}" (see core/permissions.ts)`,
+        `${name} declares the unknown permission "${config.permission}" (see core/permissions.ts, or declare it in its module's permissions)`,
       )
     if (config?.public && config.permission !== undefined)
       throw new Error(`${name} declares both config.permission and config.public: keep one`)
