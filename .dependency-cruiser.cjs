@@ -10,6 +10,7 @@
  *   http                        the Fastify server and its cross-cutting plugins
  *   app                         the composition root: lists modules, wires adapters, lifecycle
  *   cli, main.ts                the `plinth` command
+ *   index.ts, testing/          the public API applications import (`plinth`, `plinth/testing`)
  *
  * Each layer imports only the layers listed above it here (and itself).
  */
@@ -95,6 +96,15 @@ module.exports = {
       severity: 'error',
       from: { path: '^src/app/' },
       to: { path: '^src/cli/|^src/main\\.ts$' },
+    },
+    {
+      name: 'nothing-imports-the-public-entries',
+      severity: 'error',
+      comment:
+        'src/index.ts (`plinth`) and src/testing (`plinth/testing`) are what applications import; ' +
+        'Plinth itself never goes through them.',
+      from: { path: '^src/', pathNot: '^src/(index\\.ts|testing/)' },
+      to: { path: '^src/(index\\.ts|testing/)' },
     },
     {
       name: 'src-never-imports-tests',
