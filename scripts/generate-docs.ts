@@ -4,6 +4,7 @@ import { renderCliDocs, withCliBlock } from '../src/cli/cli-spec.ts'
 import { commands } from '../src/cli/commands.ts'
 import { renderConfigDocs } from '../src/config/config-docs.ts'
 import { renderErrorDocs } from '../src/shared/error-docs.ts'
+import { renderApiReference } from './api-reference.ts'
 
 const files: Record<string, string> = {
   'docs/configuration.md': renderConfigDocs(),
@@ -11,6 +12,8 @@ const files: Record<string, string> = {
   'docs/cli.md': renderCliDocs(commands),
   // The README's CLI block, between its markers.
   'README.md': withCliBlock(readFileSync('README.md', 'utf8'), commands),
+  // The public API (`plinth`, `plinth/testing`), from src/index.ts and src/testing/index.ts.
+  'docs/reference/api.md': renderApiReference(),
 }
 const check = process.argv.includes('--check')
 let stale = 0

@@ -21,14 +21,11 @@ import { runCli } from './main.ts'
 
 /** Kysely helpers for migrations and queries (`sql`, and the types of generated columns). */
 export { type ColumnType, type Generated, type Insertable, type Kysely, type Selectable, sql } from 'kysely'
-// ── Routes: schemas, permissions, rate-limit tiers, errors ─────────────────────────────────────
 /** TypeBox (the `typebox` package Plinth validates with): `Type.Object({ … })`, `Static<typeof S>`. */
 export { type Static, type TSchema, Type } from 'typebox'
-// ── Running an application ─────────────────────────────────────────────────────────────────────
 export type { Plinth } from './app/create-plinth.ts'
 export type { PlinthConfig } from './config/config.schema.ts'
 export { loadConfig } from './config/load-config.ts'
-// ── Audit, events, jobs, schedules ─────────────────────────────────────────────────────────────
 export {
   type AuditCaller,
   type AuditEntry,
@@ -37,7 +34,6 @@ export {
   auditDiff,
   callerEntry,
 } from './core/audit.ts'
-// ── Writing a module ───────────────────────────────────────────────────────────────────────────
 export {
   defineModule,
   type ModuleApi,
@@ -72,7 +68,6 @@ export {
   ROLES,
   type Role,
 } from './core/permissions.ts'
-// ── Personal data, retention ───────────────────────────────────────────────────────────────────
 export type {
   ErasureRule,
   PersonalColumn,
@@ -83,7 +78,6 @@ export type {
 export { deleteInBatches, type RetentionRule, type RetentionRun } from './core/retention.ts'
 export type { Actor } from './core/security-events.ts'
 export type { RateLimitTier } from './http/route-config.ts'
-// ── Health, metrics, people ────────────────────────────────────────────────────────────────────
 export type { CheckResult, ComponentStatus, HealthCheck } from './observability/health.ts'
 export type { Metrics } from './observability/metrics.ts'
 export { type ErrorCode, type FieldError, PlinthError } from './shared/errors.ts'
