@@ -116,6 +116,41 @@ describe('a module written with defineModule', () => {
     assert.equal(invalid.json().code, 'PLINTH_HTTP_VALIDATION_FAILED')
   })
 
+  it("lets API tokens carry the module's permissions as scopes, and refuses unknown ones", async () => {
+    const member = await t.createUser({ role: 'member' })
+    const created = await member.inject({
+      method: 'POST',
+      url: '/api/v1/me/tokens',
+      payload: { name: 'reader', scopes: ['gadgets:read'] },
+    })
+    assert.equal(created.statusCode, 201, created.body)
+    const token = { authorization: `Bearer ${created.json().token}` }
+    assert.equal((await t.inject({ url: '/api/v1/gadgets', headers: token })).statusCode, 200)
+    const write = await t.inject({
+      method: 'POST',
+      url: '/api/v1/gadgets',
+      headers: token,
+      payload: { label: 'x' },
+    })
+    assert.equal(write.statusCode, 403)
+    const typo = await member.inject({
+      method: 'POST',
+      url: '/api/v1/me/tokens',
+      payload: { name: 'typo', scopes: ['gadgets:raed'] },
+    })
+    assert.equal(typo.statusCode, 422, typo.body)
+    assert.deepEqual(typo.json().errors, [
+      { in: 'body', field: 'scopes', message: 'gadgets:raed is not a permission' },
+    ])
+    const viewer = await t.createUser({ role: 'viewer' })
+    const beyond = await viewer.inject({
+      method: 'POST',
+      url: '/api/v1/me/tokens',
+      payload: { name: 'w', scopes: ['gadgets:write'] },
+    })
+    assert.equal(beyond.statusCode, 403)
+  })
+
   it('writes its audit rows in its own transaction: a rollback leaves neither row', async () => {
     const member = await t.createUser()
     const before = await t.context.db.kysely
@@ -152,7 +187,7 @@ describe('a module written with defineModule', () => {
     const applied = async () =>
       (await t.plinth.migrator.status()).some((m) => m.name === '1901-create-gadgets' && m.appliedAt)
     assert.equal(await applied(), true)
-    assert.deepEqual(await t.plinth.migrator.down({ to: 1900 }), ['1901-create-gadgets'])
+    assert.deepEqual(await t.plinth.migrator.down({ to: 10 }), ['1901-create-gadgets'])
     assert.equal(await applied(), false)
     assert.deepEqual(await t.plinth.migrator.up(), ['1901-create-gadgets'])
   })

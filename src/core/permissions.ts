@@ -114,7 +114,7 @@ export interface Principal {
   readonly sessionId?: string
   readonly tokenId?: string
   /** For API tokens: the permissions it was granted (a subset of the role's). */
-  readonly scopes?: readonly Permission[]
+  readonly scopes?: readonly AnyPermission[]
   /** How the session authenticated: cookie (CSRF applies) or bearer. */
   readonly via: 'cookie' | 'bearer'
 }

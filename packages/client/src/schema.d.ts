@@ -7273,7 +7273,7 @@ export interface operations {
                     /** Format: date-time */
                     expiresAt?: string;
                     name: string;
-                    scopes: ("self:read" | "self:write" | "users:read" | "users:manage" | "privacy:manage" | "ops:read" | "jobs:read" | "jobs:manage" | "webhooks:manage" | "events:emit" | "audit:read" | "backups:manage" | "files:read" | "files:write")[];
+                    scopes: string[];
                 };
             };
         };

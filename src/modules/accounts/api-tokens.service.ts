@@ -1,5 +1,5 @@
 import type { Kysely, Transaction } from 'kysely'
-import { type Permission, ROLE_PERMISSIONS, type Role } from '../../core/permissions.ts'
+import { type AnyPermission, isKnownPermission, ROLE_PERMISSIONS, type Role } from '../../core/permissions.ts'
 import type { Cache } from '../../infra/cache/cache.ts'
 import type { PlinthTables } from '../../infra/db/tables.ts'
 import { PlinthError } from '../../shared/errors.ts'
@@ -21,7 +21,7 @@ export interface ResolvedToken {
   readonly tokenId: string
   readonly userId: string
   readonly role: Role
-  readonly scopes: readonly Permission[]
+  readonly scopes: readonly AnyPermission[]
   readonly expiresAt: string | null
   readonly lastUsedAt: string | null
   /** The owner's role requires a second factor they have not enrolled: refused until they do. */
@@ -57,11 +57,24 @@ export function createApiTokenService(deps: { db: Kysely<PlinthTables>; cache: C
         userId: string
         role: Role
         name: string
-        scopes: readonly Permission[]
+        scopes: readonly AnyPermission[]
         expiresAt?: Date
       },
       within?: Within<TokenView>,
     ) {
+      const unknown = input.scopes.filter((s) => !isKnownPermission(s))
+      if (unknown.length > 0)
+        throw new PlinthError(
+          'PLINTH_HTTP_VALIDATION_FAILED',
+          `Unknown permissions: ${unknown.join(', ')}.`,
+          {
+            errors: unknown.map((s) => ({
+              in: 'body',
+              field: 'scopes',
+              message: `${s} is not a permission`,
+            })),
+          },
+        )
       const allowed = ROLE_PERMISSIONS[input.role]
       const refused = input.scopes.filter((s) => !allowed.has(s))
       if (refused.length > 0) {
@@ -150,7 +163,7 @@ export function createApiTokenService(deps: { db: Kysely<PlinthTables>; cache: C
           tokenId: row.id,
           userId: row.user_id,
           role: row.role,
-          scopes: row.scopes as Permission[],
+          scopes: row.scopes as AnyPermission[],
           expiresAt: row.expires_at?.toISOString() ?? null,
           lastUsedAt: row.last_used_at?.toISOString() ?? null,
           mfaEnrolmentPending: row.mfa_enrolment_pending,

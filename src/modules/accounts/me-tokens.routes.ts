@@ -1,6 +1,7 @@
 import { Type } from 'typebox'
 import { actorOf, auditEntryOf, type SecurityEventInput } from '../../core/audit.ts'
 import type { ModuleContext, PlinthApp } from '../../core/module.ts'
+import type { AnyPermission } from '../../core/permissions.ts'
 import { PlinthError } from '../../shared/errors.ts'
 import { Id, TokenCreateBody, TokenSchema } from './accounts.schemas.ts'
 import { accountsServices, requestMeta } from './accounts.wiring.ts'
@@ -63,7 +64,7 @@ export function meTokensRoutes(api: PlinthApp, ctx: ModuleContext): void {
           userId: p.userId,
           role: p.role,
           name: request.body.name,
-          scopes: request.body.scopes,
+          scopes: request.body.scopes as AnyPermission[],
           ...(request.body.expiresAt ? { expiresAt: new Date(request.body.expiresAt) } : {}),
         },
         async (trx, created) => {
