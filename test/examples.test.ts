@@ -32,7 +32,7 @@ describe('example applications', () => {
       }
       const env: NodeJS.ProcessEnv = {}
       for (const [k, v] of Object.entries(process.env))
-        if (!k.startsWith('NODE_TEST') && k !== 'NODE_OPTIONS' && k !== 'DATABASE_URL') env[k] = v
+        if (!/^(DATABASE_URL|NODE_OPTIONS|NODE_V8_COVERAGE)$|^NODE_TEST/.test(k)) env[k] = v
       const res = await run(
         process.execPath,
         ['--conditions=plinth-source', '--test', '--test-timeout=120000', 'test/**/*.test.ts'],

@@ -27,13 +27,7 @@ const bin = fileURLToPath(new URL('../bin/create-plinth.js', import.meta.url))
 function appEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {}
   for (const [k, v] of Object.entries(process.env))
-    if (
-      !k.startsWith('PLINTH_') &&
-      k !== 'DATABASE_URL' &&
-      !k.startsWith('NODE_TEST') &&
-      k !== 'NODE_OPTIONS'
-    )
-      env[k] = v
+    if (!/^(PLINTH_|NODE_TEST)|^(DATABASE_URL|NODE_OPTIONS|NODE_V8_COVERAGE)$/.test(k)) env[k] = v
   env.PATH = `${dirname(process.execPath)}:${process.env.PATH ?? ''}`
   return { ...env, npm_config_update_notifier: 'false', ...extra }
 }
