@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
-import { defineModule, type Generated, sql, Type } from '../src/index.ts'
+import { createPlinth, defineModule, type Generated, loadConfig, sql, Type } from '../src/index.ts'
 import { createTestPlinth, type TestPlinth } from '../src/testing/index.ts'
 
 interface Tables {
@@ -190,6 +190,28 @@ describe('a module written with defineModule', () => {
     assert.deepEqual(await t.plinth.migrator.down({ to: 10 }), ['1901-create-gadgets'])
     assert.equal(await applied(), false)
     assert.deepEqual(await t.plinth.migrator.up(), ['1901-create-gadgets'])
+  })
+})
+
+describe("an application's createPlinth", () => {
+  it('loads the built-in modules and then the application’s', async () => {
+    const plinth = await createPlinth({
+      modules: [gadgets],
+      config: loadConfig({
+        env: { PLINTH_ENV: 'test', PLINTH_DATA_DIR: 'memory://', PORT: '0', PLINTH_LOG_LEVEL: 'silent' },
+        envFile: false,
+      }),
+    })
+    try {
+      await plinth.prepare()
+      const anonymous = await plinth.app.inject('/api/v1/gadgets')
+      assert.equal(anonymous.statusCode, 401)
+      const me = await plinth.app.inject('/api/v1/me')
+      assert.equal(me.statusCode, 401)
+      assert.deepEqual(await plinth.migrator.pendingCount(), 0)
+    } finally {
+      await plinth.shutdown()
+    }
   })
 })
 
