@@ -168,6 +168,30 @@ describe('production line', () => {
     assert.equal((await viewer.inject('/api/v1/production/alerts?open=true')).json().alerts.length, 1)
   })
 
+  it('takes readings from a gateway holding an API token scoped to production:ingest only', async () => {
+    const created = await gateway.inject({
+      method: 'POST',
+      url: '/api/v1/me/tokens',
+      payload: { name: 'line A gateway', scopes: ['production:ingest'] },
+    })
+    assert.equal(created.statusCode, 201, created.body)
+    const token = { authorization: `Bearer ${created.json().token}` }
+    const sent = await t.inject({
+      method: 'POST',
+      url: '/api/v1/production/readings',
+      headers: token,
+      payload: {
+        readings: [{ machineId: 'press-01', metric: 'cycle_s', value: 11, at: new Date().toISOString() }],
+      },
+    })
+    assert.equal(sent.statusCode, 201, sent.body)
+    assert.equal((await t.inject({ url: '/api/v1/production/machines', headers: token })).statusCode, 403)
+    const metrics = await t.plinth.metrics.registry.metrics()
+    assert.match(metrics, /^production_readings_ingested_total [1-9]/m)
+    const health = await t.plinth.health.report()
+    assert.deepEqual(health.components.production?.details, { machines: 2 })
+  })
+
   it('refuses a whole batch that names an unknown machine, storing none of it', async () => {
     const before = await t.context.db.kysely
       .selectFrom('production_readings' as never)
