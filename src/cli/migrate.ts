@@ -1,4 +1,5 @@
 import { defaultModules } from '../app/create-plinth.ts'
+import { assertModules } from '../app/module-checks.ts'
 import { loadConfig } from '../config/load-config.ts'
 import { createDatabase } from '../infra/db/create-db.ts'
 import { createMigrator } from '../infra/db/migrator.ts'
@@ -11,18 +12,17 @@ export async function migrateCommand(input: CommandInput, io: CliIo): Promise<nu
   const to = input.values.to as string | undefined
   if (to !== undefined && !/^\d+$/.test(to)) throw new UsageError('--to takes a migration number')
 
+  // An application's modules are checked as at start: an irreversible migration is never applied.
+  const modules = defaultModules()
+  assertModules(modules)
   const config = loadConfig()
   const logger = cliLogger(config, { verbose: input.verbose })
   const db = await createDatabase(config, { logger, attachToRunning: true })
   try {
     await db.connect()
-    const migrator = createMigrator(
-      db,
-      Object.assign({}, ...defaultModules().map((m) => m.migrations ?? {})),
-      {
-        logger,
-      },
-    )
+    const migrator = createMigrator(db, Object.assign({}, ...modules.map((m) => m.migrations ?? {})), {
+      logger,
+    })
     if (action === 'status') {
       const status = await migrator.status()
       if (input.json)
