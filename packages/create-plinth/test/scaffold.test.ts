@@ -17,6 +17,11 @@ import { waitFor } from '../../../test/helpers/wait-for.ts'
 import { scaffold } from '../bin/create-plinth.js'
 
 const run = promisify(execFile)
+/**
+ * Packing (a tsc build) and installing take about a minute and a half on an idle machine; a loaded
+ * CI machine gets more than the run's default per-test timeout.
+ */
+const SLOW = 360_000
 const repo = fileURLToPath(new URL('../../../', import.meta.url))
 const bin = fileURLToPath(new URL('../bin/create-plinth.js', import.meta.url))
 
@@ -51,58 +56,65 @@ describe('create-plinth', () => {
   })
 
   describe('an application installed from the packed Plinth', () => {
-    before(async () => {
-      // prepack builds dist/ (tsc), which the tarball carries instead of src/.
-      const packed = await run('npm', ['pack', '--pack-destination', tmp, '--json'], {
-        cwd: repo,
-        env: appEnv(),
-        maxBuffer: 64 * 1024 * 1024,
-      })
-      const [info] = JSON.parse(packed.stdout.slice(packed.stdout.indexOf('['))) as {
-        filename: string
-        files: { path: string }[]
-      }[]
-      assert.ok(info)
-      tarball = join(tmp, info.filename)
-      const paths = info.files.map((f) => f.path)
-      assert.ok(paths.includes('dist/index.js') && paths.includes('dist/index.d.ts'))
-      assert.ok(paths.includes('dist/testing/index.js'))
-      assert.ok(!paths.some((p) => p.startsWith('src/')), 'the package carries built JavaScript, not src/')
+    before(
+      async () => {
+        // prepack builds dist/ (tsc), which the tarball carries instead of src/.
+        const packed = await run('npm', ['pack', '--pack-destination', tmp, '--json'], {
+          cwd: repo,
+          env: appEnv(),
+          maxBuffer: 64 * 1024 * 1024,
+        })
+        const [info] = JSON.parse(packed.stdout.slice(packed.stdout.indexOf('['))) as {
+          filename: string
+          files: { path: string }[]
+        }[]
+        assert.ok(info)
+        tarball = join(tmp, info.filename)
+        const paths = info.files.map((f) => f.path)
+        assert.ok(paths.includes('dist/index.js') && paths.includes('dist/index.d.ts'))
+        assert.ok(paths.includes('dist/testing/index.js'))
+        assert.ok(!paths.some((p) => p.startsWith('src/')), 'the package carries built JavaScript, not src/')
 
-      const created = await run(process.execPath, [bin, app, '--plinth', `file:${tarball}`], {
-        env: appEnv(),
-      })
-      assert.match(created.stdout, /npm install && npm start/)
-      for (const file of [
-        'plinth.config.ts',
-        'main.ts',
-        'src/notes.module.ts',
-        'test/notes.test.ts',
-        '.env.example',
-        'README.md',
-      ])
-        assert.ok(existsSync(join(app, file)), `${file} is written`)
-      assert.equal(
-        JSON.parse(readFileSync(join(app, 'package.json'), 'utf8')).dependencies.plinth,
-        `file:${tarball}`,
-      )
+        const created = await run(process.execPath, [bin, app, '--plinth', `file:${tarball}`], {
+          env: appEnv(),
+        })
+        assert.match(created.stdout, /npm install && npm start/)
+        for (const file of [
+          'plinth.config.ts',
+          'main.ts',
+          'src/notes.module.ts',
+          'test/notes.test.ts',
+          '.env.example',
+          'README.md',
+        ])
+          assert.ok(existsSync(join(app, file)), `${file} is written`)
+        assert.equal(
+          JSON.parse(readFileSync(join(app, 'package.json'), 'utf8')).dependencies.plinth,
+          `file:${tarball}`,
+        )
 
-      await run('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund'], {
+        await run('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund'], {
+          cwd: app,
+          env: appEnv(),
+          maxBuffer: 64 * 1024 * 1024,
+        })
+      },
+      { timeout: SLOW },
+    )
+
+    it("passes the application's own npm test", { timeout: SLOW }, async () => {
+      const res = await run('npm', ['test'], {
         cwd: app,
         env: appEnv(),
         maxBuffer: 64 * 1024 * 1024,
-      })
-    })
-
-    it("passes the application's own npm test", async () => {
-      const res = await run('npm', ['test'], { cwd: app, env: appEnv(), maxBuffer: 64 * 1024 * 1024 }).catch(
-        (e: { stdout: string; stderr: string }) => assert.fail(`npm test failed:\n${e.stdout}\n${e.stderr}`),
+      }).catch((e: { stdout: string; stderr: string }) =>
+        assert.fail(`npm test failed:\n${e.stdout}\n${e.stderr}`),
       )
       assert.match(res.stdout, /pass 5\b/)
       assert.match(res.stdout, /fail 0\b/)
     })
 
-    it('serves /ready and the example module with npm start', async () => {
+    it('serves /ready and the example module with npm start', { timeout: SLOW }, async () => {
       let out = ''
       server = spawn('npm', ['start'], {
         cwd: app,
@@ -129,7 +141,7 @@ describe('create-plinth', () => {
           const line = out.split('\n').find((l) => l.includes('"plinth listening"'))
           return line ? (JSON.parse(line) as { address: string }).address : undefined
         },
-        { timeoutMs: 90_000, intervalMs: 100 },
+        { timeoutMs: 180_000, intervalMs: 100 },
       )
       const ready = await fetch(`${address}/ready`)
       assert.equal(ready.status, 200, await ready.text())

@@ -4,7 +4,7 @@ import { createTestPlinth, type TestPlinth } from 'plinth/testing'
 import { notes } from '../src/notes.module.ts'
 
 /** Polls `check` until it returns something other than undefined (jobs run in the background). */
-async function eventually<T>(check: () => Promise<T | undefined>, timeoutMs = 15_000): Promise<T> {
+async function eventually<T>(check: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
   const deadline = Date.now() + timeoutMs
   for (;;) {
     const value = await check()
