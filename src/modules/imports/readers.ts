@@ -285,14 +285,24 @@ export async function* readCsv(
     skip_records_with_error: true,
     skip_empty_lines: true,
     max_record_size: MAX_ROW_BYTES,
+    on_record: (record) => {
+      parsed++
+      return record
+    },
   })
-  const skipped: { line: number; error: string }[] = []
-  let lastEndLine = from.line
+  // A malformed record (csv-parse reports it, and may report the rest of it again, before the next
+  // good record): one rejection, at the line where the parser found the problem. Records parsed
+  // before it may still wait in the parser's buffer: it is yielded in line order.
+  const skipped: { line: number; to: number; message: string; error: string; parsedAt: number }[] = []
+  let parsed = 0
   parser.on('skip', (err: Error & { lines?: number }) => {
-    skipped.push({
-      line: lastEndLine + 1,
-      error: `malformed CSV${err.lines ? ` (up to line ${from.line + err.lines})` : ''}: ${err.message.replace(/ at line \d+/, '')}`,
-    })
+    const at = from.line + (err.lines ?? 1)
+    const message = err.message.replace(/ at line \d+/, '')
+    const open = skipped.at(-1)
+    if (open && open.parsedAt === parsed) open.to = Math.max(open.to, at)
+    else skipped.push({ line: at, to: at, message, error: '', parsedAt: parsed })
+    const last = skipped.at(-1)!
+    last.error = `malformed CSV${last.to > last.line ? ` (lines ${last.line}–${last.to})` : ''}: ${last.message}`
   })
   stream.on('data', (chunk) => {
     window.push(chunk as Buffer)
@@ -315,13 +325,15 @@ export async function* readCsv(
     record: string[]
     info: { bytes: number; lines: number }
   }>) {
+    const endOffset = from.offset + item.info.bytes
+    const endLine = from.line + item.info.lines
     let afterSkip = false
-    for (const s of skipped.splice(0)) {
+    // Malformed records found before this one (complete: a later record was parsed) come first.
+    while (skipped.length > 0 && skipped[0]!.line <= endLine && skipped[0]!.parsedAt < parsed) {
+      const s = skipped.shift()!
       afterSkip = true
       yield { line: s.line, endOffset: -1, endLine: -1, error: s.error }
     }
-    const endOffset = from.offset + item.info.bytes
-    const endLine = from.line + item.info.lines
     const raw = take(endOffset)
     // Where the record starts: its end line less the newlines inside it (blank lines before it skipped).
     let s = 0
@@ -330,7 +342,6 @@ export async function* readCsv(
     while (e > s && (raw[e - 1] === 0x0a || raw[e - 1] === 0x0d)) e--
     // After a malformed record, the window holds it too: its end line is the best known start.
     const line = afterSkip ? endLine : endLine - countNewlines(raw, s, e)
-    lastEndLine = endLine
     if (!header) {
       header = item.record.map((h) => h.trim())
       onHeader(header)
