@@ -469,7 +469,7 @@ a row was rejected, or a user could not come over. See docs/guides/import-and-mi
         name: 'batch-size',
         type: 'string',
         arg: 'N',
-        description: 'rows per transaction (default 1000)',
+        description: 'rows per transaction (default 5000)',
       },
       {
         name: 'collections',

@@ -23,7 +23,7 @@ import { PlinthError } from '../../shared/errors.ts'
 import { createCoercingAjv, createStrictAjv } from '../../shared/validation.ts'
 import { formatOf, type ImportFormat, readRows, type SourceRow, sniff } from './readers.ts'
 
-export const DEFAULT_BATCH_SIZE = 1000
+export const DEFAULT_BATCH_SIZE = 5000
 /** A batch is applied once its rows' JSON reaches this size, even below the row count. */
 const BATCH_BYTES = 4 * 1024 * 1024
 const HEAD_BYTES = 1024 * 1024
