@@ -117,8 +117,10 @@ const item = (i: number) => ({
 async function write(path: string, lines: (i: number) => string): Promise<void> {
   const out = createWriteStream(path)
   for (let i = 0; i < rows; i++)
-    if (!out.write(`${lines(i)}\n`)) await new Promise((resolve) => out.once('drain', resolve))
-  await new Promise<void>((resolve, reject) => out.end((err?: Error | null) => (err ? reject(err) : resolve())))
+    if (!out.write(`${lines(i)}\n`)) await new Promise<void>((resolve) => out.once('drain', () => resolve()))
+  await new Promise<void>((resolve, reject) =>
+    out.end((err?: Error | null) => (err ? reject(err) : resolve())),
+  )
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
@@ -205,7 +207,13 @@ try {
       let expected = 0
       results[kind]!.push(
         await timed(async () => {
-          const report = await engine.run({ module: 'bench', dataset, paths: [ndjson], caller: cliCaller(), ...(process.env.BENCH_IMPORT_BATCH ? { batchSize: Number(process.env.BENCH_IMPORT_BATCH) } : {}) })
+          const report = await engine.run({
+            module: 'bench',
+            dataset,
+            paths: [ndjson],
+            caller: cliCaller(),
+            ...(process.env.BENCH_IMPORT_BATCH ? { batchSize: Number(process.env.BENCH_IMPORT_BATCH) } : {}),
+          })
           const f = report.files[0]!
           expected = kind === 'import' ? f.inserted : f.unchanged
         }),
@@ -222,10 +230,14 @@ try {
       }
   }
   await plinth.shutdown()
-  const m = Object.fromEntries(Object.entries(results).map(([k, v]) => [k, median(v)])) as Record<string, number>
+  const m = Object.fromEntries(Object.entries(results).map(([k, v]) => [k, median(v)])) as Record<
+    string,
+    number
+  >
   console.log(`load of ${num(rows)} rows (median of ${rounds} rounds; the machine may be shared and loaded)`)
   console.log('method        rows/s')
-  for (const k of ['copy', 'insert', 'import', 're-run']) console.log(`${k.padEnd(12)}${num(Math.round(m[k]!)).padStart(10)}`)
+  for (const k of ['copy', 'insert', 'import', 're-run'])
+    console.log(`${k.padEnd(12)}${num(Math.round(m[k]!)).padStart(10)}`)
   const ratio = m.import! / m.copy!
   console.log(
     `ratio import/copy: ${ratio.toFixed(2)}   target >= 0.5: ${ratio >= 0.5 ? 'met' : 'MISSED'};  import/insert: ${(m.import! / m.insert!).toFixed(2)}`,
