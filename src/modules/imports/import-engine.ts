@@ -267,7 +267,11 @@ export function createImportEngine(deps: { db: Kysely<PlinthTables>; audit: Audi
       existing.format === format
     let cp = existing
     if (!resumable) {
-      if (existing) await db.deleteFrom('import_checkpoints').where('id', '=', existing.id).execute()
+      if (existing)
+        await db.transaction().execute(async (trx) => {
+          await trx.deleteFrom('import_seen_keys').where('checkpoint_id', '=', existing.id).execute()
+          await trx.deleteFrom('import_checkpoints').where('id', '=', existing.id).execute()
+        })
       cp = await db
         .insertInto('import_checkpoints')
         .values({
@@ -329,14 +333,44 @@ export function createImportEngine(deps: { db: Kysely<PlinthTables>; audit: Audi
     let batchEnd: { offset: number; line: number } | undefined
     let batchRows = 0
 
+    // One batch is applied while the next is read and checked; batches commit in file order, each
+    // moving the checkpoint from where the one before left it.
+    let inFlight: Promise<void> | undefined
+    let failure: unknown
+    let planned = { offset, line }
+    const settle = async () => {
+      await inFlight
+      inFlight = undefined
+      if (failure) throw failure
+    }
     const flush = async () => {
       if (batchRows === 0 && batchRejections.length === 0 && !headerToStore) return
-      const expectedOffset = offset
+      const expectedOffset = planned.offset
       const rows = batch
       const rejections = batchRejections
-      const end = batchEnd ?? { offset, line }
+      const end = batchEnd ?? planned
       const counted = batchRows
       const storeHeader = headerToStore
+      planned = end
+      headerToStore = undefined
+      batch = []
+      batchRejections = []
+      batchBytes = 0
+      batchRows = 0
+      batchEnd = undefined
+      await settle()
+      inFlight = apply(rows, rejections, end, counted, storeHeader, expectedOffset).catch((err: unknown) => {
+        failure = err
+      })
+    }
+    const apply = async (
+      rows: Prepared[],
+      rejections: { line: number; reason: string }[],
+      end: { offset: number; line: number },
+      counted: number,
+      storeHeader: string[] | undefined,
+      expectedOffset: number,
+    ) => {
       const outcome = await db.transaction().execute(async (trx) => {
         // Duplicates inside the file: keys already seen (in this batch, or stored by earlier ones).
         const fresh = new Map<string, Prepared>()
@@ -413,12 +447,6 @@ export function createImportEngine(deps: { db: Kysely<PlinthTables>; audit: Audi
       totals.updated += outcome.updated
       totals.unchanged += outcome.unchanged
       totals.rejected += outcome.rejected
-      headerToStore = undefined
-      batch = []
-      batchRejections = []
-      batchBytes = 0
-      batchRows = 0
-      batchEnd = undefined
       options.onProgress?.({ file, bytesRead: offset, bytesTotal: identity.file_size, rows: totals.rows })
     }
 
@@ -427,7 +455,7 @@ export function createImportEngine(deps: { db: Kysely<PlinthTables>; audit: Audi
       const rows = readRows(file, format, { offset, line, header }, onHeader)
       for await (const source of rows as AsyncIterable<SourceRow>) {
         batchRows++
-        const lastEnd = batchEnd?.offset ?? offset
+        const lastEnd = batchEnd?.offset ?? planned.offset
         if (source.endOffset >= 0) batchEnd = { offset: source.endOffset, line: source.endLine }
         if (source.error) batchRejections.push({ line: source.line, reason: source.error })
         else {
@@ -442,7 +470,10 @@ export function createImportEngine(deps: { db: Kysely<PlinthTables>; audit: Audi
           await flush()
       }
       await flush()
+      await settle()
     } catch (err) {
+      // The batch in flight commits or rolls back before the file's status is written.
+      await inFlight
       if (err instanceof PlinthError && err.code === 'PLINTH_IMPORT_BUSY') throw err
       error = (err as Error).message
       log.warn({ file, err }, 'import of a file stopped')
@@ -486,12 +517,24 @@ export function createImportEngine(deps: { db: Kysely<PlinthTables>; audit: Audi
       const dryRun = options.dryRun ?? false
       if (dryRun)
         // A dry run leaves no checkpoint behind: it resumes nothing and the next one starts afresh.
-        await db
-          .deleteFrom('import_checkpoints')
-          .where('module', '=', options.module)
-          .where('dataset', '=', options.dataset.name)
-          .where('dry_run', '=', true)
-          .execute()
+        await db.transaction().execute(async (trx) => {
+          const gone = await trx
+            .deleteFrom('import_checkpoints')
+            .where('module', '=', options.module)
+            .where('dataset', '=', options.dataset.name)
+            .where('dry_run', '=', true)
+            .returning('id')
+            .execute()
+          if (gone.length > 0)
+            await trx
+              .deleteFrom('import_seen_keys')
+              .where(
+                'checkpoint_id',
+                'in',
+                gone.map((g) => g.id),
+              )
+              .execute()
+        })
       const ok = reports.every((r) => r.status === 'complete' && r.rejected === 0)
       const sum = (k: 'rows' | 'inserted' | 'updated' | 'unchanged' | 'rejected') =>
         reports.reduce((a, r) => a + r[k], 0)
