@@ -6,7 +6,9 @@ import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { sql } from 'kysely'
 import { registerImportModules } from '../src/cli/import.ts'
+import { cliCaller } from '../src/core/audit.ts'
 import type { ImportReport } from '../src/core/import.ts'
+import { importServicesOf } from '../src/modules/imports/imports.module.ts'
 import { catalogModule, machine } from './helpers/import-kit.ts'
 import { runCliWithEnv } from './helpers/run-cli.ts'
 import { skipUnlessPostgres } from './helpers/services.ts'
@@ -418,3 +420,39 @@ describe('plinth import <module> <dataset> <file|dir>, on PostgreSQL', { skip },
 function require_mkdir(path: string) {
   mkdirSync(path, { recursive: true })
 }
+
+describe('the import engine on the embedded database (PGlite)', () => {
+  let plinth: TestPlinth
+  let dir: string
+  before(async () => {
+    plinth = await startTestPlinth({ modules: [catalogModule] })
+    dir = mkdtempSync(join(tmpdir(), 'plinth-import-embedded-'))
+  })
+  after(async () => {
+    await plinth?.close()
+    if (dir) rmSync(dir, { recursive: true, force: true })
+  })
+
+  it('imports, re-runs without changes, and dry-runs to the same report', async () => {
+    const engine = importServicesOf(plinth.context).files
+    const dataset = catalogModule.importables![0]!
+    const path = join(dir, 'm.csv')
+    const rows = Array.from({ length: 40 }, (_, i) => machine(i, { serial: `EMB-${i}` }))
+    writeFileSync(
+      path,
+      `Serial No,name,capacity,active\n${rows.map((r) => `${r.serial},${r.name},${r.capacity},${r.active}`).join('\n')}\nEMB-1,dup,1,true\n`,
+    )
+    const run = (dryRun: boolean) =>
+      engine.run({ module: 'catalog', dataset, paths: [path], dryRun, batchSize: 7, caller: cliCaller() })
+    const dry = await run(true)
+    const real = await run(false)
+    assert.deepEqual({ ...dry, dryRun: false }, real)
+    assert.equal(real.files[0]!.inserted, 40)
+    assert.deepEqual(real.files[0]!.rejections, [
+      { line: 42, reason: 'duplicate key: the same key as line 3' },
+    ])
+    const again = await run(false)
+    assert.equal(again.files[0]!.unchanged, 40)
+    assert.equal(again.files[0]!.inserted + again.files[0]!.updated, 0)
+  })
+})
