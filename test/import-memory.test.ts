@@ -1,7 +1,7 @@
 /**
  * A file far larger than the heap the import may use: it completes, so it was streamed. The size
- * is PLINTH_IMPORT_TEST_MB (default 150 MB in CI; the issue's 1 GB runs with
- * PLINTH_IMPORT_TEST_MB=1024, and in bench/import with --rows 7000000).
+ * is PLINTH_IMPORT_TEST_MB (default 100 MB, twice the heap cap, in CI); the issue's 1 GB is
+ * PLINTH_IMPORT_TEST_MB=1024 (about 7 million rows: too slow for CI on a shared machine).
  */
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
@@ -16,9 +16,9 @@ import { skipUnlessPostgres } from './helpers/services.ts'
 import { TEST_MASTER_KEY } from './helpers/test-config.ts'
 import { startTestPlinth, type TestPlinth } from './helpers/test-plinth.ts'
 
-const MB = Number(process.env.PLINTH_IMPORT_TEST_MB ?? 150)
+const MB = Number(process.env.PLINTH_IMPORT_TEST_MB ?? 100)
 /** The old-space cap of the importing process: well below the file's size. */
-const HEAP_MB = 96
+const HEAP_MB = 48
 
 describe(`plinth import of a ${MB} MB NDJSON file with a ${HEAP_MB} MB heap`, {
   skip: await skipUnlessPostgres(),
