@@ -27,6 +27,8 @@ export const DEFAULT_BATCH_SIZE = 5000
 /** A batch is applied once its rows' JSON reaches this size, even below the row count. */
 const BATCH_BYTES = 4 * 1024 * 1024
 const HEAD_BYTES = 1024 * 1024
+/** Batches applied at once, each on its own connection (PGlite has one: they queue there). */
+const IN_FLIGHT = 2
 
 export interface ImportProgress {
   readonly file: string
@@ -333,14 +335,17 @@ export function createImportEngine(deps: { db: Kysely<PlinthTables>; audit: Audi
     let batchEnd: { offset: number; line: number } | undefined
     let batchRows = 0
 
-    // One batch is applied while the next is read and checked; batches commit in file order, each
-    // moving the checkpoint from where the one before left it.
-    let inFlight: Promise<void> | undefined
+    // Up to IN_FLIGHT batches are applied at once (on their own connections) while the next is
+    // read and checked. Each moves the checkpoint only once the one before it committed: commits
+    // stay in file order, and a batch whose predecessor failed rolls back.
+    const inFlight: Promise<void>[] = []
     let failure: unknown
     let planned = { offset, line }
-    const settle = async () => {
-      await inFlight
-      inFlight = undefined
+    let previous: Promise<boolean> = Promise.resolve(true)
+    // Keys are claimed in file order too: a key twice in the file is the later row's duplicate.
+    let previousClaimed: Promise<void> = Promise.resolve()
+    const settle = async (keep: number) => {
+      while (inFlight.length > keep) await inFlight.shift()
       if (failure) throw failure
     }
     const flush = async () => {
@@ -358,10 +363,23 @@ export function createImportEngine(deps: { db: Kysely<PlinthTables>; audit: Audi
       batchBytes = 0
       batchRows = 0
       batchEnd = undefined
-      await settle()
-      inFlight = apply(rows, rejections, end, counted, storeHeader, expectedOffset).catch((err: unknown) => {
-        failure = err
-      })
+      await settle(IN_FLIGHT - 1)
+      const after = previous
+      const claimAfter = previousClaimed
+      let done!: (ok: boolean) => void
+      let claimed!: () => void
+      previous = new Promise<boolean>((resolve) => (done = resolve))
+      previousClaimed = new Promise<void>((resolve) => (claimed = resolve))
+      inFlight.push(
+        apply(rows, rejections, end, counted, storeHeader, expectedOffset, after, claimAfter, claimed).then(
+          () => done(true),
+          (err: unknown) => {
+            failure ??= err
+            claimed()
+            done(false)
+          },
+        ),
+      )
     }
     const apply = async (
       rows: Prepared[],
@@ -370,6 +388,9 @@ export function createImportEngine(deps: { db: Kysely<PlinthTables>; audit: Audi
       counted: number,
       storeHeader: string[] | undefined,
       expectedOffset: number,
+      after: Promise<boolean>,
+      claimAfter: Promise<void>,
+      claimed: () => void,
     ) => {
       const outcome = await db.transaction().execute(async (trx) => {
         // Duplicates inside the file: keys already seen (in this batch, or stored by earlier ones).
@@ -381,6 +402,7 @@ export function createImportEngine(deps: { db: Kysely<PlinthTables>; audit: Audi
           else fresh.set(r.keyHash, r)
         }
         let accepted = [...fresh.values()]
+        await claimAfter
         if (accepted.length > 0) {
           const stored = await sql<{ key_hash: string }>`
             insert into import_seen_keys (checkpoint_id, key_hash, line)
@@ -408,6 +430,7 @@ export function createImportEngine(deps: { db: Kysely<PlinthTables>; audit: Audi
             accepted = accepted.filter((r) => isNew.has(r.keyHash))
           }
         }
+        claimed()
         const applied = await applyRows(trx, p, accepted, dryRun, rejections)
         let rejectedNew = 0
         if (rejections.length > 0) {
@@ -417,6 +440,8 @@ export function createImportEngine(deps: { db: Kysely<PlinthTables>; audit: Audi
             on conflict do nothing returning line`.execute(trx)
           rejectedNew = inserted.rows.length
         }
+        // The batch before commits first (or this one rolls back with it).
+        if (!(await after)) throw new Error('the batch before this one failed')
         const moved = await trx
           .updateTable('import_checkpoints')
           .set((eb) => ({
@@ -470,10 +495,11 @@ export function createImportEngine(deps: { db: Kysely<PlinthTables>; audit: Audi
           await flush()
       }
       await flush()
-      await settle()
+      await settle(0)
     } catch (err) {
-      // The batch in flight commits or rolls back before the file's status is written.
-      await inFlight
+      // The batches in flight commit or roll back before the file's status is written.
+      await Promise.all(inFlight)
+      if (failure && !(err instanceof PlinthError)) err = failure
       if (err instanceof PlinthError && err.code === 'PLINTH_IMPORT_BUSY') throw err
       error = (err as Error).message
       log.warn({ file, err }, 'import of a file stopped')
