@@ -496,10 +496,11 @@ export function createImportEngine(deps: { db: Kysely<PlinthTables>; audit: Audi
       }
       await flush()
       await settle(0)
-    } catch (err) {
-      // The batches in flight commit or roll back before the file's status is written.
+    } catch (thrown) {
+      // The batches in flight commit or roll back before the file's status is written; the first
+      // batch that failed is the cause.
       await Promise.all(inFlight)
-      if (failure && !(err instanceof PlinthError)) err = failure
+      const err = failure && !(thrown instanceof PlinthError) ? failure : thrown
       if (err instanceof PlinthError && err.code === 'PLINTH_IMPORT_BUSY') throw err
       error = (err as Error).message
       log.warn({ file, err }, 'import of a file stopped')
