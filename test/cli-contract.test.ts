@@ -15,6 +15,7 @@ import { after, before, describe, it } from 'node:test'
 import type { CliIo } from '../src/cli/cli-io.ts'
 import { commands } from '../src/cli/commands.ts'
 import { runCli } from '../src/main.ts'
+import { createPocketBaseData } from './helpers/migration-sources.ts'
 import { teeChildLogs } from './helpers/run-logs.ts'
 import { skipUnlessPostgres } from './helpers/services.ts'
 import { spawnCli } from './helpers/spawn-cli.ts'
@@ -117,6 +118,12 @@ describe('plinth on a shared database', { skip: await skipUnlessPostgres() }, ()
       stdin: `${PASSWORD}\n`,
     })
     assert.equal(erasable.code, 0, erasable.err)
+    // A PocketBase data directory with one user, for plinth import pocketbase.
+    createPocketBaseData(
+      join(dataDir, 'pb_data'),
+      [{ id: 'pbuser000000001', email: 'pb@example.com', password: PASSWORD }],
+      [],
+    )
   })
   after(async () => {
     for (const key of Object.keys(env)) if (!(key in saved)) delete process.env[key]
@@ -220,6 +227,9 @@ describe('plinth on a shared database', { skip: await skipUnlessPostgres() }, ()
       await restoreTarget.drop()
     }
 
+    assert.equal((await run('import', 'pocketbase', join(dataDir, 'pb_data'))).ok, true)
+    covered.add('import')
+
     // Every action that declares a --json shape was run above.
     for (const c of commands) {
       if (c.json !== undefined) assert.ok(covered.has(c.name), c.name)
@@ -286,6 +296,7 @@ describe('plinth on a shared database', { skip: await skipUnlessPostgres() }, ()
       ['privacy', 'export', '--user', 'admin@example.com', '--json'],
       ['keys', 'status', '--json'],
       ['backup', 'list', '--json'],
+      ['import', 'pocketbase', join(dataDir, 'pb_data'), '--json'],
       ['completion', 'bash'],
       ['--help'],
     ]

@@ -97,5 +97,6 @@ export function providedUsers(modules: readonly PlinthModule[], context: () => M
     get: (userId) => resolve().get(userId),
     list: (filter) => resolve().list(filter),
     reauthenticate: (userId, input, meta) => resolve().reauthenticate(userId, input, meta),
+    importUser: (db, input) => resolve().importUser(db, input),
   }
 }

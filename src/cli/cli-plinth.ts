@@ -2,6 +2,7 @@ import type { Logger } from 'pino'
 import { createPlinth, type Plinth } from '../app/create-plinth.ts'
 import type { PlinthConfig } from '../config/config.schema.ts'
 import { loadConfig } from '../config/load-config.ts'
+import type { PlinthModule } from '../core/module.ts'
 import { CommandFailure, cliLogger } from './cli-io.ts'
 
 /** How long a command waits for its Plinth to close before exiting anyway (its work is done). */
@@ -13,6 +14,8 @@ export interface CliPlinthOptions {
   readonly migrate?: boolean
   /** Connect and start the modules (default); false for commands that only read declarations. */
   readonly prepare?: boolean
+  /** The modules of this Plinth (default: the built-in ones). */
+  readonly modules?: readonly PlinthModule[]
 }
 
 /** The configuration of a CLI process: no workers, no drain delay (nothing routes traffic to it). */
@@ -33,7 +36,12 @@ export async function withCliPlinth<T>(
   const config = cliConfig({ ...(options.migrate ? {} : { migrateOnStart: false }) })
   const logger = cliLogger(config, { verbose: options.verbose })
   // On the embedded database, a running server's socket is used instead of failing with PLINTH_DB_LOCKED.
-  const plinth = await createPlinth({ config, logger, attachToRunning: true })
+  const plinth = await createPlinth({
+    config,
+    logger,
+    attachToRunning: true,
+    ...(options.modules ? { modules: options.modules } : {}),
+  })
   try {
     if (options.prepare !== false) {
       await plinth.prepare()

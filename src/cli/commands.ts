@@ -446,6 +446,42 @@ ${'$'}{DB_NOTE}`,
     load: async () => (await import('./backup.ts')).backupCommand,
   },
   {
+    name: 'import',
+    summary: "load JSON, NDJSON or CSV files into a module's table; move users from PocketBase or Supabase",
+    description: `plinth import <module> <dataset> <file|dir> streams each file into the table the module
+declares importable: in batches that each commit with the file's checkpoint (a re-run after a kill
+resumes), as an upsert on the dataset's key that rewrites only changed rows (a re-run changes
+nothing). Rejected rows are reported with their line and reason. A progress bar is drawn on a
+terminal's standard error.
+plinth import pocketbase <pb_data> brings the users of PocketBase (v0.23+) auth collections, and
+with --collections those collections' records into migration_records; plinth import supabase
+<DATABASE_URL|env:NAME> brings Supabase's auth.users. People keep their passwords: the bcrypt hash
+is checked at their next sign-in, then replaced by argon2id. Exit 1 when a file did not complete,
+a row was rejected, or a user could not come over. See docs/guides/import-and-migrate.md.`,
+    logs: true,
+    args: ['<module|pocketbase|supabase>', '<dataset|pb_data|url>', '[file|dir]'],
+    options: [
+      {
+        name: 'dry-run',
+        description: 'do every check and report what would change, changing nothing',
+      },
+      {
+        name: 'batch-size',
+        type: 'string',
+        arg: 'N',
+        description: 'rows per transaction (default 5000)',
+      },
+      {
+        name: 'collections',
+        type: 'string',
+        arg: 'A,B',
+        description: "PocketBase: also bring these collections' records (into migration_records)",
+      },
+    ],
+    json: '{module, dataset, dryRun, ok, files: [{file, format, status, resumedAtLine, rows, inserted, updated, unchanged, rejected, rejections: [{line, reason}…], error?}…]}; for pocketbase|supabase {source, dryRun, ok, users: {created, unchanged, exists, skipped, list: [{externalId, collection, email, outcome, reason?, oauthProviders?, verified}…]}, records}',
+    load: async () => (await import('./import.ts')).importCommand,
+  },
+  {
     name: 'completion',
     summary: 'print a shell completion script (bash or zsh)',
     description: `plinth completion bash >> ~/.bashrc, or plinth completion zsh > "\${fpath[1]}/_plinth".`,

@@ -4,6 +4,8 @@
  * module imports the accounts module's files (the privacy module resolves, re-authenticates and
  * erases people through it).
  */
+import type { Kysely } from 'kysely'
+import type { PlinthTables } from '../infra/db/tables.ts'
 import type { Role } from './permissions.ts'
 
 /** The cookie that carries a browser's session token. */
@@ -46,4 +48,24 @@ export interface UserDirectory {
     input: { password: string; code?: string | undefined; recoveryCode?: string | undefined },
     meta?: { readonly ip?: string; readonly userAgent?: string; readonly requestId?: string },
   ): Promise<null | 'password' | 'second-factor'>
+  /**
+   * Creates an account brought from another system (`plinth import pocketbase|supabase`), with `db`
+   * (the import's transaction): its e-mail, creation time and, when it had one, its old password
+   * hash (bcrypt, `$2a$`/`$2b$`/`$2y$`), kept as a legacy hash that is checked at the next sign-in
+   * and then replaced by an argon2id hash. An address that already has an account is left alone
+   * (`exists`, with that account's id). Throws PLINTH_IMPORT_UNSUPPORTED_HASH for another hash format.
+   */
+  importUser(
+    db: Kysely<PlinthTables>,
+    input: ImportedUser,
+  ): Promise<{ id: string; outcome: 'created' | 'exists' }>
+}
+
+/** An account as another system held it. */
+export interface ImportedUser {
+  readonly email: string
+  /** A bcrypt hash, or null (the person signs in after a password reset). */
+  readonly legacyPasswordHash: string | null
+  readonly createdAt?: Date | undefined
+  readonly role?: Role | undefined
 }

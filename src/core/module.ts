@@ -8,6 +8,7 @@ import type { HealthCheck } from '../observability/health.ts'
 import type { Audit } from './audit.ts'
 import type { EventBus } from './events.ts'
 import type { UserDirectory } from './identity.ts'
+import type { ImportableDataset } from './import.ts'
 import type { JobDefinition, JobEngine, ScheduleInput, Schedules } from './jobs.ts'
 import type { Mailer } from './mail.ts'
 import type { Role } from './permissions.ts'
@@ -129,6 +130,11 @@ export interface PlinthModule {
   readonly provides?: ServiceProviders & {
     readonly users?: (ctx: ModuleContext) => UserDirectory
   }
+  /**
+   * Tables of this module that `plinth import <module> <dataset> <file|dir>` loads from JSON, NDJSON
+   * or CSV files (see `defineImportable` in core/import.ts and docs/guides/import-and-migrate.md).
+   */
+  readonly importables?: readonly ImportableDataset[]
 }
 
 // core/privacy.ts leaves the context its hooks get open, so that it need not import this file.

@@ -387,6 +387,36 @@ export const errorRegistry = {
     title: 'Internal Server Error',
     detail: 'Something went wrong on our side; the request id identifies it in the logs.',
   },
+  PLINTH_IMPORT_UNKNOWN_DATASET: {
+    status: 404,
+    title: 'Unknown Import Dataset',
+    detail:
+      'No loaded module declares this importable dataset; `plinth import --help` explains the arguments, and a module lists its datasets in `importables`.',
+  },
+  PLINTH_IMPORT_BAD_FILE: {
+    status: 422,
+    title: 'Import File Unreadable',
+    detail:
+      'The file cannot be imported as a whole (not what its extension says, not UTF-8, a CSV header that does not match, or no such file); the message names the file and the line. Rows committed before stay, and a re-run resumes.',
+  },
+  PLINTH_IMPORT_BUSY: {
+    status: 409,
+    title: 'Import Already Running',
+    detail:
+      'Another import of this file into this dataset moved its checkpoint meanwhile; let it finish, then re-run.',
+  },
+  PLINTH_IMPORT_UNSUPPORTED_HASH: {
+    status: 422,
+    title: 'Unsupported Password Hash',
+    detail:
+      'Only bcrypt hashes ($2a$, $2b$, $2y$) are carried over from another system; this account was not created (its owner can sign up or be invited).',
+  },
+  PLINTH_IMPORT_SOURCE_UNREADABLE: {
+    status: 422,
+    title: 'Migration Source Unreadable',
+    detail:
+      'The PocketBase data directory or the Supabase database could not be read as one: the message says what is missing (data.db, the users collection, the auth.users table).',
+  },
 } as const satisfies Record<string, { status: number; title: string; detail: string }>
 
 export type ErrorCode = keyof typeof errorRegistry

@@ -36,6 +36,11 @@ export function createStrictAjv(): Ajv {
   return addFormats(new Ajv({ ...base, coerceTypes: false }))
 }
 
+/** A validator that coerces text to the schema's types (`"7"` → 7), as query strings are: for CSV imports. */
+export function createCoercingAjv(): Ajv {
+  return addFormats(new Ajv({ ...base, coerceTypes: true }))
+}
+
 export interface AjvIssue {
   instancePath?: string
   message?: string

@@ -205,6 +205,11 @@ export async function buildPerson(plinth: TestPlinth, admin: Session, label = 'p
       where lower(to_address) = ${email}`.execute(plinth.db.kysely)
     return Number(rows[0]!.n) >= 2
   })
+  // The account they had in the system Plinth replaced (plinth import pocketbase|supabase).
+  await sql`insert into migration_records (source, collection, external_id, user_id, data)
+    values ('pocketbase', 'users', ${`pb-${userId}`}, ${userId}, ${JSON.stringify({ email, verified: true })}::jsonb)`.execute(
+    plinth.db.kysely,
+  )
   await plinth.context.audit.seal()
 
   return {

@@ -8,6 +8,7 @@ import { authRoutes } from './auth.routes.ts'
 import authenticate from './authenticate.plugin.ts'
 import { bootstrapAdmin } from './bootstrap-admin.ts'
 import { totpSecretColumn } from './encrypted-columns.ts'
+import { importUser } from './imported-users.ts'
 import { meRoutes } from './me.routes.ts'
 import createAccounts from './migrations/0003-create-accounts.ts'
 
@@ -33,7 +34,7 @@ export const accountsModule: PlinthModule = {
   provides: {
     users(ctx) {
       const { admin, mfa } = accountsServices(ctx)
-      return { get: admin.get, list: admin.list, reauthenticate: mfa.reauthenticate }
+      return { get: admin.get, list: admin.list, reauthenticate: mfa.reauthenticate, importUser }
     },
   },
 }

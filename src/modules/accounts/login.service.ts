@@ -7,7 +7,7 @@ import { PlinthError } from '../../shared/errors.ts'
 import type { User } from './accounts.tables.ts'
 import { type Attempt, type CredentialAttempts, createCredentialAttempts } from './credential-attempts.ts'
 import { createUnknownAccountCounter } from './lockout.ts'
-import { burnPasswordCheck, verifyPassword } from './passwords.ts'
+import { burnPasswordCheck, hashPassword, isLegacyHash, verifyPassword } from './passwords.ts'
 import { hashSecret, looksLikeSecret, newSecret, normalizeEmail, TOKEN_PREFIX } from './secrets.ts'
 import type { SessionMeta, SessionService } from './sessions.service.ts'
 
@@ -207,6 +207,15 @@ export function createLoginService(deps: {
         else if (unknownState) await recordUnknownFailure(email, meta, unknownState)
         throw new PlinthError('PLINTH_AUTH_INVALID_CREDENTIALS')
       }
+      // A legacy hash (bcrypt, from an import) that just held is replaced by an argon2id hash of the
+      // same password, unless the password changed meanwhile.
+      if (user.password_hash && isLegacyHash(user.password_hash))
+        await db
+          .updateTable('users')
+          .set({ password_hash: await hashPassword(input.password) })
+          .where('id', '=', user.id)
+          .where('password_hash', '=', user.password_hash)
+          .execute()
       if (await deps.secondFactor.isEnrolled(user.id)) {
         const { secret, hash } = newSecret(TOKEN_PREFIX.challenge)
         const challengeExpiresAt = new Date(now() + CHALLENGE_TTL_MS)

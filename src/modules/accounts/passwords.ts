@@ -1,5 +1,6 @@
 import { dictionary } from '@zxcvbn-ts/language-common'
 import argon2 from 'argon2'
+import bcrypt from 'bcryptjs'
 import { PlinthError } from '../../shared/errors.ts'
 
 /**
@@ -43,8 +44,21 @@ export function hashPassword(password: string): Promise<string> {
   return argon2.hash(password, ARGON2_OPTIONS)
 }
 
+/**
+ * A bcrypt hash brought from another system (PocketBase, Supabase: `plinth import`), kept until the
+ * next successful sign-in replaces it with an argon2id hash (docs/decisions/0020).
+ */
+export const LEGACY_BCRYPT = /^\$2[aby]\$(0[4-9]|[12]\d|3[01])\$[./A-Za-z0-9]{53}$/
+
+/** Whether a stored hash is a legacy one that the next successful sign-in should replace. */
+export function isLegacyHash(hash: string): boolean {
+  return LEGACY_BCRYPT.test(hash)
+}
+
 export async function verifyPassword(hash: string, password: string): Promise<boolean> {
   try {
+    // bcrypt reads at most 72 bytes of the password, as the system that made the hash did.
+    if (isLegacyHash(hash)) return await bcrypt.compare(password, hash)
     return await argon2.verify(hash, password)
   } catch {
     return false
