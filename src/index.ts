@@ -44,6 +44,11 @@ export {
 export type { EmitOptions, EmitResult } from './core/events.ts'
 export type { UserDirectory, UserSummary } from './core/identity.ts'
 export {
+  defineImportable,
+  type ImportableDataset,
+  type ImportReport,
+} from './core/import.ts'
+export {
   defineJob,
   type EnqueueOptions,
   type JobContext,

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { sql } from 'kysely'
-import { registerImportModules } from '../src/cli/import.ts'
+import { useApplicationModules } from '../src/app/create-plinth.ts'
 import { cliCaller } from '../src/core/audit.ts'
 import type { ImportReport } from '../src/core/import.ts'
 import { importServicesOf } from '../src/modules/imports/imports.module.ts'
@@ -38,10 +38,10 @@ describe('plinth import <module> <dataset> <file|dir>, on PostgreSQL', { skip },
       DATABASE_URL: plinth.config.databaseUrl!,
     }
     dir = mkdtempSync(join(tmpdir(), 'plinth-import-'))
-    registerImportModules([catalogModule])
+    useApplicationModules([catalogModule])
   })
   after(async () => {
-    registerImportModules([])
+    useApplicationModules([])
     await plinth?.close()
     if (dir) rmSync(dir, { recursive: true, force: true })
   })

@@ -1,7 +1,6 @@
-import { builtinModules } from '../app/modules.ts'
+import { defaultModules } from '../app/create-plinth.ts'
 import { cliCaller } from '../core/audit.ts'
 import type { ImportReport } from '../core/import.ts'
-import type { PlinthModule } from '../core/module.ts'
 import type { ImportProgress } from '../modules/imports/import-engine.ts'
 import { importServicesOf } from '../modules/imports/imports.module.ts'
 import type { MigrationReport } from '../modules/imports/migration-service.ts'
@@ -9,16 +8,6 @@ import { PlinthError } from '../shared/errors.ts'
 import { type CliIo, printJson, UsageError } from './cli-io.ts'
 import { withCliPlinth } from './cli-plinth.ts'
 import type { CommandInput } from './cli-spec.ts'
-
-let appModules: readonly PlinthModule[] = []
-
-/**
- * The application's own modules, whose `importables` `plinth import` loads into (an app's entry
- * registers them before running the CLI; tests do too).
- */
-export function registerImportModules(modules: readonly PlinthModule[]): void {
-  appModules = modules
-}
 
 /** A progress line on a terminal's standard error, redrawn at most every 200 ms. */
 function progressBar(enabled: boolean) {
@@ -96,7 +85,7 @@ export async function importCommand(input: CommandInput, io: CliIo): Promise<num
           .map((c) => c.trim())
           .filter(Boolean)
       : []
-  const modules = [...builtinModules, ...appModules]
+  const modules = defaultModules()
   if (source === 'pocketbase' || source === 'supabase') {
     if (third !== undefined) throw new UsageError(`plinth import ${source} takes one argument`)
     if (source === 'supabase' && collections.length > 0)
