@@ -49,7 +49,9 @@ export interface EmbeddedServerOptions {
   readonly useTemplate?: boolean
 }
 
-const workerUrl = new URL('./embedded-worker.ts', import.meta.url)
+// Beside this file: embedded-worker.ts when run from source, embedded-worker.js once compiled to dist/
+// (the image), where no .ts file exists.
+const workerUrl = new URL(`./embedded-worker${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url)
 
 type Ready = Extract<EmbeddedWorkerMessage, { type: 'ready' }>
 
