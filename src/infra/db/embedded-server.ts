@@ -51,7 +51,10 @@ export interface EmbeddedServerOptions {
 
 // Beside this file: embedded-worker.ts when run from source, embedded-worker.js once compiled to dist/
 // (the image), where no .ts file exists.
-const workerUrl = new URL(`./embedded-worker${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url)
+const workerUrl = new URL(
+  `./embedded-worker${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`,
+  import.meta.url,
+)
 
 type Ready = Extract<EmbeddedWorkerMessage, { type: 'ready' }>
 
