@@ -30,7 +30,7 @@ const seconds = (d: string) => {
   return Number(m[1]) * (m[2] === 'm' ? 60 : 1)
 }
 /** Drain before SIGKILL: PLINTH_SHUTDOWN_DELAY + PLINTH_SHUTDOWN_TIMEOUT (production defaults 5 s + 30 s). */
-const DRAIN_SECONDS = 5 + configSchema.shutdownTimeout.default / 1000
+const DRAIN_SECONDS = 5 + Number(configSchema.shutdownTimeout.default) / 1000
 
 // Its $schema names draft-07 without the trailing '#' Ajv registers it under: drop it (Ajv's default is draft-07).
 const { $schema: _draft, ...composeSchema } = JSON.parse(
