@@ -99,7 +99,12 @@ const secretNames = new Set(
 )
 
 describe('deploy/k8s', { skip }, () => {
-  const targets = ['deploy/k8s/base', 'deploy/k8s/overlays/staging', 'deploy/k8s/overlays/production']
+  const targets = [
+    'deploy/k8s/base',
+    'deploy/k8s/overlays/staging',
+    'deploy/k8s/overlays/production',
+    'deploy/k8s/overlays/canary',
+  ]
   const rendered = new Map(skip ? [] : targets.map((t) => [t, render(t)]))
 
   for (const target of targets) {
@@ -262,6 +267,53 @@ describe('deploy/k8s', { skip }, () => {
       })
     })
   }
+})
+
+describe('deploy/k8s/overlays/canary', { skip }, () => {
+  const canaryObjects = [
+    ['Deployment', 'plinth-api-canary'],
+    ['Service', 'plinth-api-canary'],
+    ['Ingress', 'plinth-canary'],
+  ]
+  const isCanary = (o: K8sObject) => canaryObjects.some(([k, n]) => o.kind === k && o.metadata.name === n)
+  const canary = skip ? [] : render('deploy/k8s/overlays/canary')
+  const production = skip ? [] : render('deploy/k8s/overlays/production')
+
+  it('is production plus the canary Deployment, Service and Ingress, nothing else', () => {
+    assert.deepEqual(
+      canary.filter((o) => !isCanary(o)),
+      production,
+    )
+    assert.equal(canary.filter(isCanary).length, 3)
+  })
+
+  it('sends a weighted share of the same host to the canary pods only, which run the next release', () => {
+    const ingress = one(canary, 'Ingress', 'plinth-canary')
+    const annotations = (ingress.metadata as { annotations: Record<string, string> }).annotations
+    assert.equal(annotations['nginx.ingress.kubernetes.io/canary'], 'true')
+    const weight = Number(annotations['nginx.ingress.kubernetes.io/canary-weight'])
+    assert.ok(weight > 0 && weight < 50, `weight ${weight}`)
+    type Rules = { rules: { host: string; http: { paths: { backend: { service: { name: string } } }[] } }[] }
+    const stableHost = (one(canary, 'Ingress', 'plinth').spec as Rules).rules[0]!.host
+    const rule = (ingress.spec as Rules).rules[0]!
+    assert.equal(rule.host, stableHost)
+    assert.equal(rule.http.paths[0]!.backend.service.name, 'plinth-api-canary')
+    const labelsOf = (name: string) =>
+      (one(canary, 'Deployment', name).spec as { template: { metadata: { labels: Record<string, string> } } })
+        .template.metadata.labels
+    const selects = (service: string, labels: Record<string, string>) =>
+      Object.entries(
+        (one(canary, 'Service', service).spec as { selector: Record<string, string> }).selector,
+      ).every(([k, v]) => labels[k] === v)
+    assert.ok(selects('plinth-api-canary', labelsOf('plinth-api-canary')))
+    assert.ok(!selects('plinth-api-canary', labelsOf('plinth-api')))
+    assert.ok(
+      !selects('plinth-api', labelsOf('plinth-api-canary')),
+      'the stable Service would also route to the canary',
+    )
+    const image = (name: string) => podSpec(one(canary, 'Deployment', name)).containers[0]!.image
+    assert.notEqual(image('plinth-api-canary'), image('plinth-api'))
+  })
 })
 
 describe('PrometheusRule from deploy/prometheus/rules', () => {
