@@ -23,7 +23,12 @@ const skip =
 interface K8sObject {
   apiVersion: string
   kind: string
-  metadata: { name: string; namespace?: string; labels?: Record<string, string> }
+  metadata: {
+    name: string
+    namespace?: string
+    labels?: Record<string, string>
+    annotations?: Record<string, string>
+  }
   spec?: Record<string, unknown>
   data?: Record<string, string>
   [key: string]: unknown
@@ -289,7 +294,7 @@ describe('deploy/k8s/overlays/canary', { skip }, () => {
 
   it('sends a weighted share of the same host to the canary pods only, which run the next release', () => {
     const ingress = one(canary, 'Ingress', 'plinth-canary')
-    const annotations = (ingress.metadata as { annotations: Record<string, string> }).annotations
+    const annotations = ingress.metadata.annotations ?? {}
     assert.equal(annotations['nginx.ingress.kubernetes.io/canary'], 'true')
     const weight = Number(annotations['nginx.ingress.kubernetes.io/canary-weight'])
     assert.ok(weight > 0 && weight < 50, `weight ${weight}`)
