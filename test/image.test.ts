@@ -55,26 +55,33 @@ describe('the Plinth image (Podman)', { skip: problem ?? false, timeout: 30 * 60
   let port = 0
   let buildSeconds = 0
 
-  before(async () => {
-    const previous = await podman('image', 'inspect', '--format', '{{.Id}}', image).catch(() => '')
-    const started = performance.now()
-    const build = spawnSync('deploy/build-image.sh', [], {
-      cwd: ROOT,
-      env: { ...env, ENGINE: 'podman', PLINTH_STANDIN_BASE: '1' },
-      encoding: 'utf8',
-      maxBuffer: 1 << 26,
-    })
-    buildSeconds = (performance.now() - started) / 1000
-    assert.equal(build.status, 0, `build failed:\n${build.stdout.slice(-4000)}\n${build.stderr.slice(-4000)}`)
-    assert.equal(
-      build.stdout.trim().split('\n').at(-1),
-      `plinth:${pkg.version} plinth:${revision.slice(0, 12)}`,
-    )
-    // The image this build replaced, now untagged: remove it so rebuilds do not fill the disk.
-    const current = await podman('image', 'inspect', '--format', '{{.Id}}', image)
-    if (previous && previous !== current) await podman('rmi', previous).catch(() => undefined)
-    port = await sparePort()
-  })
+  before(
+    async () => {
+      const previous = await podman('image', 'inspect', '--format', '{{.Id}}', image).catch(() => '')
+      const started = performance.now()
+      const build = spawnSync('deploy/build-image.sh', [], {
+        cwd: ROOT,
+        env: { ...env, ENGINE: 'podman', PLINTH_STANDIN_BASE: '1' },
+        encoding: 'utf8',
+        maxBuffer: 1 << 26,
+      })
+      buildSeconds = (performance.now() - started) / 1000
+      assert.equal(
+        build.status,
+        0,
+        `build failed:\n${build.stdout.slice(-4000)}\n${build.stderr.slice(-4000)}`,
+      )
+      assert.equal(
+        build.stdout.trim().split('\n').at(-1),
+        `plinth:${pkg.version} plinth:${revision.slice(0, 12)}`,
+      )
+      // The image this build replaced, now untagged: remove it so rebuilds do not fill the disk.
+      const current = await podman('image', 'inspect', '--format', '{{.Id}}', image)
+      if (previous && previous !== current) await podman('rmi', previous).catch(() => undefined)
+      port = await sparePort()
+    },
+    { timeout: 25 * 60_000 },
+  )
 
   after(async () => {
     await podman('rm', '-f', '-t', '0', container).catch(() => undefined)

@@ -39,7 +39,9 @@ describe('rolling deploy behind HAProxy', { skip, timeout: 10 * 60_000 }, () => 
     await empty?.drop()
   })
 
-  it('replaces both replicas under load with 0 failed requests; a release that is not ready gets no traffic', async () => {
+  it('replaces both replicas under load with 0 failed requests; a release that is not ready gets no traffic', {
+    timeout: 8 * 60_000,
+  }, async () => {
     db = await createTestDatabase()
     empty = await createTestDatabase()
     const env = fleetEnv(db.url, {

@@ -45,30 +45,33 @@ describe('three replicas behind HAProxy', { skip, timeout: 10 * 60_000 }, () => 
     )
   const markLogs = () => replicas.map((r) => r.lines().length)
 
-  before(async () => {
-    db = await createTestDatabase()
-    const env = fleetEnv(db.url, {
-      PLINTH_REPLICAS: '3',
-      PLINTH_ADMIN_EMAIL: ADMIN.email,
-      PLINTH_ADMIN_PASSWORD: ADMIN.password,
-      PLINTH_RATE_LIMIT_API: String(API_BUDGET),
-      PLINTH_RATE_LIMIT_WINDOW: '1h',
-      PLINTH_JOBS_MONITOR_INTERVAL: '1s',
-      PLINTH_JOBS_POLL_INTERVAL: '500ms',
-      PLINTH_SHUTDOWN_DELAY: '0',
-    })
-    // The first migrates and creates the administrator; the other two start together.
-    // r3 is a canary: the same code under another revision (what /health and the metrics report).
-    const revision = (name: string) => ({ ...env, PLINTH_REVISION: name === 'r3' ? 'canary' : 'stable' })
-    const first = startReplica('r1', await sparePort(), revision('r1'))
-    replicas.push(first)
-    await first.listening
-    for (const name of ['r2', 'r3']) replicas.push(startReplica(name, await sparePort(), revision(name)))
-    await Promise.all(replicas.map((r) => r.listening))
-    proxy = await startHaproxy(replicas.map((r) => ({ name: r.name, port: r.port })))
-    for (const r of replicas) await proxy.waitFor(r.name, 'UP')
-    base = `http://127.0.0.1:${proxy.port}`
-  })
+  before(
+    async () => {
+      db = await createTestDatabase()
+      const env = fleetEnv(db.url, {
+        PLINTH_REPLICAS: '3',
+        PLINTH_ADMIN_EMAIL: ADMIN.email,
+        PLINTH_ADMIN_PASSWORD: ADMIN.password,
+        PLINTH_RATE_LIMIT_API: String(API_BUDGET),
+        PLINTH_RATE_LIMIT_WINDOW: '1h',
+        PLINTH_JOBS_MONITOR_INTERVAL: '1s',
+        PLINTH_JOBS_POLL_INTERVAL: '500ms',
+        PLINTH_SHUTDOWN_DELAY: '0',
+      })
+      // The first migrates and creates the administrator; the other two start together.
+      // r3 is a canary: the same code under another revision (what /health and the metrics report).
+      const revision = (name: string) => ({ ...env, PLINTH_REVISION: name === 'r3' ? 'canary' : 'stable' })
+      const first = startReplica('r1', await sparePort(), revision('r1'))
+      replicas.push(first)
+      await first.listening
+      for (const name of ['r2', 'r3']) replicas.push(startReplica(name, await sparePort(), revision(name)))
+      await Promise.all(replicas.map((r) => r.listening))
+      proxy = await startHaproxy(replicas.map((r) => ({ name: r.name, port: r.port })))
+      for (const r of replicas) await proxy.waitFor(r.name, 'UP')
+      base = `http://127.0.0.1:${proxy.port}`
+    },
+    { timeout: 5 * 60_000 },
+  )
 
   after(async () => {
     for (const r of replicas) r.proc.kill('SIGKILL')
