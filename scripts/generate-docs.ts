@@ -4,6 +4,7 @@ import { renderCliDocs, withCliBlock } from '../src/cli/cli-spec.ts'
 import { commands } from '../src/cli/commands.ts'
 import { renderConfigDocs } from '../src/config/config-docs.ts'
 import { renderErrorDocs } from '../src/shared/error-docs.ts'
+import { PROMETHEUS_RULE, renderPrometheusRule } from './generate-prometheus-rule.ts'
 
 const files: Record<string, string> = {
   'docs/configuration.md': renderConfigDocs(),
@@ -11,6 +12,8 @@ const files: Record<string, string> = {
   'docs/cli.md': renderCliDocs(commands),
   // The README's CLI block, between its markers.
   'README.md': withCliBlock(readFileSync('README.md', 'utf8'), commands),
+  // The Kubernetes PrometheusRule, from deploy/prometheus/rules/*.yml.
+  [PROMETHEUS_RULE]: renderPrometheusRule(process.cwd()),
 }
 const check = process.argv.includes('--check')
 let stale = 0

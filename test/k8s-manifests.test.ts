@@ -325,7 +325,7 @@ describe('PrometheusRule from deploy/prometheus/rules', () => {
   const temp = mkdtempSync(join(tmpdir(), 'plinth-rules-'))
   after(() => rmSync(temp, { recursive: true, force: true }))
 
-  it('is generated from the rule files as they are now (run node scripts/generate-prometheus-rule.ts)', () => {
+  it('is generated from the rule files as they are now (run npm run docs:generate)', () => {
     assert.equal(readFileSync(join(ROOT, PROMETHEUS_RULE), 'utf8'), renderPrometheusRule(ROOT))
   })
 
