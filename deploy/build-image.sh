@@ -25,6 +25,10 @@ if [[ "$ENGINE" == podman ]]; then
   # Docker format keeps HEALTHCHECK (the OCI format has no field for it); host network for
   # apt-get and npm ci inside a build that itself may run in a container.
   args+=(--format docker --network host)
+  # Buildah's layer cache does not key LABEL and ENV on build-arg values: a rebuild of unchanged
+  # sources for a new commit would keep the previous commit's revision. Set them at commit time.
+  args+=(--label "org.opencontainers.image.version=$version" --label "org.opencontainers.image.revision=$revision"
+    --label "org.opencontainers.image.source=$source_url" --env "PLINTH_REVISION=$revision")
   if [[ "${PLINTH_STANDIN_BASE:-0}" == 1 ]]; then
     deploy/podman/standin-base.sh
     args+=(--pull=never)
