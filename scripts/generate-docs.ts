@@ -5,6 +5,7 @@ import { commands } from '../src/cli/commands.ts'
 import { renderConfigDocs } from '../src/config/config-docs.ts'
 import { renderErrorDocs } from '../src/shared/error-docs.ts'
 import { renderApiReference } from './api-reference.ts'
+import { PROMETHEUS_RULE, renderPrometheusRule } from './generate-prometheus-rule.ts'
 
 const files: Record<string, string> = {
   'docs/configuration.md': renderConfigDocs(),
@@ -14,6 +15,8 @@ const files: Record<string, string> = {
   'README.md': withCliBlock(readFileSync('README.md', 'utf8'), commands),
   // The public API (`plinth`, `plinth/testing`), from src/index.ts and src/testing/index.ts.
   'docs/reference/api.md': renderApiReference(),
+  // The Kubernetes PrometheusRule, from deploy/prometheus/rules/*.yml.
+  [PROMETHEUS_RULE]: renderPrometheusRule(process.cwd()),
 }
 const check = process.argv.includes('--check')
 let stale = 0

@@ -202,7 +202,7 @@ export const configSchema = {
   revision: str({
     env: 'PLINTH_REVISION',
     default: 'unknown',
-    doc: 'Source revision of this build, shown in `plinth_build_info` (the image build sets it).',
+    doc: 'Source revision of this build, shown in `plinth_build_info` and in `/health` for operators, so a canary is told from the stable release (the image build sets it).',
   }),
   publicUrl: url({
     env: 'PLINTH_PUBLIC_URL',

@@ -135,6 +135,7 @@ export async function createServer(opts: CreateServerOptions): Promise<PlinthApp
     metrics: opts.metrics,
     metricsPublic: config.metricsPublic,
     version: opts.version,
+    revision: config.revision,
     startedAt: opts.startedAt,
     isShuttingDown: opts.isShuttingDown,
   })

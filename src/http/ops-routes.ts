@@ -10,6 +10,8 @@ export interface OpsRoutesOptions {
   readonly metrics: Metrics
   readonly metricsPublic: boolean
   readonly version: string
+  /** Source revision of the build (PLINTH_REVISION): tells a canary from the stable release. */
+  readonly revision?: string
   readonly startedAt: number
   /** True from the first shutdown signal on. */
   readonly isShuttingDown: () => boolean
@@ -27,6 +29,7 @@ const HealthBody = Type.Object({
   status: Status,
   components: Type.Record(Type.String(), Component),
   version: Type.Optional(Type.String()),
+  revision: Type.Optional(Type.String()),
   uptimeSeconds: Type.Optional(Type.Number()),
 })
 const ReadyBody = Type.Object({
@@ -111,6 +114,7 @@ export async function opsRoutes(app: FastifyInstance, opts: OpsRoutesOptions): P
       return {
         ...full,
         version: opts.version,
+        ...(opts.revision ? { revision: opts.revision } : {}),
         uptimeSeconds: Math.round((Date.now() - opts.startedAt) / 1000),
       }
     },

@@ -9620,6 +9620,7 @@ export interface operations {
                                 status: "up" | "degraded" | "down";
                             };
                         };
+                        revision?: string;
                         status: "ok" | "degraded" | "down";
                         uptimeSeconds?: number;
                         version?: string;
@@ -9668,6 +9669,7 @@ export interface operations {
                                 status: "up" | "degraded" | "down";
                             };
                         };
+                        revision?: string;
                         status: "ok" | "degraded" | "down";
                         uptimeSeconds?: number;
                         version?: string;

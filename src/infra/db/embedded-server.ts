@@ -49,9 +49,10 @@ export interface EmbeddedServerOptions {
   readonly useTemplate?: boolean
 }
 
-// Built (dist/), this file is .js and so is its worker.
+// Beside this file: embedded-worker.ts when run from source, embedded-worker.js once compiled to dist/
+// (the image), where no .ts file exists.
 const workerUrl = new URL(
-  `./embedded-worker.${import.meta.url.endsWith('.ts') ? 'ts' : 'js'}`,
+  `./embedded-worker${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`,
   import.meta.url,
 )
 

@@ -1,0 +1,239 @@
+import assert from 'node:assert/strict'
+import { randomInt } from 'node:crypto'
+import { after, before, describe, it } from 'node:test'
+import pg from 'pg'
+import { PLINTH_VERSION } from '../src/core/version.ts'
+import {
+  fleetEnv,
+  type Haproxy,
+  type Replica,
+  signIn,
+  skipUnlessHaproxy,
+  sparePort,
+  startHaproxy,
+  startReplica,
+} from './helpers/fleet.ts'
+import { skipUnlessPostgres, skipUnlessRedis } from './helpers/services.ts'
+import { createTestDatabase, type TestDatabase } from './helpers/test-database.ts'
+import { waitFor } from './helpers/wait-for.ts'
+
+// Three Plinth replicas behind HAProxy behave as one service: what one replica does, the others
+// see at once — sessions, their revocation (the shared session cache), rate-limit budgets, and cron
+// ticks, which fire once per tick whatever the replica count. (Plinth has no server-sent-event or
+// WebSocket streams to spread; see docs/decisions/0026-deploy-proofs.md.)
+
+const skip = skipUnlessHaproxy() || (await skipUnlessPostgres()) || (await skipUnlessRedis())
+const ADMIN = { email: 'scale-admin@example.com', password: 'violet-kettle-harbour-42' }
+const API_BUDGET = 30
+
+describe('three replicas behind HAProxy', { skip, timeout: 10 * 60_000 }, () => {
+  let db: TestDatabase
+  let proxy: Haproxy
+  const replicas: Replica[] = []
+  let base = ''
+  const direct = (r: Replica) => `http://127.0.0.1:${r.port}`
+  /**
+   * Replicas whose limiter fell back to in-process counters since `mark` (a Redis round trip over
+   * 500 ms, which a loaded machine can cause): there the budget is per replica, by design.
+   */
+  const fellBack = (mark: number[]) =>
+    replicas.filter((r, i) => {
+      const limiter = r.lines().filter((l) => l.component === 'rate-limit')
+      const fallback = (l: Record<string, unknown>) =>
+        l.msg === 'rate limits falling back to in-process counters'
+      // A fallback during the measurement, or one before it that Redis has not yet ended.
+      return r.lines().slice(mark[i]).some(fallback) || (limiter.length > 0 && fallback(limiter.at(-1)!))
+    })
+  const markLogs = () => replicas.map((r) => r.lines().length)
+
+  before(
+    async () => {
+      db = await createTestDatabase()
+      const env = fleetEnv(db.url, {
+        PLINTH_REPLICAS: '3',
+        PLINTH_ADMIN_EMAIL: ADMIN.email,
+        PLINTH_ADMIN_PASSWORD: ADMIN.password,
+        PLINTH_RATE_LIMIT_API: String(API_BUDGET),
+        PLINTH_RATE_LIMIT_WINDOW: '1h',
+        PLINTH_JOBS_MONITOR_INTERVAL: '1s',
+        PLINTH_JOBS_POLL_INTERVAL: '500ms',
+        PLINTH_SHUTDOWN_DELAY: '0',
+      })
+      // The first migrates and creates the administrator; the other two start together.
+      // r3 is a canary: the same code under another revision (what /health and the metrics report).
+      const revision = (name: string) => ({ ...env, PLINTH_REVISION: name === 'r3' ? 'canary' : 'stable' })
+      const first = startReplica('r1', await sparePort(), revision('r1'))
+      replicas.push(first)
+      await first.listening
+      for (const name of ['r2', 'r3']) replicas.push(startReplica(name, await sparePort(), revision(name)))
+      await Promise.all(replicas.map((r) => r.listening))
+      proxy = await startHaproxy(replicas.map((r) => ({ name: r.name, port: r.port })))
+      for (const r of replicas) await proxy.waitFor(r.name, 'UP')
+      base = `http://127.0.0.1:${proxy.port}`
+    },
+    { timeout: 5 * 60_000 },
+  )
+
+  after(async () => {
+    for (const r of replicas) r.proc.kill('SIGKILL')
+    await Promise.all(replicas.map((r) => r.exited))
+    await proxy?.stop()
+    await db?.drop()
+  })
+
+  it('spreads requests over all three', async () => {
+    const before = await proxy.stats()
+    for (let i = 0; i < 9; i++) assert.equal((await fetch(`${base}/live`)).status, 200)
+    const after = await proxy.stats()
+    for (const r of replicas)
+      assert.ok(after.get(r.name)!.sessions > before.get(r.name)!.sessions, `${r.name} got no request`)
+  })
+
+  it('canary: weights send the canary its share, and /health and the metrics tell its revision', async () => {
+    // As deploy/haproxy/haproxy.cfg does: stable servers at 100, the canary at a small weight.
+    const weighted = await startHaproxy(
+      replicas.map((r) => ({ name: r.name, port: r.port, weight: r.name === 'r3' ? 10 : 45 })),
+    )
+    try {
+      for (const r of replicas) await weighted.waitFor(r.name, 'UP')
+      const seen = new Map<string, number>()
+      for (let i = 0; i < 200; i++) {
+        // Through loopback HAProxy, the caller counts as an operator: /health shows the details.
+        const body = (await (await fetch(`http://127.0.0.1:${weighted.port}/health`)).json()) as {
+          version: string
+          revision: string
+        }
+        assert.equal(body.version, PLINTH_VERSION)
+        seen.set(body.revision, (seen.get(body.revision) ?? 0) + 1)
+      }
+      const share = (seen.get('canary') ?? 0) / 200
+      assert.ok(share >= 0.05 && share <= 0.15, `canary share ${share} (${JSON.stringify([...seen])})`)
+      assert.equal((seen.get('canary') ?? 0) + (seen.get('stable') ?? 0), 200)
+    } finally {
+      await weighted.stop()
+    }
+    const metrics = await (await fetch(`${direct(replicas[2]!)}/api/metrics`)).text()
+    assert.match(
+      metrics,
+      new RegExp(`plinth_build_info\\{version="${PLINTH_VERSION.replaceAll('.', '\\.')}",revision="canary"`),
+    )
+  })
+
+  it('a session made on one replica works on every replica, and its revocation is seen by all at once', async () => {
+    const token = await signIn(base, ADMIN.email, ADMIN.password)
+    const me = (r: Replica) =>
+      fetch(`${direct(r)}/api/v1/me`, { headers: { authorization: `Bearer ${token}` } }).then(
+        (res) => res.status,
+      )
+    // Twice each: the second answer comes from the session cache (Redis, shared).
+    for (const r of [...replicas, ...replicas])
+      assert.equal(await me(r), 200, `${r.name} refused the session`)
+    const logout = await fetch(`${direct(replicas[0]!)}/api/v1/auth/logout`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}` },
+    })
+    assert.ok(logout.status < 300, `logout answered ${logout.status}`)
+    // No waiting: the other replicas refuse it on the very next request.
+    for (const r of replicas) assert.equal(await me(r), 401, `${r.name} still accepts a revoked session`)
+  })
+
+  it('fires a cron schedule once per tick, whichever replica wins each cron pass', async () => {
+    const token = await signIn(base, ADMIN.email, ADMIN.password)
+    const created = await fetch(`${base}/api/v1/schedules`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ jobName: 'plinth.heartbeat', cron: '* * * * *' }),
+    })
+    assert.equal(created.status, 201, await created.clone().text())
+    const { id } = (await created.json()) as { id: string }
+    const pool = new pg.Pool({ connectionString: db.url, max: 1 })
+    try {
+      const count = async () =>
+        (
+          await pool.query<{ ticks: number; jobs: number; cron_on: Date | null }>(
+            `select (select count(distinct t.data->>'slot')::int from plinth_jobs.job t
+                      where t.data->>'key' = $1 and t.data ? 'slot') as ticks,
+                    (select count(*)::int from plinth_jobs.job j
+                      where j.name = 'plinth.heartbeat' and j.data->'meta'->>'scheduleId' = $1) as jobs,
+                    (select cron_on from plinth_jobs.version) as cron_on`,
+            [id],
+          )
+        ).rows[0]!
+      // The next minute boundary, then three more cron passes by whichever replicas win them.
+      await waitFor('the schedule to fire', async () => (await count()).jobs > 0, {
+        timeoutMs: 90_000,
+        intervalMs: 250,
+      })
+      for (let pass = 0; pass < 3; pass++) {
+        const seen = (await count()).cron_on?.getTime()
+        await waitFor(`cron pass ${pass + 1}`, async () => (await count()).cron_on?.getTime() !== seen, {
+          timeoutMs: 30_000,
+          intervalMs: 250,
+        })
+      }
+      const final = await count()
+      assert.ok(final.ticks >= 1)
+      assert.equal(final.jobs, final.ticks, `${final.jobs} jobs for ${final.ticks} ticks`)
+      // Every replica runs a cron pass: all three are candidates, and still one job per tick.
+      const monitors = replicas.map((r) => r.lines().some((l) => l.component === 'jobs'))
+      assert.deepEqual(monitors, [true, true, true])
+    } finally {
+      await pool.end()
+    }
+  })
+
+  it('one signed-in client has one rate-limit budget across the replicas, not one per replica', async (t) => {
+    const token = await signIn(base, ADMIN.email, ADMIN.password)
+    const me = () => fetch(`${base}/api/v1/me`, { headers: { authorization: `Bearer ${token}` } })
+    // Earlier tests spent some of this user's budget: start from what the limiter says is left.
+    const first = await me()
+    assert.equal(first.status, 200)
+    const left = Number(first.headers.get('ratelimit-remaining'))
+    assert.ok(left > 3 && left < API_BUDGET, `remaining ${left}`)
+    const mark = markLogs()
+    const statuses: number[] = []
+    for (let i = 0; i < left + 2 * replicas.length; i++) {
+      const res = await me()
+      statuses.push(res.status)
+      await res.body?.cancel()
+    }
+    const degraded = fellBack(mark)
+    if (degraded.length > 0) {
+      t.diagnostic(`limiter fell back on ${degraded.map((r) => r.name)}: counts were per replica meanwhile`)
+      assert.ok(statuses.filter((x) => x === 200).length <= left * replicas.length)
+      return
+    }
+    // Round robin: each replica served some of them, and together they allowed exactly the budget.
+    assert.deepEqual(
+      statuses,
+      [...Array(left).fill(200), ...Array(2 * replicas.length).fill(429)],
+      statuses.join(' '),
+    )
+  })
+
+  it('refused anonymous requests meet one shared budget: every replica blocks, long before three budgets', async (t) => {
+    // Counted in Redis after each refusal is sent; the block itself is per replica (decision 0005)
+    // and starts when that count comes back, so a replica lets through what arrives meanwhile (more
+    // when Redis answers slowly on a loaded machine). Separate budgets would allow 3 × the budget.
+    const client = `198.51.100.${randomInt(1, 254)}`
+    const mark = markLogs()
+    const statuses: number[] = []
+    const blockedEverywhere = () => statuses.length >= 3 && statuses.slice(-3).every((s) => s === 429)
+    while (!blockedEverywhere() && statuses.length < API_BUDGET * replicas.length + 3) {
+      const res = await fetch(`${base}/api/v1/me`, { headers: { 'x-forwarded-for': client } })
+      statuses.push(res.status)
+      await res.body?.cancel()
+    }
+    const refused = statuses.filter((s) => s === 401).length
+    t.diagnostic(`${refused} refusals before all three replicas blocked (budget ${API_BUDGET})`)
+    const degraded = fellBack(mark)
+    if (degraded.length > 0) {
+      t.diagnostic(`limiter fell back on ${degraded.map((r) => r.name)}: counts were per replica meanwhile`)
+      assert.ok(refused <= API_BUDGET * replicas.length)
+      return
+    }
+    assert.ok(blockedEverywhere(), statuses.join(' '))
+    assert.ok(refused >= API_BUDGET, statuses.join(' '))
+    assert.ok(refused < API_BUDGET * replicas.length - API_BUDGET / 2, statuses.join(' '))
+  })
+})
