@@ -1,4 +1,4 @@
-import { X509Certificate } from 'node:crypto'
+import { randomUUID, X509Certificate } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { getHeapStatistics } from 'node:v8'
 import { Counter, Gauge } from 'prom-client'
@@ -61,7 +61,6 @@ export function registerAlertMetrics(ctx: ModuleContext): {
   })
 
   let pending = { failures: 0, sources: {} as Record<string, LoginSource> }
-  let unknown = 0
   const off = ctx.securityEvents.on((event) => {
     if (event.type !== 'login:failed' && event.type !== 'mfa:failed') return
     failures.inc()
@@ -74,7 +73,7 @@ export function registerAlertMetrics(ctx: ModuleContext): {
     }
     source.n++
     // An unknown address has no account id: each such attempt counts as another account tried.
-    const account = event.actor.id ?? event.target?.id ?? `?${++unknown}`
+    const account = event.actor.id ?? event.target?.id ?? `?${event.requestId ?? randomUUID()}`
     if (source.accounts.length < MAX_ACCOUNTS_PER_SOURCE && !source.accounts.includes(account))
       source.accounts.push(account)
   })
