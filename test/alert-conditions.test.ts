@@ -24,7 +24,6 @@ const bucketsAt = (seconds: number, n: number) => {
   const at = LATENCY_BUCKETS.findIndex((le) => seconds <= le)
   return LATENCY_BUCKETS.map((_, i) => (i === at ? n : 0))
 }
-LATENCY_BUCKETS.map((le, i) => (i === LATENCY_BUCKETS.findIndex((x) => seconds <= x) ? n : 0) * (le ? 1 : 1))
 
 function sample(over: Partial<Sample> = {}): Sample {
   return {
