@@ -4,7 +4,6 @@ import { alertRuntimes, incidentServiceOf } from '../src/modules/alerts/alerts.m
 import {
   bearer,
   createUser,
-  loginResponse,
   NO_RATE_LIMITS,
   type Session,
   uniqueEmail,
