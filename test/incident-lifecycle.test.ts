@@ -1,13 +1,7 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import { alertRuntimes, incidentServiceOf } from '../src/modules/alerts/alerts.module.ts'
-import {
-  bearer,
-  createUser,
-  NO_RATE_LIMITS,
-  type Session,
-  uniqueEmail,
-} from './helpers/accounts.ts'
+import { bearer, createUser, NO_RATE_LIMITS, type Session, uniqueEmail } from './helpers/accounts.ts'
 import { assertProblem } from './helpers/assert-problem.ts'
 import { movableClock } from './helpers/clock.ts'
 import { skipUnlessPostgres } from './helpers/services.ts'
