@@ -25,7 +25,8 @@ const REPLAY_MINUTES = 90
  * next tick, reloading the minutes from `alert_minutes`.
  */
 export function createEvaluator(ctx: ModuleContext, incidents: IncidentService) {
-  let leader: pg.PoolClient | undefined
+  /** Set while this process is the evaluator: the connection holding the lock (none when embedded). */
+  let leader: { client: pg.PoolClient | undefined } | undefined
   let minutes = new Map<number, MinuteAgg>()
   let anomalies = createAnomalySignals()
   let pushedUpTo = 0
@@ -39,6 +40,14 @@ export function createEvaluator(ctx: ModuleContext, incidents: IncidentService) 
   const grace = () => Math.max(2 * ctx.config.alertsInterval, 10_000)
 
   async function elect(): Promise<boolean> {
+    // The embedded database serves one process (its data directory is locked) through a pool of
+    // one connection: that process is the evaluator, and must not keep the only connection.
+    if (ctx.db.kind === 'embedded') {
+      leader = { client: undefined }
+      await load()
+      ctx.logger.info('alert evaluator elected (embedded database)')
+      return true
+    }
     const client = await ctx.db.pool.connect()
     try {
       const r = await client.query<{ ok: boolean }>('select pg_try_advisory_lock($1, $2) as ok', [...LOCK])
@@ -52,14 +61,14 @@ export function createEvaluator(ctx: ModuleContext, incidents: IncidentService) 
     }
     // A broken connection loses the lock with it: step down and let the next tick try again.
     client.on('error', () => void stepDown(true))
-    leader = client
+    leader = { client }
     await load()
     ctx.logger.info('alert evaluator elected')
     return true
   }
 
   async function stepDown(broken: boolean): Promise<void> {
-    const client = leader
+    const client = leader?.client
     leader = undefined
     if (!client) return
     if (broken) return client.release(true)
@@ -167,7 +176,7 @@ export function createEvaluator(ctx: ModuleContext, incidents: IncidentService) 
   async function evaluateOnce(): Promise<boolean> {
     if (!leader && !(await elect())) return false
     try {
-      await leader!.query('select 1')
+      await leader?.client?.query('select 1')
     } catch {
       await stepDown(true)
       return false
