@@ -5,7 +5,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
-import { alertRuntimes } from '../src/modules/alerts/alerts.module.ts'
+import { alertRuntimes, incidentServiceOf } from '../src/modules/alerts/alerts.module.ts'
 import type { MinuteAgg, Sample } from '../src/modules/alerts/minutes.ts'
 import { checkMetrics, skipUnlessPromtool } from './helpers/promtool.ts'
 import { startTestPlinth, type TestPlinth } from './helpers/test-plinth.ts'
@@ -88,6 +88,52 @@ describe('alert samples of a serving process', () => {
     if (skip) return t.skip(skip)
     const r = await checkMetrics(text)
     assert.equal(r.code, 0, r.output)
+  })
+})
+
+describe('incident retention', () => {
+  it('deletes incidents resolved longer ago than PLINTH_ALERTS_RETENTION, and nothing active', async () => {
+    const plinth = await startTestPlinth({ env: { PLINTH_ALERTS_RETENTION: '30d' } })
+    try {
+      const incidents = incidentServiceOf(plinth.context)
+      const firing = (name: string) => ({
+        rule: 'retention-test',
+        kind: 'alert' as const,
+        severity: 'ticket' as const,
+        summary: name,
+        description: name,
+        labels: { name },
+        value: 1,
+      })
+      for (const name of ['old', 'recent', 'active']) assert.equal(await incidents.open(firing(name)), true)
+      const ids = Object.fromEntries(
+        (await plinth.db.kysely.selectFrom('incidents').select(['id', 'summary']).execute()).map((r) => [
+          r.summary,
+          r.id,
+        ]),
+      )
+      await incidents.resolve(ids.old!)
+      await incidents.resolve(ids.recent!)
+      const day = 86_400_000
+      await plinth.db.kysely
+        .updateTable('incidents')
+        .set({ resolved_at: new Date(Date.now() - 31 * day) })
+        .where('id', '=', ids.old!)
+        .execute()
+      const report = await plinth.retention.run()
+      assert.equal(report.results.find((r) => r.rule === 'alerts.incidents')?.deleted, 1)
+      const left = (await plinth.db.kysely.selectFrom('incidents').select('summary').execute()).map(
+        (r) => r.summary,
+      )
+      assert.deepEqual(left.sort(), ['active', 'recent'])
+      const events = await plinth.db.kysely.selectFrom('incident_events').select('incident_id').execute()
+      assert.ok(
+        events.every((e) => e.incident_id !== ids.old),
+        'its timeline went with it',
+      )
+    } finally {
+      await plinth.close()
+    }
   })
 })
 

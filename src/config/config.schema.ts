@@ -638,6 +638,12 @@ export const configSchema = {
       doc: 'An open incident nobody acknowledged (`POST /api/v1/admin/incidents/{id}/acknowledge`) after this long is escalated to the second channel, once.',
     }),
   ),
+  alertsRetention: duration({
+    env: 'PLINTH_ALERTS_RETENTION',
+    default: 90 * 86_400_000,
+    defaultDoc: '`90d`',
+    doc: 'How long resolved incidents (and their timelines) are kept; the retention job deletes older ones.',
+  }),
 } as const
 
 export type PlinthConfig = ConfigOf<typeof configSchema>

@@ -1,5 +1,6 @@
 import type { ModuleContext, PlinthModule } from '../../core/module.ts'
 import { registerAlertMetrics } from './alert-metrics.ts'
+import { alertsRetention } from './alerts.retention.ts'
 import { createEvaluator } from './evaluator.ts'
 import { incidentsRoutes } from './incidents.routes.ts'
 import { createIncidentService, type IncidentService } from './incidents.service.ts'
@@ -59,6 +60,7 @@ export const alertsModule: PlinthModule = {
   },
   routes: (app, ctx) => incidentsRoutes(app, () => incidentServiceOf(ctx)),
   jobs: (ctx) => [notifyJob(ctx)],
+  retention: (ctx) => alertsRetention(ctx.config),
   personalData: [
     {
       table: 'incident_events',
