@@ -7,6 +7,7 @@ import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { alertRuntimes, incidentServiceOf } from '../src/modules/alerts/alerts.module.ts'
 import type { MinuteAgg, Sample } from '../src/modules/alerts/minutes.ts'
+import { movableClock } from './helpers/clock.ts'
 import { checkMetrics, skipUnlessPromtool } from './helpers/promtool.ts'
 import { startTestPlinth, type TestPlinth } from './helpers/test-plinth.ts'
 import { thingsModule } from './helpers/things-module.ts'
@@ -131,6 +132,47 @@ describe('incident retention', () => {
         events.every((e) => e.incident_id !== ids.old),
         'its timeline went with it',
       )
+    } finally {
+      await plinth.close()
+    }
+  })
+})
+
+describe('incident escalation', () => {
+  it('escalates each unacknowledged incident once, after PLINTH_ALERTS_ESCALATE_AFTER, and never an acknowledged one', async () => {
+    const clock = movableClock()
+    const plinth = await startTestPlinth({ env: { PLINTH_ALERTS_ESCALATE_AFTER: '10m' }, now: clock.now })
+    try {
+      const incidents = incidentServiceOf(plinth.context)
+      const firing = (name: string) => ({
+        rule: 'escalation-test',
+        kind: 'alert' as const,
+        severity: 'page' as const,
+        summary: name,
+        description: name,
+        labels: { name },
+        value: 1,
+      })
+      await incidents.open(firing('ignored'))
+      await incidents.open(firing('handled'))
+      const id = (summary: string) =>
+        plinth.db.kysely
+          .selectFrom('incidents')
+          .select('id')
+          .where('summary', '=', summary)
+          .executeTakeFirstOrThrow()
+      await incidents.acknowledge((await id('handled')).id, { actor: { type: 'system', id: 'test' } })
+      clock.advance(9 * 60_000)
+      assert.equal(await incidents.escalateDue(), 0, 'not yet')
+      clock.advance(2 * 60_000)
+      assert.equal(await incidents.escalateDue(), 1)
+      assert.equal(await incidents.escalateDue(), 0, 'once')
+      const shown = await incidents.show((await id('ignored')).id)
+      assert.deepEqual(
+        shown.timeline.map((t) => t.kind),
+        ['opened', 'escalated'],
+      )
+      assert.equal((await incidents.show((await id('handled')).id)).incident.escalatedAt, null)
     } finally {
       await plinth.close()
     }
