@@ -69,6 +69,11 @@ describe('built-in conditions', () => {
     )
   })
 
+  it('availability: a single failure among a handful of requests does not page', () => {
+    const quiet = series(70, (i) => sample({ http: traffic(1, i === 69 ? 1 : 0) }))
+    assert.deepEqual(rules(evaluateConditions(quiet.view, NO_LIVE)), ['jobs-heartbeat-stale'])
+  })
+
   it('availability: 0.5 % 5xx over hours burns slowly (ticket), without paging', () => {
     const fired = rules(
       evaluateConditions(series(180, () => sample({ http: traffic(1000, 5) })).view, NO_LIVE),

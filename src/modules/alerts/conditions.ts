@@ -87,6 +87,9 @@ const httpSlow = (m: MinuteAgg): [number, number] => {
   return [slow, n]
 }
 
+/** Requests a burn-rate window needs (long, short): one failure among a handful must not page. */
+const MIN_REQUESTS = [100, 10] as const
+
 function burn(
   v: Minutes,
   pick: (m: MinuteAgg) => [number, number],
@@ -94,6 +97,8 @@ function burn(
   short: number,
   factor: number,
 ) {
+  const total = (minutes: number) => v.last(minutes).reduce((s, m) => s + pick(m)[1], 0)
+  if (total(long) < MIN_REQUESTS[0] || total(short) < MIN_REQUESTS[1]) return null
   const a = v.ratio(long, pick)
   const b = v.ratio(short, pick)
   return a !== null && b !== null && a > factor && b > factor ? a : null
