@@ -38,9 +38,14 @@ const recorded = new Set(rules.flatMap((r) => (r.record ? [r.record] : [])))
 /** Series Prometheus itself makes. */
 const PROMETHEUS_SERIES = new Set(['up'])
 
-function run(cmd: string, args: string[]): Promise<{ code: number | null; output: string }> {
+/** Runs a tool; its unit tests replay hours of series (about 15 s of CPU), so the bound is generous for a loaded machine. */
+function run(
+  cmd: string,
+  args: string[],
+  timeoutMs = 300_000,
+): Promise<{ code: number | null; output: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { cwd: root, stdio: ['ignore', 'pipe', 'pipe'], timeout: 60_000 })
+    const child = spawn(cmd, args, { cwd: root, stdio: ['ignore', 'pipe', 'pipe'], timeout: timeoutMs })
     let output = ''
     child.stdout.on('data', (d) => (output += d))
     child.stderr.on('data', (d) => (output += d))
