@@ -33,6 +33,7 @@ const TABLES = {
   invites: 'accounts.invites',
   mail_outbox: 'mail.outbox',
   webhook_deliveries: 'webhooks.deliveries',
+  incidents: 'alerts.incidents',
 } as const
 type Table = keyof typeof TABLES
 
@@ -201,6 +202,32 @@ async function seed(db: Db, mailBacklog = 0): Promise<Seeded> {
       .executeTakeFirstOrThrow()
   add(gone, 'webhook_deliveries')(await delivery(ago(31 * DAY)))
   add(kept, 'webhook_deliveries')(await delivery(ago(29 * DAY)))
+
+  // Incidents resolved more than 90 days ago go (their timelines cascade); recent or active stay.
+  const incident = (status: 'open' | 'resolved', resolvedAt: Date | null) =>
+    db
+      .insertInto('incidents')
+      .values({
+        id: randomUUID(),
+        fingerprint: `retention-${randomUUID()}`,
+        rule: 'retention-test',
+        kind: 'alert',
+        severity: 'ticket',
+        status,
+        summary: 'retention',
+        description: 'retention',
+        labels: '{}',
+        value: null,
+        last_seen_at: ago(100 * DAY),
+        acknowledged_at: null,
+        escalated_at: null,
+        resolved_at: resolvedAt,
+      })
+      .returning('id')
+      .executeTakeFirstOrThrow()
+  add(gone, 'incidents')(await incident('resolved', ago(91 * DAY)))
+  add(kept, 'incidents')(await incident('resolved', ago(89 * DAY)))
+  add(kept, 'incidents')(await incident('open', null))
   return { gone, kept }
 }
 

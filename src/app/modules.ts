@@ -1,5 +1,6 @@
 import type { PlinthModule } from '../core/module.ts'
 import { accountsModule } from '../modules/accounts/accounts.module.ts'
+import { alertsModule } from '../modules/alerts/alerts.module.ts'
 import { auditModule } from '../modules/audit/audit.module.ts'
 import { backupsModule } from '../modules/backups/backups.module.ts'
 import { importsModule } from '../modules/imports/imports.module.ts'
@@ -22,4 +23,5 @@ export const builtinModules: readonly PlinthModule[] = [
   privacyModule,
   backupsModule,
   importsModule,
+  alertsModule,
 ]

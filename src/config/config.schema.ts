@@ -29,6 +29,12 @@ export function decodeMasterKey(text: string): Buffer | undefined {
 const ADDRESS = String.raw`[^\s<>@,;:"()[\]\\]+@[^\s<>@,;:"()[\]\\]+`
 const MAILBOX = new RegExp(`^(?:${ADDRESS}|[^<>]*<${ADDRESS}>)$`)
 
+/** Accepts one bare address, `ops@example.com` (what the mailer sends to). */
+function assertAddress(value: string): void {
+  if (!new RegExp(`^${ADDRESS}$`).test(value))
+    throw new Error(`expected an address such as ops@example.com, got ${JSON.stringify(value)}`)
+}
+
 /** Accepts `no-reply@example.com` or `Name <no-reply@example.com>`, on one line. */
 function assertMailbox(value: string): void {
   // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what is refused
@@ -593,6 +599,50 @@ export const configSchema = {
     default: 30 * 86_400_000,
     defaultDoc: '`30d`',
     doc: 'How long delivery attempts are kept (`GET /api/v1/webhooks/{id}/deliveries`); older ones are pruned as new attempts are recorded, and by the retention job.',
+  }),
+  alertsEnabled: bool({
+    env: 'PLINTH_ALERTS_ENABLED',
+    default: true,
+    doc: 'Built-in alerting (docs/operations/alerting.md): every process records its own metrics every `PLINTH_ALERTS_INTERVAL`, and one worker (an advisory lock elects it) evaluates the alert conditions and anomaly detectors over all of them, opening and resolving incidents (`GET /api/v1/admin/incidents`). `false` turns both off (with Prometheus and Alertmanager doing the job, say).',
+  }),
+  alertsInterval: between(
+    1000,
+    300_000,
+    duration({
+      env: 'PLINTH_ALERTS_INTERVAL',
+      default: 15_000,
+      doc: 'How often each process records its metrics for the built-in alerting, and how often the elected worker evaluates them (1s to 5m).',
+    }),
+  ),
+  alertsEmail: list({
+    env: 'PLINTH_ALERTS_EMAIL',
+    default: [],
+    defaultDoc: 'none',
+    item: assertAddress,
+    doc: 'Addresses that receive an e-mail when an incident opens or resolves (comma-separated). Webhook subscriptions to `incident.*` receive the same as signed events.',
+  }),
+  alertsEscalationEmail: list({
+    env: 'PLINTH_ALERTS_ESCALATION_EMAIL',
+    default: [],
+    defaultDoc: 'none',
+    item: assertAddress,
+    doc: 'The second channel: addresses e-mailed when an incident stays unacknowledged for `PLINTH_ALERTS_ESCALATE_AFTER` (together with the `incident.escalated` event).',
+  }),
+  alertsEscalateAfter: between(
+    10_000,
+    7 * 86_400_000,
+    duration({
+      env: 'PLINTH_ALERTS_ESCALATE_AFTER',
+      default: 900_000,
+      defaultDoc: '`15m`',
+      doc: 'An open incident nobody acknowledged (`POST /api/v1/admin/incidents/{id}/acknowledge`) after this long is escalated to the second channel, once.',
+    }),
+  ),
+  alertsRetention: duration({
+    env: 'PLINTH_ALERTS_RETENTION',
+    default: 90 * 86_400_000,
+    defaultDoc: '`90d`',
+    doc: 'How long resolved incidents (and their timelines) are kept; the retention job deletes older ones.',
   }),
 } as const
 

@@ -21,6 +21,7 @@ export const PERMISSIONS = [
   'backups:manage', // create, list, show backups (administrators only; restore is CLI-only)
   'files:read',
   'files:write',
+  'incidents:manage', // acknowledge and resolve built-in alerting incidents (reading them is ops:read)
 ] as const
 export type Permission = (typeof PERMISSIONS)[number]
 
@@ -46,6 +47,7 @@ const operator: readonly Permission[] = [
   'jobs:manage',
   'webhooks:manage',
   'audit:read',
+  'incidents:manage',
 ]
 
 /** What each role may do (modules' `permissions` are added at boot). */

@@ -417,6 +417,17 @@ export const errorRegistry = {
     detail:
       'The PocketBase data directory or the Supabase database could not be read as one: the message says what is missing (data.db, the users collection, the auth.users table).',
   },
+  PLINTH_INCIDENT_NOT_FOUND: {
+    status: 404,
+    title: 'Incident Not Found',
+    detail: 'No incident has this id; GET /api/v1/admin/incidents lists them.',
+  },
+  PLINTH_INCIDENT_RESOLVED: {
+    status: 409,
+    title: 'Incident Already Resolved',
+    detail:
+      'This incident is resolved: it can no longer be acknowledged or resolved. If the condition returns, a new incident opens.',
+  },
 } as const satisfies Record<string, { status: number; title: string; detail: string }>
 
 export type ErrorCode = keyof typeof errorRegistry

@@ -4,6 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import type { InjectOptions, LightMyRequestResponse } from 'fastify'
 import { sql } from 'kysely'
 import { generateTotp } from '../../src/modules/accounts/totp.ts'
+import { incidentServiceOf } from '../../src/modules/alerts/alerts.module.ts'
 import { bearer, mailedToken, PASSWORD, type Session, uniqueEmail, waitFor } from './accounts.ts'
 import type { TestPlinth } from './test-plinth.ts'
 
@@ -187,6 +188,32 @@ export async function buildPerson(plinth: TestPlinth, admin: Session, label = 'p
     'event',
   )
   assert.ok(emitted.deliveries >= 1, 'the event is queued for their webhook')
+
+  // An incident of the built-in alerting that they acknowledged (its timeline names them).
+  const fingerprintLabel = `${label}-${randomUUID()}`
+  await incidentServiceOf(plinth.context).open({
+    rule: 'privacy-test',
+    kind: 'alert',
+    severity: 'ticket',
+    summary: 'privacy test',
+    description: 'privacy test',
+    labels: { person: fingerprintLabel },
+    value: 1,
+  })
+  const incident = await plinth.db.kysely
+    .selectFrom('incidents')
+    .select('id')
+    .where('fingerprint', '=', `privacy-test{person=${fingerprintLabel}}`)
+    .executeTakeFirstOrThrow()
+  ok(
+    await send({
+      method: 'POST',
+      url: `/api/v1/admin/incidents/${incident.id}/acknowledge`,
+      token: session.token,
+    }),
+    200,
+    'incident acknowledged',
+  )
 
   // An administrator reads their account and searches for their address.
   ok(await app.inject({ url: `/api/v1/admin/users/${userId}`, headers: bearer(admin.token) }), 200, 'read')
