@@ -4,11 +4,13 @@ import { renderCliDocs, withCliBlock } from '../src/cli/cli-spec.ts'
 import { commands } from '../src/cli/commands.ts'
 import { renderConfigDocs } from '../src/config/config-docs.ts'
 import { renderErrorDocs } from '../src/shared/error-docs.ts'
+import { metricsDocument } from './metrics-document.ts'
 
 const files: Record<string, string> = {
   'docs/configuration.md': renderConfigDocs(),
   'docs/errors.md': renderErrorDocs(),
   'docs/cli.md': renderCliDocs(commands),
+  'docs/operations/metrics.md': await metricsDocument(),
   // The README's CLI block, between its markers.
   'README.md': withCliBlock(readFileSync('README.md', 'utf8'), commands),
 }

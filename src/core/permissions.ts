@@ -21,6 +21,8 @@ export const PERMISSIONS = [
   'backups:manage', // create, list, show backups (administrators only; restore is CLI-only)
   'files:read',
   'files:write',
+  'errors:read', // the grouped unexpected errors (GET /api/v1/admin/errors)
+  'errors:manage', // resolve, mute or reopen an error group
 ] as const
 export type Permission = (typeof PERMISSIONS)[number]
 
@@ -34,6 +36,8 @@ const operator: readonly Permission[] = [
   'jobs:manage',
   'webhooks:manage',
   'audit:read',
+  'errors:read',
+  'errors:manage',
 ]
 
 /** What each role may do. */
