@@ -1,4 +1,3 @@
-import type { FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { Counter } from 'prom-client'
 import type { ModuleContext, PlinthModule } from '../../core/module.ts'
@@ -28,9 +27,6 @@ function partsOf(ctx: ModuleContext) {
   return p
 }
 
-const FAILED = Symbol('plinth.errors.failed')
-type Failed = FastifyRequest & { [FAILED]?: { error: Error; traceId: string | undefined } }
-
 /**
  * Error tracking without a third-party service: unexpected errors — 500 answers, jobs that failed
  * their last attempt, uncaught exceptions — grouped by fingerprint (error name, normalised top
@@ -47,22 +43,21 @@ export const errorsModule: PlinthModule = {
     await app.register(
       fp(
         async (instance) => {
-          // onError sees the thrown error (inside the request's trace); onResponse the status the
-          // error handler chose: only a 500 is an unexpected error.
-          instance.addHook('onError', (request, _reply, error, done) => {
-            ;(request as Failed)[FAILED] = { error, traceId: activeTraceId() }
-            done()
-          })
-          instance.addHook('onResponse', (request, reply, done) => {
-            const failed = (request as Failed)[FAILED]
-            if (failed && reply.statusCode === 500)
+          // Only a request that threw pays anything: onError sees the error (inside the request's
+          // trace), and once the answer is written its status says whether the error handler
+          // made it a 500 (an unexpected error) or a designed refusal.
+          instance.addHook('onError', (request, reply, error, done) => {
+            const traceId = activeTraceId()
+            reply.raw.once('finish', () => {
+              if (reply.statusCode !== 500) return
               ctx.errorReports.report({
-                error: failed.error,
+                error,
                 source: 'http',
                 where: `${request.method} ${request.routeOptions.url ?? 'unmatched'}`,
                 requestId: request.id,
-                traceId: failed.traceId,
+                traceId,
               })
+            })
             done()
           })
           // Counts still in memory are written before the database closes.
