@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict'
-import { execFile } from 'node:child_process'
+import { execFile, spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { Writable } from 'node:stream'
 import { after, before, describe, it } from 'node:test'
@@ -11,7 +11,7 @@ import { WEBHOOK_DELIVERY_JOB } from '../src/modules/webhooks/event-bus.ts'
 import { createLogger } from '../src/observability/logger.ts'
 import { bearer, createUser, NO_RATE_LIMITS, type Session, uniqueEmail, waitFor } from './helpers/accounts.ts'
 import { startOtlpReceiver } from './helpers/otlp-receiver.ts'
-import { runLogStream } from './helpers/run-logs.ts'
+import { runLogStream, teeChildLogs } from './helpers/run-logs.ts'
 import { testConfig } from './helpers/test-config.ts'
 import { startTestPlinth, type TestPlinth } from './helpers/test-plinth.ts'
 import { type Receiver, startReceiver } from './helpers/webhook-receiver.ts'
@@ -236,6 +236,72 @@ describe('tracing: OTLP HTTP/protobuf export', () => {
       assert.equal(span.resource['deployment.environment.name'], 'test')
     } finally {
       await plinth.close()
+      await collector.close()
+    }
+  })
+})
+
+describe('tracing: `plinth start` exporting to a collector in another process', () => {
+  it('traces a request and its database calls, joins its log line, and exports what is left at shutdown', async () => {
+    const collector = await startOtlpReceiver()
+    const env = {
+      PATH: process.env.PATH ?? '',
+      PLINTH_ENV: 'test',
+      PORT: '0',
+      HOST: '127.0.0.1',
+      PLINTH_DATA_DIR: 'memory://',
+      PLINTH_LOG_FORMAT: 'json',
+      PLINTH_LOG_LEVEL: 'info',
+      OTEL_EXPORTER_OTLP_ENDPOINT: collector.url,
+      OTEL_SERVICE_NAME: 'plinth-process-test',
+    }
+    const proc = spawn(process.execPath, ['src/main.ts', 'start'], { env })
+    teeChildLogs(proc, env)
+    let out = ''
+    proc.stdout.on('data', (d) => {
+      out += d
+    })
+    const exited = new Promise<number | null>((resolve) => proc.on('exit', (code) => resolve(code)))
+    const lines = () =>
+      out
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .map((l) => JSON.parse(l) as Record<string, unknown>)
+    try {
+      const listening = await waitFor(
+        'plinth listening',
+        () => lines().find((l) => l.msg === 'plinth listening'),
+        {
+          timeoutMs: 90_000,
+          intervalMs: 100,
+        },
+      )
+      assert.ok(lines().some((l) => l.msg === 'tracing started' && l.target === `${collector.url}/v1/traces`))
+      const traceId = hex(16)
+      // /ready pings the database: the pg spans must be children of the request span.
+      const res = await fetch(`${listening.address}/ready`, {
+        headers: { traceparent: `00-${traceId}-${hex(8)}-01` },
+      })
+      assert.equal(res.status, 200)
+      proc.kill('SIGTERM')
+      assert.equal(await exited, 0)
+      // The batch was exported at shutdown at the latest.
+      const spans = collector.spans().filter((s) => s.traceId === traceId)
+      const server = spans.find((s) => s.name === 'GET /ready')
+      assert.ok(server, `a request span; got ${spans.map((s) => s.name).join(', ')}`)
+      assert.equal(server.resource['service.name'], 'plinth-process-test')
+      const queries = spans.filter((s) => s.name.startsWith('pg.') && s.scope.includes('pg'))
+      assert.ok(queries.length > 0, 'the database ping is traced')
+      const ids = new Set(spans.map((s) => s.spanId))
+      assert.ok(
+        queries.every((q) => ids.has(q.parentSpanId)),
+        'every database span hangs off a span of the request',
+      )
+      const line = lines().find((l) => l.msg === 'request completed' && l.route === '/ready')
+      assert.equal(line?.traceId, traceId, 'the log line names the trace')
+      assert.equal(line?.spanId, server.spanId)
+    } finally {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL')
       await collector.close()
     }
   })

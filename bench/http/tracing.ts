@@ -14,11 +14,12 @@ import type { AddressInfo } from 'node:net'
 import { cpus, loadavg } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { isInterrupted, runBenchmark, startServer } from '../lib/children.ts'
-import { aggregate, load, round, type Sample } from '../lib/load.ts'
+import { aggregate, load, median, round, type Sample } from '../lib/load.ts'
 import { DURATION, parseOptions, ROUNDS } from '../lib/options.ts'
 import { header, roundLine, sampleRow } from '../lib/table.ts'
-import { TRACED_KIND } from './server.ts'
 
+/** bench/http/server.ts's kind for Plinth with tracing on (importing server.ts would run it). */
+const TRACED_KIND = 'plinth-traced'
 const ROUTE = '/api/v1'
 const HOST = '127.0.0.1'
 const CONNECTIONS = 100
@@ -34,6 +35,19 @@ const USAGE = `Usage: node bench/http/tracing.ts [--duration <seconds>] [--round
 
   --duration  measured seconds per run, ${DURATION.min}-${DURATION.max} (default ${DURATION.default}; BENCH_DURATION sets it too)
   --rounds    runs per server, alternating bare, off, on-100% and on-1%, ${ROUNDS.min}-${ROUNDS.max} (default ${ROUNDS.default})`
+
+/**
+ * The server's CPU seconds so far, from its own `/api/metrics` (loopback is an operator network).
+ * CPU time per request is what tracing adds, and unlike throughput it hardly moves when other
+ * processes load the machine.
+ */
+async function cpuSeconds(port: number): Promise<number> {
+  const res = await fetch(`http://${HOST}:${port}/api/metrics`, { signal: AbortSignal.timeout(10_000) })
+  const text = await res.text()
+  const match = /^process_cpu_seconds_total (\S+)$/m.exec(text)
+  if (!match) throw new Error(`no process_cpu_seconds_total in /api/metrics (${res.status})`)
+  return Number(match[1])
+}
 
 /** An OTLP/HTTP endpoint that accepts every export and counts requests and bytes. */
 async function startSink() {
@@ -83,6 +97,8 @@ async function main(): Promise<number> {
     'on-1%': [TRACED_KIND, sink.url, '0.01'],
   }
   const samples: Record<Kind, Sample[]> = { bare: [], off: [], 'on-100%': [], 'on-1%': [] }
+  /** Server CPU microseconds per request, per round (Plinth kinds only: bare serves no metrics). */
+  const cpuUs: Record<Kind, number[]> = { bare: [], off: [], 'on-100%': [], 'on-1%': [] }
   const problems: string[] = []
   try {
     for (let r = 1; r <= rounds; r++) {
@@ -93,10 +109,17 @@ async function main(): Promise<number> {
           const warm = await load({ url }, CONNECTIONS, WARMUP_SECONDS)
           if (warm.errors + warm.non2xx > 0)
             problems.push(`${kind} warm-up, round ${r}: ${warm.errors} errors, ${warm.non2xx} non-2xx`)
+          const before = kind === 'bare' ? 0 : await cpuSeconds(server.ready.port)
           const sample = await load({ url }, CONNECTIONS, duration)
           if (isInterrupted()) return 130
           samples[kind].push(sample)
-          console.log(roundLine(r, rounds, kind, sample))
+          let perRequest = ''
+          if (kind !== 'bare') {
+            const us = (((await cpuSeconds(server.ready.port)) - before) * 1e6) / (sample.rps * duration)
+            cpuUs[kind].push(us)
+            perRequest = `  server CPU ${Math.round(us)} µs/request`
+          }
+          console.log(roundLine(r, rounds, kind, sample) + perRequest)
         } finally {
           if (!(await server.stop()) && !isInterrupted())
             problems.push(`the ${kind} server did not stop cleanly`)
@@ -116,11 +139,16 @@ async function main(): Promise<number> {
   console.log(header('tracing', rounds))
   for (const k of KINDS) console.log(sampleRow(k, agg[k]))
   const vs = (k: Kind, base: Kind) => round(agg[k].rps / agg[base].rps, 3)
+  const cpu = (k: Kind) => round(median(cpuUs[k]), 1)
+  const cpuVs = (k: Kind) => round(cpu(k) / cpu('off'), 3)
   const offCost = round(1 - vs('off', 'bare') / 1, 3)
   console.log(
     `\nthroughput relative to tracing off: on-100% ${vs('on-100%', 'off').toFixed(3)}, on-1% ${vs('on-1%', 'off').toFixed(3)}`,
   )
   console.log(`plinth (tracing off) / bare: ${vs('off', 'bare').toFixed(3)}`)
+  console.log(
+    `server CPU per request (median): off ${cpu('off')} µs, on-100% ${cpu('on-100%')} µs (x${cpuVs('on-100%')}), on-1% ${cpu('on-1%')} µs (x${cpuVs('on-1%')})`,
+  )
   console.log(
     `OTLP sink received ${sink.counts.requests} export(s), ${Math.round(sink.counts.bytes / 1024)} KiB`,
   )
@@ -137,7 +165,10 @@ async function main(): Promise<number> {
       cpus: cpuList.length,
       loadAverageBefore: loadBefore,
       ...agg,
+      cpuMicrosecondsPerRequest: { off: cpu('off'), on100: cpu('on-100%'), on1: cpu('on-1%') },
       ratios: {
+        cpuOn100ToOff: cpuVs('on-100%'),
+        cpuOn1ToOff: cpuVs('on-1%'),
         offToBare: vs('off', 'bare'),
         on100ToOff: vs('on-100%', 'off'),
         on1ToOff: vs('on-1%', 'off'),
