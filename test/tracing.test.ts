@@ -6,7 +6,7 @@ import { after, before, describe, it } from 'node:test'
 import { promisify } from 'node:util'
 import { SpanKind } from '@opentelemetry/api'
 import { InMemorySpanExporter, type ReadableSpan } from '@opentelemetry/sdk-trace'
-import type { PlinthConfig } from '../src/config/config.schema.ts'
+import { configSchema, type PlinthConfig } from '../src/config/config.schema.ts'
 import { WEBHOOK_DELIVERY_JOB } from '../src/modules/webhooks/event-bus.ts'
 import { createLogger } from '../src/observability/logger.ts'
 import { bearer, createUser, NO_RATE_LIMITS, type Session, uniqueEmail, waitFor } from './helpers/accounts.ts'
@@ -304,6 +304,29 @@ describe('tracing: `plinth start` exporting to a collector in another process', 
       if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL')
       await collector.close()
     }
+  })
+})
+
+describe('tracing configuration', () => {
+  it('refuses a sampler ratio outside 0..1, an unknown sampler and a non-HTTP endpoint, naming each variable', () => {
+    assert.throws(
+      () =>
+        testConfig({
+          OTEL_TRACES_SAMPLER_ARG: '2',
+          OTEL_TRACES_SAMPLER: 'sometimes',
+          OTEL_EXPORTER_OTLP_ENDPOINT: 'grpc://collector:4317',
+        }),
+      (err: Error) =>
+        ['OTEL_TRACES_SAMPLER_ARG', 'OTEL_TRACES_SAMPLER', 'OTEL_EXPORTER_OTLP_ENDPOINT'].every((v) =>
+          err.message.includes(v),
+        ),
+    )
+  })
+
+  it('masks the export headers (they carry credentials) wherever the configuration is printed', () => {
+    const config = testConfig({ OTEL_EXPORTER_OTLP_HEADERS: 'authorization=Bearer%20s3cr3t-collector-token' })
+    assert.equal(config.otelHeaders, 'authorization=Bearer%20s3cr3t-collector-token')
+    assert.equal(configSchema.otelHeaders.secret, true)
   })
 })
 

@@ -7,7 +7,7 @@ import { defineJob, type JobContext } from '../../core/jobs.ts'
 import type { ModuleContext } from '../../core/module.ts'
 import { PLINTH_VERSION } from '../../core/version.ts'
 import type { Metrics } from '../../observability/metrics.ts'
-import { injectTraceHeaders, SpanKind, withSpan } from '../../observability/tracing.ts'
+import { injectTraceHeaders, SpanKind, SpanStatusCode, withSpan } from '../../observability/tracing.ts'
 import { webhookSecretColumn } from './encrypted-columns.ts'
 import { type DeliveryPayload, matchesEventType, WEBHOOK_DELIVERY_JOB } from './event-bus.ts'
 import { postJson } from './post-json.ts'
@@ -210,6 +210,7 @@ export function webhookDeliveryJob(ctx: ModuleContext) {
             lookup,
           })
           span.setAttribute('http.response.status_code', result.status)
+          if (result.status < 200 || result.status >= 300) span.setStatus({ code: SpanStatusCode.ERROR })
           return result
         },
       )
