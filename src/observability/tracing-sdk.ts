@@ -57,6 +57,15 @@ export function tracesUrlOf(config: Pick<TracingConfig, 'otelEndpoint' | 'otelTr
   return `${config.otelEndpoint.replace(/\/+$/, '')}/v1/traces`
 }
 
+/** The URL as it may be logged: user name and password (if the URL carries them) removed. */
+function withoutCredentials(target: string): string {
+  if (!URL.canParse(target)) return target
+  const url = new URL(target)
+  url.username = ''
+  url.password = ''
+  return url.href
+}
+
 const require = createRequire(import.meta.url)
 
 function packageVersion(name: string, from: NodeRequire = require): string | undefined {
@@ -162,7 +171,11 @@ export async function startTracingSdk(
     patchLoaded(redis, { ioredis: require('ioredis') }, log),
   ]
   log.info(
-    { target, sampler: config.otelTracesSampler, ratio: config.otelTracesSamplerArg },
+    {
+      target: withoutCredentials(target),
+      sampler: config.otelTracesSampler,
+      ratio: config.otelTracesSamplerArg,
+    },
     'tracing started',
   )
 
