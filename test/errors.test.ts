@@ -7,6 +7,7 @@ import { errorNameOf, fingerprintOf, normaliseFrames } from '../src/modules/erro
 import { PlinthError } from '../src/shared/errors.ts'
 import { bearer, createUser, NO_RATE_LIMITS, type Session, uniqueEmail, waitFor } from './helpers/accounts.ts'
 import { assertProblem } from './helpers/assert-problem.ts'
+import { captureLogs } from './helpers/log-capture.ts'
 import { testConfig } from './helpers/test-config.ts'
 import { startTestPlinth, type TestPlinth } from './helpers/test-plinth.ts'
 
@@ -57,6 +58,7 @@ const faultyModule: PlinthModule = {
 
 describe('error tracking', () => {
   const config = testConfig({ ...NO_RATE_LIMITS, PLINTH_JOBS_POLL_INTERVAL: '500ms' })
+  const logs = captureLogs(config, 'debug')
   let plinth: TestPlinth
   let admin: Session
   let member: Session
@@ -84,7 +86,7 @@ describe('error tracking', () => {
     })
 
   before(async () => {
-    plinth = await startTestPlinth({ config, modules: [faultyModule] })
+    plinth = await startTestPlinth({ config, logger: logs.logger, modules: [faultyModule] })
     admin = await createUser(plinth, uniqueEmail('admin'), 'admin')
     member = await createUser(plinth, uniqueEmail('member'), 'member')
   })
@@ -217,6 +219,11 @@ describe('error tracking', () => {
       'the admin and the member',
     )
     assert.match(res.body, /^plinth_sessions_active [1-9]\d*$/m)
+  })
+
+  it('every report reached every listener (none failed)', () => {
+    const failed = logs.lines().filter((l) => l.msg === 'an error report could not be recorded')
+    assert.deepEqual(failed, [])
   })
 })
 

@@ -41,7 +41,7 @@ export function createErrorReports(deps: { logger: Logger }): ErrorReports {
       for (const listener of listeners) {
         try {
           const result = listener(full)
-          if (result) {
+          if (result instanceof Promise) {
             const p = result.catch((err: unknown) =>
               deps.logger.warn({ err }, 'an error report could not be recorded'),
             )

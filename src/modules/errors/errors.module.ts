@@ -77,7 +77,9 @@ export const errorsModule: PlinthModule = {
       registers: [ctx.metrics.registry],
     })
     for (const source of ['http', 'job', 'process']) errors.inc({ source }, 0)
-    ctx.errorReports.subscribe((report) => errors.inc({ source: report.source }))
+    ctx.errorReports.subscribe((report) => {
+      errors.inc({ source: report.source })
+    })
   },
   async start(ctx) {
     const { recorder, service } = partsOf(ctx)
