@@ -33,6 +33,7 @@ const TABLES = {
   invites: 'accounts.invites',
   mail_outbox: 'mail.outbox',
   webhook_deliveries: 'webhooks.deliveries',
+  error_groups: 'errors.groups',
 } as const
 type Table = keyof typeof TABLES
 
@@ -201,6 +202,30 @@ async function seed(db: Db, mailBacklog = 0): Promise<Seeded> {
       .executeTakeFirstOrThrow()
   add(gone, 'webhook_deliveries')(await delivery(ago(31 * DAY)))
   add(kept, 'webhook_deliveries')(await delivery(ago(29 * DAY)))
+
+  // Error groups go PLINTH_ERRORS_RETENTION (90 days) after they were last seen, whatever their status.
+  const errorGroup = (last_seen: Date, status: 'open' | 'resolved' | 'muted') =>
+    db
+      .insertInto('error_groups')
+      .values({
+        fingerprint: hash(),
+        source: 'http',
+        location: 'GET /api/v1/things/:id',
+        error_name: 'TypeError',
+        message: 'x is undefined',
+        frames: 'load (src/things.ts)',
+        count: 3,
+        first_seen: ago(200 * DAY),
+        last_seen,
+        first_version: '0.0.1',
+        last_version: '0.0.1',
+        status,
+      })
+      .returning('id')
+      .executeTakeFirstOrThrow()
+  add(gone, 'error_groups')(await errorGroup(ago(91 * DAY), 'open'))
+  add(gone, 'error_groups')(await errorGroup(ago(91 * DAY), 'muted'))
+  add(kept, 'error_groups')(await errorGroup(ago(89 * DAY), 'resolved'))
   return { gone, kept }
 }
 
