@@ -11,7 +11,9 @@ import { WEBHOOK_DELIVERY_JOB } from '../src/modules/webhooks/event-bus.ts'
 import { createLogger } from '../src/observability/logger.ts'
 import { bearer, createUser, NO_RATE_LIMITS, type Session, uniqueEmail, waitFor } from './helpers/accounts.ts'
 import { startOtlpReceiver } from './helpers/otlp-receiver.ts'
+import { useRedisKit } from './helpers/redis-kit.ts'
 import { runLogStream, teeChildLogs } from './helpers/run-logs.ts'
+import { TEST_REDIS_URL } from './helpers/services.ts'
 import { testConfig } from './helpers/test-config.ts'
 import { startTestPlinth, type TestPlinth } from './helpers/test-plinth.ts'
 import { type Receiver, startReceiver } from './helpers/webhook-receiver.ts'
@@ -156,6 +158,41 @@ describe('tracing: one trace from the request through the job to the webhook', (
     const [span] = exporter.getFinishedSpans().filter((s) => s.kind === SpanKind.SERVER)
     assert.equal(span?.attributes['http.response.status_code'], 404)
     assert.equal(span?.attributes['http.route'], 'unmatched')
+  })
+})
+
+describe('tracing: Redis commands are spans of the request', () => {
+  const prefix = `plinth-tracing-${hex(4)}:`
+  const redis = useRedisKit()
+  const exporter = new InMemorySpanExporter()
+  let plinth: TestPlinth
+  before(async () => {
+    plinth = await startTestPlinth({
+      env: { REDIS_URL: TEST_REDIS_URL, PLINTH_REDIS_PREFIX: prefix },
+      traceExporter: exporter,
+    })
+  })
+  after(() => plinth?.close())
+
+  it('traces the session cache and rate-limit commands of an authenticated request (ioredis instrumentation)', async () => {
+    redis.dropKeysAfter(prefix)
+    const user = await createUser(plinth, uniqueEmail('redis'), 'member')
+    exporter.reset()
+    const traceId = hex(16)
+    const res = await plinth.app.inject({
+      method: 'GET',
+      url: '/api/v1/me',
+      headers: { ...bearer(user.token), traceparent: `00-${traceId}-${hex(8)}-01` },
+    })
+    assert.equal(res.statusCode, 200, res.body)
+    const spans = exporter.getFinishedSpans().filter((s) => s.spanContext().traceId === traceId)
+    const commands = spans.filter((s) => s.instrumentationScope.name.includes('ioredis'))
+    assert.ok(commands.length > 0, `Redis spans in the trace; got ${spans.map((s) => s.name).join(', ')}`)
+    const ids = new Set(spans.map((s) => s.spanContext().spanId))
+    assert.ok(
+      commands.every((c) => ids.has(parentOf(c) ?? '')),
+      'each command hangs off a span of the request',
+    )
   })
 })
 
