@@ -6,11 +6,13 @@ import { renderConfigDocs } from '../src/config/config-docs.ts'
 import { renderErrorDocs } from '../src/shared/error-docs.ts'
 import { renderApiReference } from './api-reference.ts'
 import { PROMETHEUS_RULE, renderPrometheusRule } from './generate-prometheus-rule.ts'
+import { metricsDocument } from './metrics-document.ts'
 
 const files: Record<string, string> = {
   'docs/configuration.md': renderConfigDocs(),
   'docs/errors.md': renderErrorDocs(),
   'docs/cli.md': renderCliDocs(commands),
+  'docs/operations/metrics.md': await metricsDocument(),
   // The README's CLI block, between its markers.
   'README.md': withCliBlock(readFileSync('README.md', 'utf8'), commands),
   // The public API (`plinth`, `plinth/testing`), from src/index.ts and src/testing/index.ts.

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict'
 import { readFileSync } from 'node:fs'
 import { describe, it } from 'node:test'
+import { metricsDocument } from '../scripts/metrics-document.ts'
 import { README_CLI_BEGIN, renderCliDocs, withCliBlock } from '../src/cli/cli-spec.ts'
 import { commands } from '../src/cli/commands.ts'
 import { configSchema } from '../src/config/config.schema.ts'
@@ -30,6 +31,21 @@ describe('generated reference docs', () => {
     assert.equal(readme, withCliBlock(readme, commands), `README.md's CLI block is stale: ${fix}`)
     for (const c of commands)
       assert.ok(readme.includes(`plinth ${c.name}`), `README.md does not show plinth ${c.name}`)
+  })
+
+  it('docs/operations/metrics.md matches the metrics registry', async () => {
+    const page = await metricsDocument()
+    assert.equal(
+      readFileSync('docs/operations/metrics.md', 'utf8'),
+      page,
+      `docs/operations/metrics.md is stale: ${fix}`,
+    )
+    for (const name of [
+      'plinth_users_registered_total',
+      'plinth_sessions_active',
+      'plinth_jobs_completed_total',
+    ])
+      assert.ok(page.includes(`| \`${name}\``), `${name} is not documented`)
   })
 
   it('documents every configuration key and every error code', () => {

@@ -34,6 +34,7 @@ const TABLES = {
   mail_outbox: 'mail.outbox',
   webhook_deliveries: 'webhooks.deliveries',
   incidents: 'alerts.incidents',
+  error_groups: 'errors.groups',
 } as const
 type Table = keyof typeof TABLES
 
@@ -228,6 +229,29 @@ async function seed(db: Db, mailBacklog = 0): Promise<Seeded> {
   add(gone, 'incidents')(await incident('resolved', ago(91 * DAY)))
   add(kept, 'incidents')(await incident('resolved', ago(89 * DAY)))
   add(kept, 'incidents')(await incident('open', null))
+  // Error groups go PLINTH_ERRORS_RETENTION (90 days) after they were last seen, whatever their status.
+  const errorGroup = (last_seen: Date, status: 'open' | 'resolved' | 'muted') =>
+    db
+      .insertInto('error_groups')
+      .values({
+        fingerprint: hash(),
+        source: 'http',
+        location: 'GET /api/v1/things/:id',
+        error_name: 'TypeError',
+        message: 'x is undefined',
+        frames: 'load (src/things.ts)',
+        count: 3,
+        first_seen: ago(200 * DAY),
+        last_seen,
+        first_version: '0.0.1',
+        last_version: '0.0.1',
+        status,
+      })
+      .returning('id')
+      .executeTakeFirstOrThrow()
+  add(gone, 'error_groups')(await errorGroup(ago(91 * DAY), 'open'))
+  add(gone, 'error_groups')(await errorGroup(ago(91 * DAY), 'muted'))
+  add(kept, 'error_groups')(await errorGroup(ago(89 * DAY), 'resolved'))
   return { gone, kept }
 }
 

@@ -15,6 +15,8 @@ import { createLogger, logDestination } from '../../src/observability/logger.ts'
 import { portOf, productionEnv, type Running, requireParent, serveChild } from '../lib/server-child.ts'
 
 export type ServerKind = 'bare' | 'plinth'
+/** Plinth with tracing on (bench/http/tracing.ts): argv `plinth-traced <OTLP endpoint> <sampling ratio>`. */
+export const TRACED_KIND = 'plinth-traced'
 
 const HOST = '127.0.0.1'
 
@@ -40,9 +42,17 @@ async function startBare(): Promise<Running> {
  * whole plugin stack, the embedded database in memory. Only the shutdown delay differs (it is
  * spent after the measurement, never on the hot path).
  */
-async function startPlinth(): Promise<Running> {
+async function startPlinth(tracing?: { endpoint: string; ratio: string }): Promise<Running> {
+  // `plinth-traced` (bench/http/tracing.ts): tracing on, exporting over OTLP to the parent's sink.
+  const traced = tracing
+    ? {
+        OTEL_EXPORTER_OTLP_ENDPOINT: tracing.endpoint,
+        OTEL_TRACES_SAMPLER: 'parentbased_traceidratio',
+        OTEL_TRACES_SAMPLER_ARG: tracing.ratio,
+      }
+    : {}
   const config = loadConfig({
-    env: { ...productionEnv(HOST), PLINTH_DATA_DIR: 'memory://' },
+    env: { ...productionEnv(HOST), PLINTH_DATA_DIR: 'memory://', ...traced },
     envFile: false,
   })
   // The same buffered asynchronous destination createLogger uses for stdout in production.
@@ -54,5 +64,14 @@ async function startPlinth(): Promise<Running> {
 
 requireParent('bench/http/server.ts runs as a child of bench/http/run.ts')
 const kind = process.argv[2]
-if (kind !== 'bare' && kind !== 'plinth') throw new Error(`unknown server kind "${kind}"`)
-await serveChild(kind === 'bare' ? startBare : startPlinth, ({ port }) => ({ port }))
+if (kind !== 'bare' && kind !== 'plinth' && kind !== TRACED_KIND)
+  throw new Error(`unknown server kind "${kind}"`)
+const [endpoint = '', ratio = '1'] = process.argv.slice(3)
+await serveChild(
+  kind === 'bare'
+    ? startBare
+    : kind === 'plinth'
+      ? () => startPlinth()
+      : () => startPlinth({ endpoint, ratio }),
+  ({ port }) => ({ port }),
+)

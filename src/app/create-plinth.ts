@@ -1,4 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises'
+import type { SpanExporter } from '@opentelemetry/sdk-trace'
 import type { Logger } from 'pino'
 import type { PlinthConfig } from '../config/config.schema.ts'
 import type { JobEngine } from '../core/jobs.ts'
@@ -12,6 +13,7 @@ import { createMemoryCache, createRedisCache } from '../infra/cache/cache.ts'
 import { createRedis, type RedisHandle } from '../infra/cache/redis.ts'
 import { createDatabase, type Database } from '../infra/db/create-db.ts'
 import { createMigrator, type PlinthMigrator } from '../infra/db/migrator.ts'
+import { createErrorReports } from '../observability/error-reports.ts'
 import {
   cachedCheck,
   createHealth,
@@ -21,6 +23,7 @@ import {
 } from '../observability/health.ts'
 import { createLogger } from '../observability/logger.ts'
 import { createMetrics, type Metrics } from '../observability/metrics.ts'
+import { startTracing, type Tracing } from '../observability/tracing.ts'
 import { assertModules } from './module-checks.ts'
 import { builtinModules } from './modules.ts'
 import { providedUsers, provideServices } from './provided-contracts.ts'
@@ -42,6 +45,13 @@ export interface CreatePlinthOptions {
   readonly attachToRunning?: boolean
   /** `ctx.now`: defaults to `Date.now`; tests pass a clock they move to let time pass. */
   readonly now?: () => number
+  /**
+   * Tracing already started (`plinth start` starts it before loading the server); otherwise it is
+   * started here when the configuration asks for it. Shut down with the Plinth either way.
+   */
+  readonly tracing?: Tracing
+  /** Spans go to this exporter instead of OTLP (tests: the SDK's in-memory exporter). */
+  readonly traceExporter?: SpanExporter
 }
 
 export interface Plinth {
@@ -59,6 +69,8 @@ export interface Plinth {
   readonly retention: Retention
   readonly context: ModuleContext
   readonly app: PlinthApp
+  /** The tracing SDK when tracing is on (OTEL_EXPORTER_OTLP_ENDPOINT), undefined otherwise. */
+  readonly tracing: Tracing | undefined
   /** Connects to the database (retrying up to the deadline), migrates when configured, and readies the routes. */
   prepare(): Promise<void>
   /** `prepare()` then listen on HOST:PORT; returns the address. */
@@ -110,13 +122,22 @@ export async function createPlinth(options: CreatePlinthOptions): Promise<Plinth
   assertModules(modules)
   const startedAt = Date.now()
   const metrics = createMetrics({ version: PLINTH_VERSION, revision: config.revision, env: config.env })
-  const db = await createDatabase(config, { logger, attachToRunning: options.attachToRunning ?? false })
+  const tracing =
+    options.tracing ??
+    (await startTracing(config, {
+      logger,
+      version: PLINTH_VERSION,
+      ...(options.traceExporter ? { exporter: options.traceExporter } : {}),
+    }))
+  let db: Database | undefined
   try {
-    return await assemble(options, { logger, modules, startedAt, metrics, db })
+    db = await createDatabase(config, { logger, attachToRunning: options.attachToRunning ?? false })
+    return await assemble(options, { logger, modules, startedAt, metrics, db, tracing })
   } catch (err) {
     // A failed build (a route that declares no permission, an unreadable key file…) must not leave
     // the embedded database open and its data directory locked.
-    await db.close().catch(() => {})
+    await db?.close().catch(() => {})
+    await tracing?.shutdown()
     throw err
   }
 }
@@ -129,10 +150,11 @@ async function assemble(
     startedAt: number
     metrics: Metrics
     db: Database
+    tracing: Tracing | undefined
   },
 ): Promise<Plinth> {
   const { config } = options
-  const { logger, modules, startedAt, metrics, db } = parts
+  const { logger, modules, startedAt, metrics, db, tracing } = parts
   const redis = config.redisUrl
     ? createRedis({ ...config, redisUrl: config.redisUrl }, { logger })
     : undefined
@@ -199,7 +221,8 @@ async function assemble(
 
   const securityEvents = createSecurityEvents({ logger })
   const cache = redis ? createRedisCache(redis, { logger }) : createMemoryCache()
-  const adapters = { config, logger, db, metrics, redis, cache, securityEvents }
+  const errorReports = createErrorReports({ logger })
+  const adapters = { config, logger, db, metrics, redis, cache, securityEvents, errorReports }
   const personalData = createPersonalDataRegistry(modules)
   // The audit writer, keyring, mailer, job engine, schedules and event bus, from the modules that
   // provide them (each seeing those built before it); the keyring works at once with the legacy
@@ -236,6 +259,7 @@ async function assemble(
   let shuttingDown = false
   let app: PlinthApp
   try {
+    for (const m of modules) m.metrics?.(context)
     app = await createServer({
       config,
       logger,
@@ -247,6 +271,7 @@ async function assemble(
       startedAt,
       serveApi: config.role !== 'worker',
       isShuttingDown: () => shuttingDown,
+      tracing: tracing !== undefined,
     })
     for (const m of modules) for (const check of m.healthChecks?.(context) ?? []) health.add(check)
     for (const m of modules) for (const definition of m.jobs?.(context) ?? []) jobs.register(definition)
@@ -275,6 +300,7 @@ async function assemble(
     retention,
     context,
     app,
+    tracing,
     get shuttingDown() {
       return shuttingDown
     },
@@ -334,6 +360,8 @@ async function assemble(
           await provided.close()
           await redis?.close()
           await db.close()
+          // Last: the spans of the shutdown's own work are exported too.
+          await tracing?.shutdown()
         }
         logger.info('shutdown complete')
       })()

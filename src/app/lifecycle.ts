@@ -9,8 +9,9 @@ export interface SignalOptions {
 
 /**
  * SIGTERM or SIGINT starts a graceful shutdown and exits 0 when it completes; a second signal
- * exits at once with code 1. Uncaught errors are logged and exit 1: the supervisor restarts us
- * rather than letting a process of unknown state serve.
+ * exits at once with code 1. Uncaught errors are logged, reported to `errorReports` (given
+ * a second to be stored) and exit 1: the supervisor restarts us rather than letting a process of
+ * unknown state serve.
  *
  * @returns a function that removes the handlers.
  */
@@ -34,18 +35,26 @@ export function handleProcessSignals(plinth: Plinth, options: SignalOptions): ()
       },
     )
   }
-  const onFatal = (err: unknown) => {
+  let fatal = false
+  const onFatal = (where: 'uncaughtException' | 'unhandledRejection') => (err: unknown) => {
     log.fatal({ err }, 'uncaught error, exiting')
-    exit(1)
+    if (fatal) return
+    fatal = true
+    // Recorded by the errors module when it can be within a second; the exit does not wait longer.
+    const reports = plinth.context.errorReports
+    reports.report({ error: err, source: 'process', where })
+    void Promise.all([reports.settle(1000), plinth.tracing?.flush(1000)]).finally(() => exit(1))
   }
+  const onException = onFatal('uncaughtException')
+  const onRejection = onFatal('unhandledRejection')
   process.on('SIGTERM', onSignal)
   process.on('SIGINT', onSignal)
-  process.on('uncaughtException', onFatal)
-  process.on('unhandledRejection', onFatal)
+  process.on('uncaughtException', onException)
+  process.on('unhandledRejection', onRejection)
   return () => {
     process.off('SIGTERM', onSignal)
     process.off('SIGINT', onSignal)
-    process.off('uncaughtException', onFatal)
-    process.off('unhandledRejection', onFatal)
+    process.off('uncaughtException', onException)
+    process.off('unhandledRejection', onRejection)
   }
 }

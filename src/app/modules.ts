@@ -3,6 +3,7 @@ import { accountsModule } from '../modules/accounts/accounts.module.ts'
 import { alertsModule } from '../modules/alerts/alerts.module.ts'
 import { auditModule } from '../modules/audit/audit.module.ts'
 import { backupsModule } from '../modules/backups/backups.module.ts'
+import { errorsModule } from '../modules/errors/errors.module.ts'
 import { importsModule } from '../modules/imports/imports.module.ts'
 import { jobsModule } from '../modules/jobs/jobs.module.ts'
 import { keysModule } from '../modules/keys/keys.module.ts'
@@ -24,4 +25,5 @@ export const builtinModules: readonly PlinthModule[] = [
   backupsModule,
   importsModule,
   alertsModule,
+  errorsModule,
 ]

@@ -1,7 +1,8 @@
-import { createPlinth } from '../app/create-plinth.ts'
 import { handleProcessSignals } from '../app/lifecycle.ts'
 import { loadConfig } from '../config/load-config.ts'
+import { PLINTH_VERSION } from '../core/version.ts'
 import { createLogger } from '../observability/logger.ts'
+import { startTracing } from '../observability/tracing.ts'
 import { isPlinthError } from '../shared/errors.ts'
 import type { CliIo } from './cli-io.ts'
 import type { CommandInput } from './cli-spec.ts'
@@ -15,7 +16,10 @@ export async function startCommand(input: CommandInput, _io: CliIo): Promise<num
   const config = role ? Object.freeze({ ...loaded, role }) : loaded
   const logger = createLogger(config)
   try {
-    const plinth = await createPlinth({ config, logger })
+    // Tracing first (when configured), then the server: nothing of the server is loaded before.
+    const tracing = await startTracing(config, { logger, version: PLINTH_VERSION })
+    const { createPlinth } = await import('../app/create-plinth.ts')
+    const plinth = await createPlinth({ config, logger, ...(tracing ? { tracing } : {}) })
     handleProcessSignals(plinth, { logger })
     await plinth.listen()
     if (!plinth.context.mailer.canDeliver)

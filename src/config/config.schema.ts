@@ -644,6 +644,61 @@ export const configSchema = {
     defaultDoc: '`90d`',
     doc: 'How long resolved incidents (and their timelines) are kept; the retention job deletes older ones.',
   }),
+
+  errorsRetention: atLeast(
+    3_600_000,
+    duration({
+      env: 'PLINTH_ERRORS_RETENTION',
+      default: 90 * 86_400_000,
+      defaultDoc: '`90d`',
+      doc: 'How long an error group (`GET /api/v1/admin/errors`) is kept after it was last seen, whatever its status; the retention job deletes older ones. At least 1h.',
+    }),
+  ),
+  otelEndpoint: url({
+    env: 'OTEL_EXPORTER_OTLP_ENDPOINT',
+    protocols: ['http:', 'https:'],
+    doc: 'OpenTelemetry collector base URL (e.g. `http://otel-collector:4318`): traces are exported to `<url>/v1/traces` over OTLP HTTP/protobuf. Unset (and no `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`): tracing is off and its SDK is never loaded. See docs/operations/observability.md.',
+  }),
+  otelTracesEndpoint: url({
+    env: 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT',
+    protocols: ['http:', 'https:'],
+    doc: 'Full URL traces are POSTed to (OTLP HTTP/protobuf), used as is; wins over `OTEL_EXPORTER_OTLP_ENDPOINT`.',
+  }),
+  otelHeaders: optionalStr({
+    env: 'OTEL_EXPORTER_OTLP_HEADERS',
+    secret: true,
+    doc: 'Headers sent with every export, `key=value` pairs separated by commas, values URL-encoded (e.g. `authorization=Bearer%20abc`): how a hosted collector takes its credentials.',
+  }),
+  otelServiceName: str({
+    env: 'OTEL_SERVICE_NAME',
+    default: 'plinth',
+    doc: 'The `service.name` resource attribute of every span (how a tracing backend names this service).',
+  }),
+  otelTracesSampler: oneOf(
+    [
+      'parentbased_always_on',
+      'parentbased_always_off',
+      'parentbased_traceidratio',
+      'always_on',
+      'always_off',
+      'traceidratio',
+    ] as const,
+    {
+      env: 'OTEL_TRACES_SAMPLER',
+      default: 'parentbased_always_on',
+      doc: "Which traces are recorded: `parentbased_traceidratio` keeps `OTEL_TRACES_SAMPLER_ARG` of new traces and follows the caller's decision (`traceparent`) otherwise; `always_on`/`always_off` ignore the caller; the `parentbased_` forms follow it.",
+    },
+  ),
+  otelTracesSamplerArg: ratio({
+    env: 'OTEL_TRACES_SAMPLER_ARG',
+    default: 1,
+    doc: 'The ratio of the `traceidratio` samplers, 0 to 1 (`0.01`: one trace in a hundred).',
+  }),
+  otelSdkDisabled: bool({
+    env: 'OTEL_SDK_DISABLED',
+    default: false,
+    doc: 'Turns tracing off even when an OTLP endpoint is set.',
+  }),
 } as const
 
 export type PlinthConfig = ConfigOf<typeof configSchema>

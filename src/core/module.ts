@@ -95,6 +95,13 @@ export interface PlinthModule {
   /** Registers routes; the instance is already prefixed with `/api/v1`. */
   readonly routes?: (app: PlinthApp, ctx: ModuleContext) => Promise<void> | void
   readonly healthChecks?: (ctx: ModuleContext) => readonly HealthCheck[]
+  /**
+   * Registers this module's metrics on `ctx.metrics.registry` (prom-client), once, when the root
+   * builds the server: so they are at `/api/metrics` from the first scrape (counters at zero) and in
+   * docs/operations/metrics.md, which is generated from the registry. Name them `plinth_<what>`,
+   * counters ending in `_total`, with bounded label values.
+   */
+  readonly metrics?: (ctx: ModuleContext) => void
   /** Job types this module runs (see `defineJob`); workers start for them in the `worker` and `all` roles. */
   // biome-ignore lint/suspicious/noExplicitAny: each definition carries its own payload type
   readonly jobs?: (ctx: ModuleContext) => readonly JobDefinition<any>[]

@@ -22,6 +22,8 @@ export const PERMISSIONS = [
   'files:read',
   'files:write',
   'incidents:manage', // acknowledge and resolve built-in alerting incidents (reading them is ops:read)
+  'errors:read', // the grouped unexpected errors (GET /api/v1/admin/errors)
+  'errors:manage', // resolve, mute or reopen an error group
 ] as const
 export type Permission = (typeof PERMISSIONS)[number]
 
@@ -48,6 +50,8 @@ const operator: readonly Permission[] = [
   'webhooks:manage',
   'audit:read',
   'incidents:manage',
+  'errors:read',
+  'errors:manage',
 ]
 
 /** What each role may do (modules' `permissions` are added at boot). */

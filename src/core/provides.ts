@@ -12,6 +12,7 @@ import type { RedisHandle } from '../infra/cache/redis.ts'
 import type { EncryptedColumn } from '../infra/crypto/encrypted-column.ts'
 import type { Keyring } from '../infra/crypto/keyring.ts'
 import type { Database } from '../infra/db/create-db.ts'
+import type { ErrorReports } from '../observability/error-reports.ts'
 import type { Metrics } from '../observability/metrics.ts'
 import type { Audit } from './audit.ts'
 import type { EventBus } from './events.ts'
@@ -30,6 +31,11 @@ export interface AdapterContext {
   /** Redis-backed when configured, in-process otherwise (and whenever Redis fails). */
   readonly cache: Cache
   readonly securityEvents: SecurityEvents
+  /**
+   * Unexpected errors (a job's last failed attempt, an uncaught exception…): report them here; the
+   * errors module groups and stores them (`GET /api/v1/admin/errors`).
+   */
+  readonly errorReports: ErrorReports
 }
 
 /** What a provider's factory gets besides the services built before its own. */

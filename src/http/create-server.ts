@@ -24,6 +24,7 @@ import rateLimit, { RATE_LIMIT_HEADERS } from './plugins/rate-limit.ts'
 import requestContext from './plugins/request-context.ts'
 import securityHeaders from './plugins/security-headers.ts'
 import textGuard from './plugins/text-guard.ts'
+import tracing from './plugins/tracing.ts'
 import './route-config.ts'
 import { createValidatorCompiler } from '../shared/validation.ts'
 
@@ -41,6 +42,8 @@ export interface CreateServerOptions {
   /** Serve the application routes under /api/v1 (role `api` or `all`); otherwise only operations. */
   readonly serveApi: boolean
   readonly isShuttingDown: () => boolean
+  /** One span per request (plugins/tracing.ts); only while the tracing SDK runs. */
+  readonly tracing?: boolean
 }
 
 /**
@@ -80,6 +83,7 @@ export async function createServer(opts: CreateServerOptions): Promise<PlinthApp
   app.removeContentTypeParser('text/plain')
 
   app.decorateRequest('principal', null)
+  if (opts.tracing) await app.register(tracing)
   // First, so that every answer carries the headers, including those of later hooks (503, 429).
   await app.register(securityHeaders, { hsts })
   await app.register(problemJson, { development: config.env === 'development' })

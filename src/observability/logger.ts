@@ -1,6 +1,7 @@
 import { createRequire } from 'node:module'
 import pino, { type DestinationStream, type Logger } from 'pino'
 import type { PlinthConfig } from '../config/config.schema.ts'
+import { type TracingConfig, traceFields, tracingConfigured } from './tracing.ts'
 
 /**
  * Keys whose values never reach a log line, at any depth: credentials, session and API tokens,
@@ -81,7 +82,7 @@ export function redactDeep<T>(value: T): T {
   return redactValue(value, 0, false) as T
 }
 
-type LoggerConfig = Pick<PlinthConfig, 'logLevel' | 'logFormat' | 'env'>
+type LoggerConfig = Pick<PlinthConfig, 'logLevel' | 'logFormat' | 'env'> & Partial<TracingConfig>
 
 /**
  * Where JSON logs go: stdout (or `dest`), written asynchronously. No `minLength` buffering:
@@ -116,11 +117,23 @@ export function prettyStream(destination?: NodeJS.WritableStream): DestinationSt
  * through `redactDeep` (one place, every depth) instead of pino's path list, which must name each
  * nesting and costs more per line.
  *
+ * While tracing is configured (or `options.traceIds`), every line written inside a trace carries
+ * its `traceId` and `spanId` (a pino `mixin`), so logs and traces join; otherwise no mixin runs.
+ *
  * @example
  * const log = createLogger(config)
  * log.info({ jobId }, 'job completed')
  */
-export function createLogger(config: LoggerConfig, destination?: DestinationStream): Logger {
+export function createLogger(
+  config: LoggerConfig,
+  destination?: DestinationStream,
+  options: { traceIds?: boolean } = {},
+): Logger {
+  const traceIds =
+    options.traceIds ??
+    (config.otelEndpoint !== undefined || config.otelTracesEndpoint !== undefined
+      ? tracingConfigured(config as TracingConfig)
+      : false)
   const stream =
     destination ?? (config.logFormat === 'pretty' ? prettyStream() : undefined) ?? logDestination()
   return pino(
@@ -128,6 +141,7 @@ export function createLogger(config: LoggerConfig, destination?: DestinationStre
       level: config.logLevel,
       base: { service: 'plinth', env: config.env },
       timestamp: pino.stdTimeFunctions.isoTime,
+      ...(traceIds ? { mixin: traceFields } : {}),
       formatters: {
         level: (label) => ({ level: label }),
         log: (object) => redactDeep(object),

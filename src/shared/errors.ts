@@ -371,6 +371,12 @@ export const errorRegistry = {
     detail:
       'Use an https URL (http needs PLINTH_WEBHOOKS_ALLOW_HTTP) without credentials, whose host resolves only to public addresses (loopback and private ones need PLINTH_WEBHOOKS_ALLOW_PRIVATE=true); the detail says which rule failed.',
   },
+  PLINTH_ERROR_GROUP_NOT_FOUND: {
+    status: 404,
+    title: 'Error Group Not Found',
+    detail:
+      'No error group has this id (groups not seen for PLINTH_ERRORS_RETENTION are deleted); GET /api/v1/admin/errors lists them.',
+  },
   PLINTH_WEBHOOK_NOT_FOUND: {
     status: 404,
     title: 'Webhook Not Found',

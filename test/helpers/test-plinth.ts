@@ -1,3 +1,4 @@
+import type { SpanExporter } from '@opentelemetry/sdk-trace'
 import type { Logger } from 'pino'
 import { createPlinth, type Plinth } from '../../src/app/create-plinth.ts'
 import { builtinModules } from '../../src/app/modules.ts'
@@ -32,6 +33,8 @@ export async function startTestPlinth(
     prepare?: boolean
     /** `ctx.now` (see clock.ts's `movableClock`); real time by default. */
     now?: () => number
+    /** Starts tracing with this exporter (the SDK's in-memory one) instead of OTLP. */
+    traceExporter?: SpanExporter
   } = {},
 ): Promise<TestPlinth> {
   const backend = options.backend ?? 'embedded'
@@ -53,6 +56,7 @@ export async function startTestPlinth(
     config,
     ...(logger ? { logger } : {}),
     ...(options.now ? { now: options.now } : {}),
+    ...(options.traceExporter ? { traceExporter: options.traceExporter } : {}),
     modules: [...builtinModules, ...(options.modules ?? [])],
   })
   recordInjectedSecrets(plinth.app)

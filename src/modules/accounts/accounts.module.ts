@@ -1,5 +1,6 @@
 import type { PlinthModule } from '../../core/module.ts'
 import './accounts.tables.ts'
+import { registerAccountsMetrics } from './accounts.metrics.ts'
 import { accountsPersonalData } from './accounts.privacy.ts'
 import { accountsRetention } from './accounts.retention.ts'
 import { accountsServices } from './accounts.wiring.ts'
@@ -19,6 +20,7 @@ export const accountsModule: PlinthModule = {
   encryptedColumns: [totpSecretColumn],
   personalData: accountsPersonalData,
   retention: (ctx) => accountsRetention(ctx.config),
+  metrics: registerAccountsMetrics,
   async plugins(app, ctx) {
     const { sessions, tokens, accounts } = accountsServices(ctx)
     await app.register(authenticate, { sessions, tokens, secretKey: ctx.config.secretKey })

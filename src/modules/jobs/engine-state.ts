@@ -6,6 +6,7 @@ import { type Audit, type AuditCaller, type AuditEntry, callerEntry } from '../.
 import type { JobDefinition, ResolvedPolicy } from '../../core/jobs.ts'
 import type { Database } from '../../infra/db/create-db.ts'
 import type { PlinthTables } from '../../infra/db/tables.ts'
+import type { ErrorReports } from '../../observability/error-reports.ts'
 import { PlinthError } from '../../shared/errors.ts'
 import type { createStrictAjv } from '../../shared/validation.ts'
 import type { JobStore } from './job-store.ts'
@@ -14,7 +15,13 @@ import type { JobsMetrics } from './jobs-metrics.ts'
 /** What Plinth stores as a pg-boss job's data: the payload, and where the job came from. */
 export interface JobEnvelope {
   readonly payload: unknown
-  readonly meta: { readonly requestId?: string; readonly scheduleId?: string; readonly key?: string }
+  readonly meta: {
+    readonly requestId?: string
+    readonly scheduleId?: string
+    readonly key?: string
+    /** The W3C trace context of the code that enqueued the job, when tracing was on: its attempts continue that trace. */
+    readonly traceparent?: string
+  }
 }
 
 /** A registered job type. */
@@ -42,6 +49,8 @@ export interface EngineState {
   readonly registry: Map<string, Registered>
   /** Records administrators' actions (enqueue, retry, cancel, purge, redrive) when they pass a caller. */
   readonly audit: Pick<Audit, 'record'> | undefined
+  /** Jobs that failed their last attempt are reported here. */
+  readonly errorReports?: ErrorReports | undefined
   boss: PgBoss | undefined
   running: boolean
 }

@@ -10,6 +10,7 @@ import {
   resolvePolicy,
 } from '../../core/jobs.ts'
 import type { Database } from '../../infra/db/create-db.ts'
+import type { ErrorReports } from '../../observability/error-reports.ts'
 import type { Metrics } from '../../observability/metrics.ts'
 import { createStrictAjv } from '../../shared/validation.ts'
 import { bossDb, type EngineState, NIL_UUID, type Registered, requireBoss } from './engine-state.ts'
@@ -37,6 +38,8 @@ export function createJobEngine(deps: {
   metrics: Metrics
   /** Records administrators' actions (enqueue, retry, cancel, purge, redrive) when they pass a caller. */
   audit?: Pick<Audit, 'record'> | undefined
+  /** Where jobs that failed their last attempt are reported (the errors module groups them). */
+  errorReports?: ErrorReports | undefined
 }) {
   const { config, db } = deps
   const log = deps.logger.child({ component: 'jobs' })
@@ -53,6 +56,7 @@ export function createJobEngine(deps: {
     m: createJobsMetrics(deps.metrics, cachedDepths()),
     registry: new Map<string, Registered>(),
     audit: deps.audit,
+    errorReports: deps.errorReports,
     boss: undefined,
     running: false,
   }

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto'
 import type { Kysely } from 'kysely'
 import type { EnqueueOptions, EnqueueResult } from '../../core/jobs.ts'
 import type { PlinthTables } from '../../infra/db/tables.ts'
+import { currentTraceparent } from '../../observability/tracing.ts'
 import { PlinthError } from '../../shared/errors.ts'
 import { fieldErrors } from '../../shared/validation.ts'
 import {
@@ -73,9 +74,11 @@ export function createEnqueue(s: EngineState, wake: (name: string) => void) {
         })
     }
     const id = randomUUID()
+    const traceparent = currentTraceparent()
     const meta = {
       ...(options.requestId ? { requestId: options.requestId } : {}),
       ...(options.idempotencyKey ? { key: options.idempotencyKey } : {}),
+      ...(traceparent ? { traceparent } : {}),
     }
     const startAfter = options.runAt ?? (options.delay ? new Date(Date.now() + options.delay) : undefined)
     const send = (executor: Kysely<PlinthTables> | undefined) =>

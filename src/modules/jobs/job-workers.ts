@@ -1,4 +1,6 @@
 import type { Job as BossJob, PgBoss } from 'pg-boss'
+import type { Logger } from 'pino'
+import { contextFromTraceparent, SpanKind, withSpan } from '../../observability/tracing.ts'
 import type { EngineState, JobEnvelope, Registered } from './engine-state.ts'
 
 /**
@@ -31,6 +33,35 @@ export function createJobWorkers(s: EngineState) {
     m.started.inc({ name })
     if (meta.scheduleId && attempt === 1) m.schedulesFired.inc({ name })
     jobLog.debug('job started')
+    // One CONSUMER span per attempt, a child of the span that enqueued the job (the request's,
+    // when a request did): the trace goes on into the job and what it calls (webhooks, mail).
+    return withSpan(
+      `job ${name}`,
+      {
+        kind: SpanKind.CONSUMER,
+        parent: contextFromTraceparent(meta.traceparent),
+        attributes: {
+          'plinth.job.id': job.id,
+          'plinth.job.name': name,
+          'plinth.job.attempt': attempt,
+          ...(meta.requestId ? { 'plinth.request_id': meta.requestId } : {}),
+          ...(meta.scheduleId ? { 'plinth.schedule_id': meta.scheduleId } : {}),
+        },
+      },
+      () => runHandler(r, job, workerId, jobLog, attempt),
+    )
+  }
+
+  async function runHandler(
+    r: Registered,
+    job: BossJob<JobEnvelope>,
+    workerId: () => string | undefined,
+    jobLog: Logger,
+    attempt: number,
+  ) {
+    const name = r.definition.name
+    const envelope = job.data ?? { payload: null, meta: {} }
+    const meta = envelope.meta ?? {}
     const startedAt = performance.now()
     try {
       const output = await r.definition.handler({
@@ -61,6 +92,7 @@ export function createJobWorkers(s: EngineState) {
         { err, durationMs: Math.round(seconds * 1000), willRetry: !final },
         final ? 'job failed for the last time' : 'job attempt failed',
       )
+      if (final) s.errorReports?.report({ error: err, source: 'job', where: name, requestId: meta.requestId })
       throw err
     } finally {
       // More work is likely waiting: fetch again now instead of after the poll interval.

@@ -22,6 +22,7 @@ export const provideJobs: Provider<'jobs'> = (ctx): Provision<JobEngine> => {
     db: ctx.db,
     metrics: ctx.metrics,
     audit: ctx.audit,
+    errorReports: ctx.errorReports,
   })
   engines.add(engine)
   return { value: engine, close: () => engine.stop(0) }

@@ -4,6 +4,7 @@ import type { PlinthConfig } from '../../config/config.schema.ts'
 import type { Mailer, MailMessage, MailReceipt } from '../../core/mail.ts'
 import type { Database } from '../../infra/db/create-db.ts'
 import { RetryDeadlineError, retryWithBackoff } from '../../infra/db/retry.ts'
+import { SpanKind, withSpan } from '../../observability/tracing.ts'
 import { PlinthError } from '../../shared/errors.ts'
 import type { MailStatus } from './mail.tables.ts'
 
@@ -235,23 +236,36 @@ export function createMailer(deps: { config: MailConfig; logger: Logger; db: Dat
 
   return Object.freeze({
     canDeliver: transport !== undefined || local,
-    async send(message: MailMessage): Promise<MailReceipt> {
-      assertMessage(message)
-      if (transport) return deliver(message, await record(message, 'pending'))
-      if (local) {
-        const mailId = await record(message, 'logged')
-        const { to, subject, text, category } = message
-        log.info({ mailId, category, to, subject, text }, 'mail captured (no SMTP_URL)')
-        return { id: mailId, delivered: 'outbox' as const }
-      }
-      const reason = 'SMTP_URL is not set'
-      const mailId = await record(message, 'failed', reason)
-      // No recipient and no body here: outside development and test they stay in the table only.
-      log.error({ mailId, category: message.category ?? null, reason }, 'mail delivery failed')
-      throw unavailable(reason)
+    /** One CLIENT span per message (`mail send`) in the caller's trace: its category and outcome, never its recipient. */
+    send(message: MailMessage): Promise<MailReceipt> {
+      return withSpan(
+        'mail send',
+        { kind: SpanKind.CLIENT, attributes: { 'plinth.mail.category': message.category ?? 'none' } },
+        async (span) => {
+          const receipt = await sendMessage(message)
+          span.setAttribute('plinth.mail.delivered', receipt.delivered)
+          return receipt
+        },
+      )
     },
     async close() {
       transport?.close()
     },
   })
+
+  async function sendMessage(message: MailMessage): Promise<MailReceipt> {
+    assertMessage(message)
+    if (transport) return deliver(message, await record(message, 'pending'))
+    if (local) {
+      const mailId = await record(message, 'logged')
+      const { to, subject, text, category } = message
+      log.info({ mailId, category, to, subject, text }, 'mail captured (no SMTP_URL)')
+      return { id: mailId, delivered: 'outbox' as const }
+    }
+    const reason = 'SMTP_URL is not set'
+    const mailId = await record(message, 'failed', reason)
+    // No recipient and no body here: outside development and test they stay in the table only.
+    log.error({ mailId, category: message.category ?? null, reason }, 'mail delivery failed')
+    throw unavailable(reason)
+  }
 }

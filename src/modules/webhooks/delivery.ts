@@ -7,6 +7,7 @@ import { defineJob, type JobContext } from '../../core/jobs.ts'
 import type { ModuleContext } from '../../core/module.ts'
 import { PLINTH_VERSION } from '../../core/version.ts'
 import type { Metrics } from '../../observability/metrics.ts'
+import { injectTraceHeaders, SpanKind, SpanStatusCode, withSpan } from '../../observability/tracing.ts'
 import { webhookSecretColumn } from './encrypted-columns.ts'
 import { type DeliveryPayload, matchesEventType, WEBHOOK_DELIVERY_JOB } from './event-bus.ts'
 import { postJson } from './post-json.ts'
@@ -190,10 +191,29 @@ export function webhookDeliveryJob(ctx: ModuleContext) {
         'plinth-event': eventId,
         'plinth-signature': signatureHeader(secret, Math.floor(Date.now() / 1000), body),
       }
-      const answer = await postJson(url, body, headers, {
-        signal: AbortSignal.any([job.signal, timeout]),
-        lookup,
-      })
+      // A CLIENT span in the job's trace; the receiver gets its `traceparent` and may continue it.
+      const answer = await withSpan(
+        `webhook POST ${host}`,
+        {
+          kind: SpanKind.CLIENT,
+          attributes: {
+            'http.request.method': 'POST',
+            'server.address': host,
+            'plinth.webhook.subscription_id': subscriptionId,
+            'plinth.webhook.delivery_id': deliveryId,
+            'plinth.event.type': eventType,
+          },
+        },
+        async (span) => {
+          const result = await postJson(url, body, injectTraceHeaders(headers), {
+            signal: AbortSignal.any([job.signal, timeout]),
+            lookup,
+          })
+          span.setAttribute('http.response.status_code', result.status)
+          if (result.status < 200 || result.status >= 300) span.setStatus({ code: SpanStatusCode.ERROR })
+          return result
+        },
+      )
       responseStatus = answer.status
       if (answer.status >= 300 && answer.status < 400)
         error = `answered ${answer.status}: redirects are not followed`
