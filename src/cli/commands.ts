@@ -446,6 +446,78 @@ ${'$'}{DB_NOTE}`,
     load: async () => (await import('./backup.ts')).backupCommand,
   },
   {
+    name: 'pitr',
+    summary: 'point-in-time recovery through pgBackRest: setup, backup, status, verify, restore',
+    description: `Continuous WAL archiving and physical backups by pgBackRest on the database host
+(PLINTH_PITR_STANZA, PLINTH_PITR_PG_DATA, PLINTH_PITR_CIPHER_PASS …; docs/operations/backups.md).
+Boots no Plinth: a restore works when the database is gone. setup and status read the server at
+DATABASE_URL when it is set.`,
+    logs: true,
+    actions: [
+      {
+        name: 'setup',
+        summary:
+          'write the pgBackRest configuration, check (or --apply) the archive_* settings, create the stanza and run pgbackrest check (exit 1 until ready)',
+        options: [
+          {
+            name: 'apply',
+            description:
+              'apply the archive settings with ALTER SYSTEM (superuser; archive_mode needs a restart)',
+          },
+        ],
+        json: '{configPath, settings, sql: [text…], steps: [{name, ok, detail}…], restartNeeded, ready}',
+      },
+      {
+        name: 'backup',
+        summary: 'take a pgBackRest backup now',
+        options: [
+          {
+            name: 'type',
+            type: 'string',
+            choices: ['full', 'diff', 'incr'],
+            description: 'backup type (default full)',
+          },
+        ],
+        json: '{label, type, startedAt, finishedAt, sizeBytes, repoBytes, walStart, walStop, lsnStart, lsnStop, error}',
+      },
+      {
+        name: 'status',
+        summary: 'the repository, its backups, the last backup age and the WAL archive lag',
+        json: '{stanza, repository: {ok, message}, backups: […], lastBackup, lastBackupAgeSeconds, archive: {min, max, lastArchivedWal, lastArchivedAt, lastFailedWal, lastFailedAt, pendingBytes, lagSeconds}}',
+      },
+      {
+        name: 'verify',
+        summary:
+          'pgbackrest verify: check every backup and WAL file in the repository (exit 1 when it fails)',
+        json: '{ok, detail}',
+      },
+      {
+        name: 'restore',
+        summary:
+          'restore into a stopped, empty data directory up to --to-time or --to-lsn (asks unless --yes); start the server on it afterwards',
+        options: [
+          {
+            name: 'to-time',
+            type: 'string',
+            arg: 'TIME',
+            description: 'ISO 8601 time with a zone to recover to',
+          },
+          { name: 'to-lsn', type: 'string', arg: 'LSN', description: 'LSN to recover to (0/3000028)' },
+          {
+            name: 'pg-data',
+            type: 'string',
+            arg: 'DIR',
+            description: 'data directory to restore into (default PLINTH_PITR_PG_DATA)',
+          },
+          { name: 'force', description: 'overwrite a non-empty directory (pgBackRest --delta)' },
+          { name: 'yes', description: 'do not ask for confirmation' },
+        ],
+        json: '{pgData, type, target, durationMs}',
+      },
+    ],
+    load: async () => (await import('./pitr.ts')).pitrCommand,
+  },
+  {
     name: 'completion',
     summary: 'print a shell completion script (bash or zsh)',
     description: `plinth completion bash >> ~/.bashrc, or plinth completion zsh > "\${fpath[1]}/_plinth".`,

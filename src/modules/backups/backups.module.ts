@@ -1,11 +1,28 @@
 import type { ModuleContext, PlinthModule } from '../../core/module.ts'
 import { type BackupService, createBackupService } from './backup.service.ts'
 import { backupHealthCheck, backupJob, backupSchedules } from './backup-job.ts'
-import { createBackupMetrics } from './backup-metrics.ts'
+import { type BackupMetrics, createBackupMetrics, registerWalLagMetric } from './backup-metrics.ts'
 import { backupsRoutes } from './backups.routes.ts'
+import { archiverState, createPitr, type Pitr, pitrSettingsOf } from './pitr.ts'
+import { pitrBackupJob, pitrSchedules } from './pitr-job.ts'
 
 export { type BackupService, type BackupSummary, backupDirOf, createBackupService } from './backup.service.ts'
 export { BACKUP_JOB, BACKUP_SCHEDULE } from './backup-job.ts'
+export { PITR_BACKUP_JOB, PITR_BACKUP_SCHEDULE } from './pitr-job.ts'
+
+/** The backup metrics of a module context (registered once per context's registry). */
+const metricsByCtx = new WeakMap<ModuleContext, BackupMetrics>()
+function metricsOf(ctx: ModuleContext): BackupMetrics {
+  let m = metricsByCtx.get(ctx)
+  if (!m) {
+    m = createBackupMetrics(ctx.metrics)
+    const url = ctx.config.databaseUrl
+    if (ctx.config.pitrStanza && url)
+      registerWalLagMetric(ctx.metrics, async () => (await archiverState(url, new Date())).lagSeconds)
+    metricsByCtx.set(ctx, m)
+  }
+  return m
+}
 
 /** The backup service of a module context (one per context, built on first use). */
 const services = new WeakMap<ModuleContext, BackupService>()
@@ -18,24 +35,42 @@ export function backupServiceOf(ctx: ModuleContext): BackupService {
       db: ctx.db,
       keyring: ctx.keyring,
       audit: ctx.audit,
-      metrics: createBackupMetrics(ctx.metrics),
+      metrics: metricsOf(ctx),
     })
     services.set(ctx, s)
   }
   return s
 }
 
+const pitrs = new WeakMap<ModuleContext, Pitr>()
+function pitrOf(ctx: ModuleContext): Pitr {
+  let p = pitrs.get(ctx)
+  if (!p) {
+    p = createPitr({ settings: pitrSettingsOf(ctx.config), logger: ctx.logger })
+    pitrs.set(ctx, p)
+  }
+  return p
+}
+
 /**
  * Backups (docs/operations/backups.md): a sealed manifest and an encrypted, chunk-authenticated
  * archive per backup, made by `pg_dump -Fc` on a server and PGlite's `dumpDataDir` when embedded,
- * kept in a backup target (a local directory today), verified by restoring to a scratch target.
+ * kept in a backup target (a local directory or an S3 bucket), verified by restoring to a scratch
+ * target; and, with PLINTH_PITR_STANZA, point-in-time recovery through pgBackRest (decision 0018).
  * No tables of its own: everything lives in the target, so that it survives the database.
  */
 export const backupsModule: PlinthModule = {
   name: 'backups',
   routes: (app, ctx) => backupsRoutes(app, ctx, () => backupServiceOf(ctx)),
-  jobs: (ctx) => [backupJob(() => backupServiceOf(ctx))],
-  schedules: (ctx) => backupSchedules(ctx.config),
-  healthChecks: (ctx) =>
-    backupSchedules(ctx.config).length > 0 ? [backupHealthCheck(ctx.config, () => backupServiceOf(ctx))] : [],
+  jobs: (ctx) => [
+    backupJob(() => backupServiceOf(ctx)),
+    ...(ctx.config.pitrStanza ? [pitrBackupJob(() => pitrOf(ctx), metricsOf(ctx))] : []),
+  ],
+  schedules: (ctx) => [...backupSchedules(ctx.config), ...pitrSchedules(ctx.config)],
+  healthChecks: (ctx) => {
+    metricsOf(ctx)
+    return backupSchedules(ctx.config).length > 0
+      ? [backupHealthCheck(ctx.config, () => backupServiceOf(ctx))]
+      : []
+  },
 }
