@@ -387,7 +387,7 @@ sweep (no wait on the embedded database). See docs/operations/key-rotation.md.`,
     description: `Backups are pg_dump -Fc on a server and PGlite's data directory when embedded, compressed and
 encrypted (AES-256-GCM) into PLINTH_BACKUP_DIR (or PLINTH_BACKUP_S3_BUCKET). A restore needs this
 server's data keys or the PLINTH_MASTER_KEY the backup was made under (docs/operations/backups.md).
-${'$'}{DB_NOTE}`,
+${DB_NOTE}`,
     logs: true,
     actions: [
       {
@@ -516,6 +516,27 @@ DATABASE_URL when it is set.`,
       },
     ],
     load: async () => (await import('./pitr.ts')).pitrCommand,
+  },
+  {
+    name: 'dr',
+    summary:
+      'disaster-recovery drills: restore the newest backup to a scratch target, check it, measure RTO and RPO',
+    description: `A drill restores the newest backup to a scratch target (a scratch database beside DATABASE_URL,
+or an in-process PGlite), checks checksums, row counts, the audit chain and the migration head,
+and reports RTO (restore and checks, measured) and RPO (the WAL archive lag with PITR, else the
+age of the backup) beside the goals (300 s, 60 s). Reports are stored in the backup target
+(GET /api/v1/admin/backups/drills). Runbook: docs/operations/disaster-recovery.md.
+${DB_NOTE}`,
+    logs: true,
+    actions: [
+      {
+        name: 'drill',
+        summary: 'run a drill now (exit 1 when a check fails)',
+        json: '{id, at, ok, backupId, backupKind, rtoSeconds, rpoSeconds, rpoBasis, targets, meetsTargets, checks: [{name, ok, detail}…]}',
+      },
+      { name: 'list', summary: 'stored drill reports, newest first', json: '{"drills": [drill…]}' },
+    ],
+    load: async () => (await import('./dr.ts')).drCommand,
   },
   {
     name: 'completion',

@@ -171,6 +171,23 @@ export const configSchema = {
     max: 10_000,
     doc: 'Retention: keep the newest verified backup of each of this many most recent months. The newest verified backup is always kept.',
   }),
+  backupReverifyCron: str({
+    env: 'PLINTH_BACKUP_REVERIFY_CRON',
+    default: '47 4 * * *',
+    doc: 'Cron expression (UTC) of the built-in `plinth.backup-reverify` schedule: re-verifies a sample of older backups (the newest and `PLINTH_BACKUP_REVERIFY_SAMPLE` - 1 others at random); a failure emits the `backup.verification_failed` event and counts in `plinth_backup_verification_failures_total`. `off` declares no schedule.',
+  }),
+  backupReverifySample: int({
+    env: 'PLINTH_BACKUP_REVERIFY_SAMPLE',
+    default: 3,
+    min: 1,
+    max: 1000,
+    doc: 'How many backups each `plinth.backup-reverify` run restores and checks again.',
+  }),
+  backupDrillCron: str({
+    env: 'PLINTH_BACKUP_DRILL_CRON',
+    default: 'off',
+    doc: 'Cron expression (UTC) of a scheduled disaster-recovery drill (`plinth.backup-drill`: the newest backup restored to a scratch target and checked, RTO and RPO measured and stored; docs/operations/disaster-recovery.md), e.g. `13 5 * * 1` weekly. `off` (default): drills run on demand only.',
+  }),
   pitrStanza: optionalStr({
     env: 'PLINTH_PITR_STANZA',
     doc: 'Point-in-time recovery through pgBackRest (`plinth pitr`, docs/operations/backups.md): the stanza name. Unset: PITR is off.',

@@ -1,13 +1,28 @@
 import type { ModuleContext, PlinthModule } from '../../core/module.ts'
 import { type BackupService, createBackupService } from './backup.service.ts'
-import { backupHealthCheck, backupJob, backupSchedules } from './backup-job.ts'
+import {
+  backupHealthCheck,
+  backupJob,
+  backupSchedules,
+  drillJob,
+  maintenanceSchedules,
+  reverifyJob,
+} from './backup-job.ts'
 import { type BackupMetrics, createBackupMetrics, registerWalLagMetric } from './backup-metrics.ts'
 import { backupsRoutes } from './backups.routes.ts'
+import { createDrills, type Drills } from './drill.ts'
 import { archiverState, createPitr, type Pitr, pitrSettingsOf } from './pitr.ts'
 import { pitrBackupJob, pitrSchedules } from './pitr-job.ts'
 
 export { type BackupService, type BackupSummary, backupDirOf, createBackupService } from './backup.service.ts'
-export { BACKUP_JOB, BACKUP_SCHEDULE } from './backup-job.ts'
+export {
+  BACKUP_DRILL_JOB,
+  BACKUP_JOB,
+  BACKUP_REVERIFY_JOB,
+  BACKUP_SCHEDULE,
+  VERIFICATION_FAILED_EVENT,
+} from './backup-job.ts'
+export type { DrillReport } from './drill.ts'
 export { PITR_BACKUP_JOB, PITR_BACKUP_SCHEDULE } from './pitr-job.ts'
 
 /** The backup metrics of a module context (registered once per context's registry). */
@@ -42,6 +57,28 @@ export function backupServiceOf(ctx: ModuleContext): BackupService {
   return s
 }
 
+const drillsByCtx = new WeakMap<ModuleContext, Drills>()
+/** The disaster-recovery drills of a module context (reports stored in the backup target). */
+export function drillsOf(ctx: ModuleContext): Drills {
+  let d = drillsByCtx.get(ctx)
+  if (!d) {
+    const url = ctx.config.databaseUrl
+    d = createDrills({
+      service: () => backupServiceOf(ctx),
+      target: () => backupServiceOf(ctx).target,
+      db: ctx.db,
+      audit: ctx.audit,
+      logger: ctx.logger,
+      walLag:
+        ctx.config.pitrStanza && url
+          ? async () => (await archiverState(url, new Date())).lagSeconds
+          : undefined,
+    })
+    drillsByCtx.set(ctx, d)
+  }
+  return d
+}
+
 const pitrs = new WeakMap<ModuleContext, Pitr>()
 function pitrOf(ctx: ModuleContext): Pitr {
   let p = pitrs.get(ctx)
@@ -61,12 +98,24 @@ function pitrOf(ctx: ModuleContext): Pitr {
  */
 export const backupsModule: PlinthModule = {
   name: 'backups',
-  routes: (app, ctx) => backupsRoutes(app, ctx, () => backupServiceOf(ctx)),
+  routes: (app, ctx) =>
+    backupsRoutes(
+      app,
+      ctx,
+      () => backupServiceOf(ctx),
+      () => drillsOf(ctx),
+    ),
   jobs: (ctx) => [
     backupJob(() => backupServiceOf(ctx)),
+    drillJob(() => drillsOf(ctx)),
+    reverifyJob(() => backupServiceOf(ctx), ctx.config, ctx.events),
     ...(ctx.config.pitrStanza ? [pitrBackupJob(() => pitrOf(ctx), metricsOf(ctx))] : []),
   ],
-  schedules: (ctx) => [...backupSchedules(ctx.config), ...pitrSchedules(ctx.config)],
+  schedules: (ctx) => [
+    ...backupSchedules(ctx.config),
+    ...maintenanceSchedules(ctx.config),
+    ...pitrSchedules(ctx.config),
+  ],
   healthChecks: (ctx) => {
     metricsOf(ctx)
     return backupSchedules(ctx.config).length > 0
