@@ -219,6 +219,11 @@ describe('plinth on a shared database', { skip: await skipUnlessPostgres() }, ()
     } finally {
       await restoreTarget.drop()
     }
+    const drill = await run('dr', 'drill')
+    assert.equal(drill.ok, true, JSON.stringify(drill.checks))
+    assert.ok((await run('dr', 'list')).drills.some((d: { id: string }) => d.id === drill.id))
+    // pitr needs a pgBackRest stanza on a cluster of its own: test/pitr.test.ts parses each action's --json.
+    for (const a of ['setup', 'backup', 'status', 'verify', 'restore']) covered.add(`pitr ${a}`)
 
     // Every action that declares a --json shape was run above.
     for (const c of commands) {
@@ -286,11 +291,12 @@ describe('plinth on a shared database', { skip: await skipUnlessPostgres() }, ()
       ['privacy', 'export', '--user', 'admin@example.com', '--json'],
       ['keys', 'status', '--json'],
       ['backup', 'list', '--json'],
+      ['dr', 'list', '--json'],
       ['completion', 'bash'],
       ['--help'],
     ]
     for (const c of commands)
-      assert.ok(runs.some((r) => r[0] === c.name) || ['start', 'user'].includes(c.name), c.name)
+      assert.ok(runs.some((r) => r[0] === c.name) || ['start', 'user', 'pitr'].includes(c.name), c.name)
     const closeEarly = (argv: string[]) =>
       new Promise<{ code: number | null; first: string }>((resolve, reject) => {
         // Logs on stdout too would be the old hang (a full pipe nobody reads): --verbose, JSON logs.

@@ -1,9 +1,19 @@
+import type { Logger } from 'pino'
+import { createPlinth } from '../app/create-plinth.ts'
 import { builtinModules } from '../app/modules.ts'
+import type { PlinthConfig } from '../config/config.schema.ts'
 import { cliCaller } from '../core/audit.ts'
-import { type BackupSummary, backupServiceOf } from '../modules/backups/backups.module.ts'
+import {
+  type BackupSummary,
+  backupServiceOf,
+  erasedIn,
+  readTombstones,
+  type Tombstone,
+} from '../modules/backups/backups.module.ts'
 import type { Verification } from '../modules/backups/verification.ts'
+import { createPrivacyService } from '../modules/privacy/privacy.service.ts'
 import { type CliIo, printJson, UsageError } from './cli-io.ts'
-import { withCliPlinth } from './cli-plinth.ts'
+import { cliConfig, withCliPlinth } from './cli-plinth.ts'
 import type { CommandInput } from './cli-spec.ts'
 
 function formatList(list: readonly BackupSummary[]): string {
@@ -50,6 +60,38 @@ function formatShow(b: BackupSummary): string {
   return lines.join('\n')
 }
 
+/**
+ * Erases again, in the restored database, everyone an erasure tombstone names (the backup may be
+ * older than their erasure): a Plinth on the restored database, its users matched against the
+ * tombstones' pseudonyms, and the privacy module's erasure for each (with its audit row).
+ */
+async function reapplyErasures(
+  overrides: Partial<PlinthConfig>,
+  tombstones: readonly Tombstone[],
+  logger: Logger,
+): Promise<string[]> {
+  if (tombstones.length === 0) return []
+  const config = cliConfig(overrides)
+  const restored = await createPlinth({ config, logger, modules: builtinModules })
+  try {
+    await restored.prepare()
+    const ids: string[] = []
+    for (let offset = 0; ; offset += 500) {
+      const page = await restored.context.users.list({ limit: 500, offset })
+      ids.push(...page.map((u) => u.id))
+      if (page.length < 500) break
+    }
+    const again = erasedIn(ids, tombstones, config.secretKey)
+    const privacy = createPrivacyService(restored.context)
+    for (const id of again) await privacy.erase(id, { via: 'cli' })
+    return again
+  } finally {
+    await restored
+      .shutdown()
+      .catch((err: unknown) => logger.warn({ err }, 'closing the restored database failed'))
+  }
+}
+
 /** `plinth backup create | list | show | verify | restore | prune`. */
 export async function backupCommand(input: CommandInput, io: CliIo): Promise<number> {
   const action = input.action as 'create' | 'list' | 'show' | 'verify' | 'restore' | 'prune'
@@ -64,7 +106,7 @@ export async function backupCommand(input: CommandInput, io: CliIo): Promise<num
   const print = (json: unknown, text: string) => (input.json ? printJson(io, json) : io.out(text))
   // Applies pending migrations (PLINTH_MIGRATE_ON_START), as a server start would: a restore may run
   // from a fresh process whose own database is new.
-  return withCliPlinth({ verbose: input.verbose, migrate: true }, async (plinth) => {
+  return withCliPlinth({ verbose: input.verbose, migrate: true }, async (plinth, logger) => {
     const service = backupServiceOf(plinth.context)
     const caller = cliCaller()
     if (action === 'list') {
@@ -111,10 +153,20 @@ export async function backupCommand(input: CommandInput, io: CliIo): Promise<num
       knownMigrations,
       caller,
     })
+    const tombstones = await readTombstones(service.target)
+    const target = input.values.target as string | undefined
+    const reErased = await reapplyErasures(
+      target
+        ? { databaseUrl: target }
+        : { databaseUrl: undefined, dataDir: input.values['data-dir'] as string },
+      tombstones,
+      logger,
+    )
     print(
-      result,
+      { ...result, erasuresReapplied: reErased.length },
       `restored backup ${result.id} into ${result.target}; row counts ${result.matches ? 'match the manifest' : 'DIFFER from the manifest'}` +
-        (result.replaced ? `; the previous database was moved to ${result.replaced}` : ''),
+        (result.replaced ? `; the previous database was moved to ${result.replaced}` : '') +
+        `; ${reErased.length} erasure(s) made since re-applied`,
     )
     return result.matches ? 0 : 1
   })

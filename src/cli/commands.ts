@@ -413,7 +413,7 @@ ${DB_NOTE}`,
         name: 'restore',
         args: ['<id>'],
         summary:
-          'restore into --target <DATABASE_URL> (server backups) or --data-dir <DIR> (embedded ones); refuses newer backups and non-empty targets unless --force --yes',
+          'restore into --target <DATABASE_URL> (server backups) or --data-dir <DIR> (embedded ones), then erase again everyone erased since (tombstones); refuses newer backups and non-empty targets unless --force --yes',
         options: [
           {
             name: 'target',
@@ -433,7 +433,7 @@ ${DB_NOTE}`,
           },
           { name: 'yes', description: 'confirm --force' },
         ],
-        json: '{id, target, matches, replaced}',
+        json: '{id, target, matches, replaced, erasuresReapplied}',
       },
       {
         name: 'prune',

@@ -1,4 +1,5 @@
 import type { ModuleContext, PlinthModule } from '../../core/module.ts'
+import { IN_MEMORY } from '../../infra/db/create-db.ts'
 import { type BackupService, createBackupService } from './backup.service.ts'
 import {
   backupHealthCheck,
@@ -13,6 +14,7 @@ import { backupsRoutes } from './backups.routes.ts'
 import { createDrills, type Drills } from './drill.ts'
 import { archiverState, createPitr, type Pitr, pitrSettingsOf } from './pitr.ts'
 import { pitrBackupJob, pitrSchedules } from './pitr-job.ts'
+import { recordErasures, tombstoneWriter } from './tombstones.ts'
 
 export { type BackupService, type BackupSummary, backupDirOf, createBackupService } from './backup.service.ts'
 export {
@@ -24,6 +26,7 @@ export {
 } from './backup-job.ts'
 export type { DrillReport } from './drill.ts'
 export { PITR_BACKUP_JOB, PITR_BACKUP_SCHEDULE } from './pitr-job.ts'
+export { erasedIn, readTombstones, type Tombstone } from './tombstones.ts'
 
 /** The backup metrics of a module context (registered once per context's registry). */
 const metricsByCtx = new WeakMap<ModuleContext, BackupMetrics>()
@@ -116,6 +119,14 @@ export const backupsModule: PlinthModule = {
     ...maintenanceSchedules(ctx.config),
     ...pitrSchedules(ctx.config),
   ],
+  // Every erasure this process makes leaves a tombstone in the backup target (re-applied after a restore).
+  start: async (ctx) => {
+    if (ctx.config.dataDir === IN_MEMORY && !ctx.config.backupDir && !ctx.config.backupS3Bucket) return
+    const write = tombstoneWriter(() => backupServiceOf(ctx).target)
+    recordErasures(ctx.securityEvents, write, (err) =>
+      ctx.logger.error({ err }, 'could not record an erasure tombstone in the backup target'),
+    )
+  },
   healthChecks: (ctx) => {
     metricsOf(ctx)
     return backupSchedules(ctx.config).length > 0
