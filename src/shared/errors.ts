@@ -305,6 +305,12 @@ export const errorRegistry = {
     detail:
       'pg_dump, pg_restore or PGlite failed; the log holds its message. Nothing half-written was published.',
   },
+  PLINTH_BACKUP_TARGET_FULL: {
+    status: 507,
+    title: 'Backup Target Full',
+    detail:
+      'The backup target ran out of space while the backup was written: nothing half-written was published and the temporary files were removed. Free space (plinth backup prune) or move PLINTH_BACKUP_DIR, then retry.',
+  },
   PLINTH_PITR_NOT_CONFIGURED: {
     status: 409,
     title: 'Point-In-Time Recovery Not Configured',

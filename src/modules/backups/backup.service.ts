@@ -367,7 +367,16 @@ export function createBackupService(deps: BackupServiceDeps): BackupService {
         sha256: written.sha256,
       })
       return summary(id)
-    } catch (err) {
+    } catch (caught) {
+      const errno = (caught as NodeJS.ErrnoException).code
+      const err =
+        errno === 'ENOSPC' || errno === 'EDQUOT'
+          ? new PlinthError(
+              'PLINTH_BACKUP_TARGET_FULL',
+              `The backup target ${targetOf().description} is full (${errno}): backup ${id} was not published.`,
+              { cause: caught },
+            )
+          : caught
       // A refusal (4xx: not configured, run it in the server…) is the caller's to fix, not a fault.
       if (err instanceof PlinthError && err.status < 500)
         log.warn({ backupId: id, code: err.code }, 'backup refused')
