@@ -67,6 +67,14 @@ describe('erasure tombstones: a restore never brings an erased person back', { s
       const result = JSON.parse(r.out)
       assert.equal(result.matches, true, 'the backup itself restored as it was')
       assert.equal(result.erasuresReapplied, 1)
+      const again = await cli(['backup', 'reapply-erasures', '--target', empty.url, '--json'], {
+        ...env,
+        DATABASE_URL: source.config.databaseUrl!,
+        PLINTH_ENV: 'test',
+        PLINTH_LOG_LEVEL: 'silent',
+      })
+      assert.equal(again.code, 0, again.err)
+      assert.equal(JSON.parse(again.out).erasuresReapplied, 0, 'nobody left to erase: idempotent')
 
       const conn = connectTo(empty.url)
       try {

@@ -216,6 +216,10 @@ describe('plinth on a shared database', { skip: await skipUnlessPostgres() }, ()
     const restoreTarget = await createTestDatabase()
     try {
       assert.equal((await run('backup', 'restore', backup.id, '--target', restoreTarget.url)).matches, true)
+      assert.equal(
+        typeof (await run('backup', 'reapply-erasures', '--target', restoreTarget.url)).erasuresReapplied,
+        'number',
+      )
     } finally {
       await restoreTarget.drop()
     }

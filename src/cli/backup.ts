@@ -94,13 +94,20 @@ async function reapplyErasures(
 
 /** `plinth backup create | list | show | verify | restore | prune`. */
 export async function backupCommand(input: CommandInput, io: CliIo): Promise<number> {
-  const action = input.action as 'create' | 'list' | 'show' | 'verify' | 'restore' | 'prune'
+  const action = input.action as
+    | 'create'
+    | 'list'
+    | 'show'
+    | 'verify'
+    | 'restore'
+    | 'prune'
+    | 'reapply-erasures'
   const id = input.args[0]
   const values = input.values
-  if (action === 'restore') {
+  if (action === 'restore' || action === 'reapply-erasures') {
     if (Boolean(values.target) === Boolean(values['data-dir']))
       throw new UsageError('restore needs exactly one of --target <DATABASE_URL> or --data-dir <DIR>')
-    if (values.force && !values.yes)
+    if (action === 'restore' && values.force && !values.yes)
       throw new UsageError('--force replaces what the target holds: add --yes once you are sure')
   }
   const print = (json: unknown, text: string) => (input.json ? printJson(io, json) : io.out(text))
@@ -144,6 +151,18 @@ export async function backupCommand(input: CommandInput, io: CliIo): Promise<num
       const v = await service.verify(id!, { caller })
       print(v, formatVerification(v))
       return v.ok ? 0 : 1
+    }
+    if (action === 'reapply-erasures') {
+      const target = input.values.target as string | undefined
+      const again = await reapplyErasures(
+        target
+          ? { databaseUrl: target }
+          : { databaseUrl: undefined, dataDir: input.values['data-dir'] as string },
+        await readTombstones(service.target),
+        logger,
+      )
+      print({ erasuresReapplied: again.length }, `${again.length} erasure(s) re-applied`)
+      return 0
     }
     const knownMigrations = builtinModules.flatMap((m) => Object.keys(m.migrations ?? {}))
     const result = await service.restore(id!, {

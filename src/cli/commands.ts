@@ -436,6 +436,21 @@ ${DB_NOTE}`,
         json: '{id, target, matches, replaced, erasuresReapplied}',
       },
       {
+        name: 'reapply-erasures',
+        summary:
+          'erase again, in a restored database (--target URL or --data-dir DIR), everyone the erasure tombstones name (after plinth pitr restore or a manual restore)',
+        options: [
+          { name: 'target', type: 'string', arg: 'URL', description: 'the restored PostgreSQL database' },
+          {
+            name: 'data-dir',
+            type: 'string',
+            arg: 'DIR',
+            description: 'the restored embedded data directory',
+          },
+        ],
+        json: '{erasuresReapplied}',
+      },
+      {
         name: 'prune',
         summary:
           'delete the backups grandfather-father-son retention does not keep (PLINTH_BACKUP_KEEP_*); the newest verified one always stays',
