@@ -4,6 +4,11 @@ import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import pg from 'pg'
+import { pino } from 'pino'
+import { createBackupMetrics, registerWalLagMetric } from '../src/modules/backups/backup-metrics.ts'
+import { archiverState, createPitr, pitrSettingsOf } from '../src/modules/backups/pitr.ts'
+import { pitrBackupJob } from '../src/modules/backups/pitr-job.ts'
+import { createMetrics } from '../src/observability/metrics.ts'
 import { runCliWithEnv as cli } from './helpers/run-cli.ts'
 import {
   createSpareCluster,
@@ -11,6 +16,7 @@ import {
   skipUnlessSpareClusters,
   startAndWait,
 } from './helpers/spare-cluster.ts'
+import { testConfig } from './helpers/test-config.ts'
 import { waitFor } from './helpers/wait-for.ts'
 
 const skip = skipUnlessSpareClusters()
@@ -141,6 +147,28 @@ describe('plinth pitr (pgBackRest)', { skip }, () => {
 
     const verify = await cli(['pitr', 'verify', '--json'], env)
     assert.equal(verify.code, 0, verify.err)
+
+    // The scheduled job (an incremental backup here, then pgbackrest verify) and the metrics.
+    const metrics = createMetrics({ version: 'test', revision: 'test', env: 'test' })
+    const backupMetrics = createBackupMetrics(metrics)
+    registerWalLagMetric(metrics, async () => (await archiverState(db, new Date())).lagSeconds)
+    const pitr = createPitr({ settings: pitrSettingsOf(testConfig(env)), logger: pino({ level: 'silent' }) })
+    const job = pitrBackupJob(() => pitr, backupMetrics)
+    const output = (await job.handler({
+      id: 'test',
+      name: job.name,
+      payload: { type: 'incr' },
+      attempt: 1,
+      requestId: undefined,
+      scheduleId: undefined,
+      signal: new AbortController().signal,
+      logger: pino({ level: 'silent' }),
+    } as unknown as Parameters<typeof job.handler>[0])) as { type: string }
+    assert.equal(output.type, 'incr')
+    const text = await metrics.registry.metrics()
+    assert.match(text, /^plinth_wal_archive_lag_seconds \d/m)
+    assert.match(text, /^plinth_pitr_last_backup_timestamp_seconds \d{10}/m)
+    assert.match(text, /^plinth_backup_verifications_total\{kind="pgbackrest",result="ok"\} 1$/m)
 
     // The restore refuses a non-empty directory, and asks before anything (no terminal: no).
     restored.stop()
