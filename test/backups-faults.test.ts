@@ -1,22 +1,28 @@
 import assert from 'node:assert/strict'
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
-import { mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3'
 import { sql } from 'kysely'
+import { builtinModules } from '../src/app/modules.ts'
 import { createBackupService } from '../src/modules/backups/backup.service.ts'
+import { listTables } from '../src/modules/backups/database-facts.ts'
 import { createLocalTarget } from '../src/modules/backups/local-target.ts'
+import { connectTo } from '../src/modules/backups/pg-dump-engine.ts'
 import { createS3Target } from '../src/modules/backups/s3-target.ts'
 import { createUser, NO_RATE_LIMITS, uniqueEmail } from './helpers/accounts.ts'
+import { skipUnlessPostgres } from './helpers/services.ts'
 import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy.ts'
 import { TEST_MASTER_KEY } from './helpers/test-config.ts'
+import { createTestDatabase } from './helpers/test-database.ts'
 import { startTestPlinth, type TestPlinth } from './helpers/test-plinth.ts'
 import { waitFor } from './helpers/wait-for.ts'
 
 const BUCKET = 'backups'
+const knownMigrations = builtinModules.flatMap((m) => Object.keys(m.migrations ?? {}))
 
 /** Incompressible rows (random bytes), so that the archive is as big as the data. */
 async function filler(plinth: TestPlinth, table: string, megabytes: number) {
@@ -179,5 +185,56 @@ describe('the S3 connection cut mid-upload', () => {
       (await service.list()).map((b) => b.id),
       [next.id],
     )
+  })
+})
+
+describe('a server restore from a damaged archive (one pass, one transaction)', {
+  skip: await skipUnlessPostgres(),
+}, () => {
+  it('fails with PLINTH_BACKUP_CORRUPT and leaves the target empty, wherever the damage is', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'plinth-damaged-restore-'))
+    const plinth = await startTestPlinth({
+      backend: 'postgres',
+      env: { ...NO_RATE_LIMITS, PLINTH_MASTER_KEY: TEST_MASTER_KEY, PLINTH_BACKUP_DIR: dir },
+    })
+    const empty = await createTestDatabase()
+    try {
+      await createUser(plinth, uniqueEmail('admin'), 'admin')
+      await filler(plinth, 'restore_filler', 3)
+      const service = createBackupService({
+        config: plinth.context.config,
+        logger: plinth.context.logger,
+        db: plinth.context.db,
+        keyring: plinth.context.keyring,
+        audit: plinth.context.audit,
+        target: createLocalTarget(dir),
+        chunkSize: 64 * 1024,
+      })
+      const b = await service.create()
+      const archive = join(dir, b.manifest!.parts[0]!.name)
+      const good = readFileSync(archive)
+      for (const at of [good.length >> 1, good.length - 20]) {
+        const bad = Buffer.from(good)
+        bad[at]! ^= 0x01
+        writeFileSync(archive, bad)
+        await assert.rejects(
+          service.restore(b.id, { databaseUrl: empty.url, force: false, knownMigrations }),
+          (err: { code?: string }) => err.code === 'PLINTH_BACKUP_CORRUPT',
+        )
+        const conn = connectTo(empty.url)
+        try {
+          assert.deepEqual(await listTables(conn.kysely), [], `damage at byte ${at} left tables behind`)
+        } finally {
+          await conn.close()
+        }
+      }
+      writeFileSync(archive, good)
+      const r = await service.restore(b.id, { databaseUrl: empty.url, force: false, knownMigrations })
+      assert.equal(r.matches, true)
+    } finally {
+      await plinth.close()
+      await empty.drop()
+      rmSync(dir, { recursive: true, force: true })
+    }
   })
 })

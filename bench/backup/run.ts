@@ -8,8 +8,8 @@
  *   SHA-256, written to a local target, read back and checked, then published;
  * - `raw restore`: `pg_restore` of the raw file into an empty database, with the flags Plinth uses
  *   (`--no-owner --no-acl --single-transaction --exit-on-error`);
- * - `plinth restore`: `plinth backup restore` into another empty database — the archive checked to
- *   the end first (a second read), then decrypted, decompressed and fed to the same pg_restore.
+ * - `plinth restore`: `plinth backup restore` into another empty database — the archive read once,
+ *   authenticated record by record, decrypted, decompressed and fed to the same pg_restore.
  *
  * Rounds alternate raw, plinth (`--rounds`, default 1: each round moves gigabytes); the table shows
  * the median. Goal: plinth ≤ 1.2 × raw for each. Exits 0 whether or not the goal is met, 1 when the
