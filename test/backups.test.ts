@@ -91,14 +91,32 @@ describe('backups over HTTP', () => {
     rmSync(dir, { recursive: true, force: true })
   })
 
-  it('POST /admin/backups writes a backup, verifies it, and answers 201 with its manifest', async () => {
+  it('POST /admin/backups enqueues the backup job and answers 202 with its link; the job backs up and verifies', async () => {
     const res = await plinth.app.inject({
       method: 'POST',
       url: '/api/v1/admin/backups',
       headers: bearer(admin.token),
     })
-    assert.equal(res.statusCode, 201, res.body)
-    const body = res.json()
+    assert.equal(res.statusCode, 202, res.body)
+    const { job } = res.json()
+    assert.equal(job.href, `/api/v1/jobs/${job.id}`)
+    assert.equal(res.headers.location, job.href)
+    const done = await waitFor<{ output: { id: string } }>(
+      'the backup job to complete',
+      async () => {
+        const j = await plinth.app.inject({ method: 'GET', url: job.href, headers: bearer(admin.token) })
+        const state = j.json().state
+        assert.notEqual(state, 'failed', j.body)
+        return state === 'completed' ? j.json() : false
+      },
+      { timeoutMs: 60_000, intervalMs: 100 },
+    )
+    const shown = await plinth.app.inject({
+      method: 'GET',
+      url: `/api/v1/admin/backups/${done.output.id}`,
+      headers: bearer(admin.token),
+    })
+    const body = shown.json()
     assert.equal(body.status, 'verified')
     assert.equal(body.manifest.kind, 'embedded')
     assert.equal(body.manifest.rowCounts['public.users'], 2)

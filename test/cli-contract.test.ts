@@ -223,9 +223,18 @@ describe('plinth on a shared database', { skip: await skipUnlessPostgres() }, ()
     const restoreTarget = await createTestDatabase()
     try {
       assert.equal((await run('backup', 'restore', backup.id, '--target', restoreTarget.url)).matches, true)
+      assert.equal(
+        typeof (await run('backup', 'reapply-erasures', '--target', restoreTarget.url)).erasuresReapplied,
+        'number',
+      )
     } finally {
       await restoreTarget.drop()
     }
+    const drill = await run('dr', 'drill')
+    assert.equal(drill.ok, true, JSON.stringify(drill.checks))
+    assert.ok((await run('dr', 'list')).drills.some((d: { id: string }) => d.id === drill.id))
+    // pitr needs a pgBackRest stanza on a cluster of its own: test/pitr.test.ts parses each action's --json.
+    for (const a of ['setup', 'backup', 'status', 'verify', 'restore']) covered.add(`pitr ${a}`)
 
     assert.equal((await run('import', 'pocketbase', join(dataDir, 'pb_data'))).ok, true)
     covered.add('import')
@@ -297,11 +306,12 @@ describe('plinth on a shared database', { skip: await skipUnlessPostgres() }, ()
       ['keys', 'status', '--json'],
       ['backup', 'list', '--json'],
       ['import', 'pocketbase', join(dataDir, 'pb_data'), '--json'],
+      ['dr', 'list', '--json'],
       ['completion', 'bash'],
       ['--help'],
     ]
     for (const c of commands)
-      assert.ok(runs.some((r) => r[0] === c.name) || ['start', 'user'].includes(c.name), c.name)
+      assert.ok(runs.some((r) => r[0] === c.name) || ['start', 'user', 'pitr'].includes(c.name), c.name)
     const closeEarly = (argv: string[]) =>
       new Promise<{ code: number | null; first: string }>((resolve, reject) => {
         // Logs on stdout too would be the old hang (a full pipe nobody reads): --verbose, JSON logs.

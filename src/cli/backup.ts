@@ -1,9 +1,18 @@
-import { defaultModules } from '../app/create-plinth.ts'
+import type { Logger } from 'pino'
+import { createPlinth, defaultModules } from '../app/create-plinth.ts'
+import type { PlinthConfig } from '../config/config.schema.ts'
 import { cliCaller } from '../core/audit.ts'
-import { type BackupSummary, backupServiceOf } from '../modules/backups/backups.module.ts'
+import {
+  type BackupSummary,
+  backupServiceOf,
+  erasedIn,
+  readTombstones,
+  type Tombstone,
+} from '../modules/backups/backups.module.ts'
 import type { Verification } from '../modules/backups/verification.ts'
+import { createPrivacyService } from '../modules/privacy/privacy.service.ts'
 import { type CliIo, printJson, UsageError } from './cli-io.ts'
-import { withCliPlinth } from './cli-plinth.ts'
+import { cliConfig, withCliPlinth } from './cli-plinth.ts'
 import type { CommandInput } from './cli-spec.ts'
 
 function formatList(list: readonly BackupSummary[]): string {
@@ -50,21 +59,60 @@ function formatShow(b: BackupSummary): string {
   return lines.join('\n')
 }
 
+/**
+ * Erases again, in the restored database, everyone an erasure tombstone names (the backup may be
+ * older than their erasure): a Plinth on the restored database, its users matched against the
+ * tombstones' pseudonyms, and the privacy module's erasure for each (with its audit row).
+ */
+async function reapplyErasures(
+  overrides: Partial<PlinthConfig>,
+  tombstones: readonly Tombstone[],
+  logger: Logger,
+): Promise<string[]> {
+  if (tombstones.length === 0) return []
+  const config = cliConfig(overrides)
+  const restored = await createPlinth({ config, logger, modules: defaultModules() })
+  try {
+    await restored.prepare()
+    const ids: string[] = []
+    for (let offset = 0; ; offset += 500) {
+      const page = await restored.context.users.list({ limit: 500, offset })
+      ids.push(...page.map((u) => u.id))
+      if (page.length < 500) break
+    }
+    const again = erasedIn(ids, tombstones, config.secretKey)
+    const privacy = createPrivacyService(restored.context)
+    for (const id of again) await privacy.erase(id, { via: 'cli' })
+    return again
+  } finally {
+    await restored
+      .shutdown()
+      .catch((err: unknown) => logger.warn({ err }, 'closing the restored database failed'))
+  }
+}
+
 /** `plinth backup create | list | show | verify | restore | prune`. */
 export async function backupCommand(input: CommandInput, io: CliIo): Promise<number> {
-  const action = input.action as 'create' | 'list' | 'show' | 'verify' | 'restore' | 'prune'
+  const action = input.action as
+    | 'create'
+    | 'list'
+    | 'show'
+    | 'verify'
+    | 'restore'
+    | 'prune'
+    | 'reapply-erasures'
   const id = input.args[0]
   const values = input.values
-  if (action === 'restore') {
+  if (action === 'restore' || action === 'reapply-erasures') {
     if (Boolean(values.target) === Boolean(values['data-dir']))
       throw new UsageError('restore needs exactly one of --target <DATABASE_URL> or --data-dir <DIR>')
-    if (values.force && !values.yes)
+    if (action === 'restore' && values.force && !values.yes)
       throw new UsageError('--force replaces what the target holds: add --yes once you are sure')
   }
   const print = (json: unknown, text: string) => (input.json ? printJson(io, json) : io.out(text))
   // Applies pending migrations (PLINTH_MIGRATE_ON_START), as a server start would: a restore may run
   // from a fresh process whose own database is new.
-  return withCliPlinth({ verbose: input.verbose, migrate: true }, async (plinth) => {
+  return withCliPlinth({ verbose: input.verbose, migrate: true }, async (plinth, logger) => {
     const service = backupServiceOf(plinth.context)
     const caller = cliCaller()
     if (action === 'list') {
@@ -103,6 +151,18 @@ export async function backupCommand(input: CommandInput, io: CliIo): Promise<num
       print(v, formatVerification(v))
       return v.ok ? 0 : 1
     }
+    if (action === 'reapply-erasures') {
+      const target = input.values.target as string | undefined
+      const again = await reapplyErasures(
+        target
+          ? { databaseUrl: target }
+          : { databaseUrl: undefined, dataDir: input.values['data-dir'] as string },
+        await readTombstones(service.target),
+        logger,
+      )
+      print({ erasuresReapplied: again.length }, `${again.length} erasure(s) re-applied`)
+      return 0
+    }
     const knownMigrations = defaultModules().flatMap((m) => Object.keys(m.migrations ?? {}))
     const result = await service.restore(id!, {
       databaseUrl: input.values.target as string | undefined,
@@ -111,10 +171,20 @@ export async function backupCommand(input: CommandInput, io: CliIo): Promise<num
       knownMigrations,
       caller,
     })
+    const tombstones = await readTombstones(service.target)
+    const target = input.values.target as string | undefined
+    const reErased = await reapplyErasures(
+      target
+        ? { databaseUrl: target }
+        : { databaseUrl: undefined, dataDir: input.values['data-dir'] as string },
+      tombstones,
+      logger,
+    )
     print(
-      result,
+      { ...result, erasuresReapplied: reErased.length },
       `restored backup ${result.id} into ${result.target}; row counts ${result.matches ? 'match the manifest' : 'DIFFER from the manifest'}` +
-        (result.replaced ? `; the previous database was moved to ${result.replaced}` : ''),
+        (result.replaced ? `; the previous database was moved to ${result.replaced}` : '') +
+        `; ${reErased.length} erasure(s) made since re-applied`,
     )
     return result.matches ? 0 : 1
   })

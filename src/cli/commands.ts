@@ -387,7 +387,7 @@ sweep (no wait on the embedded database). See docs/operations/key-rotation.md.`,
     description: `Backups are pg_dump -Fc on a server and PGlite's data directory when embedded, compressed and
 encrypted (AES-256-GCM) into PLINTH_BACKUP_DIR (or PLINTH_BACKUP_S3_BUCKET). A restore needs this
 server's data keys or the PLINTH_MASTER_KEY the backup was made under (docs/operations/backups.md).
-${'$'}{DB_NOTE}`,
+${DB_NOTE}`,
     logs: true,
     actions: [
       {
@@ -413,7 +413,7 @@ ${'$'}{DB_NOTE}`,
         name: 'restore',
         args: ['<id>'],
         summary:
-          'restore into --target <DATABASE_URL> (server backups) or --data-dir <DIR> (embedded ones); refuses newer backups and non-empty targets unless --force --yes',
+          'restore into --target <DATABASE_URL> (server backups) or --data-dir <DIR> (embedded ones), then erase again everyone erased since (tombstones); refuses newer backups and non-empty targets unless --force --yes',
         options: [
           {
             name: 'target',
@@ -433,7 +433,22 @@ ${'$'}{DB_NOTE}`,
           },
           { name: 'yes', description: 'confirm --force' },
         ],
-        json: '{id, target, matches, replaced}',
+        json: '{id, target, matches, replaced, erasuresReapplied}',
+      },
+      {
+        name: 'reapply-erasures',
+        summary:
+          'erase again, in a restored database (--target URL or --data-dir DIR), everyone the erasure tombstones name (after plinth pitr restore or a manual restore)',
+        options: [
+          { name: 'target', type: 'string', arg: 'URL', description: 'the restored PostgreSQL database' },
+          {
+            name: 'data-dir',
+            type: 'string',
+            arg: 'DIR',
+            description: 'the restored embedded data directory',
+          },
+        ],
+        json: '{erasuresReapplied}',
       },
       {
         name: 'prune',
@@ -480,6 +495,99 @@ a row was rejected, or a user could not come over. See docs/guides/import-and-mi
     ],
     json: '{module, dataset, dryRun, ok, files: [{file, format, status, resumedAtLine, rows, inserted, updated, unchanged, rejected, rejections: [{line, reason}…], error?}…]}; for pocketbase|supabase {source, dryRun, ok, users: {created, unchanged, exists, skipped, list: [{externalId, collection, email, outcome, reason?, oauthProviders?, verified}…]}, records}',
     load: async () => (await import('./import.ts')).importCommand,
+  },
+  {
+    name: 'pitr',
+    summary: 'point-in-time recovery through pgBackRest: setup, backup, status, verify, restore',
+    description: `Continuous WAL archiving and physical backups by pgBackRest on the database host
+(PLINTH_PITR_STANZA, PLINTH_PITR_PG_DATA, PLINTH_PITR_CIPHER_PASS …; docs/operations/backups.md).
+Boots no Plinth: a restore works when the database is gone. setup and status read the server at
+DATABASE_URL when it is set.`,
+    logs: true,
+    actions: [
+      {
+        name: 'setup',
+        summary:
+          'write the pgBackRest configuration, check (or --apply) the archive_* settings, create the stanza and run pgbackrest check (exit 1 until ready)',
+        options: [
+          {
+            name: 'apply',
+            description:
+              'apply the archive settings with ALTER SYSTEM (superuser; archive_mode needs a restart)',
+          },
+        ],
+        json: '{configPath, settings, sql: [text…], steps: [{name, ok, detail}…], restartNeeded, ready}',
+      },
+      {
+        name: 'backup',
+        summary: 'take a pgBackRest backup now',
+        options: [
+          {
+            name: 'type',
+            type: 'string',
+            choices: ['full', 'diff', 'incr'],
+            description: 'backup type (default full)',
+          },
+        ],
+        json: '{label, type, startedAt, finishedAt, sizeBytes, repoBytes, walStart, walStop, lsnStart, lsnStop, error}',
+      },
+      {
+        name: 'status',
+        summary: 'the repository, its backups, the last backup age and the WAL archive lag',
+        json: '{stanza, repository: {ok, message}, backups: […], lastBackup, lastBackupAgeSeconds, archive: {min, max, lastArchivedWal, lastArchivedAt, lastFailedWal, lastFailedAt, pendingBytes, lagSeconds}}',
+      },
+      {
+        name: 'verify',
+        summary:
+          'pgbackrest verify: check every backup and WAL file in the repository (exit 1 when it fails)',
+        json: '{ok, detail}',
+      },
+      {
+        name: 'restore',
+        summary:
+          'restore into a stopped, empty data directory up to --to-time or --to-lsn (asks unless --yes); start the server on it afterwards',
+        options: [
+          {
+            name: 'to-time',
+            type: 'string',
+            arg: 'TIME',
+            description: 'ISO 8601 time with a zone to recover to',
+          },
+          { name: 'to-lsn', type: 'string', arg: 'LSN', description: 'LSN to recover to (0/3000028)' },
+          {
+            name: 'pg-data',
+            type: 'string',
+            arg: 'DIR',
+            description: 'data directory to restore into (default PLINTH_PITR_PG_DATA)',
+          },
+          { name: 'force', description: 'overwrite a non-empty directory (pgBackRest --delta)' },
+          { name: 'yes', description: 'do not ask for confirmation' },
+        ],
+        json: '{pgData, type, target, durationMs}',
+      },
+    ],
+    load: async () => (await import('./pitr.ts')).pitrCommand,
+  },
+  {
+    name: 'dr',
+    summary:
+      'disaster-recovery drills: restore the newest backup to a scratch target, check it, measure RTO and RPO',
+    description: `A drill restores the newest backup to a scratch target (a scratch database beside DATABASE_URL,
+or an in-process PGlite), checks checksums, row counts, the audit chain and the migration head,
+and reports RTO (restore and checks, measured) and RPO (the WAL archive lag with PITR, else the
+age of the backup) beside the goals (300 s, 60 s). Reports are stored in the backup target
+(GET /api/v1/admin/backups/drills). Runbook: docs/operations/disaster-recovery.md.
+${DB_NOTE}`,
+    logs: true,
+    actions: [
+      {
+        name: 'drill',
+        summary: 'run a drill now (exit 1 when a check fails)',
+        json: '{id, at, ok, backupId, backupKind, rtoSeconds, rpoSeconds, rpoBasis, targets, meetsTargets, checks: [{name, ok, detail}…]}',
+      },
+      { name: 'list', summary: 'stored drill reports, newest first', json: '{"drills": [drill…]}' },
+    ],
+    load: async () => (await import('./dr.ts')).drCommand,
   },
   {
     name: 'completion',

@@ -177,6 +177,73 @@ export const configSchema = {
     max: 10_000,
     doc: 'Retention: keep the newest verified backup of each of this many most recent months. The newest verified backup is always kept.',
   }),
+  backupReverifyCron: str({
+    env: 'PLINTH_BACKUP_REVERIFY_CRON',
+    default: '47 4 * * *',
+    doc: 'Cron expression (UTC) of the built-in `plinth.backup-reverify` schedule: re-verifies a sample of older backups (the newest and `PLINTH_BACKUP_REVERIFY_SAMPLE` - 1 others at random); a failure emits the `backup.verification_failed` event and counts in `plinth_backup_verification_failures_total`. `off` declares no schedule.',
+  }),
+  backupReverifySample: int({
+    env: 'PLINTH_BACKUP_REVERIFY_SAMPLE',
+    default: 3,
+    min: 1,
+    max: 1000,
+    doc: 'How many backups each `plinth.backup-reverify` run restores and checks again.',
+  }),
+  backupDrillCron: str({
+    env: 'PLINTH_BACKUP_DRILL_CRON',
+    default: 'off',
+    doc: 'Cron expression (UTC) of a scheduled disaster-recovery drill (`plinth.backup-drill`: the newest backup restored to a scratch target and checked, RTO and RPO measured and stored; docs/operations/disaster-recovery.md), e.g. `13 5 * * 1` weekly. `off` (default): drills run on demand only.',
+  }),
+  pitrStanza: optionalStr({
+    env: 'PLINTH_PITR_STANZA',
+    doc: 'Point-in-time recovery through pgBackRest (`plinth pitr`, docs/operations/backups.md): the stanza name. Unset: PITR is off.',
+  }),
+  pitrPgData: optionalStr({
+    env: 'PLINTH_PITR_PG_DATA',
+    doc: "With `PLINTH_PITR_STANZA`: the PostgreSQL server's data directory (pgBackRest `pg1-path`); pgBackRest runs on the database host.",
+  }),
+  pitrPgPort: int({
+    env: 'PLINTH_PITR_PG_PORT',
+    default: 5432,
+    min: 1,
+    max: 65_535,
+    doc: 'Port of the PostgreSQL server pgBackRest backs up (`pg1-port`).',
+  }),
+  pitrPgSocket: str({
+    env: 'PLINTH_PITR_PG_SOCKET',
+    default: '/var/run/postgresql',
+    doc: "Unix socket directory of that server (`pg1-socket-path`): pgBackRest connects as the server's operating-system user.",
+  }),
+  pitrRepoPath: optionalStr({
+    env: 'PLINTH_PITR_REPO_PATH',
+    defaultDoc: '`<PLINTH_DATA_DIR>/pgbackrest`',
+    doc: 'The pgBackRest repository (`repo1-path`): keep it on another disk than the database, and copy it off the host.',
+  }),
+  pitrCipherPass: optionalStr({
+    env: 'PLINTH_PITR_CIPHER_PASS',
+    secret: true,
+    doc: 'Passphrase of the pgBackRest repository (`repo1-cipher-type=aes-256-cbc`), at least 20 characters; required with `PLINTH_PITR_STANZA`. Lost, the repository cannot be read: keep it with the master key.',
+  }),
+  pitrConfigPath: optionalStr({
+    env: 'PLINTH_PITR_CONFIG',
+    defaultDoc: '`<repository>/pgbackrest.conf`',
+    doc: 'Where `plinth pitr setup` writes the pgBackRest configuration (mode 0600: it holds the passphrase); every pgBackRest call and the `archive_command` use it.',
+  }),
+  pitrOsUser: optionalStr({
+    env: 'PLINTH_PITR_OS_USER',
+    doc: "Operating-system user pgBackRest runs as when Plinth runs as root (the database server's owner, e.g. `postgres`); unset: Plinth's own user.",
+  }),
+  pitrArchiveTimeout: duration({
+    env: 'PLINTH_PITR_ARCHIVE_TIMEOUT',
+    default: 60_000,
+    defaultDoc: '`60s`',
+    doc: 'The `archive_timeout` `plinth pitr setup` applies: a WAL segment is archived at least this often while there are writes, which bounds the recovery point (RPO).',
+  }),
+  pitrBackupCron: str({
+    env: 'PLINTH_PITR_BACKUP_CRON',
+    default: '41 2 * * *',
+    doc: 'Cron expression (UTC) of the built-in `plinth.pitr-backup` schedule when `PLINTH_PITR_STANZA` is set: a pgBackRest backup (full on Sundays, differential otherwise), then `pgbackrest verify`. `off` declares no schedule.',
+  }),
   masterKey: {
     ...optionalStr({
       env: 'PLINTH_MASTER_KEY',

@@ -305,6 +305,41 @@ export const errorRegistry = {
     detail:
       'pg_dump, pg_restore or PGlite failed; the log holds its message. Nothing half-written was published.',
   },
+  PLINTH_BACKUP_TARGET_FULL: {
+    status: 507,
+    title: 'Backup Target Full',
+    detail:
+      'The backup target ran out of space while the backup was written: nothing half-written was published and the temporary files were removed. Free space (plinth backup prune) or move PLINTH_BACKUP_DIR, then retry.',
+  },
+  PLINTH_PITR_NOT_CONFIGURED: {
+    status: 409,
+    title: 'Point-In-Time Recovery Not Configured',
+    detail:
+      'PITR needs PLINTH_PITR_STANZA, PLINTH_PITR_PG_DATA and PLINTH_PITR_CIPHER_PASS (20+ characters); then run plinth pitr setup (docs/operations/backups.md).',
+  },
+  PLINTH_PITR_FAILED: {
+    status: 500,
+    title: 'pgBackRest Failed',
+    detail:
+      'pgBackRest exited with an error; the message names its cause (plinth pitr status shows the repository).',
+  },
+  PLINTH_PITR_TARGET_INVALID: {
+    status: 400,
+    title: 'Invalid Recovery Target',
+    detail:
+      'A point-in-time restore needs exactly one target: --to-time (ISO 8601 with a zone) or --to-lsn (such as 0/3000028).',
+  },
+  PLINTH_DRILL_NOT_FOUND: {
+    status: 404,
+    title: 'Drill Not Found',
+    detail: 'No disaster-recovery drill has this id; GET /api/v1/admin/backups/drills lists them.',
+  },
+  PLINTH_DRILL_NO_BACKUP: {
+    status: 409,
+    title: 'Nothing To Drill',
+    detail:
+      'The backup target holds no backup whose manifest checks out: make one first (plinth backup create).',
+  },
   PLINTH_JOB_TYPE_UNKNOWN: {
     status: 404,
     title: 'Unknown Job Type',

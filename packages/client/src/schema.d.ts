@@ -55,7 +55,7 @@ export interface paths {
         get: operations["getAdminBackups"];
         put?: never;
         /**
-         * Back up the database now (one at a time; 409 PLINTH_BACKUP_IN_PROGRESS otherwise), then verify it by restoring it to a scratch target
+         * Back up the database: enqueues the plinth.backup job (back up, verify by restoring to a scratch target, prune) and answers 202 with the job to follow
          * @description Permission: `backups:manage` (roles: admin; an API token needs it in its scopes). Rate limit: the `api` tier (PLINTH_RATE_LIMIT_API).
          */
         post: operations["postAdminBackups"];
@@ -77,6 +77,50 @@ export interface paths {
          * @description Permission: `backups:manage` (roles: admin; an API token needs it in its scopes). Rate limit: the `api` tier (PLINTH_RATE_LIMIT_API).
          */
         get: operations["getAdminBackupsById"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/admin/backups/drills": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Stored disaster-recovery drill reports, newest first
+         * @description Permission: `backups:manage` (roles: admin; an API token needs it in its scopes). Rate limit: the `api` tier (PLINTH_RATE_LIMIT_API).
+         */
+        get: operations["getAdminBackupsDrills"];
+        put?: never;
+        /**
+         * Run a disaster-recovery drill: enqueues plinth.backup-drill (restore the newest backup to a scratch target, check it, measure RTO and RPO) and answers 202 with the job
+         * @description Permission: `backups:manage` (roles: admin; an API token needs it in its scopes). Rate limit: the `api` tier (PLINTH_RATE_LIMIT_API).
+         */
+        post: operations["postAdminBackupsDrills"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/admin/backups/drills/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * One drill report
+         * @description Permission: `backups:manage` (roles: admin; an API token needs it in its scopes). Rate limit: the `api` tier (PLINTH_RATE_LIMIT_API).
+         */
+        get: operations["getAdminBackupsDrillsById"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1472,58 +1516,18 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Created */
-            201: {
+            /** @description Accepted */
+            202: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": {
-                        id: string;
-                        manifest: {
-                            auditHead: {
-                                hash: string;
-                                seq: string;
-                            } | null;
-                            chunkSize: number;
-                            compression: string;
-                            engine: string;
-                            /** Format: date-time */
-                            finishedAt: string;
-                            /** @enum {number} */
-                            format: 1;
+                        job: {
+                            /** @description GET it for the state and, once completed, the output */
+                            href: string;
                             id: string;
-                            kind: "postgres" | "embedded";
-                            migrationHead: string | null;
-                            parts: {
-                                bytes: number;
-                                dumpBytes: number;
-                                name: string;
-                                sha256: string;
-                            }[];
-                            plinthVersion: string;
-                            postgresVersion: string;
-                            rowCounts: {
-                                [key: string]: number;
-                            };
-                            /** Format: date-time */
-                            startedAt: string;
-                        } | null;
-                        problem?: string;
-                        status: "verified" | "failed" | "unverified" | "damaged";
-                        verification: {
-                            /** Format: date-time */
-                            at: string;
-                            checks: {
-                                code?: string;
-                                detail: string;
-                                name: string;
-                                ok: boolean;
-                            }[];
-                            durationMs: number;
-                            id: string;
-                            ok: boolean;
-                        } | null;
+                        };
                     };
                 };
             };
@@ -1563,7 +1567,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description `PLINTH_DB_CONFLICT`: Conflict; `PLINTH_BACKUP_NOT_CONFIGURED`: Backups Not Configured; `PLINTH_BACKUP_IN_PROGRESS`: Backup In Progress */
+            /** @description `PLINTH_DB_CONFLICT`: Conflict */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -1571,7 +1575,7 @@ export interface operations {
                 content: {
                     "application/problem+json": components["schemas"]["Problem"] & {
                         /** @enum {string} */
-                        code?: "PLINTH_DB_CONFLICT" | "PLINTH_BACKUP_NOT_CONFIGURED" | "PLINTH_BACKUP_IN_PROGRESS";
+                        code?: "PLINTH_DB_CONFLICT";
                     };
                 };
             };
@@ -1599,18 +1603,6 @@ export interface operations {
                     };
                 };
             };
-            /** @description `PLINTH_BACKUP_KEY_UNAVAILABLE`: Backup Key Unavailable; `PLINTH_BACKUP_CORRUPT`: Backup Damaged */
-            422: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"] & {
-                        /** @enum {string} */
-                        code?: "PLINTH_BACKUP_KEY_UNAVAILABLE" | "PLINTH_BACKUP_CORRUPT";
-                    };
-                };
-            };
             /** @description `PLINTH_HTTP_RATE_LIMITED`: Too Many Requests */
             429: {
                 headers: {
@@ -1635,7 +1627,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description `PLINTH_DB_UNAVAILABLE`: Database Unavailable; `PLINTH_DB_TIMEOUT`: Database Timeout; `PLINTH_HTTP_OVERLOADED`: Service Overloaded; `PLINTH_HTTP_SHUTTING_DOWN`: Shutting Down; `PLINTH_BACKUP_TARGET_UNAVAILABLE`: Backup Target Unavailable */
+            /** @description `PLINTH_DB_UNAVAILABLE`: Database Unavailable; `PLINTH_DB_TIMEOUT`: Database Timeout; `PLINTH_HTTP_OVERLOADED`: Service Overloaded; `PLINTH_HTTP_SHUTTING_DOWN`: Shutting Down; `PLINTH_JOB_QUEUE_FULL`: Job Queue Full; `PLINTH_JOBS_UNAVAILABLE`: Jobs Unavailable */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1643,7 +1635,7 @@ export interface operations {
                 content: {
                     "application/problem+json": components["schemas"]["Problem"] & {
                         /** @enum {string} */
-                        code?: "PLINTH_DB_UNAVAILABLE" | "PLINTH_DB_TIMEOUT" | "PLINTH_HTTP_OVERLOADED" | "PLINTH_HTTP_SHUTTING_DOWN" | "PLINTH_BACKUP_TARGET_UNAVAILABLE";
+                        code?: "PLINTH_DB_UNAVAILABLE" | "PLINTH_DB_TIMEOUT" | "PLINTH_HTTP_OVERLOADED" | "PLINTH_HTTP_SHUTTING_DOWN" | "PLINTH_JOB_QUEUE_FULL" | "PLINTH_JOBS_UNAVAILABLE";
                     };
                 };
             };
@@ -1760,6 +1752,436 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"] & {
                         /** @enum {string} */
                         code?: "PLINTH_BACKUP_NOT_FOUND";
+                    };
+                };
+            };
+            /** @description `PLINTH_BACKUP_NOT_CONFIGURED`: Backups Not Configured */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_BACKUP_NOT_CONFIGURED";
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_URI_TOO_LONG`: URI Too Long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_URI_TOO_LONG";
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_RATE_LIMITED`: Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_RATE_LIMITED";
+                    };
+                };
+            };
+            /** @description `PLINTH_INTERNAL`: Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_INTERNAL";
+                    };
+                };
+            };
+            /** @description `PLINTH_DB_UNAVAILABLE`: Database Unavailable; `PLINTH_DB_TIMEOUT`: Database Timeout; `PLINTH_HTTP_OVERLOADED`: Service Overloaded; `PLINTH_HTTP_SHUTTING_DOWN`: Shutting Down; `PLINTH_BACKUP_TARGET_UNAVAILABLE`: Backup Target Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_DB_UNAVAILABLE" | "PLINTH_DB_TIMEOUT" | "PLINTH_HTTP_OVERLOADED" | "PLINTH_HTTP_SHUTTING_DOWN" | "PLINTH_BACKUP_TARGET_UNAVAILABLE";
+                    };
+                };
+            };
+        };
+    };
+    getAdminBackupsDrills: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        drills: {
+                            /** Format: date-time */
+                            at: string;
+                            backupId: string;
+                            backupKind: string;
+                            checks: {
+                                code?: string;
+                                detail: string;
+                                name: string;
+                                ok: boolean;
+                            }[];
+                            id: string;
+                            meetsTargets: {
+                                rpo: boolean;
+                                rto: boolean;
+                            };
+                            ok: boolean;
+                            rpoBasis: "wal-archive" | "backup-age";
+                            rpoSeconds: number;
+                            rtoSeconds: number;
+                            targets: {
+                                rpoSeconds: number;
+                                rtoSeconds: number;
+                            };
+                        }[];
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_INVALID_TEXT`: Text Not Accepted */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_INVALID_TEXT";
+                    };
+                };
+            };
+            /** @description `PLINTH_AUTH_REQUIRED`: Authentication Required; `PLINTH_AUTH_SESSION_EXPIRED`: Session Expired */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_AUTH_REQUIRED" | "PLINTH_AUTH_SESSION_EXPIRED";
+                    };
+                };
+            };
+            /** @description `PLINTH_AUTH_FORBIDDEN`: Forbidden; `PLINTH_AUTH_MFA_ENROLMENT_REQUIRED`: MFA Enrolment Required */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_AUTH_FORBIDDEN" | "PLINTH_AUTH_MFA_ENROLMENT_REQUIRED";
+                    };
+                };
+            };
+            /** @description `PLINTH_DRILL_NOT_FOUND`: Drill Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_DRILL_NOT_FOUND";
+                    };
+                };
+            };
+            /** @description `PLINTH_BACKUP_NOT_CONFIGURED`: Backups Not Configured */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_BACKUP_NOT_CONFIGURED";
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_RATE_LIMITED`: Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_RATE_LIMITED";
+                    };
+                };
+            };
+            /** @description `PLINTH_INTERNAL`: Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_INTERNAL";
+                    };
+                };
+            };
+            /** @description `PLINTH_DB_UNAVAILABLE`: Database Unavailable; `PLINTH_DB_TIMEOUT`: Database Timeout; `PLINTH_HTTP_OVERLOADED`: Service Overloaded; `PLINTH_HTTP_SHUTTING_DOWN`: Shutting Down; `PLINTH_BACKUP_TARGET_UNAVAILABLE`: Backup Target Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_DB_UNAVAILABLE" | "PLINTH_DB_TIMEOUT" | "PLINTH_HTTP_OVERLOADED" | "PLINTH_HTTP_SHUTTING_DOWN" | "PLINTH_BACKUP_TARGET_UNAVAILABLE";
+                    };
+                };
+            };
+        };
+    };
+    postAdminBackupsDrills: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Accepted */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        job: {
+                            /** @description GET it for the state and, once completed, the output */
+                            href: string;
+                            id: string;
+                        };
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_INVALID_TEXT`: Text Not Accepted; `PLINTH_HTTP_MALFORMED_BODY`: Malformed Body */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_INVALID_TEXT" | "PLINTH_HTTP_MALFORMED_BODY";
+                    };
+                };
+            };
+            /** @description `PLINTH_AUTH_REQUIRED`: Authentication Required; `PLINTH_AUTH_SESSION_EXPIRED`: Session Expired */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_AUTH_REQUIRED" | "PLINTH_AUTH_SESSION_EXPIRED";
+                    };
+                };
+            };
+            /** @description `PLINTH_AUTH_FORBIDDEN`: Forbidden; `PLINTH_AUTH_MFA_ENROLMENT_REQUIRED`: MFA Enrolment Required; `PLINTH_AUTH_CSRF`: CSRF Token Missing Or Wrong */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_AUTH_FORBIDDEN" | "PLINTH_AUTH_MFA_ENROLMENT_REQUIRED" | "PLINTH_AUTH_CSRF";
+                    };
+                };
+            };
+            /** @description `PLINTH_DB_CONFLICT`: Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_DB_CONFLICT";
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_BODY_TOO_LARGE`: Content Too Large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_BODY_TOO_LARGE";
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_UNSUPPORTED_MEDIA_TYPE`: Unsupported Media Type */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_UNSUPPORTED_MEDIA_TYPE";
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_RATE_LIMITED`: Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_RATE_LIMITED";
+                    };
+                };
+            };
+            /** @description `PLINTH_INTERNAL`: Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_INTERNAL";
+                    };
+                };
+            };
+            /** @description `PLINTH_DB_UNAVAILABLE`: Database Unavailable; `PLINTH_DB_TIMEOUT`: Database Timeout; `PLINTH_HTTP_OVERLOADED`: Service Overloaded; `PLINTH_HTTP_SHUTTING_DOWN`: Shutting Down; `PLINTH_JOB_QUEUE_FULL`: Job Queue Full; `PLINTH_JOBS_UNAVAILABLE`: Jobs Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_DB_UNAVAILABLE" | "PLINTH_DB_TIMEOUT" | "PLINTH_HTTP_OVERLOADED" | "PLINTH_HTTP_SHUTTING_DOWN" | "PLINTH_JOB_QUEUE_FULL" | "PLINTH_JOBS_UNAVAILABLE";
+                    };
+                };
+            };
+        };
+    };
+    getAdminBackupsDrillsById: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** Format: date-time */
+                        at: string;
+                        backupId: string;
+                        backupKind: string;
+                        checks: {
+                            code?: string;
+                            detail: string;
+                            name: string;
+                            ok: boolean;
+                        }[];
+                        id: string;
+                        meetsTargets: {
+                            rpo: boolean;
+                            rto: boolean;
+                        };
+                        ok: boolean;
+                        rpoBasis: "wal-archive" | "backup-age";
+                        rpoSeconds: number;
+                        rtoSeconds: number;
+                        targets: {
+                            rpoSeconds: number;
+                            rtoSeconds: number;
+                        };
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_INVALID_REQUEST`: Invalid Request; `PLINTH_HTTP_INVALID_TEXT`: Text Not Accepted */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_INVALID_REQUEST" | "PLINTH_HTTP_INVALID_TEXT";
+                    };
+                };
+            };
+            /** @description `PLINTH_AUTH_REQUIRED`: Authentication Required; `PLINTH_AUTH_SESSION_EXPIRED`: Session Expired */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_AUTH_REQUIRED" | "PLINTH_AUTH_SESSION_EXPIRED";
+                    };
+                };
+            };
+            /** @description `PLINTH_AUTH_FORBIDDEN`: Forbidden; `PLINTH_AUTH_MFA_ENROLMENT_REQUIRED`: MFA Enrolment Required */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_AUTH_FORBIDDEN" | "PLINTH_AUTH_MFA_ENROLMENT_REQUIRED";
+                    };
+                };
+            };
+            /** @description `PLINTH_DRILL_NOT_FOUND`: Drill Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_DRILL_NOT_FOUND";
                     };
                 };
             };

@@ -1,9 +1,11 @@
 import { Type } from 'typebox'
 import type { PlinthConfig } from '../../config/config.schema.ts'
+import type { EventBus } from '../../core/events.ts'
 import { defineJob } from '../../core/jobs.ts'
 import type { BuiltinSchedule } from '../../core/module.ts'
 import type { HealthCheck } from '../../observability/health.ts'
 import type { BackupService, BackupSummary } from './backup.service.ts'
+import type { Drills } from './drill.ts'
 
 export const BACKUP_JOB = 'plinth.backup'
 /** The fixed id of the built-in backup schedule (cron `PLINTH_BACKUP_CRON`). */
@@ -94,4 +96,121 @@ export function backupHealthCheck(
       }
     },
   }
+}
+
+export const BACKUP_DRILL_JOB = 'plinth.backup-drill'
+export const BACKUP_REVERIFY_JOB = 'plinth.backup-reverify'
+/** The event a failed (re-)verification emits: webhooks subscribed to it are the alert. */
+export const VERIFICATION_FAILED_EVENT = 'backup.verification_failed'
+
+/** A disaster-recovery drill (`plinth dr drill`, POST /admin/backups/drills, `PLINTH_BACKUP_DRILL_CRON`). */
+export function drillJob(drills: () => Drills) {
+  return defineJob({
+    name: BACKUP_DRILL_JOB,
+    description:
+      'Disaster-recovery drill: restores the newest backup to a scratch target, checks it, measures RTO and RPO, stores the report (docs/operations/disaster-recovery.md).',
+    payload: Type.Object({}, { additionalProperties: false }),
+    policy: { concurrency: 1, retryLimit: 0, timeout: 3600, deadLetter: true },
+    async handler(job) {
+      const report = await drills().run()
+      job.logger.info({ drill: report.id, ok: report.ok }, 'drill done')
+      if (!report.ok)
+        throw new Error(
+          `drill ${report.id} failed: ${report.checks
+            .filter((c) => !c.ok)
+            .map((c) => c.name)
+            .join(', ')}`,
+        )
+      return { drill: report.id, rtoSeconds: report.rtoSeconds, rpoSeconds: report.rpoSeconds }
+    },
+  })
+}
+
+/**
+ * Picks what a re-verification run checks: the newest backup and `sample - 1` others at random
+ * (damaged ones included: their failure is the finding).
+ */
+export function reverifySample(ids: readonly string[], sample: number, random = Math.random): string[] {
+  if (ids.length <= sample) return [...ids]
+  const [newest, ...rest] = ids
+  const pool = [...rest]
+  const picked = [newest!]
+  while (picked.length < sample && pool.length > 0)
+    picked.push(pool.splice(Math.floor(random() * pool.length), 1)[0]!)
+  return picked
+}
+
+/**
+ * Re-verifies a sample of the stored backups (a backup that verified once can rot in its target).
+ * Each failure emits `backup.verification_failed` (webhooks subscribed to it alert) and counts in
+ * `plinth_backup_verification_failures_total`; the job then fails, so it shows in `plinth jobs`.
+ */
+export function reverifyJob(
+  service: () => BackupService,
+  config: Pick<PlinthConfig, 'backupReverifySample'>,
+  events: Pick<EventBus, 'emit'>,
+) {
+  return defineJob({
+    name: BACKUP_REVERIFY_JOB,
+    description:
+      'Re-verifies a sample of older backups (restore to a scratch target and check); a failure emits backup.verification_failed.',
+    payload: Type.Object(
+      { sample: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000 })) },
+      { additionalProperties: false },
+    ),
+    policy: { concurrency: 1, retryLimit: 0, timeout: 6 * 3600, deadLetter: true },
+    async handler(job) {
+      const ids = (await service().list()).map((b) => b.id)
+      const picked = reverifySample(ids, job.payload.sample ?? config.backupReverifySample)
+      const failed: string[] = []
+      for (const id of picked) {
+        const v = await service().verify(id)
+        if (!v.ok) {
+          failed.push(id)
+          await events.emit(VERIFICATION_FAILED_EVENT, {
+            backupId: id,
+            at: v.at,
+            failed: v.checks.filter((c) => !c.ok).map((c) => ({ name: c.name, detail: c.detail })),
+          })
+        }
+      }
+      job.logger.info({ verified: picked.length, failed: failed.length }, 'backups re-verified')
+      if (failed.length > 0) throw new Error(`re-verification failed for ${failed.join(', ')}`)
+      return { verified: picked, failed }
+    },
+  })
+}
+
+export function maintenanceSchedules(
+  config: Pick<PlinthConfig, 'backupReverifyCron' | 'backupDrillCron'>,
+): BuiltinSchedule[] {
+  const on = (cron: string) => cron.trim().toLowerCase() !== 'off'
+  return [
+    ...(on(config.backupReverifyCron)
+      ? [
+          {
+            id: BACKUP_REVERIFY_JOB,
+            input: {
+              jobName: BACKUP_REVERIFY_JOB,
+              cron: config.backupReverifyCron,
+              payload: {},
+              description: 'Built-in: re-verify a sample of older backups (docs/operations/backups.md).',
+            },
+          },
+        ]
+      : []),
+    ...(on(config.backupDrillCron)
+      ? [
+          {
+            id: BACKUP_DRILL_JOB,
+            input: {
+              jobName: BACKUP_DRILL_JOB,
+              cron: config.backupDrillCron,
+              payload: {},
+              description: 'Built-in: disaster-recovery drill (docs/operations/disaster-recovery.md).',
+            },
+          },
+        ]
+      : []),
+  ]
 }

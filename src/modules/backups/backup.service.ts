@@ -367,7 +367,16 @@ export function createBackupService(deps: BackupServiceDeps): BackupService {
         sha256: written.sha256,
       })
       return summary(id)
-    } catch (err) {
+    } catch (caught) {
+      const errno = (caught as NodeJS.ErrnoException).code
+      const err =
+        errno === 'ENOSPC' || errno === 'EDQUOT'
+          ? new PlinthError(
+              'PLINTH_BACKUP_TARGET_FULL',
+              `The backup target ${targetOf().description} is full (${errno}): backup ${id} was not published.`,
+              { cause: caught },
+            )
+          : caught
       // A refusal (4xx: not configured, run it in the server…) is the caller's to fix, not a fault.
       if (err instanceof PlinthError && err.status < 500)
         log.warn({ backupId: id, code: err.code }, 'backup refused')
@@ -490,10 +499,14 @@ export function createBackupService(deps: BackupServiceDeps): BackupService {
             'PLINTH_BACKUP_TARGET_NOT_EMPTY',
             `The target database holds ${tables.length} table(s): restore into an empty database, or pass --force --yes to replace what the backup holds.`,
           )
-        await checkArchive(targetOf(), expectation(manifest), archiveKey)
-        await pgRestore(options.databaseUrl, readArchive(targetOf(), expectation(manifest), archiveKey), {
-          clean: options.force,
-        })
+        // One pass: pg_restore runs in one transaction, and the last piece of the dump is held
+        // back until the archive's end checks (size, SHA-256, final record) pass, so a damaged
+        // archive is never restored completely and its transaction never commits.
+        await pgRestore(
+          options.databaseUrl,
+          holdLast(readArchive(targetOf(), expectation(manifest), archiveKey)),
+          { clean: options.force },
+        )
         const facts = await readFacts(conn.kysely)
         await sql`select 1`.execute(conn.kysely)
         result = {
@@ -583,4 +596,17 @@ export function createBackupService(deps: BackupServiceDeps): BackupService {
 function sameCounts(a: Readonly<Record<string, number>>, b: Readonly<Record<string, number>>): boolean {
   const keys = new Set([...Object.keys(a), ...Object.keys(b)])
   return [...keys].every((k) => a[k] === b[k])
+}
+
+/**
+ * Passes a stream on one piece late: the last piece comes out only once the source has finished
+ * without throwing (for `readArchive`, once every end check passed).
+ */
+export async function* holdLast<T>(source: AsyncIterable<T>): AsyncGenerator<T> {
+  let held: { value: T } | undefined
+  for await (const piece of source) {
+    if (held) yield held.value
+    held = { value: piece }
+  }
+  if (held) yield held.value
 }

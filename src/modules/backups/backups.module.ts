@@ -1,11 +1,46 @@
 import type { ModuleContext, PlinthModule } from '../../core/module.ts'
+import { IN_MEMORY } from '../../infra/db/create-db.ts'
 import { type BackupService, createBackupService } from './backup.service.ts'
-import { backupHealthCheck, backupJob, backupSchedules } from './backup-job.ts'
-import { createBackupMetrics } from './backup-metrics.ts'
+import {
+  backupHealthCheck,
+  backupJob,
+  backupSchedules,
+  drillJob,
+  maintenanceSchedules,
+  reverifyJob,
+} from './backup-job.ts'
+import { type BackupMetrics, createBackupMetrics, registerWalLagMetric } from './backup-metrics.ts'
 import { backupsRoutes } from './backups.routes.ts'
+import { createDrills, type Drills } from './drill.ts'
+import { archiverState, createPitr, type Pitr, pitrSettingsOf } from './pitr.ts'
+import { pitrBackupJob, pitrSchedules } from './pitr-job.ts'
+import { recordErasures, tombstoneWriter } from './tombstones.ts'
 
 export { type BackupService, type BackupSummary, backupDirOf, createBackupService } from './backup.service.ts'
-export { BACKUP_JOB, BACKUP_SCHEDULE } from './backup-job.ts'
+export {
+  BACKUP_DRILL_JOB,
+  BACKUP_JOB,
+  BACKUP_REVERIFY_JOB,
+  BACKUP_SCHEDULE,
+  VERIFICATION_FAILED_EVENT,
+} from './backup-job.ts'
+export type { DrillReport } from './drill.ts'
+export { PITR_BACKUP_JOB, PITR_BACKUP_SCHEDULE } from './pitr-job.ts'
+export { erasedIn, readTombstones, type Tombstone } from './tombstones.ts'
+
+/** The backup metrics of a module context (registered once per context's registry). */
+const metricsByCtx = new WeakMap<ModuleContext, BackupMetrics>()
+function metricsOf(ctx: ModuleContext): BackupMetrics {
+  let m = metricsByCtx.get(ctx)
+  if (!m) {
+    m = createBackupMetrics(ctx.metrics)
+    const url = ctx.config.databaseUrl
+    if (ctx.config.pitrStanza && url)
+      registerWalLagMetric(ctx.metrics, async () => (await archiverState(url, new Date())).lagSeconds)
+    metricsByCtx.set(ctx, m)
+  }
+  return m
+}
 
 /** The backup service of a module context (one per context, built on first use). */
 const services = new WeakMap<ModuleContext, BackupService>()
@@ -18,24 +53,84 @@ export function backupServiceOf(ctx: ModuleContext): BackupService {
       db: ctx.db,
       keyring: ctx.keyring,
       audit: ctx.audit,
-      metrics: createBackupMetrics(ctx.metrics),
+      metrics: metricsOf(ctx),
     })
     services.set(ctx, s)
   }
   return s
 }
 
+const drillsByCtx = new WeakMap<ModuleContext, Drills>()
+/** The disaster-recovery drills of a module context (reports stored in the backup target). */
+export function drillsOf(ctx: ModuleContext): Drills {
+  let d = drillsByCtx.get(ctx)
+  if (!d) {
+    const url = ctx.config.databaseUrl
+    d = createDrills({
+      service: () => backupServiceOf(ctx),
+      target: () => backupServiceOf(ctx).target,
+      db: ctx.db,
+      audit: ctx.audit,
+      logger: ctx.logger,
+      walLag:
+        ctx.config.pitrStanza && url
+          ? async () => (await archiverState(url, new Date())).lagSeconds
+          : undefined,
+    })
+    drillsByCtx.set(ctx, d)
+  }
+  return d
+}
+
+const pitrs = new WeakMap<ModuleContext, Pitr>()
+function pitrOf(ctx: ModuleContext): Pitr {
+  let p = pitrs.get(ctx)
+  if (!p) {
+    p = createPitr({ settings: pitrSettingsOf(ctx.config), logger: ctx.logger })
+    pitrs.set(ctx, p)
+  }
+  return p
+}
+
 /**
  * Backups (docs/operations/backups.md): a sealed manifest and an encrypted, chunk-authenticated
  * archive per backup, made by `pg_dump -Fc` on a server and PGlite's `dumpDataDir` when embedded,
- * kept in a backup target (a local directory today), verified by restoring to a scratch target.
+ * kept in a backup target (a local directory or an S3 bucket), verified by restoring to a scratch
+ * target; and, with PLINTH_PITR_STANZA, point-in-time recovery through pgBackRest (decision 0018).
  * No tables of its own: everything lives in the target, so that it survives the database.
  */
 export const backupsModule: PlinthModule = {
   name: 'backups',
-  routes: (app, ctx) => backupsRoutes(app, ctx, () => backupServiceOf(ctx)),
-  jobs: (ctx) => [backupJob(() => backupServiceOf(ctx))],
-  schedules: (ctx) => backupSchedules(ctx.config),
-  healthChecks: (ctx) =>
-    backupSchedules(ctx.config).length > 0 ? [backupHealthCheck(ctx.config, () => backupServiceOf(ctx))] : [],
+  routes: (app, ctx) =>
+    backupsRoutes(
+      app,
+      ctx,
+      () => backupServiceOf(ctx),
+      () => drillsOf(ctx),
+    ),
+  jobs: (ctx) => [
+    backupJob(() => backupServiceOf(ctx)),
+    drillJob(() => drillsOf(ctx)),
+    reverifyJob(() => backupServiceOf(ctx), ctx.config, ctx.events),
+    ...(ctx.config.pitrStanza ? [pitrBackupJob(() => pitrOf(ctx), metricsOf(ctx))] : []),
+  ],
+  schedules: (ctx) => [
+    ...backupSchedules(ctx.config),
+    ...maintenanceSchedules(ctx.config),
+    ...pitrSchedules(ctx.config),
+  ],
+  // Every erasure this process makes leaves a tombstone in the backup target (re-applied after a restore).
+  start: async (ctx) => {
+    if (ctx.config.dataDir === IN_MEMORY && !ctx.config.backupDir && !ctx.config.backupS3Bucket) return
+    const write = tombstoneWriter(() => backupServiceOf(ctx).target)
+    recordErasures(ctx.securityEvents, write, (err) =>
+      ctx.logger.error({ err }, 'could not record an erasure tombstone in the backup target'),
+    )
+  },
+  healthChecks: (ctx) => {
+    metricsOf(ctx)
+    return backupSchedules(ctx.config).length > 0
+      ? [backupHealthCheck(ctx.config, () => backupServiceOf(ctx))]
+      : []
+  },
 }

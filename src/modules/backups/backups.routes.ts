@@ -2,18 +2,16 @@ import { Type } from 'typebox'
 import { auditCallerOf } from '../../core/audit.ts'
 import type { ModuleContext, PlinthApp } from '../../core/module.ts'
 import type { BackupService } from './backup.service.ts'
+import { BACKUP_DRILL_JOB, BACKUP_JOB } from './backup-job.ts'
+import type { Drills } from './drill.ts'
 
 const manage = { permission: 'backups:manage' as const, rateLimit: 'api' as const }
 const TARGET = ['PLINTH_BACKUP_NOT_CONFIGURED', 'PLINTH_BACKUP_TARGET_UNAVAILABLE'] as const
 const createConfig = {
   ...manage,
-  errors: [
-    ...TARGET,
-    'PLINTH_BACKUP_IN_PROGRESS',
-    'PLINTH_BACKUP_KEY_UNAVAILABLE',
-    'PLINTH_BACKUP_CORRUPT',
-  ] as const,
+  errors: ['PLINTH_JOB_QUEUE_FULL', 'PLINTH_JOBS_UNAVAILABLE'] as const,
 }
+const drillConfig = { ...manage, errors: [...TARGET, 'PLINTH_DRILL_NOT_FOUND'] as const }
 const listConfig = { ...manage, errors: TARGET }
 const showConfig = { ...manage, errors: [...TARGET, 'PLINTH_BACKUP_NOT_FOUND'] as const }
 const tags = ['backups']
@@ -68,8 +66,45 @@ export const BackupSchema = Type.Object({
   problem: Type.Optional(Type.String()),
 })
 
-/** `POST|GET /admin/backups`, `GET /admin/backups/{id}` (permission `backups:manage`). */
-export function backupsRoutes(api: PlinthApp, _ctx: ModuleContext, service: () => BackupService): void {
+const Enqueued = Type.Object({
+  job: Type.Object({
+    id: Type.String(),
+    href: Type.String({ description: 'GET it for the state and, once completed, the output' }),
+  }),
+})
+
+const DrillSchema = Type.Object({
+  id: Type.String(),
+  at: Type.String({ format: 'date-time' }),
+  ok: Type.Boolean(),
+  backupId: Type.String(),
+  backupKind: Type.String(),
+  rtoSeconds: Type.Number(),
+  rpoSeconds: Type.Number(),
+  rpoBasis: Type.Union([Type.Literal('wal-archive'), Type.Literal('backup-age')]),
+  targets: Type.Object({ rtoSeconds: Type.Number(), rpoSeconds: Type.Number() }),
+  meetsTargets: Type.Object({ rto: Type.Boolean(), rpo: Type.Boolean() }),
+  checks: Type.Array(Check),
+})
+const DrillParams = Type.Object({
+  id: Type.String({ pattern: '^\\d{8}T\\d{6}Z-[0-9a-f]{8}$', maxLength: 40 }),
+})
+
+/**
+ * `POST|GET /admin/backups`, `GET /admin/backups/{id}`, `POST|GET /admin/backups/drills`,
+ * `GET /admin/backups/drills/{id}` (permission `backups:manage`). Backups and drills run as jobs:
+ * the POSTs answer 202 with the job to follow.
+ */
+export function backupsRoutes(
+  api: PlinthApp,
+  ctx: ModuleContext,
+  service: () => BackupService,
+  drills: () => Drills,
+): void {
+  const enqueue = async (name: string, request: Parameters<typeof auditCallerOf>[0]) => {
+    const job = await ctx.jobs.enqueue(name, {}, { requestId: request.id, audit: auditCallerOf(request) })
+    return { job: { id: job.id, href: `/api/v1/jobs/${job.id}` } }
+  }
   api.post(
     '/admin/backups',
     {
@@ -77,16 +112,53 @@ export function backupsRoutes(api: PlinthApp, _ctx: ModuleContext, service: () =
       schema: {
         tags,
         summary:
-          'Back up the database now (one at a time; 409 PLINTH_BACKUP_IN_PROGRESS otherwise), then verify it by restoring it to a scratch target',
-        response: { 201: BackupSchema },
+          'Back up the database: enqueues the plinth.backup job (back up, verify by restoring to a scratch target, prune) and answers 202 with the job to follow',
+        response: { 202: Enqueued },
       },
     },
     async (request, reply) => {
-      const caller = auditCallerOf(request)
-      const created = await service().create({ caller })
-      await service().verify(created.id, { caller })
-      return reply.code(201).send(await service().show(created.id))
+      const body = await enqueue(BACKUP_JOB, request)
+      return reply.code(202).header('location', body.job.href).send(body)
     },
+  )
+
+  api.post(
+    '/admin/backups/drills',
+    {
+      config: createConfig,
+      schema: {
+        tags,
+        summary:
+          'Run a disaster-recovery drill: enqueues plinth.backup-drill (restore the newest backup to a scratch target, check it, measure RTO and RPO) and answers 202 with the job',
+        response: { 202: Enqueued },
+      },
+    },
+    async (request, reply) => {
+      const body = await enqueue(BACKUP_DRILL_JOB, request)
+      return reply.code(202).header('location', body.job.href).send(body)
+    },
+  )
+
+  api.get(
+    '/admin/backups/drills',
+    {
+      config: drillConfig,
+      schema: {
+        tags,
+        summary: 'Stored disaster-recovery drill reports, newest first',
+        response: { 200: Type.Object({ drills: Type.Array(DrillSchema) }) },
+      },
+    },
+    async () => ({ drills: await drills().list() }),
+  )
+
+  api.get(
+    '/admin/backups/drills/:id',
+    {
+      config: drillConfig,
+      schema: { tags, summary: 'One drill report', params: DrillParams, response: { 200: DrillSchema } },
+    },
+    async (request) => drills().get(request.params.id),
   )
 
   api.get(

@@ -105,8 +105,13 @@ export function createLocalTarget(dir: string): BackupTarget {
       assertName(name)
       await ready()
       const temp = tempName(name)
-      await writeFile(temp, text, { mode: 0o600, flag: 'wx' })
-      await rename(temp, join(root, name))
+      try {
+        await writeFile(temp, text, { mode: 0o600, flag: 'wx' })
+        await rename(temp, join(root, name))
+      } catch (err) {
+        await rm(temp, { force: true }).catch(() => {})
+        throw err
+      }
     },
     async list() {
       try {

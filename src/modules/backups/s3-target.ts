@@ -99,7 +99,6 @@ export function createS3Target(options: S3TargetOptions): BackupTarget {
         queueSize: 2,
       })
       const done = upload.done()
-      done.catch(() => {})
       const writable = new Writable({
         write(chunk, _enc, cb) {
           if (body.write(chunk)) cb()
@@ -117,6 +116,11 @@ export function createS3Target(options: S3TargetOptions): BackupTarget {
           body.destroy()
           cb(err)
         },
+      })
+      // An upload that fails mid-way (connection cut, endpoint gone) stops reading `body`: without
+      // this, a write waiting for 'drain' would wait forever.
+      done.catch((err: unknown) => {
+        if (!writable.destroyed) writable.destroy(unavailable(err))
       })
       return {
         writable,

@@ -1,0 +1,41 @@
+import { cliCaller } from '../core/audit.ts'
+import { type DrillReport, drillsOf } from '../modules/backups/backups.module.ts'
+import { type CliIo, printJson } from './cli-io.ts'
+import { withCliPlinth } from './cli-plinth.ts'
+import type { CommandInput } from './cli-spec.ts'
+
+function formatDrill(r: DrillReport): string {
+  const mark = (ok: boolean) => (ok ? 'meets' : 'MISSES')
+  return [
+    `drill ${r.id}: ${r.ok ? 'PASSED' : 'FAILED'} on backup ${r.backupId} (${r.backupKind})`,
+    `  RTO ${r.rtoSeconds.toFixed(1)} s (restore to a scratch target and checks) — ${mark(r.meetsTargets.rto)} the ${r.targets.rtoSeconds} s goal`,
+    `  RPO ${r.rpoSeconds.toFixed(1)} s (${r.rpoBasis === 'wal-archive' ? 'WAL archive lag' : "age of the backup's snapshot"}) — ${mark(r.meetsTargets.rpo)} the ${r.targets.rpoSeconds} s goal`,
+    ...r.checks.map((c) => `  ${c.ok ? 'ok  ' : 'FAIL'} ${c.name}: ${c.detail}`),
+  ].join('\n')
+}
+
+/** `plinth dr drill | list`. */
+export async function drCommand(input: CommandInput, io: CliIo): Promise<number> {
+  const print = (json: unknown, text: string) => (input.json ? printJson(io, json) : io.out(text))
+  return withCliPlinth({ verbose: input.verbose }, async (plinth) => {
+    const drills = drillsOf(plinth.context)
+    if (input.action === 'list') {
+      const all = await drills.list()
+      print(
+        { drills: all },
+        all.length === 0
+          ? 'no drills'
+          : all
+              .map(
+                (r) =>
+                  `${r.id}  ${r.ok ? 'passed' : 'FAILED'}  backup ${r.backupId}  RTO ${r.rtoSeconds.toFixed(1)} s  RPO ${r.rpoSeconds.toFixed(1)} s (${r.rpoBasis})`,
+              )
+              .join('\n'),
+      )
+      return 0
+    }
+    const report = await drills.run({ caller: cliCaller() })
+    print(report, formatDrill(report))
+    return report.ok ? 0 : 1
+  })
+}

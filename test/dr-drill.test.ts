@@ -1,0 +1,183 @@
+import assert from 'node:assert/strict'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, before, describe, it } from 'node:test'
+import { sql } from 'kysely'
+import { reverifySample } from '../src/modules/backups/backup-job.ts'
+import { backupServiceOf } from '../src/modules/backups/backups.module.ts'
+import { bearer, createUser, NO_RATE_LIMITS, type Session, uniqueEmail } from './helpers/accounts.ts'
+import { assertProblem } from './helpers/assert-problem.ts'
+import { runCliWithEnv as cli } from './helpers/run-cli.ts'
+import { skipUnlessPostgres } from './helpers/services.ts'
+import { TEST_MASTER_KEY } from './helpers/test-config.ts'
+import { startTestPlinth, type TestPlinth } from './helpers/test-plinth.ts'
+import { waitFor } from './helpers/wait-for.ts'
+import { startReceiver } from './helpers/webhook-receiver.ts'
+
+const skip = await skipUnlessPostgres()
+
+async function jobDone(plinth: TestPlinth, token: string, href: string) {
+  return waitFor(
+    `job ${href} to finish`,
+    async () => {
+      const j = (await plinth.app.inject({ method: 'GET', url: href, headers: bearer(token) })).json()
+      return ['completed', 'failed'].includes(j.state) ? j : false
+    },
+    { timeoutMs: 120_000, intervalMs: 100 },
+  )
+}
+
+describe('disaster-recovery drills on a PostgreSQL server', { skip }, () => {
+  let plinth: TestPlinth
+  let dir: string
+  let admin: Session
+  let cliEnv: Record<string, string>
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'plinth-dr-'))
+    const env = {
+      ...NO_RATE_LIMITS,
+      PLINTH_WEBHOOKS_ALLOW_PRIVATE: 'true',
+      PLINTH_BACKUP_DIR: dir,
+      PLINTH_MASTER_KEY: TEST_MASTER_KEY,
+    }
+    plinth = await startTestPlinth({ backend: 'postgres', env })
+    admin = await createUser(plinth, uniqueEmail('admin'), 'admin')
+    cliEnv = {
+      ...env,
+      DATABASE_URL: plinth.config.databaseUrl!,
+      PLINTH_ENV: 'test',
+      PLINTH_LOG_LEVEL: 'silent',
+    }
+  })
+  after(async () => {
+    await plinth?.close()
+    rmSync(dir, { recursive: true, force: true })
+  })
+
+  it('refuses a drill while there is no backup', async () => {
+    const r = await cli(['dr', 'drill'], cliEnv)
+    assert.equal(r.code, 1)
+    assert.match(r.err, /PLINTH_DRILL_NO_BACKUP/)
+  })
+
+  it('POST /admin/backups/drills runs a drill as a job; the report (RTO, RPO, checks) is stored and listed', async () => {
+    const backup = await backupServiceOf(plinth.context).create()
+    const res = await plinth.app.inject({
+      method: 'POST',
+      url: '/api/v1/admin/backups/drills',
+      headers: bearer(admin.token),
+    })
+    assert.equal(res.statusCode, 202, res.body)
+    const job = await jobDone(plinth, admin.token, res.json().job.href)
+    assert.equal(job.state, 'completed', JSON.stringify(job.lastError))
+
+    const list = await plinth.app.inject({
+      method: 'GET',
+      url: '/api/v1/admin/backups/drills',
+      headers: bearer(admin.token),
+    })
+    assert.equal(list.statusCode, 200)
+    const [report] = list.json().drills
+    assert.equal(report.id, job.output.drill)
+    assert.equal(report.ok, true, JSON.stringify(report.checks))
+    assert.equal(report.backupId, backup.id)
+    assert.equal(report.rpoBasis, 'backup-age')
+    assert.ok(report.rtoSeconds > 0 && report.rtoSeconds < 300, `RTO ${report.rtoSeconds}`)
+    assert.ok(report.rpoSeconds >= 0)
+    assert.deepEqual(report.targets, { rtoSeconds: 300, rpoSeconds: 60 })
+    assert.deepEqual(
+      report.checks.map((c: { name: string }) => c.name),
+      ['manifest', 'archive', 'migration-head', 'row-counts', 'audit-chain', 'migrations-current'],
+    )
+    const one = await plinth.app.inject({
+      method: 'GET',
+      url: `/api/v1/admin/backups/drills/${report.id}`,
+      headers: bearer(admin.token),
+    })
+    assert.deepEqual(one.json(), report)
+    assertProblem(
+      await plinth.app.inject({
+        method: 'GET',
+        url: '/api/v1/admin/backups/drills/20200101T000000Z-00000000',
+        headers: bearer(admin.token),
+      }),
+      404,
+      'PLINTH_DRILL_NOT_FOUND',
+    )
+
+    await plinth.context.audit.seal()
+    const { rows } = await sql<{ outcome: string }>`
+      select outcome from audit_log where action = 'backup:drilled' and target_id = ${backup.id}`.execute(
+      plinth.db.kysely,
+    )
+    assert.deepEqual(rows, [{ outcome: 'success' }])
+  })
+
+  it('plinth dr drill prints the figures, and dr list shows every stored drill', async () => {
+    const r = await cli(['dr', 'drill', '--json'], cliEnv)
+    assert.equal(r.code, 0, r.err)
+    const report = JSON.parse(r.out)
+    assert.equal(report.ok, true)
+    const text = await cli(['dr', 'list'], cliEnv)
+    assert.equal(text.code, 0, text.err)
+    assert.equal(text.out.trim().split('\n').length, 2)
+    assert.match(text.out, new RegExp(`${report.id}\\s+passed`))
+  })
+
+  it('re-verification of a sample finds a backup damaged in its target: event, metric, failed job', async () => {
+    const receiver = await startReceiver()
+    try {
+      const hook = await plinth.app.inject({
+        method: 'POST',
+        url: '/api/v1/webhooks',
+        headers: bearer(admin.token),
+        payload: { url: receiver.url('/alerts'), eventTypes: ['backup.verification_failed'] },
+      })
+      assert.equal(hook.statusCode, 201, hook.body)
+      const service = backupServiceOf(plinth.context)
+      const damaged = await service.create()
+      await service.verify(damaged.id)
+      assert.equal((await service.show(damaged.id)).status, 'verified')
+      // Rot in the target after the backup verified: one byte in the middle of the archive.
+      const archive = join(dir, damaged.manifest!.parts[0]!.name)
+      const bytes = readFileSync(archive)
+      bytes[Math.floor(bytes.length / 2)]! ^= 0xff
+      writeFileSync(archive, bytes)
+
+      const res = await plinth.app.inject({
+        method: 'POST',
+        url: '/api/v1/jobs/plinth.backup-reverify',
+        headers: bearer(admin.token),
+        payload: { payload: { sample: 10 } },
+      })
+      assert.equal(res.statusCode, 202, res.body)
+      const job = await jobDone(plinth, admin.token, `/api/v1/jobs/${res.json().id}`)
+      assert.equal(job.state, 'failed')
+      assert.match(JSON.stringify(job.lastError), new RegExp(damaged.id))
+      assert.equal((await service.show(damaged.id)).status, 'failed')
+
+      const delivery = await waitFor('the alert webhook', () => receiver.of('/alerts')[0], {
+        timeoutMs: 30_000,
+      })
+      const event = JSON.parse(delivery.raw.toString('utf8'))
+      assert.equal(event.type, 'backup.verification_failed')
+      assert.equal(event.data.backupId, damaged.id)
+
+      const metrics = await plinth.app.inject({ method: 'GET', url: '/api/metrics' })
+      assert.match(metrics.body, /plinth_backup_verification_failures_total\{kind="postgres"\} [1-9]/)
+    } finally {
+      await receiver.close()
+    }
+  })
+})
+
+describe('reverifySample', () => {
+  it('always takes the newest, then others at random, never more than asked', () => {
+    assert.deepEqual(reverifySample(['c', 'b', 'a'], 5), ['c', 'b', 'a'])
+    const picked = reverifySample(['e', 'd', 'c', 'b', 'a'], 3, () => 0)
+    assert.deepEqual(picked, ['e', 'd', 'c'])
+    assert.equal(new Set(reverifySample(['e', 'd', 'c', 'b', 'a'], 3)).size, 3)
+  })
+})
