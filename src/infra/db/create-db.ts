@@ -221,11 +221,16 @@ export async function createDatabase(
 }
 
 /**
- * A pool over the embedded database's socket (`<socketDir>/.s.PGSQL.5432`). One connection per
- * process, as before the worker: PGlite has one session, and with several connections the jobs
- * suite failed intermittently (a job run twice, a 500) — the socket server shares that session
- * between connections per protocol message (decision 0013). Queries queue in the pool, the event
- * loop stays free; `PLINTH_DB_CONNECT_TIMEOUT` bounds the wait.
+ * A pool over the embedded database's socket (`<socketDir>/.s.PGSQL.5432`), `PLINTH_DB_POOL_MAX`
+ * connections like a PostgreSQL pool. PGlite has one session: the worker hands it to one
+ * connection per protocol unit (Parse…Sync, a simple query) or per transaction (session-queue.ts),
+ * so connections never see one another's half-sent queries. More connections add no parallel
+ * execution, but the worker always has the next query queued while the main thread handles the
+ * last answer, and a transaction no longer holds the only pool slot. `PLINTH_DB_CONNECT_TIMEOUT`
+ * bounds the wait for a connection; `PLINTH_DB_QUERY_TIMEOUT` the wait for an answer (a query queued
+ * behind a transaction that never ends fails instead of hanging; its connection is dropped, which
+ * rolls back a transaction it owned). `statement_timeout` is not set: it would be session state,
+ * shared by every connection of the one PGlite session.
  */
 function embeddedPool(config: DbConfig, socketDir: string): pg.Pool {
   return new pg.Pool({
@@ -233,8 +238,9 @@ function embeddedPool(config: DbConfig, socketDir: string): pg.Pool {
     port: SOCKET_PORT,
     user: 'postgres',
     database: 'postgres',
-    max: 1,
+    max: config.dbPoolMax,
     connectionTimeoutMillis: config.dbConnectTimeout,
     idleTimeoutMillis: config.dbIdleTimeout,
+    ...(config.dbQueryTimeout > 0 ? { query_timeout: config.dbQueryTimeout } : {}),
   })
 }

@@ -14,6 +14,7 @@ import { join } from 'node:path'
 import { parentPort, workerData } from 'node:worker_threads'
 import { PGlite } from '@electric-sql/pglite'
 import { PGLiteSocketServer } from '@electric-sql/pglite-socket'
+import { SessionQueue } from './session-queue.ts'
 import { discardTemplate, readTemplate, writeTemplate } from './template.ts'
 
 export interface EmbeddedWorkerData {
@@ -68,6 +69,9 @@ const { db, origin } = await open()
 // A socket left by a crashed worker would make listen() fail with EADDRINUSE.
 rmSync(data.socketPath, { force: true })
 const server = new PGLiteSocketServer({ db, path: data.socketPath, maxConnections: data.maxConnections })
+// One connection owns the session for a whole protocol unit (or transaction), not for one message:
+// see session-queue.ts. Handlers take the server's queue when a connection is accepted.
+;(server as unknown as { queryQueue: SessionQueue }).queryQueue = new SessionQueue(db)
 await server.start()
 // Only this user may connect: the socket has no password (PGlite trusts every client).
 chmodSync(data.socketPath, 0o600)
