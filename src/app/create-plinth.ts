@@ -11,7 +11,7 @@ import { createServer, type PlinthApp } from '../http/create-server.ts'
 import { createMemoryCache, createRedisCache } from '../infra/cache/cache.ts'
 import { createRedis, type RedisHandle } from '../infra/cache/redis.ts'
 import { createDatabase, type Database } from '../infra/db/create-db.ts'
-import { createMigrator, type PlinthMigrator } from '../infra/db/migrator.ts'
+import { createMigrator, migrationSetKey, type PlinthMigrator } from '../infra/db/migrator.ts'
 import {
   cachedCheck,
   createHealth,
@@ -88,7 +88,12 @@ export async function createPlinth(options: CreatePlinthOptions): Promise<Plinth
   const modules = options.modules ?? builtinModules
   const startedAt = Date.now()
   const metrics = createMetrics({ version: PLINTH_VERSION, revision: config.revision, env: config.env })
-  const db = await createDatabase(config, { logger, attachToRunning: options.attachToRunning ?? false })
+  const db = await createDatabase(config, {
+    logger,
+    attachToRunning: options.attachToRunning ?? false,
+    // A start that migrates may begin a new embedded cluster already migrated (template.ts).
+    ...(config.migrateOnStart ? { migrationSetKey: migrationSetKey(collectMigrations(modules)) } : {}),
+  })
   try {
     return await assemble(options, { logger, modules, startedAt, metrics, db })
   } catch (err) {

@@ -67,7 +67,12 @@ type DbConfig = Pick<
  */
 export async function createDatabase(
   config: DbConfig,
-  deps: { logger: Logger; attachToRunning?: boolean },
+  deps: {
+    logger: Logger
+    attachToRunning?: boolean
+    /** The migration set this start applies (migrationSetKey): a new embedded cluster starts from its cached, migrated template. */
+    migrationSetKey?: string | undefined
+  },
 ): Promise<Database> {
   const log = deps.logger.child({ component: 'database' })
   let pool: pg.Pool
@@ -119,6 +124,7 @@ export async function createDatabase(
           // The pool, plus room for the CLI connecting through the same socket.
           maxConnections: config.dbPoolMax + 8,
           startTimeoutMs: Math.max(config.dbConnectDeadline, 30_000),
+          migrationSetKey: deps.migrationSetKey,
         })
       } catch (err) {
         unlock()

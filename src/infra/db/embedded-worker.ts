@@ -25,10 +25,12 @@ export interface EmbeddedWorkerData {
   readonly maxConnections: number
   /** Start a new cluster from the cached template (and build it when missing). */
   readonly useTemplate: boolean
+  /** The migrated template to start a new cluster from, when it exists (template.ts); null: none. */
+  readonly migratedTemplate: string | null
 }
 
 export type EmbeddedWorkerMessage =
-  | { type: 'ready'; origin: 'existing' | 'template' | 'initdb'; ms: number }
+  | { type: 'ready'; origin: 'existing' | 'migrated' | 'template' | 'initdb'; ms: number }
   | { type: 'stopped' }
   | { type: 'dumped'; id: number; data: ArrayBuffer }
   | { type: 'dump-failed'; id: number; message: string }
@@ -37,10 +39,21 @@ const data = workerData as EmbeddedWorkerData
 const port = parentPort
 if (!port) throw new Error('embedded-worker.ts runs only as a worker thread')
 
-async function open(): Promise<{ db: PGlite; origin: 'existing' | 'template' | 'initdb' }> {
+async function open(): Promise<{ db: PGlite; origin: 'existing' | 'migrated' | 'template' | 'initdb' }> {
   const where = data.clusterDir ?? 'memory://'
   const isNew = data.clusterDir === null || !existsSync(join(data.clusterDir, 'PG_VERSION'))
   if (!isNew) return { db: await PGlite.create(where), origin: 'existing' }
+  if (data.migratedTemplate) {
+    const migrated = readTemplate(data.migratedTemplate)
+    if (migrated) {
+      try {
+        return { db: await PGlite.create(where, { loadDataDir: migrated }), origin: 'migrated' }
+      } catch {
+        discardTemplate(data.migratedTemplate)
+        if (data.clusterDir) rmSync(data.clusterDir, { recursive: true, force: true })
+      }
+    }
+  }
   if (data.useTemplate) {
     const template = readTemplate()
     if (template) {
