@@ -12,6 +12,9 @@ import { guardPoolClients } from './pool-errors.ts'
 import { RetryDeadlineError, retryWithBackoff } from './retry.ts'
 import type { PlinthTables } from './tables.ts'
 
+/** Connections of the embedded database's pool (see embeddedPool). */
+export const EMBEDDED_POOL_MAX = 1
+
 /** Data directory value that keeps the embedded database in memory (tests, benchmarks). */
 export const IN_MEMORY = 'memory://'
 
@@ -227,16 +230,16 @@ export async function createDatabase(
 }
 
 /**
- * A pool over the embedded database's socket (`<socketDir>/.s.PGSQL.5432`), `PLINTH_DB_POOL_MAX`
- * connections like a PostgreSQL pool. PGlite has one session: the worker hands it to one
- * connection per protocol unit (Parse…Sync, a simple query) or per transaction (session-queue.ts),
- * so connections never see one another's half-sent queries. More connections add no parallel
- * execution, but the worker always has the next query queued while the main thread handles the
- * last answer, and a transaction no longer holds the only pool slot. `PLINTH_DB_CONNECT_TIMEOUT`
- * bounds the wait for a connection; `PLINTH_DB_QUERY_TIMEOUT` the wait for an answer (a query queued
- * behind a transaction that never ends fails instead of hanging; its connection is dropped, which
- * rolls back a transaction it owned). `statement_timeout` is not set: it would be session state,
- * shared by every connection of the one PGlite session.
+ * A pool over the embedded database's socket (`<socketDir>/.s.PGSQL.5432`): one connection per
+ * process. PGlite has one session; the worker hands it to one connection per protocol unit
+ * (Parse…Sync, a simple query) or per transaction (session-queue.ts), so several connections — this
+ * pool and a CLI attached to the same socket — never see one another's half-sent queries. The pool
+ * itself stays at one connection because the embedded backup (modules/backups, `snapshotAndDump`)
+ * relies on it: it reads its facts and audit chain head on the pool's only connection and takes the
+ * dump while holding it, so that nothing commits in between. More connections would add no parallel
+ * execution (one session) — only let the worker queue the next query while the main thread reads
+ * the last answer. To raise it, that backup must first read its facts inside a transaction (which
+ * owns the session until COMMIT) around the dump. `PLINTH_DB_CONNECT_TIMEOUT` bounds the wait.
  */
 function embeddedPool(config: DbConfig, socketDir: string): pg.Pool {
   return new pg.Pool({
@@ -244,9 +247,8 @@ function embeddedPool(config: DbConfig, socketDir: string): pg.Pool {
     port: SOCKET_PORT,
     user: 'postgres',
     database: 'postgres',
-    max: config.dbPoolMax,
+    max: EMBEDDED_POOL_MAX,
     connectionTimeoutMillis: config.dbConnectTimeout,
     idleTimeoutMillis: config.dbIdleTimeout,
-    ...(config.dbQueryTimeout > 0 ? { query_timeout: config.dbQueryTimeout } : {}),
   })
 }
