@@ -1,3 +1,4 @@
+import { enableCompileCache } from 'node:module'
 import { type CliIo, CommandFailure, processIo, UsageError } from './cli/cli-io.ts'
 import { commandHelp, mainHelp, parseCommand } from './cli/cli-spec.ts'
 import { commands } from './cli/commands.ts'
@@ -81,6 +82,10 @@ export async function runCli(argv: readonly string[], io: CliIo = processIo): Pr
 }
 
 if (import.meta.main) {
+  // Node's on-disk cache of compiled modules, TypeScript stripping included: a start after the first
+  // loads the ~250 modules of a command (imported lazily, below) about 3-4x faster (decision 0017).
+  // NODE_COMPILE_CACHE sets its directory (default: the OS temp dir); NODE_DISABLE_COMPILE_CACHE=1 turns it off.
+  enableCompileCache()
   const code = await runCli(process.argv.slice(2))
   // Whatever a command left behind (sockets, timers, a closed stdout): its work is done.
   process.exit(code)

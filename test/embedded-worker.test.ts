@@ -126,12 +126,40 @@ describe('the embedded database in a worker thread', () => {
   it('starts a new data directory from the cached template, and reopens it as existing', async () => {
     const dataDir = tempDir()
     const first = await startTestPlinth({ env: { PLINTH_DATA_DIR: dataDir } })
-    // The suite's first embedded start builds the template; every later new cluster loads it.
-    assert.equal(first.db.embedded?.origin(), 'template')
+    // The suite's first embedded start builds the template; every later new cluster loads it, the
+    // migrated one once a start with the same migration set has cached it.
+    assert.ok(
+      ['migrated', 'template'].includes(first.db.embedded?.origin() ?? ''),
+      first.db.embedded?.origin(),
+    )
     await first.close()
     const again = await startTestPlinth({ env: { PLINTH_DATA_DIR: dataDir } })
     instances.push(again)
     assert.equal(again.db.embedded?.origin(), 'existing')
+  })
+
+  it('starts a new cluster already migrated once the same migration set was applied on another', async () => {
+    const first = await startTestPlinth({ env: { PLINTH_DATA_DIR: tempDir() } })
+    const applied = (await first.migrator.status()).map((m) => m.name)
+    await first.close()
+    // The first start cached the migrated cluster (or found it cached): a new one loads it.
+    const second = await startTestPlinth({ env: { PLINTH_DATA_DIR: tempDir() } })
+    instances.push(second)
+    assert.equal(second.db.embedded?.origin(), 'migrated')
+    assert.equal(await second.migrator.pendingCount(), 0)
+    const status = await second.migrator.status()
+    assert.deepEqual(
+      status.map((m) => m.name),
+      applied,
+    )
+    assert.ok(status.every((m) => m.appliedAt !== null))
+    // The template holds the schema only: no data key, no user of the first instance.
+    const { rows } = await second.db.pool.query(
+      'select (select count(*) from users)::int as users, (select count(*) from encryption_keys)::int as keys',
+    )
+    // The instance made its own data key after migrating; none came from the template.
+    assert.equal(rows[0].users, 0)
+    assert.ok(rows[0].keys <= 1)
   })
 
   it('lets the CLI work through the running server’s socket instead of failing with PLINTH_DB_LOCKED', async () => {

@@ -1,8 +1,10 @@
 /**
  * Cold start: how long `plinth start` takes until `/ready` answers 200, on an empty data directory
- * (a new embedded cluster) and on the same directory again (a restart), beside two baselines
- * measured in the same run: a bare `node -e ''` (process start) and a bare in-memory PGlite with
- * initdb (`PGlite.create()`, what a new cluster cost before the template).
+ * (a new embedded cluster) and on the same directory again (a restart), beside baselines measured
+ * in the same run: a bare `node -e ''` (process start), a bare in-memory PGlite with initdb
+ * (`PGlite.create()`, what a new cluster cost before the template), importing the application's
+ * modules with and without Node's compile cache, and both starts with the compile cache disabled
+ * (`NODE_DISABLE_COMPILE_CACHE=1`, as every start ran before src/main.ts enabled it).
  *
  *   node bench/cold-start/run.ts [--rounds N]
  */
@@ -46,9 +48,13 @@ function exited(child: ChildProcess): Promise<number | null> {
 }
 
 /** Wall time of a process that runs to completion. */
-async function timeProcess(args: readonly string[]): Promise<number> {
+async function timeProcess(args: readonly string[], env: Record<string, string> = {}): Promise<number> {
   const started = performance.now()
-  const child = spawn(process.execPath, [...args], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] })
+  const child = spawn(process.execPath, [...args], {
+    cwd: ROOT,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  })
   track(child)
   const code = await exited(child)
   if (code !== 0) throw new Error(`${args.join(' ')} exited with ${code}`)
@@ -56,7 +62,7 @@ async function timeProcess(args: readonly string[]): Promise<number> {
 }
 
 /** Wall time from spawning `plinth start` until /ready answers 200; then stops it (SIGTERM). */
-async function timeStart(dataDir: string): Promise<number> {
+async function timeStart(dataDir: string, env: Record<string, string> = {}): Promise<number> {
   const port = await freePort()
   const started = performance.now()
   const child = spawn(process.execPath, [MAIN, 'start'], {
@@ -67,6 +73,7 @@ async function timeStart(dataDir: string): Promise<number> {
       PORT: String(port),
       HOST: '127.0.0.1',
       PLINTH_LOG_LEVEL: 'warn',
+      ...env,
     },
     stdio: ['ignore', 'ignore', 'inherit'],
   })
@@ -94,29 +101,58 @@ async function timeStart(dataDir: string): Promise<number> {
 
 async function main(): Promise<number> {
   const { rounds } = parseOptions(process.argv.slice(2), usage)
-  const figures: Record<'node' | 'pglite' | 'empty' | 'existing', number[]> = {
+  const figures: Record<
+    | 'node'
+    | 'pglite'
+    | 'importNoCache'
+    | 'import'
+    | 'emptyNoCache'
+    | 'existingNoCache'
+    | 'empty'
+    | 'existing',
+    number[]
+  > = {
     node: [],
     pglite: [],
+    importNoCache: [],
+    import: [],
+    emptyNoCache: [],
+    existingNoCache: [],
     empty: [],
     existing: [],
   }
+  // The baseline without Node's compile cache (src/main.ts enables it): every module compiled and
+  // type-stripped again, as every start did before.
+  const noCache = { NODE_DISABLE_COMPILE_CACHE: '1' }
   const pgliteInit = [
     '--input-type=module',
     '-e',
     "const { PGlite } = await import('@electric-sql/pglite'); const db = await PGlite.create(); await db.query('select 1'); await db.close()",
   ]
+  // The application's modules alone (what `plinth start` imports before it opens anything).
+  const importApp = [
+    '--input-type=module',
+    '-e',
+    "(await import('node:module')).enableCompileCache(); await import('./src/app/create-plinth.ts')",
+  ]
   for (let r = 1; r <= rounds; r++) {
     figures.node.push(await timeProcess(['-e', '']))
+    figures.importNoCache.push(await timeProcess(importApp, noCache))
+    figures.import.push(await timeProcess(importApp))
     figures.pglite.push(await timeProcess(pgliteInit))
-    const dir = mkdtempSync(join(tmpdir(), 'plinth-cold-'))
-    try {
-      figures.empty.push(await timeStart(dir))
-      figures.existing.push(await timeStart(dir))
-    } finally {
-      rmSync(dir, { recursive: true, force: true })
+    for (const cached of [false, true]) {
+      const dir = mkdtempSync(join(tmpdir(), 'plinth-cold-'))
+      try {
+        figures[cached ? 'empty' : 'emptyNoCache'].push(await timeStart(dir, cached ? {} : noCache))
+        figures[cached ? 'existing' : 'existingNoCache'].push(await timeStart(dir, cached ? {} : noCache))
+      } finally {
+        rmSync(dir, { recursive: true, force: true })
+      }
     }
     console.log(
-      `round ${r}/${rounds}  node ${num(Math.round(figures.node.at(-1)!))} ms  pglite initdb ${num(Math.round(figures.pglite.at(-1)!))} ms  ` +
+      `round ${r}/${rounds}  node ${num(Math.round(figures.node.at(-1)!))} ms  ` +
+        `import app ${num(Math.round(figures.importNoCache.at(-1)!))} ms (no compile cache) / ${num(Math.round(figures.import.at(-1)!))} ms  pglite initdb ${num(Math.round(figures.pglite.at(-1)!))} ms  ` +
+        `no compile cache: empty ${num(Math.round(figures.emptyNoCache.at(-1)!))} ms  existing ${num(Math.round(figures.existingNoCache.at(-1)!))} ms  ` +
         `empty ${num(Math.round(figures.empty.at(-1)!))} ms  existing ${num(Math.round(figures.existing.at(-1)!))} ms`,
     )
   }
@@ -128,6 +164,10 @@ async function main(): Promise<number> {
   const labels = {
     node: 'node -e',
     pglite: 'PGlite initdb',
+    importNoCache: 'import app, no cc',
+    import: 'import app',
+    emptyNoCache: 'empty, no cc',
+    existingNoCache: 'existing, no cc',
     empty: 'start, empty dir',
     existing: 'start, existing dir',
   }
@@ -136,7 +176,7 @@ async function main(): Promise<number> {
   for (const [key, label] of Object.entries(labels) as [keyof typeof figures, string][]) {
     const s = stats(figures[key])
     summary[key] = s
-    console.log(`${label.padEnd(20)}${row(['', num(s.min), num(s.median), num(s.max)]).slice(8)}`)
+    console.log(`${label.padEnd(21)}${row(['', num(s.min), num(s.median), num(s.max)]).slice(8)}`)
   }
   const empty = stats(figures.empty).median
   const existing = stats(figures.existing).median

@@ -5,15 +5,19 @@
  * median of the rounds. Exits 0 whether or not the targets are met; 1 when a server fails to start
  * or stop, or answers anything but 2xx; 2 on bad arguments; 130 when interrupted.
  *
- * Usage: node bench/http/run.ts [--duration <s>] [--rounds <n>]   (or BENCH_DURATION=<s>)
+ * Then (bench/http/users.ts) the 1,000-users part: 1,000 connections at a fixed 1,000 req/s on a
+ * DB-backed read and write, embedded and PostgreSQL, beside bare Fastify's /live, and the capacity.
+ *
+ * Usage: node bench/http/run.ts [--duration <s>] [--rounds <n>] [--part hot|users|all]
  */
 import { cpus, loadavg } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { isInterrupted, runBenchmark, startServer } from '../lib/children.ts'
 import { aggregate, load, round, type Sample } from '../lib/load.ts'
-import { DURATION, parseOptions, ROUNDS } from '../lib/options.ts'
+import { DURATION, parseOptions, ROUNDS, UsageError } from '../lib/options.ts'
 import { header, num, roundLine, sampleRow } from '../lib/table.ts'
 import type { ServerKind } from './server.ts'
+import { CAPACITY_SECONDS, POSTGRES_URL, runUsers, USERS, USERS_RATE, type UsersSummary } from './users.ts'
 
 const ROUTE = '/api/v1'
 const HOST = '127.0.0.1'
@@ -24,10 +28,29 @@ const TARGET_P99_MS = 50
 const KINDS: readonly ServerKind[] = ['bare', 'plinth']
 const SERVER_FILE = fileURLToPath(new URL('./server.ts', import.meta.url))
 
-const USAGE = `Usage: node bench/http/run.ts [--duration <seconds>] [--rounds <n>]
+const PARTS = ['hot', 'users', 'all'] as const
+type Part = (typeof PARTS)[number]
+
+const USAGE = `Usage: node bench/http/run.ts [--duration <seconds>] [--rounds <n>] [--part hot|users|all]
 
   --duration  measured seconds per run, ${DURATION.min}-${DURATION.max} (default ${DURATION.default}; BENCH_DURATION sets it too)
-  --rounds    runs per server, alternating bare and plinth, ${ROUNDS.min}-${ROUNDS.max} (default ${ROUNDS.default})`
+  --rounds    runs per server in the hot part, alternating bare and plinth, ${ROUNDS.min}-${ROUNDS.max} (default ${ROUNDS.default})
+  --part      hot: GET /api/v1 at ${CONNECTIONS} connections, bare vs plinth; users: ${USERS} connections at
+              ${USERS_RATE} req/s on a DB read and write, embedded and PostgreSQL (BENCH_POSTGRES_URL, default
+              ${POSTGRES_URL}), with capacity steps of ${CAPACITY_SECONDS} s; all: both (default)`
+
+/** Takes `--part <p>` out of argv (the shared options parse the rest). */
+function takePart(argv: string[]): { part: Part; rest: string[] } {
+  const i = argv.findIndex((a) => a === '--part' || a.startsWith('--part='))
+  if (i < 0) return { part: 'all', rest: argv }
+  const inline = argv[i]!.includes('=')
+  const value = inline ? argv[i]!.slice('--part='.length) : argv[i + 1]
+  if (!PARTS.includes(value as Part))
+    throw new UsageError(`--part must be one of ${PARTS.join(', ')}, got "${value}"`)
+  const rest = [...argv]
+  rest.splice(i, inline ? 1 : 2)
+  return { part: value as Part, rest }
+}
 
 const startKind = (kind: ServerKind) => startServer(SERVER_FILE, [kind], `the ${kind} server`)
 
@@ -47,7 +70,49 @@ async function fetchRoute(kind: ServerKind, port: number): Promise<string> {
 }
 
 async function main(): Promise<number> {
-  const { duration, rounds } = parseOptions(process.argv.slice(2), USAGE)
+  const { part, rest } = takePart(process.argv.slice(2))
+  const { duration, rounds } = parseOptions(rest, USAGE)
+  const problems: string[] = []
+  let hot: Record<string, unknown> | undefined
+  if (part !== 'users') {
+    const result = await hotPart(duration, rounds, problems)
+    if (result === 130) return 130
+    hot = result
+  }
+  let users: UsersSummary | undefined
+  if (part !== 'hot') {
+    users = await runUsers(duration, problems)
+    if (isInterrupted()) return 130
+  }
+  for (const problem of problems) console.error(`error: ${problem}`)
+  console.log(
+    JSON.stringify({
+      bench: 'http',
+      ...(hot ?? {}),
+      ...(users
+        ? {
+            users: {
+              connections: USERS,
+              offeredRate: USERS_RATE,
+              durationSeconds: duration,
+              capacityStepSeconds: CAPACITY_SECONDS,
+              results: users.results,
+              met: users.met,
+            },
+          }
+        : {}),
+      ok: problems.length === 0,
+    }),
+  )
+  return problems.length === 0 ? 0 : 1
+}
+
+/** GET /api/v1 at 100 connections, bare vs plinth: the JSON fields of the summary, or 130. */
+async function hotPart(
+  duration: number,
+  rounds: number,
+  problems: string[],
+): Promise<Record<string, unknown> | 130> {
   const cpuList = cpus()
   const seconds = rounds * KINDS.length * (duration + WARMUP_SECONDS)
   console.log(
@@ -65,7 +130,6 @@ async function main(): Promise<number> {
 
   const samples: Record<ServerKind, Sample[]> = { bare: [], plinth: [] }
   const bodies = new Map<ServerKind, string>()
-  const problems: string[] = []
   for (let r = 1; r <= rounds; r++) {
     for (const kind of KINDS) {
       const server = await startKind(kind)
@@ -115,30 +179,24 @@ async function main(): Promise<number> {
   console.log(
     `plinth p99: ${num(plinth.p99Ms)} ms   target < ${TARGET_P99_MS} ms: ${p99Met ? 'met' : 'MISSED'}`,
   )
-  for (const problem of problems) console.error(`error: ${problem}`)
-  console.log(
-    JSON.stringify({
-      bench: 'http',
-      route: `GET ${ROUTE}`,
-      connections: CONNECTIONS,
-      durationSeconds: duration,
-      warmupSeconds: WARMUP_SECONDS,
-      rounds,
-      aggregate: 'median',
-      node: process.version,
-      cpus: cpuList.length,
-      loadAverageBefore: loadBefore,
-      bare,
-      plinth,
-      ratio,
-      targets: {
-        ratio: { min: TARGET_RATIO, met: ratioMet },
-        plinthP99Ms: { max: TARGET_P99_MS, met: p99Met },
-      },
-      ok: problems.length === 0,
-    }),
-  )
-  return problems.length === 0 ? 0 : 1
+  return {
+    route: `GET ${ROUTE}`,
+    connections: CONNECTIONS,
+    durationSeconds: duration,
+    warmupSeconds: WARMUP_SECONDS,
+    rounds,
+    aggregate: 'median',
+    node: process.version,
+    cpus: cpuList.length,
+    loadAverageBefore: loadBefore,
+    bare,
+    plinth,
+    ratio,
+    targets: {
+      ratio: { min: TARGET_RATIO, met: ratioMet },
+      plinthP99Ms: { max: TARGET_P99_MS, met: p99Met },
+    },
+  }
 }
 
 await runBenchmark(main, USAGE)

@@ -1,18 +1,27 @@
 /**
  * One benchmark server, run as a child of `bench/http/run.ts` (never on its own): `bare` is Fastify
  * with no logger and no plugins, `plinth` is Plinth's full HTTP stack built by `createPlinth`.
- * Both serve `GET /api/v1` on 127.0.0.1 with an ephemeral port. Over the IPC channel (see
- * bench/lib/server-child.ts) the child sends `{ type: 'ready', port }` or `{ type: 'failed', message }`;
- * the parent sends `'stop'` for a graceful close. A lost channel (the parent died) or a signal ends
- * the child too.
+ * Both serve `GET /api/v1` on 127.0.0.1 with an ephemeral port; `bare` also serves `GET /live` (the
+ * floor of the 1,000-users runs). `plinth` runs on the embedded database in memory, or on the
+ * PostgreSQL database given as argv[3]; it adds one bench-only write route (WRITE in protocol.ts)
+ * and one member signed in once over HTTP, whose bearer token it reports. Over the IPC channel
+ * (see bench/lib/server-child.ts) the child sends `{ type: 'ready', port, token }` or
+ * `{ type: 'failed', message }`; the parent sends `'stop'` for a graceful close. A lost channel
+ * (the parent died) or a signal ends the child too.
  */
+import { randomBytes } from 'node:crypto'
 import Fastify from 'fastify'
+import { sql } from 'kysely'
 import { Type } from 'typebox'
 import { createPlinth } from '../../src/app/create-plinth.ts'
+import { builtinModules } from '../../src/app/modules.ts'
 import { loadConfig } from '../../src/config/load-config.ts'
+import type { PlinthModule } from '../../src/core/module.ts'
 import { PLINTH_VERSION } from '../../src/core/version.ts'
+import { createUserDirect } from '../../src/modules/accounts/bootstrap-admin.ts'
 import { createLogger, logDestination } from '../../src/observability/logger.ts'
 import { portOf, productionEnv, type Running, requireParent, serveChild } from '../lib/server-child.ts'
+import { ITEMS, WRITE } from './protocol.ts'
 
 export type ServerKind = 'bare' | 'plinth'
 /** Plinth with tracing on (bench/http/tracing.ts): argv `plinth-traced <OTLP endpoint> <sampling ratio>`. */
@@ -20,8 +29,12 @@ export const TRACED_KIND = 'plinth-traced'
 
 const HOST = '127.0.0.1'
 
+interface Started extends Running {
+  readonly token: string
+}
+
 /** The same route as src/modules/system/system.module.ts: path, response schema and handler body. */
-async function startBare(): Promise<Running> {
+async function startBare(): Promise<Started> {
   const ApiInfo = Type.Object({
     name: Type.Literal('plinth'),
     version: Type.String(),
@@ -33,16 +46,49 @@ async function startBare(): Promise<Running> {
     version: PLINTH_VERSION,
     api: 'v1' as const,
   }))
+  // As src/http/ops-routes.ts: the same path, schema and body.
+  app.get(
+    '/live',
+    { schema: { response: { 200: Type.Object({ status: Type.Literal('ok') }) } } },
+    async () => ({ status: 'ok' as const }),
+  )
   await app.listen({ port: 0, host: HOST })
-  return { port: portOf(app.server.address()), close: () => app.close() }
+  return { port: portOf(app.server.address()), token: '', close: () => app.close() }
+}
+
+/**
+ * POST WRITE: in one transaction, read a random one of ITEMS rows under a row lock and write it back
+ * plus one (the shape of an ordinary update), answering the new value.
+ */
+const benchModule: PlinthModule = {
+  name: 'bench-http',
+  routes(api, ctx) {
+    api.post(
+      WRITE,
+      {
+        config: { permission: 'self:read' },
+        schema: { response: { 200: Type.Object({ id: Type.Integer(), value: Type.Integer() }) } },
+      },
+      async () => {
+        const id = 1 + Math.floor(Math.random() * ITEMS)
+        return ctx.db.kysely.transaction().execute(async (trx) => {
+          const { rows } = await sql<{ value: number }>`
+            select value from bench_http_items where id = ${id} for update`.execute(trx)
+          const value = rows[0]!.value + 1
+          await sql`update bench_http_items set value = ${value} where id = ${id}`.execute(trx)
+          return { id, value }
+        })
+      },
+    )
+  },
 }
 
 /**
  * Plinth as production runs it: JSON logs at `info` written to a real (if discarded) file, the
- * whole plugin stack, the embedded database in memory. Only the shutdown delay differs (it is
- * spent after the measurement, never on the hot path).
+ * whole plugin stack, the embedded database in memory (or the PostgreSQL database of argv[3]).
+ * Only the shutdown delay differs (it is spent after the measurement, never on the hot path).
  */
-async function startPlinth(tracing?: { endpoint: string; ratio: string }): Promise<Running> {
+async function startPlinth(tracing?: { endpoint: string; ratio: string }): Promise<Started> {
   // `plinth-traced` (bench/http/tracing.ts): tracing on, exporting over OTLP to the parent's sink.
   const traced = tracing
     ? {
@@ -51,15 +97,47 @@ async function startPlinth(tracing?: { endpoint: string; ratio: string }): Promi
         OTEL_TRACES_SAMPLER_ARG: tracing.ratio,
       }
     : {}
+  const databaseUrl = tracing ? undefined : process.argv[3]
   const config = loadConfig({
-    env: { ...productionEnv(HOST), PLINTH_DATA_DIR: 'memory://', ...traced },
+    env: {
+      ...productionEnv(HOST),
+      ...(databaseUrl ? { DATABASE_URL: databaseUrl } : { PLINTH_DATA_DIR: 'memory://' }),
+      // The same keys for every start on one scratch database (set by users.ts).
+      ...(process.env.BENCH_HTTP_MASTER_KEY && process.env.BENCH_HTTP_SECRET_KEY
+        ? {
+            PLINTH_MASTER_KEY: process.env.BENCH_HTTP_MASTER_KEY,
+            PLINTH_SECRET_KEY: process.env.BENCH_HTTP_SECRET_KEY,
+          }
+        : {}),
+      ...traced,
+    },
     envFile: false,
   })
   // The same buffered asynchronous destination createLogger uses for stdout in production.
   const logger = createLogger(config, logDestination('/dev/null'))
-  const plinth = await createPlinth({ config, logger })
+  const plinth = await createPlinth({ config, logger, modules: [...builtinModules, benchModule] })
   await plinth.listen()
-  return { port: portOf(plinth.app.server.address()), close: () => plinth.shutdown() }
+  const db = plinth.context.db.kysely
+  await sql`create table if not exists bench_http_items (id integer primary key, value integer not null default 0)`.execute(
+    db,
+  )
+  await sql`insert into bench_http_items (id) select generate_series(1, ${ITEMS}) on conflict do nothing`.execute(
+    db,
+  )
+  const port = portOf(plinth.app.server.address())
+  const email = `bench-${randomBytes(6).toString('hex')}@example.com`
+  const password = `bench-${randomBytes(12).toString('base64url')}`
+  await createUserDirect(plinth.context, { email, password, role: 'member' })
+  const res = await fetch(`http://${HOST}:${port}/api/v1/auth/login`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ email, password }),
+    signal: AbortSignal.timeout(5000),
+  })
+  const body = (await res.json()) as { token?: string }
+  if (res.status !== 200 || !body.token)
+    throw new Error(`sign-in answered ${res.status}: ${JSON.stringify(body)}`)
+  return { port, token: body.token, close: () => plinth.shutdown() }
 }
 
 requireParent('bench/http/server.ts runs as a child of bench/http/run.ts')
@@ -73,5 +151,5 @@ await serveChild(
     : kind === 'plinth'
       ? () => startPlinth()
       : () => startPlinth({ endpoint, ratio }),
-  ({ port }) => ({ port }),
+  ({ port, token }) => ({ port, token }),
 )

@@ -5,6 +5,7 @@
  * runBenchmark() wires Ctrl-C and the exit codes: 0 done, 1 broken, 2 bad arguments, 130 interrupted.
  */
 import { type ChildProcess, fork } from 'node:child_process'
+import { stopRateLoad } from './constant-rate.ts'
 import { stopLoad } from './load.ts'
 import { isUsageError } from './options.ts'
 
@@ -96,6 +97,7 @@ export function track(child: ChildProcess): { stop: () => Promise<boolean> } {
 /** Stops the load and every server; bounded by STOP_TIMEOUT_MS. */
 async function cleanUp(): Promise<void> {
   stopLoad()
+  stopRateLoad()
   await Promise.all([...children].map(stopChild))
 }
 

@@ -21,6 +21,8 @@ type Autocannon = (
     connections: number
     duration: number
     pipelining: number
+    /** Requests per second over all connections (a fixed offered load); unset: as fast as possible. */
+    overallRate?: number
     method?: string
     headers?: Record<string, string>
     body?: string
@@ -43,6 +45,8 @@ export interface Sample {
   readonly p99Ms: number
   readonly errors: number
   readonly non2xx: number
+  /** Responses received (2xx or not). */
+  readonly count?: number
   /** Cores the load generator (this process) kept busy: near 1 means autocannon itself was the limit. */
   readonly clientCpu: number
 }
@@ -59,13 +63,24 @@ export function stopLoad(): void {
  * percentiles come from every response's own timing (microsecond resolution), not autocannon's
  * whole-millisecond histogram.
  */
-export function load(request: Request, connections: number, seconds: number): Promise<Sample> {
+export function load(
+  request: Request,
+  connections: number,
+  seconds: number,
+  overallRate?: number,
+): Promise<Sample> {
   const latencyUs = createHistogram()
   const cpuBefore = process.cpuUsage()
   const started = performance.now()
   return new Promise((resolve, reject) => {
     const instance = autocannon(
-      { ...request, connections, duration: seconds, pipelining: 1 },
+      {
+        ...request,
+        connections,
+        duration: seconds,
+        pipelining: 1,
+        ...(overallRate === undefined ? {} : { overallRate }),
+      },
       (err, result) => {
         activeLoad = undefined
         if (err) return reject(err)
@@ -76,6 +91,7 @@ export function load(request: Request, connections: number, seconds: number): Pr
           p99Ms: latencyUs.count > 0 ? latencyUs.percentile(99) / 1000 : 0,
           errors: result.errors,
           non2xx: result.non2xx,
+          count: latencyUs.count,
           clientCpu: (cpu.user + cpu.system) / 1000 / (performance.now() - started),
         })
       },

@@ -12,7 +12,7 @@ import { createServer, type PlinthApp } from '../http/create-server.ts'
 import { createMemoryCache, createRedisCache } from '../infra/cache/cache.ts'
 import { createRedis, type RedisHandle } from '../infra/cache/redis.ts'
 import { createDatabase, type Database } from '../infra/db/create-db.ts'
-import { createMigrator, type PlinthMigrator } from '../infra/db/migrator.ts'
+import { createMigrator, migrationSetKey, type PlinthMigrator } from '../infra/db/migrator.ts'
 import { createErrorReports } from '../observability/error-reports.ts'
 import {
   cachedCheck,
@@ -131,7 +131,12 @@ export async function createPlinth(options: CreatePlinthOptions): Promise<Plinth
     }))
   let db: Database | undefined
   try {
-    db = await createDatabase(config, { logger, attachToRunning: options.attachToRunning ?? false })
+    db = await createDatabase(config, {
+      logger,
+      attachToRunning: options.attachToRunning ?? false,
+      // A start that migrates may begin a new embedded cluster already migrated (template.ts).
+      ...(config.migrateOnStart ? { migrationSetKey: migrationSetKey(collectMigrations(modules)) } : {}),
+    })
     return await assemble(options, { logger, modules, startedAt, metrics, db, tracing })
   } catch (err) {
     // A failed build (a route that declares no permission, an unreadable key file…) must not leave

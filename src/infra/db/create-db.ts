@@ -12,6 +12,9 @@ import { guardPoolClients } from './pool-errors.ts'
 import { RetryDeadlineError, retryWithBackoff } from './retry.ts'
 import type { PlinthTables } from './tables.ts'
 
+/** Connections of the embedded database's pool (see embeddedPool). */
+export const EMBEDDED_POOL_MAX = 1
+
 /** Data directory value that keeps the embedded database in memory (tests, benchmarks). */
 export const IN_MEMORY = 'memory://'
 
@@ -67,7 +70,12 @@ type DbConfig = Pick<
  */
 export async function createDatabase(
   config: DbConfig,
-  deps: { logger: Logger; attachToRunning?: boolean },
+  deps: {
+    logger: Logger
+    attachToRunning?: boolean
+    /** The migration set this start applies (migrationSetKey): a new embedded cluster starts from its cached, migrated template. */
+    migrationSetKey?: string | undefined
+  },
 ): Promise<Database> {
   const log = deps.logger.child({ component: 'database' })
   let pool: pg.Pool
@@ -119,6 +127,7 @@ export async function createDatabase(
           // The pool, plus room for the CLI connecting through the same socket.
           maxConnections: config.dbPoolMax + 8,
           startTimeoutMs: Math.max(config.dbConnectDeadline, 30_000),
+          migrationSetKey: deps.migrationSetKey,
         })
       } catch (err) {
         unlock()
@@ -221,11 +230,16 @@ export async function createDatabase(
 }
 
 /**
- * A pool over the embedded database's socket (`<socketDir>/.s.PGSQL.5432`). One connection per
- * process, as before the worker: PGlite has one session, and with several connections the jobs
- * suite failed intermittently (a job run twice, a 500) — the socket server shares that session
- * between connections per protocol message (decision 0013). Queries queue in the pool, the event
- * loop stays free; `PLINTH_DB_CONNECT_TIMEOUT` bounds the wait.
+ * A pool over the embedded database's socket (`<socketDir>/.s.PGSQL.5432`): one connection per
+ * process. PGlite has one session; the worker hands it to one connection per protocol unit
+ * (Parse…Sync, a simple query) or per transaction (session-queue.ts), so several connections — this
+ * pool and a CLI attached to the same socket — never see one another's half-sent queries. The pool
+ * itself stays at one connection because the embedded backup (modules/backups, `snapshotAndDump`)
+ * relies on it: it reads its facts and audit chain head on the pool's only connection and takes the
+ * dump while holding it, so that nothing commits in between. More connections would add no parallel
+ * execution (one session) — only let the worker queue the next query while the main thread reads
+ * the last answer. To raise it, that backup must first read its facts inside a transaction (which
+ * owns the session until COMMIT) around the dump. `PLINTH_DB_CONNECT_TIMEOUT` bounds the wait.
  */
 function embeddedPool(config: DbConfig, socketDir: string): pg.Pool {
   return new pg.Pool({
@@ -233,7 +247,7 @@ function embeddedPool(config: DbConfig, socketDir: string): pg.Pool {
     port: SOCKET_PORT,
     user: 'postgres',
     database: 'postgres',
-    max: 1,
+    max: EMBEDDED_POOL_MAX,
     connectionTimeoutMillis: config.dbConnectTimeout,
     idleTimeoutMillis: config.dbIdleTimeout,
   })

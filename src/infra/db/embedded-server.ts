@@ -1,9 +1,10 @@
-import { mkdtempSync, rmSync } from 'node:fs'
+import { existsSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Worker } from 'node:worker_threads'
 import type { Logger } from 'pino'
 import type { EmbeddedWorkerData, EmbeddedWorkerMessage } from './embedded-worker.ts'
+import { migratedTemplatePath, pruneMigratedTemplates, writeTemplate } from './template.ts'
 
 /** PostgreSQL's socket naming: a client given `host: <dir>, port: 5432` connects to this file. */
 export const SOCKET_PORT = 5432
@@ -26,7 +27,13 @@ export interface EmbeddedServer {
   readonly socketDir: string
   readonly socketPort: number
   /** How the cluster was opened at start (an existing one, the template, or initdb), once up. */
-  origin(): 'existing' | 'template' | 'initdb' | undefined
+  origin(): 'existing' | 'migrated' | 'template' | 'initdb' | undefined
+  /**
+   * Called after every migration of the set `key` was applied: when this cluster is new (started
+   * from the plain template or initdb) and was started for that set, stores it as the migrated
+   * template (best effort; a failure is logged and changes nothing else).
+   */
+  cacheMigrated(key: string): Promise<void>
   isUp(): boolean
   /** Why the database is down, when it is. */
   downReason(): string | undefined
@@ -47,6 +54,8 @@ export interface EmbeddedServerOptions {
   /** How long the worker may take to open the database and listen. */
   readonly startTimeoutMs: number
   readonly useTemplate?: boolean
+  /** The key of the migration set a start applies (migrationSetKey): a new cluster starts migrated when cached. */
+  readonly migrationSetKey?: string | undefined
 }
 
 // Beside this file: embedded-worker.ts when run from source, embedded-worker.js once compiled to dist/
@@ -107,6 +116,10 @@ export function startEmbeddedServer(options: EmbeddedServerOptions): EmbeddedSer
     socketPath: join(socketDir, SOCKET_FILE),
     maxConnections: options.maxConnections,
     useTemplate: options.useTemplate ?? true,
+    migratedTemplate:
+      (options.useTemplate ?? true) && options.migrationSetKey
+        ? migratedTemplatePath(options.migrationSetKey)
+        : null,
   }
   const removeSocketDir = () => {
     if (!inDataDir) rmSync(socketDir, { recursive: true, force: true })
@@ -201,6 +214,24 @@ export function startEmbeddedServer(options: EmbeddedServerOptions): EmbeddedSer
     socketDir,
     socketPort: SOCKET_PORT,
     origin: () => origin,
+    async cacheMigrated(key: string) {
+      if (origin !== 'template' && origin !== 'initdb') return
+      if (key !== options.migrationSetKey || !data.migratedTemplate || existsSync(data.migratedTemplate))
+        return
+      // Once per cluster: a second migrator.up() in this process finds it cached.
+      const path = data.migratedTemplate
+      const started = performance.now()
+      try {
+        await writeTemplate(await this.dumpDataDir(), path)
+        pruneMigratedTemplates()
+        log.info({ ms: Math.round(performance.now() - started) }, 'migrated cluster template cached')
+      } catch (err) {
+        log.warn(
+          { err: { message: (err as Error).message } },
+          'could not cache the migrated cluster template',
+        )
+      }
+    },
     isUp: () => up,
     downReason: () => (up ? undefined : (reason ?? 'the embedded database is not running')),
     whenUp: () => {

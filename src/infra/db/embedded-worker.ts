@@ -14,6 +14,7 @@ import { join } from 'node:path'
 import { parentPort, workerData } from 'node:worker_threads'
 import { PGlite } from '@electric-sql/pglite'
 import { PGLiteSocketServer } from '@electric-sql/pglite-socket'
+import { SessionQueue } from './session-queue.ts'
 import { discardTemplate, readTemplate, writeTemplate } from './template.ts'
 
 export interface EmbeddedWorkerData {
@@ -24,10 +25,12 @@ export interface EmbeddedWorkerData {
   readonly maxConnections: number
   /** Start a new cluster from the cached template (and build it when missing). */
   readonly useTemplate: boolean
+  /** The migrated template to start a new cluster from, when it exists (template.ts); null: none. */
+  readonly migratedTemplate: string | null
 }
 
 export type EmbeddedWorkerMessage =
-  | { type: 'ready'; origin: 'existing' | 'template' | 'initdb'; ms: number }
+  | { type: 'ready'; origin: 'existing' | 'migrated' | 'template' | 'initdb'; ms: number }
   | { type: 'stopped' }
   | { type: 'dumped'; id: number; data: ArrayBuffer }
   | { type: 'dump-failed'; id: number; message: string }
@@ -36,10 +39,21 @@ const data = workerData as EmbeddedWorkerData
 const port = parentPort
 if (!port) throw new Error('embedded-worker.ts runs only as a worker thread')
 
-async function open(): Promise<{ db: PGlite; origin: 'existing' | 'template' | 'initdb' }> {
+async function open(): Promise<{ db: PGlite; origin: 'existing' | 'migrated' | 'template' | 'initdb' }> {
   const where = data.clusterDir ?? 'memory://'
   const isNew = data.clusterDir === null || !existsSync(join(data.clusterDir, 'PG_VERSION'))
   if (!isNew) return { db: await PGlite.create(where), origin: 'existing' }
+  if (data.migratedTemplate) {
+    const migrated = readTemplate(data.migratedTemplate)
+    if (migrated) {
+      try {
+        return { db: await PGlite.create(where, { loadDataDir: migrated }), origin: 'migrated' }
+      } catch {
+        discardTemplate(data.migratedTemplate)
+        if (data.clusterDir) rmSync(data.clusterDir, { recursive: true, force: true })
+      }
+    }
+  }
   if (data.useTemplate) {
     const template = readTemplate()
     if (template) {
@@ -68,6 +82,9 @@ const { db, origin } = await open()
 // A socket left by a crashed worker would make listen() fail with EADDRINUSE.
 rmSync(data.socketPath, { force: true })
 const server = new PGLiteSocketServer({ db, path: data.socketPath, maxConnections: data.maxConnections })
+// One connection owns the session for a whole protocol unit (or transaction), not for one message:
+// see session-queue.ts. Handlers take the server's queue when a connection is accepted.
+;(server as unknown as { queryQueue: SessionQueue }).queryQueue = new SessionQueue(db)
 await server.start()
 // Only this user may connect: the socket has no password (PGlite trusts every client).
 chmodSync(data.socketPath, 0o600)

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto'
 import type { Kysely } from 'kysely'
 import {
   type Migration,
@@ -59,6 +60,21 @@ export function assertMigrations(migrations: Readonly<Record<string, PlinthMigra
 
 const numberOf = (name: string) => Number(name.slice(0, 4))
 
+/**
+ * Identifies a migration set for the embedded database's migrated template (template.ts): the
+ * names in order and the source text of each `up` and `down`. Editing a migration in place changes
+ * the key; a change only in a helper a migration imports does not (migrations are meant to be
+ * self-contained; `rm -r node_modules/.cache/plinth` forgets every template).
+ */
+export function migrationSetKey(migrations: Readonly<Record<string, PlinthMigration>>): string {
+  const hash = createHash('sha256')
+  for (const name of Object.keys(migrations).sort()) {
+    const m = migrations[name]!
+    hash.update(`${name}\0${String(m.up)}\0${String(m.down)}\0`)
+  }
+  return hash.digest('hex').slice(0, 16)
+}
+
 function unwrap(result: MigrationResultSet, direction: string, log: Logger): string[] {
   const done = (result.results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName)
   if (result.error) {
@@ -105,7 +121,12 @@ export function createMigrator(
 
   return Object.freeze({
     async up(options: { to?: number } = {}) {
-      if (options.to === undefined) return unwrap(await migrator.migrateToLatest(), 'up', log)
+      if (options.to === undefined) {
+        const applied = unwrap(await migrator.migrateToLatest(), 'up', log)
+        // A new embedded cluster now holds exactly this set: cache it for the next new one.
+        await db.embedded?.cacheMigrated(migrationSetKey(migrations))
+        return applied
+      }
       const target = nameOf(options.to)
       const applied = (await infos()).filter((i) => i.executedAt).map((i) => numberOf(i.name))
       // "up" never reverts anything: a target at or below the newest applied migration is a no-op.

@@ -1,4 +1,4 @@
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
+import { hash, randomBytes, timingSafeEqual } from 'node:crypto'
 import { normalizeEmail } from '../../core/identity.ts'
 
 /**
@@ -21,7 +21,8 @@ export function newSecret(prefix: string): { secret: string; hash: string } {
 
 /** SHA-256 is enough for 256-bit random secrets: there is nothing to brute-force. */
 export function hashSecret(secret: string): string {
-  return createHash('sha256').update(secret).digest('base64url')
+  // One-shot hash: no Hash object per call (every authenticated request hashes its credential).
+  return hash('sha256', secret, 'base64url')
 }
 
 /** Shape check before any lookup: right prefix, right length, URL-safe characters only. */

@@ -1,0 +1,209 @@
+/**
+ * The 1,000-concurrent-users part of bench/http: 1,000 keep-alive connections at a fixed offered
+ * load of 1,000 requests/s in total (bench/lib/constant-rate.ts: open loop, evenly spaced, latency
+ * from each request's due time), on a DB-backed authenticated read (`GET /api/v1/me/sessions` by
+ * bearer) and a DB-backed write (`POST /api/v1/bench/write` by bearer: a row read under lock and
+ * written back, in a transaction), on the embedded database (the default) and on PostgreSQL; bare
+ * Fastify's `GET /live` under the same offered load is the floor. Then the capacity: the highest
+ * offered load of a fixed ladder at which p99 stays under 200 ms with no error.
+ */
+import { randomBytes } from 'node:crypto'
+import { fileURLToPath } from 'node:url'
+import pg from 'pg'
+import { isInterrupted, startServer } from '../lib/children.ts'
+import { type RateSample, rateLoad } from '../lib/constant-rate.ts'
+import type { Request } from '../lib/load.ts'
+import { num, row } from '../lib/table.ts'
+import { WRITE } from './protocol.ts'
+
+const HOST = '127.0.0.1'
+export const USERS = 1000
+export const USERS_RATE = 1000
+const WARMUP_SECONDS = 2
+const TARGET_P99_MS = 200
+/** Plinth's p99 within this factor of the floor's, in the same run. */
+const TARGET_FLOOR_FACTOR = 1.5
+/** Offered loads tried for the capacity, in order, from USERS_RATE up (down when it already fails). */
+const LADDER_UP = [1500, 2000, 3000, 4000, 6000] as const
+const LADDER_DOWN = [750, 500, 250] as const
+export const CAPACITY_SECONDS = 5
+const SERVER_FILE = fileURLToPath(new URL('./server.ts', import.meta.url))
+export const POSTGRES_URL = process.env.BENCH_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'
+
+type Backend = 'embedded' | 'postgres'
+type Scenario = 'floor' | 'read' | 'write'
+
+interface Ready {
+  port: number
+  token: string
+}
+
+function requestOf(scenario: Scenario, port: number, token: string): Request {
+  const base = `http://${HOST}:${port}`
+  if (scenario === 'floor') return { url: `${base}/live` }
+  const authorization = `Bearer ${token}`
+  if (scenario === 'read') return { url: `${base}/api/v1/me/sessions`, headers: { authorization } }
+  return {
+    url: `${base}/api/v1${WRITE}`,
+    method: 'POST',
+    headers: { authorization, 'content-type': 'application/json' },
+    body: '{}',
+  }
+}
+
+/** One request by fetch: must answer 200 with JSON. */
+async function check(scenario: Scenario, request: Request): Promise<void> {
+  const res = await fetch(request.url, {
+    method: request.method ?? 'GET',
+    headers: { ...request.headers, connection: 'close' },
+    ...(request.body === undefined ? {} : { body: request.body }),
+    signal: AbortSignal.timeout(5000),
+  })
+  const body = await res.text()
+  if (res.status !== 200) throw new Error(`${scenario} answered ${res.status}: ${body}`)
+}
+
+const passes = (s: RateSample) => s.errors + s.non2xx === 0 && s.p99Ms < TARGET_P99_MS
+
+export interface UsersResult {
+  readonly backend: Backend
+  readonly floor: RateSample
+  readonly read: RateSample
+  readonly write: RateSample
+  readonly capacity: Record<Scenario, number>
+}
+
+const statusList = (s: RateSample) =>
+  s.non2xx === 0
+    ? ''
+    : ` (${Object.entries(s.statuses)
+        .map(([code, n]) => `${n} × ${code}`)
+        .join(', ')})`
+
+function line(name: string, s: RateSample): string {
+  return `${row([name, num(s.rps), num(round2(s.p50Ms)), num(round2(s.p99Ms)), s.errors, s.non2xx])}  ${num(round2(s.maxMs)).padStart(8)}  ${s.clientCpu.toFixed(2).padStart(6)}${statusList(s)}`
+}
+const round2 = (v: number) => Math.round(v * 100) / 100
+
+const measure = (request: Request, rate: number, seconds: number) =>
+  rateLoad(request, { rate, connections: USERS, seconds })
+
+/** Highest offered load of the ladder that passes (0 when none does). */
+async function capacity(scenario: Scenario, request: Request, atBase: RateSample): Promise<number> {
+  const ladder = passes(atBase) ? LADDER_UP : LADDER_DOWN
+  let best = passes(atBase) ? USERS_RATE : 0
+  for (const rate of ladder) {
+    if (isInterrupted()) break
+    const s = await measure(request, rate, CAPACITY_SECONDS)
+    const ok = passes(s)
+    console.log(
+      `  capacity ${scenario.padEnd(5)} ${String(rate).padStart(5)} req/s offered: ${num(s.rps)} served, ` +
+        `p99 ${num(round2(s.p99Ms))} ms, errors ${s.errors}, non-2xx ${s.non2xx}${statusList(s)}: ${ok ? 'under' : 'OVER'} ${TARGET_P99_MS} ms`,
+    )
+    if (ok && ladder === LADDER_UP) best = rate
+    if (ok && ladder === LADDER_DOWN) return rate
+    if (!ok && ladder === LADDER_UP) break
+  }
+  return best
+}
+
+async function onBackend(
+  backend: Backend,
+  duration: number,
+  problems: string[],
+): Promise<UsersResult | undefined> {
+  // Every server start on one scratch database must present the same keys (its data keys are
+  // wrapped under the master key); children inherit these through the environment.
+  process.env.BENCH_HTTP_MASTER_KEY ??= randomBytes(32).toString('base64')
+  process.env.BENCH_HTTP_SECRET_KEY ??= randomBytes(48).toString('base64')
+  let scratch: string | undefined
+  let databaseUrl: string | undefined
+  if (backend === 'postgres') {
+    scratch = `plinth_bench_http_${randomBytes(4).toString('hex')}`
+    const admin = new pg.Client({ connectionString: POSTGRES_URL })
+    await admin.connect()
+    await admin.query(`create database ${scratch}`).finally(() => admin.end())
+    const u = new URL(POSTGRES_URL)
+    u.pathname = `/${scratch}`
+    databaseUrl = u.toString()
+  }
+  try {
+    const samples: Partial<Record<Scenario, RateSample>> = {}
+    const caps: Record<Scenario, number> = { floor: 0, read: 0, write: 0 }
+    for (const scenario of ['floor', 'read', 'write'] as const) {
+      const server = await startServer<Ready>(
+        SERVER_FILE,
+        scenario === 'floor' ? ['bare'] : ['plinth', ...(databaseUrl ? [databaseUrl] : [])],
+        scenario === 'floor' ? 'the bare server' : `plinth (${backend})`,
+      )
+      try {
+        const request = requestOf(scenario, server.ready.port, server.ready.token)
+        await check(scenario, request)
+        const warm = await measure(request, USERS_RATE, WARMUP_SECONDS)
+        if (warm.errors + warm.non2xx > 0)
+          problems.push(
+            `${backend} ${scenario} warm-up: ${warm.errors} errors, ${warm.non2xx} non-2xx${statusList(warm)}`,
+          )
+        const s = await measure(request, USERS_RATE, duration)
+        if (isInterrupted()) return undefined
+        samples[scenario] = s
+        console.log(line(scenario, s))
+        caps[scenario] = await capacity(scenario, request, s)
+      } finally {
+        if (!(await server.stop()) && !isInterrupted())
+          problems.push(`the ${scenario} server did not stop cleanly`)
+      }
+    }
+    return {
+      backend,
+      floor: samples.floor!,
+      read: samples.read!,
+      write: samples.write!,
+      capacity: caps,
+    }
+  } finally {
+    if (scratch) {
+      const admin = new pg.Client({ connectionString: POSTGRES_URL })
+      await admin.connect()
+      await admin.query(`drop database if exists ${scratch} with (force)`).finally(() => admin.end())
+    }
+  }
+}
+
+export interface UsersSummary {
+  readonly results: UsersResult[]
+  readonly met: boolean
+}
+
+/** Runs both backends; prints the tables and the verdicts; problems (errors) go to `problems`. */
+export async function runUsers(duration: number, problems: string[]): Promise<UsersSummary> {
+  console.log(
+    `\n1,000 users: ${USERS} connections, ${USERS_RATE} req/s offered in total (open loop, evenly spaced; ` +
+      `latency from each request's due time), ${duration} s after a ${WARMUP_SECONDS} s warm-up, then a capacity ` +
+      `ladder of ${CAPACITY_SECONDS} s steps; floor = bare Fastify GET /live under the same load`,
+  )
+  const results: UsersResult[] = []
+  let met = true
+  for (const backend of ['embedded', 'postgres'] as const) {
+    console.log(
+      `\n${backend}${backend === 'postgres' ? ` (${new URL(POSTGRES_URL).host})` : ' (in memory, the default)'}`,
+    )
+    console.log(`${row(['run', 'requests/s', 'p50 ms', 'p99 ms', 'errors', 'non-2xx'])}    max ms  client`)
+    const r = await onBackend(backend, duration, problems)
+    if (!r) return { results, met: false }
+    results.push(r)
+    for (const scenario of ['read', 'write'] as const) {
+      const s = r[scenario]
+      const factor = s.p99Ms / Math.max(r.floor.p99Ms, 0.001)
+      const ok = s.errors + s.non2xx === 0 && s.p99Ms < TARGET_P99_MS
+      const within = factor <= TARGET_FLOOR_FACTOR
+      met &&= ok
+      console.log(
+        `${backend} ${scenario}: p99 ${num(round2(s.p99Ms))} ms (target < ${TARGET_P99_MS}, 0 errors: ${ok ? 'met' : 'MISSED'}); ` +
+          `${factor.toFixed(2)}x the floor's p99 (goal <= ${TARGET_FLOOR_FACTOR}x: ${within ? 'met' : 'MISSED'}); ` +
+          `capacity ${num(r.capacity[scenario])} req/s (floor ${num(r.capacity.floor)})`,
+      )
+    }
+  }
+  return { results, met }
+}

@@ -1,0 +1,140 @@
+/**
+ * How the embedded database's connections share PGlite's one session: a replacement for
+ * `@electric-sql/pglite-socket`'s query queue (0.2.17) that hands the session to one connection
+ * for a whole **protocol unit** at a time, not for one message.
+ *
+ * pglite-socket queues every frontend message on its own and runs the queue in arrival order,
+ * switching connections between any two messages unless the session is inside an explicit
+ * transaction (`BEGIN`). node-postgres sends an extended-protocol query as five separate socket
+ * writes (Parse, Bind, Describe, Execute, Sync); the worker thread reads concurrently with the main
+ * thread's writes, so with more than one connection another connection's messages can land between
+ * them. PostgreSQL then runs them against the one shared unnamed statement and portal: a simple
+ * query drops the unnamed portal (`exec_simple_query` → "portal does not exist"), another Parse
+ * replaces the statement a pending Bind was meant for, an error puts the session in "skip until
+ * Sync" and swallows the other connection's messages. A job's `complete` lost that way leaves
+ * the job active until pg-boss expires and retries it: the "job ran twice" of decision 0013 (and
+ * the odd 500), which is why the pool was held at one connection.
+ *
+ * Here a connection owns the session from its first message until the message that ends the unit
+ * (Sync, a simple Query, FunctionCall, Terminate, the startup or password message: each answered by
+ * ReadyForQuery) — and beyond, as long as the session is inside a transaction block, until the
+ * unit that ends it. Other connections' messages wait in the queue, in order. A connection that
+ * goes away while it owns the session has its unit closed (a Sync, so that an error state does not
+ * swallow the next connection's messages) and its transaction rolled back.
+ *
+ * The interface is the one pglite-socket's handlers call (`enqueue`, `clearQueueForHandler`,
+ * `clearTransactionIfNeeded`, `getQueueLength`); the worker installs it on the server before it
+ * accepts a connection.
+ */
+import type { PGlite } from '@electric-sql/pglite'
+
+interface Item {
+  readonly handlerId: number
+  readonly message: Uint8Array
+  readonly onData: (data: Uint8Array) => void
+  readonly resolve: (bytes: number) => void
+  readonly reject: (err: Error) => void
+}
+
+/** Frontend messages answered by ReadyForQuery: they end a protocol unit. */
+const UNIT_END = new Set([
+  0x51, // Q  simple query
+  0x53, // S  Sync
+  0x46, // F  FunctionCall
+  0x58, // X  Terminate
+  0x70, // p  password (authentication)
+])
+/** A Sync message: closes an extended-protocol unit left open by a connection that went away. */
+const SYNC = new Uint8Array([0x53, 0, 0, 0, 4])
+
+/** True when `message` ends a unit; the startup message (no type byte: its length starts with 0) does too. */
+export function endsUnit(message: Uint8Array): boolean {
+  const type = message[0]
+  return type === 0 || (type !== undefined && UNIT_END.has(type))
+}
+
+type Session = Pick<PGlite, 'runExclusive' | 'execProtocolRawStream' | 'isInTransaction' | 'exec'>
+
+export class SessionQueue {
+  private queue: Item[] = []
+  private processing = false
+  /** The connection that owns the session (mid-unit or inside a transaction), or null. */
+  private owner: number | null = null
+  /** True while the owner's current unit is open (its last message did not end it). */
+  private unitOpen = false
+
+  private readonly db: Session
+
+  constructor(db: Session) {
+    this.db = db
+  }
+
+  enqueue(handlerId: number, message: Uint8Array, onData: (data: Uint8Array) => void): Promise<number> {
+    return new Promise((resolve, reject) => {
+      this.queue.push({ handlerId, message, onData, resolve, reject })
+      void this.process()
+    })
+  }
+
+  getQueueLength(): number {
+    return this.queue.length
+  }
+
+  clearQueueForHandler(handlerId: number): void {
+    this.queue = this.queue.filter((item) => {
+      if (item.handlerId !== handlerId) return true
+      item.reject(new Error('Handler disconnected'))
+      return false
+    })
+  }
+
+  /** The connection is gone: if it owned the session, close its unit and transaction, free the session. */
+  async clearTransactionIfNeeded(handlerId: number): Promise<void> {
+    if (this.owner !== handlerId) return
+    if (this.unitOpen) {
+      await this.db.runExclusive(() => this.db.execProtocolRawStream(SYNC, { onRawData: () => {} }))
+    }
+    // Not inside runExclusive: exec takes PGlite's own locks (nesting them deadlocks).
+    if (this.db.isInTransaction()) await this.db.exec('ROLLBACK')
+    this.owner = null
+    this.unitOpen = false
+    await this.process()
+  }
+
+  private next(): Item | undefined {
+    if (this.owner === null) return this.queue.shift()
+    const index = this.queue.findIndex((item) => item.handlerId === this.owner)
+    return index < 0 ? undefined : this.queue.splice(index, 1)[0]
+  }
+
+  private async process(): Promise<void> {
+    if (this.processing) return
+    this.processing = true
+    try {
+      for (let item = this.next(); item; item = this.next()) {
+        this.owner = item.handlerId
+        let bytes = 0
+        const current = item
+        try {
+          await this.db.runExclusive(() =>
+            this.db.execProtocolRawStream(current.message, {
+              onRawData: (data) => {
+                bytes += data.length
+                current.onData(data)
+              },
+            }),
+          )
+        } catch (err) {
+          current.reject(err as Error)
+          continue
+        } finally {
+          this.unitOpen = !endsUnit(current.message)
+          if (!this.unitOpen && !this.db.isInTransaction()) this.owner = null
+        }
+        current.resolve(bytes)
+      }
+    } finally {
+      this.processing = false
+    }
+  }
+}
