@@ -2,6 +2,7 @@ import type { PlinthModule } from '../core/module.ts'
 import { accountsModule } from '../modules/accounts/accounts.module.ts'
 import { auditModule } from '../modules/audit/audit.module.ts'
 import { backupsModule } from '../modules/backups/backups.module.ts'
+import { filesModule } from '../modules/files/files.module.ts'
 import { jobsModule } from '../modules/jobs/jobs.module.ts'
 import { keysModule } from '../modules/keys/keys.module.ts'
 import { mailModule } from '../modules/mail/mail.module.ts'
@@ -20,4 +21,5 @@ export const builtinModules: readonly PlinthModule[] = [
   accountsModule,
   privacyModule,
   backupsModule,
+  filesModule,
 ]

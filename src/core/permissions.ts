@@ -21,6 +21,7 @@ export const PERMISSIONS = [
   'backups:manage', // create, list, show backups (administrators only; restore is CLI-only)
   'files:read',
   'files:write',
+  'files:manage', // read, share and delete anyone's files (administrators only; each access is audited)
 ] as const
 export type Permission = (typeof PERMISSIONS)[number]
 
