@@ -27,6 +27,7 @@ describe('image variants and transforms', () => {
     plinth = await startTestPlinth({
       env: {
         ...NO_RATE_LIMITS,
+        PLINTH_RATE_LIMIT_UPLOAD: '0',
         PLINTH_FILES_DIR: dir,
         PLINTH_JOBS_POLL_INTERVAL: '500ms',
         PLINTH_METRICS_PUBLIC: 'true',

@@ -32,7 +32,10 @@ describe('who may see, share and delete a file', () => {
     ).length
 
   before(async () => {
-    plinth = await startTestPlinth({ env: { ...NO_RATE_LIMITS, PLINTH_FILES_DIR: dir }, now: clock.now })
+    plinth = await startTestPlinth({
+      env: { ...NO_RATE_LIMITS, PLINTH_RATE_LIMIT_UPLOAD: '0', PLINTH_FILES_DIR: dir },
+      now: clock.now,
+    })
     owner = await createUser(plinth, uniqueEmail('owner'), 'member')
     other = await createUser(plinth, uniqueEmail('other'), 'member')
     admin = await createUser(plinth, uniqueEmail('admin'), 'admin')

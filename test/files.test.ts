@@ -28,7 +28,9 @@ function storageSuite(name: string, setup: () => Promise<Backend & { stop(): Pro
 
     before(async () => {
       backend = await setup()
-      plinth = await startTestPlinth({ env: { ...NO_RATE_LIMITS, ...backend.env() } })
+      plinth = await startTestPlinth({
+        env: { ...NO_RATE_LIMITS, PLINTH_RATE_LIMIT_UPLOAD: '0', ...backend.env() },
+      })
       alice = await createUser(plinth, uniqueEmail('alice'), 'member')
     })
     after(async () => {

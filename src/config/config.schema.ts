@@ -698,6 +698,11 @@ export const configSchema = {
     defaultDoc: '`7d`',
     doc: 'Longest lifetime of a signed share link (`POST /api/v1/files/{id}/links`).',
   }),
+  filesUploadIdleTimeout: duration({
+    env: 'PLINTH_FILES_UPLOAD_IDLE_TIMEOUT',
+    default: 30_000,
+    doc: 'An upload that sends no bytes for this long is cut (408 `PLINTH_HTTP_REQUEST_TIMEOUT`) and what it sent is removed; `PLINTH_REQUEST_TIMEOUT` bounds the whole request.',
+  }),
   filesClamdSocket: optionalStr({
     env: 'PLINTH_FILES_CLAMD_SOCKET',
     doc: 'Path of a ClamAV `clamd` socket (Debian `clamav-daemon`: `/run/clamav/clamd.ctl`), or `host:port`. When set, every upload is scanned before it is stored; an infected file is refused (422 `PLINTH_FILE_INFECTED`) and an unreachable scanner refuses uploads (503).',

@@ -4815,6 +4815,18 @@ export interface operations {
                     };
                 };
             };
+            /** @description `PLINTH_HTTP_REQUEST_TIMEOUT`: Request Timeout */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_REQUEST_TIMEOUT";
+                    };
+                };
+            };
             /** @description `PLINTH_DB_CONFLICT`: Conflict */
             409: {
                 headers: {

@@ -129,6 +129,7 @@ export async function filesRoutes(api: PlinthApp, ctx: ModuleContext): Promise<v
             'PLINTH_FILE_IMAGE_INVALID',
             'PLINTH_FILE_INFECTED',
             'PLINTH_FILE_SCANNER_UNAVAILABLE',
+            'PLINTH_HTTP_REQUEST_TIMEOUT',
             'PLINTH_FILES_STORAGE_UNAVAILABLE',
             'PLINTH_HTTP_UNSUPPORTED_MEDIA_TYPE',
           ],

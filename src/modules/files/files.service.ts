@@ -134,9 +134,26 @@ function build(ctx: ModuleContext) {
     let headBytes = 0
     let size = 0
     const handle = await open(path, 'wx', 0o600)
+    // A client that stops sending (slowloris, a stalled link) is cut after the idle timeout.
+    let idle: NodeJS.Timeout | undefined
+    const arm = () => {
+      clearTimeout(idle)
+      idle = setTimeout(
+        () =>
+          stream.destroy(
+            new PlinthError(
+              'PLINTH_HTTP_REQUEST_TIMEOUT',
+              `No bytes of the upload arrived for ${config.filesUploadIdleTimeout} ms; nothing was stored.`,
+            ),
+          ),
+        config.filesUploadIdleTimeout,
+      )
+    }
+    arm()
     try {
       await pipeline(stream, async (source: AsyncIterable<Buffer>) => {
         for await (const chunk of source) {
+          arm()
           size += chunk.length
           if (size > limit.bytes) throw new PlinthError(limit.code)
           hash.update(chunk)
@@ -147,10 +164,12 @@ function build(ctx: ModuleContext) {
           await handle.write(chunk)
         }
       })
+      clearTimeout(idle)
       if ((stream as { truncated?: boolean }).truncated) throw new PlinthError(limit.code)
       await handle.close()
     } catch (err) {
       await handle.close().catch(() => {})
+      clearTimeout(idle)
       await rm(path, { force: true })
       if (err instanceof PlinthError) throw err
       throw new PlinthError('PLINTH_FILE_UPLOAD_INCOMPLETE', undefined, { cause: err })
