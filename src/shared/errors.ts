@@ -477,6 +477,12 @@ export const errorRegistry = {
     title: 'Invalid Cursor',
     detail: 'The cursor is not one this API returned; start again without it and follow nextCursor.',
   },
+  PLINTH_UPLOAD_REFUSED: {
+    status: 400,
+    title: 'Resumable Upload Refused',
+    detail:
+      'The tus request was refused (the status says why: 404 unknown upload, 409 wrong Upload-Offset, 412 unsupported Tus-Resumable, 413 larger than PLINTH_FILES_MAX_FILE_SIZE…); see https://tus.io/protocols/resumable-upload.',
+  },
   PLINTH_FILES_STORAGE_UNAVAILABLE: {
     status: 503,
     title: 'File Storage Unavailable',

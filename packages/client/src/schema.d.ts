@@ -959,6 +959,50 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/uploads": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Create a resumable upload (tus 1.0 creation, creation-with-upload)
+         * @description Permission: `files:write` (roles: admin, operator, member; an API token needs it in its scopes). Rate limit: the `upload` tier (PLINTH_RATE_LIMIT_UPLOAD).
+         */
+        post: operations["postUploads"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/uploads/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Abandon a resumable upload (tus termination)
+         * @description Permission: `files:write` (roles: admin, operator, member; an API token needs it in its scopes). Rate limit: the `upload` tier (PLINTH_RATE_LIMIT_UPLOAD).
+         */
+        delete: operations["deleteUploadsById"];
+        options?: never;
+        head?: never;
+        /**
+         * Append bytes to a resumable upload at Upload-Offset; the last ones store the file
+         * @description Permission: `files:write` (roles: admin, operator, member; an API token needs it in its scopes). Rate limit: the `upload` tier (PLINTH_RATE_LIMIT_UPLOAD).
+         */
+        patch: operations["patchUploadsById"];
+        trace?: never;
+    };
     "/api/v1/webhooks": {
         parameters: {
             query?: never;
@@ -9685,6 +9729,464 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"] & {
                         /** @enum {string} */
                         code?: "PLINTH_DB_UNAVAILABLE" | "PLINTH_DB_TIMEOUT" | "PLINTH_HTTP_OVERLOADED" | "PLINTH_HTTP_SHUTTING_DOWN" | "PLINTH_JOBS_UNAVAILABLE";
+                    };
+                };
+            };
+        };
+    };
+    postUploads: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Created */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description The upload id. */
+                        id: string;
+                        /** @description Where to PATCH the bytes (also the Location header; Upload-Offset says what a creation-with-upload stored). */
+                        location: string;
+                    };
+                };
+            };
+            /** @description The whole file came with the creation and was stored (Plinth-File-Id, Plinth-File-Url). */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description `PLINTH_HTTP_INVALID_TEXT`: Text Not Accepted; `PLINTH_HTTP_MALFORMED_BODY`: Malformed Body; `PLINTH_UPLOAD_REFUSED`: Resumable Upload Refused; `PLINTH_FILE_UPLOAD_INVALID`: Invalid Upload */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_INVALID_TEXT" | "PLINTH_HTTP_MALFORMED_BODY" | "PLINTH_UPLOAD_REFUSED" | "PLINTH_FILE_UPLOAD_INVALID";
+                    };
+                };
+            };
+            /** @description `PLINTH_AUTH_REQUIRED`: Authentication Required; `PLINTH_AUTH_SESSION_EXPIRED`: Session Expired */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_AUTH_REQUIRED" | "PLINTH_AUTH_SESSION_EXPIRED";
+                    };
+                };
+            };
+            /** @description `PLINTH_AUTH_FORBIDDEN`: Forbidden; `PLINTH_AUTH_MFA_ENROLMENT_REQUIRED`: MFA Enrolment Required; `PLINTH_AUTH_CSRF`: CSRF Token Missing Or Wrong */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_AUTH_FORBIDDEN" | "PLINTH_AUTH_MFA_ENROLMENT_REQUIRED" | "PLINTH_AUTH_CSRF";
+                    };
+                };
+            };
+            /** @description `PLINTH_DB_CONFLICT`: Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_DB_CONFLICT";
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_BODY_TOO_LARGE`: Content Too Large; `PLINTH_FILE_TOO_LARGE`: File Too Large; `PLINTH_FILE_QUOTA_EXCEEDED`: Storage Quota Exceeded */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_BODY_TOO_LARGE" | "PLINTH_FILE_TOO_LARGE" | "PLINTH_FILE_QUOTA_EXCEEDED";
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_UNSUPPORTED_MEDIA_TYPE`: Unsupported Media Type; `PLINTH_FILE_TYPE_NOT_ALLOWED`: File Type Not Allowed */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_UNSUPPORTED_MEDIA_TYPE" | "PLINTH_FILE_TYPE_NOT_ALLOWED";
+                    };
+                };
+            };
+            /** @description `PLINTH_FILE_EMPTY`: Empty File; `PLINTH_FILE_IMAGE_INVALID`: Invalid Image; `PLINTH_FILE_INFECTED`: File Refused by Virus Scan */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_FILE_EMPTY" | "PLINTH_FILE_IMAGE_INVALID" | "PLINTH_FILE_INFECTED";
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_RATE_LIMITED`: Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_RATE_LIMITED";
+                    };
+                };
+            };
+            /** @description `PLINTH_INTERNAL`: Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_INTERNAL";
+                    };
+                };
+            };
+            /** @description `PLINTH_DB_UNAVAILABLE`: Database Unavailable; `PLINTH_DB_TIMEOUT`: Database Timeout; `PLINTH_HTTP_OVERLOADED`: Service Overloaded; `PLINTH_HTTP_SHUTTING_DOWN`: Shutting Down; `PLINTH_FILE_SCANNER_UNAVAILABLE`: Virus Scanner Unavailable; `PLINTH_FILES_STORAGE_UNAVAILABLE`: File Storage Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_DB_UNAVAILABLE" | "PLINTH_DB_TIMEOUT" | "PLINTH_HTTP_OVERLOADED" | "PLINTH_HTTP_SHUTTING_DOWN" | "PLINTH_FILE_SCANNER_UNAVAILABLE" | "PLINTH_FILES_STORAGE_UNAVAILABLE";
+                    };
+                };
+            };
+        };
+    };
+    deleteUploadsById: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The upload id (the last segment of Location). */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The upload and its parts are gone. */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description `PLINTH_HTTP_INVALID_REQUEST`: Invalid Request; `PLINTH_HTTP_INVALID_TEXT`: Text Not Accepted; `PLINTH_HTTP_MALFORMED_BODY`: Malformed Body; `PLINTH_UPLOAD_REFUSED`: Resumable Upload Refused; `PLINTH_FILE_UPLOAD_INVALID`: Invalid Upload */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_INVALID_REQUEST" | "PLINTH_HTTP_INVALID_TEXT" | "PLINTH_HTTP_MALFORMED_BODY" | "PLINTH_UPLOAD_REFUSED" | "PLINTH_FILE_UPLOAD_INVALID";
+                    };
+                };
+            };
+            /** @description `PLINTH_AUTH_REQUIRED`: Authentication Required; `PLINTH_AUTH_SESSION_EXPIRED`: Session Expired */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_AUTH_REQUIRED" | "PLINTH_AUTH_SESSION_EXPIRED";
+                    };
+                };
+            };
+            /** @description `PLINTH_AUTH_FORBIDDEN`: Forbidden; `PLINTH_AUTH_MFA_ENROLMENT_REQUIRED`: MFA Enrolment Required; `PLINTH_AUTH_CSRF`: CSRF Token Missing Or Wrong */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_AUTH_FORBIDDEN" | "PLINTH_AUTH_MFA_ENROLMENT_REQUIRED" | "PLINTH_AUTH_CSRF";
+                    };
+                };
+            };
+            /** @description `PLINTH_DB_CONFLICT`: Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_DB_CONFLICT";
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_BODY_TOO_LARGE`: Content Too Large; `PLINTH_FILE_TOO_LARGE`: File Too Large; `PLINTH_FILE_QUOTA_EXCEEDED`: Storage Quota Exceeded */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_BODY_TOO_LARGE" | "PLINTH_FILE_TOO_LARGE" | "PLINTH_FILE_QUOTA_EXCEEDED";
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_URI_TOO_LONG`: URI Too Long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_URI_TOO_LONG";
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_UNSUPPORTED_MEDIA_TYPE`: Unsupported Media Type; `PLINTH_FILE_TYPE_NOT_ALLOWED`: File Type Not Allowed */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_UNSUPPORTED_MEDIA_TYPE" | "PLINTH_FILE_TYPE_NOT_ALLOWED";
+                    };
+                };
+            };
+            /** @description `PLINTH_FILE_EMPTY`: Empty File; `PLINTH_FILE_IMAGE_INVALID`: Invalid Image; `PLINTH_FILE_INFECTED`: File Refused by Virus Scan */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_FILE_EMPTY" | "PLINTH_FILE_IMAGE_INVALID" | "PLINTH_FILE_INFECTED";
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_RATE_LIMITED`: Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_RATE_LIMITED";
+                    };
+                };
+            };
+            /** @description `PLINTH_INTERNAL`: Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_INTERNAL";
+                    };
+                };
+            };
+            /** @description `PLINTH_DB_UNAVAILABLE`: Database Unavailable; `PLINTH_DB_TIMEOUT`: Database Timeout; `PLINTH_HTTP_OVERLOADED`: Service Overloaded; `PLINTH_HTTP_SHUTTING_DOWN`: Shutting Down; `PLINTH_FILE_SCANNER_UNAVAILABLE`: Virus Scanner Unavailable; `PLINTH_FILES_STORAGE_UNAVAILABLE`: File Storage Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_DB_UNAVAILABLE" | "PLINTH_DB_TIMEOUT" | "PLINTH_HTTP_OVERLOADED" | "PLINTH_HTTP_SHUTTING_DOWN" | "PLINTH_FILE_SCANNER_UNAVAILABLE" | "PLINTH_FILES_STORAGE_UNAVAILABLE";
+                    };
+                };
+            };
+        };
+    };
+    patchUploadsById: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The upload id (the last segment of Location). */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Stored up to Upload-Offset; after the last byte, Plinth-File-Id and Plinth-File-Url name the file. */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description `PLINTH_HTTP_INVALID_REQUEST`: Invalid Request; `PLINTH_HTTP_INVALID_TEXT`: Text Not Accepted; `PLINTH_HTTP_MALFORMED_BODY`: Malformed Body; `PLINTH_UPLOAD_REFUSED`: Resumable Upload Refused; `PLINTH_FILE_UPLOAD_INVALID`: Invalid Upload */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_INVALID_REQUEST" | "PLINTH_HTTP_INVALID_TEXT" | "PLINTH_HTTP_MALFORMED_BODY" | "PLINTH_UPLOAD_REFUSED" | "PLINTH_FILE_UPLOAD_INVALID";
+                    };
+                };
+            };
+            /** @description `PLINTH_AUTH_REQUIRED`: Authentication Required; `PLINTH_AUTH_SESSION_EXPIRED`: Session Expired */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_AUTH_REQUIRED" | "PLINTH_AUTH_SESSION_EXPIRED";
+                    };
+                };
+            };
+            /** @description `PLINTH_AUTH_FORBIDDEN`: Forbidden; `PLINTH_AUTH_MFA_ENROLMENT_REQUIRED`: MFA Enrolment Required; `PLINTH_AUTH_CSRF`: CSRF Token Missing Or Wrong */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_AUTH_FORBIDDEN" | "PLINTH_AUTH_MFA_ENROLMENT_REQUIRED" | "PLINTH_AUTH_CSRF";
+                    };
+                };
+            };
+            /** @description `PLINTH_DB_CONFLICT`: Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_DB_CONFLICT";
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_BODY_TOO_LARGE`: Content Too Large; `PLINTH_FILE_TOO_LARGE`: File Too Large; `PLINTH_FILE_QUOTA_EXCEEDED`: Storage Quota Exceeded */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_BODY_TOO_LARGE" | "PLINTH_FILE_TOO_LARGE" | "PLINTH_FILE_QUOTA_EXCEEDED";
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_URI_TOO_LONG`: URI Too Long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_URI_TOO_LONG";
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_UNSUPPORTED_MEDIA_TYPE`: Unsupported Media Type; `PLINTH_FILE_TYPE_NOT_ALLOWED`: File Type Not Allowed */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_UNSUPPORTED_MEDIA_TYPE" | "PLINTH_FILE_TYPE_NOT_ALLOWED";
+                    };
+                };
+            };
+            /** @description `PLINTH_FILE_EMPTY`: Empty File; `PLINTH_FILE_IMAGE_INVALID`: Invalid Image; `PLINTH_FILE_INFECTED`: File Refused by Virus Scan */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_FILE_EMPTY" | "PLINTH_FILE_IMAGE_INVALID" | "PLINTH_FILE_INFECTED";
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_RATE_LIMITED`: Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_RATE_LIMITED";
+                    };
+                };
+            };
+            /** @description `PLINTH_INTERNAL`: Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_INTERNAL";
+                    };
+                };
+            };
+            /** @description `PLINTH_DB_UNAVAILABLE`: Database Unavailable; `PLINTH_DB_TIMEOUT`: Database Timeout; `PLINTH_HTTP_OVERLOADED`: Service Overloaded; `PLINTH_HTTP_SHUTTING_DOWN`: Shutting Down; `PLINTH_FILE_SCANNER_UNAVAILABLE`: Virus Scanner Unavailable; `PLINTH_FILES_STORAGE_UNAVAILABLE`: File Storage Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_DB_UNAVAILABLE" | "PLINTH_DB_TIMEOUT" | "PLINTH_HTTP_OVERLOADED" | "PLINTH_HTTP_SHUTTING_DOWN" | "PLINTH_FILE_SCANNER_UNAVAILABLE" | "PLINTH_FILES_STORAGE_UNAVAILABLE";
                     };
                 };
             };

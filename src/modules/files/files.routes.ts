@@ -24,6 +24,7 @@ import { isRasterImage, MIME_OF, parseImageQuery } from './images.ts'
 import { type Access, FILE_CSP, sendStored } from './serve-file.ts'
 import { createShareLinks } from './share-links.ts'
 import { objectKey } from './storage/file-storage.ts'
+import { tusRoutes } from './tus.routes.ts'
 import { ensureVariant } from './variants.ts'
 
 const tags = ['files']
@@ -97,6 +98,8 @@ export async function filesRoutes(api: PlinthApp, ctx: ModuleContext): Promise<v
     if (file && principalCan(principal, 'files:manage')) return { file, admin: true }
     throw new PlinthError('PLINTH_FILE_NOT_FOUND')
   }
+
+  await tusRoutes(api, ctx)
 
   await api.register(async (scope) => {
     await scope.register(multipart, {
