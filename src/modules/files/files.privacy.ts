@@ -27,6 +27,7 @@ export const filesPersonalData: readonly PersonalDataTable[] = [
         await sql`select pg_advisory_xact_lock(hashtext(${`plinth.files:${subject.userId}`}))`.execute(trx)
         const gone = await trx.deleteFrom('files').where('owner', '=', subject.userId).executeTakeFirst()
         const rows = Number(gone.numDeletedRows)
+        if (rows === 0) return { rows }
         return {
           rows,
           afterCommit: async () => {
