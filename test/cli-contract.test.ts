@@ -213,6 +213,10 @@ describe('plinth on a shared database', { skip: await skipUnlessPostgres() }, ()
     assert.equal((await run('backup', 'show', backup.id)).id, backup.id)
     assert.equal((await run('backup', 'verify', backup.id)).ok, true)
     assert.equal((await run('backup', 'prune', '--dry-run')).dryRun, true)
+    // Files: the storage under PLINTH_DATA_DIR/files (no file stored here).
+    assert.equal(typeof (await run('files', 'usage')).files, 'number')
+    assert.equal((await run('files', 'sweep', '--dry-run')).dryRun, true)
+    assert.equal(typeof (await run('files', 'verify')).checked, 'number')
     const restoreTarget = await createTestDatabase()
     try {
       assert.equal((await run('backup', 'restore', backup.id, '--target', restoreTarget.url)).matches, true)
@@ -286,6 +290,7 @@ describe('plinth on a shared database', { skip: await skipUnlessPostgres() }, ()
       ['privacy', 'export', '--user', 'admin@example.com', '--json'],
       ['keys', 'status', '--json'],
       ['backup', 'list', '--json'],
+      ['files', 'usage', '--json'],
       ['completion', 'bash'],
       ['--help'],
     ]

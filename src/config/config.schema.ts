@@ -703,6 +703,11 @@ export const configSchema = {
     default: 30_000,
     doc: 'An upload that sends no bytes for this long is cut (408 `PLINTH_HTTP_REQUEST_TIMEOUT`) and what it sent is removed; `PLINTH_REQUEST_TIMEOUT` bounds the whole request.',
   }),
+  filesSweepCron: str({
+    env: 'PLINTH_FILES_SWEEP_CRON',
+    default: '41 4 * * *',
+    doc: 'Cron expression (UTC) of the built-in `plinth.files-sweep` schedule, which removes stored objects no file row refers to and stale staged uploads, and reports rows whose object is missing (default daily at 04:41). `off` declares no schedule.',
+  }),
   filesClamdSocket: optionalStr({
     env: 'PLINTH_FILES_CLAMD_SOCKET',
     doc: 'Path of a ClamAV `clamd` socket (Debian `clamav-daemon`: `/run/clamav/clamd.ctl`), or `host:port`. When set, every upload is scanned before it is stored; an infected file is refused (422 `PLINTH_FILE_INFECTED`) and an unreachable scanner refuses uploads (503).',

@@ -19,6 +19,8 @@ export function testConfig(env: Record<string, string | undefined> = {}): Plinth
       PLINTH_LOG_LEVEL: 'silent',
       // No hourly backup in the middle of other tests (test/backups.test.ts turns it on).
       PLINTH_BACKUP_CRON: 'off',
+      // No files sweep schedule either (test/files-operate.test.ts runs the sweep itself).
+      PLINTH_FILES_SWEEP_CRON: 'off',
       PLINTH_MAX_EVENT_LOOP_DELAY: '0',
       ...env,
     },

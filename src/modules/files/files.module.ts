@@ -5,7 +5,7 @@ import { filesPersonalData } from './files.privacy.ts'
 import { filesRoutes } from './files.routes.ts'
 import { createFilesService } from './files.service.ts'
 import createFiles from './migrations/0021-create-files.ts'
-import { SWEEP_SCHEDULE, sweepJob } from './sweep.ts'
+import { sweepJob, sweepSchedules } from './sweep.ts'
 import { imageVariantsJob } from './variants.ts'
 
 /**
@@ -30,5 +30,5 @@ export const filesModule: PlinthModule = {
   },
   routes: filesRoutes,
   jobs: (ctx) => [imageVariantsJob(ctx), sweepJob(ctx)],
-  schedules: () => [SWEEP_SCHEDULE],
+  schedules: (ctx) => sweepSchedules(ctx.config),
 }

@@ -52,7 +52,7 @@ export interface ImageFacts {
 }
 
 /**
- * Decodes the whole image once (every frame) to refuse what cannot be shown: more pixels per frame
+ * Decodes the whole image once (every frame, every byte, at a reduced scale) to refuse what cannot be shown: more pixels per frame
  * than `maxPixels` (decompression bombs: sharp checks the header before decoding anything),
  * truncated or malformed data. Returns the size of one frame and the frame count.
  */
@@ -64,8 +64,9 @@ export async function inspectImage(path: string, maxPixels: number): Promise<Ima
     const height = meta.pageHeight ?? meta.height ?? 0
     const width = meta.width ?? 0
     if (width * height > maxPixels) throw new Error('pixel limit')
-    // A full decode: truncated scan data shows only here.
-    await image.stats()
+    // A decode of every byte (truncated or corrupt data shows only here), to a small size: JPEG
+    // and WebP decode at a reduced scale (shrink-on-load) yet still read the whole stream.
+    await image.resize({ width: 64, height: 64, fit: 'inside' }).raw().toBuffer()
     return { width, height, frames }
   } catch (err) {
     throw new PlinthError(

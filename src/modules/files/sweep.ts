@@ -3,6 +3,7 @@ import { readdir, rm, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { sql } from 'kysely'
 import { Type } from 'typebox'
+import type { PlinthConfig } from '../../config/config.schema.ts'
 import { defineJob } from '../../core/jobs.ts'
 import type { BuiltinSchedule, ModuleContext } from '../../core/module.ts'
 import { createFilesService } from './files.service.ts'
@@ -11,13 +12,19 @@ import { objectKey, parseObjectKey } from './storage/file-storage.ts'
 export const SWEEP_JOB = 'files.sweep'
 export const SWEEP_SCHEDULE_ID = 'plinth.files-sweep'
 
-export const SWEEP_SCHEDULE: BuiltinSchedule = {
-  id: SWEEP_SCHEDULE_ID,
-  input: {
-    jobName: SWEEP_JOB,
-    cron: '41 4 * * *',
-    description: 'Reconciles file rows and stored objects (docs/operations/files.md)',
-  },
+/** The built-in sweep schedule (`PLINTH_FILES_SWEEP_CRON`; none when `off`). */
+export function sweepSchedules(config: Pick<PlinthConfig, 'filesSweepCron'>): BuiltinSchedule[] {
+  if (config.filesSweepCron === 'off') return []
+  return [
+    {
+      id: SWEEP_SCHEDULE_ID,
+      input: {
+        jobName: SWEEP_JOB,
+        cron: config.filesSweepCron,
+        description: 'Reconciles file rows and stored objects (docs/operations/files.md)',
+      },
+    },
+  ]
 }
 
 /** Staged uploads older than this are leftovers of a crash (an upload in flight is younger). */
