@@ -24,7 +24,7 @@ import { createUserDirect } from '../../src/modules/accounts/bootstrap-admin.ts'
 import { createLogger, logDestination } from '../../src/observability/logger.ts'
 import { isInterrupted, runBenchmark, startServer } from '../lib/children.ts'
 import { aggregate, load, round, type Sample } from '../lib/load.ts'
-import { DURATION, parseOptions, ROUNDS } from '../lib/options.ts'
+import { parseOptions } from '../lib/options.ts'
 import { header, num, roundLine, sampleRow } from '../lib/table.ts'
 
 const HOST = '127.0.0.1'
