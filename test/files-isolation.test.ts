@@ -33,7 +33,13 @@ describe('who may see, share and delete a file', () => {
 
   before(async () => {
     plinth = await startTestPlinth({
-      env: { ...NO_RATE_LIMITS, PLINTH_RATE_LIMIT_UPLOAD: '0', PLINTH_FILES_DIR: dir },
+      env: {
+        ...NO_RATE_LIMITS,
+        PLINTH_RATE_LIMIT_UPLOAD: '0',
+        PLINTH_FILES_DIR: dir,
+        // An operator who accepts SVG and HTML attachments: they are stored, and neutralised when served.
+        PLINTH_FILES_ALLOWED_TYPES: 'text/plain,image/png,image/svg+xml,text/html',
+      },
       now: clock.now,
     })
     owner = await createUser(plinth, uniqueEmail('owner'), 'member')
@@ -134,6 +140,37 @@ describe('who may see, share and delete a file', () => {
 
     clock.advance(601_000)
     assertProblem(await get(url), 410, 'PLINTH_FILE_LINK_EXPIRED')
+  })
+
+  it('serves SVG and HTML an operator allowed only as sandboxed attachments, never inline', async () => {
+    const svg = await uploadOne(
+      plinth,
+      owner,
+      'logo.svg',
+      Buffer.from(
+        '<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"><script>alert(2)</script></svg>',
+      ),
+      { visibility: 'public' },
+    )
+    assert.equal(svg.type, 'image/svg+xml')
+    const html = await uploadOne(
+      plinth,
+      owner,
+      'page.png',
+      Buffer.from('<!doctype html><script>alert(3)</script>'),
+      {
+        visibility: 'public',
+      },
+    )
+    assert.equal(html.type, 'text/html', 'the name says png, the bytes say HTML')
+    for (const file of [svg, html]) {
+      const res = await get(file.url)
+      assert.equal(res.statusCode, 200)
+      assert.match(String(res.headers['content-disposition']), /^attachment;/)
+      assert.match(String(res.headers['content-security-policy']), /^sandbox; default-src 'none'/)
+      assert.equal(res.headers['x-content-type-options'], 'nosniff')
+    }
+    assertProblem(await get(`${svg.url}?w=64`), 400, 'PLINTH_FILE_TRANSFORM_INVALID')
   })
 
   it("lets an administrator delete someone else's file, audited", async () => {
