@@ -85,7 +85,7 @@ describe('resumable uploads (tus) under /api/v1/uploads', () => {
       { 'upload-offset': '100', 'content-type': 'application/offset+octet-stream' },
       content.subarray(100, 200),
     )
-    assertProblem(wrong, 409, 'PLINTH_UPLOAD_REFUSED')
+    assertProblem(wrong, 409, 'PLINTH_UPLOAD_OFFSET_MISMATCH')
 
     const rest = await tus(
       alice,
@@ -172,16 +172,16 @@ describe('resumable uploads (tus) under /api/v1/uploads', () => {
         Buffer.from('0123456789'),
       ),
       404,
-      'PLINTH_UPLOAD_REFUSED',
+      'PLINTH_UPLOAD_NOT_FOUND',
     )
-    assertProblem(await tus(bob, 'DELETE', location), 404, 'PLINTH_UPLOAD_REFUSED')
+    assertProblem(await tus(bob, 'DELETE', location), 404, 'PLINTH_UPLOAD_NOT_FOUND')
     assert.equal((await tus(alice, 'DELETE', location)).statusCode, 204)
     assert.equal((await tus(alice, 'HEAD', location)).statusCode, 404)
   })
 
   it('refuses uploads over the size limit and content the checks refuse', async () => {
     const big = await tus(alice, 'POST', '/api/v1/uploads', { 'upload-length': String(2 * 1024 * 1024) })
-    assertProblem(big, 413, 'PLINTH_UPLOAD_REFUSED')
+    assertProblem(big, 413, 'PLINTH_FILE_TOO_LARGE')
     const html = Buffer.from('<!doctype html><html><script>alert(1)</script></html>')
     const location = await create(alice, html.length, `filename ${b64('a.png')}`)
     const res = await tus(

@@ -481,7 +481,24 @@ export const errorRegistry = {
     status: 400,
     title: 'Resumable Upload Refused',
     detail:
-      'The tus request was refused (the status says why: 404 unknown upload, 409 wrong Upload-Offset, 412 unsupported Tus-Resumable, 413 larger than PLINTH_FILES_MAX_FILE_SIZE…); see https://tus.io/protocols/resumable-upload.',
+      'The tus request does not follow the protocol (a missing or invalid Upload-Length, Upload-Metadata or header); the detail says which. See https://tus.io/protocols/resumable-upload.',
+  },
+  PLINTH_UPLOAD_NOT_FOUND: {
+    status: 404,
+    title: 'Upload Not Found',
+    detail:
+      'No resumable upload of yours has this id (it was finished, abandoned or expired after 24 h); create a new one with POST /api/v1/uploads.',
+  },
+  PLINTH_UPLOAD_OFFSET_MISMATCH: {
+    status: 409,
+    title: 'Upload Offset Mismatch',
+    detail:
+      'Upload-Offset is not where the upload stands: ask with HEAD and continue from its Upload-Offset.',
+  },
+  PLINTH_UPLOAD_VERSION_UNSUPPORTED: {
+    status: 412,
+    title: 'Tus Version Unsupported',
+    detail: 'Send Tus-Resumable: 1.0.0 on every tus request.',
   },
   PLINTH_FILES_STORAGE_UNAVAILABLE: {
     status: 503,

@@ -9800,7 +9800,19 @@ export interface operations {
                     };
                 };
             };
-            /** @description `PLINTH_DB_CONFLICT`: Conflict */
+            /** @description `PLINTH_UPLOAD_NOT_FOUND`: Upload Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_UPLOAD_NOT_FOUND";
+                    };
+                };
+            };
+            /** @description `PLINTH_DB_CONFLICT`: Conflict; `PLINTH_UPLOAD_OFFSET_MISMATCH`: Upload Offset Mismatch */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -9808,7 +9820,19 @@ export interface operations {
                 content: {
                     "application/problem+json": components["schemas"]["Problem"] & {
                         /** @enum {string} */
-                        code?: "PLINTH_DB_CONFLICT";
+                        code?: "PLINTH_DB_CONFLICT" | "PLINTH_UPLOAD_OFFSET_MISMATCH";
+                    };
+                };
+            };
+            /** @description `PLINTH_UPLOAD_VERSION_UNSUPPORTED`: Tus Version Unsupported */
+            412: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_UPLOAD_VERSION_UNSUPPORTED";
                     };
                 };
             };
@@ -9941,7 +9965,19 @@ export interface operations {
                     };
                 };
             };
-            /** @description `PLINTH_DB_CONFLICT`: Conflict */
+            /** @description `PLINTH_UPLOAD_NOT_FOUND`: Upload Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_UPLOAD_NOT_FOUND";
+                    };
+                };
+            };
+            /** @description `PLINTH_DB_CONFLICT`: Conflict; `PLINTH_UPLOAD_OFFSET_MISMATCH`: Upload Offset Mismatch */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -9949,7 +9985,19 @@ export interface operations {
                 content: {
                     "application/problem+json": components["schemas"]["Problem"] & {
                         /** @enum {string} */
-                        code?: "PLINTH_DB_CONFLICT";
+                        code?: "PLINTH_DB_CONFLICT" | "PLINTH_UPLOAD_OFFSET_MISMATCH";
+                    };
+                };
+            };
+            /** @description `PLINTH_UPLOAD_VERSION_UNSUPPORTED`: Tus Version Unsupported */
+            412: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_UPLOAD_VERSION_UNSUPPORTED";
                     };
                 };
             };
@@ -10094,7 +10142,19 @@ export interface operations {
                     };
                 };
             };
-            /** @description `PLINTH_DB_CONFLICT`: Conflict */
+            /** @description `PLINTH_UPLOAD_NOT_FOUND`: Upload Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_UPLOAD_NOT_FOUND";
+                    };
+                };
+            };
+            /** @description `PLINTH_DB_CONFLICT`: Conflict; `PLINTH_UPLOAD_OFFSET_MISMATCH`: Upload Offset Mismatch */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -10102,7 +10162,19 @@ export interface operations {
                 content: {
                     "application/problem+json": components["schemas"]["Problem"] & {
                         /** @enum {string} */
-                        code?: "PLINTH_DB_CONFLICT";
+                        code?: "PLINTH_DB_CONFLICT" | "PLINTH_UPLOAD_OFFSET_MISMATCH";
+                    };
+                };
+            };
+            /** @description `PLINTH_UPLOAD_VERSION_UNSUPPORTED`: Tus Version Unsupported */
+            412: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_UPLOAD_VERSION_UNSUPPORTED";
                     };
                 };
             };

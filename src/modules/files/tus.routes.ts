@@ -7,7 +7,7 @@ import { Server } from '@tus/server'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { Type } from 'typebox'
 import type { ModuleContext, PlinthApp } from '../../core/module.ts'
-import { errorRegistry, PlinthError } from '../../shared/errors.ts'
+import { type ErrorCode, errorRegistry, PlinthError } from '../../shared/errors.ts'
 import { sanitiseFileName } from './file-name.ts'
 import { type FilePurpose, PURPOSES } from './file-types.ts'
 import { createFilesService, toFileInfo } from './files.service.ts'
@@ -18,10 +18,7 @@ const PATH = '/api/v1/uploads'
 
 /** A tus hook's refusal, as the server turns it into a response: a problem body. */
 function refusal(err: unknown): { status_code: number; body: string } {
-  const e =
-    err instanceof PlinthError
-      ? err
-      : new PlinthError('PLINTH_UPLOAD_REFUSED', undefined, { cause: err, status: 500 })
+  const e = err instanceof PlinthError ? err : new PlinthError('PLINTH_INTERNAL', undefined, { cause: err })
   return {
     status_code: e.status,
     body: JSON.stringify({ code: e.code, title: e.title, detail: e.message }),
@@ -107,7 +104,7 @@ export async function tusRoutes(api: PlinthApp, ctx: ModuleContext): Promise<voi
     const principal = request.principal!
     const id = (request.params as { id?: string }).id
     if (id !== undefined && !id.startsWith(`${principal.userId}_`))
-      throw new PlinthError('PLINTH_UPLOAD_REFUSED', 'No such upload of yours.', { status: 404 })
+      throw new PlinthError('PLINTH_UPLOAD_NOT_FOUND')
     const headers = new Headers()
     for (const [name, value] of Object.entries(request.headers)) {
       if (value === undefined || name.startsWith('x-plinth-upload-')) continue
@@ -131,13 +128,20 @@ export async function tusRoutes(api: PlinthApp, ctx: ModuleContext): Promise<voi
       } catch {
         problem = { detail: text.trim() }
       }
-      const code =
+      // Each status tus answers with becomes a code of its own (with its documented status).
+      const byStatus: Record<number, ErrorCode> = {
+        404: 'PLINTH_UPLOAD_NOT_FOUND',
+        410: 'PLINTH_UPLOAD_NOT_FOUND',
+        409: 'PLINTH_UPLOAD_OFFSET_MISMATCH',
+        412: 'PLINTH_UPLOAD_VERSION_UNSUPPORTED',
+        413: 'PLINTH_FILE_TOO_LARGE',
+        415: 'PLINTH_HTTP_UNSUPPORTED_MEDIA_TYPE',
+      }
+      const code: ErrorCode =
         problem.code && problem.code in errorRegistry
-          ? (problem.code as keyof typeof errorRegistry)
-          : 'PLINTH_UPLOAD_REFUSED'
-      const status = code === 'PLINTH_UPLOAD_REFUSED' ? res.status : errorRegistry[code].status
-      throw new PlinthError(code, problem.detail || undefined, {
-        status: status >= 500 && code === 'PLINTH_UPLOAD_REFUSED' ? 400 : status,
+          ? (problem.code as ErrorCode)
+          : (byStatus[res.status] ?? (res.status >= 500 ? 'PLINTH_INTERNAL' : 'PLINTH_UPLOAD_REFUSED'))
+      throw new PlinthError(code, code === 'PLINTH_INTERNAL' ? undefined : problem.detail || undefined, {
         headers: { 'tus-resumable': '1.0.0' },
       })
     }
@@ -159,6 +163,10 @@ export async function tusRoutes(api: PlinthApp, ctx: ModuleContext): Promise<voi
       rateLimit: 'upload' as const,
       errors: [
         'PLINTH_UPLOAD_REFUSED',
+        'PLINTH_UPLOAD_NOT_FOUND',
+        'PLINTH_UPLOAD_OFFSET_MISMATCH',
+        'PLINTH_UPLOAD_VERSION_UNSUPPORTED',
+        'PLINTH_HTTP_UNSUPPORTED_MEDIA_TYPE',
         'PLINTH_FILE_UPLOAD_INVALID',
         'PLINTH_FILE_TOO_LARGE',
         'PLINTH_FILE_QUOTA_EXCEEDED',
