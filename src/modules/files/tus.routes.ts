@@ -113,7 +113,10 @@ export async function tusRoutes(api: PlinthApp, ctx: ModuleContext): Promise<voi
     headers.set(OWNER_HEADER, principal.userId)
     headers.set(ROLE_HEADER, principal.role)
     headers.set('x-request-id', request.id)
-    const hasBody = request.method === 'PATCH' || request.method === 'POST'
+    // Only tus bytes are handed over: any other body was already read by its content-type parser.
+    const hasBody =
+      (request.method === 'PATCH' || request.method === 'POST') &&
+      String(request.headers['content-type'] ?? '').startsWith('application/offset+octet-stream')
     const web = new Request(new URL(request.url, 'http://plinth.invalid'), {
       method: request.method,
       headers,
