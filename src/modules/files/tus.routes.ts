@@ -15,6 +15,17 @@ import { createFilesService, toFileInfo } from './files.service.ts'
 const OWNER_HEADER = 'x-plinth-upload-owner'
 const ROLE_HEADER = 'x-plinth-upload-role'
 const PATH = '/api/v1/uploads'
+const TUS_HEADERS = [
+  'tus-resumable',
+  'upload-length',
+  'upload-defer-length',
+  'upload-offset',
+  'upload-metadata',
+  'upload-concat',
+  'upload-checksum',
+  'content-type',
+  'content-length',
+] as const
 
 /** A tus hook's refusal, as the server turns it into a response: a problem body. */
 function refusal(err: unknown): { status_code: number; body: string } {
@@ -106,9 +117,19 @@ export async function tusRoutes(api: PlinthApp, ctx: ModuleContext): Promise<voi
     if (id !== undefined && !id.startsWith(`${principal.userId}_`))
       throw new PlinthError('PLINTH_UPLOAD_NOT_FOUND')
     const headers = new Headers()
-    for (const [name, value] of Object.entries(request.headers)) {
-      if (value === undefined || name.startsWith('x-plinth-upload-')) continue
-      headers.set(name, Array.isArray(value) ? value.join(', ') : value)
+    // Only the headers tus reads, and only values a Headers object accepts (Latin-1): anything else
+    // (a user agent holding U+FFFD…) is not the upload's business.
+    for (const name of TUS_HEADERS) {
+      const value = request.headers[name]
+      if (value === undefined) continue
+      try {
+        headers.set(name, Array.isArray(value) ? value.join(', ') : value)
+      } catch {
+        throw new PlinthError(
+          'PLINTH_UPLOAD_REFUSED',
+          `The ${name} header holds characters HTTP does not allow.`,
+        )
+      }
     }
     headers.set(OWNER_HEADER, principal.userId)
     headers.set(ROLE_HEADER, principal.role)
