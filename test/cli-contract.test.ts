@@ -220,6 +220,10 @@ describe('plinth on a shared database', { skip: await skipUnlessPostgres() }, ()
     assert.equal((await run('backup', 'show', backup.id)).id, backup.id)
     assert.equal((await run('backup', 'verify', backup.id)).ok, true)
     assert.equal((await run('backup', 'prune', '--dry-run')).dryRun, true)
+    // Files: the storage under PLINTH_DATA_DIR/files (no file stored here).
+    assert.equal(typeof (await run('files', 'usage')).files, 'number')
+    assert.equal((await run('files', 'sweep', '--dry-run')).dryRun, true)
+    assert.equal(typeof (await run('files', 'verify')).checked, 'number')
     const restoreTarget = await createTestDatabase()
     try {
       assert.equal((await run('backup', 'restore', backup.id, '--target', restoreTarget.url)).matches, true)
@@ -307,6 +311,7 @@ describe('plinth on a shared database', { skip: await skipUnlessPostgres() }, ()
       ['backup', 'list', '--json'],
       ['import', 'pocketbase', join(dataDir, 'pb_data'), '--json'],
       ['dr', 'list', '--json'],
+      ['files', 'usage', '--json'],
       ['completion', 'bash'],
       ['--help'],
     ]

@@ -4,6 +4,7 @@ import { alertsModule } from '../modules/alerts/alerts.module.ts'
 import { auditModule } from '../modules/audit/audit.module.ts'
 import { backupsModule } from '../modules/backups/backups.module.ts'
 import { errorsModule } from '../modules/errors/errors.module.ts'
+import { filesModule } from '../modules/files/files.module.ts'
 import { importsModule } from '../modules/imports/imports.module.ts'
 import { jobsModule } from '../modules/jobs/jobs.module.ts'
 import { keysModule } from '../modules/keys/keys.module.ts'
@@ -26,4 +27,5 @@ export const builtinModules: readonly PlinthModule[] = [
   importsModule,
   alertsModule,
   errorsModule,
+  filesModule,
 ]

@@ -590,6 +590,34 @@ ${DB_NOTE}`,
     load: async () => (await import('./dr.ts')).drCommand,
   },
   {
+    name: 'files',
+    summary: 'stored files: usage per owner, reconcile rows and objects, verify checksums',
+    description: `Works on the configured file storage (PLINTH_FILES_DIR, <PLINTH_DATA_DIR>/files, or
+PLINTH_FILES_S3_BUCKET); the files.sweep job runs the sweep daily (docs/operations/files.md).
+${DB_NOTE}`,
+    logs: true,
+    actions: [
+      {
+        name: 'usage',
+        summary: 'files and bytes stored, in total and per owner',
+        json: '{storage, files, bytes, owners: [{owner, files, bytes}…]}',
+      },
+      {
+        name: 'sweep',
+        summary:
+          'remove objects no row refers to and stale staged uploads; report rows whose object is missing (exit 1 then)',
+        options: [{ name: 'dry-run', description: 'only list what would go' }],
+        json: '{objects, orphanObjects: [key…], missingObjects: [{id, owner, sha256}…], staleStaging, dryRun}',
+      },
+      {
+        name: 'verify',
+        summary: 'read every stored file back and check its SHA-256 (exit 1 when one is missing or damaged)',
+        json: '{checked, missing: [id…], corrupt: [id…]}',
+      },
+    ],
+    load: async () => (await import('./files.ts')).filesCommand,
+  },
+  {
     name: 'completion',
     summary: 'print a shell completion script (bash or zsh)',
     description: `plinth completion bash >> ~/.bashrc, or plinth completion zsh > "\${fpath[1]}/_plinth".`,

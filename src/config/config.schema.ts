@@ -766,6 +766,138 @@ export const configSchema = {
     default: false,
     doc: 'Turns tracing off even when an OTLP endpoint is set.',
   }),
+
+  filesDir: optionalStr({
+    env: 'PLINTH_FILES_DIR',
+    defaultDoc: '`<PLINTH_DATA_DIR>/files`',
+    doc: 'Directory uploaded files are stored in (content-addressed, one folder per owner; docs/operations/files.md). Required when `PLINTH_DATA_DIR` is `memory://` and no `PLINTH_FILES_S3_BUCKET` is set. Include it in your backups.',
+  }),
+  filesS3Bucket: optionalStr({
+    env: 'PLINTH_FILES_S3_BUCKET',
+    doc: 'When set, uploaded files are stored in this S3-compatible bucket instead of `PLINTH_FILES_DIR` (turn bucket versioning on: that is what makes them recoverable).',
+  }),
+  filesS3Prefix: str({
+    env: 'PLINTH_FILES_S3_PREFIX',
+    default: 'files/',
+    doc: 'Key prefix of the objects in `PLINTH_FILES_S3_BUCKET`.',
+  }),
+  filesS3Endpoint: optionalStr({
+    env: 'PLINTH_FILES_S3_ENDPOINT',
+    doc: 'Endpoint of an S3-compatible service (MinIO, R2, …); unset for AWS S3.',
+  }),
+  filesS3Region: str({
+    env: 'PLINTH_FILES_S3_REGION',
+    default: 'us-east-1',
+    doc: 'Region of the files bucket.',
+  }),
+  filesS3AccessKeyId: optionalStr({
+    env: 'PLINTH_FILES_S3_ACCESS_KEY_ID',
+    doc: 'Access key id for the files bucket; unset to use the AWS SDK default credential chain.',
+  }),
+  filesS3SecretAccessKey: optionalStr({
+    env: 'PLINTH_FILES_S3_SECRET_ACCESS_KEY',
+    secret: true,
+    doc: 'Secret access key for the files bucket (with `PLINTH_FILES_S3_ACCESS_KEY_ID`).',
+  }),
+  filesS3ForcePathStyle: bool({
+    env: 'PLINTH_FILES_S3_FORCE_PATH_STYLE',
+    default: false,
+    doc: 'Address the files bucket as `<endpoint>/<bucket>` (MinIO, s3rver) instead of `<bucket>.<endpoint>`.',
+  }),
+  filesMaxFileSize: size({
+    env: 'PLINTH_FILES_MAX_FILE_SIZE',
+    default: 25 * 1024 * 1024,
+    doc: 'Largest file one upload may carry (413 `PLINTH_FILE_TOO_LARGE` above; the upload stops as soon as it passes the limit).',
+  }),
+  filesMaxRequestSize: size({
+    env: 'PLINTH_FILES_MAX_REQUEST_SIZE',
+    default: 100 * 1024 * 1024,
+    doc: 'Largest total of the files of one multipart request to `POST /api/v1/files`.',
+  }),
+  filesMaxFilesPerRequest: int({
+    env: 'PLINTH_FILES_MAX_FILES_PER_REQUEST',
+    default: 10,
+    min: 1,
+    max: 1000,
+    doc: 'Files one multipart request may carry.',
+  }),
+  filesQuota: size({
+    env: 'PLINTH_FILES_QUOTA',
+    default: 1024 * 1024 * 1024,
+    doc: 'Bytes of files one user may store (413 `PLINTH_FILE_QUOTA_EXCEEDED` above). Administrators are held to `PLINTH_FILES_QUOTA_ADMIN`.',
+  }),
+  filesQuotaAdmin: size({
+    env: 'PLINTH_FILES_QUOTA_ADMIN',
+    default: 10 * 1024 * 1024 * 1024,
+    doc: 'Bytes of files one administrator may store.',
+  }),
+  filesAllowedTypes: list({
+    env: 'PLINTH_FILES_ALLOWED_TYPES',
+    default: [
+      'image/png',
+      'image/jpeg',
+      'image/gif',
+      'image/webp',
+      'image/avif',
+      'application/pdf',
+      'text/plain',
+      'application/zip',
+      'audio/mpeg',
+      'audio/ogg',
+      'video/mp4',
+      'video/webm',
+    ],
+    doc: 'Media types (decided from the bytes, never from the name or the Content-Type sent) accepted for the `attachment` purpose; `avatar` and `image` accept raster images only. `image/svg+xml` and `text/html` may be added: they are then always served as attachments in a sandbox.',
+  }),
+  filesImageMaxPixels: int({
+    env: 'PLINTH_FILES_IMAGE_MAX_PIXELS',
+    default: 50_000_000,
+    min: 1,
+    max: 1_000_000_000,
+    doc: 'Largest image (width × height, per frame) accepted and decoded; larger ones are refused as `PLINTH_FILE_IMAGE_INVALID` (decompression bombs).',
+  }),
+  filesImageWidths: list({
+    env: 'PLINTH_FILES_IMAGE_WIDTHS',
+    default: ['64', '128', '256', '512', '1024', '2048'],
+    item: (v) => {
+      if (!/^[1-9]\d{0,4}$/.test(v)) throw new Error(`"${v}" is not a width in pixels`)
+    },
+    doc: 'The widths and heights on-the-fly image transforms (`?w=&h=`) may ask for; other sizes are refused (so that the transform cache stays bounded).',
+  }),
+  filesLinkMaxAge: duration({
+    env: 'PLINTH_FILES_LINK_MAX_AGE',
+    default: 7 * 86_400_000,
+    defaultDoc: '`7d`',
+    doc: 'Longest lifetime of a signed share link (`POST /api/v1/files/{id}/links`).',
+  }),
+  filesUploadIdleTimeout: duration({
+    env: 'PLINTH_FILES_UPLOAD_IDLE_TIMEOUT',
+    default: 30_000,
+    doc: 'An upload that sends no bytes for this long is cut (408 `PLINTH_HTTP_REQUEST_TIMEOUT`) and what it sent is removed; `PLINTH_REQUEST_TIMEOUT` bounds the whole request.',
+  }),
+  filesSweepCron: str({
+    env: 'PLINTH_FILES_SWEEP_CRON',
+    default: '41 4 * * *',
+    doc: 'Cron expression (UTC) of the built-in `plinth.files-sweep` schedule, which removes stored objects no file row refers to and stale staged uploads, and reports rows whose object is missing (default daily at 04:41). `off` declares no schedule.',
+  }),
+  filesClamdSocket: optionalStr({
+    env: 'PLINTH_FILES_CLAMD_SOCKET',
+    doc: 'Path of a ClamAV `clamd` socket (Debian `clamav-daemon`: `/run/clamav/clamd.ctl`), or `host:port`. When set, every upload is scanned before it is stored; an infected file is refused (422 `PLINTH_FILE_INFECTED`) and an unreachable scanner refuses uploads (503).',
+  }),
+  staticDir: optionalStr({
+    env: 'PLINTH_STATIC_DIR',
+    doc: 'Directory of a built single-page app to serve (e.g. `dist/`): files by path, `index.html` for unknown paths outside `/api`, hashed assets cached for a year, precompressed `.br`/`.gz` siblings when present.',
+  }),
+  staticPrefix: str({
+    env: 'PLINTH_STATIC_PREFIX',
+    default: '/',
+    doc: 'URL prefix the `PLINTH_STATIC_DIR` app is served under (e.g. `/app/`).',
+  }),
+  staticCsp: str({
+    env: 'PLINTH_STATIC_CSP',
+    default: '',
+    doc: "Directives added to the strict Content-Security-Policy of the static app (`default-src 'self'`, no inline script, no framing), e.g. `connect-src 'self' https://api.example.com; img-src 'self' https://cdn.example.com`; a directive named here replaces the default one.",
+  }),
 } as const
 
 export type PlinthConfig = ConfigOf<typeof configSchema>

@@ -24,6 +24,7 @@ export const PERMISSIONS = [
   'incidents:manage', // acknowledge and resolve built-in alerting incidents (reading them is ops:read)
   'errors:read', // the grouped unexpected errors (GET /api/v1/admin/errors)
   'errors:manage', // resolve, mute or reopen an error group
+  'files:manage', // read, share and delete anyone's files (administrators only; each access is audited)
 ] as const
 export type Permission = (typeof PERMISSIONS)[number]
 

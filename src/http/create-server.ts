@@ -144,6 +144,16 @@ export async function createServer(opts: CreateServerOptions): Promise<PlinthApp
     isShuttingDown: opts.isShuttingDown,
   })
 
+  if (config.staticDir) {
+    // Loaded only when a static app is served.
+    const { default: staticSite } = await import('./plugins/static-site.ts')
+    await app.register(staticSite, {
+      root: config.staticDir,
+      prefix: config.staticPrefix,
+      csp: config.staticCsp,
+    })
+  }
+
   if (opts.serveApi) {
     await app.register(
       async (api) => {

@@ -469,6 +469,125 @@ export const errorRegistry = {
     detail:
       'This incident is resolved: it can no longer be acknowledged or resolved. If the condition returns, a new incident opens.',
   },
+  PLINTH_FILE_NOT_FOUND: {
+    status: 404,
+    title: 'File Not Found',
+    detail:
+      'No file with this id is visible to you (your own, public ones, or through a valid share link); GET /api/v1/files lists yours.',
+  },
+  PLINTH_FILE_UPLOAD_INVALID: {
+    status: 400,
+    title: 'Invalid Upload',
+    detail:
+      'Send multipart/form-data with one or more `file` parts (and optional `visibility`, `purpose`, `metadata` fields before them); the detail says what was wrong.',
+  },
+  PLINTH_FILE_UPLOAD_INCOMPLETE: {
+    status: 400,
+    title: 'Upload Incomplete',
+    detail:
+      'The upload ended before the whole body arrived (the connection was cut or the multipart body is truncated); nothing was stored. Send it again.',
+  },
+  PLINTH_FILE_TOO_LARGE: {
+    status: 413,
+    title: 'File Too Large',
+    detail:
+      'A file is larger than PLINTH_FILES_MAX_FILE_SIZE allows; nothing was stored. Use a smaller file.',
+  },
+  PLINTH_FILE_REQUEST_TOO_LARGE: {
+    status: 413,
+    title: 'Upload Too Large',
+    detail:
+      'The files of this request together exceed PLINTH_FILES_MAX_REQUEST_SIZE, or there are more than PLINTH_FILES_MAX_FILES_PER_REQUEST; send them in several requests.',
+  },
+  PLINTH_FILE_QUOTA_EXCEEDED: {
+    status: 413,
+    title: 'Storage Quota Exceeded',
+    detail:
+      'Storing this file would take you over your storage quota (PLINTH_FILES_QUOTA); delete files you no longer need (GET /api/v1/files/usage shows your use).',
+  },
+  PLINTH_FILE_EMPTY: {
+    status: 422,
+    title: 'Empty File',
+    detail: 'The file has no bytes; there is nothing to store.',
+  },
+  PLINTH_FILE_TYPE_NOT_ALLOWED: {
+    status: 415,
+    title: 'File Type Not Allowed',
+    detail:
+      'The type of the file, decided from its content (not its name), is not accepted for this purpose; the detail names the type found and those accepted.',
+  },
+  PLINTH_FILE_IMAGE_INVALID: {
+    status: 422,
+    title: 'Invalid Image',
+    detail:
+      'The image could not be decoded whole (truncated or malformed), or has more pixels than PLINTH_FILES_IMAGE_MAX_PIXELS; nothing was stored.',
+  },
+  PLINTH_FILE_INFECTED: {
+    status: 422,
+    title: 'File Refused by Virus Scan',
+    detail: 'The virus scanner (ClamAV) found a signature in the file; nothing was stored.',
+  },
+  PLINTH_FILE_SCANNER_UNAVAILABLE: {
+    status: 503,
+    title: 'Virus Scanner Unavailable',
+    detail:
+      'Uploads are scanned (PLINTH_FILES_CLAMD_SOCKET) and the scanner did not answer; nothing was stored. Retry later.',
+  },
+  PLINTH_FILE_RANGE_NOT_SATISFIABLE: {
+    status: 416,
+    title: 'Range Not Satisfiable',
+    detail: 'The Range asked for starts beyond the end of the file; Content-Range gives its size.',
+  },
+  PLINTH_FILE_LINK_INVALID: {
+    status: 403,
+    title: 'Invalid Share Link',
+    detail: 'The share link was altered or is not one this server made; ask its owner for a new one.',
+  },
+  PLINTH_FILE_LINK_EXPIRED: {
+    status: 410,
+    title: 'Share Link Expired',
+    detail: 'The share link has expired; ask its owner for a new one.',
+  },
+  PLINTH_FILE_TRANSFORM_INVALID: {
+    status: 400,
+    title: 'Image Transform Not Allowed',
+    detail:
+      'Transforms apply to raster images only, with w and h among PLINTH_FILES_IMAGE_WIDTHS, fit one of cover, contain, inside, and format one of webp, avif, jpeg, png; or name a declared variant (thumb, medium).',
+  },
+  PLINTH_FILE_CURSOR_INVALID: {
+    status: 400,
+    title: 'Invalid Cursor',
+    detail: 'The cursor is not one this API returned; start again without it and follow nextCursor.',
+  },
+  PLINTH_UPLOAD_REFUSED: {
+    status: 400,
+    title: 'Resumable Upload Refused',
+    detail:
+      'The tus request does not follow the protocol (a missing or invalid Upload-Length, Upload-Metadata or header); the detail says which. See https://tus.io/protocols/resumable-upload.',
+  },
+  PLINTH_UPLOAD_NOT_FOUND: {
+    status: 404,
+    title: 'Upload Not Found',
+    detail:
+      'No resumable upload of yours has this id (it was finished, abandoned or expired after 24 h); create a new one with POST /api/v1/uploads.',
+  },
+  PLINTH_UPLOAD_OFFSET_MISMATCH: {
+    status: 409,
+    title: 'Upload Offset Mismatch',
+    detail:
+      'Upload-Offset is not where the upload stands: ask with HEAD and continue from its Upload-Offset.',
+  },
+  PLINTH_UPLOAD_VERSION_UNSUPPORTED: {
+    status: 412,
+    title: 'Tus Version Unsupported',
+    detail: 'Send Tus-Resumable: 1.0.0 on every tus request.',
+  },
+  PLINTH_FILES_STORAGE_UNAVAILABLE: {
+    status: 503,
+    title: 'File Storage Unavailable',
+    detail:
+      'The file storage is not configured (PLINTH_DATA_DIR is memory:// and neither PLINTH_FILES_DIR nor PLINTH_FILES_S3_BUCKET is set) or did not answer; retry later, or see docs/operations/files.md.',
+  },
 } as const satisfies Record<string, { status: number; title: string; detail: string }>
 
 export type ErrorCode = keyof typeof errorRegistry

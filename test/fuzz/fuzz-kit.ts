@@ -12,6 +12,9 @@
  */
 import assert from 'node:assert/strict'
 import { randomInt } from 'node:crypto'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
 import { Writable } from 'node:stream'
 import { after, before, describe, it } from 'node:test'
@@ -394,6 +397,7 @@ export async function fuzzBackend(backend: Backend): Promise<void> {
     let requests = 0
     const startedAt = Date.now()
 
+    const filesDir = mkdtempSync(join(tmpdir(), 'plinth-fuzz-files-'))
     before(async () => {
       process.on('uncaughtException', onCrash)
       process.on('unhandledRejection', onCrash)
@@ -427,6 +431,8 @@ export async function fuzzBackend(backend: Backend): Promise<void> {
           // Webhooks to 127.0.0.1 are accepted, so that subscriptions, events and deliveries exist.
           PLINTH_WEBHOOKS_ALLOW_HTTP: 'true',
           PLINTH_WEBHOOKS_ALLOW_PRIVATE: 'true',
+          // Uploads reach the storage (without one they answer 503 by design).
+          PLINTH_FILES_DIR: filesDir,
         },
         logger: createLogger({ ...config, logLevel: 'debug', logFormat: 'json' }, sink),
       })
@@ -469,6 +475,7 @@ export async function fuzzBackend(backend: Backend): Promise<void> {
       process.off('uncaughtException', onCrash)
       process.off('unhandledRejection', onCrash)
       await plinth?.close()
+      rmSync(filesDir, { recursive: true, force: true })
       const seconds = (Date.now() - startedAt) / 1000
       process.stderr.write(
         `fuzz ${backend}: ${requests} requests in ${seconds.toFixed(1)} s (fixed seed ${FIXED_SEED}, random seed ${RANDOM_SEED}; PLINTH_FUZZ_SEED=${RANDOM_SEED} replays the random part)\n`,

@@ -226,6 +226,24 @@ export async function buildPerson(plinth: TestPlinth, admin: Session, label = 'p
     'search',
   )
 
+  // A file of theirs (the row only: these instances keep no file storage, see test/files-*.test.ts).
+  await plinth.db.kysely
+    .insertInto('files')
+    .values({
+      id: randomUUID(),
+      owner: userId,
+      sha256: 'a'.repeat(64),
+      size: 3,
+      type: 'text/plain',
+      name: `notes of ${email}.txt`,
+      visibility: 'private',
+      purpose: 'attachment',
+      metadata: JSON.stringify({ about: email }) as unknown as Record<string, string>,
+      width: null,
+      height: null,
+    })
+    .execute()
+
   // Mail goes out in the background: the invitation and the reset link.
   await waitFor('two mails to the person', async () => {
     const { rows } = await sql<{ n: string }>`select count(*) as n from mail_outbox

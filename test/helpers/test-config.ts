@@ -21,6 +21,8 @@ export function testConfig(env: Record<string, string | undefined> = {}): Plinth
       PLINTH_BACKUP_CRON: 'off',
       // No built-in alerting opening incidents (and queueing their notifications) under other tests.
       PLINTH_ALERTS_ENABLED: 'false',
+      // No files sweep schedule either (test/files-operate.test.ts runs the sweep itself).
+      PLINTH_FILES_SWEEP_CRON: 'off',
       PLINTH_MAX_EVENT_LOOP_DELAY: '0',
       ...env,
     },

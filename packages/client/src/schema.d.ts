@@ -589,6 +589,94 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/files": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Your files, newest first, with a cursor
+         * @description Permission: `files:read` (roles: admin, operator, member, viewer; an API token needs it in its scopes). Rate limit: the `api` tier (PLINTH_RATE_LIMIT_API).
+         */
+        get: operations["getFiles"];
+        put?: never;
+        /**
+         * Upload files (multipart/form-data: optional visibility, purpose and metadata fields, then one or more file parts), streamed to storage
+         * @description Permission: `files:write` (roles: admin, operator, member; an API token needs it in its scopes). Rate limit: the `upload` tier (PLINTH_RATE_LIMIT_UPLOAD).
+         */
+        post: operations["postFiles"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/files/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Download a file (yours, a public one, or through a share link), or an image variant (?variant=thumb|medium or ?w=&h=&fit=&format=); supports Range and conditional requests
+         * @description Permission: none (public). Rate limit: the `api` tier (PLINTH_RATE_LIMIT_API).
+         */
+        get: operations["getFilesById"];
+        put?: never;
+        post?: never;
+        /**
+         * Delete a file, its variants and its stored bytes
+         * @description Permission: `files:write` (roles: admin, operator, member; an API token needs it in its scopes). Rate limit: the `api` tier (PLINTH_RATE_LIMIT_API).
+         */
+        delete: operations["deleteFilesById"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/files/{id}/links": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Make a signed, expiring share link to one of your files
+         * @description Permission: `files:write` (roles: admin, operator, member; an API token needs it in its scopes). Rate limit: the `api` tier (PLINTH_RATE_LIMIT_API).
+         */
+        post: operations["postFilesByIdLinks"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/files/usage": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * How many bytes and files you store, and your quota
+         * @description Permission: `files:read` (roles: admin, operator, member, viewer; an API token needs it in its scopes). Rate limit: the `api` tier (PLINTH_RATE_LIMIT_API).
+         */
+        get: operations["getFilesUsage"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/job-types": {
         parameters: {
             query?: never;
@@ -1037,6 +1125,50 @@ export interface paths {
         options?: never;
         head?: never;
         patch?: never;
+        trace?: never;
+    };
+    "/api/v1/uploads": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Create a resumable upload (tus 1.0 creation, creation-with-upload)
+         * @description Permission: `files:write` (roles: admin, operator, member; an API token needs it in its scopes). Rate limit: the `upload` tier (PLINTH_RATE_LIMIT_UPLOAD).
+         */
+        post: operations["postUploads"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/uploads/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /**
+         * Abandon a resumable upload (tus termination)
+         * @description Permission: `files:write` (roles: admin, operator, member; an API token needs it in its scopes). Rate limit: the `upload` tier (PLINTH_RATE_LIMIT_UPLOAD).
+         */
+        delete: operations["deleteUploadsById"];
+        options?: never;
+        head?: never;
+        /**
+         * Append bytes to a resumable upload at Upload-Offset; the last ones store the file
+         * @description Permission: `files:write` (roles: admin, operator, member; an API token needs it in its scopes). Rate limit: the `upload` tier (PLINTH_RATE_LIMIT_UPLOAD).
+         */
+        patch: operations["patchUploadsById"];
         trace?: never;
     };
     "/api/v1/webhooks": {
@@ -6164,6 +6296,901 @@ export interface operations {
             };
         };
     };
+    getFiles: {
+        parameters: {
+            query?: {
+                cursor?: string;
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        files: {
+                            /** Format: date-time */
+                            created: string;
+                            height: number | null;
+                            /** Format: uuid */
+                            id: string;
+                            metadata: {
+                                [key: string]: string;
+                            };
+                            /** @description The sanitised name (no path, control or bidirectional characters). */
+                            name: string;
+                            /** @description The id of the user the file belongs to. */
+                            owner: string;
+                            purpose: string;
+                            sha256: string;
+                            size: number;
+                            /** @description Media type decided from the bytes, not from the name or the Content-Type sent. */
+                            type: string;
+                            /** @description Where to download it: GET this path. */
+                            url: string;
+                            visibility: "private" | "public";
+                            width: number | null;
+                        }[];
+                        nextCursor: string | null;
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_INVALID_REQUEST`: Invalid Request; `PLINTH_HTTP_INVALID_TEXT`: Text Not Accepted; `PLINTH_FILE_CURSOR_INVALID`: Invalid Cursor */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_INVALID_REQUEST" | "PLINTH_HTTP_INVALID_TEXT" | "PLINTH_FILE_CURSOR_INVALID";
+                    };
+                };
+            };
+            /** @description `PLINTH_AUTH_REQUIRED`: Authentication Required; `PLINTH_AUTH_SESSION_EXPIRED`: Session Expired */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_AUTH_REQUIRED" | "PLINTH_AUTH_SESSION_EXPIRED";
+                    };
+                };
+            };
+            /** @description `PLINTH_AUTH_FORBIDDEN`: Forbidden; `PLINTH_AUTH_MFA_ENROLMENT_REQUIRED`: MFA Enrolment Required */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_AUTH_FORBIDDEN" | "PLINTH_AUTH_MFA_ENROLMENT_REQUIRED";
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_RATE_LIMITED`: Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_RATE_LIMITED";
+                    };
+                };
+            };
+            /** @description `PLINTH_INTERNAL`: Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_INTERNAL";
+                    };
+                };
+            };
+            /** @description `PLINTH_DB_UNAVAILABLE`: Database Unavailable; `PLINTH_DB_TIMEOUT`: Database Timeout; `PLINTH_HTTP_OVERLOADED`: Service Overloaded; `PLINTH_HTTP_SHUTTING_DOWN`: Shutting Down */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_DB_UNAVAILABLE" | "PLINTH_DB_TIMEOUT" | "PLINTH_HTTP_OVERLOADED" | "PLINTH_HTTP_SHUTTING_DOWN";
+                    };
+                };
+            };
+        };
+    };
+    postFiles: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Created */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        files: {
+                            /** Format: date-time */
+                            created: string;
+                            /** @description You had stored these bytes already: this is that file. */
+                            deduplicated: boolean;
+                            height: number | null;
+                            /** Format: uuid */
+                            id: string;
+                            metadata: {
+                                [key: string]: string;
+                            };
+                            /** @description The sanitised name (no path, control or bidirectional characters). */
+                            name: string;
+                            /** @description The id of the user the file belongs to. */
+                            owner: string;
+                            purpose: string;
+                            sha256: string;
+                            size: number;
+                            /** @description Media type decided from the bytes, not from the name or the Content-Type sent. */
+                            type: string;
+                            /** @description Where to download it: GET this path. */
+                            url: string;
+                            visibility: "private" | "public";
+                            width: number | null;
+                        }[];
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_INVALID_TEXT`: Text Not Accepted; `PLINTH_HTTP_MALFORMED_BODY`: Malformed Body; `PLINTH_FILE_UPLOAD_INVALID`: Invalid Upload; `PLINTH_FILE_UPLOAD_INCOMPLETE`: Upload Incomplete */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_INVALID_TEXT" | "PLINTH_HTTP_MALFORMED_BODY" | "PLINTH_FILE_UPLOAD_INVALID" | "PLINTH_FILE_UPLOAD_INCOMPLETE";
+                    };
+                };
+            };
+            /** @description `PLINTH_AUTH_REQUIRED`: Authentication Required; `PLINTH_AUTH_SESSION_EXPIRED`: Session Expired */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_AUTH_REQUIRED" | "PLINTH_AUTH_SESSION_EXPIRED";
+                    };
+                };
+            };
+            /** @description `PLINTH_AUTH_FORBIDDEN`: Forbidden; `PLINTH_AUTH_MFA_ENROLMENT_REQUIRED`: MFA Enrolment Required; `PLINTH_AUTH_CSRF`: CSRF Token Missing Or Wrong */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_AUTH_FORBIDDEN" | "PLINTH_AUTH_MFA_ENROLMENT_REQUIRED" | "PLINTH_AUTH_CSRF";
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_REQUEST_TIMEOUT`: Request Timeout */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_REQUEST_TIMEOUT";
+                    };
+                };
+            };
+            /** @description `PLINTH_DB_CONFLICT`: Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_DB_CONFLICT";
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_BODY_TOO_LARGE`: Content Too Large; `PLINTH_FILE_TOO_LARGE`: File Too Large; `PLINTH_FILE_REQUEST_TOO_LARGE`: Upload Too Large; `PLINTH_FILE_QUOTA_EXCEEDED`: Storage Quota Exceeded */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_BODY_TOO_LARGE" | "PLINTH_FILE_TOO_LARGE" | "PLINTH_FILE_REQUEST_TOO_LARGE" | "PLINTH_FILE_QUOTA_EXCEEDED";
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_UNSUPPORTED_MEDIA_TYPE`: Unsupported Media Type; `PLINTH_FILE_TYPE_NOT_ALLOWED`: File Type Not Allowed */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_UNSUPPORTED_MEDIA_TYPE" | "PLINTH_FILE_TYPE_NOT_ALLOWED";
+                    };
+                };
+            };
+            /** @description `PLINTH_FILE_EMPTY`: Empty File; `PLINTH_FILE_IMAGE_INVALID`: Invalid Image; `PLINTH_FILE_INFECTED`: File Refused by Virus Scan */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_FILE_EMPTY" | "PLINTH_FILE_IMAGE_INVALID" | "PLINTH_FILE_INFECTED";
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_RATE_LIMITED`: Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_RATE_LIMITED";
+                    };
+                };
+            };
+            /** @description `PLINTH_INTERNAL`: Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_INTERNAL";
+                    };
+                };
+            };
+            /** @description `PLINTH_DB_UNAVAILABLE`: Database Unavailable; `PLINTH_DB_TIMEOUT`: Database Timeout; `PLINTH_HTTP_OVERLOADED`: Service Overloaded; `PLINTH_HTTP_SHUTTING_DOWN`: Shutting Down; `PLINTH_FILE_SCANNER_UNAVAILABLE`: Virus Scanner Unavailable; `PLINTH_FILES_STORAGE_UNAVAILABLE`: File Storage Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_DB_UNAVAILABLE" | "PLINTH_DB_TIMEOUT" | "PLINTH_HTTP_OVERLOADED" | "PLINTH_HTTP_SHUTTING_DOWN" | "PLINTH_FILE_SCANNER_UNAVAILABLE" | "PLINTH_FILES_STORAGE_UNAVAILABLE";
+                    };
+                };
+            };
+        };
+    };
+    getFilesById: {
+        parameters: {
+            query?: {
+                /** @description Share link: expiry (Unix seconds). */
+                exp?: string;
+                fit?: "cover" | "contain" | "inside";
+                format?: "webp" | "avif" | "jpeg" | "png";
+                /** @description Image height, one of PLINTH_FILES_IMAGE_WIDTHS. */
+                h?: string;
+                /** @description Share link: signature. */
+                sig?: string;
+                /** @description A declared image variant: thumb (256) or medium (1024). */
+                variant?: string;
+                /** @description Image width, one of PLINTH_FILES_IMAGE_WIDTHS. */
+                w?: string;
+            };
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The bytes (Content-Type: the file type). */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/octet-stream": string;
+                };
+            };
+            /** @description The range asked for (Content-Range says which). */
+            206: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/octet-stream": string;
+                };
+            };
+            /** @description Not modified (If-None-Match or If-Modified-Since). */
+            304: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description `PLINTH_HTTP_INVALID_REQUEST`: Invalid Request; `PLINTH_HTTP_INVALID_TEXT`: Text Not Accepted; `PLINTH_FILE_TRANSFORM_INVALID`: Image Transform Not Allowed */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_INVALID_REQUEST" | "PLINTH_HTTP_INVALID_TEXT" | "PLINTH_FILE_TRANSFORM_INVALID";
+                    };
+                };
+            };
+            /** @description `PLINTH_FILE_LINK_INVALID`: Invalid Share Link */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_FILE_LINK_INVALID";
+                    };
+                };
+            };
+            /** @description `PLINTH_FILE_NOT_FOUND`: File Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_FILE_NOT_FOUND";
+                    };
+                };
+            };
+            /** @description `PLINTH_FILE_LINK_EXPIRED`: Share Link Expired */
+            410: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_FILE_LINK_EXPIRED";
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_URI_TOO_LONG`: URI Too Long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_URI_TOO_LONG";
+                    };
+                };
+            };
+            /** @description `PLINTH_FILE_RANGE_NOT_SATISFIABLE`: Range Not Satisfiable */
+            416: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_FILE_RANGE_NOT_SATISFIABLE";
+                    };
+                };
+            };
+            /** @description `PLINTH_FILE_IMAGE_INVALID`: Invalid Image */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_FILE_IMAGE_INVALID";
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_RATE_LIMITED`: Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_RATE_LIMITED";
+                    };
+                };
+            };
+            /** @description `PLINTH_INTERNAL`: Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_INTERNAL";
+                    };
+                };
+            };
+            /** @description `PLINTH_DB_UNAVAILABLE`: Database Unavailable; `PLINTH_DB_TIMEOUT`: Database Timeout; `PLINTH_HTTP_OVERLOADED`: Service Overloaded; `PLINTH_HTTP_SHUTTING_DOWN`: Shutting Down; `PLINTH_FILES_STORAGE_UNAVAILABLE`: File Storage Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_DB_UNAVAILABLE" | "PLINTH_DB_TIMEOUT" | "PLINTH_HTTP_OVERLOADED" | "PLINTH_HTTP_SHUTTING_DOWN" | "PLINTH_FILES_STORAGE_UNAVAILABLE";
+                    };
+                };
+            };
+        };
+    };
+    deleteFilesById: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description No Content */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description `PLINTH_HTTP_INVALID_REQUEST`: Invalid Request; `PLINTH_HTTP_INVALID_TEXT`: Text Not Accepted; `PLINTH_HTTP_MALFORMED_BODY`: Malformed Body */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_INVALID_REQUEST" | "PLINTH_HTTP_INVALID_TEXT" | "PLINTH_HTTP_MALFORMED_BODY";
+                    };
+                };
+            };
+            /** @description `PLINTH_AUTH_REQUIRED`: Authentication Required; `PLINTH_AUTH_SESSION_EXPIRED`: Session Expired */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_AUTH_REQUIRED" | "PLINTH_AUTH_SESSION_EXPIRED";
+                    };
+                };
+            };
+            /** @description `PLINTH_AUTH_FORBIDDEN`: Forbidden; `PLINTH_AUTH_MFA_ENROLMENT_REQUIRED`: MFA Enrolment Required; `PLINTH_AUTH_CSRF`: CSRF Token Missing Or Wrong */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_AUTH_FORBIDDEN" | "PLINTH_AUTH_MFA_ENROLMENT_REQUIRED" | "PLINTH_AUTH_CSRF";
+                    };
+                };
+            };
+            /** @description `PLINTH_FILE_NOT_FOUND`: File Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_FILE_NOT_FOUND";
+                    };
+                };
+            };
+            /** @description `PLINTH_DB_CONFLICT`: Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_DB_CONFLICT";
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_BODY_TOO_LARGE`: Content Too Large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_BODY_TOO_LARGE";
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_URI_TOO_LONG`: URI Too Long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_URI_TOO_LONG";
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_UNSUPPORTED_MEDIA_TYPE`: Unsupported Media Type */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_UNSUPPORTED_MEDIA_TYPE";
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_RATE_LIMITED`: Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_RATE_LIMITED";
+                    };
+                };
+            };
+            /** @description `PLINTH_INTERNAL`: Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_INTERNAL";
+                    };
+                };
+            };
+            /** @description `PLINTH_DB_UNAVAILABLE`: Database Unavailable; `PLINTH_DB_TIMEOUT`: Database Timeout; `PLINTH_HTTP_OVERLOADED`: Service Overloaded; `PLINTH_HTTP_SHUTTING_DOWN`: Shutting Down; `PLINTH_FILES_STORAGE_UNAVAILABLE`: File Storage Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_DB_UNAVAILABLE" | "PLINTH_DB_TIMEOUT" | "PLINTH_HTTP_OVERLOADED" | "PLINTH_HTTP_SHUTTING_DOWN" | "PLINTH_FILES_STORAGE_UNAVAILABLE";
+                    };
+                };
+            };
+        };
+    };
+    postFilesByIdLinks: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @description Seconds the link stays valid (at most PLINTH_FILES_LINK_MAX_AGE). */
+                    expiresIn: number;
+                };
+            };
+        };
+        responses: {
+            /** @description Created */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** Format: date-time */
+                        expiresAt: string;
+                        /** @description Path and query string that download the file (and its variants) until expiresAt. */
+                        url: string;
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_INVALID_REQUEST`: Invalid Request; `PLINTH_HTTP_INVALID_TEXT`: Text Not Accepted; `PLINTH_HTTP_MALFORMED_BODY`: Malformed Body */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_INVALID_REQUEST" | "PLINTH_HTTP_INVALID_TEXT" | "PLINTH_HTTP_MALFORMED_BODY";
+                    };
+                };
+            };
+            /** @description `PLINTH_AUTH_REQUIRED`: Authentication Required; `PLINTH_AUTH_SESSION_EXPIRED`: Session Expired */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_AUTH_REQUIRED" | "PLINTH_AUTH_SESSION_EXPIRED";
+                    };
+                };
+            };
+            /** @description `PLINTH_AUTH_FORBIDDEN`: Forbidden; `PLINTH_AUTH_MFA_ENROLMENT_REQUIRED`: MFA Enrolment Required; `PLINTH_AUTH_CSRF`: CSRF Token Missing Or Wrong */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_AUTH_FORBIDDEN" | "PLINTH_AUTH_MFA_ENROLMENT_REQUIRED" | "PLINTH_AUTH_CSRF";
+                    };
+                };
+            };
+            /** @description `PLINTH_FILE_NOT_FOUND`: File Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_FILE_NOT_FOUND";
+                    };
+                };
+            };
+            /** @description `PLINTH_DB_CONFLICT`: Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_DB_CONFLICT";
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_BODY_TOO_LARGE`: Content Too Large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_BODY_TOO_LARGE";
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_URI_TOO_LONG`: URI Too Long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_URI_TOO_LONG";
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_UNSUPPORTED_MEDIA_TYPE`: Unsupported Media Type */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_UNSUPPORTED_MEDIA_TYPE";
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_VALIDATION_FAILED`: Validation Failed */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_VALIDATION_FAILED";
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_RATE_LIMITED`: Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_RATE_LIMITED";
+                    };
+                };
+            };
+            /** @description `PLINTH_INTERNAL`: Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_INTERNAL";
+                    };
+                };
+            };
+            /** @description `PLINTH_DB_UNAVAILABLE`: Database Unavailable; `PLINTH_DB_TIMEOUT`: Database Timeout; `PLINTH_HTTP_OVERLOADED`: Service Overloaded; `PLINTH_HTTP_SHUTTING_DOWN`: Shutting Down */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_DB_UNAVAILABLE" | "PLINTH_DB_TIMEOUT" | "PLINTH_HTTP_OVERLOADED" | "PLINTH_HTTP_SHUTTING_DOWN";
+                    };
+                };
+            };
+        };
+    };
+    getFilesUsage: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        bytes: number;
+                        files: number;
+                        quota: number;
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_INVALID_TEXT`: Text Not Accepted */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_INVALID_TEXT";
+                    };
+                };
+            };
+            /** @description `PLINTH_AUTH_REQUIRED`: Authentication Required; `PLINTH_AUTH_SESSION_EXPIRED`: Session Expired */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_AUTH_REQUIRED" | "PLINTH_AUTH_SESSION_EXPIRED";
+                    };
+                };
+            };
+            /** @description `PLINTH_AUTH_FORBIDDEN`: Forbidden; `PLINTH_AUTH_MFA_ENROLMENT_REQUIRED`: MFA Enrolment Required */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_AUTH_FORBIDDEN" | "PLINTH_AUTH_MFA_ENROLMENT_REQUIRED";
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_RATE_LIMITED`: Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_RATE_LIMITED";
+                    };
+                };
+            };
+            /** @description `PLINTH_INTERNAL`: Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_INTERNAL";
+                    };
+                };
+            };
+            /** @description `PLINTH_DB_UNAVAILABLE`: Database Unavailable; `PLINTH_DB_TIMEOUT`: Database Timeout; `PLINTH_HTTP_OVERLOADED`: Service Overloaded; `PLINTH_HTTP_SHUTTING_DOWN`: Shutting Down */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_DB_UNAVAILABLE" | "PLINTH_DB_TIMEOUT" | "PLINTH_HTTP_OVERLOADED" | "PLINTH_HTTP_SHUTTING_DOWN";
+                    };
+                };
+            };
+        };
+    };
     getJobTypes: {
         parameters: {
             query?: never;
@@ -10339,6 +11366,536 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"] & {
                         /** @enum {string} */
                         code?: "PLINTH_DB_UNAVAILABLE" | "PLINTH_DB_TIMEOUT" | "PLINTH_HTTP_OVERLOADED" | "PLINTH_HTTP_SHUTTING_DOWN" | "PLINTH_JOBS_UNAVAILABLE";
+                    };
+                };
+            };
+        };
+    };
+    postUploads: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Created */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description The upload id. */
+                        id: string;
+                        /** @description Where to PATCH the bytes (also the Location header; Upload-Offset says what a creation-with-upload stored). */
+                        location: string;
+                    };
+                };
+            };
+            /** @description The whole file came with the creation and was stored (Plinth-File-Id, Plinth-File-Url). */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description `PLINTH_HTTP_INVALID_TEXT`: Text Not Accepted; `PLINTH_HTTP_MALFORMED_BODY`: Malformed Body; `PLINTH_UPLOAD_REFUSED`: Resumable Upload Refused; `PLINTH_FILE_UPLOAD_INVALID`: Invalid Upload */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_INVALID_TEXT" | "PLINTH_HTTP_MALFORMED_BODY" | "PLINTH_UPLOAD_REFUSED" | "PLINTH_FILE_UPLOAD_INVALID";
+                    };
+                };
+            };
+            /** @description `PLINTH_AUTH_REQUIRED`: Authentication Required; `PLINTH_AUTH_SESSION_EXPIRED`: Session Expired */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_AUTH_REQUIRED" | "PLINTH_AUTH_SESSION_EXPIRED";
+                    };
+                };
+            };
+            /** @description `PLINTH_AUTH_FORBIDDEN`: Forbidden; `PLINTH_AUTH_MFA_ENROLMENT_REQUIRED`: MFA Enrolment Required; `PLINTH_AUTH_CSRF`: CSRF Token Missing Or Wrong */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_AUTH_FORBIDDEN" | "PLINTH_AUTH_MFA_ENROLMENT_REQUIRED" | "PLINTH_AUTH_CSRF";
+                    };
+                };
+            };
+            /** @description `PLINTH_UPLOAD_NOT_FOUND`: Upload Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_UPLOAD_NOT_FOUND";
+                    };
+                };
+            };
+            /** @description `PLINTH_DB_CONFLICT`: Conflict; `PLINTH_UPLOAD_OFFSET_MISMATCH`: Upload Offset Mismatch */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_DB_CONFLICT" | "PLINTH_UPLOAD_OFFSET_MISMATCH";
+                    };
+                };
+            };
+            /** @description `PLINTH_UPLOAD_VERSION_UNSUPPORTED`: Tus Version Unsupported */
+            412: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_UPLOAD_VERSION_UNSUPPORTED";
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_BODY_TOO_LARGE`: Content Too Large; `PLINTH_FILE_TOO_LARGE`: File Too Large; `PLINTH_FILE_QUOTA_EXCEEDED`: Storage Quota Exceeded */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_BODY_TOO_LARGE" | "PLINTH_FILE_TOO_LARGE" | "PLINTH_FILE_QUOTA_EXCEEDED";
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_UNSUPPORTED_MEDIA_TYPE`: Unsupported Media Type; `PLINTH_FILE_TYPE_NOT_ALLOWED`: File Type Not Allowed */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_UNSUPPORTED_MEDIA_TYPE" | "PLINTH_FILE_TYPE_NOT_ALLOWED";
+                    };
+                };
+            };
+            /** @description `PLINTH_FILE_EMPTY`: Empty File; `PLINTH_FILE_IMAGE_INVALID`: Invalid Image; `PLINTH_FILE_INFECTED`: File Refused by Virus Scan */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_FILE_EMPTY" | "PLINTH_FILE_IMAGE_INVALID" | "PLINTH_FILE_INFECTED";
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_RATE_LIMITED`: Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_RATE_LIMITED";
+                    };
+                };
+            };
+            /** @description `PLINTH_INTERNAL`: Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_INTERNAL";
+                    };
+                };
+            };
+            /** @description `PLINTH_DB_UNAVAILABLE`: Database Unavailable; `PLINTH_DB_TIMEOUT`: Database Timeout; `PLINTH_HTTP_OVERLOADED`: Service Overloaded; `PLINTH_HTTP_SHUTTING_DOWN`: Shutting Down; `PLINTH_FILE_SCANNER_UNAVAILABLE`: Virus Scanner Unavailable; `PLINTH_FILES_STORAGE_UNAVAILABLE`: File Storage Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_DB_UNAVAILABLE" | "PLINTH_DB_TIMEOUT" | "PLINTH_HTTP_OVERLOADED" | "PLINTH_HTTP_SHUTTING_DOWN" | "PLINTH_FILE_SCANNER_UNAVAILABLE" | "PLINTH_FILES_STORAGE_UNAVAILABLE";
+                    };
+                };
+            };
+        };
+    };
+    deleteUploadsById: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The upload id (the last segment of Location). */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The upload and its parts are gone. */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description `PLINTH_HTTP_INVALID_REQUEST`: Invalid Request; `PLINTH_HTTP_INVALID_TEXT`: Text Not Accepted; `PLINTH_HTTP_MALFORMED_BODY`: Malformed Body; `PLINTH_UPLOAD_REFUSED`: Resumable Upload Refused; `PLINTH_FILE_UPLOAD_INVALID`: Invalid Upload */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_INVALID_REQUEST" | "PLINTH_HTTP_INVALID_TEXT" | "PLINTH_HTTP_MALFORMED_BODY" | "PLINTH_UPLOAD_REFUSED" | "PLINTH_FILE_UPLOAD_INVALID";
+                    };
+                };
+            };
+            /** @description `PLINTH_AUTH_REQUIRED`: Authentication Required; `PLINTH_AUTH_SESSION_EXPIRED`: Session Expired */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_AUTH_REQUIRED" | "PLINTH_AUTH_SESSION_EXPIRED";
+                    };
+                };
+            };
+            /** @description `PLINTH_AUTH_FORBIDDEN`: Forbidden; `PLINTH_AUTH_MFA_ENROLMENT_REQUIRED`: MFA Enrolment Required; `PLINTH_AUTH_CSRF`: CSRF Token Missing Or Wrong */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_AUTH_FORBIDDEN" | "PLINTH_AUTH_MFA_ENROLMENT_REQUIRED" | "PLINTH_AUTH_CSRF";
+                    };
+                };
+            };
+            /** @description `PLINTH_UPLOAD_NOT_FOUND`: Upload Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_UPLOAD_NOT_FOUND";
+                    };
+                };
+            };
+            /** @description `PLINTH_DB_CONFLICT`: Conflict; `PLINTH_UPLOAD_OFFSET_MISMATCH`: Upload Offset Mismatch */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_DB_CONFLICT" | "PLINTH_UPLOAD_OFFSET_MISMATCH";
+                    };
+                };
+            };
+            /** @description `PLINTH_UPLOAD_VERSION_UNSUPPORTED`: Tus Version Unsupported */
+            412: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_UPLOAD_VERSION_UNSUPPORTED";
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_BODY_TOO_LARGE`: Content Too Large; `PLINTH_FILE_TOO_LARGE`: File Too Large; `PLINTH_FILE_QUOTA_EXCEEDED`: Storage Quota Exceeded */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_BODY_TOO_LARGE" | "PLINTH_FILE_TOO_LARGE" | "PLINTH_FILE_QUOTA_EXCEEDED";
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_URI_TOO_LONG`: URI Too Long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_URI_TOO_LONG";
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_UNSUPPORTED_MEDIA_TYPE`: Unsupported Media Type; `PLINTH_FILE_TYPE_NOT_ALLOWED`: File Type Not Allowed */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_UNSUPPORTED_MEDIA_TYPE" | "PLINTH_FILE_TYPE_NOT_ALLOWED";
+                    };
+                };
+            };
+            /** @description `PLINTH_FILE_EMPTY`: Empty File; `PLINTH_FILE_IMAGE_INVALID`: Invalid Image; `PLINTH_FILE_INFECTED`: File Refused by Virus Scan */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_FILE_EMPTY" | "PLINTH_FILE_IMAGE_INVALID" | "PLINTH_FILE_INFECTED";
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_RATE_LIMITED`: Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_RATE_LIMITED";
+                    };
+                };
+            };
+            /** @description `PLINTH_INTERNAL`: Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_INTERNAL";
+                    };
+                };
+            };
+            /** @description `PLINTH_DB_UNAVAILABLE`: Database Unavailable; `PLINTH_DB_TIMEOUT`: Database Timeout; `PLINTH_HTTP_OVERLOADED`: Service Overloaded; `PLINTH_HTTP_SHUTTING_DOWN`: Shutting Down; `PLINTH_FILE_SCANNER_UNAVAILABLE`: Virus Scanner Unavailable; `PLINTH_FILES_STORAGE_UNAVAILABLE`: File Storage Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_DB_UNAVAILABLE" | "PLINTH_DB_TIMEOUT" | "PLINTH_HTTP_OVERLOADED" | "PLINTH_HTTP_SHUTTING_DOWN" | "PLINTH_FILE_SCANNER_UNAVAILABLE" | "PLINTH_FILES_STORAGE_UNAVAILABLE";
+                    };
+                };
+            };
+        };
+    };
+    patchUploadsById: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The upload id (the last segment of Location). */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Stored up to Upload-Offset; after the last byte, Plinth-File-Id and Plinth-File-Url name the file. */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description `PLINTH_HTTP_INVALID_REQUEST`: Invalid Request; `PLINTH_HTTP_INVALID_TEXT`: Text Not Accepted; `PLINTH_HTTP_MALFORMED_BODY`: Malformed Body; `PLINTH_UPLOAD_REFUSED`: Resumable Upload Refused; `PLINTH_FILE_UPLOAD_INVALID`: Invalid Upload */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_INVALID_REQUEST" | "PLINTH_HTTP_INVALID_TEXT" | "PLINTH_HTTP_MALFORMED_BODY" | "PLINTH_UPLOAD_REFUSED" | "PLINTH_FILE_UPLOAD_INVALID";
+                    };
+                };
+            };
+            /** @description `PLINTH_AUTH_REQUIRED`: Authentication Required; `PLINTH_AUTH_SESSION_EXPIRED`: Session Expired */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_AUTH_REQUIRED" | "PLINTH_AUTH_SESSION_EXPIRED";
+                    };
+                };
+            };
+            /** @description `PLINTH_AUTH_FORBIDDEN`: Forbidden; `PLINTH_AUTH_MFA_ENROLMENT_REQUIRED`: MFA Enrolment Required; `PLINTH_AUTH_CSRF`: CSRF Token Missing Or Wrong */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_AUTH_FORBIDDEN" | "PLINTH_AUTH_MFA_ENROLMENT_REQUIRED" | "PLINTH_AUTH_CSRF";
+                    };
+                };
+            };
+            /** @description `PLINTH_UPLOAD_NOT_FOUND`: Upload Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_UPLOAD_NOT_FOUND";
+                    };
+                };
+            };
+            /** @description `PLINTH_DB_CONFLICT`: Conflict; `PLINTH_UPLOAD_OFFSET_MISMATCH`: Upload Offset Mismatch */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_DB_CONFLICT" | "PLINTH_UPLOAD_OFFSET_MISMATCH";
+                    };
+                };
+            };
+            /** @description `PLINTH_UPLOAD_VERSION_UNSUPPORTED`: Tus Version Unsupported */
+            412: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_UPLOAD_VERSION_UNSUPPORTED";
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_BODY_TOO_LARGE`: Content Too Large; `PLINTH_FILE_TOO_LARGE`: File Too Large; `PLINTH_FILE_QUOTA_EXCEEDED`: Storage Quota Exceeded */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_BODY_TOO_LARGE" | "PLINTH_FILE_TOO_LARGE" | "PLINTH_FILE_QUOTA_EXCEEDED";
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_URI_TOO_LONG`: URI Too Long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_URI_TOO_LONG";
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_UNSUPPORTED_MEDIA_TYPE`: Unsupported Media Type; `PLINTH_FILE_TYPE_NOT_ALLOWED`: File Type Not Allowed */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_UNSUPPORTED_MEDIA_TYPE" | "PLINTH_FILE_TYPE_NOT_ALLOWED";
+                    };
+                };
+            };
+            /** @description `PLINTH_FILE_EMPTY`: Empty File; `PLINTH_FILE_IMAGE_INVALID`: Invalid Image; `PLINTH_FILE_INFECTED`: File Refused by Virus Scan */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_FILE_EMPTY" | "PLINTH_FILE_IMAGE_INVALID" | "PLINTH_FILE_INFECTED";
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_RATE_LIMITED`: Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_RATE_LIMITED";
+                    };
+                };
+            };
+            /** @description `PLINTH_INTERNAL`: Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_INTERNAL";
+                    };
+                };
+            };
+            /** @description `PLINTH_DB_UNAVAILABLE`: Database Unavailable; `PLINTH_DB_TIMEOUT`: Database Timeout; `PLINTH_HTTP_OVERLOADED`: Service Overloaded; `PLINTH_HTTP_SHUTTING_DOWN`: Shutting Down; `PLINTH_FILE_SCANNER_UNAVAILABLE`: Virus Scanner Unavailable; `PLINTH_FILES_STORAGE_UNAVAILABLE`: File Storage Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_DB_UNAVAILABLE" | "PLINTH_DB_TIMEOUT" | "PLINTH_HTTP_OVERLOADED" | "PLINTH_HTTP_SHUTTING_DOWN" | "PLINTH_FILE_SCANNER_UNAVAILABLE" | "PLINTH_FILES_STORAGE_UNAVAILABLE";
                     };
                 };
             };

@@ -1,0 +1,34 @@
+import fp from 'fastify-plugin'
+import type { PlinthModule } from '../../core/module.ts'
+import './files.tables.ts'
+import { filesPersonalData } from './files.privacy.ts'
+import { filesRoutes } from './files.routes.ts'
+import { createFilesService } from './files.service.ts'
+import createFiles from './migrations/0021-create-files.ts'
+import { sweepJob, sweepSchedules } from './sweep.ts'
+import { imageVariantsJob } from './variants.ts'
+
+/**
+ * Files and media: uploads streamed to content-addressed storage (local disk or an S3-compatible
+ * bucket), downloads with caching and ranges, share links, image variants made by jobs, and the
+ * sweep that reconciles rows and objects. Written against the module contract only, like a
+ * third-party module (docs/operations/files.md).
+ */
+export const filesModule: PlinthModule = {
+  name: 'files',
+  migrations: { '0021-create-files': createFiles },
+  personalData: filesPersonalData,
+  async plugins(app, ctx) {
+    await app.register(
+      fp(
+        async (root) => {
+          root.addHook('onClose', async () => createFilesService(ctx).close())
+        },
+        { name: 'plinth-files-lifecycle' },
+      ),
+    )
+  },
+  routes: filesRoutes,
+  jobs: (ctx) => [imageVariantsJob(ctx), sweepJob(ctx)],
+  schedules: (ctx) => sweepSchedules(ctx.config),
+}

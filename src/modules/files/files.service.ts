@@ -1,0 +1,337 @@
+import { createHash, randomUUID } from 'node:crypto'
+import { open, rm } from 'node:fs/promises'
+import { join } from 'node:path'
+import type { Readable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import { sql } from 'kysely'
+import type { ModuleContext } from '../../core/module.ts'
+import type { Role } from '../../core/permissions.ts'
+import type { PlinthTables } from '../../infra/db/tables.ts'
+import { PlinthError } from '../../shared/errors.ts'
+import { scanWithClamd } from './clamd.ts'
+import { allowedTypes, detectType, type FilePurpose } from './file-types.ts'
+import type { FilesTable, FileVisibility } from './files.tables.ts'
+import { type FilesMetrics, filesMetrics } from './files-metrics.ts'
+import { inspectImage, isRasterImage } from './images.ts'
+import type { FileStorage } from './storage/file-storage.ts'
+import { objectKey } from './storage/file-storage.ts'
+import { openStorage } from './storage/open-storage.ts'
+
+export type FileRow = Omit<FilesTable, 'created' | 'size'> & { created: Date; size: string | number }
+
+/** A file as the API shows it. */
+export interface FileInfo {
+  readonly id: string
+  readonly owner: string
+  readonly name: string
+  readonly type: string
+  readonly size: number
+  readonly sha256: string
+  readonly visibility: FileVisibility
+  readonly purpose: string
+  readonly metadata: Record<string, string>
+  readonly width: number | null
+  readonly height: number | null
+  readonly created: string
+  readonly url: string
+}
+
+export const toFileInfo = (row: FileRow): FileInfo => ({
+  id: row.id,
+  owner: row.owner,
+  name: row.name,
+  type: row.type,
+  size: Number(row.size),
+  sha256: row.sha256,
+  visibility: row.visibility,
+  purpose: row.purpose,
+  metadata: row.metadata ?? {},
+  width: row.width,
+  height: row.height,
+  created: new Date(row.created).toISOString(),
+  url: `/api/v1/files/${row.id}`,
+})
+
+/** A file received and checked, waiting in the staging folder to be stored. */
+export interface StagedFile {
+  readonly path: string
+  readonly size: number
+  readonly sha256: string
+  readonly head: Buffer
+}
+
+/** Why a staged stream was cut: which limit it passed first. */
+export type StageLimit = {
+  readonly bytes: number
+  readonly code: 'PLINTH_FILE_TOO_LARGE' | 'PLINTH_FILE_REQUEST_TOO_LARGE' | 'PLINTH_FILE_QUOTA_EXCEEDED'
+}
+
+export const IMAGE_VARIANTS_JOB = 'files.image-variants'
+
+const HEAD_BYTES = 4100
+const lockKey = (owner: string) => sql`pg_advisory_xact_lock(hashtext(${`plinth.files:${owner}`}))`
+
+export interface UploadInput {
+  readonly owner: string
+  readonly role: Role
+  readonly name: string
+  readonly visibility: FileVisibility
+  readonly purpose: FilePurpose
+  readonly metadata: Record<string, string>
+  readonly requestId?: string | undefined
+}
+
+export type FilesService = ReturnType<typeof createFilesService>
+
+const services = new WeakMap<ModuleContext, ReturnType<typeof build>>()
+
+/** The files service of a context (one per context: routes, jobs and the CLI share its storage). */
+export function createFilesService(ctx: ModuleContext) {
+  let service = services.get(ctx)
+  if (!service) {
+    service = build(ctx)
+    services.set(ctx, service)
+  }
+  return service
+}
+
+function build(ctx: ModuleContext) {
+  const db = ctx.db.kysely
+  const config = ctx.config
+  let opened: Promise<FileStorage> | undefined
+  const metrics: FilesMetrics = filesMetrics(ctx.metrics, ctx.db)
+
+  /** The storage, opened on first use (a memory:// data dir without PLINTH_FILES_* has none: 503). */
+  function storage(): Promise<FileStorage> {
+    opened ??= openStorage(config).catch((err) => {
+      opened = undefined
+      throw err
+    })
+    return opened
+  }
+
+  const quotaOf = (role: Role) => (role === 'admin' ? config.filesQuotaAdmin : config.filesQuota)
+
+  async function usage(owner: string): Promise<{ bytes: number; files: number }> {
+    const row = await db
+      .selectFrom('files')
+      .where('owner', '=', owner)
+      .select((eb) => [sql<string>`coalesce(sum(size), 0)`.as('bytes'), eb.fn.countAll<string>().as('files')])
+      .executeTakeFirst()
+    return { bytes: Number(row?.bytes ?? 0), files: Number(row?.files ?? 0) }
+  }
+
+  /**
+   * Streams one upload into the staging folder, hashing it on the way, and stops as soon as it
+   * passes `limit` (the smallest of the file, request and quota limits left). The bytes never sit
+   * whole in memory. On any failure the staged file is removed.
+   */
+  async function stage(stream: Readable, limit: StageLimit): Promise<StagedFile> {
+    const store = await storage()
+    const path = join(store.stagingDir, `upload-${randomUUID()}`)
+    const hash = createHash('sha256')
+    const head: Buffer[] = []
+    let headBytes = 0
+    let size = 0
+    const handle = await open(path, 'wx', 0o600)
+    // A client that stops sending (slowloris, a stalled link) is cut after the idle timeout.
+    let idle: NodeJS.Timeout | undefined
+    const arm = () => {
+      clearTimeout(idle)
+      idle = setTimeout(
+        () =>
+          stream.destroy(
+            new PlinthError(
+              'PLINTH_HTTP_REQUEST_TIMEOUT',
+              `No bytes of the upload arrived for ${config.filesUploadIdleTimeout} ms; nothing was stored.`,
+            ),
+          ),
+        config.filesUploadIdleTimeout,
+      )
+    }
+    arm()
+    try {
+      await pipeline(stream, async (source: AsyncIterable<Buffer>) => {
+        for await (const chunk of source) {
+          arm()
+          size += chunk.length
+          if (size > limit.bytes) throw new PlinthError(limit.code)
+          hash.update(chunk)
+          if (headBytes < HEAD_BYTES) {
+            head.push(chunk.subarray(0, HEAD_BYTES - headBytes))
+            headBytes += Math.min(chunk.length, HEAD_BYTES - headBytes)
+          }
+          await handle.write(chunk)
+        }
+      })
+      clearTimeout(idle)
+      if ((stream as { truncated?: boolean }).truncated) throw new PlinthError(limit.code)
+      await handle.close()
+    } catch (err) {
+      await handle.close().catch(() => {})
+      clearTimeout(idle)
+      await rm(path, { force: true })
+      if (err instanceof PlinthError) throw err
+      throw new PlinthError('PLINTH_FILE_UPLOAD_INCOMPLETE', undefined, { cause: err })
+    }
+    return { path, size, sha256: hash.digest('hex'), head: Buffer.concat(head) }
+  }
+
+  /** Checks the staged bytes: not empty, an allowed type (from the bytes), a whole image, no virus. */
+  async function inspect(staged: StagedFile, purpose: FilePurpose) {
+    if (staged.size === 0) throw new PlinthError('PLINTH_FILE_EMPTY')
+    const type = await detectType(staged.head)
+    const allowed = allowedTypes(purpose, config.filesAllowedTypes)
+    if (!allowed.includes(type))
+      throw new PlinthError(
+        'PLINTH_FILE_TYPE_NOT_ALLOWED',
+        `The content is ${type}, which the purpose "${purpose}" does not accept (accepted: ${allowed.join(', ')}).`,
+      )
+    let width: number | null = null
+    let height: number | null = null
+    if (isRasterImage(type)) {
+      const facts = await inspectImage(staged.path, config.filesImageMaxPixels)
+      width = facts.width
+      height = facts.height
+    }
+    if (config.filesClamdSocket) {
+      const result = await scanWithClamd(config.filesClamdSocket, staged.path)
+      if (!result.clean) {
+        ctx.logger.warn({ signature: result.signature }, 'upload refused by the virus scan')
+        throw new PlinthError('PLINTH_FILE_INFECTED', `The virus scan found ${result.signature}.`)
+      }
+    }
+    return { type, width, height }
+  }
+
+  /**
+   * Stores a staged upload: checks it, then under a per-owner lock (so that parallel uploads cannot
+   * overshoot the quota together, nor race a delete of the same bytes) stores the object and only
+   * then writes its row. The same bytes uploaded again by the same owner return the existing file.
+   */
+  async function store(staged: StagedFile, input: UploadInput): Promise<{ file: FileRow; created: boolean }> {
+    try {
+      const facts = await inspect(staged, input.purpose)
+      const store = await storage()
+      const key = objectKey(input.owner, staged.sha256)
+      const outcome = await db.transaction().execute(async (trx) => {
+        await sql`select ${lockKey(input.owner)}`.execute(trx)
+        const existing = await trx
+          .selectFrom('files')
+          .selectAll()
+          .where('owner', '=', input.owner)
+          .where('sha256', '=', staged.sha256)
+          .executeTakeFirst()
+        if (existing) return { file: existing as FileRow, created: false }
+        const used = await trx
+          .selectFrom('files')
+          .where('owner', '=', input.owner)
+          .select(sql<string>`coalesce(sum(size), 0)`.as('bytes'))
+          .executeTakeFirst()
+        if (Number(used?.bytes ?? 0) + staged.size > quotaOf(input.role))
+          throw new PlinthError('PLINTH_FILE_QUOTA_EXCEEDED')
+        await store.put(key, staged.path)
+        try {
+          const file = await trx
+            .insertInto('files')
+            .values({
+              id: randomUUID(),
+              owner: input.owner,
+              sha256: staged.sha256,
+              size: staged.size,
+              type: facts.type,
+              name: input.name,
+              visibility: input.visibility,
+              purpose: input.purpose,
+              metadata: JSON.stringify(input.metadata) as unknown as Record<string, string>,
+              width: facts.width,
+              height: facts.height,
+            })
+            .returningAll()
+            .executeTakeFirstOrThrow()
+          if (isRasterImage(facts.type))
+            await ctx.jobs.enqueue(
+              IMAGE_VARIANTS_JOB,
+              { fileId: file.id },
+              { db: trx as typeof db, overflow: 'accept', requestId: input.requestId },
+            )
+          return { file: file as FileRow, created: true }
+        } catch (err) {
+          // No row will point at the object: take it back (the lock keeps others off this key).
+          await store.delete(key).catch(() => {})
+          throw err
+        }
+      })
+      metrics.upload(outcome.created ? 'stored' : 'deduplicated', staged.size)
+      return outcome
+    } catch (err) {
+      if (err instanceof PlinthError && err.status < 500) metrics.upload('refused')
+      throw err
+    } finally {
+      await rm(staged.path, { force: true })
+    }
+  }
+
+  async function find(id: string): Promise<FileRow | undefined> {
+    if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(id)) return undefined
+    return (await db.selectFrom('files').selectAll().where('id', '=', id).executeTakeFirst()) as
+      | FileRow
+      | undefined
+  }
+
+  /** Deletes the row and then its object and variants, under the owner's lock. */
+  async function remove(file: FileRow, audit?: (trx: typeof db) => Promise<void>): Promise<void> {
+    const store = await storage()
+    await db.transaction().execute(async (trx) => {
+      await sql`select ${lockKey(file.owner)}`.execute(trx)
+      const gone = await trx.deleteFrom('files').where('id', '=', file.id).executeTakeFirst()
+      if (Number(gone.numDeletedRows) === 0) throw new PlinthError('PLINTH_FILE_NOT_FOUND')
+      await audit?.(trx as typeof db)
+      await store.delete(objectKey(file.owner, file.sha256))
+    })
+  }
+
+  async function list(owner: string, limit: number, cursor?: string) {
+    let q = db.selectFrom('files').selectAll().where('owner', '=', owner)
+    if (cursor) {
+      const [at, id] = Buffer.from(cursor, 'base64url').toString('utf8').split('|')
+      const when = new Date(at ?? '')
+      if (!id || Number.isNaN(when.getTime())) throw new PlinthError('PLINTH_FILE_CURSOR_INVALID')
+      q = q.where((eb) =>
+        eb.or([eb('created', '<', when), eb.and([eb('created', '=', when), eb('id', '<', id)])]),
+      )
+    }
+    const rows = (await q
+      .orderBy('created', 'desc')
+      .orderBy('id', 'desc')
+      .limit(limit + 1)
+      .execute()) as FileRow[]
+    const page = rows.slice(0, limit)
+    const last = page.at(-1)
+    const nextCursor =
+      rows.length > limit && last
+        ? Buffer.from(`${new Date(last.created).toISOString()}|${last.id}`).toString('base64url')
+        : null
+    return { files: page.map(toFileInfo), nextCursor }
+  }
+
+  return {
+    storage,
+    metrics,
+    usage,
+    quotaOf,
+    stage,
+    store,
+    find,
+    remove,
+    list,
+    /** Closes the storage (S3 client, staging folder) if it was opened. */
+    async close() {
+      const s = opened
+      opened = undefined
+      if (s) await (await s.catch(() => undefined))?.close()
+    },
+  }
+}
+
+export type { PlinthTables }

@@ -1,0 +1,142 @@
+import type { Readable } from 'node:stream'
+import sharp from 'sharp'
+import { PlinthError } from '../../shared/errors.ts'
+import { RASTER_IMAGES } from './file-types.ts'
+
+export const IMAGE_FORMATS = ['webp', 'avif', 'jpeg', 'png'] as const
+export type ImageFormat = (typeof IMAGE_FORMATS)[number]
+export const IMAGE_FITS = ['cover', 'contain', 'inside'] as const
+export type ImageFit = (typeof IMAGE_FITS)[number]
+
+/** A resize asked for: a declared variant or an on-the-fly transform. */
+export interface ImageSpec {
+  readonly width: number | undefined
+  readonly height: number | undefined
+  readonly fit: ImageFit
+  readonly format: ImageFormat
+}
+
+/** The declared variants, made by the `files.image-variants` job after each image upload. */
+export const DECLARED_VARIANTS: Readonly<Record<string, { width: number; height: number }>> = Object.freeze({
+  thumb: { width: 256, height: 256 },
+  medium: { width: 1024, height: 1024 },
+})
+
+/** The default format of variants (what the job makes); others are made on first request. */
+export const DEFAULT_FORMAT: ImageFormat = 'webp'
+
+export const MIME_OF: Readonly<Record<ImageFormat, string>> = {
+  webp: 'image/webp',
+  avif: 'image/avif',
+  jpeg: 'image/jpeg',
+  png: 'image/png',
+}
+
+/** The storage name of a variant (`thumb.webp`, `w256-h0-cover.avif`). */
+export function variantName(spec: ImageSpec, declared?: string): string {
+  return declared
+    ? `${declared}.${spec.format}`
+    : `w${spec.width ?? 0}-h${spec.height ?? 0}-${spec.fit}.${spec.format}`
+}
+
+/** Whether sharp makes variants of this type (SVG never: it is not decoded at all). */
+export const isRasterImage = (type: string) => RASTER_IMAGES.includes(type)
+
+/** Formats that keep every frame of an animated source. */
+const ANIMATED_OUTPUT = new Set<ImageFormat>(['webp'])
+
+export interface ImageFacts {
+  readonly width: number
+  readonly height: number
+  readonly frames: number
+}
+
+/**
+ * Decodes the whole image once (every frame, every byte, at a reduced scale) to refuse what cannot be shown: more pixels per frame
+ * than `maxPixels` (decompression bombs: sharp checks the header before decoding anything),
+ * truncated or malformed data. Returns the size of one frame and the frame count.
+ */
+export async function inspectImage(path: string, maxPixels: number): Promise<ImageFacts> {
+  try {
+    const image = sharp(path, { limitInputPixels: maxPixels, failOn: 'error', animated: true })
+    const meta = await image.metadata()
+    const frames = meta.pages ?? 1
+    const height = meta.pageHeight ?? meta.height ?? 0
+    const width = meta.width ?? 0
+    if (width * height > maxPixels) throw new Error('pixel limit')
+    // A decode of every byte (truncated or corrupt data shows only here), to a small size: JPEG
+    // and WebP decode at a reduced scale (shrink-on-load) yet still read the whole stream.
+    await image.resize({ width: 64, height: 64, fit: 'inside' }).raw().toBuffer()
+    return { width, height, frames }
+  } catch (err) {
+    throw new PlinthError(
+      'PLINTH_FILE_IMAGE_INVALID',
+      `The image could not be decoded, or is larger than ${maxPixels} pixels per frame: ${(err as Error).message.slice(0, 120)}`,
+      { cause: err },
+    )
+  }
+}
+
+/**
+ * One variant: orientation applied from EXIF then every metadata block dropped (sharp writes none
+ * unless asked), resized without enlarging, encoded. Animated sources keep their frames when the
+ * output can hold them (WebP); other formats get the first frame.
+ */
+export async function renderVariant(source: Readable, spec: ImageSpec, maxPixels: number): Promise<Buffer> {
+  const animated = ANIMATED_OUTPUT.has(spec.format)
+  const pipeline = sharp({ limitInputPixels: maxPixels, failOn: 'error', animated })
+    .rotate()
+    .resize({
+      ...(spec.width ? { width: spec.width } : {}),
+      ...(spec.height ? { height: spec.height } : {}),
+      fit: spec.fit,
+      withoutEnlargement: true,
+    })
+  const encoded =
+    spec.format === 'webp'
+      ? pipeline.webp({ quality: 80 })
+      : spec.format === 'avif'
+        ? pipeline.avif({ quality: 50, effort: 2 })
+        : spec.format === 'jpeg'
+          ? pipeline.flatten({ background: '#ffffff' }).jpeg({ quality: 82, mozjpeg: true })
+          : pipeline.png()
+  source.on('error', (err) => encoded.destroy(err))
+  source.pipe(encoded)
+  return encoded.toBuffer()
+}
+
+/** Parses and checks `?variant=` or `?w=&h=&fit=&format=` against the allow-list. */
+export function parseImageQuery(
+  query: { variant?: string; w?: string; h?: string; fit?: string; format?: string },
+  allowedSizes: readonly string[],
+): { spec: ImageSpec; declared?: string } | undefined {
+  const { variant, w, h, fit, format } = query
+  if (
+    variant === undefined &&
+    w === undefined &&
+    h === undefined &&
+    fit === undefined &&
+    format === undefined
+  )
+    return undefined
+  const refuse = (why: string) => new PlinthError('PLINTH_FILE_TRANSFORM_INVALID', why)
+  const fmt = (format ?? DEFAULT_FORMAT) as ImageFormat
+  if (!IMAGE_FORMATS.includes(fmt)) throw refuse(`format must be one of ${IMAGE_FORMATS.join(', ')}`)
+  if (variant !== undefined) {
+    const declared = DECLARED_VARIANTS[variant]
+    if (!declared || !Object.hasOwn(DECLARED_VARIANTS, variant))
+      throw refuse(`variant must be one of ${Object.keys(DECLARED_VARIANTS).join(', ')}`)
+    if (w !== undefined || h !== undefined || fit !== undefined)
+      throw refuse('a variant takes no w, h or fit')
+    return { spec: { ...declared, fit: 'inside', format: fmt }, declared: variant }
+  }
+  const size = (v: string | undefined, name: string) => {
+    if (v === undefined) return undefined
+    if (!allowedSizes.includes(v)) throw refuse(`${name} must be one of ${allowedSizes.join(', ')}`)
+    return Number(v)
+  }
+  const fitValue = (fit ?? 'inside') as ImageFit
+  if (!IMAGE_FITS.includes(fitValue)) throw refuse(`fit must be one of ${IMAGE_FITS.join(', ')}`)
+  const spec = { width: size(w, 'w'), height: size(h, 'h'), fit: fitValue, format: fmt }
+  return { spec }
+}

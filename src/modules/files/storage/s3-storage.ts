@@ -1,0 +1,149 @@
+import { createReadStream } from 'node:fs'
+import { mkdir, mkdtemp, rm, stat } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import type { Readable } from 'node:stream'
+import {
+  DeleteObjectsCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+} from '@aws-sdk/client-s3'
+import { Upload } from '@aws-sdk/lib-storage'
+import {
+  assertKey,
+  type ByteRange,
+  type FileStorage,
+  ownerPrefix,
+  type StoredObject,
+} from './file-storage.ts'
+
+export interface S3StorageOptions {
+  readonly bucket: string
+  readonly prefix: string
+  readonly endpoint?: string | undefined
+  readonly region: string
+  readonly accessKeyId?: string | undefined
+  readonly secretAccessKey?: string | undefined
+  readonly forcePathStyle: boolean
+  /** Local folder uploads are staged in before they go to the bucket (default: the OS temp folder). */
+  readonly stagingDir?: string | undefined
+}
+
+function missing(err: unknown): boolean {
+  const e = err as { name?: string; $metadata?: { httpStatusCode?: number } }
+  return e.name === 'NoSuchKey' || e.name === 'NotFound' || e.$metadata?.httpStatusCode === 404
+}
+
+/**
+ * Files in an S3-compatible bucket. A put is one PutObject (or a multipart upload above 8 MB, which
+ * S3 publishes only when completed): an object appears whole or not at all.
+ */
+export async function createS3Storage(options: S3StorageOptions): Promise<FileStorage> {
+  const prefix = options.prefix === '' || options.prefix.endsWith('/') ? options.prefix : `${options.prefix}/`
+  const client = new S3Client({
+    region: options.region,
+    forcePathStyle: options.forcePathStyle,
+    maxAttempts: 3,
+    ...(options.endpoint ? { endpoint: options.endpoint } : {}),
+    ...(options.accessKeyId && options.secretAccessKey
+      ? { credentials: { accessKeyId: options.accessKeyId, secretAccessKey: options.secretAccessKey } }
+      : {}),
+  })
+  const Bucket = options.bucket
+  const stagingDir = options.stagingDir ?? (await mkdtemp(join(tmpdir(), 'plinth-files-staging-')))
+  await mkdir(stagingDir, { recursive: true, mode: 0o700 })
+  const full = (key: string) => `${prefix}${assertKey(key)}`
+
+  async function* listAll(under: string): AsyncGenerator<StoredObject> {
+    let ContinuationToken: string | undefined
+    do {
+      const page = await client.send(
+        new ListObjectsV2Command({ Bucket, Prefix: `${prefix}${under}`, ContinuationToken }),
+      )
+      for (const o of page.Contents ?? [])
+        if (o.Key) yield { key: o.Key.slice(prefix.length), size: Number(o.Size ?? 0) }
+      ContinuationToken = page.IsTruncated ? page.NextContinuationToken : undefined
+    } while (ContinuationToken)
+  }
+
+  async function deleteKeys(keys: string[]): Promise<void> {
+    for (let i = 0; i < keys.length; i += 1000) {
+      const batch = keys.slice(i, i + 1000)
+      if (batch.length === 0) continue
+      await client.send(
+        new DeleteObjectsCommand({
+          Bucket,
+          Delete: { Objects: batch.map((k) => ({ Key: `${prefix}${k}` })), Quiet: true },
+        }),
+      )
+    }
+  }
+
+  return {
+    kind: 's3',
+    location: `s3://${Bucket}/${prefix}`,
+    stagingDir,
+    async put(key, stagedPath) {
+      try {
+        const { size } = await stat(stagedPath)
+        const upload = new Upload({
+          client,
+          params: { Bucket, Key: full(key), Body: createReadStream(stagedPath), ContentLength: size },
+          partSize: 8 * 1024 * 1024,
+          queueSize: 2,
+        })
+        await upload.done()
+      } finally {
+        await rm(stagedPath, { force: true })
+      }
+    },
+    async putBuffer(key, bytes) {
+      await client.send(new PutObjectCommand({ Bucket, Key: full(key), Body: bytes }))
+    },
+    async read(key, range?: ByteRange): Promise<Readable | undefined> {
+      try {
+        const res = await client.send(
+          new GetObjectCommand({
+            Bucket,
+            Key: full(key),
+            ...(range ? { Range: `bytes=${range.start}-${range.end}` } : {}),
+          }),
+        )
+        return res.Body as Readable
+      } catch (err) {
+        if (missing(err)) return undefined
+        throw err
+      }
+    },
+    async stat(key) {
+      try {
+        const head = await client.send(new HeadObjectCommand({ Bucket, Key: full(key) }))
+        return { size: Number(head.ContentLength ?? 0) }
+      } catch (err) {
+        if (missing(err)) return undefined
+        throw err
+      }
+    },
+    async delete(key) {
+      const keys = [assertKey(key)]
+      for await (const o of listAll(`${key}.v/`)) keys.push(o.key)
+      await deleteKeys(keys)
+    },
+    async deletePrefix(owner) {
+      const keys: string[] = []
+      for await (const o of listAll(ownerPrefix(owner.replace(/\/$/, '')))) keys.push(o.key)
+      await deleteKeys(keys)
+      return keys.length
+    },
+    list(under) {
+      return listAll(under ? ownerPrefix(under.replace(/\/$/, '')) : '')
+    },
+    async close() {
+      client.destroy()
+      await rm(stagingDir, { recursive: true, force: true })
+    },
+  }
+}

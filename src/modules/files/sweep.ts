@@ -1,0 +1,168 @@
+import { createHash } from 'node:crypto'
+import { readdir, rm, stat } from 'node:fs/promises'
+import { join } from 'node:path'
+import { sql } from 'kysely'
+import { Type } from 'typebox'
+import type { PlinthConfig } from '../../config/config.schema.ts'
+import { defineJob } from '../../core/jobs.ts'
+import type { BuiltinSchedule, ModuleContext } from '../../core/module.ts'
+import { createFilesService } from './files.service.ts'
+import { objectKey, parseObjectKey } from './storage/file-storage.ts'
+
+export const SWEEP_JOB = 'files.sweep'
+export const SWEEP_SCHEDULE_ID = 'plinth.files-sweep'
+
+/** The built-in sweep schedule (`PLINTH_FILES_SWEEP_CRON`; none when `off`). */
+export function sweepSchedules(config: Pick<PlinthConfig, 'filesSweepCron'>): BuiltinSchedule[] {
+  if (config.filesSweepCron === 'off') return []
+  return [
+    {
+      id: SWEEP_SCHEDULE_ID,
+      input: {
+        jobName: SWEEP_JOB,
+        cron: config.filesSweepCron,
+        description: 'Reconciles file rows and stored objects (docs/operations/files.md)',
+      },
+    },
+  ]
+}
+
+/** Staged uploads older than this are leftovers of a crash (an upload in flight is younger). */
+const STAGING_GRACE_MS = 60 * 60 * 1000
+
+/** What a sweep found and did. */
+export interface SweepReport {
+  /** Objects listed in the storage (originals and variants). */
+  readonly objects: number
+  /** Objects (and variants) no row refers to: removed, unless `dryRun`. */
+  readonly orphanObjects: readonly string[]
+  /** Rows whose object is missing (reported, never deleted: restore the object from a backup). */
+  readonly missingObjects: readonly { id: string; owner: string; sha256: string }[]
+  /** Staged uploads left by a crash, removed. */
+  readonly staleStaging: number
+  readonly dryRun: boolean
+}
+
+/**
+ * Reconciles the files table with the storage: objects without a row go (each after re-checking,
+ * under the owner's lock, that no upload committed one meanwhile), rows without an object are
+ * reported, staged leftovers go.
+ */
+export async function sweepFiles(
+  ctx: ModuleContext,
+  options: { dryRun?: boolean } = {},
+): Promise<SweepReport> {
+  const service = createFilesService(ctx)
+  const store = await service.storage()
+  const db = ctx.db.kysely
+  const dryRun = options.dryRun ?? false
+  const rows = await db.selectFrom('files').select(['id', 'owner', 'sha256']).execute()
+  const known = new Set(rows.map((r) => objectKey(r.owner, r.sha256)))
+  const seen = new Set<string>()
+  const orphans: string[] = []
+  let objects = 0
+  for await (const o of store.list()) {
+    objects++
+    const original = o.key.includes('.v/') ? o.key.slice(0, o.key.indexOf('.v/')) : o.key
+    if (!parseObjectKey(original)) continue
+    seen.add(original)
+    if (!known.has(original) && !orphans.includes(original)) orphans.push(original)
+  }
+  const removed: string[] = []
+  for (const key of orphans) {
+    const parsed = parseObjectKey(key)!
+    if (dryRun) {
+      removed.push(key)
+      continue
+    }
+    await db.transaction().execute(async (trx) => {
+      await sql`select pg_advisory_xact_lock(hashtext(${`plinth.files:${parsed.owner}`}))`.execute(trx)
+      const row = await trx
+        .selectFrom('files')
+        .select('id')
+        .where('owner', '=', parsed.owner)
+        .where('sha256', '=', parsed.sha256)
+        .executeTakeFirst()
+      if (row) return
+      await store.delete(key)
+      removed.push(key)
+    })
+  }
+  const missing = rows.filter((r) => !seen.has(objectKey(r.owner, r.sha256)))
+  let staleStaging = 0
+  if (store.kind === 'disk' || store.stagingDir) {
+    const entries = await readdir(store.stagingDir).catch(() => [] as string[])
+    for (const name of entries) {
+      const path = join(store.stagingDir, name)
+      const info = await stat(path).catch(() => undefined)
+      if (info && ctx.now() - info.mtimeMs > STAGING_GRACE_MS) {
+        staleStaging++
+        if (!dryRun) await rm(path, { force: true, recursive: true })
+      }
+    }
+  }
+  if (removed.length > 0 || missing.length > 0)
+    ctx.logger.warn(
+      { orphanObjects: removed.length, missingObjects: missing.length, dryRun },
+      'files sweep found rows and objects out of step',
+    )
+  return { objects, orphanObjects: removed, missingObjects: missing, staleStaging, dryRun }
+}
+
+/** What `plinth files verify` found: every row's object read back and hashed. */
+export interface VerifyReport {
+  readonly checked: number
+  readonly missing: readonly string[]
+  readonly corrupt: readonly string[]
+}
+
+/** Reads every stored original back and compares its SHA-256 and size with its row. */
+export async function verifyFiles(ctx: ModuleContext): Promise<VerifyReport> {
+  const service = createFilesService(ctx)
+  const store = await service.storage()
+  const rows = await ctx.db.kysely.selectFrom('files').select(['id', 'owner', 'sha256', 'size']).execute()
+  const missing: string[] = []
+  const corrupt: string[] = []
+  for (const r of rows) {
+    const stream = await store.read(objectKey(r.owner, r.sha256))
+    if (!stream) {
+      missing.push(r.id)
+      continue
+    }
+    const hash = createHash('sha256')
+    let size = 0
+    for await (const chunk of stream) {
+      size += (chunk as Buffer).length
+      hash.update(chunk as Buffer)
+    }
+    if (hash.digest('hex') !== r.sha256 || size !== Number(r.size)) corrupt.push(r.id)
+  }
+  return { checked: rows.length, missing, corrupt }
+}
+
+export function sweepJob(ctx: ModuleContext) {
+  return defineJob({
+    name: SWEEP_JOB,
+    description: 'Reconciles file rows and stored objects: removes orphan objects, reports missing ones.',
+    payload: Type.Object({ dryRun: Type.Optional(Type.Boolean()) }, { additionalProperties: false }),
+    policy: { concurrency: 1, timeout: 3600, retryLimit: 1 },
+    async handler({ payload }) {
+      const service = createFilesService(ctx)
+      // No storage configured (memory:// without PLINTH_FILES_*): nothing to sweep.
+      if (
+        !(await service.storage().then(
+          () => true,
+          () => false,
+        ))
+      )
+        return { skipped: 'no storage' }
+      const report = await sweepFiles(ctx, { dryRun: payload.dryRun ?? false })
+      return {
+        objects: report.objects,
+        orphanObjects: report.orphanObjects.length,
+        missingObjects: report.missingObjects.length,
+        staleStaging: report.staleStaging,
+      }
+    },
+  })
+}
