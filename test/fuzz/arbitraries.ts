@@ -329,7 +329,9 @@ export function schemaArbitrary(
     )
     const main =
       typeof s.pattern === 'string'
-        ? patterned(s.pattern, maxLength)
+        ? // The schema's own maxLength, not the 64 cap above: a pattern may need more (a filter that
+          // can never pass makes fast-check retry forever, a hang of the fuzzer itself).
+          patterned(s.pattern, s.maxLength ?? 10_000)
         : fc.string({ minLength, maxLength, unit: 'grapheme' })
     return plausible.length > 0 ? fc.oneof(main, fc.constantFrom(...plausible)) : main
   }
