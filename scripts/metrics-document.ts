@@ -2,7 +2,6 @@
 // built-in modules and without a database (nothing connects, nothing is scraped).
 import { createPlinth } from '../src/app/create-plinth.ts'
 import { loadConfig } from '../src/config/load-config.ts'
-import { backupServiceOf } from '../src/modules/backups/backups.module.ts'
 import { renderMetricsDocs } from '../src/observability/metrics-docs.ts'
 
 export async function metricsDocument(): Promise<string> {
@@ -18,13 +17,12 @@ export async function metricsDocument(): Promise<string> {
       PLINTH_BACKUP_DIR: '/nonexistent/plinth-metrics-doc',
       PLINTH_BACKUP_CRON: '0 * * * *',
       REDIS_URL: 'redis://127.0.0.1:9',
+      PLINTH_PITR_STANZA: 'plinth',
     },
     envFile: false,
   })
   const plinth = await createPlinth({ config })
   try {
-    // The backups module registers its metrics on first use, not in `metrics(ctx)` yet.
-    backupServiceOf(plinth.context)
     return renderMetricsDocs(plinth.metrics.registry)
   } finally {
     await plinth.shutdown()

@@ -4,11 +4,11 @@ import { join } from 'node:path'
 import { before, describe, it } from 'node:test'
 import { fileURLToPath } from 'node:url'
 import { parse } from 'yaml'
-import { metricNamesOf, PENDING_METRICS, registeredMetrics } from './helpers/promql-names.ts'
+import { metricNamesOf, registeredMetrics } from './helpers/promql-names.ts'
 
 // The Grafana dashboards of deploy/grafana: each parses, and every query names only metrics a
 // Plinth with the built-in modules registers (read from its registry, labels included), series
-// recorded by deploy/prometheus/rules, or the few metrics other work is adding (PENDING_METRICS).
+// recorded by deploy/prometheus/rules.
 
 const root = fileURLToPath(new URL('..', import.meta.url))
 const dir = join(root, 'deploy/grafana')
@@ -78,9 +78,9 @@ describe('Grafana dashboards (deploy/grafana)', () => {
     assert.equal(new Set(dashboards.map((x) => x.d.uid)).size, dashboards.length)
   })
 
-  it('query only metrics Plinth exports (or recording rules, or pending ones), by labels they have', () => {
+  it('query only metrics Plinth exports (or recording rules), by labels they have', () => {
     const problems: string[] = []
-    const known = (name: string) => exported.has(name) || recorded.has(name) || PENDING_METRICS.has(name)
+    const known = (name: string) => exported.has(name) || recorded.has(name)
     for (const { file, d } of dashboards) {
       for (const p of d.panels)
         for (const t of p.targets ?? [])

@@ -506,6 +506,11 @@ export const configSchema = {
       doc: 'Audit rows older than this are pruned by the retention job (or `plinth audit prune`), leaving a checkpoint so the hash chain still verifies. At least 1d.',
     }),
   ),
+  auditVerifyCron: str({
+    env: 'PLINTH_AUDIT_VERIFY_CRON',
+    default: '23 3 * * *',
+    doc: 'Cron expression (UTC) of the built-in `plinth.audit-verify` schedule: verifies the audit hash chain (as `plinth audit verify` does), sets `plinth_audit_last_verification_timestamp_seconds`, and on a broken chain counts in `plinth_audit_verification_failures_total` and emits the `audit.verification_failed` event. `off` declares no schedule.',
+  }),
   adminEmail: optionalStr({
     env: 'PLINTH_ADMIN_EMAIL',
     doc: 'On first start with no administrator, create one with this e-mail address (and PLINTH_ADMIN_PASSWORD_FILE).',

@@ -19,6 +19,8 @@ export function testConfig(env: Record<string, string | undefined> = {}): Plinth
       PLINTH_LOG_LEVEL: 'silent',
       // No hourly backup in the middle of other tests (test/backups.test.ts turns it on).
       PLINTH_BACKUP_CRON: 'off',
+      // Nor the daily audit verification (test/audit-verify-job.test.ts runs it).
+      PLINTH_AUDIT_VERIFY_CRON: 'off',
       // No built-in alerting opening incidents (and queueing their notifications) under other tests.
       PLINTH_ALERTS_ENABLED: 'false',
       // No files sweep schedule either (test/files-operate.test.ts runs the sweep itself).

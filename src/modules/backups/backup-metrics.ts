@@ -10,14 +10,48 @@ export interface BackupMetrics {
   pitrBackedUp?(finishedAtSeconds: number): void
 }
 
-/** Registers the backup metrics on this instance's registry (values of the backups this process made or verified). */
-export function createBackupMetrics(metrics: Metrics): BackupMetrics {
+/** When the newest verified backup of each kind finished (Unix seconds), as the backup target lists them. */
+export type NewestVerified = () => Promise<ReadonlyMap<string, number>>
+
+/** How long a read of the backup target serves scrapes before the next scrape reads it again. */
+export const NEWEST_VERIFIED_TTL_MS = 60_000
+
+/**
+ * Registers the backup metrics on this instance's registry. `plinth_backup_last_success_timestamp_seconds`
+ * is the newest verified backup in the backup target (read by `newestVerified` on a scrape, at most
+ * once a `NEWEST_VERIFIED_TTL_MS` and again after this process made or verified a backup), so every
+ * replica reports the same fact from its first scrape; without `newestVerified` it has no value. The
+ * others are what this process did.
+ */
+export function createBackupMetrics(
+  metrics: Metrics,
+  newestVerified?: NewestVerified,
+  now: () => number = Date.now,
+): BackupMetrics {
   const registers = [metrics.registry]
-  const lastSuccess = new Gauge({
+  let read: { at: number; value: Promise<void> } | undefined
+  new Gauge({
     name: 'plinth_backup_last_success_timestamp_seconds',
-    help: 'When the last backup this process made was published (Unix seconds), by kind.',
+    help: 'When the newest verified backup in the backup target finished (Unix seconds), by kind: read from the target, so every replica reports it; absent while the target holds no verified backup.',
     labelNames: ['kind'] as const,
     registers,
+    async collect() {
+      if (!newestVerified) return
+      if (!read || now() - read.at > NEWEST_VERIFIED_TTL_MS) {
+        const value = newestVerified().then(
+          (newest) => {
+            this.reset()
+            for (const [kind, at] of newest) this.set({ kind }, at)
+          },
+          () => {
+            // The target does not answer: the values stay what they were until the next read;
+            // /health says why.
+          },
+        )
+        read = { at: now(), value }
+      }
+      await read.value
+    },
   })
   const duration = new Gauge({
     name: 'plinth_backup_last_duration_seconds',
@@ -56,7 +90,8 @@ export function createBackupMetrics(metrics: Metrics): BackupMetrics {
   })
   return {
     created(kind, seconds, bytes) {
-      lastSuccess.set({ kind }, Date.now() / 1000)
+      // The next scrape reads the target again (the new backup counts once it verified).
+      read = undefined
       duration.set({ kind }, seconds)
       size.set({ kind }, bytes)
     },
@@ -64,6 +99,7 @@ export function createBackupMetrics(metrics: Metrics): BackupMetrics {
       failures.inc({ stage })
     },
     verified(kind, ok) {
+      read = undefined
       verifications.inc({ kind, result: ok ? 'ok' : 'failed' })
       if (!ok) {
         failures.inc({ stage: 'verify' })

@@ -33,13 +33,27 @@ const metricsByCtx = new WeakMap<ModuleContext, BackupMetrics>()
 function metricsOf(ctx: ModuleContext): BackupMetrics {
   let m = metricsByCtx.get(ctx)
   if (!m) {
-    m = createBackupMetrics(ctx.metrics)
+    // The newest verified backup is read from the target, where there is one (not for an in-memory
+    // database without PLINTH_BACKUP_DIR or a bucket).
+    const hasTarget =
+      ctx.config.dataDir !== IN_MEMORY || !!ctx.config.backupDir || !!ctx.config.backupS3Bucket
+    m = createBackupMetrics(ctx.metrics, hasTarget ? () => newestVerified(backupServiceOf(ctx)) : undefined)
     const url = ctx.config.databaseUrl
     if (ctx.config.pitrStanza && url)
       registerWalLagMetric(ctx.metrics, async () => (await archiverState(url, new Date())).lagSeconds)
     metricsByCtx.set(ctx, m)
   }
   return m
+}
+
+/** The finish time (Unix seconds) of the newest verified backup of each kind in the target. */
+async function newestVerified(service: BackupService): Promise<Map<string, number>> {
+  const newest = new Map<string, number>()
+  for (const b of await service.list()) {
+    if (b.status !== 'verified' || !b.manifest || newest.has(b.manifest.kind)) continue
+    newest.set(b.manifest.kind, new Date(b.manifest.finishedAt).getTime() / 1000)
+  }
+  return newest
 }
 
 /** The backup service of a module context (one per context, built on first use). */
@@ -127,8 +141,11 @@ export const backupsModule: PlinthModule = {
       ctx.logger.error({ err }, 'could not record an erasure tombstone in the backup target'),
     )
   },
-  healthChecks: (ctx) => {
+  // Registered at boot, so that they are at /api/metrics from the first scrape of every replica.
+  metrics: (ctx) => {
     metricsOf(ctx)
+  },
+  healthChecks: (ctx) => {
     return backupSchedules(ctx.config).length > 0
       ? [backupHealthCheck(ctx.config, () => backupServiceOf(ctx))]
       : []
