@@ -148,7 +148,10 @@ describe('disaster-recovery drills on a PostgreSQL server', { skip }, () => {
     const committed = Date.parse(report.canaries.lastCommittedAt)
     const recovered = Date.parse(report.canaries.lastRecoveredAt)
     assert.ok(report.canaries.recovered >= 1)
-    assert.ok(recovered < committed, `${report.canaries.lastRecoveredAt} < ${report.canaries.lastCommittedAt}`)
+    assert.ok(
+      recovered < committed,
+      `${report.canaries.lastRecoveredAt} < ${report.canaries.lastCommittedAt}`,
+    )
     assert.ok(report.rpoSeconds >= 0 && report.rpoSeconds < 60, `RPO ${report.rpoSeconds}`)
     assert.ok(Math.abs(report.rpoSeconds - (committed - recovered) / 1000) < 0.002)
     const manifest = (await backupServiceOf(plinth.context).show(report.backupId)).manifest!
@@ -166,7 +169,9 @@ describe('disaster-recovery drills on a PostgreSQL server', { skip }, () => {
     assert.equal(text.code, 0, text.err)
     assert.equal(text.out.trim().split('\n').length, 2)
     assert.match(text.out, new RegExp(`${report.id}\\s+passed.*RTO [0-9.]+ s \\(ready\\).*\\(canaries\\)`))
-    console.log(`drill ${report.id}: RTO ${report.rtoSeconds} s (restore ${report.restoreSeconds} s), RPO ${report.rpoSeconds} s`)
+    console.log(
+      `drill ${report.id}: RTO ${report.rtoSeconds} s (restore ${report.restoreSeconds} s), RPO ${report.rpoSeconds} s`,
+    )
   })
 
   it('re-verification of a sample finds a backup damaged in its target: event, metric, failed job', async () => {
