@@ -83,13 +83,20 @@ describe('disaster-recovery drills on a PostgreSQL server', { skip }, () => {
     assert.equal(report.id, job.output.drill)
     assert.equal(report.ok, true, JSON.stringify(report.checks))
     assert.equal(report.backupId, backup.id)
+    // The backup predates every canary: the RPO falls back to its age, measured from the disaster canary.
     assert.equal(report.rpoBasis, 'backup-age')
+    assert.equal(report.canaries.lastRecoveredAt, null)
+    assert.equal(report.canaries.recovered, 0)
     assert.ok(report.rtoSeconds > 0 && report.rtoSeconds < 300, `RTO ${report.rtoSeconds}`)
     assert.ok(report.rpoSeconds >= 0)
     assert.deepEqual(report.targets, { rtoSeconds: 300, rpoSeconds: 60 })
+    // Run as a job, there is no Plinth to bring up on the copy: RTO is the restore alone, and says so.
+    assert.equal(report.rtoBasis, 'restore')
+    assert.equal(report.ready, null)
+    assert.equal(report.rtoSeconds, report.restoreSeconds)
     assert.deepEqual(
       report.checks.map((c: { name: string }) => c.name),
-      ['manifest', 'archive', 'migration-head', 'row-counts', 'audit-chain', 'migrations-current'],
+      ['restore', 'manifest', 'archive', 'migration-head', 'row-counts', 'audit-chain', 'migrations-current'],
     )
     const one = await plinth.app.inject({
       method: 'GET',
@@ -115,15 +122,56 @@ describe('disaster-recovery drills on a PostgreSQL server', { skip }, () => {
     assert.deepEqual(rows, [{ outcome: 'success' }])
   })
 
-  it('plinth dr drill prints the figures, and dr list shows every stored drill', async () => {
-    const r = await cli(['dr', 'drill', '--json'], cliEnv)
+  it('plinth dr drill --fresh: canary, backup, canary; restore, a Plinth on the copy answers /ready; RTO and RPO measured', async () => {
+    const newestBefore = (await backupServiceOf(plinth.context).list())[0]!.id
+    const r = await cli(['dr', 'drill', '--fresh', '--json'], cliEnv)
     assert.equal(r.code, 0, r.err)
     const report = JSON.parse(r.out)
-    assert.equal(report.ok, true)
+    assert.equal(report.ok, true, JSON.stringify(report.checks))
+    assert.equal(report.freshBackup, true)
+    assert.notEqual(report.backupId, newestBefore)
+    // RTO: start of the restore → /ready 200 on the restored copy, which takes longer than the restore.
+    assert.equal(report.rtoBasis, 'ready')
+    assert.equal(report.ready.reached, true, report.ready.detail)
+    assert.equal(report.ready.seconds, report.rtoSeconds)
+    assert.ok(report.rtoSeconds > report.restoreSeconds, `${report.rtoSeconds} > ${report.restoreSeconds}`)
+    assert.ok(report.rtoSeconds < 300 && report.meetsTargets.rto)
+    assert.deepEqual(
+      report.checks.slice(0, 2).map((c: { name: string; ok: boolean }) => [c.name, c.ok]),
+      [
+        ['restore', true],
+        ['ready', true],
+      ],
+    )
+    // RPO from the canaries: the one written before the backup is recovered, the disaster one is not.
+    assert.equal(report.rpoBasis, 'canaries')
+    const committed = Date.parse(report.canaries.lastCommittedAt)
+    const recovered = Date.parse(report.canaries.lastRecoveredAt)
+    assert.ok(report.canaries.recovered >= 1)
+    assert.ok(
+      recovered < committed,
+      `${report.canaries.lastRecoveredAt} < ${report.canaries.lastCommittedAt}`,
+    )
+    assert.ok(report.rpoSeconds >= 0 && report.rpoSeconds < 60, `RPO ${report.rpoSeconds}`)
+    assert.ok(Math.abs(report.rpoSeconds - (committed - recovered) / 1000) < 0.002)
+    const manifest = (await backupServiceOf(plinth.context).show(report.backupId)).manifest!
+    assert.ok(recovered <= Date.parse(manifest.finishedAt), 'the recovered canary is inside the backup')
+    // The live database holds both canaries of this drill; the scratch database is gone.
+    const { rows } = await sql<{ n: number }>`
+      select count(*)::int as n from backup_canaries where drill = ${report.id}`.execute(plinth.db.kysely)
+    assert.deepEqual(rows, [{ n: 2 }])
+    const scratch = await sql<{ n: number }>`
+      select count(*)::int as n from pg_stat_activity where datname like 'plinth_verify_%'
+        and application_name = 'plinth-backup'`.execute(plinth.db.kysely)
+    assert.equal(scratch.rows[0]!.n, 0)
+
     const text = await cli(['dr', 'list'], cliEnv)
     assert.equal(text.code, 0, text.err)
     assert.equal(text.out.trim().split('\n').length, 2)
-    assert.match(text.out, new RegExp(`${report.id}\\s+passed`))
+    assert.match(text.out, new RegExp(`${report.id}\\s+passed.*RTO [0-9.]+ s \\(ready\\).*\\(canaries\\)`))
+    console.log(
+      `drill ${report.id}: RTO ${report.rtoSeconds} s (restore ${report.restoreSeconds} s), RPO ${report.rpoSeconds} s`,
+    )
   })
 
   it('re-verification of a sample finds a backup damaged in its target: event, metric, failed job', async () => {

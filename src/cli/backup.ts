@@ -91,6 +91,25 @@ async function reapplyErasures(
   }
 }
 
+const MIB = 1048576
+
+/**
+ * A progress bar on standard error, one line per tenth of the archive read (so that it reads well
+ * in a terminal and in a log alike): `restoring <id> [#####-----]  50%  12.0 / 24.0 MiB`.
+ */
+export function progressBar(io: CliIo, label: string): (read: number, total: number) => void {
+  let shown = -1
+  return (read, total) => {
+    const ratio = total > 0 ? Math.min(1, read / total) : 1
+    const step = Math.floor(ratio * 10)
+    if (step <= shown) return
+    shown = step
+    io.err(
+      `${label} [${'#'.repeat(step)}${'-'.repeat(10 - step)}] ${String(Math.round(ratio * 100)).padStart(3)}%  ${(read / MIB).toFixed(1)} / ${(total / MIB).toFixed(1)} MiB`,
+    )
+  }
+}
+
 /** `plinth backup create | list | show | verify | restore | prune`. */
 export async function backupCommand(input: CommandInput, io: CliIo): Promise<number> {
   const action = input.action as
@@ -170,6 +189,10 @@ export async function backupCommand(input: CommandInput, io: CliIo): Promise<num
       force: Boolean(input.values.force),
       knownMigrations,
       caller,
+      // On a terminal's standard error only (or with --progress), never with --json.
+      ...(!input.json && (input.values.progress || process.stderr.isTTY)
+        ? { onProgress: progressBar(io, `restoring ${id}`) }
+        : {}),
     })
     const tombstones = await readTombstones(service.target)
     const target = input.values.target as string | undefined

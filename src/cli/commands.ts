@@ -432,6 +432,11 @@ ${DB_NOTE}`,
             description: 'replace what the target holds (the old embedded directory is moved aside)',
           },
           { name: 'yes', description: 'confirm --force' },
+          {
+            name: 'progress',
+            description:
+              'show the progress bar (archive bytes read) on standard error even when it is not a terminal; never with --json',
+          },
         ],
         json: '{id, target, matches, replaced, erasuresReapplied}',
       },
@@ -572,18 +577,22 @@ DATABASE_URL when it is set.`,
     name: 'dr',
     summary:
       'disaster-recovery drills: restore the newest backup to a scratch target, check it, measure RTO and RPO',
-    description: `A drill restores the newest backup to a scratch target (a scratch database beside DATABASE_URL,
-or an in-process PGlite), checks checksums, row counts, the audit chain and the migration head,
-and reports RTO (restore and checks, measured) and RPO (the WAL archive lag with PITR, else the
-age of the backup) beside the goals (300 s, 60 s). Reports are stored in the backup target
-(GET /api/v1/admin/backups/drills). Runbook: docs/operations/disaster-recovery.md.
+    description: `A drill writes a canary row (the last write committed before the "disaster"), restores the
+newest backup (--fresh: one it takes first) to a scratch target (a scratch database beside
+DATABASE_URL, or a scratch data directory), brings a Plinth up on it (127.0.0.1, an ephemeral
+port) and reports RTO (start of the restore to /ready 200, measured) and RPO (the last canary
+committed before the disaster minus the newest canary recovered) beside the goals (300 s, 60 s);
+it also checks checksums, row counts, the audit chain and the migration head, then drops the
+scratch target. Reports are stored in the backup target (GET /api/v1/admin/backups/drills).
+Runbook: docs/operations/disaster-recovery.md.
 ${DB_NOTE}`,
     logs: true,
     actions: [
       {
         name: 'drill',
-        summary: 'run a drill now (exit 1 when a check fails)',
-        json: '{id, at, ok, backupId, backupKind, rtoSeconds, rpoSeconds, rpoBasis, targets, meetsTargets, checks: [{name, ok, detail}…]}',
+        summary: 'run a drill now (exit 1 when a check fails or the restored copy never answers /ready)',
+        options: [{ name: 'fresh', description: 'take a fresh backup (after a canary row) and drill on it' }],
+        json: '{id, at, ok, backupId, backupKind, rtoSeconds, rtoBasis, restoreSeconds, ready: {reached, seconds, detail}, rpoSeconds, rpoBasis, canaries: {lastCommittedAt, lastRecoveredAt, recovered}, freshBackup, walArchiveLagSeconds, targets, meetsTargets, checks: [{name, ok, detail}…]}',
       },
       { name: 'list', summary: 'stored drill reports, newest first', json: '{"drills": [drill…]}' },
     ],

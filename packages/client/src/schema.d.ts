@@ -1970,25 +1970,41 @@ export interface operations {
                             at: string;
                             backupId: string;
                             backupKind: string;
+                            canaries?: {
+                                /** Format: date-time */
+                                lastCommittedAt: string;
+                                lastRecoveredAt: string | null;
+                                recovered: number;
+                            } | null;
                             checks: {
                                 code?: string;
                                 detail: string;
                                 name: string;
                                 ok: boolean;
                             }[];
+                            freshBackup?: boolean;
                             id: string;
                             meetsTargets: {
                                 rpo: boolean;
                                 rto: boolean;
                             };
                             ok: boolean;
-                            rpoBasis: "wal-archive" | "backup-age";
+                            ready?: {
+                                detail: string;
+                                reached: boolean;
+                                seconds: number | null;
+                            } | null;
+                            restoreSeconds?: number;
+                            rpoBasis: "canaries" | "wal-archive" | "backup-age";
                             rpoSeconds: number;
+                            /** @description `ready`: start of the restore to /ready 200 on the restored copy; `restore`: to the end of the restore */
+                            rtoBasis?: "ready" | "restore";
                             rtoSeconds: number;
                             targets: {
                                 rpoSeconds: number;
                                 rtoSeconds: number;
                             };
+                            walArchiveLagSeconds?: number | null;
                         }[];
                     };
                 };
@@ -2247,25 +2263,41 @@ export interface operations {
                         at: string;
                         backupId: string;
                         backupKind: string;
+                        canaries?: {
+                            /** Format: date-time */
+                            lastCommittedAt: string;
+                            lastRecoveredAt: string | null;
+                            recovered: number;
+                        } | null;
                         checks: {
                             code?: string;
                             detail: string;
                             name: string;
                             ok: boolean;
                         }[];
+                        freshBackup?: boolean;
                         id: string;
                         meetsTargets: {
                             rpo: boolean;
                             rto: boolean;
                         };
                         ok: boolean;
-                        rpoBasis: "wal-archive" | "backup-age";
+                        ready?: {
+                            detail: string;
+                            reached: boolean;
+                            seconds: number | null;
+                        } | null;
+                        restoreSeconds?: number;
+                        rpoBasis: "canaries" | "wal-archive" | "backup-age";
                         rpoSeconds: number;
+                        /** @description `ready`: start of the restore to /ready 200 on the restored copy; `restore`: to the end of the restore */
+                        rtoBasis?: "ready" | "restore";
                         rtoSeconds: number;
                         targets: {
                             rpoSeconds: number;
                             rtoSeconds: number;
                         };
+                        walArchiveLagSeconds?: number | null;
                     };
                 };
             };

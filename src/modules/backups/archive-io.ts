@@ -107,6 +107,8 @@ export async function* readArchive(
   target: BackupTarget,
   expect: ArchiveExpectation,
   key: ArchiveKey,
+  /** Called with the archive bytes read so far (of `expect.bytes`), after each piece. */
+  onRead?: (bytesRead: number) => void,
 ): AsyncGenerator<Buffer> {
   const size = await target.size(expect.name)
   if (size === undefined)
@@ -118,8 +120,11 @@ export async function* readArchive(
   const hash = createHash('sha256')
   const source = await target.open(expect.name)
   async function* hashed() {
+    let read = 0
     for await (const c of source) {
       hash.update(c as Buffer)
+      read += (c as Buffer).length
+      onRead?.(read)
       yield c as Buffer
     }
   }

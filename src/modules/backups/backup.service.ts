@@ -58,6 +58,8 @@ export interface RestoreOptions {
   /** Every migration this code knows: a backup at another head is refused (PLINTH_BACKUP_TOO_NEW). */
   readonly knownMigrations: readonly string[]
   readonly caller?: AuditCaller | undefined
+  /** Called as the archive is read: bytes read so far, of `total` (the archive's size). */
+  readonly onProgress?: ((read: number, total: number) => void) | undefined
 }
 
 export interface RestoreResult {
@@ -472,12 +474,14 @@ export function createBackupService(deps: BackupServiceDeps): BackupService {
         `Backup ${id} was taken at migration ${manifest.migrationHead} (Plinth ${manifest.plinthVersion}), which this Plinth ${PLINTH_VERSION} does not know: restore it with that version or newer.`,
       )
     const archiveKey = { key, backupId: id }
+    const total = expectation(manifest).bytes
+    const onRead = options.onProgress ? (read: number) => options.onProgress?.(read, total) : undefined
     let result: RestoreResult
     if (manifest.kind === 'embedded') {
       if (!options.dataDir) throw new TypeError('an embedded backup restores into a data directory (dataDir)')
       const parts: Uint8Array[] = []
       // Read and checked to the end before anything is written.
-      for await (const c of readArchive(targetOf(), expectation(manifest), archiveKey)) parts.push(c)
+      for await (const c of readArchive(targetOf(), expectation(manifest), archiveKey, onRead)) parts.push(c)
       const done = await restoreToDataDir(parts, options.dataDir, { force: options.force, now: now() })
       const scratch = await openScratchPglite(parts)
       const facts = await readFacts(scratch.kysely).finally(() => scratch.close())
@@ -504,7 +508,7 @@ export function createBackupService(deps: BackupServiceDeps): BackupService {
         // archive is never restored completely and its transaction never commits.
         await pgRestore(
           options.databaseUrl,
-          holdLast(readArchive(targetOf(), expectation(manifest), archiveKey)),
+          holdLast(readArchive(targetOf(), expectation(manifest), archiveKey, onRead)),
           { clean: options.force },
         )
         const facts = await readFacts(conn.kysely)

@@ -12,6 +12,7 @@ import {
 import { type BackupMetrics, createBackupMetrics, registerWalLagMetric } from './backup-metrics.ts'
 import { backupsRoutes } from './backups.routes.ts'
 import { createDrills, type Drills } from './drill.ts'
+import createBackupCanaries from './migrations/0025-create-backup-canaries.ts'
 import { archiverState, createPitr, type Pitr, pitrSettingsOf } from './pitr.ts'
 import { pitrBackupJob, pitrSchedules } from './pitr-job.ts'
 import { recordErasures, tombstoneWriter } from './tombstones.ts'
@@ -86,6 +87,7 @@ export function drillsOf(ctx: ModuleContext): Drills {
       db: ctx.db,
       audit: ctx.audit,
       logger: ctx.logger,
+      databaseUrl: url,
       walLag:
         ctx.config.pitrStanza && url
           ? async () => (await archiverState(url, new Date())).lagSeconds
@@ -111,10 +113,12 @@ function pitrOf(ctx: ModuleContext): Pitr {
  * archive per backup, made by `pg_dump -Fc` on a server and PGlite's `dumpDataDir` when embedded,
  * kept in a backup target (a local directory or an S3 bucket), verified by restoring to a scratch
  * target; and, with PLINTH_PITR_STANZA, point-in-time recovery through pgBackRest (decision 0018).
- * No tables of its own: everything lives in the target, so that it survives the database.
+ * Its one table, `backup_canaries`, holds the drills' canary rows; everything else lives in the
+ * target, so that it survives the database.
  */
 export const backupsModule: PlinthModule = {
   name: 'backups',
+  migrations: { '0025-create-backup-canaries': createBackupCanaries },
   routes: (app, ctx) =>
     backupsRoutes(
       app,

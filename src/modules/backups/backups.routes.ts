@@ -81,10 +81,39 @@ const DrillSchema = Type.Object({
   backupKind: Type.String(),
   rtoSeconds: Type.Number(),
   rpoSeconds: Type.Number(),
-  rpoBasis: Type.Union([Type.Literal('wal-archive'), Type.Literal('backup-age')]),
+  rpoBasis: Type.Union([Type.Literal('canaries'), Type.Literal('wal-archive'), Type.Literal('backup-age')]),
   targets: Type.Object({ rtoSeconds: Type.Number(), rpoSeconds: Type.Number() }),
   meetsTargets: Type.Object({ rto: Type.Boolean(), rpo: Type.Boolean() }),
   checks: Type.Array(Check),
+  rtoBasis: Type.Optional(
+    Type.Union([Type.Literal('ready'), Type.Literal('restore')], {
+      description:
+        '`ready`: start of the restore to /ready 200 on the restored copy; `restore`: to the end of the restore',
+    }),
+  ),
+  restoreSeconds: Type.Optional(Type.Number()),
+  ready: Type.Optional(
+    Type.Union([
+      Type.Object({
+        reached: Type.Boolean(),
+        seconds: Type.Union([Type.Number(), Type.Null()]),
+        detail: Type.String(),
+      }),
+      Type.Null(),
+    ]),
+  ),
+  canaries: Type.Optional(
+    Type.Union([
+      Type.Object({
+        lastCommittedAt: Type.String({ format: 'date-time' }),
+        lastRecoveredAt: Type.Union([Type.String({ format: 'date-time' }), Type.Null()]),
+        recovered: Type.Integer(),
+      }),
+      Type.Null(),
+    ]),
+  ),
+  freshBackup: Type.Optional(Type.Boolean()),
+  walArchiveLagSeconds: Type.Optional(Type.Union([Type.Number(), Type.Null()])),
 })
 const DrillParams = Type.Object({
   id: Type.String({ pattern: '^\\d{8}T\\d{6}Z-[0-9a-f]{8}$', maxLength: 40 }),

@@ -1,4 +1,8 @@
 import { randomBytes } from 'node:crypto'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { type Kysely, sql } from 'kysely'
 import type { Logger } from 'pino'
 import { type Audit, type AuditCaller, callerEntry } from '../../core/audit.ts'
 import type { Database } from '../../infra/db/create-db.ts'
@@ -6,17 +10,43 @@ import { PlinthError } from '../../shared/errors.ts'
 import type { BackupService } from './backup.service.ts'
 import { readFacts } from './database-facts.ts'
 import type { BackupTarget } from './local-target.ts'
+import { connectTo, createScratchDatabase } from './pg-dump-engine.ts'
 import type { VerificationCheck } from './verification.ts'
 
 /** The goals of issue #12, beside which every drill reports its figures. */
 export const DRILL_TARGETS = { rtoSeconds: 300, rpoSeconds: 60 } as const
 
+/** Where a drill restored the backup: a scratch database (server backups) or a scratch data directory (embedded). */
+export type DrillRestoreTarget = { readonly databaseUrl: string } | { readonly dataDir: string }
+
 /**
- * A disaster-recovery drill: the newest backup restored to a scratch target and checked (the
- * verification: checksums, row counts, audit chain), plus "would this server run on it" (migration
- * head equal to this server's). RTO is the measured time from the start of the restore to the end
- * of the checks; RPO is what a disaster now would lose: the WAL archive lag when point-in-time
- * recovery is on, else the age of the backup's snapshot.
+ * Brings a Plinth up on a restored copy and listens on 127.0.0.1 (an ephemeral port). Provided by
+ * the composition root (`plinth dr drill`): a module cannot build a Plinth itself.
+ */
+export type DrillBoot = (target: DrillRestoreTarget) => Promise<{
+  /** `http://127.0.0.1:<port>`: the drill polls `<address>/ready` until it answers 200. */
+  readonly address: string
+  /** The restored database, as the Plinth on it sees it (the drill reads the canaries through it). */
+  // biome-ignore lint/suspicious/noExplicitAny: only raw SQL runs on it
+  readonly kysely: Kysely<any>
+  close(): Promise<void>
+}>
+
+/**
+ * A disaster-recovery drill. Before the "disaster" it writes a canary row (`backup_canaries`; with
+ * `fresh`, one more before taking a fresh backup), then restores the backup (the fresh one, else the
+ * newest) to a scratch target, brings a Plinth up on it when a `boot` is given, and measures:
+ *
+ * - **RTO**: start of the restore → the restored Plinth's `/ready` answers 200 (`rtoBasis: "ready"`);
+ *   without a boot (a drill run as a job in the server), start of the restore → restore done
+ *   (`rtoBasis: "restore"`, `ready: null`).
+ * - **RPO**: the last canary known committed before the disaster minus the newest canary found in
+ *   the restored copy (`rpoBasis: "canaries"`); when the restored copy holds no canary (a backup
+ *   older than the first drill), the age of the backup's snapshot (`"backup-age"`). With
+ *   point-in-time recovery, `walArchiveLagSeconds` says what a restore through the WAL would lose.
+ *
+ * The backup is also verified (checksums, row counts, audit chain: `checks`), and its migration head
+ * compared with this server's. The scratch target is dropped at the end, whatever happened.
  */
 export interface DrillReport {
   readonly id: string
@@ -26,14 +56,41 @@ export interface DrillReport {
   readonly backupKind: string
   readonly rtoSeconds: number
   readonly rpoSeconds: number
-  readonly rpoBasis: 'wal-archive' | 'backup-age'
+  readonly rpoBasis: 'canaries' | 'wal-archive' | 'backup-age'
   readonly targets: typeof DRILL_TARGETS
   readonly meetsTargets: { readonly rto: boolean; readonly rpo: boolean }
   readonly checks: VerificationCheck[]
+  /** What `rtoSeconds` measures: up to `/ready` 200 on the restored copy, or only up to the restore's end. */
+  readonly rtoBasis?: 'ready' | 'restore'
+  /** The restore alone (archive read, checked and loaded into the scratch target). */
+  readonly restoreSeconds?: number
+  /** The Plinth brought up on the restored copy; null when the drill ran without one (as a job). */
+  readonly ready?: {
+    readonly reached: boolean
+    readonly seconds: number | null
+    readonly detail: string
+  } | null
+  /** The canary rows: the last known committed before the disaster, the newest recovered. */
+  readonly canaries?: {
+    readonly lastCommittedAt: string
+    readonly lastRecoveredAt: string | null
+    readonly recovered: number
+  } | null
+  /** `fresh`: the drill took the backup itself, just after writing a canary. */
+  readonly freshBackup?: boolean
+  readonly walArchiveLagSeconds?: number | null
+}
+
+export interface DrillRunOptions {
+  readonly caller?: AuditCaller | undefined
+  /** Take a fresh backup (after a canary) and drill on it, instead of the newest one. */
+  readonly fresh?: boolean | undefined
+  /** Brings a Plinth up on the restored copy (RTO up to `/ready` 200). */
+  readonly boot?: DrillBoot | undefined
 }
 
 export interface Drills {
-  run(options?: { caller?: AuditCaller | undefined }): Promise<DrillReport>
+  run(options?: DrillRunOptions): Promise<DrillReport>
   list(): Promise<DrillReport[]>
   /** @throws PlinthError `PLINTH_DRILL_NOT_FOUND` */
   get(id: string): Promise<DrillReport>
@@ -41,6 +98,54 @@ export interface Drills {
 
 const DRILL_ID = /^\d{8}T\d{6}Z-[0-9a-f]{8}$/
 const fileOf = (id: string) => `drill-${id}.json`
+/** How long a restored Plinth has to answer `/ready` 200. */
+const READY_DEADLINE_MS = DRILL_TARGETS.rtoSeconds * 1000
+const round = (s: number) => Math.round(s * 1000) / 1000
+
+// biome-ignore lint/suspicious/noExplicitAny: only raw SQL runs on it
+async function hasCanaries(db: Kysely<any>): Promise<boolean> {
+  const { rows } = await sql<{ t: string | null }>`select to_regclass('backup_canaries')::text as t`.execute(
+    db,
+  )
+  return rows[0]?.t != null
+}
+
+/** Writes a canary and returns its commit time (the database's clock, as the rows recovered carry it). */
+// biome-ignore lint/suspicious/noExplicitAny: only raw SQL runs on it
+async function writeCanary(db: Kysely<any>, drill: string): Promise<Date> {
+  const { rows } = await sql<{ written_at: Date }>`
+    insert into backup_canaries (drill) values (${drill}) returning written_at`.execute(db)
+  // The newest 100 are plenty for any drill: older ones go.
+  await sql`delete from backup_canaries where id not in (
+    select id from backup_canaries order by id desc limit 100)`.execute(db)
+  return new Date(rows[0]!.written_at)
+}
+
+// biome-ignore lint/suspicious/noExplicitAny: only raw SQL runs on it
+async function newestCanary(db: Kysely<any>): Promise<{ at: Date | null; count: number }> {
+  if (!(await hasCanaries(db))) return { at: null, count: 0 }
+  const { rows } = await sql<{ at: Date | null; n: string | number }>`
+    select max(written_at) as at, count(*) as n from backup_canaries`.execute(db)
+  return { at: rows[0]?.at ? new Date(rows[0].at) : null, count: Number(rows[0]?.n ?? 0) }
+}
+
+/** Polls `<address>/ready` until it answers 200 (or the deadline passes). */
+async function waitReady(address: string, deadline: number): Promise<{ ok: boolean; detail: string }> {
+  let last = 'no answer yet'
+  for (;;) {
+    try {
+      const res = await fetch(`${address}/ready`, { signal: AbortSignal.timeout(5_000) })
+      await res.body?.cancel()
+      if (res.status === 200) return { ok: true, detail: `${address}/ready answered 200` }
+      last = `answered ${res.status}`
+    } catch (err) {
+      last = (err as Error).message
+    }
+    if (Date.now() >= deadline)
+      return { ok: false, detail: `${address}/ready never answered 200 (last: ${last})` }
+    await new Promise((r) => setTimeout(r, 100))
+  }
+}
 
 export function createDrills(deps: {
   service: () => BackupService
@@ -48,6 +153,8 @@ export function createDrills(deps: {
   db: Database
   audit: Pick<Audit, 'record'>
   logger: Logger
+  /** This server's database (the scratch database of a server backup's drill is made beside it). */
+  databaseUrl?: string | undefined
   /** The WAL archive lag in seconds when PITR is set up (null: unknown or off). */
   walLag?: (() => Promise<number | null>) | undefined
   now?: () => Date
@@ -55,78 +162,185 @@ export function createDrills(deps: {
   const now = deps.now ?? (() => new Date())
   const log = deps.logger.child({ component: 'backup-drill' })
 
-  async function run(options: { caller?: AuditCaller | undefined } = {}): Promise<DrillReport> {
+  async function run(options: DrillRunOptions = {}): Promise<DrillReport> {
     const started = now()
     const id = `${started
       .toISOString()
       .replace(/[-:]/g, '')
       .replace(/\.\d{3}/, '')}-${randomBytes(4).toString('hex')}`
-    const newest = (await deps.service().list()).find((b) => b.manifest !== null && b.status !== 'failed')
-    if (!newest?.manifest)
-      throw new PlinthError(
-        'PLINTH_DRILL_NO_BACKUP',
-        'The backup target holds no usable backup: make one first.',
-      )
-    const t0 = now().getTime()
-    const verification = await deps.service().verify(newest.id, { caller: options.caller })
-    const live = await readFacts(deps.db.kysely)
-    const checks: VerificationCheck[] = [...verification.checks]
+    const live = deps.db.kysely
+    const canaryTable = await hasCanaries(live)
+    let backupId: string
+    if (options.fresh) {
+      if (canaryTable) await writeCanary(live, id)
+      backupId = (await deps.service().create({ caller: options.caller })).id
+    } else {
+      const newest = (await deps.service().list()).find((b) => b.manifest !== null && b.status !== 'failed')
+      if (!newest)
+        throw new PlinthError(
+          'PLINTH_DRILL_NO_BACKUP',
+          'The backup target holds no usable backup: make one first.',
+        )
+      backupId = newest.id
+    }
+    const backup = await deps.service().show(backupId)
+    const manifest = backup.manifest
+    if (!manifest)
+      throw new PlinthError('PLINTH_DRILL_NO_BACKUP', `Backup ${backupId} has no readable manifest.`)
+    // The disaster: the last write known to be committed before it.
+    const lastCommitted = canaryTable ? await writeCanary(live, id) : null
+
+    const checks: VerificationCheck[] = []
+    let restoreSeconds = 0
+    let rtoSeconds = 0
+    let ready: DrillReport['ready'] = null
+    let recovered: { at: Date | null; count: number } | null = null
+    let scratchDir: string | undefined
+    let scratchDb: { url: string; drop(): Promise<void> } | undefined
+    const t0 = performance.now()
+    try {
+      let target: DrillRestoreTarget
+      if (manifest.kind === 'embedded') {
+        scratchDir = mkdtempSync(join(tmpdir(), 'plinth-drill-'))
+        target = { dataDir: scratchDir }
+      } else {
+        if (!deps.databaseUrl)
+          throw new PlinthError(
+            'PLINTH_BACKUP_ENGINE_FAILED',
+            'A drill on a server backup needs DATABASE_URL (the scratch database is made beside it).',
+          )
+        scratchDb = await createScratchDatabase(deps.databaseUrl)
+        target = { databaseUrl: scratchDb.url }
+      }
+      await deps.service().restore(backupId, {
+        ...target,
+        force: false,
+        knownMigrations: manifest.migrationHead ? [manifest.migrationHead] : [],
+        caller: options.caller,
+      })
+      restoreSeconds = (performance.now() - t0) / 1000
+      rtoSeconds = restoreSeconds
+      checks.push({
+        name: 'restore',
+        ok: true,
+        detail: `restored to a scratch target in ${restoreSeconds.toFixed(1)} s`,
+      })
+      if (options.boot) {
+        const booted = await options.boot(target)
+        try {
+          const r = await waitReady(booted.address, Date.now() + READY_DEADLINE_MS)
+          const seconds = (performance.now() - t0) / 1000
+          ready = { reached: r.ok, seconds: r.ok ? round(seconds) : null, detail: r.detail }
+          rtoSeconds = seconds
+          checks.push({ name: 'ready', ok: r.ok, detail: `a Plinth on the restored copy: ${r.detail}` })
+          recovered = await newestCanary(booted.kysely)
+        } finally {
+          await booted.close()
+        }
+      } else if (scratchDb) {
+        const conn = connectTo(scratchDb.url)
+        try {
+          recovered = await newestCanary(conn.kysely)
+        } finally {
+          await conn.close()
+        }
+      }
+    } catch (err) {
+      rtoSeconds = (performance.now() - t0) / 1000
+      checks.push({
+        name: 'restore',
+        ok: false,
+        detail: (err as Error).message,
+        code: (err as PlinthError).code,
+      })
+    } finally {
+      await scratchDb
+        ?.drop()
+        .catch((err: unknown) => log.warn({ err }, 'could not drop the scratch database'))
+      if (scratchDir) rmSync(scratchDir, { recursive: true, force: true })
+    }
+
+    const verification = await deps.service().verify(backupId, { caller: options.caller })
+    checks.push(...verification.checks)
+    const head = await readFacts(live)
     checks.push(
-      live.migrationHead === newest.manifest.migrationHead
+      head.migrationHead === manifest.migrationHead
         ? {
             name: 'migrations-current',
             ok: true,
-            detail: `the restored database is at this server's migration head (${live.migrationHead ?? 'none'})`,
+            detail: `the restored database is at this server's migration head (${head.migrationHead ?? 'none'})`,
           }
         : {
             name: 'migrations-current',
             ok: false,
-            detail: `the backup is at ${newest.manifest.migrationHead}, this server at ${live.migrationHead}: after restoring it, run plinth migrate up`,
+            detail: `the backup is at ${manifest.migrationHead}, this server at ${head.migrationHead}: after restoring it, run plinth migrate up`,
           },
     )
-    const rtoSeconds = (now().getTime() - t0) / 1000
+
     let rpoBasis: DrillReport['rpoBasis'] = 'backup-age'
-    let rpoSeconds = (started.getTime() - Date.parse(newest.manifest.startedAt)) / 1000
+    let rpoSeconds = (started.getTime() - Date.parse(manifest.startedAt)) / 1000
+    let canaries: DrillReport['canaries'] = null
+    if (lastCommitted) {
+      canaries = {
+        lastCommittedAt: lastCommitted.toISOString(),
+        lastRecoveredAt: recovered?.at?.toISOString() ?? null,
+        recovered: recovered?.count ?? 0,
+      }
+      if (recovered?.at) {
+        rpoBasis = 'canaries'
+        rpoSeconds = (lastCommitted.getTime() - recovered.at.getTime()) / 1000
+      } else {
+        rpoSeconds = (lastCommitted.getTime() - Date.parse(manifest.startedAt)) / 1000
+      }
+    }
     const lag = await deps.walLag?.().catch((err: unknown) => {
       log.warn({ err }, 'could not read the WAL archive lag')
       return null
     })
-    if (lag !== null && lag !== undefined) {
-      rpoBasis = 'wal-archive'
-      rpoSeconds = lag
-    }
     const ok = checks.every((c) => c.ok)
     const report: DrillReport = {
       id,
       at: started.toISOString(),
       ok,
-      backupId: newest.id,
-      backupKind: newest.manifest.kind,
-      rtoSeconds: Math.round(rtoSeconds * 1000) / 1000,
-      rpoSeconds: Math.round(rpoSeconds * 1000) / 1000,
+      backupId,
+      backupKind: manifest.kind,
+      rtoSeconds: round(rtoSeconds),
+      rpoSeconds: round(rpoSeconds),
       rpoBasis,
       targets: DRILL_TARGETS,
       meetsTargets: {
-        rto: rtoSeconds <= DRILL_TARGETS.rtoSeconds,
+        rto: rtoSeconds <= DRILL_TARGETS.rtoSeconds && (ready === null || ready.reached),
         rpo: rpoSeconds <= DRILL_TARGETS.rpoSeconds,
       },
       checks,
+      rtoBasis: ready?.reached ? 'ready' : 'restore',
+      restoreSeconds: round(restoreSeconds),
+      ready,
+      canaries,
+      freshBackup: Boolean(options.fresh),
+      walArchiveLagSeconds: lag ?? null,
     }
     await deps.target().writeText(fileOf(id), `${JSON.stringify(report, null, 2)}\n`)
     await deps.audit.record(
-      deps.db.kysely,
+      live,
       callerEntry(
         options.caller ?? { actor: { type: 'system', id: 'backups' } },
         'backup:drilled',
-        { type: 'backup', id: newest.id },
+        { type: 'backup', id: backupId },
         {
           outcome: ok ? 'success' : 'failure',
-          details: { drill: id, rtoSeconds: report.rtoSeconds, rpoSeconds: report.rpoSeconds, rpoBasis },
+          details: {
+            drill: id,
+            rtoSeconds: report.rtoSeconds,
+            rpoSeconds: report.rpoSeconds,
+            rpoBasis,
+            rtoBasis: report.rtoBasis,
+          },
         },
       ),
     )
     log.info(
-      { drill: id, backupId: newest.id, ok, rtoSeconds, rpoSeconds, rpoBasis },
+      { drill: id, backupId, ok, rtoSeconds, rpoSeconds, rpoBasis, rtoBasis: report.rtoBasis },
       'disaster-recovery drill done',
     )
     return report
