@@ -134,7 +134,10 @@ export const backupsModule: PlinthModule = {
   ],
   schedules: (ctx) => [
     ...backupSchedules(ctx.config),
-    ...maintenanceSchedules(ctx.config),
+    // Re-verification and drills need a backup target: none in memory without a directory or bucket.
+    ...(ctx.config.dataDir === IN_MEMORY && !ctx.config.backupDir && !ctx.config.backupS3Bucket
+      ? []
+      : maintenanceSchedules(ctx.config)),
     ...pitrSchedules(ctx.config),
   ],
   // Every erasure this process makes leaves a tombstone in the backup target (re-applied after a restore).
