@@ -17,8 +17,12 @@ import { TEST_MASTER_KEY } from './helpers/test-config.ts'
 import { startTestPlinth, type TestPlinth } from './helpers/test-plinth.ts'
 
 const MB = Number(process.env.PLINTH_IMPORT_TEST_MB ?? 100)
-/** The old-space cap of the importing process: well below the file's size. */
-const HEAP_MB = 64
+/**
+ * The old-space cap of the importing process: below the file's size, and far below what its rows
+ * take parsed (about three times the file). A Plinth with every built-in module boots in about
+ * 50 MB of heap, so the cap leaves the import itself some 40 MB.
+ */
+const HEAP_MB = 88
 
 describe(`plinth import of a ${MB} MB NDJSON file with a ${HEAP_MB} MB heap`, {
   skip: await skipUnlessPostgres(),
@@ -54,7 +58,7 @@ describe(`plinth import of a ${MB} MB NDJSON file with a ${HEAP_MB} MB heap`, {
   })
 
   it('completes every row: the file was streamed, never held', { timeout: 30 * 60_000 }, async () => {
-    assert.ok(statSync(path).size > 1.5 * HEAP_MB * 1024 * 1024)
+    assert.ok(statSync(path).size > 1.1 * HEAP_MB * 1024 * 1024)
     const env = {
       PATH: process.env.PATH ?? '',
       PLINTH_ENV: 'test',
