@@ -9,11 +9,7 @@ const BUSINESS: readonly { question: string; metrics: readonly string[]; otherwi
     metrics: ['plinth_jobs_completed_total', 'plinth_jobs_failed_total', 'plinth_jobs_dead_lettered_total'],
   },
   { question: 'Schedules created', metrics: ['plinth_schedules_created_total'] },
-  {
-    question: 'Uploads',
-    metrics: ['plinth_files_uploaded_total'],
-    otherwise: 'not yet: the files module registers `plinth_files_uploaded_total` when it lands',
-  },
+  { question: 'Uploads', metrics: ['plinth_files_uploads_total', 'plinth_files_uploaded_bytes_total'] },
   {
     question: 'Backups',
     metrics: [
