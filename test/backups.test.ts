@@ -9,6 +9,7 @@ import { builtinModules } from '../src/app/modules.ts'
 import { defineJob } from '../src/core/jobs.ts'
 import type { PlinthModule } from '../src/core/module.ts'
 import type { PlinthTables } from '../src/infra/db/tables.ts'
+import { BACKUP_JOB } from '../src/modules/backups/backup-job.ts'
 import { backupServiceOf, createBackupService } from '../src/modules/backups/backups.module.ts'
 import { listTables } from '../src/modules/backups/database-facts.ts'
 import { createLocalTarget } from '../src/modules/backups/local-target.ts'
@@ -150,6 +151,40 @@ describe('backups over HTTP', () => {
       { action: 'backup:created', outcome: 'success' },
       { action: 'backup:verified', outcome: 'success' },
     ])
+  })
+
+  it('POST /admin/backups while a backup is queued (not started) answers 202 with that job instead of stacking another', async () => {
+    const queued = await plinth.context.jobs.enqueue(BACKUP_JOB, {}, { delay: 3_600_000 })
+    try {
+      const res = await plinth.app.inject({
+        method: 'POST',
+        url: '/api/v1/admin/backups',
+        headers: bearer(admin.token),
+      })
+      assert.equal(res.statusCode, 202, res.body)
+      assert.equal(res.json().job.id, queued.id)
+      assert.equal(res.json().created, false)
+      assert.equal(res.headers.location, `/api/v1/jobs/${queued.id}`)
+      assert.equal(await plinth.context.jobs.waiting(BACKUP_JOB, 10), 1, 'no second backup was queued')
+    } finally {
+      await plinth.context.jobs.cancel(queued.id)
+    }
+  })
+
+  it('POST /admin/backups and /admin/backups/drills answer 409 PLINTH_BACKUP_NOT_CONFIGURED without a target, and queue nothing', async () => {
+    const inMemory = await startTestPlinth({ env: { ...NO_RATE_LIMITS, PLINTH_MASTER_KEY: TEST_MASTER_KEY } })
+    try {
+      const root = await createUser(inMemory, uniqueEmail('admin'), 'admin')
+      for (const url of ['/api/v1/admin/backups', '/api/v1/admin/backups/drills'])
+        assertProblem(
+          await inMemory.app.inject({ method: 'POST', url, headers: bearer(root.token) }),
+          409,
+          'PLINTH_BACKUP_NOT_CONFIGURED',
+        )
+      assert.equal(await inMemory.context.jobs.waiting(BACKUP_JOB, 10), 0)
+    } finally {
+      await inMemory.close()
+    }
   })
 
   it('answers problem+json for bad input and callers without backups:manage', async () => {

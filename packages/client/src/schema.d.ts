@@ -1655,6 +1655,8 @@ export interface operations {
                 };
                 content: {
                     "application/json": {
+                        /** @description False when a job of the same kind was already queued (not yet started): the answer names that one */
+                        created: boolean;
                         job: {
                             /** @description GET it for the state and, once completed, the output */
                             href: string;
@@ -1699,7 +1701,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description `PLINTH_DB_CONFLICT`: Conflict */
+            /** @description `PLINTH_DB_CONFLICT`: Conflict; `PLINTH_BACKUP_NOT_CONFIGURED`: Backups Not Configured */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -1707,7 +1709,7 @@ export interface operations {
                 content: {
                     "application/problem+json": components["schemas"]["Problem"] & {
                         /** @enum {string} */
-                        code?: "PLINTH_DB_CONFLICT";
+                        code?: "PLINTH_DB_CONFLICT" | "PLINTH_BACKUP_NOT_CONFIGURED";
                     };
                 };
             };
@@ -2123,6 +2125,8 @@ export interface operations {
                 };
                 content: {
                     "application/json": {
+                        /** @description False when a job of the same kind was already queued (not yet started): the answer names that one */
+                        created: boolean;
                         job: {
                             /** @description GET it for the state and, once completed, the output */
                             href: string;
@@ -2167,7 +2171,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description `PLINTH_DB_CONFLICT`: Conflict */
+            /** @description `PLINTH_DB_CONFLICT`: Conflict; `PLINTH_BACKUP_NOT_CONFIGURED`: Backups Not Configured */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -2175,7 +2179,7 @@ export interface operations {
                 content: {
                     "application/problem+json": components["schemas"]["Problem"] & {
                         /** @enum {string} */
-                        code?: "PLINTH_DB_CONFLICT";
+                        code?: "PLINTH_DB_CONFLICT" | "PLINTH_BACKUP_NOT_CONFIGURED";
                     };
                 };
             };

@@ -9,7 +9,7 @@ const manage = { permission: 'backups:manage' as const, rateLimit: 'api' as cons
 const TARGET = ['PLINTH_BACKUP_NOT_CONFIGURED', 'PLINTH_BACKUP_TARGET_UNAVAILABLE'] as const
 const createConfig = {
   ...manage,
-  errors: ['PLINTH_JOB_QUEUE_FULL', 'PLINTH_JOBS_UNAVAILABLE'] as const,
+  errors: ['PLINTH_BACKUP_NOT_CONFIGURED', 'PLINTH_JOB_QUEUE_FULL', 'PLINTH_JOBS_UNAVAILABLE'] as const,
 }
 const drillConfig = { ...manage, errors: [...TARGET, 'PLINTH_DRILL_NOT_FOUND'] as const }
 const listConfig = { ...manage, errors: TARGET }
@@ -71,6 +71,10 @@ const Enqueued = Type.Object({
     id: Type.String(),
     href: Type.String({ description: 'GET it for the state and, once completed, the output' }),
   }),
+  created: Type.Boolean({
+    description:
+      'False when a job of the same kind was already queued (not yet started): the answer names that one',
+  }),
 })
 
 const DrillSchema = Type.Object({
@@ -130,9 +134,18 @@ export function backupsRoutes(
   service: () => BackupService,
   drills: () => Drills,
 ): void {
+  // A backup (or drill) that is queued and has not started yet covers a new request: the answer
+  // names that job instead of stacking another (a running one still gets one successor, which sees
+  // newer data). Repeated clicks or a retrying client never queue a backlog of whole-database work.
   const enqueue = async (name: string, request: Parameters<typeof auditCallerOf>[0]) => {
-    const job = await ctx.jobs.enqueue(name, {}, { requestId: request.id, audit: auditCallerOf(request) })
-    return { job: { id: job.id, href: `/api/v1/jobs/${job.id}` } }
+    // No target (an in-memory database without PLINTH_BACKUP_DIR or a bucket): 409 now, as the
+    // GETs answer, rather than a job that can only fail.
+    void service().target
+    const queued = (await ctx.jobs.list({ name, state: 'created', limit: 1 })).items[0]
+    const id =
+      queued?.id ??
+      (await ctx.jobs.enqueue(name, {}, { requestId: request.id, audit: auditCallerOf(request) })).id
+    return { job: { id, href: `/api/v1/jobs/${id}` }, created: !queued }
   }
   api.post(
     '/admin/backups',
