@@ -27,7 +27,7 @@ export interface EmbeddedServer {
   readonly socketDir: string
   readonly socketPort: number
   /** How the cluster was opened at start (an existing one, the template, or initdb), once up. */
-  origin(): 'existing' | 'migrated' | 'template' | 'initdb' | undefined
+  origin(): 'existing' | 'migrated' | 'template' | 'initdb' | 'loaded' | undefined
   /**
    * Called after every migration of the set `key` was applied: when this cluster is new (started
    * from the plain template or initdb) and was started for that set, stores it as the migrated
@@ -56,6 +56,11 @@ export interface EmbeddedServerOptions {
   readonly useTemplate?: boolean
   /** The key of the migration set a start applies (migrationSetKey): a new cluster starts migrated when cached. */
   readonly migrationSetKey?: string | undefined
+  /**
+   * Open this data directory dump (PGlite's `dumpDataDir`) instead of a cluster: a backup's scratch
+   * copy, loaded and queried in the worker so that the main thread stays free.
+   */
+  readonly loadDump?: readonly Uint8Array[] | undefined
 }
 
 // Beside this file: embedded-worker.ts when run from source, embedded-worker.js once compiled to dist/
@@ -111,15 +116,15 @@ export function startEmbeddedServer(options: EmbeddedServerOptions): EmbeddedSer
   const clusterDir = options.dataDir === null ? null : join(options.dataDir, 'pglite')
   const inDataDir = options.dataDir !== null && join(options.dataDir, SOCKET_FILE).length <= MAX_SOCKET_PATH
   const socketDir = inDataDir ? (options.dataDir as string) : mkdtempSync(join(tmpdir(), 'plinth-db-'))
+  const useTemplate = (options.useTemplate ?? true) && !options.loadDump
   const data: EmbeddedWorkerData = {
     clusterDir,
     socketPath: join(socketDir, SOCKET_FILE),
     maxConnections: options.maxConnections,
-    useTemplate: options.useTemplate ?? true,
+    useTemplate,
     migratedTemplate:
-      (options.useTemplate ?? true) && options.migrationSetKey
-        ? migratedTemplatePath(options.migrationSetKey)
-        : null,
+      useTemplate && options.migrationSetKey ? migratedTemplatePath(options.migrationSetKey) : null,
+    loadDump: options.loadDump ?? null,
   }
   const removeSocketDir = () => {
     if (!inDataDir) rmSync(socketDir, { recursive: true, force: true })

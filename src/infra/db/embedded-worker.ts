@@ -27,10 +27,12 @@ export interface EmbeddedWorkerData {
   readonly useTemplate: boolean
   /** The migrated template to start a new cluster from, when it exists (template.ts); null: none. */
   readonly migratedTemplate: string | null
+  /** A data directory dump (PGlite's `dumpDataDir`) to open instead: a backup's scratch copy. */
+  readonly loadDump?: readonly Uint8Array[] | null | undefined
 }
 
 export type EmbeddedWorkerMessage =
-  | { type: 'ready'; origin: 'existing' | 'migrated' | 'template' | 'initdb'; ms: number }
+  | { type: 'ready'; origin: 'existing' | 'migrated' | 'template' | 'initdb' | 'loaded'; ms: number }
   | { type: 'stopped' }
   | { type: 'dumped'; id: number; data: ArrayBuffer }
   | { type: 'dump-failed'; id: number; message: string }
@@ -39,8 +41,16 @@ const data = workerData as EmbeddedWorkerData
 const port = parentPort
 if (!port) throw new Error('embedded-worker.ts runs only as a worker thread')
 
-async function open(): Promise<{ db: PGlite; origin: 'existing' | 'migrated' | 'template' | 'initdb' }> {
+async function open(): Promise<{
+  db: PGlite
+  origin: 'existing' | 'migrated' | 'template' | 'initdb' | 'loaded'
+}> {
   const where = data.clusterDir ?? 'memory://'
+  if (data.loadDump)
+    return {
+      db: await PGlite.create(where, { loadDataDir: new Blob(data.loadDump as Uint8Array<ArrayBuffer>[]) }),
+      origin: 'loaded',
+    }
   const isNew = data.clusterDir === null || !existsSync(join(data.clusterDir, 'PG_VERSION'))
   if (!isNew) return { db: await PGlite.create(where), origin: 'existing' }
   if (data.migratedTemplate) {

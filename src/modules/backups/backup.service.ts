@@ -398,7 +398,7 @@ export function createBackupService(deps: BackupServiceDeps): BackupService {
     if (m.kind === 'embedded') {
       const parts: Uint8Array[] = []
       for await (const c of readArchive(targetOf(), expectation(m), key)) parts.push(c)
-      const scratch = await openScratchPglite(parts)
+      const scratch = await openScratchPglite(parts, log)
       try {
         return { facts: await readFacts(scratch.kysely), chain: await auditChainOf(scratch.kysely, audit) }
       } finally {
@@ -483,7 +483,7 @@ export function createBackupService(deps: BackupServiceDeps): BackupService {
       // Read and checked to the end before anything is written.
       for await (const c of readArchive(targetOf(), expectation(manifest), archiveKey, onRead)) parts.push(c)
       const done = await restoreToDataDir(parts, options.dataDir, { force: options.force, now: now() })
-      const scratch = await openScratchPglite(parts)
+      const scratch = await openScratchPglite(parts, log)
       const facts = await readFacts(scratch.kysely).finally(() => scratch.close())
       result = {
         id,

@@ -1,11 +1,12 @@
 import { existsSync, readdirSync, renameSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { PGlite } from '@electric-sql/pglite'
-import { createPgConfig } from '@electric-sql/pglite/node-postgres'
 import { Kysely, PostgresDialect } from 'kysely'
 import pg from 'pg'
+import type { Logger } from 'pino'
 import type { Database } from '../../infra/db/create-db.ts'
 import { lockDataDir } from '../../infra/db/embedded-lock.ts'
+import { startEmbeddedServer } from '../../infra/db/embedded-server.ts'
 import type { PlinthTables } from '../../infra/db/tables.ts'
 import { PlinthError } from '../../shared/errors.ts'
 
@@ -36,26 +37,46 @@ export function embeddedEngine(db: Pick<Database, 'dumpDataDir'>): EmbeddedEngin
   }
 }
 
-/** An in-memory PGlite loaded from a dump, with a Kysely handle; `close()` discards it. */
+/**
+ * An in-memory PGlite loaded from a dump, with a Kysely handle; `close()` discards it. It runs in a
+ * worker thread behind its own socket (like the live embedded database), so that loading and
+ * checking a backup never blocks the server's event loop.
+ */
 export async function openScratchPglite(
   dump: readonly Uint8Array[],
+  logger: Logger,
 ): Promise<{ kysely: Kysely<PlinthTables>; close(): Promise<void> }> {
-  let lite: PGlite
+  const server = startEmbeddedServer({
+    dataDir: null,
+    logger,
+    maxConnections: 2,
+    startTimeoutMs: 10 * 60_000,
+    useTemplate: false,
+    loadDump: dump,
+  })
   try {
-    lite = await PGlite.create({ loadDataDir: new Blob(dump as Uint8Array<ArrayBuffer>[]) })
+    await server.whenUp()
   } catch (err) {
+    await server.close().catch(() => {})
     throw new PlinthError(
       'PLINTH_BACKUP_ENGINE_FAILED',
       `PGlite could not load the backed-up data directory: ${(err as Error).message}.`,
     )
   }
-  const pool = new pg.Pool({ ...(createPgConfig(lite) as pg.PoolConfig), max: 1, idleTimeoutMillis: 0 })
+  const pool = new pg.Pool({
+    host: server.socketDir,
+    port: server.socketPort,
+    user: 'postgres',
+    database: 'postgres',
+    max: 1,
+    idleTimeoutMillis: 0,
+  })
   const kysely = new Kysely<PlinthTables>({ dialect: new PostgresDialect({ pool }) })
   return {
     kysely,
     async close() {
       await kysely.destroy()
-      await lite.close()
+      await server.close()
     },
   }
 }
