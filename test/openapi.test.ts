@@ -106,7 +106,7 @@ for (const backend of ['embedded', 'postgres'] as const) {
       assert.ok(operations >= 9, `only ${operations} operations documented`)
     })
 
-    it('declares the security schemes: bearer token, session cookie, CSRF header', () => {
+    it('declares the security schemes: bearer token, session cookie, CSRF header, operator token', () => {
       const schemes = doc.components.securitySchemes
       assert.deepEqual(
         { type: schemes.bearerAuth.type, scheme: schemes.bearerAuth.scheme },
@@ -122,6 +122,14 @@ for (const backend of ['embedded', 'postgres'] as const) {
         [schemes.csrfHeader.type, schemes.csrfHeader.in, schemes.csrfHeader.name],
         ['apiKey', 'header', 'X-CSRF-Token'],
       )
+      assert.deepEqual(
+        { type: schemes.opsToken.type, scheme: schemes.opsToken.scheme },
+        { type: 'http', scheme: 'bearer' },
+      )
+      assert.match(schemes.opsToken.description, /PLINTH_OPS_TOKEN/)
+      assert.match(schemes.opsToken.description, /PLINTH_OPS_NETWORKS/)
+      assert.match(doc.paths['/api/metrics'].get.description, /^Permission: operators .*others get 403/)
+      assert.match(doc.paths['/health'].get.description, /operators .* get the details/)
       assert.deepEqual(doc.components.schemas.Problem.required, [
         'type',
         'title',
@@ -151,8 +159,11 @@ for (const backend of ['embedded', 'postgres'] as const) {
           if (!/Permission: /.test(op.description) || !/Rate limit: /.test(op.description))
             fail('no permission or rate-limit line in the description')
           const changes = !['get', 'head', 'options'].includes(method)
-          const expectedSecurity =
-            permission === 'public'
+          // The operations endpoints name the operator token (callers from PLINTH_OPS_NETWORKS need none).
+          const operators = ['/health', '/ready', '/api/metrics'].includes(path)
+          const expectedSecurity = operators
+            ? [{ opsToken: [] }, {}]
+            : permission === 'public'
               ? []
               : [{ bearerAuth: [] }, changes ? { sessionCookie: [], csrfHeader: [] } : { sessionCookie: [] }]
           if (JSON.stringify(op.security) !== JSON.stringify(expectedSecurity))

@@ -72,7 +72,7 @@ export async function opsRoutes(app: FastifyInstance, opts: OpsRoutesOptions): P
   app.get(
     '/ready',
     {
-      config: { public: true, rateLimit: false },
+      config: { public: true, rateLimit: false, operators: 'details' },
       schema: {
         tags: ['operations'],
         summary: 'Ready for traffic: database answers, migrations current, not shutting down',
@@ -95,7 +95,7 @@ export async function opsRoutes(app: FastifyInstance, opts: OpsRoutesOptions): P
   app.get(
     '/health',
     {
-      config: exempt,
+      config: { ...exempt, operators: 'details' },
       schema: {
         tags: ['operations'],
         summary: 'Per-component health; details (latency, errors, version, uptime) for operators',
@@ -123,7 +123,7 @@ export async function opsRoutes(app: FastifyInstance, opts: OpsRoutesOptions): P
   app.get(
     '/api/metrics',
     {
-      config: { ...exempt, errors: ['PLINTH_OPS_FORBIDDEN'] },
+      config: { ...exempt, operators: 'required', errors: ['PLINTH_OPS_FORBIDDEN'] },
       schema: {
         tags: ['operations'],
         summary: 'Prometheus metrics (operators, unless PLINTH_METRICS_PUBLIC=true)',

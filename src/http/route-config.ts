@@ -39,6 +39,12 @@ declare module 'fastify' {
     errors?: readonly ErrorCode[]
     /** The route touches no database (the document then lists no 503 `PLINTH_DB_*`). Default: it does. */
     database?: false
+    /**
+     * Operator access (http/plugins/ops-access.ts: a caller from `PLINTH_OPS_NETWORKS` or holding
+     * `PLINTH_OPS_TOKEN`): `required` answers others 403, `details` answers others less. For the
+     * OpenAPI document, which then names the `opsToken` scheme.
+     */
+    operators?: 'required' | 'details'
   }
   interface FastifyRequest {
     /** The authenticated caller, or null; set by the accounts module's authentication hook. */

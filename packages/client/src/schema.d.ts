@@ -10,7 +10,7 @@ export interface paths {
         };
         /**
          * Prometheus metrics (operators, unless PLINTH_METRICS_PUBLIC=true)
-         * @description Permission: none (public). Rate limit: none.
+         * @description Permission: operators (PLINTH_OPS_NETWORKS or PLINTH_OPS_TOKEN); others get 403. Rate limit: none.
          */
         get: operations["getApiMetrics"];
         put?: never;
@@ -1252,7 +1252,7 @@ export interface paths {
         };
         /**
          * Per-component health; details (latency, errors, version, uptime) for operators
-         * @description Permission: none (public). Rate limit: none.
+         * @description Permission: none (public); operators (PLINTH_OPS_NETWORKS or PLINTH_OPS_TOKEN) get the details. Rate limit: none.
          */
         get: operations["getHealth"];
         put?: never;
@@ -1292,7 +1292,7 @@ export interface paths {
         };
         /**
          * Ready for traffic: database answers, migrations current, not shutting down
-         * @description Permission: none (public). Rate limit: none.
+         * @description Permission: none (public); operators (PLINTH_OPS_NETWORKS or PLINTH_OPS_TOKEN) get the details. Rate limit: none.
          */
         get: operations["getReady"];
         put?: never;

@@ -19,6 +19,7 @@ export const SECURITY_SCHEMES = {
   bearer: 'bearerAuth',
   cookie: 'sessionCookie',
   csrf: 'csrfHeader',
+  ops: 'opsToken',
 } as const
 
 const securitySchemes: Json = {
@@ -44,6 +45,13 @@ const securitySchemes: Json = {
     description:
       'The `csrfToken` of the session (answered by sign-in, sign-up and `GET /api/v1/me`); required with the ' +
       'session cookie on changes.',
+  },
+  [SECURITY_SCHEMES.ops]: {
+    type: 'http',
+    scheme: 'bearer',
+    description:
+      'Operator access to the operations endpoints: `PLINTH_OPS_TOKEN` as a bearer token. Callers from a network in ' +
+      '`PLINTH_OPS_NETWORKS` (the client address as resolved through `PLINTH_TRUST_PROXY`) need no token.',
   },
 }
 
@@ -142,17 +150,25 @@ export function operationFacts(route: RouteOptions, url: string): OperationFacts
   errors.push('PLINTH_HTTP_SHUTTING_DOWN', 'PLINTH_INTERNAL')
   for (const code of config.errors ?? []) if (!errors.includes(code)) errors.push(code)
 
-  const security = isPublic
-    ? []
-    : [
-        { [SECURITY_SCHEMES.bearer]: [] },
-        changes
-          ? { [SECURITY_SCHEMES.cookie]: [], [SECURITY_SCHEMES.csrf]: [] }
-          : { [SECURITY_SCHEMES.cookie]: [] },
-      ]
-  const who = isPublic
-    ? 'Permission: none (public).'
-    : `Permission: \`${permission}\` (roles: ${rolesWith(permission as Permission).join(', ') || 'none'}; an API token needs it in its scopes).`
+  const operators = config.operators
+  const security = operators
+    ? [{ [SECURITY_SCHEMES.ops]: [] }, {}]
+    : isPublic
+      ? []
+      : [
+          { [SECURITY_SCHEMES.bearer]: [] },
+          changes
+            ? { [SECURITY_SCHEMES.cookie]: [], [SECURITY_SCHEMES.csrf]: [] }
+            : { [SECURITY_SCHEMES.cookie]: [] },
+        ]
+  const who =
+    operators === 'required'
+      ? 'Permission: operators (PLINTH_OPS_NETWORKS or PLINTH_OPS_TOKEN); others get 403.'
+      : operators === 'details'
+        ? 'Permission: none (public); operators (PLINTH_OPS_NETWORKS or PLINTH_OPS_TOKEN) get the details.'
+        : isPublic
+          ? 'Permission: none (public).'
+          : `Permission: \`${permission}\` (roles: ${rolesWith(permission as Permission).join(', ') || 'none'}; an API token needs it in its scopes).`
   const limit =
     tier === 'none'
       ? 'Rate limit: none.'
