@@ -3,7 +3,8 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3'
+import { ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3'
+import { createS3Client } from '../../src/infra/s3/client.ts'
 
 /** How to reach one s3rver bucket: the shape of the S3 storage and backup target options. */
 export interface S3rverConnection {
@@ -74,12 +75,7 @@ export async function startS3rver(bucket: string): Promise<S3rver> {
     secretAccessKey: 'S3RVER',
     forcePathStyle: true,
   }
-  const client = new S3Client({
-    endpoint: connection.endpoint,
-    region: connection.region,
-    forcePathStyle: true,
-    credentials: { accessKeyId: connection.accessKeyId, secretAccessKey: connection.secretAccessKey },
-  })
+  const client = createS3Client(connection)
   return {
     ...found,
     bucket,
