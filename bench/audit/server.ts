@@ -8,7 +8,7 @@
  */
 import { Type } from 'typebox'
 import { builtinModules } from '../../src/app/modules.ts'
-import { actorOf, auditDiff } from '../../src/core/audit.ts'
+import { auditCallerOf, auditDiff } from '../../src/core/audit.ts'
 import type { PlinthModule } from '../../src/core/module.ts'
 import { signInNewUser, startProductionPlinth } from '../lib/plinth-child.ts'
 import { type Running as Listening, requireParent, serveChild } from '../lib/server-child.ts'
@@ -43,15 +43,11 @@ const benchModule: PlinthModule = {
           return ctx.db.kysely.transaction().execute(async (trx) => {
             const { before, after } = await applyChange(trx, audited ? 'audited' : 'plain', id)
             if (audited) {
-              const ua = request.headers['user-agent']
               await ctx.audit.record(trx, {
                 action: ACTION,
-                actor: actorOf(request.principal!),
+                ...auditCallerOf(request),
                 target: { type: 'bench-item', id: String(id) },
                 outcome: 'success',
-                ip: request.ip,
-                userAgent: typeof ua === 'string' ? ua : undefined,
-                requestId: request.id,
                 changes: auditDiff({ value: before }, { value: after }),
               })
             }
