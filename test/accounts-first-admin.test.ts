@@ -7,7 +7,6 @@ import { after, before, describe, it } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { CliIo } from '../src/cli/cli-io.ts'
 import { type PasswordSource, readPassword, userCommand } from '../src/cli/user-create.ts'
-import { runCli } from '../src/main.ts'
 import { bootstrapAdmin, createUserDirect } from '../src/modules/accounts/bootstrap-admin.ts'
 import {
   login,
@@ -18,6 +17,7 @@ import {
   uniqueEmail,
 } from './helpers/accounts.ts'
 import { captureLogs } from './helpers/log-capture.ts'
+import { runCliCaptured as cli } from './helpers/run-cli.ts'
 import { skipUnlessPostgres } from './helpers/services.ts'
 import { spawnCli } from './helpers/spawn-cli.ts'
 import { testConfig } from './helpers/test-config.ts'
@@ -95,14 +95,6 @@ describe('the first administrator from PLINTH_ADMIN_EMAIL', { skip: await skipUn
     }
   })
 })
-
-/** Runs the CLI in this process, capturing what it prints. */
-async function cli(...argv: string[]) {
-  let out = ''
-  let err = ''
-  const io: CliIo = { out: (t) => (out += `${t}\n`), err: (t) => (err += `${t}\n`) }
-  return { code: await runCli(argv, io), out, err }
-}
 
 /** The real `plinth` in a child process, with `stdin` piped in. */
 const spawnPlinth = (args: string[], stdin: string, env: Record<string, string>) =>

@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict'
-import { execFileSync } from 'node:child_process'
 import { X509Certificate } from 'node:crypto'
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -7,6 +6,7 @@ import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { alertRuntimes, incidentServiceOf } from '../src/modules/alerts/alerts.module.ts'
 import type { MinuteAgg, Sample } from '../src/modules/alerts/minutes.ts'
+import { selfSignedCertificate } from './helpers/certificate.ts'
 import { movableClock } from './helpers/clock.ts'
 import { checkMetrics, skipUnlessPromtool } from './helpers/promtool.ts'
 import { startTestPlinth, type TestPlinth } from './helpers/test-plinth.ts'
@@ -181,30 +181,10 @@ describe('incident escalation', () => {
 
 describe('certificate expiry metric', () => {
   const dir = mkdtempSync(join(tmpdir(), 'plinth-alert-tls-'))
-  const cert = join(dir, 'cert.pem')
-  const key = join(dir, 'key.pem')
   after(() => rmSync(dir, { recursive: true, force: true }))
 
   it('exports when PLINTH_TLS_CERT_FILE expires', async () => {
-    execFileSync(
-      'openssl',
-      [
-        'req',
-        '-x509',
-        '-newkey',
-        'rsa:2048',
-        '-nodes',
-        '-days',
-        '10',
-        '-subj',
-        '/CN=localhost',
-        '-keyout',
-        key,
-        '-out',
-        cert,
-      ],
-      { stdio: 'ignore' },
-    )
+    const { cert, key } = selfSignedCertificate(dir, { commonName: 'localhost', days: 10 })
     const plinth = await startTestPlinth({
       env: { PLINTH_TLS_CERT_FILE: cert, PLINTH_TLS_KEY_FILE: key },
       prepare: false,

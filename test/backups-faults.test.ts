@@ -1,11 +1,9 @@
 import assert from 'node:assert/strict'
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
+import { execFileSync } from 'node:child_process'
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
-import { ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3'
 import { sql } from 'kysely'
 import { builtinModules } from '../src/app/modules.ts'
 import { createBackupService } from '../src/modules/backups/backup.service.ts'
@@ -14,6 +12,7 @@ import { createLocalTarget } from '../src/modules/backups/local-target.ts'
 import { connectTo } from '../src/modules/backups/pg-dump-engine.ts'
 import { createS3Target } from '../src/modules/backups/s3-target.ts'
 import { createUser, NO_RATE_LIMITS, uniqueEmail } from './helpers/accounts.ts'
+import { type S3rver, startS3rver } from './helpers/s3rver.ts'
 import { skipUnlessPostgres } from './helpers/services.ts'
 import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy.ts'
 import { TEST_MASTER_KEY } from './helpers/test-config.ts'
@@ -85,44 +84,13 @@ describe('a full disk mid-backup', { skip: canMount() }, () => {
   })
 })
 
-/** A real S3-protocol server (s3rver) in its own process, on a free port. */
-async function startS3rver(dir: string): Promise<{ endpoint: string; port: number; stop(): Promise<void> }> {
-  const bin = createRequire(import.meta.url).resolve('s3rver/bin/s3rver.js')
-  const child: ChildProcess = spawn(
-    process.execPath,
-    [bin, '-d', dir, '-a', '127.0.0.1', '-p', '0', '--configure-bucket', BUCKET],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  )
-  const found = await new Promise<{ endpoint: string; port: number }>((resolve, reject) => {
-    let out = ''
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString()
-      const m = /listening on (\S+):(\d+)/.exec(out)
-      if (m) resolve({ endpoint: `http://${m[1]}:${m[2]}`, port: Number(m[2]) })
-    })
-    child.on('exit', (code) => reject(new Error(`s3rver exited (${code}): ${out}`)))
-  })
-  return {
-    ...found,
-    stop: () =>
-      new Promise<void>((resolve) => {
-        if (child.exitCode !== null) return resolve()
-        child.once('exit', () => resolve())
-        child.kill('SIGTERM')
-      }),
-  }
-}
-
 describe('the S3 connection cut mid-upload', () => {
   let plinth: TestPlinth
-  let s3: Awaited<ReturnType<typeof startS3rver>>
+  let s3: S3rver
   let proxy: TcpProxy
-  let dir: string
-  const credentials = { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' }
 
   before(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'plinth-s3-cut-'))
-    s3 = await startS3rver(dir)
+    s3 = await startS3rver(BUCKET)
     proxy = await startTcpProxy({ host: '127.0.0.1', port: s3.port })
     plinth = await startTestPlinth({ env: { ...NO_RATE_LIMITS, PLINTH_MASTER_KEY: TEST_MASTER_KEY } })
     await createUser(plinth, uniqueEmail('admin'), 'admin')
@@ -131,7 +99,6 @@ describe('the S3 connection cut mid-upload', () => {
     await plinth?.close()
     await proxy?.close()
     await s3?.stop()
-    rmSync(dir, { recursive: true, force: true })
   })
 
   it('fails cleanly with PLINTH_BACKUP_TARGET_UNAVAILABLE, publishes nothing, and the next backup succeeds', async () => {
@@ -141,14 +108,7 @@ describe('the S3 connection cut mid-upload', () => {
       db: plinth.context.db,
       keyring: plinth.context.keyring,
       audit: plinth.context.audit,
-      target: createS3Target({
-        bucket: BUCKET,
-        prefix: 'plinth/',
-        endpoint: proxy.through(s3.endpoint),
-        region: 'us-east-1',
-        ...credentials,
-        forcePathStyle: true,
-      }),
+      target: createS3Target({ ...s3.connection, prefix: 'plinth/', endpoint: proxy.through(s3.endpoint) }),
       chunkSize: 64 * 1024,
     })
     await filler(plinth, 's3_cut_filler', 20) // several 8 MiB parts
@@ -162,17 +122,8 @@ describe('the S3 connection cut mid-upload', () => {
     })
     proxy.restore()
 
-    const client = new S3Client({
-      endpoint: s3.endpoint,
-      region: 'us-east-1',
-      forcePathStyle: true,
-      credentials,
-    })
-    const keys = ((await client.send(new ListObjectsV2Command({ Bucket: BUCKET }))).Contents ?? []).map(
-      (o) => o.Key,
-    )
     assert.deepEqual(
-      keys.filter((k) => k?.endsWith('.manifest.json') || k?.endsWith('.archive')),
+      (await s3.keys()).filter((k) => k.endsWith('.manifest.json') || k.endsWith('.archive')),
       [],
       'no archive or manifest was published',
     )

@@ -1,59 +1,23 @@
 import assert from 'node:assert/strict'
-import { type ChildProcess, spawn } from 'node:child_process'
-import { mkdtempSync, rmSync } from 'node:fs'
-import { createRequire } from 'node:module'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
-import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3'
+import { GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3'
 import { sql } from 'kysely'
 import { builtinModules } from '../src/app/modules.ts'
 import { type BackupService, createBackupService } from '../src/modules/backups/backup.service.ts'
 import { archiveName } from '../src/modules/backups/manifest.ts'
 import { createS3Target } from '../src/modules/backups/s3-target.ts'
 import { createUser, NO_RATE_LIMITS, uniqueEmail } from './helpers/accounts.ts'
+import { type S3rver, startS3rver } from './helpers/s3rver.ts'
 import { TEST_MASTER_KEY } from './helpers/test-config.ts'
 import { startTestPlinth, type TestPlinth } from './helpers/test-plinth.ts'
 
 const BUCKET = 'backups'
 const knownMigrations = builtinModules.flatMap((m) => Object.keys(m.migrations ?? {}))
 
-/** A real S3-protocol server (s3rver) in its own process, on a free port. */
-async function startS3rver(dir: string): Promise<{ endpoint: string; stop(): Promise<void> }> {
-  const bin = createRequire(import.meta.url).resolve('s3rver/bin/s3rver.js')
-  const child: ChildProcess = spawn(
-    process.execPath,
-    [bin, '-d', dir, '-a', '127.0.0.1', '-p', '0', '--configure-bucket', BUCKET],
-    {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    },
-  )
-  const endpoint = await new Promise<string>((resolve, reject) => {
-    let out = ''
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString()
-      const m = /listening on (\S+):(\d+)/.exec(out)
-      if (m) resolve(`http://${m[1]}:${m[2]}`)
-    })
-    child.on('exit', (code) => reject(new Error(`s3rver exited (${code}): ${out}`)))
-  })
-  return {
-    endpoint,
-    stop: () =>
-      new Promise<void>((resolve) => {
-        if (child.exitCode !== null) return resolve()
-        child.once('exit', () => resolve())
-        child.kill('SIGTERM')
-      }),
-  }
-}
-
 describe('the S3 backup target, against a real s3rver process', () => {
   let plinth: TestPlinth
-  let s3: { endpoint: string; stop(): Promise<void> }
-  let dir: string
-  let client: S3Client
-  const credentials = { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' }
+  let s3: S3rver
   const serviceFor = (endpoint: string) =>
     createBackupService({
       config: plinth.context.config,
@@ -61,22 +25,13 @@ describe('the S3 backup target, against a real s3rver process', () => {
       db: plinth.context.db,
       keyring: plinth.context.keyring,
       audit: plinth.context.audit,
-      target: createS3Target({
-        bucket: BUCKET,
-        prefix: 'plinth/',
-        endpoint,
-        region: 'us-east-1',
-        ...credentials,
-        forcePathStyle: true,
-      }),
+      target: createS3Target({ ...s3.connection, prefix: 'plinth/', endpoint }),
       chunkSize: 64 * 1024,
     })
   let service: BackupService
 
   before(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'plinth-s3rver-'))
-    s3 = await startS3rver(dir)
-    client = new S3Client({ endpoint: s3.endpoint, region: 'us-east-1', forcePathStyle: true, credentials })
+    s3 = await startS3rver(BUCKET)
     plinth = await startTestPlinth({ env: { ...NO_RATE_LIMITS, PLINTH_MASTER_KEY: TEST_MASTER_KEY } })
     await createUser(plinth, uniqueEmail('admin'), 'admin')
     service = serviceFor(s3.endpoint)
@@ -84,7 +39,6 @@ describe('the S3 backup target, against a real s3rver process', () => {
   after(async () => {
     await plinth?.close()
     await s3?.stop()
-    rmSync(dir, { recursive: true, force: true })
   })
 
   it('uploads (multipart), publishes after the checksum, lists, verifies and restores', async () => {
@@ -94,11 +48,8 @@ describe('the S3 backup target, against a real s3rver process', () => {
     )
     const b = await service.create()
     assert.ok((b.manifest?.parts[0]?.bytes ?? 0) > 8 * 1024 * 1024, 'big enough for a multipart upload')
-    const keys = ((await client.send(new ListObjectsV2Command({ Bucket: BUCKET }))).Contents ?? []).map(
-      (o) => o.Key,
-    )
     assert.deepEqual(
-      keys.sort(),
+      (await s3.keys()).sort(),
       [`plinth/${b.id}.archive`, `plinth/${b.id}.manifest.json`],
       'no temporary key is left',
     )
@@ -109,7 +60,7 @@ describe('the S3 backup target, against a real s3rver process', () => {
     const v = await service.verify(b.id)
     assert.equal(v.ok, true, JSON.stringify(v.checks))
     assert.equal((await service.show(b.id)).status, 'verified')
-    const target = join(dir, 'restored')
+    const target = join(s3.dir, 'restored')
     const r = await service.restore(b.id, { dataDir: target, force: false, knownMigrations })
     assert.equal(r.matches, true)
   })
@@ -117,10 +68,10 @@ describe('the S3 backup target, against a real s3rver process', () => {
   it('detects an archive altered in the bucket', async () => {
     const b = await service.create()
     const Key = `plinth/${archiveName(b.id)}`
-    const got = await client.send(new GetObjectCommand({ Bucket: BUCKET, Key }))
+    const got = await s3.client.send(new GetObjectCommand({ Bucket: BUCKET, Key }))
     const bytes = Buffer.from(await got.Body!.transformToByteArray())
     bytes[bytes.length >> 1]! ^= 1
-    await client.send(new PutObjectCommand({ Bucket: BUCKET, Key, Body: bytes }))
+    await s3.client.send(new PutObjectCommand({ Bucket: BUCKET, Key, Body: bytes }))
     const v = await service.verify(b.id)
     assert.equal(v.ok, false)
     assert.equal((await service.show(b.id)).status, 'failed')

@@ -12,10 +12,9 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
-import type { CliIo } from '../src/cli/cli-io.ts'
 import { commands } from '../src/cli/commands.ts'
-import { runCli } from '../src/main.ts'
 import { createPocketBaseData } from './helpers/migration-sources.ts'
+import { runCliCaptured as cli } from './helpers/run-cli.ts'
 import { teeChildLogs } from './helpers/run-logs.ts'
 import { skipUnlessPostgres } from './helpers/services.ts'
 import { spawnCli } from './helpers/spawn-cli.ts'
@@ -23,14 +22,6 @@ import { TEST_MASTER_KEY } from './helpers/test-config.ts'
 import { createTestDatabase, type TestDatabase } from './helpers/test-database.ts'
 
 const PASSWORD = 'a long and unusual pass phrase 7'
-
-async function cli(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = ''
-  let err = ''
-  const io: CliIo = { out: (t) => (out += `${t}\n`), err: (t) => (err += `${t}\n`) }
-  const code = await runCli(argv, io)
-  return { code, out, err }
-}
 
 describe('plinth --help', () => {
   it('answers for every command and every action, from the declaration, exit 0 on stdout', async () => {

@@ -3,20 +3,10 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, describe, it } from 'node:test'
-import type { CliIo } from '../src/cli/cli-io.ts'
 import { PLINTH_VERSION } from '../src/core/version.ts'
-import { runCli } from '../src/main.ts'
+import { runCliCaptured as cli } from './helpers/run-cli.ts'
 import { spawnCli } from './helpers/spawn-cli.ts'
 import { TEST_MASTER_KEY } from './helpers/test-config.ts'
-
-/** Runs the CLI in this process, capturing what it prints. */
-async function cli(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = ''
-  let err = ''
-  const io: CliIo = { out: (t) => (out += `${t}\n`), err: (t) => (err += `${t}\n`) }
-  const code = await runCli(argv, io)
-  return { code, out, err }
-}
 
 describe('plinth CLI arguments', () => {
   const usageCases: [string, string[], number, RegExp, 'out' | 'err'][] = [

@@ -4,10 +4,10 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
-import { ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3'
 import { bearer, createUser, NO_RATE_LIMITS, type Session, uniqueEmail } from './helpers/accounts.ts'
 import { assertProblem } from './helpers/assert-problem.ts'
-import { filesUnder, startS3rver, upload, uploadOne } from './helpers/files-kit.ts'
+import { filesUnder, upload, uploadOne } from './helpers/files-kit.ts'
+import { startS3rver } from './helpers/s3rver.ts'
 import { startTestPlinth, type TestPlinth } from './helpers/test-plinth.ts'
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex')
@@ -157,31 +157,16 @@ storageSuite('the local disk', async () => {
 })
 
 storageSuite('an S3-protocol server (s3rver)', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'plinth-files-s3rver-'))
-  const bucket = 'files'
-  const s3 = await startS3rver(dir, bucket)
-  const client = new S3Client({
-    endpoint: s3.endpoint,
-    region: 'us-east-1',
-    forcePathStyle: true,
-    credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
-  })
+  const s3 = await startS3rver('files')
   return {
     env: () => ({
-      PLINTH_FILES_S3_BUCKET: bucket,
+      PLINTH_FILES_S3_BUCKET: s3.bucket,
       PLINTH_FILES_S3_ENDPOINT: s3.endpoint,
       PLINTH_FILES_S3_FORCE_PATH_STYLE: 'true',
-      PLINTH_FILES_S3_ACCESS_KEY_ID: 'S3RVER',
-      PLINTH_FILES_S3_SECRET_ACCESS_KEY: 'S3RVER',
+      PLINTH_FILES_S3_ACCESS_KEY_ID: s3.connection.accessKeyId,
+      PLINTH_FILES_S3_SECRET_ACCESS_KEY: s3.connection.secretAccessKey,
     }),
-    keys: async () => {
-      const page = await client.send(new ListObjectsV2Command({ Bucket: bucket }))
-      return (page.Contents ?? []).map((o) => o.Key!)
-    },
-    stop: async () => {
-      client.destroy()
-      await s3.stop()
-      rmSync(dir, { recursive: true, force: true })
-    },
+    keys: () => s3.keys(),
+    stop: () => s3.stop(),
   }
 })

@@ -7,6 +7,7 @@ import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import type { SecureVersion, TLSSocket } from 'node:tls'
 import { ConfigError, loadConfig } from '../src/config/load-config.ts'
+import { selfSignedCertificate } from './helpers/certificate.ts'
 import { startTestPlinth, type TestPlinth } from './helpers/test-plinth.ts'
 
 const dir = mkdtempSync(join(tmpdir(), 'plinth-tls-'))
@@ -14,16 +15,9 @@ const CERT = join(dir, 'cert.pem')
 const KEY = join(dir, 'key.pem')
 const OTHER_KEY = join(dir, 'other-key.pem')
 
-/** A throwaway self-signed certificate for localhost, valid one day. */
+/** A throwaway self-signed certificate for localhost, valid one day, and another key. */
 function makeCertificate(): void {
-  execFileSync(
-    'openssl',
-    [
-      ...['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=localhost'],
-      ...['-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1', '-keyout', KEY, '-out', CERT],
-    ],
-    { stdio: 'ignore', timeout: 30_000 },
-  )
+  selfSignedCertificate(dir, { commonName: 'localhost', days: 1, san: 'DNS:localhost,IP:127.0.0.1' })
   execFileSync('openssl', ['genpkey', '-algorithm', 'RSA', '-out', OTHER_KEY], {
     stdio: 'ignore',
     timeout: 30_000,

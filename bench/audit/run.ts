@@ -29,8 +29,8 @@ import { loadConfig } from '../../src/config/load-config.ts'
 import { auditDiff } from '../../src/core/audit.ts'
 import { verifyAuditChain } from '../../src/modules/audit/audit-chain.ts'
 import { createLogger, logDestination } from '../../src/observability/logger.ts'
-import { isInterrupted, runBenchmark, startServer } from '../lib/children.ts'
-import { aggregate, load, median, type Request, round, type Sample } from '../lib/load.ts'
+import { isInterrupted, runBenchmark, startServer, stopServer } from '../lib/children.ts'
+import { aggregate, load, median, type Request, round, type Sample, warmUp } from '../lib/load.ts'
 import { DURATION, parseOptions, ROUNDS } from '../lib/options.ts'
 import { productionEnv } from '../lib/server-child.ts'
 import { header, num, roundLine, row, sampleRow } from '../lib/table.ts'
@@ -240,16 +240,13 @@ async function main(): Promise<number> {
             checked.add(kind)
           }
           const request = requestFor(kind, server.ready)
-          const warm = await load(request, CONNECTIONS, WARMUP_SECONDS)
-          if (warm.errors + warm.non2xx > 0)
-            problems.push(`${kind} warm-up, round ${r}: ${warm.errors} errors, ${warm.non2xx} non-2xx`)
+          await warmUp(request, CONNECTIONS, WARMUP_SECONDS, `${kind} warm-up, round ${r}`, problems)
           const sample = await load(request, CONNECTIONS, duration)
           if (isInterrupted()) return 130
           samples[kind].push(sample)
           console.log(roundLine(r, rounds, kind, sample))
         } finally {
-          if (!(await server.stop()) && !isInterrupted())
-            problems.push(`the ${kind} server did not stop cleanly`)
+          await stopServer(server, kind, problems)
         }
       }
     }

@@ -6,22 +6,12 @@
  * administrator is created directly and signed in once; over the IPC channel the child sends
  * `{ type: 'ready', port, token }` or `{ type: 'failed', message }`.
  */
-import { randomBytes } from 'node:crypto'
 import { Type } from 'typebox'
-import { createPlinth } from '../../src/app/create-plinth.ts'
 import { builtinModules } from '../../src/app/modules.ts'
-import { loadConfig } from '../../src/config/load-config.ts'
-import { actorOf, auditDiff } from '../../src/core/audit.ts'
+import { auditCallerOf, auditDiff } from '../../src/core/audit.ts'
 import type { PlinthModule } from '../../src/core/module.ts'
-import { createUserDirect } from '../../src/modules/accounts/bootstrap-admin.ts'
-import { createLogger, logDestination } from '../../src/observability/logger.ts'
-import {
-  type Running as Listening,
-  portOf,
-  productionEnv,
-  requireParent,
-  serveChild,
-} from '../lib/server-child.ts'
+import { signInNewUser, startProductionPlinth } from '../lib/plinth-child.ts'
+import { type Running as Listening, requireParent, serveChild } from '../lib/server-child.ts'
 import {
   ACTION,
   AUDITED_CHANGE,
@@ -31,8 +21,6 @@ import {
   type ServerMessage,
   sharedKeys,
 } from './protocol.ts'
-
-const HOST = '127.0.0.1'
 
 /**
  * POST CHANGE: in one transaction, add 1 to `plain` of a random `bench_items` row (applyChange:
@@ -55,15 +43,11 @@ const benchModule: PlinthModule = {
           return ctx.db.kysely.transaction().execute(async (trx) => {
             const { before, after } = await applyChange(trx, audited ? 'audited' : 'plain', id)
             if (audited) {
-              const ua = request.headers['user-agent']
               await ctx.audit.record(trx, {
                 action: ACTION,
-                actor: actorOf(request.principal!),
+                ...auditCallerOf(request),
                 target: { type: 'bench-item', id: String(id) },
                 outcome: 'success',
-                ip: request.ip,
-                userAgent: typeof ua === 'string' ? ua : undefined,
-                requestId: request.id,
                 changes: auditDiff({ value: before }, { value: after }),
               })
             }
@@ -82,27 +66,12 @@ interface Running extends Listening {
 async function startPlinth(): Promise<Running> {
   const databaseUrl = process.argv[2]
   if (!databaseUrl) throw new Error('usage: server.ts <database url>')
-  const config = loadConfig({
-    env: { ...productionEnv(HOST), ...sharedKeys(), DATABASE_URL: databaseUrl },
-    envFile: false,
-  })
-  const logger = createLogger(config, logDestination('/dev/null'))
-  const plinth = await createPlinth({ config, logger, modules: [...builtinModules, benchModule] })
-  await plinth.listen()
-  const port = portOf(plinth.app.server.address())
-  const email = `bench-${randomBytes(6).toString('hex')}@example.com`
-  const password = `bench-${randomBytes(12).toString('base64url')}`
-  await createUserDirect(plinth.context, { email, password, role: 'admin' })
-  const res = await fetch(`http://${HOST}:${port}/api/v1/auth/login`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ email, password }),
-    signal: AbortSignal.timeout(5000),
-  })
-  const body = (await res.json()) as { token?: string }
-  if (res.status !== 200 || !body.token)
-    throw new Error(`sign-in answered ${res.status}: ${JSON.stringify(body)}`)
-  return { port, token: body.token, close: () => plinth.shutdown() }
+  const running = await startProductionPlinth({ ...sharedKeys(), DATABASE_URL: databaseUrl }, [
+    ...builtinModules,
+    benchModule,
+  ])
+  const { token } = await signInNewUser(running, 'admin')
+  return { port: running.port, token, close: running.close }
 }
 
 requireParent('bench/audit/server.ts runs as a child of bench/audit/run.ts')

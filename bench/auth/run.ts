@@ -17,8 +17,8 @@
  */
 import { cpus, loadavg } from 'node:os'
 import { fileURLToPath } from 'node:url'
-import { isInterrupted, runBenchmark, startServer } from '../lib/children.ts'
-import { aggregate, load, type Request, round, type Sample } from '../lib/load.ts'
+import { isInterrupted, runBenchmark, startServer, stopServer } from '../lib/children.ts'
+import { aggregate, load, type Request, round, type Sample, warmUp } from '../lib/load.ts'
 import { DURATION, parseOptions, ROUNDS } from '../lib/options.ts'
 import { header, num, roundLine, sampleRow } from '../lib/table.ts'
 import { type ServerMessage, WHOAMI } from './protocol.ts'
@@ -123,17 +123,13 @@ async function main(): Promise<number> {
         }
         const { connections, seconds: measured, warmup } = settings[kind]
         const request = requestFor(kind, server.ready)
-        const warm = await load(request, connections, warmup)
-        if (warm.errors + warm.non2xx > 0) {
-          problems.push(`${kind} warm-up, round ${r}: ${warm.errors} errors, ${warm.non2xx} non-2xx`)
-        }
+        await warmUp(request, connections, warmup, `${kind} warm-up, round ${r}`, problems)
         const sample = await load(request, connections, measured)
         if (isInterrupted()) return 130
         samples[kind].push(sample)
         console.log(roundLine(r, rounds, kind, sample))
       } finally {
-        if (!(await server.stop()) && !isInterrupted())
-          problems.push(`the ${kind} server did not stop cleanly`)
+        await stopServer(server, kind, problems)
       }
     }
   }

@@ -6,24 +6,11 @@
  * (the bearer token of that sign-in) or `{ type: 'failed', message }`; the parent sends `'stop'`
  * for a graceful close. A lost channel (the parent died) or a signal ends the child too.
  */
-import { randomBytes } from 'node:crypto'
-import { createPlinth } from '../../src/app/create-plinth.ts'
 import { builtinModules } from '../../src/app/modules.ts'
-import { loadConfig } from '../../src/config/load-config.ts'
 import type { PlinthModule } from '../../src/core/module.ts'
-import { createUserDirect } from '../../src/modules/accounts/bootstrap-admin.ts'
-import { createLogger, logDestination } from '../../src/observability/logger.ts'
-import {
-  type Running as Listening,
-  portOf,
-  productionEnv,
-  requireParent,
-  serveChild,
-  UNTHROTTLED,
-} from '../lib/server-child.ts'
+import { signInNewUser, startProductionPlinth } from '../lib/plinth-child.ts'
+import { type Running as Listening, requireParent, serveChild, UNTHROTTLED } from '../lib/server-child.ts'
 import { type ServerMessage, WHOAMI } from './protocol.ts'
-
-const HOST = '127.0.0.1'
 
 /** See WHOAMI in protocol.ts. */
 const benchModule: PlinthModule = {
@@ -48,9 +35,8 @@ interface Running extends Listening {
  * are raised so that the benchmark measures the work, not the 429s; the limiter still counts.
  */
 async function startPlinth(): Promise<Running> {
-  const config = loadConfig({
-    env: {
-      ...productionEnv(HOST),
+  const running = await startProductionPlinth(
+    {
       // The embedded database in memory, or a PostgreSQL server (a scratch database: users and
       // sessions pile up in it run after run).
       ...(process.env.BENCH_DATABASE_URL
@@ -58,26 +44,11 @@ async function startPlinth(): Promise<Running> {
         : { PLINTH_DATA_DIR: 'memory://' }),
       PLINTH_RATE_LIMIT_AUTH: UNTHROTTLED,
     },
-    envFile: false,
-  })
-  const logger = createLogger(config, logDestination('/dev/null'))
-  const plinth = await createPlinth({ config, logger, modules: [...builtinModules, benchModule] })
-  await plinth.listen()
-  const port = portOf(plinth.app.server.address())
-  const email = `bench-${randomBytes(6).toString('hex')}@example.com`
-  const password = `bench-${randomBytes(12).toString('base64url')}`
-  await createUserDirect(plinth.context, { email, password, role: 'member' })
+    [...builtinModules, benchModule],
+  )
   // Signed in over HTTP, as a client would.
-  const res = await fetch(`http://${HOST}:${port}/api/v1/auth/login`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ email, password }),
-    signal: AbortSignal.timeout(5000),
-  })
-  const body = (await res.json()) as { token?: string }
-  if (res.status !== 200 || !body.token)
-    throw new Error(`sign-in answered ${res.status}: ${JSON.stringify(body)}`)
-  return { port, email, password, token: body.token, close: () => plinth.shutdown() }
+  const user = await signInNewUser(running, 'member')
+  return { port: running.port, ...user, close: running.close }
 }
 
 requireParent('bench/auth/server.ts runs as a child of bench/auth/run.ts')

@@ -9,13 +9,9 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import fastifyStatic from '@fastify/static'
 import Fastify from 'fastify'
-import { createPlinth } from '../../src/app/create-plinth.ts'
-import { loadConfig } from '../../src/config/load-config.ts'
 import { createFilesService } from '../../src/modules/files/files.service.ts'
-import { createLogger, logDestination } from '../../src/observability/logger.ts'
-import { portOf, productionEnv, type Running, requireParent, serveChild } from '../lib/server-child.ts'
-
-const HOST = '127.0.0.1'
+import { HOST, startProductionPlinth } from '../lib/plinth-child.ts'
+import { portOf, type Running, requireParent, serveChild } from '../lib/server-child.ts'
 export const BLOB_BYTES = 256 * 1024
 
 function blob(dir: string): string {
@@ -46,19 +42,12 @@ async function startPlinth(): Promise<Running & { path: string }> {
   const dir = mkdtempSync(join(tmpdir(), 'plinth-bench-files-'))
   const sourceDir = mkdtempSync(join(tmpdir(), 'plinth-bench-blob-'))
   const source = blob(sourceDir)
-  const config = loadConfig({
-    env: {
-      ...productionEnv(HOST),
-      PLINTH_DATA_DIR: 'memory://',
-      PLINTH_FILES_DIR: join(dir, 'files'),
-      PLINTH_FILES_ALLOWED_TYPES: 'application/octet-stream',
-    },
-    envFile: false,
+  const running = await startProductionPlinth({
+    PLINTH_DATA_DIR: 'memory://',
+    PLINTH_FILES_DIR: join(dir, 'files'),
+    PLINTH_FILES_ALLOWED_TYPES: 'application/octet-stream',
   })
-  const logger = createLogger(config, logDestination('/dev/null'))
-  const plinth = await createPlinth({ config, logger })
-  await plinth.listen()
-  const service = createFilesService(plinth.context)
+  const service = createFilesService(running.plinth.context)
   const staged = await service.stage(createReadStream(source), {
     bytes: BLOB_BYTES,
     code: 'PLINTH_FILE_TOO_LARGE',
@@ -73,10 +62,10 @@ async function startPlinth(): Promise<Running & { path: string }> {
   })
   rmSync(sourceDir, { recursive: true, force: true })
   return {
-    port: portOf(plinth.app.server.address()),
+    port: running.port,
     path: `/api/v1/files/${file.id}`,
     close: async () => {
-      await plinth.shutdown()
+      await running.close()
       rmSync(dir, { recursive: true, force: true })
     },
   }

@@ -12,8 +12,8 @@
  */
 import { cpus, loadavg } from 'node:os'
 import { fileURLToPath } from 'node:url'
-import { isInterrupted, runBenchmark, startServer } from '../lib/children.ts'
-import { aggregate, load, round, type Sample } from '../lib/load.ts'
+import { isInterrupted, runBenchmark, startServer, stopServer } from '../lib/children.ts'
+import { aggregate, load, round, type Sample, warmUp } from '../lib/load.ts'
 import { DURATION, parseOptions, ROUNDS, UsageError } from '../lib/options.ts'
 import { header, num, roundLine, sampleRow } from '../lib/table.ts'
 import type { ServerKind } from './server.ts'
@@ -135,17 +135,19 @@ async function hotPart(
       const server = await startKind(kind)
       try {
         if (!bodies.has(kind)) bodies.set(kind, await fetchRoute(kind, server.ready.port))
-        const warm = await load({ url: url(server.ready.port) }, CONNECTIONS, WARMUP_SECONDS)
-        if (warm.errors + warm.non2xx > 0) {
-          problems.push(`${kind} warm-up, round ${r}: ${warm.errors} errors, ${warm.non2xx} non-2xx`)
-        }
+        await warmUp(
+          { url: url(server.ready.port) },
+          CONNECTIONS,
+          WARMUP_SECONDS,
+          `${kind} warm-up, round ${r}`,
+          problems,
+        )
         const sample = await load({ url: url(server.ready.port) }, CONNECTIONS, duration)
         if (isInterrupted()) return 130
         samples[kind].push(sample)
         console.log(roundLine(r, rounds, kind, sample))
       } finally {
-        if (!(await server.stop()) && !isInterrupted())
-          problems.push(`the ${kind} server did not stop cleanly`)
+        await stopServer(server, kind, problems)
       }
     }
   }

@@ -9,25 +9,19 @@
  * `{ type: 'failed', message }`; the parent sends `'stop'` for a graceful close. A lost channel
  * (the parent died) or a signal ends the child too.
  */
-import { randomBytes } from 'node:crypto'
 import Fastify from 'fastify'
 import { sql } from 'kysely'
 import { Type } from 'typebox'
-import { createPlinth } from '../../src/app/create-plinth.ts'
 import { builtinModules } from '../../src/app/modules.ts'
-import { loadConfig } from '../../src/config/load-config.ts'
 import type { PlinthModule } from '../../src/core/module.ts'
 import { PLINTH_VERSION } from '../../src/core/version.ts'
-import { createUserDirect } from '../../src/modules/accounts/bootstrap-admin.ts'
-import { createLogger, logDestination } from '../../src/observability/logger.ts'
-import { portOf, productionEnv, type Running, requireParent, serveChild } from '../lib/server-child.ts'
+import { HOST, signInNewUser, startProductionPlinth } from '../lib/plinth-child.ts'
+import { portOf, type Running, requireParent, serveChild } from '../lib/server-child.ts'
 import { ITEMS, WRITE } from './protocol.ts'
 
 export type ServerKind = 'bare' | 'plinth'
 /** Plinth with tracing on (bench/http/tracing.ts): argv `plinth-traced <OTLP endpoint> <sampling ratio>`. */
 export const TRACED_KIND = 'plinth-traced'
-
-const HOST = '127.0.0.1'
 
 interface Started extends Running {
   readonly token: string
@@ -98,9 +92,8 @@ async function startPlinth(tracing?: { endpoint: string; ratio: string }): Promi
       }
     : {}
   const databaseUrl = tracing ? undefined : process.argv[3]
-  const config = loadConfig({
-    env: {
-      ...productionEnv(HOST),
+  const running = await startProductionPlinth(
+    {
       ...(databaseUrl ? { DATABASE_URL: databaseUrl } : { PLINTH_DATA_DIR: 'memory://' }),
       // The same keys for every start on one scratch database (set by users.ts).
       ...(process.env.BENCH_HTTP_MASTER_KEY && process.env.BENCH_HTTP_SECRET_KEY
@@ -111,33 +104,17 @@ async function startPlinth(tracing?: { endpoint: string; ratio: string }): Promi
         : {}),
       ...traced,
     },
-    envFile: false,
-  })
-  // The same buffered asynchronous destination createLogger uses for stdout in production.
-  const logger = createLogger(config, logDestination('/dev/null'))
-  const plinth = await createPlinth({ config, logger, modules: [...builtinModules, benchModule] })
-  await plinth.listen()
-  const db = plinth.context.db.kysely
+    [...builtinModules, benchModule],
+  )
+  const db = running.plinth.context.db.kysely
   await sql`create table if not exists bench_http_items (id integer primary key, value integer not null default 0)`.execute(
     db,
   )
   await sql`insert into bench_http_items (id) select generate_series(1, ${ITEMS}) on conflict do nothing`.execute(
     db,
   )
-  const port = portOf(plinth.app.server.address())
-  const email = `bench-${randomBytes(6).toString('hex')}@example.com`
-  const password = `bench-${randomBytes(12).toString('base64url')}`
-  await createUserDirect(plinth.context, { email, password, role: 'member' })
-  const res = await fetch(`http://${HOST}:${port}/api/v1/auth/login`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ email, password }),
-    signal: AbortSignal.timeout(5000),
-  })
-  const body = (await res.json()) as { token?: string }
-  if (res.status !== 200 || !body.token)
-    throw new Error(`sign-in answered ${res.status}: ${JSON.stringify(body)}`)
-  return { port, token: body.token, close: () => plinth.shutdown() }
+  const { token } = await signInNewUser(running, 'member')
+  return { port: running.port, token, close: running.close }
 }
 
 requireParent('bench/http/server.ts runs as a child of bench/http/run.ts')

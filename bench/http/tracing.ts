@@ -13,8 +13,8 @@ import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { cpus, loadavg } from 'node:os'
 import { fileURLToPath } from 'node:url'
-import { isInterrupted, runBenchmark, startServer } from '../lib/children.ts'
-import { aggregate, load, median, round, type Sample } from '../lib/load.ts'
+import { isInterrupted, runBenchmark, startServer, stopServer } from '../lib/children.ts'
+import { aggregate, load, median, round, type Sample, warmUp } from '../lib/load.ts'
 import { DURATION, parseOptions, ROUNDS } from '../lib/options.ts'
 import { header, roundLine, sampleRow } from '../lib/table.ts'
 
@@ -106,9 +106,7 @@ async function main(): Promise<number> {
         const server = await startServer(SERVER_FILE, args[kind], `the ${kind} server`)
         const url = `http://${HOST}:${server.ready.port}${ROUTE}`
         try {
-          const warm = await load({ url }, CONNECTIONS, WARMUP_SECONDS)
-          if (warm.errors + warm.non2xx > 0)
-            problems.push(`${kind} warm-up, round ${r}: ${warm.errors} errors, ${warm.non2xx} non-2xx`)
+          await warmUp({ url }, CONNECTIONS, WARMUP_SECONDS, `${kind} warm-up, round ${r}`, problems)
           const before = kind === 'bare' ? 0 : await cpuSeconds(server.ready.port)
           const sample = await load({ url }, CONNECTIONS, duration)
           if (isInterrupted()) return 130
@@ -121,8 +119,7 @@ async function main(): Promise<number> {
           }
           console.log(roundLine(r, rounds, kind, sample) + perRequest)
         } finally {
-          if (!(await server.stop()) && !isInterrupted())
-            problems.push(`the ${kind} server did not stop cleanly`)
+          await stopServer(server, kind, problems)
         }
       }
     }

@@ -10,7 +10,7 @@
 import { randomBytes } from 'node:crypto'
 import { fileURLToPath } from 'node:url'
 import pg from 'pg'
-import { isInterrupted, startServer } from '../lib/children.ts'
+import { isInterrupted, startServer, stopServer } from '../lib/children.ts'
 import { type RateSample, rateLoad } from '../lib/constant-rate.ts'
 import type { Request } from '../lib/load.ts'
 import { num, row } from '../lib/table.ts'
@@ -150,8 +150,7 @@ async function onBackend(
         console.log(line(scenario, s))
         caps[scenario] = await capacity(scenario, request, s)
       } finally {
-        if (!(await server.stop()) && !isInterrupted())
-          problems.push(`the ${scenario} server did not stop cleanly`)
+        await stopServer(server, scenario, problems)
       }
     }
     return {

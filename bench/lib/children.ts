@@ -40,6 +40,18 @@ function stopChild(child: ChildProcess): Promise<boolean> {
 }
 
 /**
+ * Stops a server started by startServer, noting in `problems` when it did not stop cleanly (an
+ * interrupted run notes nothing: its servers are being stopped on purpose).
+ */
+export async function stopServer(
+  server: { stop: () => Promise<boolean> },
+  kind: string,
+  problems: string[],
+): Promise<void> {
+  if (!(await server.stop()) && !isInterrupted()) problems.push(`the ${kind} server did not stop cleanly`)
+}
+
+/**
  * Forks `file` with `args` and waits for its ready message; `name` ("the bare server") names it in
  * errors. `stop()` resolves true when the child exited 0.
  */

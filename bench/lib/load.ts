@@ -59,6 +59,21 @@ export function stopLoad(): void {
 }
 
 /**
+ * A warm-up run of `request`: its figures are discarded, but errors or non-2xx responses are noted in
+ * `problems` under `label` (e.g. "me warm-up, round 2").
+ */
+export async function warmUp(
+  request: Request,
+  connections: number,
+  seconds: number,
+  label: string,
+  problems: string[],
+): Promise<void> {
+  const warm = await load(request, connections, seconds)
+  if (warm.errors + warm.non2xx > 0) problems.push(`${label}: ${warm.errors} errors, ${warm.non2xx} non-2xx`)
+}
+
+/**
  * Sends `request` over `connections` for `seconds`, one request in flight per connection. Latency
  * percentiles come from every response's own timing (microsecond resolution), not autocannon's
  * whole-millisecond histogram.

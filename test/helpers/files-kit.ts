@@ -1,7 +1,5 @@
 import assert from 'node:assert/strict'
-import { type ChildProcess, spawn } from 'node:child_process'
 import { readdirSync } from 'node:fs'
-import { createRequire } from 'node:module'
 import { join } from 'node:path'
 import type { LightMyRequestResponse } from 'fastify'
 import sharp from 'sharp'
@@ -105,35 +103,4 @@ export function filesUnder(dir: string): string[] {
   }
   walk(dir, '')
   return out
-}
-
-/** A real S3-protocol server (s3rver) in its own process, on a free port, with `bucket` created. */
-export async function startS3rver(
-  dir: string,
-  bucket: string,
-): Promise<{ endpoint: string; stop(): Promise<void> }> {
-  const bin = createRequire(import.meta.url).resolve('s3rver/bin/s3rver.js')
-  const child: ChildProcess = spawn(
-    process.execPath,
-    [bin, '-d', dir, '-a', '127.0.0.1', '-p', '0', '--configure-bucket', bucket],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  )
-  const endpoint = await new Promise<string>((resolve, reject) => {
-    let out = ''
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString()
-      const m = /listening on (\S+):(\d+)/.exec(out)
-      if (m) resolve(`http://${m[1]}:${m[2]}`)
-    })
-    child.on('exit', (code) => reject(new Error(`s3rver exited (${code}): ${out}`)))
-  })
-  return {
-    endpoint,
-    stop: () =>
-      new Promise<void>((resolve) => {
-        if (child.exitCode !== null) return resolve()
-        child.once('exit', () => resolve())
-        child.kill('SIGTERM')
-      }),
-  }
 }

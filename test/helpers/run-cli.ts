@@ -16,3 +16,8 @@ export async function runCliWithEnv(argv: string[], env: Record<string, string>)
     }
   }
 }
+
+/** Runs a `plinth` command in this process, capturing what it prints. */
+export function runCliCaptured(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
+  return runCliWithEnv(argv, {})
+}

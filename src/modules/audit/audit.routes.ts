@@ -1,6 +1,6 @@
 import { Readable } from 'node:stream'
 import { Type } from 'typebox'
-import { actorOf } from '../../core/audit.ts'
+import { auditCallerOf } from '../../core/audit.ts'
 import type { ModuleContext, PlinthApp } from '../../core/module.ts'
 import { type AuditFilter, exportAudit, listAudit } from './audit-query.ts'
 
@@ -109,11 +109,8 @@ export function auditRoutes(api: PlinthApp, ctx: ModuleContext): void {
       const page = await listAudit(db, toFilter(filters), { limit, cursor })
       await ctx.audit.record(db, {
         action: 'audit:read',
-        actor: actorOf(request.principal!),
+        ...auditCallerOf(request),
         outcome: 'success',
-        ip: request.ip,
-        userAgent: request.headers['user-agent'],
-        requestId: request.id,
         details: { filters: given(filters), rows: page.entries.length },
       })
       return page
@@ -137,11 +134,8 @@ export function auditRoutes(api: PlinthApp, ctx: ModuleContext): void {
       await ctx.audit.seal()
       await ctx.audit.record(db, {
         action: 'audit:exported',
-        actor: actorOf(request.principal!),
+        ...auditCallerOf(request),
         outcome: 'success',
-        ip: request.ip,
-        userAgent: request.headers['user-agent'],
-        requestId: request.id,
         details: { filters: given(filters) },
       })
       const lines = async function* () {

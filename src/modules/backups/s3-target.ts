@@ -7,32 +7,26 @@ import {
   HeadObjectCommand,
   ListObjectsV2Command,
   PutObjectCommand,
-  S3Client,
 } from '@aws-sdk/client-s3'
 import { Upload } from '@aws-sdk/lib-storage'
+import {
+  createS3Client,
+  keyPrefix,
+  isS3NotFound as missing,
+  type S3Connection,
+} from '../../infra/s3/client.ts'
 import { PlinthError } from '../../shared/errors.ts'
 import type { BackupTarget, PendingPart } from './local-target.ts'
 
-export interface S3TargetOptions {
+export interface S3TargetOptions extends S3Connection {
   readonly bucket: string
   /** Key prefix, e.g. `plinth/` (a trailing slash is added when missing; empty for the bucket root). */
   readonly prefix: string
-  readonly endpoint?: string | undefined
-  readonly region: string
-  readonly accessKeyId?: string | undefined
-  readonly secretAccessKey?: string | undefined
-  /** Path-style URLs (`endpoint/bucket/key`), for MinIO, s3rver and most S3-compatible servers. */
-  readonly forcePathStyle: boolean
 }
 
 const TEMP_PREFIX = '.tmp-'
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$/
 const PART_SIZE = 8 * 1024 * 1024
-
-function missing(err: unknown): boolean {
-  const e = err as { name?: string; $metadata?: { httpStatusCode?: number } }
-  return e.name === 'NoSuchKey' || e.name === 'NotFound' || e.$metadata?.httpStatusCode === 404
-}
 
 /**
  * An S3-compatible bucket as the backup target: parts are uploaded (multipart, `@aws-sdk/lib-storage`)
@@ -41,16 +35,8 @@ function missing(err: unknown): boolean {
  * need a multipart copy (not yet).
  */
 export function createS3Target(options: S3TargetOptions): BackupTarget {
-  const prefix = options.prefix === '' || options.prefix.endsWith('/') ? options.prefix : `${options.prefix}/`
-  const client = new S3Client({
-    region: options.region,
-    forcePathStyle: options.forcePathStyle,
-    maxAttempts: 3,
-    ...(options.endpoint ? { endpoint: options.endpoint } : {}),
-    ...(options.accessKeyId && options.secretAccessKey
-      ? { credentials: { accessKeyId: options.accessKeyId, secretAccessKey: options.secretAccessKey } }
-      : {}),
-  })
+  const prefix = keyPrefix(options.prefix)
+  const client = createS3Client(options)
   const Bucket = options.bucket
   const where = `s3://${Bucket}/${prefix}`
   const key = (name: string) => {

@@ -9,9 +9,14 @@ import {
   HeadObjectCommand,
   ListObjectsV2Command,
   PutObjectCommand,
-  S3Client,
 } from '@aws-sdk/client-s3'
 import { Upload } from '@aws-sdk/lib-storage'
+import {
+  createS3Client,
+  keyPrefix,
+  isS3NotFound as missing,
+  type S3Connection,
+} from '../../../infra/s3/client.ts'
 import {
   assertKey,
   type ByteRange,
@@ -20,21 +25,11 @@ import {
   type StoredObject,
 } from './file-storage.ts'
 
-export interface S3StorageOptions {
+export interface S3StorageOptions extends S3Connection {
   readonly bucket: string
   readonly prefix: string
-  readonly endpoint?: string | undefined
-  readonly region: string
-  readonly accessKeyId?: string | undefined
-  readonly secretAccessKey?: string | undefined
-  readonly forcePathStyle: boolean
   /** Local folder uploads are staged in before they go to the bucket (default: the OS temp folder). */
   readonly stagingDir?: string | undefined
-}
-
-function missing(err: unknown): boolean {
-  const e = err as { name?: string; $metadata?: { httpStatusCode?: number } }
-  return e.name === 'NoSuchKey' || e.name === 'NotFound' || e.$metadata?.httpStatusCode === 404
 }
 
 /**
@@ -42,16 +37,8 @@ function missing(err: unknown): boolean {
  * S3 publishes only when completed): an object appears whole or not at all.
  */
 export async function createS3Storage(options: S3StorageOptions): Promise<FileStorage> {
-  const prefix = options.prefix === '' || options.prefix.endsWith('/') ? options.prefix : `${options.prefix}/`
-  const client = new S3Client({
-    region: options.region,
-    forcePathStyle: options.forcePathStyle,
-    maxAttempts: 3,
-    ...(options.endpoint ? { endpoint: options.endpoint } : {}),
-    ...(options.accessKeyId && options.secretAccessKey
-      ? { credentials: { accessKeyId: options.accessKeyId, secretAccessKey: options.secretAccessKey } }
-      : {}),
-  })
+  const prefix = keyPrefix(options.prefix)
+  const client = createS3Client(options)
   const Bucket = options.bucket
   const stagingDir = options.stagingDir ?? (await mkdtemp(join(tmpdir(), 'plinth-files-staging-')))
   await mkdir(stagingDir, { recursive: true, mode: 0o700 })
