@@ -61,7 +61,11 @@ describe('the production compose stack (podman-compose)', { skip, timeout: 40 * 
   let base = ''
   const container = (service: string) => `${project}_${service}_1`
   const compose = (...args: string[]) =>
-    sh('podman-compose', ['-p', project, '-f', file, ...args], { cwd: dir, env: composeEnv })
+    // `rm -v`: the anonymous volumes of the images' VOLUME lines go with their containers.
+    sh('podman-compose', ['--podman-rm-args=-v', '-p', project, '-f', file, ...args], {
+      cwd: dir,
+      env: composeEnv,
+    })
   const secret = (name: string) => readFileSync(join(dir, 'secrets', name), 'utf8')
   let up = false
   const figures: string[] = []
