@@ -223,7 +223,10 @@ async function rateLimit(app: FastifyInstance, opts: RateLimitOptions): Promise<
     // per-address budget of refusals, so that its ordinary requests are not held against it.
     const anonymous = request.principal === null
     const key = anonymous ? `${name}:refused:${ipKey(request)}` : `${name}:${clientKey(request, name)}`
-    const { count, resetMs } = await store.hit(key, windowMs)
+    // Stores fall back rather than fail; one that fails anyway must not turn a 401 into a 500.
+    const hit = await Promise.resolve(store.hit(key, windowMs)).catch(() => undefined)
+    if (!hit) return payload
+    const { count, resetMs } = hit
     const limit = tiers[name].limit
     if (!anonymous || count < limit) return payload
     const now = Date.now()
