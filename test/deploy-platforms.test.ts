@@ -218,7 +218,7 @@ describe('deploy/compose.production.yaml', () => {
       join(temp, 'haproxy.cfg'),
       cfg
         .replace('/run/secrets/tls_pem', pem)
-        .replace('/var/run/haproxy/admin.sock', join(temp, 'admin.sock')),
+        .replace('/var/lib/haproxy/admin.sock', join(temp, 'admin.sock')),
     )
     const check = spawnSync(
       'haproxy',
@@ -258,6 +258,15 @@ describe('deploy/compose.production.yaml', () => {
         return j.static_configs.flatMap((s) => s.targets)
       })
     assert.deepEqual(targets.sort(), plinth.map(([name]) => `${name}:${PORT}`).sort())
+    // The stable processes are job `plinth`, which the alert rules select (up{job="plinth"}); the
+    // canary, whose slot is usually empty, is a job of its own so that it does not page.
+    const stable = config.scrape_configs.find((j) => j.job_name === 'plinth')
+    assert.deepEqual(stable?.static_configs.flatMap((c) => c.targets).sort(), [
+      `api-1:${PORT}`,
+      `api-2:${PORT}`,
+      `worker:${PORT}`,
+    ])
+    assert.match(read('deploy/prometheus/rules/plinth-alerts.yml'), /up\{job="plinth"\}/)
     // promtool, with the secret and the rules where the container has them.
     mkdirSync(join(temp, 'rules'), { recursive: true })
     if (existsSync(join(ROOT, 'deploy/prometheus/rules')))

@@ -261,6 +261,15 @@ describe('deploy/k8s', { skip }, () => {
         }
         assert.equal(monitor.endpoints[0]!.path, '/api/metrics')
         assert.equal(monitor.endpoints[0]!.authorization.credentials.key, 'PLINTH_OPS_TOKEN')
+        // The scraped series' job is `plinth`, the job the alert rules select.
+        const jobLabel = (one(objects(), 'ServiceMonitor').spec as { jobLabel?: string }).jobLabel
+        assert.equal(jobLabel, 'app.kubernetes.io/name')
+        for (const service of objects().filter((o) => o.kind === 'Service'))
+          assert.equal(service.metadata.labels?.[jobLabel], 'plinth', service.metadata.name)
+        assert.match(
+          readFileSync(join(ROOT, 'deploy/prometheus/rules/plinth-alerts.yml'), 'utf8'),
+          /up\{job="plinth"\}/,
+        )
         const policy = one(objects(), 'NetworkPolicy').spec as { policyTypes: string[] }
         assert.deepEqual(policy.policyTypes, ['Ingress', 'Egress'])
         const namespaces = new Set(

@@ -1,16 +1,7 @@
 import assert from 'node:assert/strict'
 import { after, describe, it } from 'node:test'
 import { load, stopLoad } from '../bench/lib/load.ts'
-import {
-  fleetEnv,
-  type Haproxy,
-  type Replica,
-  signIn,
-  skipUnlessHaproxy,
-  sparePort,
-  startHaproxy,
-  startReplica,
-} from './helpers/fleet.ts'
+import { type Fleet, signIn, skipUnlessHaproxy, startFleet } from './helpers/fleet.ts'
 import { skipUnlessPostgres, skipUnlessRedis } from './helpers/services.ts'
 import { createTestDatabase, type TestDatabase } from './helpers/test-database.ts'
 import { holdsFor } from './helpers/wait-for.ts'
@@ -26,58 +17,35 @@ const ADMIN = { email: 'ops-admin@example.com', password: 'violet-kettle-harbour
 const CONNECTIONS = 8
 
 describe('rolling deploy behind HAProxy', { skip, timeout: 10 * 60_000 }, () => {
-  let db: TestDatabase | undefined
+  let fleet: Fleet | undefined
   let empty: TestDatabase | undefined
-  let proxy: Haproxy | undefined
-  const replicas: Replica[] = []
   after(async () => {
     stopLoad()
-    for (const r of replicas) r.proc.kill('SIGKILL')
-    await Promise.all(replicas.map((r) => r.exited))
-    await proxy?.stop()
-    await db?.drop()
+    await fleet?.stop()
     await empty?.drop()
   })
 
   it('replaces both replicas under load with 0 failed requests; a release that is not ready gets no traffic', {
     timeout: 8 * 60_000,
   }, async () => {
-    db = await createTestDatabase()
     empty = await createTestDatabase()
-    const env = fleetEnv(db.url, {
-      PLINTH_REPLICAS: '2',
-      PLINTH_ADMIN_EMAIL: ADMIN.email,
-      PLINTH_ADMIN_PASSWORD: ADMIN.password,
-      // autocannon is one client: the limiter runs, but must not refuse it.
-      PLINTH_RATE_LIMIT_API: '1000000',
+    const release = (n: number) => ({ PLINTH_REVISION: `release-${n}` })
+    // Release 1 on a1 and a2; b1, b2 (release 2) and the broken release are slots, DOWN for now.
+    fleet = await startFleet({
+      replicas: ['a1', 'a2'],
+      slots: ['b1', 'b2', 'broken'],
+      admin: ADMIN,
+      env: {
+        PLINTH_REPLICAS: '2',
+        // autocannon is one client: the limiter runs, but must not refuse it.
+        PLINTH_RATE_LIMIT_API: '1000000',
+      },
+      envFor: () => release(1),
     })
-    const release = (n: number) => ({ ...env, PLINTH_REVISION: `release-${n}` })
-    const ports = {
-      a1: await sparePort(),
-      a2: await sparePort(),
-      b1: await sparePort(),
-      b2: await sparePort(),
-      broken: await sparePort(),
-    }
-    const start = (name: keyof typeof ports, e: Record<string, string>) => {
-      const r = startReplica(name, ports[name], e)
-      replicas.push(r)
-      return r
-    }
-
-    // Release 1: the first replica migrates and creates the administrator, then the second starts.
-    const a1 = start('a1', release(1))
-    await a1.listening
-    const a2 = start('a2', release(1))
-    await a2.listening
-    proxy = await startHaproxy(Object.entries(ports).map(([name, port]) => ({ name, port })))
-    await proxy.waitFor('a1', 'UP')
-    await proxy.waitFor('a2', 'UP')
-    // HAProxy starts every server as up until its checks say otherwise: no traffic before the empty
-    // slots are known DOWN (a request sent there would be retried elsewhere, but counted there).
-    for (const name of ['b1', 'b2', 'broken']) await proxy.waitFor(name, 'DOWN')
+    const { proxy, replicas, base } = fleet
+    const ports = { broken: fleet.ports.get('broken')! }
+    const start = (name: string, env: Record<string, string>) => fleet!.start(name, env)
     const before = (await proxy.stats()).get('broken')!.sessions
-    const base = `http://127.0.0.1:${proxy.port}`
     const token = await signIn(base, ADMIN.email, ADMIN.password)
     const request = { url: `${base}/api/v1/me`, headers: { authorization: `Bearer ${token}` } }
 
@@ -105,7 +73,7 @@ describe('rolling deploy behind HAProxy', { skip, timeout: 10 * 60_000 }, () => 
       await holdsFor(
         'the broken release stays DOWN with no traffic',
         async () => {
-          const stat = (await proxy!.stats()).get('broken')!
+          const stat = (await proxy.stats()).get('broken')!
           return stat.status.startsWith('DOWN') && stat.sessions === before
         },
         { forMs: 4000, intervalMs: 250 },

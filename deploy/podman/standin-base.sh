@@ -61,7 +61,8 @@ rootfs="$CACHE/bookworm-minbase.tar"
 if [[ ! -s "$rootfs" ]]; then
   echo "standin-base: mmdebstrap bookworm (minbase) -> $rootfs"
   # Like the official slim images: no documentation, manual pages or translations.
-  mmdebstrap --variant=minbase --include=ca-certificates \
+  # --format=tar: the name ends in .part, from which mmdebstrap would guess a directory.
+  mmdebstrap --variant=minbase --format=tar --include=ca-certificates \
     --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
     --dpkgopt='path-exclude=/usr/share/locale/*' \
     bookworm "$rootfs.part" "${PLINTH_DEBIAN_MIRROR:-http://deb.debian.org/debian}"

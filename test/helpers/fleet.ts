@@ -14,6 +14,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { recordEnvSecrets, recordSecret, teeChildLogs } from './run-logs.ts'
 import { TEST_REDIS_URL } from './services.ts'
+import { createTestDatabase, type TestDatabase } from './test-database.ts'
 import { waitFor } from './wait-for.ts'
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url))
@@ -234,4 +235,82 @@ export async function signIn(base: string, email: string, password: string): Pro
   assert.equal(body.mfaRequired, false)
   recordSecret('session token', body.token)
   return body.token
+}
+
+export interface FleetOptions {
+  /**
+   * Replicas to start now, by name: the first migrates and creates the administrator, then the
+   * others start together. HAProxy waits until each is UP.
+   */
+  readonly replicas: readonly string[]
+  /** Further servers HAProxy lists on spare ports nothing listens on yet (DOWN until `start`ed). */
+  readonly slots?: readonly string[]
+  /** The administrator `PLINTH_ADMIN_EMAIL`/`_PASSWORD` creates. */
+  readonly admin: { readonly email: string; readonly password: string }
+  /** Settings every replica shares, over fleetEnv's. */
+  readonly env?: Record<string, string>
+  /** One replica's own settings (e.g. its revision), over the shared ones. */
+  readonly envFor?: (name: string) => Record<string, string>
+}
+
+export interface Fleet {
+  readonly db: TestDatabase
+  /** The shared settings (fleetEnv plus `env`). */
+  readonly env: Record<string, string>
+  readonly proxy: Haproxy
+  /** HAProxy's address: `http://127.0.0.1:<port>`. */
+  readonly base: string
+  /** Every replica started so far, in order, including stopped ones. */
+  readonly replicas: Replica[]
+  readonly ports: ReadonlyMap<string, number>
+  /** Starts a replica on the port of a declared replica or slot, with the fleet's settings over `env`. */
+  start(name: string, env?: Record<string, string>): Replica
+  /** SIGKILLs every replica, stops HAProxy and drops the database. */
+  stop(): Promise<void>
+}
+
+/**
+ * The setup the rolling-deploy and scale tests share: a database of their own, the replicas as
+ * processes on spare ports with one set of keys and one Redis namespace, and HAProxy (with
+ * deploy/haproxy/defaults.cfg) in front of them and of any spare slots, checked UP and DOWN.
+ */
+export async function startFleet(options: FleetOptions): Promise<Fleet> {
+  const db = await createTestDatabase()
+  const env = fleetEnv(db.url, {
+    PLINTH_ADMIN_EMAIL: options.admin.email,
+    PLINTH_ADMIN_PASSWORD: options.admin.password,
+    ...options.env,
+  })
+  const ports = new Map<string, number>()
+  for (const name of [...options.replicas, ...(options.slots ?? [])]) ports.set(name, await sparePort())
+  const replicas: Replica[] = []
+  let proxy: Haproxy | undefined
+  const start = (name: string, extra: Record<string, string> = {}) => {
+    const port = ports.get(name)
+    assert.ok(port, `no replica or slot named ${name}`)
+    const replica = startReplica(name, port, { ...env, ...options.envFor?.(name), ...extra })
+    replicas.push(replica)
+    return replica
+  }
+  const stop = async () => {
+    for (const r of replicas) r.proc.kill('SIGKILL')
+    await Promise.all(replicas.map((r) => r.exited))
+    await proxy?.stop()
+    await db.drop()
+  }
+  try {
+    const [first, ...rest] = options.replicas
+    assert.ok(first, 'a fleet needs a replica')
+    await start(first).listening
+    await Promise.all(rest.map((name) => start(name).listening))
+    proxy = await startHaproxy([...ports].map(([name, port]) => ({ name, port })))
+    for (const name of options.replicas) await proxy.waitFor(name, 'UP')
+    // HAProxy starts every server as up until its checks say otherwise: no traffic before the empty
+    // slots are known DOWN (a request sent there would be retried elsewhere, but counted there).
+    for (const name of options.slots ?? []) await proxy.waitFor(name, 'DOWN')
+  } catch (err) {
+    await stop()
+    throw err
+  }
+  return { db, env, proxy, base: `http://127.0.0.1:${proxy.port}`, replicas, ports, start, stop }
 }

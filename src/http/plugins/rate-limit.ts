@@ -8,6 +8,7 @@ import type { RedisHandle } from '../../infra/cache/redis.ts'
 import type { Metrics } from '../../observability/metrics.ts'
 import { PlinthError } from '../../shared/errors.ts'
 import type { RateLimitTier } from '../route-config.ts'
+import { PROBLEM_CONTENT_TYPE, problemBody } from './problem-json.ts'
 import {
   createFallbackRateLimitStore,
   createMemoryRateLimitStore,
@@ -98,10 +99,11 @@ const SWEEP_ABOVE = 1000
  *
  * Register it before the plugins that authenticate. Counting happens in `preParsing`: after
  * every `onRequest` hook (so `request.principal` is set) and before the body is read. Requests
- * that authentication refuses (401/403) in `onRequest` never get there, so they are counted when
- * answered: an anonymous address that spends a tier's budget on refusals is then refused in
- * `onRequest`, before authentication does any work, until its window ends (credential guessing,
- * bogus-token floods).
+ * that authentication refuses (401/403) in `onRequest` never get there, so they are counted in
+ * `onSend`, before the refusal leaves: an anonymous address has one budget of refusals shared by
+ * every replica, the refusal past it is turned into a 429 on whichever replica it lands, and that
+ * replica then refuses the address in `onRequest`, before authentication does any work, until its
+ * window ends (credential guessing, bogus-token floods).
  */
 async function rateLimit(app: FastifyInstance, opts: RateLimitOptions): Promise<void> {
   const { limits, windowMs } = opts
@@ -208,25 +210,36 @@ async function rateLimit(app: FastifyInstance, opts: RateLimitOptions): Promise<
     hit.then(settle, (err: unknown) => done(err instanceof Error ? err : new Error(String(err))))
   })
 
-  app.addHook('onResponse', (request, reply, done) => {
-    done()
-    if ((request as Marked)[COUNTED] || !REFUSAL_STATUSES.has(reply.statusCode)) return
+  // Refusals (401/403) that never reached preParsing are counted before they are sent, so the
+  // count is settled before the client can send its next request. An anonymous address has a
+  // budget of refusals shared by every replica (one atomic INCR each): the refusal that goes over
+  // it is answered 429 instead, on whichever replica it lands, and that replica then refuses the
+  // address in onRequest, before authentication does any work, until the window ends.
+  app.addHook('onSend', async (request, reply, payload) => {
+    if ((request as Marked)[COUNTED] || !REFUSAL_STATUSES.has(reply.statusCode)) return payload
     const name = tierOf(request)
-    if (name === false) return
+    if (name === false) return payload
     // A signed-in caller refused (403) spends its own budget; an anonymous one a separate
     // per-address budget of refusals, so that its ordinary requests are not held against it.
     const anonymous = request.principal === null
     const key = anonymous ? `${name}:refused:${ipKey(request)}` : `${name}:${clientKey(request, name)}`
-    const block = ({ count, resetMs }: RateLimitHit) => {
-      if (!anonymous || count < tiers[name].limit) return
-      const now = Date.now()
-      if (blocked.size >= SWEEP_ABOVE) for (const [k, until] of blocked) if (until <= now) blocked.delete(k)
-      if (blocked.size >= MAX_BLOCKED) blocked.delete(blocked.keys().next().value as string)
-      blocked.set(key, now + resetMs)
-    }
-    const hit = store.hit(key, windowMs)
-    if (hit instanceof Promise) hit.then(block, () => {})
-    else block(hit)
+    // Stores fall back rather than fail; one that fails anyway must not turn a 401 into a 500.
+    const hit = await Promise.resolve(store.hit(key, windowMs)).catch(() => undefined)
+    if (!hit) return payload
+    const { count, resetMs } = hit
+    const limit = tiers[name].limit
+    if (!anonymous || count < limit) return payload
+    const now = Date.now()
+    if (blocked.size >= SWEEP_ABOVE) for (const [k, until] of blocked) if (until <= now) blocked.delete(k)
+    if (blocked.size >= MAX_BLOCKED) blocked.delete(blocked.keys().next().value as string)
+    blocked.set(key, now + resetMs)
+    if (count === limit) return payload
+    const error = refuse(name, resetMs, 'refused requests (invalid or missing credentials)')
+    reply.removeHeader('www-authenticate')
+    reply.removeHeader('content-length')
+    reply.headers({ ...error.headers, 'ratelimit-limit': limit, 'ratelimit-remaining': 0 })
+    reply.code(error.status).type(PROBLEM_CONTENT_TYPE)
+    return JSON.stringify(problemBody(error, request.id, request.url))
   })
 }
 
