@@ -1,3 +1,4 @@
+import { createReadStream, open as openFd } from 'node:fs'
 import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises'
 import { dirname, join, relative, sep } from 'node:path'
 import type { Readable } from 'node:stream'
@@ -95,13 +96,15 @@ export async function createDiskStorage(root: string): Promise<FileStorage> {
     },
     async read(key, range?: ByteRange): Promise<Readable | undefined> {
       const path = pathOf(key)
-      try {
-        const handle = await open(path, 'r')
-        return handle.createReadStream(range ? { start: range.start, end: range.end } : {})
-      } catch (err) {
-        if (absent(err)) return undefined
-        throw err
-      }
+      // Opened first (a missing object is undefined, not a stream that fails after the headers),
+      // then read by a plain fd stream: lighter per request than a FileHandle's.
+      const fd = await new Promise<number | undefined>((resolve, reject) =>
+        openFd(path, 'r', (err, fd) =>
+          err ? (absent(err) ? resolve(undefined) : reject(err)) : resolve(fd),
+        ),
+      )
+      if (fd === undefined) return undefined
+      return createReadStream(path, { fd, ...(range ? { start: range.start, end: range.end } : {}) })
     },
     localPath: pathOf,
     async stat(key) {
