@@ -14,6 +14,7 @@ import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3'
 import { bearer, createUser, NO_RATE_LIMITS, type Session, uniqueEmail, waitFor } from './helpers/accounts.ts'
+import { assertProblem } from './helpers/assert-problem.ts'
 import { startS3rver } from './helpers/files-kit.ts'
 import { skipUnlessPostgres, skipUnlessRedis, TEST_REDIS_URL } from './helpers/services.ts'
 import { createTestDatabase, type TestDatabase } from './helpers/test-database.ts'
@@ -34,6 +35,7 @@ describe('resumable uploads across two replicas (PostgreSQL, Redis, S3)', { skip
   let a: TestPlinth
   let b: TestPlinth
   let alice: Session
+  let env: Record<string, string>
 
   const tus = (
     replica: TestPlinth,
@@ -85,7 +87,7 @@ describe('resumable uploads across two replicas (PostgreSQL, Redis, S3)', { skip
       credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
     })
     db = await createTestDatabase()
-    const env = {
+    env = {
       ...NO_RATE_LIMITS,
       PLINTH_RATE_LIMIT_UPLOAD: '0',
       DATABASE_URL: db.url,
@@ -181,5 +183,17 @@ describe('resumable uploads across two replicas (PostgreSQL, Redis, S3)', { skip
       headers: bearer(alice.token),
     })
     assert.deepEqual(dl.rawPayload, content)
+  })
+
+  it('answers 503 PLINTH_FILES_STORAGE_UNAVAILABLE on a replica whose Redis is away: never unlocked', async (t) => {
+    const content = text(1000)
+    const location = await create(a, content.length)
+    // A third replica, its Redis address answering nothing (a port no one listens on).
+    const c = await startTestPlinth({ env: { ...env, REDIS_URL: 'redis://127.0.0.1:9' } })
+    t.after(() => c.close())
+    assertProblem(await patch(c, location, 0, content), 503, 'PLINTH_FILES_STORAGE_UNAVAILABLE')
+    // The upload is untouched, and goes on where Redis answers.
+    assert.equal(await offsetOn(a, location), 0)
+    assert.equal((await patch(a, location, 0, content)).statusCode, 204)
   })
 })

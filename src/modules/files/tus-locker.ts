@@ -61,6 +61,22 @@ class RedisLock implements Lock {
   }
 
   async lock(signal: AbortSignal, requestRelease: RequestRelease): Promise<void> {
+    try {
+      await this.acquire(signal, requestRelease)
+    } catch (err) {
+      if (err === ERRORS.ERR_LOCK_TIMEOUT) throw err
+      // Redis is away: the upload cannot be locked safely, so it waits (503), never goes unlocked.
+      throw {
+        status_code: 503,
+        body: JSON.stringify({
+          code: 'PLINTH_FILES_STORAGE_UNAVAILABLE',
+          detail: 'The upload locks (Redis) are not reachable; try again shortly.',
+        }),
+      }
+    }
+  }
+
+  private async acquire(signal: AbortSignal, requestRelease: RequestRelease): Promise<void> {
     const { redis, acquireTimeoutMs, ttlMs, intervalMs } = this.locker
     const deadline = Date.now() + acquireTimeoutMs
     for (;;) {
@@ -91,6 +107,7 @@ class RedisLock implements Lock {
   async unlock(): Promise<void> {
     clearInterval(this.renewal)
     this.renewal = undefined
-    await this.locker.redis.eval(UNLOCK, 1, this.key, this.token)
+    // Unreachable Redis: the lock expires by itself after ttlMs.
+    await this.locker.redis.eval(UNLOCK, 1, this.key, this.token).catch(() => {})
   }
 }
