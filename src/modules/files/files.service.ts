@@ -234,18 +234,25 @@ function build(ctx: ModuleContext) {
       const key = objectKey(input.owner, staged.sha256)
       const outcome = await db.transaction().execute(async (trx) => {
         await sql`select ${lockKey(input.owner)}`.execute(trx)
-        const existing = await trx
-          .selectFrom('files')
-          .selectAll()
-          .where('owner', '=', input.owner)
-          .where('sha256', '=', staged.sha256)
-          .executeTakeFirst()
-        if (existing) return { file: existing as FileRow, created: false }
-        const used = await trx
+        // One statement for both questions (the same bytes already stored? how much is used?),
+        // after the lock: it sees every upload of this owner that committed before.
+        const seen = await trx
           .selectFrom('files')
           .where('owner', '=', input.owner)
-          .select(sql<string>`coalesce(sum(size), 0)`.as('bytes'))
+          .select([
+            sql<string>`coalesce(sum(size), 0)`.as('bytes'),
+            sql<string | null>`max(id::text) filter (where sha256 = ${staged.sha256})`.as('existingId'),
+          ])
           .executeTakeFirst()
+        if (seen?.existingId) {
+          const existing = await trx
+            .selectFrom('files')
+            .selectAll()
+            .where('id', '=', seen.existingId)
+            .executeTakeFirstOrThrow()
+          return { file: existing as FileRow, created: false }
+        }
+        const used = seen
         if (Number(used?.bytes ?? 0) + staged.size > quotaOf(input.role))
           throw new PlinthError('PLINTH_FILE_QUOTA_EXCEEDED')
         // The thumbnail the check made goes beside the original (the job makes the other variants).
