@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { mkdirSync, mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { basename, join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { createUser, NO_RATE_LIMITS, type Session, uniqueEmail } from './helpers/accounts.ts'
 import { filesUnder, uploadOne } from './helpers/files-kit.ts'
@@ -61,6 +61,22 @@ describe('operating files: plinth files usage | sweep | verify', { skip: await s
     writeFileSync(stale, 'half an upload')
     const old = new Date(Date.now() - 2 * 3600_000)
     utimesSync(stale, old, old)
+    // Resumable uploads: one paused for two hours is kept (they may pause a day), one older goes.
+    const tus = join(dir, '.staging', 'tus')
+    mkdirSync(tus, { recursive: true })
+    const paused = join(tus, `${alice.userId}_${'1'.repeat(32)}`)
+    const expired = join(tus, `${alice.userId}_${'2'.repeat(32)}`)
+    const dayAgo = new Date(Date.now() - 25 * 3600_000)
+    for (const [path, when] of [
+      [paused, old],
+      [`${paused}.json`, old],
+      [expired, dayAgo],
+      [`${expired}.json`, dayAgo],
+      [tus, dayAgo],
+    ] as const) {
+      if (path !== tus) writeFileSync(path, 'part')
+      utimesSync(path, when, when)
+    }
 
     const dry = await cli('sweep', '--dry-run', '--json')
     assert.equal(dry.code, 0, dry.err)
@@ -71,9 +87,14 @@ describe('operating files: plinth files usage | sweep | verify', { skip: await s
     assert.equal(run.code, 0, run.err)
     const report = JSON.parse(run.out)
     assert.deepEqual(report.orphanObjects, [orphan])
-    assert.equal(report.staleStaging, 1)
+    assert.equal(report.staleStaging, 3)
     assert.ok(!filesUnder(dir).includes(orphan))
     assert.ok(!filesUnder(dir).includes('.staging/upload-stale'))
+    const tusLeft = filesUnder(dir).filter((k) => k.startsWith('.staging/tus/'))
+    assert.deepEqual(tusLeft.sort(), [
+      `.staging/tus/${basename(paused)}`,
+      `.staging/tus/${basename(paused)}.json`,
+    ])
 
     const lost = await uploadOne(plinth, alice, 'lost.txt', Buffer.from('this object will vanish'))
     rmSync(join(dir, alice.userId, lost.sha256.slice(0, 2), lost.sha256))

@@ -74,4 +74,8 @@ async function startPlinth(): Promise<Running & { path: string }> {
 requireParent('bench/files/server.ts runs as a child of bench/files/run.ts')
 const kind = process.argv[2]
 if (kind !== 'static' && kind !== 'plinth') throw new Error(`unknown server kind "${kind}"`)
-await serveChild(kind === 'static' ? startStatic : startPlinth, ({ port, path }) => ({ port, path }))
+await serveChild(kind === 'static' ? startStatic : startPlinth, ({ port, path }) => ({
+  port,
+  path,
+  pid: process.pid,
+}))

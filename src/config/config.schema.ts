@@ -889,6 +889,10 @@ export const configSchema = {
     env: 'PLINTH_FILES_CLAMD_SOCKET',
     doc: 'Path of a ClamAV `clamd` socket (Debian `clamav-daemon`: `/run/clamav/clamd.ctl`), or `host:port`. When set, every upload is scanned before it is stored; an infected file is refused (422 `PLINTH_FILE_INFECTED`) and an unreachable scanner refuses uploads (503).',
   }),
+  filesTusDir: optionalStr({
+    env: 'PLINTH_FILES_TUS_DIR',
+    doc: 'Directory where resumable (tus) uploads accumulate until their last byte; default `tus` in the staging folder (inside the files directory on the disk, a local temporary folder with S3). With several replicas, point every one at one shared directory (a shared volume) and set `REDIS_URL`: any replica then resumes any upload, the upload locks being held in Redis.',
+  }),
   staticDir: optionalStr({
     env: 'PLINTH_STATIC_DIR',
     doc: 'Directory of a built single-page app to serve (e.g. `dist/`): files by path, `index.html` for unknown paths outside `/api`, hashed assets cached for a year, precompressed `.br`/`.gz` siblings when present.',

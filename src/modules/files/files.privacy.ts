@@ -32,6 +32,7 @@ export const filesPersonalData: readonly PersonalDataTable[] = [
           rows,
           afterCommit: async () => {
             const service = createFilesService(ctx)
+            service.forgetOwner(subject.userId)
             const store = await service.storage().catch(() => undefined)
             await store?.deletePrefix(ownerPrefix(subject.userId))
           },

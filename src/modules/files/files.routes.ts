@@ -290,7 +290,7 @@ export async function filesRoutes(api: PlinthApp, ctx: ModuleContext): Promise<v
       const { id } = request.params
       const { exp, sig, ...imageQuery } = request.query
       const now = ctx.now()
-      const file = await service.find(id)
+      const file = await service.findForDownload(id)
       let access: Access | undefined
       if (exp !== undefined || sig !== undefined) {
         // A link is checked before the file is looked up further: a forged one says so whether or not the file exists.

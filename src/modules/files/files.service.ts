@@ -12,9 +12,9 @@ import { scanWithClamd } from './clamd.ts'
 import { allowedTypes, detectType, type FilePurpose } from './file-types.ts'
 import type { FilesTable, FileVisibility } from './files.tables.ts'
 import { type FilesMetrics, filesMetrics } from './files-metrics.ts'
-import { inspectImage, isRasterImage } from './images.ts'
+import { type ImageFacts, inspectImage, isRasterImage } from './images.ts'
 import type { FileStorage } from './storage/file-storage.ts'
-import { objectKey } from './storage/file-storage.ts'
+import { objectKey, variantKey } from './storage/file-storage.ts'
 import { openStorage } from './storage/open-storage.ts'
 
 export type FileRow = Omit<FilesTable, 'created' | 'size'> & { created: Date; size: string | number }
@@ -58,6 +58,11 @@ export interface StagedFile {
   readonly size: number
   readonly sha256: string
   readonly head: Buffer
+  /**
+   * The staged bytes' fsync, started as the last byte was written (disk storage only) so that it
+   * runs while the file is checked; the storage's own fsync at `put` then finds nothing to flush.
+   */
+  readonly flushed?: Promise<void>
 }
 
 /** Why a staged stream was cut: which limit it passed first. */
@@ -69,6 +74,14 @@ export type StageLimit = {
 export const IMAGE_VARIANTS_JOB = 'files.image-variants'
 
 const HEAD_BYTES = 4100
+
+/**
+ * How long a public file's row is kept in memory for downloads (content-addressed, immutable, served
+ * with a year's Cache-Control anyway). A delete on this replica forgets it at once; on another
+ * replica the object is gone, so the download is a 404 all the same.
+ */
+export const PUBLIC_ROW_TTL_MS = 5000
+const PUBLIC_ROWS_MAX = 10_000
 const lockKey = (owner: string) => sql`pg_advisory_xact_lock(hashtext(${`plinth.files:${owner}`}))`
 
 export interface UploadInput {
@@ -166,7 +179,6 @@ function build(ctx: ModuleContext) {
       })
       clearTimeout(idle)
       if ((stream as { truncated?: boolean }).truncated) throw new PlinthError(limit.code)
-      await handle.close()
     } catch (err) {
       await handle.close().catch(() => {})
       clearTimeout(idle)
@@ -174,7 +186,10 @@ function build(ctx: ModuleContext) {
       if (err instanceof PlinthError) throw err
       throw new PlinthError('PLINTH_FILE_UPLOAD_INCOMPLETE', undefined, { cause: err })
     }
-    return { path, size, sha256: hash.digest('hex'), head: Buffer.concat(head) }
+    const flushed = (store.kind === 'disk' ? handle.sync() : Promise.resolve())
+      .finally(() => handle.close())
+      .catch(() => {})
+    return { path, size, sha256: hash.digest('hex'), head: Buffer.concat(head), flushed }
   }
 
   /** Checks the staged bytes: not empty, an allowed type (from the bytes), a whole image, no virus. */
@@ -189,10 +204,12 @@ function build(ctx: ModuleContext) {
       )
     let width: number | null = null
     let height: number | null = null
+    let thumb: ImageFacts['thumb'] | undefined
     if (isRasterImage(type)) {
       const facts = await inspectImage(staged.path, config.filesImageMaxPixels)
       width = facts.width
       height = facts.height
+      thumb = facts.thumb
     }
     if (config.filesClamdSocket) {
       const result = await scanWithClamd(config.filesClamdSocket, staged.path)
@@ -201,7 +218,7 @@ function build(ctx: ModuleContext) {
         throw new PlinthError('PLINTH_FILE_INFECTED', `The virus scan found ${result.signature}.`)
       }
     }
-    return { type, width, height }
+    return { type, width, height, thumb }
   }
 
   /**
@@ -212,25 +229,41 @@ function build(ctx: ModuleContext) {
   async function store(staged: StagedFile, input: UploadInput): Promise<{ file: FileRow; created: boolean }> {
     try {
       const facts = await inspect(staged, input.purpose)
+      await staged.flushed
       const store = await storage()
       const key = objectKey(input.owner, staged.sha256)
       const outcome = await db.transaction().execute(async (trx) => {
         await sql`select ${lockKey(input.owner)}`.execute(trx)
-        const existing = await trx
-          .selectFrom('files')
-          .selectAll()
-          .where('owner', '=', input.owner)
-          .where('sha256', '=', staged.sha256)
-          .executeTakeFirst()
-        if (existing) return { file: existing as FileRow, created: false }
-        const used = await trx
+        // One statement for both questions (the same bytes already stored? how much is used?),
+        // after the lock: it sees every upload of this owner that committed before.
+        const seen = await trx
           .selectFrom('files')
           .where('owner', '=', input.owner)
-          .select(sql<string>`coalesce(sum(size), 0)`.as('bytes'))
+          .select([
+            sql<string>`coalesce(sum(size), 0)`.as('bytes'),
+            sql<string | null>`max(id::text) filter (where sha256 = ${staged.sha256})`.as('existingId'),
+          ])
           .executeTakeFirst()
+        if (seen?.existingId) {
+          const existing = await trx
+            .selectFrom('files')
+            .selectAll()
+            .where('id', '=', seen.existingId)
+            .executeTakeFirstOrThrow()
+          return { file: existing as FileRow, created: false }
+        }
+        const used = seen
         if (Number(used?.bytes ?? 0) + staged.size > quotaOf(input.role))
           throw new PlinthError('PLINTH_FILE_QUOTA_EXCEEDED')
-        await store.put(key, staged.path)
+        // The thumbnail the check made goes beside the original (the job makes the other variants).
+        const thumb = facts.thumb
+          ? store.putBuffer(variantKey(input.owner, staged.sha256, facts.thumb.name), facts.thumb.bytes)
+          : undefined
+        const [stored] = await Promise.allSettled([store.put(key, staged.path), thumb])
+        if (stored.status === 'rejected') {
+          await store.delete(key).catch(() => {})
+          throw stored.reason
+        }
         try {
           const file = await trx
             .insertInto('files')
@@ -268,8 +301,31 @@ function build(ctx: ModuleContext) {
       if (err instanceof PlinthError && err.status < 500) metrics.upload('refused')
       throw err
     } finally {
+      await staged.flushed
       await rm(staged.path, { force: true })
     }
+  }
+
+  const publicRows = new Map<string, { row: FileRow; until: number }>()
+
+  /** `find` for downloads: public rows come from memory for PUBLIC_ROW_TTL_MS (no query per request). */
+  async function findForDownload(id: string): Promise<FileRow | undefined> {
+    const now = performance.now()
+    const hit = publicRows.get(id)
+    if (hit && hit.until > now) return hit.row
+    const row = await find(id)
+    if (row?.visibility === 'public') {
+      // Oldest first out: a Map keeps insertion order.
+      if (publicRows.size >= PUBLIC_ROWS_MAX) publicRows.delete(publicRows.keys().next().value!)
+      publicRows.delete(id)
+      publicRows.set(id, { row, until: now + PUBLIC_ROW_TTL_MS })
+    } else if (hit) publicRows.delete(id)
+    return row
+  }
+
+  /** Forgets the cached rows of `owner` (erasure). */
+  function forgetOwner(owner: string): void {
+    for (const [id, { row }] of publicRows) if (row.owner === owner) publicRows.delete(id)
   }
 
   async function find(id: string): Promise<FileRow | undefined> {
@@ -282,6 +338,7 @@ function build(ctx: ModuleContext) {
   /** Deletes the row and then its object and variants, under the owner's lock. */
   async function remove(file: FileRow, audit?: (trx: typeof db) => Promise<void>): Promise<void> {
     const store = await storage()
+    publicRows.delete(file.id)
     await db.transaction().execute(async (trx) => {
       await sql`select ${lockKey(file.owner)}`.execute(trx)
       const gone = await trx.deleteFrom('files').where('id', '=', file.id).executeTakeFirst()
@@ -323,6 +380,8 @@ function build(ctx: ModuleContext) {
     stage,
     store,
     find,
+    findForDownload,
+    forgetOwner,
     remove,
     list,
     /** Closes the storage (S3 client, staging folder) if it was opened. */

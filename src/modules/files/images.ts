@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream'
-import sharp from 'sharp'
+import sharp, { type Sharp } from 'sharp'
 import { PlinthError } from '../../shared/errors.ts'
 import { RASTER_IMAGES } from './file-types.ts'
 
@@ -49,12 +49,44 @@ export interface ImageFacts {
   readonly width: number
   readonly height: number
   readonly frames: number
+  /** The first declared variant (`thumb`), made by the same decode (see inspectImage). */
+  readonly thumb: { readonly name: string; readonly bytes: Buffer }
+}
+
+/** The declared variant the upload's own check makes (the others are made by the job). */
+export const INSPECTION_VARIANT = 'thumb'
+
+/** The spec of a declared variant in the default format. */
+export const declaredSpec = (name: string): ImageSpec => ({
+  ...DECLARED_VARIANTS[name]!,
+  fit: 'inside',
+  format: DEFAULT_FORMAT,
+})
+
+/** Orientation from EXIF applied, resized without enlarging, encoded; no metadata kept. */
+function encode(image: Sharp, spec: ImageSpec): Sharp {
+  const pipeline = image.rotate().resize({
+    ...(spec.width ? { width: spec.width } : {}),
+    ...(spec.height ? { height: spec.height } : {}),
+    fit: spec.fit,
+    withoutEnlargement: true,
+  })
+  return spec.format === 'webp'
+    ? pipeline.webp({ quality: 80 })
+    : spec.format === 'avif'
+      ? pipeline.avif({ quality: 50, effort: 2 })
+      : spec.format === 'jpeg'
+        ? pipeline.flatten({ background: '#ffffff' }).jpeg({ quality: 82, mozjpeg: true })
+        : pipeline.png()
 }
 
 /**
- * Decodes the whole image once (every frame, every byte, at a reduced scale) to refuse what cannot be shown: more pixels per frame
- * than `maxPixels` (decompression bombs: sharp checks the header before decoding anything),
- * truncated or malformed data. Returns the size of one frame and the frame count.
+ * Decodes the whole image once (every frame, every byte) to refuse what cannot be shown: more
+ * pixels per frame than `maxPixels` (decompression bombs: sharp checks the header before decoding
+ * anything), truncated or malformed data. That decode is not thrown away: it makes the `thumb`
+ * variant (JPEG and WebP decode at a reduced scale, shrink-on-load, yet still read the whole
+ * stream), so an upload answers with its thumbnail already stored. Returns the size of one frame,
+ * the frame count and the thumbnail.
  */
 export async function inspectImage(path: string, maxPixels: number): Promise<ImageFacts> {
   try {
@@ -64,10 +96,10 @@ export async function inspectImage(path: string, maxPixels: number): Promise<Ima
     const height = meta.pageHeight ?? meta.height ?? 0
     const width = meta.width ?? 0
     if (width * height > maxPixels) throw new Error('pixel limit')
-    // A decode of every byte (truncated or corrupt data shows only here), to a small size: JPEG
-    // and WebP decode at a reduced scale (shrink-on-load) yet still read the whole stream.
-    await image.resize({ width: 64, height: 64, fit: 'inside' }).raw().toBuffer()
-    return { width, height, frames }
+    const spec = declaredSpec(INSPECTION_VARIANT)
+    // Every frame is decoded whatever the output keeps (an animated WebP thumbnail keeps them all).
+    const bytes = await encode(image, spec).toBuffer()
+    return { width, height, frames, thumb: { name: variantName(spec, INSPECTION_VARIANT), bytes } }
   } catch (err) {
     throw new PlinthError(
       'PLINTH_FILE_IMAGE_INVALID',
@@ -80,29 +112,18 @@ export async function inspectImage(path: string, maxPixels: number): Promise<Ima
 /**
  * One variant: orientation applied from EXIF then every metadata block dropped (sharp writes none
  * unless asked), resized without enlarging, encoded. Animated sources keep their frames when the
- * output can hold them (WebP); other formats get the first frame.
+ * output can hold them (WebP); other formats get the first frame. The source is a local path (the
+ * disk storage: sharp reads it directly) or a stream (S3), read whole first: sharp decodes a buffer
+ * with shrink-on-load, a piped stream less well.
  */
-export async function renderVariant(source: Readable, spec: ImageSpec, maxPixels: number): Promise<Buffer> {
+export async function renderVariant(
+  source: Readable | string,
+  spec: ImageSpec,
+  maxPixels: number,
+): Promise<Buffer> {
   const animated = ANIMATED_OUTPUT.has(spec.format)
-  const pipeline = sharp({ limitInputPixels: maxPixels, failOn: 'error', animated })
-    .rotate()
-    .resize({
-      ...(spec.width ? { width: spec.width } : {}),
-      ...(spec.height ? { height: spec.height } : {}),
-      fit: spec.fit,
-      withoutEnlargement: true,
-    })
-  const encoded =
-    spec.format === 'webp'
-      ? pipeline.webp({ quality: 80 })
-      : spec.format === 'avif'
-        ? pipeline.avif({ quality: 50, effort: 2 })
-        : spec.format === 'jpeg'
-          ? pipeline.flatten({ background: '#ffffff' }).jpeg({ quality: 82, mozjpeg: true })
-          : pipeline.png()
-  source.on('error', (err) => encoded.destroy(err))
-  source.pipe(encoded)
-  return encoded.toBuffer()
+  const input = typeof source === 'string' ? source : Buffer.concat(await source.toArray())
+  return encode(sharp(input, { limitInputPixels: maxPixels, failOn: 'error', animated }), spec).toBuffer()
 }
 
 /** Parses and checks `?variant=` or `?w=&h=&fit=&format=` against the allow-list. */

@@ -8,6 +8,7 @@ import { defineJob } from '../../core/jobs.ts'
 import type { BuiltinSchedule, ModuleContext } from '../../core/module.ts'
 import { createFilesService } from './files.service.ts'
 import { objectKey, parseObjectKey } from './storage/file-storage.ts'
+import { TUS_EXPIRY_MS } from './tus-store.ts'
 
 export const SWEEP_JOB = 'files.sweep'
 export const SWEEP_SCHEDULE_ID = 'plinth.files-sweep'
@@ -90,17 +91,28 @@ export async function sweepFiles(
   }
   const missing = rows.filter((r) => !seen.has(objectKey(r.owner, r.sha256)))
   let staleStaging = 0
-  if (store.kind === 'disk' || store.stagingDir) {
-    const entries = await readdir(store.stagingDir).catch(() => [] as string[])
+  /** Removes the entries of `dir` untouched for `graceMs` (except `keep`); counts them. */
+  const clean = async (dir: string, graceMs: number, keep?: string) => {
+    const entries = await readdir(dir).catch(() => [] as string[])
     for (const name of entries) {
-      const path = join(store.stagingDir, name)
+      if (name === keep) continue
+      const path = join(dir, name)
       const info = await stat(path).catch(() => undefined)
-      if (info && ctx.now() - info.mtimeMs > STAGING_GRACE_MS) {
+      if (info && ctx.now() - info.mtimeMs > graceMs) {
         staleStaging++
         if (!dryRun) await rm(path, { force: true, recursive: true })
       }
     }
   }
+  // Resumable uploads may pause for up to TUS_EXPIRY_MS: their folder is cleaned on that clock,
+  // entry by entry (bytes and record), never as a whole.
+  const tusDir = ctx.config.filesTusDir ?? join(store.stagingDir, 'tus')
+  await clean(
+    store.stagingDir,
+    STAGING_GRACE_MS,
+    tusDir === join(store.stagingDir, 'tus') ? 'tus' : undefined,
+  )
+  await clean(tusDir, TUS_EXPIRY_MS)
   if (removed.length > 0 || missing.length > 0)
     ctx.logger.warn(
       { orphanObjects: removed.length, missingObjects: missing.length, dryRun },

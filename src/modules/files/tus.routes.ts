@@ -1,8 +1,4 @@
-import { createReadStream } from 'node:fs'
-import { mkdir } from 'node:fs/promises'
-import { join } from 'node:path'
 import { Readable } from 'node:stream'
-import { FileStore } from '@tus/file-store'
 import { Server } from '@tus/server'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { Type } from 'typebox'
@@ -11,6 +7,7 @@ import { type ErrorCode, errorRegistry, PlinthError } from '../../shared/errors.
 import { sanitiseFileName } from './file-name.ts'
 import { type FilePurpose, PURPOSES } from './file-types.ts'
 import { createFilesService, toFileInfo } from './files.service.ts'
+import { openTusBackend } from './tus-store.ts'
 
 const OWNER_HEADER = 'x-plinth-upload-owner'
 const ROLE_HEADER = 'x-plinth-upload-role'
@@ -38,8 +35,9 @@ function refusal(err: unknown): { status_code: number; body: string } {
 
 /**
  * Resumable uploads (tus 1.0: creation, creation-with-upload, termination, expiration) under
- * `/api/v1/uploads`. Parts accumulate in `<staging>/tus` (on the local disk whatever the storage);
- * when the last byte arrives the file goes through the same checks and storage as a multipart
+ * `/api/v1/uploads`. Parts accumulate in `PLINTH_FILES_TUS_DIR` (default `<staging>/tus`), on the
+ * local disk whatever the storage; replicas sharing that directory and one Redis (upload locks)
+ * resume each other's uploads (tus-store.ts, tus-locker.ts). When the last byte arrives the file goes through the same checks and storage as a multipart
  * upload (type, image, scan, quota, de-duplication) and the response names it
  * (`Plinth-File-Id`, `Plinth-File-Url`). Upload ids start with their owner's id: no one else can
  * continue, read or end an upload.
@@ -50,12 +48,11 @@ export async function tusRoutes(api: PlinthApp, ctx: ModuleContext): Promise<voi
   const server = () => {
     tus ??= (async () => {
       const store = await service.storage()
-      const directory = join(store.stagingDir, 'tus')
-      await mkdir(directory, { recursive: true, mode: 0o700 })
-      const datastore = new FileStore({ directory, expirationPeriodInMilliseconds: 24 * 3600 * 1000 })
+      const backend = await openTusBackend(ctx, store.stagingDir)
       return new Server({
         path: PATH,
-        datastore,
+        datastore: backend.datastore,
+        ...(backend.locker ? { locker: backend.locker } : {}),
         relativeLocation: true,
         maxSize: ctx.config.filesMaxFileSize,
         namingFunction: (req) =>
@@ -82,7 +79,7 @@ export async function tusRoutes(api: PlinthApp, ctx: ModuleContext): Promise<voi
           const owner = req.headers.get(OWNER_HEADER)!
           const role = req.headers.get(ROLE_HEADER) as 'admin'
           try {
-            const staged = await service.stage(createReadStream(join(directory, upload.id)), {
+            const staged = await service.stage(backend.readFinished(upload.id), {
               bytes: ctx.config.filesMaxFileSize,
               code: 'PLINTH_FILE_TOO_LARGE',
             })
@@ -100,7 +97,7 @@ export async function tusRoutes(api: PlinthApp, ctx: ModuleContext): Promise<voi
           } catch (err) {
             throw refusal(err)
           } finally {
-            await datastore.remove(upload.id).catch(() => {})
+            await backend.discard(upload.id).catch(() => {})
           }
         },
       })

@@ -20,11 +20,15 @@ export async function ensureVariant(
   const name = variantName(parsed.spec, parsed.declared)
   const key = variantKey(file.owner, file.sha256, name)
   const existing = await store.stat(key)
-  if (existing) {
+  // An empty one is what a crash can leave of a variant written without fsync (disk-storage.ts).
+  if (existing && existing.size > 0) {
     service.metrics.transform('hit')
     return { key, size: existing.size, name }
   }
-  const source = await store.read(objectKey(file.owner, file.sha256))
+  const original = objectKey(file.owner, file.sha256)
+  const source = store.localPath
+    ? (await store.stat(original)) && store.localPath(original)
+    : await store.read(original)
   if (!source) throw new PlinthError('PLINTH_FILE_NOT_FOUND')
   let bytes: Buffer
   try {

@@ -1,3 +1,4 @@
+import { createReadStream, open as openFd } from 'node:fs'
 import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises'
 import { dirname, join, relative, sep } from 'node:path'
 import type { Readable } from 'node:stream'
@@ -32,19 +33,24 @@ export async function createDiskStorage(root: string): Promise<FileStorage> {
   await mkdir(stagingDir, { recursive: true, mode: 0o700 })
   const pathOf = (key: string) => join(root, ...assertKey(key).split('/'))
 
-  async function place(key: string, write: (tmp: string) => Promise<void>): Promise<void> {
+  /**
+   * Writes through a temporary file renamed into place. `durable` (originals) fsyncs the file and
+   * the folder; variants are a cache made again on demand, so they skip both (a crash may leave
+   * one empty: an empty variant counts as absent, see variants.ts).
+   */
+  async function place(key: string, write: (tmp: string) => Promise<void>, durable: boolean): Promise<void> {
     const target = pathOf(key)
     await mkdir(dirname(target), { recursive: true, mode: 0o700 })
     const tmp = join(stagingDir, `put-${process.pid}-${Math.random().toString(36).slice(2)}`)
     try {
       await write(tmp)
-      await fsyncPath(tmp)
+      if (durable) await fsyncPath(tmp)
       await rename(tmp, target)
     } catch (err) {
       await rm(tmp, { force: true })
       throw err
     }
-    await fsyncPath(dirname(target)).catch(() => {})
+    if (durable) await fsyncPath(dirname(target)).catch(() => {})
   }
 
   async function* walk(dir: string): AsyncGenerator<StoredObject> {
@@ -72,28 +78,35 @@ export async function createDiskStorage(root: string): Promise<FileStorage> {
     location: root,
     stagingDir,
     async put(key, stagedPath) {
-      await place(key, (tmp) => rename(stagedPath, tmp))
+      await place(key, (tmp) => rename(stagedPath, tmp), true)
     },
     async putBuffer(key, bytes) {
-      await place(key, async (tmp) => {
-        const handle = await open(tmp, 'wx', 0o600)
-        try {
-          await handle.writeFile(bytes)
-        } finally {
-          await handle.close()
-        }
-      })
+      await place(
+        key,
+        async (tmp) => {
+          const handle = await open(tmp, 'wx', 0o600)
+          try {
+            await handle.writeFile(bytes)
+          } finally {
+            await handle.close()
+          }
+        },
+        false,
+      )
     },
     async read(key, range?: ByteRange): Promise<Readable | undefined> {
       const path = pathOf(key)
-      try {
-        const handle = await open(path, 'r')
-        return handle.createReadStream(range ? { start: range.start, end: range.end } : {})
-      } catch (err) {
-        if (absent(err)) return undefined
-        throw err
-      }
+      // Opened first (a missing object is undefined, not a stream that fails after the headers),
+      // then read by a plain fd stream: lighter per request than a FileHandle's.
+      const fd = await new Promise<number | undefined>((resolve, reject) =>
+        openFd(path, 'r', (err, fd) =>
+          err ? (absent(err) ? resolve(undefined) : reject(err)) : resolve(fd),
+        ),
+      )
+      if (fd === undefined) return undefined
+      return createReadStream(path, { fd, ...(range ? { start: range.start, end: range.end } : {}) })
     },
+    localPath: pathOf,
     async stat(key) {
       try {
         return { size: (await stat(pathOf(key))).size }

@@ -26,10 +26,12 @@ export interface FileStorage {
   readonly stagingDir: string
   /** Stores the staged file at `key` (moved on disk, uploaded to S3); the staged file is gone after. */
   put(key: string, stagedPath: string): Promise<void>
-  /** Stores a small object made in memory (an image variant). */
+  /** Stores a small object made in memory (an image variant: a cache, stored without fsync on disk). */
   putBuffer(key: string, bytes: Uint8Array): Promise<void>
   /** The bytes (or a range of them), or undefined when there is no such object. */
   read(key: string, range?: ByteRange): Promise<Readable | undefined>
+  /** The object's path on this machine, when the storage is a local disk (sharp reads it directly). */
+  localPath?(key: string): string
   /** The object's size, or undefined when there is none. */
   stat(key: string): Promise<{ size: number } | undefined>
   /** Deletes the object and anything stored under `<key>.v/` (its variants); absent is not an error. */
