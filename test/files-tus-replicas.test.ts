@@ -15,7 +15,7 @@ import { after, before, describe, it } from 'node:test'
 import { ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3'
 import { bearer, createUser, NO_RATE_LIMITS, type Session, uniqueEmail, waitFor } from './helpers/accounts.ts'
 import { assertProblem } from './helpers/assert-problem.ts'
-import { startS3rver } from './helpers/files-kit.ts'
+import { startS3rver } from './helpers/s3rver.ts'
 import { skipUnlessPostgres, skipUnlessRedis, TEST_REDIS_URL } from './helpers/services.ts'
 import { createTestDatabase, type TestDatabase } from './helpers/test-database.ts'
 import { startTestPlinth, type TestPlinth } from './helpers/test-plinth.ts'
@@ -79,7 +79,7 @@ describe('resumable uploads across two replicas (PostgreSQL, Redis, S3)', { skip
   }
 
   before(async () => {
-    s3 = await startS3rver(join(dir, 's3'), bucket)
+    s3 = await startS3rver(bucket)
     client = new S3Client({
       endpoint: s3.endpoint,
       region: 'us-east-1',
