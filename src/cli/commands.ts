@@ -579,8 +579,9 @@ DATABASE_URL when it is set.`,
       'disaster-recovery drills: restore the newest backup to a scratch target, check it, measure RTO and RPO',
     description: `A drill writes a canary row (the last write committed before the "disaster"), restores the
 newest backup (--fresh: one it takes first) to a scratch target (a scratch database beside
-DATABASE_URL, or a scratch data directory), brings a Plinth up on it (127.0.0.1, an ephemeral
-port) and reports RTO (start of the restore to /ready 200, measured) and RPO (the last canary
+DATABASE_URL, or a scratch data directory), brings a Plinth up on it (plinth start in a process
+of its own, role api, on 127.0.0.1 at a spare port; POST /api/v1/admin/backups/drills and the
+schedule do the same) and reports RTO (start of the restore to /ready 200, measured) and RPO (the last canary
 committed before the disaster minus the newest canary recovered) beside the goals (300 s, 60 s);
 it also checks checksums, row counts, the audit chain and the migration head, then drops the
 scratch target. Reports are stored in the backup target (GET /api/v1/admin/backups/drills).

@@ -9,6 +9,7 @@ import type { Audit } from './audit.ts'
 import type { EventBus } from './events.ts'
 import type { UserDirectory } from './identity.ts'
 import type { ImportableDataset } from './import.ts'
+import type { InstanceLauncher } from './instances.ts'
 import type { JobDefinition, JobEngine, ScheduleInput, Schedules } from './jobs.ts'
 import type { Mailer } from './mail.ts'
 import type { Role } from './permissions.ts'
@@ -60,6 +61,11 @@ export interface ModuleContext extends AdapterContext {
    * instead of sleeping).
    */
   readonly now: () => number
+  /**
+   * Starts another Plinth in a process of its own on a given database (core/instances.ts): how a
+   * disaster-recovery drill proves that a restored copy serves.
+   */
+  readonly instances: InstanceLauncher
 }
 
 /** One permission a module declares: who holds it, and what it allows (for the API docs). */

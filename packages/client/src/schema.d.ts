@@ -99,7 +99,7 @@ export interface paths {
         get: operations["getAdminBackupsDrills"];
         put?: never;
         /**
-         * Run a disaster-recovery drill: enqueues plinth.backup-drill (restore the newest backup to a scratch target, check it, measure RTO and RPO) and answers 202 with the job
+         * Run a disaster-recovery drill: enqueues plinth.backup-drill (restore the newest backup to a scratch target, bring a Plinth up on it, check it, measure RTO to /ready 200 and RPO) and answers 202 with the job
          * @description Permission: `backups:manage` (roles: admin; an API token needs it in its scopes). Rate limit: the `api` tier (PLINTH_RATE_LIMIT_API).
          */
         post: operations["postAdminBackupsDrills"];
@@ -2114,7 +2114,14 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        requestBody?: never;
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @description take a fresh backup (after a canary row) and drill on it */
+                    fresh?: boolean;
+                };
+            };
+        };
         responses: {
             /** @description Accepted */
             202: {
@@ -2200,6 +2207,18 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"] & {
                         /** @enum {string} */
                         code?: "PLINTH_HTTP_UNSUPPORTED_MEDIA_TYPE";
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_VALIDATION_FAILED`: Validation Failed */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_VALIDATION_FAILED";
                     };
                 };
             };

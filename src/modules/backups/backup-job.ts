@@ -108,11 +108,14 @@ export function drillJob(drills: () => Drills) {
   return defineJob({
     name: BACKUP_DRILL_JOB,
     description:
-      'Disaster-recovery drill: restores the newest backup to a scratch target, checks it, measures RTO and RPO, stores the report (docs/operations/disaster-recovery.md).',
-    payload: Type.Object({}, { additionalProperties: false }),
+      'Disaster-recovery drill: restores the newest backup (fresh: one it takes first) to a scratch target, brings a Plinth up on it, checks it, measures RTO and RPO, stores the report (docs/operations/disaster-recovery.md).',
+    payload: Type.Object(
+      { fresh: Type.Optional(Type.Boolean({ default: false })) },
+      { additionalProperties: false },
+    ),
     policy: { concurrency: 1, retryLimit: 0, timeout: 3600, deadLetter: true },
     async handler(job) {
-      const report = await drills().run()
+      const report = await drills().run({ fresh: job.payload.fresh === true })
       job.logger.info({ drill: report.id, ok: report.ok }, 'drill done')
       if (!report.ok)
         throw new Error(

@@ -87,6 +87,7 @@ export function drillsOf(ctx: ModuleContext): Drills {
       db: ctx.db,
       audit: ctx.audit,
       logger: ctx.logger,
+      launcher: ctx.instances,
       databaseUrl: url,
       walLag:
         ctx.config.pitrStanza && url

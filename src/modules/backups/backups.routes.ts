@@ -1,4 +1,4 @@
-import { Type } from 'typebox'
+import { type TSchema, Type } from 'typebox'
 import { auditCallerOf } from '../../core/audit.ts'
 import type { ModuleContext, PlinthApp } from '../../core/module.ts'
 import type { BackupService } from './backup.service.ts'
@@ -115,6 +115,15 @@ const DrillSchema = Type.Object({
   freshBackup: Type.Optional(Type.Boolean()),
   walArchiveLagSeconds: Type.Optional(Type.Union([Type.Number(), Type.Null()])),
 })
+/** What a drill is asked to do (`plinth.backup-drill`'s payload). */
+export const DrillBody = Type.Object(
+  {
+    fresh: Type.Optional(
+      Type.Boolean({ description: 'take a fresh backup (after a canary row) and drill on it' }),
+    ),
+  },
+  { additionalProperties: false },
+)
 const DrillParams = Type.Object({
   id: Type.String({ pattern: '^\\d{8}T\\d{6}Z-[0-9a-f]{8}$', maxLength: 40 }),
 })
@@ -130,42 +139,40 @@ export function backupsRoutes(
   service: () => BackupService,
   drills: () => Drills,
 ): void {
-  const enqueue = async (name: string, request: Parameters<typeof auditCallerOf>[0]) => {
-    const job = await ctx.jobs.enqueue(name, {}, { requestId: request.id, audit: auditCallerOf(request) })
-    return { job: { id: job.id, href: `/api/v1/jobs/${job.id}` } }
-  }
-  api.post(
+  /** A POST that enqueues `jobName` with the body as its payload and answers 202 with the job to follow. */
+  const enqueueRoute = (path: string, jobName: string, summary: string, body?: TSchema) =>
+    api.post(
+      path,
+      {
+        config: createConfig,
+        schema: { tags, summary, ...(body ? { body } : {}), response: { 202: Enqueued } },
+        // The body is optional: none is the empty object (and is then validated as one).
+        preValidation: async (request) => {
+          request.body ??= {}
+        },
+      },
+      async (request, reply) => {
+        const job = await ctx.jobs.enqueue(jobName, (request.body as object | undefined) ?? {}, {
+          requestId: request.id,
+          audit: auditCallerOf(request),
+        })
+        const href = `/api/v1/jobs/${job.id}`
+        return reply
+          .code(202)
+          .header('location', href)
+          .send({ job: { id: job.id, href } })
+      },
+    )
+  enqueueRoute(
     '/admin/backups',
-    {
-      config: createConfig,
-      schema: {
-        tags,
-        summary:
-          'Back up the database: enqueues the plinth.backup job (back up, verify by restoring to a scratch target, prune) and answers 202 with the job to follow',
-        response: { 202: Enqueued },
-      },
-    },
-    async (request, reply) => {
-      const body = await enqueue(BACKUP_JOB, request)
-      return reply.code(202).header('location', body.job.href).send(body)
-    },
+    BACKUP_JOB,
+    'Back up the database: enqueues the plinth.backup job (back up, verify by restoring to a scratch target, prune) and answers 202 with the job to follow',
   )
-
-  api.post(
+  enqueueRoute(
     '/admin/backups/drills',
-    {
-      config: createConfig,
-      schema: {
-        tags,
-        summary:
-          'Run a disaster-recovery drill: enqueues plinth.backup-drill (restore the newest backup to a scratch target, check it, measure RTO and RPO) and answers 202 with the job',
-        response: { 202: Enqueued },
-      },
-    },
-    async (request, reply) => {
-      const body = await enqueue(BACKUP_DRILL_JOB, request)
-      return reply.code(202).header('location', body.job.href).send(body)
-    },
+    BACKUP_DRILL_JOB,
+    'Run a disaster-recovery drill: enqueues plinth.backup-drill (restore the newest backup to a scratch target, bring a Plinth up on it, check it, measure RTO to /ready 200 and RPO) and answers 202 with the job',
+    DrillBody,
   )
 
   api.get(

@@ -5,6 +5,7 @@ import { join } from 'node:path'
 import { type Kysely, sql } from 'kysely'
 import type { Logger } from 'pino'
 import { type Audit, type AuditCaller, callerEntry } from '../../core/audit.ts'
+import type { InstanceDatabase, InstanceLauncher } from '../../core/instances.ts'
 import type { Database } from '../../infra/db/create-db.ts'
 import { PlinthError } from '../../shared/errors.ts'
 import type { BackupService } from './backup.service.ts'
@@ -17,29 +18,16 @@ import type { VerificationCheck } from './verification.ts'
 export const DRILL_TARGETS = { rtoSeconds: 300, rpoSeconds: 60 } as const
 
 /** Where a drill restored the backup: a scratch database (server backups) or a scratch data directory (embedded). */
-export type DrillRestoreTarget = { readonly databaseUrl: string } | { readonly dataDir: string }
-
-/**
- * Brings a Plinth up on a restored copy and listens on 127.0.0.1 (an ephemeral port). Provided by
- * the composition root (`plinth dr drill`): a module cannot build a Plinth itself.
- */
-export type DrillBoot = (target: DrillRestoreTarget) => Promise<{
-  /** `http://127.0.0.1:<port>`: the drill polls `<address>/ready` until it answers 200. */
-  readonly address: string
-  /** The restored database, as the Plinth on it sees it (the drill reads the canaries through it). */
-  // biome-ignore lint/suspicious/noExplicitAny: only raw SQL runs on it
-  readonly kysely: Kysely<any>
-  close(): Promise<void>
-}>
+export type DrillRestoreTarget = InstanceDatabase
 
 /**
  * A disaster-recovery drill. Before the "disaster" it writes a canary row (`backup_canaries`; with
  * `fresh`, one more before taking a fresh backup), then restores the backup (the fresh one, else the
- * newest) to a scratch target, brings a Plinth up on it when a `boot` is given, and measures:
+ * newest) to a scratch target, brings a Plinth up on it (`ctx.instances`: `plinth start` in a process
+ * of its own on a spare port, from the CLI, the API's job and the schedule alike), and measures:
  *
  * - **RTO**: start of the restore → the restored Plinth's `/ready` answers 200 (`rtoBasis: "ready"`);
- *   without a boot (a drill run as a job in the server), start of the restore → restore done
- *   (`rtoBasis: "restore"`, `ready: null`).
+ *   with `launch: false`, start of the restore → restore done (`rtoBasis: "restore"`, `ready: null`).
  * - **RPO**: the last canary known committed before the disaster minus the newest canary found in
  *   the restored copy (`rpoBasis: "canaries"`); when the restored copy holds no canary (a backup
  *   older than the first drill), the age of the backup's snapshot (`"backup-age"`). With
@@ -64,7 +52,7 @@ export interface DrillReport {
   readonly rtoBasis?: 'ready' | 'restore'
   /** The restore alone (archive read, checked and loaded into the scratch target). */
   readonly restoreSeconds?: number
-  /** The Plinth brought up on the restored copy; null when the drill ran without one (as a job). */
+  /** The Plinth brought up on the restored copy; null when the drill ran without one (`launch: false`). */
   readonly ready?: {
     readonly reached: boolean
     readonly seconds: number | null
@@ -85,8 +73,8 @@ export interface DrillRunOptions {
   readonly caller?: AuditCaller | undefined
   /** Take a fresh backup (after a canary) and drill on it, instead of the newest one. */
   readonly fresh?: boolean | undefined
-  /** Brings a Plinth up on the restored copy (RTO up to `/ready` 200). */
-  readonly boot?: DrillBoot | undefined
+  /** Bring a Plinth up on the restored copy (RTO up to `/ready` 200): default true. */
+  readonly launch?: boolean | undefined
 }
 
 export interface Drills {
@@ -129,21 +117,12 @@ async function newestCanary(db: Kysely<any>): Promise<{ at: Date | null; count: 
   return { at: rows[0]?.at ? new Date(rows[0].at) : null, count: Number(rows[0]?.n ?? 0) }
 }
 
-/** Polls `<address>/ready` until it answers 200 (or the deadline passes). */
-async function waitReady(address: string, deadline: number): Promise<{ ok: boolean; detail: string }> {
-  let last = 'no answer yet'
-  for (;;) {
-    try {
-      const res = await fetch(`${address}/ready`, { signal: AbortSignal.timeout(5_000) })
-      await res.body?.cancel()
-      if (res.status === 200) return { ok: true, detail: `${address}/ready answered 200` }
-      last = `answered ${res.status}`
-    } catch (err) {
-      last = (err as Error).message
-    }
-    if (Date.now() >= deadline)
-      return { ok: false, detail: `${address}/ready never answered 200 (last: ${last})` }
-    await new Promise((r) => setTimeout(r, 100))
+async function canariesAt(url: string): Promise<{ at: Date | null; count: number }> {
+  const conn = connectTo(url)
+  try {
+    return await newestCanary(conn.kysely)
+  } finally {
+    await conn.close()
   }
 }
 
@@ -153,6 +132,8 @@ export function createDrills(deps: {
   db: Database
   audit: Pick<Audit, 'record'>
   logger: Logger
+  /** Brings a Plinth up on the restored copy (`ctx.instances`); without one, the RTO stops at the restore. */
+  launcher?: InstanceLauncher | undefined
   /** This server's database (the scratch database of a server backup's drill is made beside it). */
   databaseUrl?: string | undefined
   /** The WAL archive lag in seconds when PITR is set up (null: unknown or off). */
@@ -225,26 +206,21 @@ export function createDrills(deps: {
         ok: true,
         detail: `restored to a scratch target in ${restoreSeconds.toFixed(1)} s`,
       })
-      if (options.boot) {
-        const booted = await options.boot(target)
+      if (deps.launcher && options.launch !== false) {
+        const instance = await deps.launcher.launch(target)
         try {
-          const r = await waitReady(booted.address, Date.now() + READY_DEADLINE_MS)
+          const r = await instance.waitReady(READY_DEADLINE_MS)
           const seconds = (performance.now() - t0) / 1000
           ready = { reached: r.ok, seconds: r.ok ? round(seconds) : null, detail: r.detail }
           rtoSeconds = seconds
           checks.push({ name: 'ready', ok: r.ok, detail: `a Plinth on the restored copy: ${r.detail}` })
-          recovered = await newestCanary(booted.kysely)
+          // The canaries as the Plinth on the copy serves them (for a data directory, through its socket).
+          if (r.ok) recovered = await canariesAt(instance.databaseUrl)
         } finally {
-          await booted.close()
-        }
-      } else if (scratchDb) {
-        const conn = connectTo(scratchDb.url)
-        try {
-          recovered = await newestCanary(conn.kysely)
-        } finally {
-          await conn.close()
+          await instance.stop()
         }
       }
+      if (!recovered && scratchDb) recovered = await canariesAt(scratchDb.url)
     } catch (err) {
       rtoSeconds = (performance.now() - t0) / 1000
       checks.push({
