@@ -544,8 +544,15 @@ DATABASE_URL when it is set.`,
       {
         name: 'verify',
         summary:
-          'pgbackrest verify: check every backup and WAL file in the repository (exit 1 when it fails)',
-        json: '{ok, detail}',
+          'pgbackrest verify: check every backup and WAL file in the repository (exit 1 when it fails); --restore also proves it by a real restore',
+        options: [
+          {
+            name: 'restore',
+            description:
+              "also restore the newest backup and the archived WAL into a scratch cluster (pg_ctl, a spare port), read back a canary written first and Plinth's tables, then remove it (root or the server's user)",
+          },
+        ],
+        json: '{ok, detail, restore: {ok, restoreMs, checks: [{name, ok, detail}…]} | null}',
       },
       {
         name: 'restore',

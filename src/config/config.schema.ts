@@ -244,6 +244,16 @@ export const configSchema = {
     default: '41 2 * * *',
     doc: 'Cron expression (UTC) of the built-in `plinth.pitr-backup` schedule when `PLINTH_PITR_STANZA` is set: a pgBackRest backup (full on Sundays, differential otherwise), then `pgbackrest verify`. `off` declares no schedule.',
   }),
+  pitrRestoreCheck: bool({
+    env: 'PLINTH_PITR_RESTORE_CHECK',
+    default: true,
+    doc: "After each scheduled pgBackRest backup and `pgbackrest verify`, prove it by a real restore: a canary row is written and its WAL archived, the repository is restored into a scratch cluster under `<repository>/scratch` (started with `pg_ctl` on a spare port, archiving off), the canary and Plinth's tables are read back, and the cluster is removed. Needs room for a second copy of the database on the repository's disk; `false` keeps only `pgbackrest verify`.",
+  }),
+  pitrPgBin: optionalStr({
+    env: 'PLINTH_PITR_PG_BIN',
+    defaultDoc: "Debian's `/usr/lib/postgresql/<major>/bin`, else `PATH`",
+    doc: "Directory of the PostgreSQL server programs (`pg_ctl`) of the archived server's major version, for the scratch clusters of restore checks and PITR drills.",
+  }),
   masterKey: {
     ...optionalStr({
       env: 'PLINTH_MASTER_KEY',

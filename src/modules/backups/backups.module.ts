@@ -15,6 +15,7 @@ import { createDrills, type Drills } from './drill.ts'
 import createBackupCanaries from './migrations/0025-create-backup-canaries.ts'
 import { archiverState, createPitr, type Pitr, pitrSettingsOf } from './pitr.ts'
 import { pitrBackupJob, pitrSchedules } from './pitr-job.ts'
+import { verifyByRestore } from './pitr-scratch.ts'
 import { recordErasures, tombstoneWriter } from './tombstones.ts'
 
 export { type BackupService, type BackupSummary, backupDirOf, createBackupService } from './backup.service.ts'
@@ -131,7 +132,20 @@ export const backupsModule: PlinthModule = {
     backupJob(() => backupServiceOf(ctx)),
     drillJob(() => drillsOf(ctx)),
     reverifyJob(() => backupServiceOf(ctx), ctx.config, ctx.events),
-    ...(ctx.config.pitrStanza ? [pitrBackupJob(() => pitrOf(ctx), metricsOf(ctx))] : []),
+    ...(ctx.config.pitrStanza
+      ? [
+          pitrBackupJob(() => pitrOf(ctx), metricsOf(ctx), {
+            restoreCheck: !ctx.config.pitrRestoreCheck
+              ? undefined
+              : () =>
+                  verifyByRestore(pitrOf(ctx).settings, {
+                    logger: ctx.logger,
+                    databaseUrl: ctx.config.databaseUrl,
+                    pgBin: ctx.config.pitrPgBin,
+                  }),
+          }),
+        ]
+      : []),
   ],
   schedules: (ctx) => [
     ...backupSchedules(ctx.config),

@@ -2,13 +2,13 @@ import { randomBytes } from 'node:crypto'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { type Kysely, sql } from 'kysely'
 import type { Logger } from 'pino'
 import { type Audit, type AuditCaller, callerEntry } from '../../core/audit.ts'
 import type { InstanceDatabase, InstanceLauncher } from '../../core/instances.ts'
 import type { Database } from '../../infra/db/create-db.ts'
 import { PlinthError } from '../../shared/errors.ts'
 import type { BackupService } from './backup.service.ts'
+import { hasCanaries, newestCanary, writeCanary } from './canaries.ts'
 import { readFacts } from './database-facts.ts'
 import type { BackupTarget } from './local-target.ts'
 import { connectTo, createScratchDatabase } from './pg-dump-engine.ts'
@@ -89,33 +89,6 @@ const fileOf = (id: string) => `drill-${id}.json`
 /** How long a restored Plinth has to answer `/ready` 200. */
 const READY_DEADLINE_MS = DRILL_TARGETS.rtoSeconds * 1000
 const round = (s: number) => Math.round(s * 1000) / 1000
-
-// biome-ignore lint/suspicious/noExplicitAny: only raw SQL runs on it
-async function hasCanaries(db: Kysely<any>): Promise<boolean> {
-  const { rows } = await sql<{ t: string | null }>`select to_regclass('backup_canaries')::text as t`.execute(
-    db,
-  )
-  return rows[0]?.t != null
-}
-
-/** Writes a canary and returns its commit time (the database's clock, as the rows recovered carry it). */
-// biome-ignore lint/suspicious/noExplicitAny: only raw SQL runs on it
-async function writeCanary(db: Kysely<any>, drill: string): Promise<Date> {
-  const { rows } = await sql<{ written_at: Date }>`
-    insert into backup_canaries (drill) values (${drill}) returning written_at`.execute(db)
-  // The newest 100 are plenty for any drill: older ones go.
-  await sql`delete from backup_canaries where id not in (
-    select id from backup_canaries order by id desc limit 100)`.execute(db)
-  return new Date(rows[0]!.written_at)
-}
-
-// biome-ignore lint/suspicious/noExplicitAny: only raw SQL runs on it
-async function newestCanary(db: Kysely<any>): Promise<{ at: Date | null; count: number }> {
-  if (!(await hasCanaries(db))) return { at: null, count: 0 }
-  const { rows } = await sql<{ at: Date | null; n: string | number }>`
-    select max(written_at) as at, count(*) as n from backup_canaries`.execute(db)
-  return { at: rows[0]?.at ? new Date(rows[0].at) : null, count: Number(rows[0]?.n ?? 0) }
-}
 
 async function canariesAt(url: string): Promise<{ at: Date | null; count: number }> {
   const conn = connectTo(url)

@@ -119,7 +119,8 @@ function idOf(user: string, flag: '-u' | '-g'): number {
   }
 }
 
-function ownerOf(s: PitrSettings): { uid: number; gid: number } | undefined {
+/** The uid/gid pgBackRest and the server's programs run as (undefined: this process's own). */
+export function ownerOf(s: PitrSettings): { uid: number; gid: number } | undefined {
   if (!s.osUser) return undefined
   const uid = idOf(s.osUser, '-u')
   if (process.getuid?.() === uid) return undefined
