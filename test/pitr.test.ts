@@ -254,4 +254,68 @@ describe('plinth pitr (pgBackRest)', { skip }, () => {
     assert.match(restore.detail, /ENOENT|pg_ctl/)
     assert.deepEqual(readdirSync(join(dir, 'pgbackrest', 'scratch')), [])
   })
+
+  it('plinth dr drill --pitr: a workload, the disaster, a restore of the archived WAL into a scratch cluster, a Plinth on it; then --to-time with 0 mismatches', async () => {
+    const tcp = `postgresql://postgres:pitr-test-pw@127.0.0.1:${source.port}/postgres`
+    const drillEnv = { ...env, DATABASE_URL: tcp, PLINTH_BACKUP_DIR: join(dir, 'reports') }
+    const r = await cli(['dr', 'drill', '--pitr', '--json'], drillEnv)
+    assert.equal(r.code, 0, `${r.out}\n${r.err}`)
+    const report = JSON.parse(r.out)
+    assert.equal(report.ok, true, JSON.stringify(report.checks))
+    assert.equal(report.backupKind, 'pgbackrest')
+    assert.match(report.backupId, /^\d{8}-\d{6}F/)
+    assert.deepEqual(
+      report.checks.map((c: { name: string; ok: boolean }) => [c.name, c.ok]),
+      [
+        ['restore', true],
+        ['ready', true],
+      ],
+    )
+    assert.equal(report.rtoBasis, 'ready')
+    assert.ok(report.rtoSeconds > report.restoreSeconds)
+    // RPO from the canaries: what archiving had not shipped at the disaster (archive_timeout here is 10 s).
+    assert.equal(report.rpoBasis, 'canaries')
+    assert.ok(report.canaries.recovered >= 1)
+    assert.ok(report.rpoSeconds > 0 && report.rpoSeconds < 30, `RPO ${report.rpoSeconds}`)
+    assert.equal(report.meetsTargets.rpo, true)
+    assert.deepEqual(report.pitr, { toTime: null })
+    assert.deepEqual(readdirSync(join(dir, 'pgbackrest', 'scratch')), [])
+    console.log(
+      `PITR drill ${report.id}: RTO ${report.rtoSeconds} s (restore ${report.restoreSeconds} s), RPO ${report.rpoSeconds} s`,
+    )
+
+    // To a point in time: every canary committed up to it is in the copy, none after.
+    const [row] = await query<{ t: string }>(
+      tcp,
+      `select to_char(clock_timestamp() at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as t`,
+    )
+    const targetTime = row!.t
+    await query(tcp, "insert into backup_canaries (drill) values ('after-the-target')")
+    await query(tcp, 'select pg_switch_wal()')
+    await waitFor(
+      'the WAL past the target to be archived',
+      async () => {
+        const st = await cli(['pitr', 'status', '--json'], env)
+        return st.code === 0 && JSON.parse(st.out).archive.pendingBytes === 0
+      },
+      { timeoutMs: 60_000, intervalMs: 500 },
+    )
+    const at = await cli(['dr', 'drill', '--pitr', '--to-time', targetTime, '--json'], drillEnv)
+    assert.equal(at.code, 0, `${at.out}\n${at.err}`)
+    const pitr = JSON.parse(at.out)
+    assert.equal(pitr.ok, true, JSON.stringify(pitr.checks))
+    assert.equal(pitr.pitr.toTime, targetTime)
+    assert.equal(pitr.pitr.mismatches, 0)
+    assert.ok(pitr.pitr.expected >= 10, `${pitr.pitr.expected} canaries up to the target`)
+    assert.equal(pitr.pitr.recovered, pitr.pitr.expected)
+    assert.ok(Date.parse(pitr.canaries.lastRecoveredAt) <= Date.parse(targetTime))
+    console.log(
+      `PITR drill ${pitr.id} to ${targetTime}: RTO ${pitr.rtoSeconds} s, ${pitr.pitr.recovered}/${pitr.pitr.expected} canaries, ${pitr.pitr.mismatches} mismatches`,
+    )
+    const list = await cli(['dr', 'list', '--json'], drillEnv)
+    assert.deepEqual(
+      JSON.parse(list.out).drills.map((d: { id: string }) => d.id),
+      [pitr.id, report.id],
+    )
+  })
 })

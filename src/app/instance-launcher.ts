@@ -6,6 +6,7 @@ import type { Logger } from 'pino'
 import type { PlinthConfig } from '../config/config.schema.ts'
 import { configEnv } from '../config/load-config.ts'
 import type { InstanceDatabase, InstanceLauncher, LaunchedInstance } from '../core/instances.ts'
+import { resolveMasterKey } from '../infra/crypto/keyring.ts'
 
 /** The `plinth` command of this installation (bin/plinth.js: Node 24, then src/main.ts or dist/main.js). */
 const PLINTH_BIN = fileURLToPath(new URL('../../bin/plinth.js', import.meta.url))
@@ -62,7 +63,12 @@ function track(child: ChildProcess): void {
  * schedules: it must not back up, prune or send anything), on 127.0.0.1 at `port`, without Redis
  * (it would share this instance's keys) or tracing, no drain delay, and no first administrator made.
  */
-export function launchEnv(config: PlinthConfig, database: InstanceDatabase, port: number) {
+export function launchEnv(
+  config: PlinthConfig,
+  database: InstanceDatabase,
+  port: number,
+  logger: Pick<Logger, 'warn' | 'info'>,
+) {
   return {
     PATH: process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin',
     ...(process.env.HOME ? { HOME: process.env.HOME } : {}),
@@ -86,6 +92,19 @@ export function launchEnv(config: PlinthConfig, database: InstanceDatabase, port
     PLINTH_ADMIN_EMAIL: '',
     PLINTH_ADMIN_PASSWORD: '',
     PLINTH_PITR_STANZA: '',
+    // The restored copy's data keys are wrapped by this instance's master key: in development and
+    // test that may be the key this process generated (in memory, or its data directory's
+    // master.key, which the copy's directory lacks), so the new Plinth gets it explicitly.
+    ...(config.masterKey === undefined
+      ? {
+          PLINTH_MASTER_KEY: resolveMasterKey({
+            masterKey: undefined,
+            dataDir: config.dataDir,
+            env: config.env,
+            logger,
+          }).toString('base64'),
+        }
+      : {}),
   } satisfies Record<string, string>
 }
 
@@ -112,7 +131,7 @@ export function createInstanceLauncher(deps: {
     const address = `http://127.0.0.1:${port}`
     const child = spawn(command.node, [...command.args], {
       cwd: process.cwd(),
-      env: launchEnv(deps.config, database, port),
+      env: launchEnv(deps.config, database, port, log),
       stdio: ['ignore', 'pipe', 'pipe'],
     })
     track(child)

@@ -599,8 +599,22 @@ ${DB_NOTE}`,
       {
         name: 'drill',
         summary: 'run a drill now (exit 1 when a check fails or the restored copy never answers /ready)',
-        options: [{ name: 'fresh', description: 'take a fresh backup (after a canary row) and drill on it' }],
-        json: '{id, at, ok, backupId, backupKind, rtoSeconds, rtoBasis, restoreSeconds, ready: {reached, seconds, detail}, rpoSeconds, rpoBasis, canaries: {lastCommittedAt, lastRecoveredAt, recovered}, freshBackup, walArchiveLagSeconds, targets, meetsTargets, checks: [{name, ok, detail}…]}',
+        options: [
+          { name: 'fresh', description: 'take a fresh backup (after a canary row) and drill on it' },
+          {
+            name: 'pitr',
+            description:
+              'restore through pgBackRest into a scratch cluster (PLINTH_PITR_*): canaries for one archive timeout, then the end of the archived WAL',
+          },
+          {
+            name: 'to-time',
+            type: 'string',
+            arg: 'TIME',
+            description:
+              'with --pitr: recover to this ISO 8601 time; every canary up to it must be there, none after',
+          },
+        ],
+        json: '{id, at, ok, backupId, backupKind, rtoSeconds, rtoBasis, restoreSeconds, ready: {reached, seconds, detail}, rpoSeconds, rpoBasis, canaries: {lastCommittedAt, lastRecoveredAt, recovered}, freshBackup, walArchiveLagSeconds, pitr: {toTime, expected?, recovered?, mismatches?} | null, targets, meetsTargets, checks: [{name, ok, detail}…]}',
       },
       { name: 'list', summary: 'stored drill reports, newest first', json: '{"drills": [drill…]}' },
     ],

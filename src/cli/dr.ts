@@ -23,6 +23,11 @@ function formatDrill(r: DrillReport): string {
     ...(r.walArchiveLagSeconds != null
       ? [`  WAL archive lag ${r.walArchiveLagSeconds.toFixed(1)} s (what a point-in-time restore would lose)`]
       : []),
+    ...(r.pitr
+      ? [
+          `  point-in-time recovery through pgBackRest ${r.pitr.toTime ? `to ${r.pitr.toTime}: ${r.pitr.recovered}/${r.pitr.expected} canaries, ${r.pitr.mismatches} mismatch(es)` : 'to the end of the archived WAL'}`,
+        ]
+      : []),
     ...r.checks.map((c) => `  ${c.ok ? 'ok  ' : 'FAIL'} ${c.name}: ${c.detail}`),
   ].join('\n')
 }
@@ -50,6 +55,10 @@ export async function drCommand(input: CommandInput, io: CliIo): Promise<number>
     const report = await drills.run({
       caller: cliCaller(),
       fresh: Boolean(input.values.fresh),
+      pitr:
+        input.values.pitr || input.values['to-time']
+          ? { toTime: input.values['to-time'] as string | undefined }
+          : undefined,
     })
     print(report, formatDrill(report))
     return report.ok ? 0 : 1

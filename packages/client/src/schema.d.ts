@@ -1989,6 +1989,12 @@ export interface operations {
                                 rto: boolean;
                             };
                             ok: boolean;
+                            pitr?: {
+                                expected?: number;
+                                mismatches?: number;
+                                recovered?: number;
+                                toTime: string | null;
+                            } | null;
                             ready?: {
                                 detail: string;
                                 reached: boolean;
@@ -2119,6 +2125,13 @@ export interface operations {
                 "application/json": {
                     /** @description take a fresh backup (after a canary row) and drill on it */
                     fresh?: boolean;
+                    /** @description restore through point-in-time recovery (pgBackRest) into a scratch cluster instead of the newest logical backup */
+                    pitr?: boolean;
+                    /**
+                     * Format: date-time
+                     * @description with pitr: the time to recover to (ISO 8601 with a zone); default the end of the archived WAL
+                     */
+                    toTime?: string;
                 };
             };
         };
@@ -2301,6 +2314,12 @@ export interface operations {
                             rto: boolean;
                         };
                         ok: boolean;
+                        pitr?: {
+                            expected?: number;
+                            mismatches?: number;
+                            recovered?: number;
+                            toTime: string | null;
+                        } | null;
                         ready?: {
                             detail: string;
                             reached: boolean;

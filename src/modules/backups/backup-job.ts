@@ -110,12 +110,19 @@ export function drillJob(drills: () => Drills) {
     description:
       'Disaster-recovery drill: restores the newest backup (fresh: one it takes first) to a scratch target, brings a Plinth up on it, checks it, measures RTO and RPO, stores the report (docs/operations/disaster-recovery.md).',
     payload: Type.Object(
-      { fresh: Type.Optional(Type.Boolean({ default: false })) },
+      {
+        fresh: Type.Optional(Type.Boolean({ default: false })),
+        pitr: Type.Optional(Type.Boolean({ default: false })),
+        toTime: Type.Optional(Type.String({ maxLength: 40 })),
+      },
       { additionalProperties: false },
     ),
     policy: { concurrency: 1, retryLimit: 0, timeout: 3600, deadLetter: true },
     async handler(job) {
-      const report = await drills().run({ fresh: job.payload.fresh === true })
+      const report = await drills().run({
+        fresh: job.payload.fresh === true,
+        pitr: job.payload.pitr === true || job.payload.toTime ? { toTime: job.payload.toTime } : undefined,
+      })
       job.logger.info({ drill: report.id, ok: report.ok }, 'drill done')
       if (!report.ok)
         throw new Error(

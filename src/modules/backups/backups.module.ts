@@ -90,6 +90,13 @@ export function drillsOf(ctx: ModuleContext): Drills {
       logger: ctx.logger,
       launcher: ctx.instances,
       databaseUrl: url,
+      pitr: ctx.config.pitrStanza
+        ? () => ({
+            settings: pitrOf(ctx).settings,
+            pgBin: ctx.config.pitrPgBin,
+            newestLabel: async () => (await pitrOf(ctx).status()).lastBackup?.label ?? null,
+          })
+        : undefined,
       walLag:
         ctx.config.pitrStanza && url
           ? async () => (await archiverState(url, new Date())).lagSeconds

@@ -113,6 +113,17 @@ const DrillSchema = Type.Object({
     ]),
   ),
   freshBackup: Type.Optional(Type.Boolean()),
+  pitr: Type.Optional(
+    Type.Union([
+      Type.Object({
+        toTime: Type.Union([Type.String(), Type.Null()]),
+        expected: Type.Optional(Type.Integer()),
+        recovered: Type.Optional(Type.Integer()),
+        mismatches: Type.Optional(Type.Integer()),
+      }),
+      Type.Null(),
+    ]),
+  ),
   walArchiveLagSeconds: Type.Optional(Type.Union([Type.Number(), Type.Null()])),
 })
 /** What a drill is asked to do (`plinth.backup-drill`'s payload). */
@@ -120,6 +131,20 @@ export const DrillBody = Type.Object(
   {
     fresh: Type.Optional(
       Type.Boolean({ description: 'take a fresh backup (after a canary row) and drill on it' }),
+    ),
+    pitr: Type.Optional(
+      Type.Boolean({
+        description:
+          'restore through point-in-time recovery (pgBackRest) into a scratch cluster instead of the newest logical backup',
+      }),
+    ),
+    toTime: Type.Optional(
+      Type.String({
+        format: 'date-time',
+        maxLength: 40,
+        description:
+          'with pitr: the time to recover to (ISO 8601 with a zone); default the end of the archived WAL',
+      }),
     ),
   },
   { additionalProperties: false },

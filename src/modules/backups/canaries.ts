@@ -39,3 +39,22 @@ export async function canariesOf(db: Kysely<any>, drill: string): Promise<number
     select count(*)::int as n from backup_canaries where drill = ${drill}`.execute(db)
   return rows[0]?.n ?? 0
 }
+
+/**
+ * The canaries' commit times (UTC, to the microsecond, as text: exact to compare), oldest first;
+ * `upTo` (a time PostgreSQL reads) and `from` (one of these texts) bound them, inclusive.
+ */
+export async function canaryTimes(
+  // biome-ignore lint/suspicious/noExplicitAny: only raw SQL runs on it
+  db: Kysely<any>,
+  range: { upTo?: string | undefined; from?: string | undefined } = {},
+): Promise<string[]> {
+  if (!(await hasCanaries(db))) return []
+  const { rows } = await sql<{ t: string }>`
+    select to_char(written_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as t
+      from backup_canaries
+     where (${range.upTo ?? null}::timestamptz is null or written_at <= ${range.upTo ?? null}::timestamptz)
+       and (${range.from ?? null}::timestamptz is null or written_at >= ${range.from ?? null}::timestamptz)
+     order by written_at`.execute(db)
+  return rows.map((r) => r.t)
+}

@@ -41,6 +41,11 @@ export interface ScratchRestoreTarget {
   /** Recover to this time (PostgreSQL form, see `parseTargetTime`) or LSN; default to the end of the archived WAL. */
   readonly type?: 'time' | 'lsn' | undefined
   readonly target?: string | undefined
+  /**
+   * Replay no WAL segment after this one (`000000010000000000000009`): the repository as it was when
+   * that was the last segment archived — a disaster simulated while the source keeps archiving.
+   */
+  readonly walUpTo?: string | undefined
 }
 
 /** No quote, space or backslash: the path goes into `pg_ctl -o`, which a shell reads. */
@@ -105,7 +110,9 @@ export async function restoreScratchCluster(
   const owner = ownerOf(s)
   const parent = join(s.repoPath, 'scratch')
   const dataDir = join(parent, `restore-${randomBytes(6).toString('hex')}`)
-  if (!SAFE_PATH.test(dataDir))
+  if (target.walUpTo !== undefined && !/^[0-9A-F]{24}$/.test(target.walUpTo))
+    throw new TypeError(`not a WAL segment name: ${target.walUpTo}`)
+  if (!SAFE_PATH.test(dataDir) || !SAFE_PATH.test(s.configPath))
     throw new PlinthError(
       'PLINTH_PITR_NOT_CONFIGURED',
       `The scratch directory ${dataDir} has characters pg_ctl cannot take: use a PLINTH_PITR_REPO_PATH of letters, digits and ./_-@+ only.`,
@@ -137,6 +144,13 @@ export async function restoreScratchCluster(
         ? [`--type=${target.type}`, `--target=${target.target}`, '--target-action=promote']
         : []),
       '--archive-mode=off',
+      ...(target.walUpTo
+        ? [
+            // pgBackRest's own archive-get, refused (end of recovery) past the given segment; the
+            // names compare as text (a later timeline's history file sorts before its segments).
+            `--recovery-option=restore_command=expr "%f" "<=" "${target.walUpTo}" >/dev/null && pgbackrest --config=${s.configPath} --stanza=${s.stanza} --pg1-path=${dataDir} archive-get %f "%p"`,
+          ]
+        : []),
     ])
     version = (await readFile(join(dataDir, 'PG_VERSION'), 'utf8')).trim()
     const conf = join(dataDir, 'plinth-scratch.conf')
@@ -208,12 +222,13 @@ export async function restoreScratchCluster(
     if (tail && err instanceof PlinthError)
       throw new PlinthError(
         err.code,
-        `${err.message} (server log: ${(tail
-          .trim()
-          .split('\n')
-          .filter((l) => /FATAL|PANIC|ERROR/.test(l))
-          .slice(-3)
-          .join(' | ') || tail.trim().split('\n').slice(-2).join(' | ')
+        `${err.message} (server log: ${(
+          tail
+            .trim()
+            .split('\n')
+            .filter((l) => /FATAL|PANIC|ERROR/.test(l))
+            .slice(-3)
+            .join(' | ') || tail.trim().split('\n').slice(-2).join(' | ')
         ).slice(0, 600)})`,
       )
     throw err
