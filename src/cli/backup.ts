@@ -8,6 +8,7 @@ import {
   erasedIn,
   readTombstones,
   type Tombstone,
+  tombstonesOf,
 } from '../modules/backups/backups.module.ts'
 import type { Verification } from '../modules/backups/verification.ts'
 import { createPrivacyService } from '../modules/privacy/privacy.service.ts'
@@ -57,6 +58,19 @@ function formatShow(b: BackupSummary): string {
   }
   if (b.verification) lines.push(formatVerification(b.verification))
   return lines.join('\n')
+}
+
+/**
+ * The tombstones to re-apply: those in the backup target, merged with every erasure the live
+ * database's audit log records (whichever process made it); the target's alone when that fails.
+ */
+async function syncedTombstones(
+  ctx: Parameters<typeof tombstonesOf>[0],
+  target: Parameters<typeof readTombstones>[0],
+): Promise<Tombstone[]> {
+  return tombstonesOf(ctx)
+    .sync()
+    .catch(() => readTombstones(target))
 }
 
 /**
@@ -176,7 +190,7 @@ export async function backupCommand(input: CommandInput, io: CliIo): Promise<num
         target
           ? { databaseUrl: target }
           : { databaseUrl: undefined, dataDir: input.values['data-dir'] as string },
-        await readTombstones(service.target),
+        await syncedTombstones(plinth.context, service.target),
         logger,
       )
       print({ erasuresReapplied: again.length }, `${again.length} erasure(s) re-applied`)
@@ -194,7 +208,7 @@ export async function backupCommand(input: CommandInput, io: CliIo): Promise<num
         ? { onProgress: progressBar(io, `restoring ${id}`) }
         : {}),
     })
-    const tombstones = await readTombstones(service.target)
+    const tombstones = await syncedTombstones(plinth.context, service.target)
     const target = input.values.target as string | undefined
     const reErased = await reapplyErasures(
       target

@@ -17,7 +17,7 @@ export const BACKUP_SCHEDULE = 'plinth.backup'
  * on a server). A failed verification fails the job (it is retried, then dead-lettered), so the
  * failure shows in `plinth jobs` and on the metrics.
  */
-export function backupJob(service: () => BackupService) {
+export function backupJob(service: () => BackupService, beforeBackup?: () => Promise<unknown>) {
   return defineJob({
     name: BACKUP_JOB,
     description:
@@ -28,6 +28,10 @@ export function backupJob(service: () => BackupService) {
     ),
     policy: { concurrency: 1, retryLimit: 2, retryDelay: 300, timeout: 3600, deadLetter: true },
     async handler(job) {
+      // The erasure tombstones are brought up to date from the audit log first (never fatal).
+      await beforeBackup?.().catch((err: unknown) =>
+        job.logger.warn({ err }, 'could not bring the erasure tombstones up to date'),
+      )
       const created = await service().create()
       const verification = await service().verify(created.id)
       if (!verification.ok)

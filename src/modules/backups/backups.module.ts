@@ -107,6 +107,28 @@ export function drillsOf(ctx: ModuleContext): Drills {
   return d
 }
 
+/** Whether this context has a backup target (not for an in-memory database without a directory or bucket). */
+function hasTarget(ctx: ModuleContext): boolean {
+  return ctx.config.dataDir !== IN_MEMORY || !!ctx.config.backupDir || !!ctx.config.backupS3Bucket
+}
+
+const tombstoneWriters = new WeakMap<ModuleContext, ReturnType<typeof tombstoneWriter>>()
+/**
+ * The erasure tombstones of a context's backup target (tombstones.ts): `sync()` merges in every
+ * erasure the audit log records and returns the whole list (what a restore re-applies).
+ */
+export function tombstonesOf(ctx: ModuleContext): ReturnType<typeof tombstoneWriter> {
+  let w = tombstoneWriters.get(ctx)
+  if (!w) {
+    w = tombstoneWriter(
+      () => backupServiceOf(ctx).target,
+      () => ctx.audit.erasures(ctx.db.kysely),
+    )
+    tombstoneWriters.set(ctx, w)
+  }
+  return w
+}
+
 const pitrs = new WeakMap<ModuleContext, Pitr>()
 function pitrOf(ctx: ModuleContext): Pitr {
   let p = pitrs.get(ctx)
@@ -136,7 +158,10 @@ export const backupsModule: PlinthModule = {
       () => drillsOf(ctx),
     ),
   jobs: (ctx) => [
-    backupJob(() => backupServiceOf(ctx)),
+    backupJob(
+      () => backupServiceOf(ctx),
+      () => (hasTarget(ctx) ? tombstonesOf(ctx).sync() : Promise.resolve()),
+    ),
     drillJob(() => drillsOf(ctx)),
     reverifyJob(() => backupServiceOf(ctx), ctx.config, ctx.events),
     ...(ctx.config.pitrStanza
@@ -162,13 +187,22 @@ export const backupsModule: PlinthModule = {
       : maintenanceSchedules(ctx.config)),
     ...pitrSchedules(ctx.config),
   ],
-  // Every erasure this process makes leaves a tombstone in the backup target (re-applied after a restore).
+  // Every erasure leaves a tombstone in the backup target (re-applied after a restore): this
+  // process's at once, and every process's from the audit log, at start and after each erasure.
   start: async (ctx) => {
-    if (ctx.config.dataDir === IN_MEMORY && !ctx.config.backupDir && !ctx.config.backupS3Bucket) return
-    const write = tombstoneWriter(() => backupServiceOf(ctx).target)
-    recordErasures(ctx.securityEvents, write, (err) =>
-      ctx.logger.error({ err }, 'could not record an erasure tombstone in the backup target'),
+    if (!hasTarget(ctx)) return
+    const tombstones = tombstonesOf(ctx)
+    const failed = (err: unknown) =>
+      ctx.logger.error({ err }, 'could not record an erasure tombstone in the backup target')
+    recordErasures(
+      ctx.securityEvents,
+      async (t) => {
+        await tombstones.add(t)
+        await tombstones.sync()
+      },
+      failed,
     )
+    await tombstones.sync().catch(failed)
   },
   // Registered at boot, so that they are at /api/metrics from the first scrape of every replica.
   metrics: (ctx) => {
