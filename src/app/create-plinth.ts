@@ -4,7 +4,7 @@ import type { Logger } from 'pino'
 import type { PlinthConfig } from '../config/config.schema.ts'
 import type { InstanceLauncher } from '../core/instances.ts'
 import type { JobEngine } from '../core/jobs.ts'
-import type { ModuleContext, PlinthMigration, PlinthModule } from '../core/module.ts'
+import type { ModuleContext, PlinthMigration, PlinthModule, RegisteredBackupPath } from '../core/module.ts'
 import { createPersonalDataRegistry } from '../core/privacy.ts'
 import type { Retention } from '../core/retention.ts'
 import { createSecurityEvents, type SecurityEvents } from '../core/security-events.ts'
@@ -247,6 +247,7 @@ async function assemble(
     throw err
   })
   const { audit, jobs, schedules } = provided.services
+  let backupPaths: RegisteredBackupPath[] | undefined
   const context: ModuleContext = Object.freeze({
     ...adapters,
     ...provided.services,
@@ -256,6 +257,13 @@ async function assemble(
       options.instanceLauncher ??
       createInstanceLauncher({ config, logger, command: launchCommand(applicationEntry) }),
     users: providedUsers(modules, () => context),
+    // from every module's declarations, which need the context first
+    get backupPaths() {
+      backupPaths ??= modules.flatMap((m) =>
+        (m.backupPaths?.(context) ?? []).map((p) => Object.freeze({ ...p, module: m.name })),
+      )
+      return backupPaths
+    },
     // built below from every module's rules, which need the context first
     retention: {
       get rules() {

@@ -203,6 +203,8 @@ export async function backupCommand(input: CommandInput, io: CliIo): Promise<num
       force: Boolean(input.values.force),
       knownMigrations,
       caller,
+      // The files part goes back where this instance's modules keep those files.
+      filesDirs: new Map(plinth.context.backupPaths.map((p) => [`${p.module}/${p.name}`, p.path])),
       // On a terminal's standard error only (or with --progress), never with --json.
       ...(!input.json && (input.values.progress || process.stderr.isTTY)
         ? { onProgress: progressBar(io, `restoring ${id}`) }
@@ -221,7 +223,8 @@ export async function backupCommand(input: CommandInput, io: CliIo): Promise<num
       { ...result, erasuresReapplied: reErased.length },
       `restored backup ${result.id} into ${result.target}; row counts ${result.matches ? 'match the manifest' : 'DIFFER from the manifest'}` +
         (result.replaced ? `; the previous database was moved to ${result.replaced}` : '') +
-        `; ${reErased.length} erasure(s) made since re-applied`,
+        `; ${reErased.length} erasure(s) made since re-applied` +
+        (result.filesRestored !== undefined ? `; ${result.filesRestored} file(s) restored` : ''),
     )
     return result.matches ? 0 : 1
   })

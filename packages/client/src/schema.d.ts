@@ -1513,6 +1513,22 @@ export interface operations {
                                 chunkSize: number;
                                 compression: string;
                                 engine: string;
+                                /** @description the files part: every file under the directories modules declare (backupPaths) */
+                                files?: {
+                                    bytes: number;
+                                    dumpBytes: number;
+                                    name: string;
+                                    roots: {
+                                        files: {
+                                            path: string;
+                                            sha256: string;
+                                            size: number;
+                                        }[];
+                                        /** @description `<module>/<name>` of the declared directory */
+                                        root: string;
+                                    }[];
+                                    sha256: string;
+                                };
                                 /** Format: date-time */
                                 finishedAt: string;
                                 /** @enum {number} */
@@ -1800,6 +1816,22 @@ export interface operations {
                             chunkSize: number;
                             compression: string;
                             engine: string;
+                            /** @description the files part: every file under the directories modules declare (backupPaths) */
+                            files?: {
+                                bytes: number;
+                                dumpBytes: number;
+                                name: string;
+                                roots: {
+                                    files: {
+                                        path: string;
+                                        sha256: string;
+                                        size: number;
+                                    }[];
+                                    /** @description `<module>/<name>` of the declared directory */
+                                    root: string;
+                                }[];
+                                sha256: string;
+                            };
                             /** Format: date-time */
                             finishedAt: string;
                             /** @enum {number} */

@@ -70,6 +70,7 @@ export function backupServiceOf(ctx: ModuleContext): BackupService {
       keyring: ctx.keyring,
       audit: ctx.audit,
       metrics: metricsOf(ctx),
+      backupPaths: () => ctx.backupPaths,
     })
     services.set(ctx, s)
   }

@@ -52,6 +52,25 @@ const ManifestSchema = Type.Object({
       sha256: Type.String(),
     }),
   ),
+  files: Type.Optional(
+    Type.Object(
+      {
+        name: Type.String(),
+        dumpBytes: Type.Integer(),
+        bytes: Type.Integer(),
+        sha256: Type.String(),
+        roots: Type.Array(
+          Type.Object({
+            root: Type.String({ description: '`<module>/<name>` of the declared directory' }),
+            files: Type.Array(
+              Type.Object({ path: Type.String(), size: Type.Integer(), sha256: Type.String() }),
+            ),
+          }),
+        ),
+      },
+      { description: 'the files part: every file under the directories modules declare (backupPaths)' },
+    ),
+  ),
 })
 export const BackupSchema = Type.Object({
   id: Type.String(),
