@@ -90,13 +90,25 @@ describe('disaster-recovery drills on a PostgreSQL server', { skip }, () => {
     assert.ok(report.rtoSeconds > 0 && report.rtoSeconds < 300, `RTO ${report.rtoSeconds}`)
     assert.ok(report.rpoSeconds >= 0)
     assert.deepEqual(report.targets, { rtoSeconds: 300, rpoSeconds: 60 })
-    // Run as a job, there is no Plinth to bring up on the copy: RTO is the restore alone, and says so.
-    assert.equal(report.rtoBasis, 'restore')
-    assert.equal(report.ready, null)
-    assert.equal(report.rtoSeconds, report.restoreSeconds)
+    // Run as a job, the drill brings a Plinth up on the copy too (plinth start in a child process,
+    // through ctx.instances): RTO runs to its /ready 200, as with plinth dr drill.
+    assert.equal(report.rtoBasis, 'ready')
+    assert.equal(report.ready.reached, true, report.ready.detail)
+    assert.match(report.ready.detail, /^http:\/\/127\.0\.0\.1:\d+\/ready answered 200$/)
+    assert.equal(report.ready.seconds, report.rtoSeconds)
+    assert.ok(report.rtoSeconds > report.restoreSeconds)
     assert.deepEqual(
       report.checks.map((c: { name: string }) => c.name),
-      ['restore', 'manifest', 'archive', 'migration-head', 'row-counts', 'audit-chain', 'migrations-current'],
+      [
+        'restore',
+        'ready',
+        'manifest',
+        'archive',
+        'migration-head',
+        'row-counts',
+        'audit-chain',
+        'migrations-current',
+      ],
     )
     const one = await plinth.app.inject({
       method: 'GET',
@@ -104,6 +116,17 @@ describe('disaster-recovery drills on a PostgreSQL server', { skip }, () => {
       headers: bearer(admin.token),
     })
     assert.deepEqual(one.json(), report)
+    // A body the drill does not know is refused before anything is enqueued.
+    assertProblem(
+      await plinth.app.inject({
+        method: 'POST',
+        url: '/api/v1/admin/backups/drills',
+        headers: bearer(admin.token),
+        payload: { fresh: 'yes', target: 'prod' },
+      }),
+      422,
+      'PLINTH_HTTP_VALIDATION_FAILED',
+    )
     assertProblem(
       await plinth.app.inject({
         method: 'GET',
@@ -227,5 +250,71 @@ describe('reverifySample', () => {
     const picked = reverifySample(['e', 'd', 'c', 'b', 'a'], 3, () => 0)
     assert.deepEqual(picked, ['e', 'd', 'c'])
     assert.equal(new Set(reverifySample(['e', 'd', 'c', 'b', 'a'], 3)).size, 3)
+  })
+})
+
+describe('disaster-recovery drills on the embedded database', () => {
+  let plinth: TestPlinth
+  let dir: string
+  let admin: Session
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'plinth-dr-embedded-'))
+    plinth = await startTestPlinth({
+      backend: 'embedded',
+      env: { ...NO_RATE_LIMITS, PLINTH_BACKUP_DIR: dir, PLINTH_MASTER_KEY: TEST_MASTER_KEY },
+    })
+    admin = await createUser(plinth, uniqueEmail('admin'), 'admin')
+  })
+  after(async () => {
+    await plinth?.close()
+    rmSync(dir, { recursive: true, force: true })
+  })
+
+  it('POST /admin/backups/drills {fresh: true}: a Plinth on the restored data directory answers /ready; canaries read through its socket', async () => {
+    const res = await plinth.app.inject({
+      method: 'POST',
+      url: '/api/v1/admin/backups/drills',
+      headers: bearer(admin.token),
+      payload: { fresh: true },
+    })
+    assert.equal(res.statusCode, 202, res.body)
+    const job = await jobDone(plinth, admin.token, res.json().job.href)
+    assert.equal(job.state, 'completed', JSON.stringify(job.lastError))
+    const report = (
+      await plinth.app.inject({
+        method: 'GET',
+        url: `/api/v1/admin/backups/drills/${job.output.drill}`,
+        headers: bearer(admin.token),
+      })
+    ).json()
+    assert.equal(report.ok, true, JSON.stringify(report.checks))
+    assert.equal(report.backupKind, 'embedded')
+    assert.equal(report.freshBackup, true)
+    assert.equal(report.rtoBasis, 'ready')
+    assert.equal(report.ready.reached, true, report.ready.detail)
+    assert.ok(report.rtoSeconds > report.restoreSeconds)
+    // The canary written before the fresh backup was read from the restored copy, as its Plinth serves it.
+    assert.equal(report.rpoBasis, 'canaries')
+    assert.ok(report.canaries.recovered >= 1)
+    assert.ok(Date.parse(report.canaries.lastRecoveredAt) < Date.parse(report.canaries.lastCommittedAt))
+    assert.ok(report.rpoSeconds >= 0 && report.rpoSeconds < 60, `RPO ${report.rpoSeconds}`)
+    console.log(
+      `embedded drill ${report.id} (API job): RTO ${report.rtoSeconds} s (restore ${report.restoreSeconds} s), RPO ${report.rpoSeconds} s`,
+    )
+  })
+
+  it('ctx.instances reports a Plinth that exits before /ready, with what it logged', async () => {
+    const file = join(dir, 'not-a-directory')
+    writeFileSync(file, 'x')
+    const instance = await plinth.context.instances.launch({ dataDir: file })
+    try {
+      const r = await instance.waitReady(60_000)
+      assert.equal(r.ok, false)
+      assert.match(r.detail, /exited \(1\) before http:\/\/127\.0\.0\.1:\d+\/ready answered 200: .+/)
+    } finally {
+      await instance.stop()
+    }
+    assert.equal(instance.pid, undefined)
   })
 })

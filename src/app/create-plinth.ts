@@ -2,8 +2,9 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import type { SpanExporter } from '@opentelemetry/sdk-trace'
 import type { Logger } from 'pino'
 import type { PlinthConfig } from '../config/config.schema.ts'
+import type { InstanceLauncher } from '../core/instances.ts'
 import type { JobEngine } from '../core/jobs.ts'
-import type { ModuleContext, PlinthMigration, PlinthModule } from '../core/module.ts'
+import type { ModuleContext, PlinthMigration, PlinthModule, RegisteredBackupPath } from '../core/module.ts'
 import { createPersonalDataRegistry } from '../core/privacy.ts'
 import type { Retention } from '../core/retention.ts'
 import { createSecurityEvents, type SecurityEvents } from '../core/security-events.ts'
@@ -24,6 +25,7 @@ import {
 import { createLogger } from '../observability/logger.ts'
 import { createMetrics, type Metrics } from '../observability/metrics.ts'
 import { startTracing, type Tracing } from '../observability/tracing.ts'
+import { createInstanceLauncher, launchCommand } from './instance-launcher.ts'
 import { assertModules } from './module-checks.ts'
 import { builtinModules } from './modules.ts'
 import { providedUsers, provideServices } from './provided-contracts.ts'
@@ -52,6 +54,8 @@ export interface CreatePlinthOptions {
   readonly tracing?: Tracing
   /** Spans go to this exporter instead of OTLP (tests: the SDK's in-memory exporter). */
   readonly traceExporter?: SpanExporter
+  /** `ctx.instances`: defaults to starting `plinth start` (or the application's entry) in a child process. */
+  readonly instanceLauncher?: InstanceLauncher
 }
 
 export interface Plinth {
@@ -85,6 +89,8 @@ export interface Plinth {
 }
 
 let applicationModules: readonly PlinthModule[] = []
+/** The script that registered the application's modules (what `ctx.instances` starts). */
+let applicationEntry: string | undefined
 
 /**
  * The application's modules, loaded after the built-in ones by every `createPlinth` called
@@ -93,6 +99,7 @@ let applicationModules: readonly PlinthModule[] = []
  */
 export function useApplicationModules(modules: readonly PlinthModule[]): void {
   applicationModules = [...modules]
+  applicationEntry = modules.length > 0 ? process.argv[1] : undefined
 }
 
 /** The modules `createPlinth` loads when given none: the built-in ones, then the application's. */
@@ -240,12 +247,23 @@ async function assemble(
     throw err
   })
   const { audit, jobs, schedules } = provided.services
+  let backupPaths: RegisteredBackupPath[] | undefined
   const context: ModuleContext = Object.freeze({
     ...adapters,
     ...provided.services,
     personalData,
     now: options.now ?? Date.now,
+    instances:
+      options.instanceLauncher ??
+      createInstanceLauncher({ config, logger, command: launchCommand(applicationEntry) }),
     users: providedUsers(modules, () => context),
+    // from every module's declarations, which need the context first
+    get backupPaths() {
+      backupPaths ??= modules.flatMap((m) =>
+        (m.backupPaths?.(context) ?? []).map((p) => Object.freeze({ ...p, module: m.name })),
+      )
+      return backupPaths
+    },
     // built below from every module's rules, which need the context first
     retention: {
       get rules() {

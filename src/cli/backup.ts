@@ -8,6 +8,7 @@ import {
   erasedIn,
   readTombstones,
   type Tombstone,
+  tombstonesOf,
 } from '../modules/backups/backups.module.ts'
 import type { Verification } from '../modules/backups/verification.ts'
 import { createPrivacyService } from '../modules/privacy/privacy.service.ts'
@@ -57,6 +58,19 @@ function formatShow(b: BackupSummary): string {
   }
   if (b.verification) lines.push(formatVerification(b.verification))
   return lines.join('\n')
+}
+
+/**
+ * The tombstones to re-apply: those in the backup target, merged with every erasure the live
+ * database's audit log records (whichever process made it); the target's alone when that fails.
+ */
+async function syncedTombstones(
+  ctx: Parameters<typeof tombstonesOf>[0],
+  target: Parameters<typeof readTombstones>[0],
+): Promise<Tombstone[]> {
+  return tombstonesOf(ctx)
+    .sync()
+    .catch(() => readTombstones(target))
 }
 
 /**
@@ -176,7 +190,7 @@ export async function backupCommand(input: CommandInput, io: CliIo): Promise<num
         target
           ? { databaseUrl: target }
           : { databaseUrl: undefined, dataDir: input.values['data-dir'] as string },
-        await readTombstones(service.target),
+        await syncedTombstones(plinth.context, service.target),
         logger,
       )
       print({ erasuresReapplied: again.length }, `${again.length} erasure(s) re-applied`)
@@ -189,12 +203,14 @@ export async function backupCommand(input: CommandInput, io: CliIo): Promise<num
       force: Boolean(input.values.force),
       knownMigrations,
       caller,
+      // The files part goes back where this instance's modules keep those files.
+      filesDirs: new Map(plinth.context.backupPaths.map((p) => [`${p.module}/${p.name}`, p.path])),
       // On a terminal's standard error only (or with --progress), never with --json.
       ...(!input.json && (input.values.progress || process.stderr.isTTY)
         ? { onProgress: progressBar(io, `restoring ${id}`) }
         : {}),
     })
-    const tombstones = await readTombstones(service.target)
+    const tombstones = await syncedTombstones(plinth.context, service.target)
     const target = input.values.target as string | undefined
     const reErased = await reapplyErasures(
       target
@@ -207,7 +223,8 @@ export async function backupCommand(input: CommandInput, io: CliIo): Promise<num
       { ...result, erasuresReapplied: reErased.length },
       `restored backup ${result.id} into ${result.target}; row counts ${result.matches ? 'match the manifest' : 'DIFFER from the manifest'}` +
         (result.replaced ? `; the previous database was moved to ${result.replaced}` : '') +
-        `; ${reErased.length} erasure(s) made since re-applied`,
+        `; ${reErased.length} erasure(s) made since re-applied` +
+        (result.filesRestored !== undefined ? `; ${result.filesRestored} file(s) restored` : ''),
     )
     return result.matches ? 0 : 1
   })

@@ -544,8 +544,15 @@ DATABASE_URL when it is set.`,
       {
         name: 'verify',
         summary:
-          'pgbackrest verify: check every backup and WAL file in the repository (exit 1 when it fails)',
-        json: '{ok, detail}',
+          'pgbackrest verify: check every backup and WAL file in the repository (exit 1 when it fails); --restore also proves it by a real restore',
+        options: [
+          {
+            name: 'restore',
+            description:
+              "also restore the newest backup and the archived WAL into a scratch cluster (pg_ctl, a spare port), read back a canary written first and Plinth's tables, then remove it (root or the server's user)",
+          },
+        ],
+        json: '{ok, detail, restore: {ok, restoreMs, checks: [{name, ok, detail}…]} | null}',
       },
       {
         name: 'restore',
@@ -579,8 +586,9 @@ DATABASE_URL when it is set.`,
       'disaster-recovery drills: restore the newest backup to a scratch target, check it, measure RTO and RPO',
     description: `A drill writes a canary row (the last write committed before the "disaster"), restores the
 newest backup (--fresh: one it takes first) to a scratch target (a scratch database beside
-DATABASE_URL, or a scratch data directory), brings a Plinth up on it (127.0.0.1, an ephemeral
-port) and reports RTO (start of the restore to /ready 200, measured) and RPO (the last canary
+DATABASE_URL, or a scratch data directory), brings a Plinth up on it (plinth start in a process
+of its own, role api, on 127.0.0.1 at a spare port; POST /api/v1/admin/backups/drills and the
+schedule do the same) and reports RTO (start of the restore to /ready 200, measured) and RPO (the last canary
 committed before the disaster minus the newest canary recovered) beside the goals (300 s, 60 s);
 it also checks checksums, row counts, the audit chain and the migration head, then drops the
 scratch target. Reports are stored in the backup target (GET /api/v1/admin/backups/drills).
@@ -591,8 +599,22 @@ ${DB_NOTE}`,
       {
         name: 'drill',
         summary: 'run a drill now (exit 1 when a check fails or the restored copy never answers /ready)',
-        options: [{ name: 'fresh', description: 'take a fresh backup (after a canary row) and drill on it' }],
-        json: '{id, at, ok, backupId, backupKind, rtoSeconds, rtoBasis, restoreSeconds, ready: {reached, seconds, detail}, rpoSeconds, rpoBasis, canaries: {lastCommittedAt, lastRecoveredAt, recovered}, freshBackup, walArchiveLagSeconds, targets, meetsTargets, checks: [{name, ok, detail}…]}',
+        options: [
+          { name: 'fresh', description: 'take a fresh backup (after a canary row) and drill on it' },
+          {
+            name: 'pitr',
+            description:
+              'restore through pgBackRest into a scratch cluster (PLINTH_PITR_*): canaries for one archive timeout, then the end of the archived WAL',
+          },
+          {
+            name: 'to-time',
+            type: 'string',
+            arg: 'TIME',
+            description:
+              'with --pitr: recover to this ISO 8601 time; every canary up to it must be there, none after',
+          },
+        ],
+        json: '{id, at, ok, backupId, backupKind, rtoSeconds, rtoBasis, restoreSeconds, ready: {reached, seconds, detail}, rpoSeconds, rpoBasis, canaries: {lastCommittedAt, lastRecoveredAt, recovered}, freshBackup, walArchiveLagSeconds, pitr: {toTime, expected?, recovered?, mismatches?} | null, targets, meetsTargets, checks: [{name, ok, detail}…]}',
       },
       { name: 'list', summary: 'stored drill reports, newest first', json: '{"drills": [drill…]}' },
     ],

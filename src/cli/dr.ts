@@ -1,10 +1,7 @@
-import type { Logger } from 'pino'
-import { createPlinth, defaultModules } from '../app/create-plinth.ts'
 import { cliCaller } from '../core/audit.ts'
 import { type DrillReport, drillsOf } from '../modules/backups/backups.module.ts'
-import type { DrillBoot } from '../modules/backups/drill.ts'
 import { type CliIo, printJson } from './cli-io.ts'
-import { cliConfig, withCliPlinth } from './cli-plinth.ts'
+import { withCliPlinth } from './cli-plinth.ts'
 import type { CommandInput } from './cli-spec.ts'
 
 function rpoText(r: DrillReport): string {
@@ -26,39 +23,19 @@ function formatDrill(r: DrillReport): string {
     ...(r.walArchiveLagSeconds != null
       ? [`  WAL archive lag ${r.walArchiveLagSeconds.toFixed(1)} s (what a point-in-time restore would lose)`]
       : []),
+    ...(r.pitr
+      ? [
+          `  point-in-time recovery through pgBackRest ${r.pitr.toTime ? `to ${r.pitr.toTime}: ${r.pitr.recovered}/${r.pitr.expected} canaries, ${r.pitr.mismatches} mismatch(es)` : 'to the end of the archived WAL'}`,
+        ]
+      : []),
     ...r.checks.map((c) => `  ${c.ok ? 'ok  ' : 'FAIL'} ${c.name}: ${c.detail}`),
   ].join('\n')
-}
-
-/**
- * A Plinth (API role, no workers) on the drill's restored copy, listening on 127.0.0.1 at an
- * ephemeral port; pending migrations are applied, as a recovering server would.
- */
-function bootRestored(logger: Logger): DrillBoot {
-  return async (target) => {
-    const config = cliConfig({
-      ...('databaseUrl' in target
-        ? { databaseUrl: target.databaseUrl }
-        : { databaseUrl: undefined, dataDir: target.dataDir }),
-      host: '127.0.0.1',
-      port: 0,
-      migrateOnStart: true,
-    })
-    const plinth = await createPlinth({ config, logger, modules: defaultModules() })
-    try {
-      const address = await plinth.listen()
-      return { address, kysely: plinth.db.kysely, close: () => plinth.shutdown() }
-    } catch (err) {
-      await plinth.shutdown().catch(() => {})
-      throw err
-    }
-  }
 }
 
 /** `plinth dr drill | list`. */
 export async function drCommand(input: CommandInput, io: CliIo): Promise<number> {
   const print = (json: unknown, text: string) => (input.json ? printJson(io, json) : io.out(text))
-  return withCliPlinth({ verbose: input.verbose }, async (plinth, logger) => {
+  return withCliPlinth({ verbose: input.verbose }, async (plinth) => {
     const drills = drillsOf(plinth.context)
     if (input.action === 'list') {
       const all = await drills.list()
@@ -78,7 +55,10 @@ export async function drCommand(input: CommandInput, io: CliIo): Promise<number>
     const report = await drills.run({
       caller: cliCaller(),
       fresh: Boolean(input.values.fresh),
-      boot: bootRestored(logger),
+      pitr:
+        input.values.pitr || input.values['to-time']
+          ? { toTime: input.values['to-time'] as string | undefined }
+          : undefined,
     })
     print(report, formatDrill(report))
     return report.ok ? 0 : 1

@@ -1,6 +1,7 @@
 import { createInterface } from 'node:readline'
 import { loadConfig } from '../config/load-config.ts'
 import { createPitr, type PitrBackup, type PitrStatus, pitrSettingsOf } from '../modules/backups/pitr.ts'
+import { verifyByRestore } from '../modules/backups/pitr-scratch.ts'
 import { type CliIo, CommandFailure, cliLogger, printJson, UsageError } from './cli-io.ts'
 import type { CommandInput } from './cli-spec.ts'
 
@@ -71,8 +72,24 @@ export async function pitrCommand(input: CommandInput, io: CliIo): Promise<numbe
   }
   if (action === 'verify') {
     const v = await pitr.verify()
-    print(v, `pgbackrest verify: ${v.ok ? 'ok' : 'FAILED'} ${v.detail}`)
-    return v.ok ? 0 : 1
+    const restore =
+      values.restore && v.ok
+        ? await verifyByRestore(pitr.settings, { logger, databaseUrl, pgBin: config.pitrPgBin })
+        : null
+    const ok = v.ok && (restore?.ok ?? true)
+    print(
+      { ...v, ok, restore },
+      [
+        `pgbackrest verify: ${v.ok ? 'ok' : 'FAILED'} ${v.detail}`,
+        ...(restore
+          ? [
+              `restore into a scratch cluster: ${restore.ok ? 'ok' : 'FAILED'} (${(restore.restoreMs / 1000).toFixed(1)} s)`,
+              ...restore.checks.map((c) => `  ${c.ok ? 'ok  ' : 'FAIL'} ${c.name}: ${c.detail}`),
+            ]
+          : []),
+      ].join('\n'),
+    )
+    return ok ? 0 : 1
   }
   if (action === 'status') {
     const st = await pitr.status({ databaseUrl })

@@ -244,6 +244,54 @@ export const configSchema = {
     default: '41 2 * * *',
     doc: 'Cron expression (UTC) of the built-in `plinth.pitr-backup` schedule when `PLINTH_PITR_STANZA` is set: a pgBackRest backup (full on Sundays, differential otherwise), then `pgbackrest verify`. `off` declares no schedule.',
   }),
+  pitrRestoreCheck: bool({
+    env: 'PLINTH_PITR_RESTORE_CHECK',
+    default: true,
+    doc: "After each scheduled pgBackRest backup and `pgbackrest verify`, prove it by a real restore: a canary row is written and its WAL archived, the repository is restored into a scratch cluster under `<repository>/scratch` (started with `pg_ctl` on a spare port, archiving off), the canary and Plinth's tables are read back, and the cluster is removed. Needs room for a second copy of the database on the repository's disk; `false` keeps only `pgbackrest verify`.",
+  }),
+  pitrS3Bucket: optionalStr({
+    env: 'PLINTH_PITR_S3_BUCKET',
+    doc: "When set, the pgBackRest repository is in this S3-compatible bucket (`repo1-type=s3`) instead of `<PLINTH_PITR_REPO_PATH>/repo` (which then keeps only pgBackRest's logs, locks, spool and scratch restores). pgBackRest speaks HTTPS only: see docs/operations/backups.md.",
+  }),
+  pitrS3Prefix: str({
+    env: 'PLINTH_PITR_S3_PREFIX',
+    default: '/pgbackrest',
+    doc: 'Path of the pgBackRest repository in `PLINTH_PITR_S3_BUCKET` (`repo1-path`).',
+  }),
+  pitrS3Endpoint: url({
+    env: 'PLINTH_PITR_S3_ENDPOINT',
+    protocols: ['https:'],
+    defaultDoc: '`https://s3.<region>.amazonaws.com`',
+    doc: 'HTTPS endpoint of the S3-compatible server for the pgBackRest repository (`https://host[:port]`; pgBackRest does not speak plain HTTP).',
+  }),
+  pitrS3Region: str({
+    env: 'PLINTH_PITR_S3_REGION',
+    default: 'us-east-1',
+    doc: 'Region of `PLINTH_PITR_S3_BUCKET`.',
+  }),
+  pitrS3AccessKeyId: optionalStr({
+    env: 'PLINTH_PITR_S3_ACCESS_KEY_ID',
+    doc: 'Access key id for `PLINTH_PITR_S3_BUCKET` (written into the 0600 pgBackRest configuration).',
+  }),
+  pitrS3SecretAccessKey: optionalStr({
+    env: 'PLINTH_PITR_S3_SECRET_ACCESS_KEY',
+    secret: true,
+    doc: 'Secret access key for `PLINTH_PITR_S3_BUCKET` (written into the 0600 pgBackRest configuration, never on a command line).',
+  }),
+  pitrS3PathStyle: bool({
+    env: 'PLINTH_PITR_S3_PATH_STYLE',
+    default: false,
+    doc: 'Path-style bucket URLs (`repo1-s3-uri-style=path`), which most S3-compatible servers (MinIO …) need.',
+  }),
+  pitrS3CaFile: optionalStr({
+    env: 'PLINTH_PITR_S3_CA_FILE',
+    doc: "CA certificate file pgBackRest trusts for the S3 endpoint (`repo1-storage-ca-file`), for a server with a private CA; unset: the system's.",
+  }),
+  pitrPgBin: optionalStr({
+    env: 'PLINTH_PITR_PG_BIN',
+    defaultDoc: "Debian's `/usr/lib/postgresql/<major>/bin`, else `PATH`",
+    doc: "Directory of the PostgreSQL server programs (`pg_ctl`) of the archived server's major version, for the scratch clusters of restore checks and PITR drills.",
+  }),
   masterKey: {
     ...optionalStr({
       env: 'PLINTH_MASTER_KEY',

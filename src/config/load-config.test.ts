@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict'
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
-import { ConfigError, describeConfig, loadConfig, redactUrl } from './load-config.ts'
+import { ConfigError, configEnv, describeConfig, loadConfig, redactUrl } from './load-config.ts'
 
 const SECRET = 'a'.repeat(40)
 const MASTER_KEY = Buffer.alloc(32, 1).toString('base64')
@@ -238,5 +238,35 @@ describe('describeConfig', () => {
     assert.match(shown, /postgres:\/\/app:\*\*\*\*@db:5432\/app/)
     assert.equal(describeConfig(c).PLINTH_SECRET_KEY, '********')
     assert.equal(redactUrl('not a url'), '********')
+  })
+})
+
+describe('configEnv', () => {
+  it('gives another process exactly this configuration, secrets, lists, durations and unset keys included', () => {
+    const config = loadConfig({
+      env: {
+        PLINTH_ENV: 'test',
+        PLINTH_DATA_DIR: 'memory://',
+        PLINTH_SECRET_KEY: 'x'.repeat(40),
+        PLINTH_CORS_ORIGINS: 'https://a.example,https://b.example',
+        PLINTH_SHUTDOWN_TIMEOUT: '2m',
+        PLINTH_BODY_LIMIT: '2mb',
+        PLINTH_MAX_HEAP_USED_RATIO: '0.5',
+        PLINTH_MIGRATE_ON_START: 'false',
+      },
+      envFile: false,
+    })
+    const env = configEnv(config)
+    assert.equal(env.PLINTH_SHUTDOWN_TIMEOUT, '120000')
+    assert.equal(env.DATABASE_URL, '', 'an unset key is an empty string, so a .env file cannot fill it in')
+    assert.deepEqual(loadConfig({ env, envFile: false }), config)
+    // A .env file beneath it changes nothing.
+    const dir = mkdtempSync(join(tmpdir(), 'plinth-config-env-'))
+    try {
+      writeFileSync(join(dir, '.env'), 'DATABASE_URL=postgres://elsewhere/db\nPLINTH_ROLE=worker\n')
+      assert.deepEqual(loadConfig({ env, cwd: dir }), config)
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
   })
 })

@@ -212,3 +212,22 @@ export function redactUrl(value: string): string {
     return '********'
   }
 }
+
+/**
+ * The environment that reproduces `config` in another process (`loadConfig` there reads back the
+ * same values): every key, unset ones as empty strings so that a `.env` file cannot fill them in.
+ * It holds the secrets: give it only to a child process's environment, never to a log or argv.
+ */
+export function configEnv(config: PlinthConfig): Record<string, string> {
+  const out: Record<string, string> = {}
+  for (const [name, key] of keys) {
+    const value: unknown = config[name]
+    out[key.env] =
+      value === undefined || value === null
+        ? ''
+        : Array.isArray(value)
+          ? value.join(',')
+          : String(value as string | number | boolean)
+  }
+  return out
+}

@@ -75,6 +75,12 @@ export interface Audit {
    * backups verify the chain of what they restored) from the last retention checkpoint.
    */
   verifyChain(db: Kysely<PlinthTables>): Promise<AuditChainSummary>
+  /**
+   * Every successful privacy erasure the audit log in `db` still records (`user:erased` rows: the
+   * erased person's pseudonym and the first time), whichever process made it. Retention may have
+   * pruned older rows: callers keep what they learnt before.
+   */
+  erasures(db: Kysely<PlinthTables>): Promise<{ readonly pseudonym: string; readonly at: Date }[]>
   /** Starts the periodic sealing (modules start once migrations are current). */
   start(): void
   /** Stops sealing, waits for a running seal, and seals what is left (best effort). */

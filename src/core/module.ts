@@ -9,6 +9,7 @@ import type { Audit } from './audit.ts'
 import type { EventBus } from './events.ts'
 import type { UserDirectory } from './identity.ts'
 import type { ImportableDataset } from './import.ts'
+import type { InstanceLauncher } from './instances.ts'
 import type { JobDefinition, JobEngine, ScheduleInput, Schedules } from './jobs.ts'
 import type { Mailer } from './mail.ts'
 import type { Role } from './permissions.ts'
@@ -60,6 +61,30 @@ export interface ModuleContext extends AdapterContext {
    * instead of sleeping).
    */
   readonly now: () => number
+  /**
+   * Starts another Plinth in a process of its own on a given database (core/instances.ts): how a
+   * disaster-recovery drill proves that a restored copy serves.
+   */
+  readonly instances: InstanceLauncher
+  /** Every module's `backupPaths` declarations (what backups copy besides the database). */
+  readonly backupPaths: readonly RegisteredBackupPath[]
+}
+
+/**
+ * A local directory a module keeps state in besides the database (uploaded files on disk …):
+ * backups copy every regular file under it, list each (path, size, SHA-256) in the manifest, and a
+ * restore puts them back where the restoring instance's module declares the same `name`.
+ */
+export interface BackupPathDeclaration {
+  /** Stable within the module (`files`): what matches a backup's copy to a restoring instance's directory. */
+  readonly name: string
+  /** Absolute or relative to the working directory. */
+  readonly path: string
+  readonly description?: string
+}
+
+export interface RegisteredBackupPath extends BackupPathDeclaration {
+  readonly module: string
 }
 
 /** One permission a module declares: who holds it, and what it allows (for the API docs). */
@@ -112,6 +137,12 @@ export interface PlinthModule {
    * module: expired rows of its own tables, in bounded batches (see `deleteInBatches`).
    */
   readonly retention?: (ctx: ModuleContext) => readonly RetentionRule[]
+  /**
+   * Local directories this module keeps state in besides the database, which backups include (see
+   * `BackupPathDeclaration`). Declare none for state kept elsewhere (an S3 bucket: tell operators to
+   * turn on its versioning instead).
+   */
+  readonly backupPaths?: (ctx: ModuleContext) => readonly BackupPathDeclaration[]
   /** Runs at start once migrations are current (e.g. creating the first administrator). */
   readonly start?: (ctx: ModuleContext) => Promise<void>
   /**

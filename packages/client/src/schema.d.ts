@@ -99,7 +99,7 @@ export interface paths {
         get: operations["getAdminBackupsDrills"];
         put?: never;
         /**
-         * Run a disaster-recovery drill: enqueues plinth.backup-drill (restore the newest backup to a scratch target, check it, measure RTO and RPO) and answers 202 with the job
+         * Run a disaster-recovery drill: enqueues plinth.backup-drill (restore the newest backup to a scratch target, bring a Plinth up on it, check it, measure RTO to /ready 200 and RPO) and answers 202 with the job
          * @description Permission: `backups:manage` (roles: admin; an API token needs it in its scopes). Rate limit: the `api` tier (PLINTH_RATE_LIMIT_API).
          */
         post: operations["postAdminBackupsDrills"];
@@ -1513,6 +1513,22 @@ export interface operations {
                                 chunkSize: number;
                                 compression: string;
                                 engine: string;
+                                /** @description the files part: every file under the directories modules declare (backupPaths) */
+                                files?: {
+                                    bytes: number;
+                                    dumpBytes: number;
+                                    name: string;
+                                    roots: {
+                                        files: {
+                                            path: string;
+                                            sha256: string;
+                                            size: number;
+                                        }[];
+                                        /** @description `<module>/<name>` of the declared directory */
+                                        root: string;
+                                    }[];
+                                    sha256: string;
+                                };
                                 /** Format: date-time */
                                 finishedAt: string;
                                 /** @enum {number} */
@@ -1802,6 +1818,22 @@ export interface operations {
                             chunkSize: number;
                             compression: string;
                             engine: string;
+                            /** @description the files part: every file under the directories modules declare (backupPaths) */
+                            files?: {
+                                bytes: number;
+                                dumpBytes: number;
+                                name: string;
+                                roots: {
+                                    files: {
+                                        path: string;
+                                        sha256: string;
+                                        size: number;
+                                    }[];
+                                    /** @description `<module>/<name>` of the declared directory */
+                                    root: string;
+                                }[];
+                                sha256: string;
+                            };
                             /** Format: date-time */
                             finishedAt: string;
                             /** @enum {number} */
@@ -1991,6 +2023,12 @@ export interface operations {
                                 rto: boolean;
                             };
                             ok: boolean;
+                            pitr?: {
+                                expected?: number;
+                                mismatches?: number;
+                                recovered?: number;
+                                toTime: string | null;
+                            } | null;
                             ready?: {
                                 detail: string;
                                 reached: boolean;
@@ -2116,7 +2154,21 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        requestBody?: never;
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @description take a fresh backup (after a canary row) and drill on it */
+                    fresh?: boolean;
+                    /** @description restore through point-in-time recovery (pgBackRest) into a scratch cluster instead of the newest logical backup */
+                    pitr?: boolean;
+                    /**
+                     * Format: date-time
+                     * @description with pitr: the time to recover to (ISO 8601 with a zone); default the end of the archived WAL
+                     */
+                    toTime?: string;
+                };
+            };
+        };
         responses: {
             /** @description Accepted */
             202: {
@@ -2207,6 +2259,18 @@ export interface operations {
                     };
                 };
             };
+            /** @description `PLINTH_HTTP_VALIDATION_FAILED`: Validation Failed */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_VALIDATION_FAILED";
+                    };
+                };
+            };
             /** @description `PLINTH_HTTP_RATE_LIMITED`: Too Many Requests */
             429: {
                 headers: {
@@ -2286,6 +2350,12 @@ export interface operations {
                             rto: boolean;
                         };
                         ok: boolean;
+                        pitr?: {
+                            expected?: number;
+                            mismatches?: number;
+                            recovered?: number;
+                            toTime: string | null;
+                        } | null;
                         ready?: {
                             detail: string;
                             reached: boolean;

@@ -148,6 +148,18 @@ export function createAudit(deps: { db: Db; logger: Logger }): Audit {
       const report = await verifyAuditChain(on)
       return { ok: report.ok, checked: report.checked, head: report.head, failure: report.failure?.message }
     },
+    async erasures(on: Db) {
+      const rows = await on
+        .selectFrom('audit_log')
+        .select(['target_id', (eb) => eb.fn.min('at').as('at')])
+        .where('action', '=', 'user:erased')
+        .where('outcome', '=', 'success')
+        .where('target_id', 'is not', null)
+        .groupBy('target_id')
+        .orderBy('at')
+        .execute()
+      return rows.map((r) => ({ pseudonym: r.target_id!, at: new Date(r.at as unknown as string) }))
+    },
     start() {
       if (closed || sweep) return
       sweep = setInterval(background, SWEEP_MS)

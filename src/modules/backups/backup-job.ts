@@ -17,7 +17,7 @@ export const BACKUP_SCHEDULE = 'plinth.backup'
  * on a server). A failed verification fails the job (it is retried, then dead-lettered), so the
  * failure shows in `plinth jobs` and on the metrics.
  */
-export function backupJob(service: () => BackupService) {
+export function backupJob(service: () => BackupService, beforeBackup?: () => Promise<unknown>) {
   return defineJob({
     name: BACKUP_JOB,
     description:
@@ -28,6 +28,10 @@ export function backupJob(service: () => BackupService) {
     ),
     policy: { concurrency: 1, retryLimit: 2, retryDelay: 300, timeout: 3600, deadLetter: true },
     async handler(job) {
+      // The erasure tombstones are brought up to date from the audit log first (never fatal).
+      await beforeBackup?.().catch((err: unknown) =>
+        job.logger.warn({ err }, 'could not bring the erasure tombstones up to date'),
+      )
       const created = await service().create()
       const verification = await service().verify(created.id)
       if (!verification.ok)
@@ -108,11 +112,21 @@ export function drillJob(drills: () => Drills) {
   return defineJob({
     name: BACKUP_DRILL_JOB,
     description:
-      'Disaster-recovery drill: restores the newest backup to a scratch target, checks it, measures RTO and RPO, stores the report (docs/operations/disaster-recovery.md).',
-    payload: Type.Object({}, { additionalProperties: false }),
+      'Disaster-recovery drill: restores the newest backup (fresh: one it takes first) to a scratch target, brings a Plinth up on it, checks it, measures RTO and RPO, stores the report (docs/operations/disaster-recovery.md).',
+    payload: Type.Object(
+      {
+        fresh: Type.Optional(Type.Boolean({ default: false })),
+        pitr: Type.Optional(Type.Boolean({ default: false })),
+        toTime: Type.Optional(Type.String({ maxLength: 40 })),
+      },
+      { additionalProperties: false },
+    ),
     policy: { concurrency: 1, retryLimit: 0, timeout: 3600, deadLetter: true },
     async handler(job) {
-      const report = await drills().run()
+      const report = await drills().run({
+        fresh: job.payload.fresh === true,
+        pitr: job.payload.pitr === true || job.payload.toTime ? { toTime: job.payload.toTime } : undefined,
+      })
       job.logger.info({ drill: report.id, ok: report.ok }, 'drill done')
       if (!report.ok)
         throw new Error(

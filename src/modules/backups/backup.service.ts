@@ -4,6 +4,7 @@ import { sql } from 'kysely'
 import type { Logger } from 'pino'
 import type { PlinthConfig } from '../../config/config.schema.ts'
 import { type Audit, type AuditCaller, callerEntry } from '../../core/audit.ts'
+import type { RegisteredBackupPath } from '../../core/module.ts'
 import { PLINTH_VERSION } from '../../core/version.ts'
 import type { Keyring } from '../../infra/crypto/keyring.ts'
 import { type Database, IN_MEMORY } from '../../infra/db/create-db.ts'
@@ -20,6 +21,7 @@ import { newContentKey, openContentKey, sealHolds, sealOf } from './backup-keys.
 import type { BackupMetrics } from './backup-metrics.ts'
 import { auditChainOf, kyselyOnClient, listTables, readFacts } from './database-facts.ts'
 import { embeddedEngine, openScratchPglite, restoreToDataDir } from './embedded-engine.ts'
+import { filesArchiveName, filesPartId, filesSource, readFilesPart } from './files-part.ts'
 import { type GfsPolicy, planRetention, type RetentionPlan } from './gfs-retention.ts'
 import { type BackupTarget, createLocalTarget } from './local-target.ts'
 import {
@@ -58,6 +60,11 @@ export interface RestoreOptions {
   /** Every migration this code knows: a backup at another head is refused (PLINTH_BACKUP_TOO_NEW). */
   readonly knownMigrations: readonly string[]
   readonly caller?: AuditCaller | undefined
+  /**
+   * Where the files part goes back: `<module>/<name>` of each declared backup path → its directory
+   * on this instance (`ctx.backupPaths`); roots without one are not written.
+   */
+  readonly filesDirs?: ReadonlyMap<string, string> | undefined
   /** Called as the archive is read: bytes read so far, of `total` (the archive's size). */
   readonly onProgress?: ((read: number, total: number) => void) | undefined
 }
@@ -69,6 +76,8 @@ export interface RestoreResult {
   readonly rowCounts: Record<string, number>
   readonly matches: boolean
   readonly replaced?: string | undefined
+  /** Files of the backup's files part written back (with `filesDirs`). */
+  readonly filesRestored?: number | undefined
 }
 
 export interface BackupService {
@@ -105,6 +114,8 @@ export interface BackupServiceDeps {
   readonly compression?: Compression | undefined
   readonly now?: () => Date
   readonly metrics?: BackupMetrics | undefined
+  /** The directories modules declare (`ctx.backupPaths`): their files become the backup's files part. */
+  readonly backupPaths?: (() => readonly RegisteredBackupPath[]) | undefined
 }
 
 /** `PLINTH_BACKUP_DIR`, else `<PLINTH_DATA_DIR>/backups`. */
@@ -199,6 +210,17 @@ export function createBackupService(deps: BackupServiceDeps): BackupService {
       bytes: part.bytes,
       sha256: part.sha256,
       dumpBytes: part.dumpBytes,
+      compression: m.compression,
+    }
+  }
+
+  const filesExpectation = (m: SealedManifest): ArchiveExpectation => {
+    const f = m.files!
+    return {
+      name: f.name,
+      bytes: f.bytes,
+      sha256: f.sha256,
+      dumpBytes: f.dumpBytes,
       compression: m.compression,
     }
   }
@@ -321,6 +343,36 @@ export function createBackupService(deps: BackupServiceDeps): BackupService {
         .catch((err: unknown) => log.warn({ err }, 'could not seal the audit log before the backup'))
       const wrapped = newContentKey(id, keyring, config, log)
       const { facts, chain, written, engine } = await snapshotAndDump(id, { key: wrapped.key, backupId: id })
+      // The files part: every file under the directories modules declare (after the database, so
+      // that no file a row of the dump names is missing: content-addressed objects are only added).
+      let files:
+        | (NonNullable<BackupManifest['files']> & {
+            pending: { publish(): Promise<void>; discard(): Promise<void> }
+          })
+        | undefined
+      const paths = deps.backupPaths?.() ?? []
+      if (paths.length > 0) {
+        try {
+          const source = await filesSource(paths)
+          const part = await writeArchive(targetOf(), filesArchiveName(id), source.stream(), {
+            key: wrapped.key,
+            backupId: filesPartId(id),
+            compression,
+            chunkSize: deps.chunkSize,
+          })
+          files = {
+            name: filesArchiveName(id),
+            dumpBytes: part.dumpBytes,
+            bytes: part.bytes,
+            sha256: part.sha256,
+            roots: source.done(),
+            pending: part.pending,
+          }
+        } catch (err) {
+          await written.pending.discard().catch(() => {})
+          throw err
+        }
+      }
       const body: BackupManifest = {
         format: 1,
         id,
@@ -343,19 +395,36 @@ export function createBackupService(deps: BackupServiceDeps): BackupService {
             sha256: written.sha256,
           },
         ],
+        ...(files
+          ? {
+              files: {
+                name: files.name,
+                dumpBytes: files.dumpBytes,
+                bytes: files.bytes,
+                sha256: files.sha256,
+                roots: files.roots,
+              },
+            }
+          : {}),
         wrappedKey: wrapped.wrappedKey,
         recoveryKey: wrapped.recoveryKey,
       }
       const sealed: SealedManifest = { ...body, seal: sealOf(wrapped.key, 'manifest', body) }
       try {
         await written.pending.publish()
+        await files?.pending.publish()
         // The manifest is written last: a backup exists (is listed) only once it is complete.
         await targetOf().writeText(manifestName(id), `${JSON.stringify(sealed, null, 2)}\n`)
       } catch (err) {
         await targetOf()
           .remove(archiveName(id))
           .catch(() => {})
+        if (files)
+          await targetOf()
+            .remove(files.name)
+            .catch(() => {})
         await written.pending.discard().catch(() => {})
+        await files?.pending.discard().catch(() => {})
         throw err
       }
       log.info(
@@ -440,6 +509,17 @@ export function createBackupService(deps: BackupServiceDeps): BackupService {
       const restored = await restoreToScratch(loaded.manifest, { key, backupId: id })
       checks.push({ name: 'archive', ok: true, detail: 'size, SHA-256 and every encrypted record check out' })
       checks.push(...compareFacts(loaded.manifest, restored.facts, restored.chain))
+      if (loaded.manifest.files) {
+        const read = await readFilesPart(
+          readArchive(targetOf(), filesExpectation(loaded.manifest), { key, backupId: filesPartId(id) }),
+          loaded.manifest.files.roots,
+        )
+        checks.push({
+          name: 'files',
+          ok: true,
+          detail: `${read.files} file(s), ${read.bytes} bytes: every SHA-256 matches the manifest`,
+        })
+      }
     } catch (err) {
       if ((err as PlinthError).code === 'PLINTH_BACKUP_NOT_FOUND') throw err
       checks.push({
@@ -524,6 +604,14 @@ export function createBackupService(deps: BackupServiceDeps): BackupService {
         await conn.close()
       }
     }
+    if (manifest.files && options.filesDirs && options.filesDirs.size > 0) {
+      const read = await readFilesPart(
+        readArchive(targetOf(), filesExpectation(manifest), { key, backupId: filesPartId(id) }),
+        manifest.files.roots,
+        options.filesDirs,
+      )
+      result = { ...result, filesRestored: read.restored }
+    }
     await record(options.caller, 'backup:restored', id, 'success', {
       kind: result.kind,
       target: result.target,
@@ -555,6 +643,7 @@ export function createBackupService(deps: BackupServiceDeps): BackupService {
         // The manifest goes first: the backup stops being listed before its archive disappears.
         await targetOf().remove(manifestName(r.id))
         await targetOf().remove(archiveName(r.id))
+        await targetOf().remove(filesArchiveName(r.id))
         await targetOf().remove(verificationName(r.id))
       }
       if (plan.remove.length > 0)

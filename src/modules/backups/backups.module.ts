@@ -15,6 +15,7 @@ import { createDrills, type Drills } from './drill.ts'
 import createBackupCanaries from './migrations/0025-create-backup-canaries.ts'
 import { archiverState, createPitr, type Pitr, pitrSettingsOf } from './pitr.ts'
 import { pitrBackupJob, pitrSchedules } from './pitr-job.ts'
+import { verifyByRestore } from './pitr-scratch.ts'
 import { recordErasures, tombstoneWriter } from './tombstones.ts'
 
 export { type BackupService, type BackupSummary, backupDirOf, createBackupService } from './backup.service.ts'
@@ -69,6 +70,7 @@ export function backupServiceOf(ctx: ModuleContext): BackupService {
       keyring: ctx.keyring,
       audit: ctx.audit,
       metrics: metricsOf(ctx),
+      backupPaths: () => ctx.backupPaths,
     })
     services.set(ctx, s)
   }
@@ -87,7 +89,15 @@ export function drillsOf(ctx: ModuleContext): Drills {
       db: ctx.db,
       audit: ctx.audit,
       logger: ctx.logger,
+      launcher: ctx.instances,
       databaseUrl: url,
+      pitr: ctx.config.pitrStanza
+        ? () => ({
+            settings: pitrOf(ctx).settings,
+            pgBin: ctx.config.pitrPgBin,
+            newestLabel: async () => (await pitrOf(ctx).status()).lastBackup?.label ?? null,
+          })
+        : undefined,
       walLag:
         ctx.config.pitrStanza && url
           ? async () => (await archiverState(url, new Date())).lagSeconds
@@ -96,6 +106,28 @@ export function drillsOf(ctx: ModuleContext): Drills {
     drillsByCtx.set(ctx, d)
   }
   return d
+}
+
+/** Whether this context has a backup target (not for an in-memory database without a directory or bucket). */
+function hasTarget(ctx: ModuleContext): boolean {
+  return ctx.config.dataDir !== IN_MEMORY || !!ctx.config.backupDir || !!ctx.config.backupS3Bucket
+}
+
+const tombstoneWriters = new WeakMap<ModuleContext, ReturnType<typeof tombstoneWriter>>()
+/**
+ * The erasure tombstones of a context's backup target (tombstones.ts): `sync()` merges in every
+ * erasure the audit log records and returns the whole list (what a restore re-applies).
+ */
+export function tombstonesOf(ctx: ModuleContext): ReturnType<typeof tombstoneWriter> {
+  let w = tombstoneWriters.get(ctx)
+  if (!w) {
+    w = tombstoneWriter(
+      () => backupServiceOf(ctx).target,
+      () => ctx.audit.erasures(ctx.db.kysely),
+    )
+    tombstoneWriters.set(ctx, w)
+  }
+  return w
 }
 
 const pitrs = new WeakMap<ModuleContext, Pitr>()
@@ -127,10 +159,26 @@ export const backupsModule: PlinthModule = {
       () => drillsOf(ctx),
     ),
   jobs: (ctx) => [
-    backupJob(() => backupServiceOf(ctx)),
+    backupJob(
+      () => backupServiceOf(ctx),
+      () => (hasTarget(ctx) ? tombstonesOf(ctx).sync() : Promise.resolve()),
+    ),
     drillJob(() => drillsOf(ctx)),
     reverifyJob(() => backupServiceOf(ctx), ctx.config, ctx.events),
-    ...(ctx.config.pitrStanza ? [pitrBackupJob(() => pitrOf(ctx), metricsOf(ctx))] : []),
+    ...(ctx.config.pitrStanza
+      ? [
+          pitrBackupJob(() => pitrOf(ctx), metricsOf(ctx), {
+            restoreCheck: !ctx.config.pitrRestoreCheck
+              ? undefined
+              : () =>
+                  verifyByRestore(pitrOf(ctx).settings, {
+                    logger: ctx.logger,
+                    databaseUrl: ctx.config.databaseUrl,
+                    pgBin: ctx.config.pitrPgBin,
+                  }),
+          }),
+        ]
+      : []),
   ],
   schedules: (ctx) => [
     ...backupSchedules(ctx.config),
@@ -140,13 +188,22 @@ export const backupsModule: PlinthModule = {
       : maintenanceSchedules(ctx.config)),
     ...pitrSchedules(ctx.config),
   ],
-  // Every erasure this process makes leaves a tombstone in the backup target (re-applied after a restore).
+  // Every erasure leaves a tombstone in the backup target (re-applied after a restore): this
+  // process's at once, and every process's from the audit log, at start and after each erasure.
   start: async (ctx) => {
-    if (ctx.config.dataDir === IN_MEMORY && !ctx.config.backupDir && !ctx.config.backupS3Bucket) return
-    const write = tombstoneWriter(() => backupServiceOf(ctx).target)
-    recordErasures(ctx.securityEvents, write, (err) =>
-      ctx.logger.error({ err }, 'could not record an erasure tombstone in the backup target'),
+    if (!hasTarget(ctx)) return
+    const tombstones = tombstonesOf(ctx)
+    const failed = (err: unknown) =>
+      ctx.logger.error({ err }, 'could not record an erasure tombstone in the backup target')
+    recordErasures(
+      ctx.securityEvents,
+      async (t) => {
+        await tombstones.add(t)
+        await tombstones.sync()
+      },
+      failed,
     )
+    await tombstones.sync().catch(failed)
   },
   // Registered at boot, so that they are at /api/metrics from the first scrape of every replica.
   metrics: (ctx) => {

@@ -1,4 +1,5 @@
-import { Type } from 'typebox'
+import { isDeepStrictEqual } from 'node:util'
+import { type TSchema, Type } from 'typebox'
 import { auditCallerOf } from '../../core/audit.ts'
 import type { ModuleContext, PlinthApp } from '../../core/module.ts'
 import type { BackupService } from './backup.service.ts'
@@ -52,6 +53,25 @@ const ManifestSchema = Type.Object({
       sha256: Type.String(),
     }),
   ),
+  files: Type.Optional(
+    Type.Object(
+      {
+        name: Type.String(),
+        dumpBytes: Type.Integer(),
+        bytes: Type.Integer(),
+        sha256: Type.String(),
+        roots: Type.Array(
+          Type.Object({
+            root: Type.String({ description: '`<module>/<name>` of the declared directory' }),
+            files: Type.Array(
+              Type.Object({ path: Type.String(), size: Type.Integer(), sha256: Type.String() }),
+            ),
+          }),
+        ),
+      },
+      { description: 'the files part: every file under the directories modules declare (backupPaths)' },
+    ),
+  ),
 })
 export const BackupSchema = Type.Object({
   id: Type.String(),
@@ -65,6 +85,18 @@ export const BackupSchema = Type.Object({
   verification: Type.Union([VerificationSchema, Type.Null()]),
   problem: Type.Optional(Type.String()),
 })
+
+/**
+ * True when a queued job's payload already does what a request asks: every option the request sets
+ * has the same value there (options it leaves out take the job's defaults, which the stored payload
+ * has filled in).
+ */
+function asksNothingMore(requested: object, queued: unknown): boolean {
+  if (typeof queued !== 'object' || queued === null) return Object.keys(requested).length === 0
+  return Object.entries(requested).every(([key, value]) =>
+    isDeepStrictEqual((queued as Record<string, unknown>)[key], value),
+  )
+}
 
 const Enqueued = Type.Object({
   job: Type.Object({
@@ -117,8 +149,42 @@ const DrillSchema = Type.Object({
     ]),
   ),
   freshBackup: Type.Optional(Type.Boolean()),
+  pitr: Type.Optional(
+    Type.Union([
+      Type.Object({
+        toTime: Type.Union([Type.String(), Type.Null()]),
+        expected: Type.Optional(Type.Integer()),
+        recovered: Type.Optional(Type.Integer()),
+        mismatches: Type.Optional(Type.Integer()),
+      }),
+      Type.Null(),
+    ]),
+  ),
   walArchiveLagSeconds: Type.Optional(Type.Union([Type.Number(), Type.Null()])),
 })
+/** What a drill is asked to do (`plinth.backup-drill`'s payload). */
+export const DrillBody = Type.Object(
+  {
+    fresh: Type.Optional(
+      Type.Boolean({ description: 'take a fresh backup (after a canary row) and drill on it' }),
+    ),
+    pitr: Type.Optional(
+      Type.Boolean({
+        description:
+          'restore through point-in-time recovery (pgBackRest) into a scratch cluster instead of the newest logical backup',
+      }),
+    ),
+    toTime: Type.Optional(
+      Type.String({
+        format: 'date-time',
+        maxLength: 40,
+        description:
+          'with pitr: the time to recover to (ISO 8601 with a zone); default the end of the archived WAL',
+      }),
+    ),
+  },
+  { additionalProperties: false },
+)
 const DrillParams = Type.Object({
   id: Type.String({ pattern: '^\\d{8}T\\d{6}Z-[0-9a-f]{8}$', maxLength: 40 }),
 })
@@ -134,51 +200,53 @@ export function backupsRoutes(
   service: () => BackupService,
   drills: () => Drills,
 ): void {
-  // A backup (or drill) that is queued and has not started yet covers a new request: the answer
-  // names that job instead of stacking another (a running one still gets one successor, which sees
-  // newer data). Repeated clicks or a retrying client never queue a backlog of whole-database work.
-  const enqueue = async (name: string, request: Parameters<typeof auditCallerOf>[0]) => {
-    // No target (an in-memory database without PLINTH_BACKUP_DIR or a bucket): 409 now, as the
-    // GETs answer, rather than a job that can only fail.
-    void service().target
-    const queued = (await ctx.jobs.list({ name, state: 'created', limit: 1 })).items[0]
-    const id =
-      queued?.id ??
-      (await ctx.jobs.enqueue(name, {}, { requestId: request.id, audit: auditCallerOf(request) })).id
-    return { job: { id, href: `/api/v1/jobs/${id}` }, created: !queued }
-  }
-  api.post(
+  /** A POST that enqueues `jobName` with the body as its payload and answers 202 with the job to follow. */
+  const enqueueRoute = (path: string, jobName: string, summary: string, body?: TSchema) =>
+    api.post(
+      path,
+      {
+        config: createConfig,
+        schema: { tags, summary, ...(body ? { body } : {}), response: { 202: Enqueued } },
+        // The body is optional: none is the empty object (and is then validated as one).
+        preValidation: async (request) => {
+          request.body ??= {}
+        },
+      },
+      async (request, reply) => {
+        // No target (an in-memory database without PLINTH_BACKUP_DIR or a bucket): 409 now, as the
+        // GETs answer, rather than a job that can only fail.
+        void service().target
+        const payload = (request.body as object | undefined) ?? {}
+        // The same work queued and not started yet covers this request: the answer names that job
+        // instead of stacking another (a running one still gets one successor, which sees newer
+        // data). Repeated clicks or a retrying client never queue a backlog of whole-database work.
+        const queued = (await ctx.jobs.list({ name: jobName, state: 'created', limit: 1 })).items[0]
+        const id =
+          queued && asksNothingMore(payload, queued.payload)
+            ? queued.id
+            : (
+                await ctx.jobs.enqueue(jobName, payload, {
+                  requestId: request.id,
+                  audit: auditCallerOf(request),
+                })
+              ).id
+        const href = `/api/v1/jobs/${id}`
+        return reply
+          .code(202)
+          .header('location', href)
+          .send({ job: { id, href }, created: id !== queued?.id })
+      },
+    )
+  enqueueRoute(
     '/admin/backups',
-    {
-      config: createConfig,
-      schema: {
-        tags,
-        summary:
-          'Back up the database: enqueues the plinth.backup job (back up, verify by restoring to a scratch target, prune) and answers 202 with the job to follow',
-        response: { 202: Enqueued },
-      },
-    },
-    async (request, reply) => {
-      const body = await enqueue(BACKUP_JOB, request)
-      return reply.code(202).header('location', body.job.href).send(body)
-    },
+    BACKUP_JOB,
+    'Back up the database: enqueues the plinth.backup job (back up, verify by restoring to a scratch target, prune) and answers 202 with the job to follow',
   )
-
-  api.post(
+  enqueueRoute(
     '/admin/backups/drills',
-    {
-      config: createConfig,
-      schema: {
-        tags,
-        summary:
-          'Run a disaster-recovery drill: enqueues plinth.backup-drill (restore the newest backup to a scratch target, check it, measure RTO and RPO) and answers 202 with the job',
-        response: { 202: Enqueued },
-      },
-    },
-    async (request, reply) => {
-      const body = await enqueue(BACKUP_DRILL_JOB, request)
-      return reply.code(202).header('location', body.job.href).send(body)
-    },
+    BACKUP_DRILL_JOB,
+    'Run a disaster-recovery drill: enqueues plinth.backup-drill (restore the newest backup to a scratch target, bring a Plinth up on it, check it, measure RTO to /ready 200 and RPO) and answers 202 with the job',
+    DrillBody,
   )
 
   api.get(

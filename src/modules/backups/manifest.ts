@@ -1,5 +1,6 @@
 import { PlinthError } from '../../shared/errors.ts'
 import type { Compression } from './archive-format.ts'
+import type { FilesRoot } from './files-part.ts'
 
 export const BACKUP_ID = /^\d{8}T\d{6}Z-[0-9a-f]{8}$/
 export const manifestName = (id: string) => `${id}.manifest.json`
@@ -33,6 +34,14 @@ export interface BackupManifest {
     readonly bytes: number
     readonly sha256: string
   }[]
+  /** The files part (files-part.ts): the directories modules declare, every file listed. */
+  readonly files?: {
+    readonly name: string
+    readonly dumpBytes: number
+    readonly bytes: number
+    readonly sha256: string
+    readonly roots: FilesRoot[]
+  }
   /** The content key under `ctx.keyring` (a data key). */
   readonly wrappedKey: string
   /** The content key under a key derived from PLINTH_MASTER_KEY (for a restore after the database is lost). */
@@ -99,6 +108,36 @@ export function parseManifest(id: string, text: string): SealedManifest {
     )
   )
     throw corrupt(id, 'parts is malformed')
+  const f = m.files
+  if (
+    f !== undefined &&
+    !(
+      isObj(f) &&
+      f.name === `${id}.files.archive` &&
+      Number.isInteger(f.bytes) &&
+      Number.isInteger(f.dumpBytes) &&
+      typeof f.sha256 === 'string' &&
+      /^[0-9a-f]{64}$/.test(f.sha256) &&
+      Array.isArray(f.roots) &&
+      f.roots.every(
+        (r) =>
+          isObj(r) &&
+          typeof r.root === 'string' &&
+          Array.isArray(r.files) &&
+          r.files.every(
+            (x) =>
+              isObj(x) &&
+              typeof x.path === 'string' &&
+              !x.path.split('/').some((seg: string) => seg === '..' || seg === '') &&
+              Number.isInteger(x.size) &&
+              (x.size as number) >= 0 &&
+              typeof x.sha256 === 'string' &&
+              /^[0-9a-f]{64}$/.test(x.sha256),
+          ),
+      )
+    )
+  )
+    throw corrupt(id, 'files is malformed')
   return m as unknown as SealedManifest
 }
 

@@ -4,16 +4,26 @@ import { defineJob } from '../../core/jobs.ts'
 import type { BuiltinSchedule } from '../../core/module.ts'
 import type { BackupMetrics } from './backup-metrics.ts'
 import type { Pitr } from './pitr.ts'
+import type { VerificationCheck } from './verification.ts'
 
 export const PITR_BACKUP_JOB = 'plinth.pitr-backup'
 export const PITR_BACKUP_SCHEDULE = 'plinth.pitr-backup'
 
+/** What proving a pgBackRest backup by restoring it answers (`verifyByRestore`). */
+export type RestoreCheck = () => Promise<{ ok: boolean; checks: VerificationCheck[]; restoreMs: number }>
+
 /**
  * The pgBackRest backup job: full on Sundays (UTC) or when asked, differential otherwise, then
- * `pgbackrest verify`; a failed verification fails the job (retried, then dead-lettered) and counts
- * in `plinth_backup_verification_failures_total{kind="pgbackrest"}`.
+ * `pgbackrest verify` and, with `restoreCheck`, a real restore into a scratch cluster that is
+ * started and read back (pitr-scratch.ts); a failed verification fails the job (retried, then
+ * dead-lettered) and counts in `plinth_backup_verification_failures_total{kind="pgbackrest"}`.
  */
-export function pitrBackupJob(pitr: () => Pitr, metrics: BackupMetrics | undefined, now = () => new Date()) {
+export function pitrBackupJob(
+  pitr: () => Pitr,
+  metrics: BackupMetrics | undefined,
+  options: { now?: () => Date; restoreCheck?: RestoreCheck | undefined } = {},
+) {
+  const now = options.now ?? (() => new Date())
   return defineJob({
     name: PITR_BACKUP_JOB,
     description:
@@ -28,11 +38,27 @@ export function pitrBackupJob(pitr: () => Pitr, metrics: BackupMetrics | undefin
       const backup = await pitr().backup(type)
       metrics?.pitrBackedUp?.(Date.parse(backup.finishedAt) / 1000)
       const verified = await pitr().verify()
-      metrics?.verified('pgbackrest', verified.ok)
+      const restored = verified.ok ? await options.restoreCheck?.() : undefined
+      metrics?.verified('pgbackrest', verified.ok && (restored?.ok ?? true))
       if (!verified.ok)
         throw new Error(`pgbackrest verify failed after backup ${backup.label}: ${verified.detail}`)
-      job.logger.info({ label: backup.label, type }, 'scheduled pgBackRest backup done')
-      return { label: backup.label, type, sizeBytes: backup.sizeBytes }
+      if (restored && !restored.ok)
+        throw new Error(
+          `restoring backup ${backup.label} into a scratch cluster failed: ${restored.checks
+            .filter((c) => !c.ok)
+            .map((c) => `${c.name}: ${c.detail}`)
+            .join('; ')}`,
+        )
+      job.logger.info(
+        { label: backup.label, type, restoreMs: restored?.restoreMs },
+        'scheduled pgBackRest backup done',
+      )
+      return {
+        label: backup.label,
+        type,
+        sizeBytes: backup.sizeBytes,
+        restore: restored ? { ok: restored.ok, ms: restored.restoreMs, checks: restored.checks } : null,
+      }
     },
   })
 }

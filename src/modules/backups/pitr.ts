@@ -26,6 +26,22 @@ export interface PitrSettings {
   readonly archiveTimeoutSeconds: number
   /** The `pgbackrest` binary (PATH by default). */
   readonly binary?: string | undefined
+  /** The repository in an S3-compatible bucket (`repo1-type=s3`) rather than `<repoPath>/repo`. */
+  readonly s3?: PitrS3 | undefined
+}
+
+export interface PitrS3 {
+  readonly bucket: string
+  readonly prefix: string
+  /** Host name of the endpoint (`repo1-s3-endpoint`). */
+  readonly endpoint: string
+  /** `repo1-storage-port` (443 unless the endpoint URL names another). */
+  readonly port: number
+  readonly region: string
+  readonly accessKeyId: string
+  readonly secretAccessKey: string
+  readonly pathStyle: boolean
+  readonly caFile?: string | undefined
 }
 
 export type PitrConfig = Pick<
@@ -39,6 +55,14 @@ export type PitrConfig = Pick<
   | 'pitrConfigPath'
   | 'pitrOsUser'
   | 'pitrArchiveTimeout'
+  | 'pitrS3Bucket'
+  | 'pitrS3Prefix'
+  | 'pitrS3Endpoint'
+  | 'pitrS3Region'
+  | 'pitrS3AccessKeyId'
+  | 'pitrS3SecretAccessKey'
+  | 'pitrS3PathStyle'
+  | 'pitrS3CaFile'
   | 'dataDir'
 >
 
@@ -62,6 +86,25 @@ export function pitrSettingsOf(config: PitrConfig): PitrSettings {
     repoPath = join(resolve(config.dataDir), 'pgbackrest')
   }
   repoPath = resolve(repoPath)
+  let s3: PitrS3 | undefined
+  if (config.pitrS3Bucket) {
+    if (!config.pitrS3AccessKeyId || !config.pitrS3SecretAccessKey)
+      throw notConfigured(
+        'a repository in PLINTH_PITR_S3_BUCKET needs PLINTH_PITR_S3_ACCESS_KEY_ID and PLINTH_PITR_S3_SECRET_ACCESS_KEY',
+      )
+    const endpoint = new URL(config.pitrS3Endpoint ?? `https://s3.${config.pitrS3Region}.amazonaws.com`)
+    s3 = {
+      bucket: config.pitrS3Bucket,
+      prefix: `/${config.pitrS3Prefix.replace(/^\/+|\/+$/g, '')}`,
+      endpoint: endpoint.hostname,
+      port: Number(endpoint.port || 443),
+      region: config.pitrS3Region,
+      accessKeyId: config.pitrS3AccessKeyId,
+      secretAccessKey: config.pitrS3SecretAccessKey,
+      pathStyle: config.pitrS3PathStyle,
+      caFile: config.pitrS3CaFile ? resolve(config.pitrS3CaFile) : undefined,
+    }
+  }
   return {
     stanza: config.pitrStanza,
     pgData: resolve(config.pitrPgData),
@@ -72,6 +115,7 @@ export function pitrSettingsOf(config: PitrConfig): PitrSettings {
     configPath: resolve(config.pitrConfigPath ?? join(repoPath, 'pgbackrest.conf')),
     osUser: config.pitrOsUser,
     archiveTimeoutSeconds: Math.max(1, Math.round(config.pitrArchiveTimeout / 1000)),
+    s3,
   }
 }
 
@@ -80,7 +124,20 @@ export function renderPgbackrestConf(s: PitrSettings): string {
   return [
     '# Written by `plinth pitr setup` (docs/operations/backups.md); edits are overwritten by the next setup.',
     '[global]',
-    `repo1-path=${s.repoPath}/repo`,
+    ...(s.s3
+      ? [
+          'repo1-type=s3',
+          `repo1-path=${s.s3.prefix}`,
+          `repo1-s3-bucket=${s.s3.bucket}`,
+          `repo1-s3-endpoint=${s.s3.endpoint}`,
+          `repo1-storage-port=${s.s3.port}`,
+          `repo1-s3-region=${s.s3.region}`,
+          `repo1-s3-key=${s.s3.accessKeyId}`,
+          `repo1-s3-key-secret=${s.s3.secretAccessKey}`,
+          ...(s.s3.pathStyle ? ['repo1-s3-uri-style=path'] : []),
+          ...(s.s3.caFile ? [`repo1-storage-ca-file=${s.s3.caFile}`] : []),
+        ]
+      : [`repo1-path=${s.repoPath}/repo`]),
     'repo1-cipher-type=aes-256-cbc',
     `repo1-cipher-pass=${s.cipherPass}`,
     'repo1-retention-full=2',
@@ -119,7 +176,8 @@ function idOf(user: string, flag: '-u' | '-g'): number {
   }
 }
 
-function ownerOf(s: PitrSettings): { uid: number; gid: number } | undefined {
+/** The uid/gid pgBackRest and the server's programs run as (undefined: this process's own). */
+export function ownerOf(s: PitrSettings): { uid: number; gid: number } | undefined {
   if (!s.osUser) return undefined
   const uid = idOf(s.osUser, '-u')
   if (process.getuid?.() === uid) return undefined
@@ -177,6 +235,7 @@ export async function pgbackrest(
       .slice(-3)
       .join(' | ')
       .replaceAll(s.cipherPass, '***')
+      .replaceAll(s.s3?.secretAccessKey ?? s.cipherPass, '***')
       .slice(0, 800)
     throw new PlinthError(
       'PLINTH_PITR_FAILED',
@@ -344,7 +403,8 @@ export function createPitr(deps: { settings: PitrSettings; logger: Logger; now?:
 
   async function writeConfig(): Promise<void> {
     const owner = ownerOf(s)
-    for (const dir of [s.repoPath, ...['repo', 'log', 'lock', 'spool'].map((d) => join(s.repoPath, d))]) {
+    const local = s.s3 ? ['log', 'lock', 'spool'] : ['repo', 'log', 'lock', 'spool']
+    for (const dir of [s.repoPath, ...local.map((d) => join(s.repoPath, d))]) {
       await mkdir(dir, { recursive: true, mode: 0o750 })
       if (owner) await chown(dir, owner.uid, owner.gid)
     }
@@ -423,7 +483,11 @@ export function createPitr(deps: { settings: PitrSettings; logger: Logger; now?:
     if (archiving || !options.databaseUrl) {
       try {
         await run(['stanza-create'])
-        steps.push({ name: 'stanza', ok: true, detail: `stanza ${s.stanza} exists in ${s.repoPath}/repo` })
+        steps.push({
+          name: 'stanza',
+          ok: true,
+          detail: `stanza ${s.stanza} exists in ${s.s3 ? `s3://${s.s3.bucket}${s.s3.prefix}` : `${s.repoPath}/repo`}`,
+        })
         await run(['check'])
         steps.push({
           name: 'check',

@@ -23,18 +23,46 @@ export async function readTombstones(target: BackupTarget): Promise<Tombstone[]>
   return Array.isArray(parsed.erasures) ? parsed.erasures : []
 }
 
-/** Appends tombstones (one writer per process at a time; the file is rewritten atomically). */
-export function tombstoneWriter(target: () => BackupTarget) {
+/**
+ * The tombstone file's writer: `add` appends one entry, `sync` merges in every erasure the audit log
+ * records. One writer per process at a time (a queue); the file is rewritten atomically. Writers of
+ * several processes can still race on the read-modify-write (an S3 bucket has no lock), so the
+ * file is rebuilt from the audit log — the one record every writer shares — at start, after each
+ * erasure and before each backup: an entry a racing writer dropped comes back at the next sync.
+ * Entries are never removed (the audit log's retention may prune rows older than the file's).
+ */
+export function tombstoneWriter(
+  target: () => BackupTarget,
+  erasures?: () => Promise<readonly { pseudonym: string; at: Date }[]>,
+) {
   let queue: Promise<unknown> = Promise.resolve()
-  return (entry: Tombstone): Promise<void> => {
+  const merge = (entries: () => Promise<readonly Tombstone[]>): Promise<Tombstone[]> => {
     const next = queue.then(async () => {
+      const wanted = await entries()
       const all = await readTombstones(target())
-      if (all.some((t) => t.pseudonym === entry.pseudonym)) return
-      all.push(entry)
-      await target().writeText(TOMBSTONES, `${JSON.stringify({ format: 1, erasures: all }, null, 1)}\n`)
+      const known = new Set(all.map((t) => t.pseudonym))
+      const added = wanted.filter((t) => !known.has(t.pseudonym) && known.add(t.pseudonym))
+      if (added.length === 0) return all
+      const merged = [...all, ...added].sort((x, y) => x.at.localeCompare(y.at))
+      await target().writeText(TOMBSTONES, `${JSON.stringify({ format: 1, erasures: merged }, null, 1)}\n`)
+      return merged
     })
     queue = next.catch(() => {})
     return next
+  }
+  return {
+    /** Adds one tombstone (if its pseudonym is not there yet). */
+    add: async (entry: Tombstone): Promise<void> => {
+      await merge(async () => [entry])
+    },
+    /** Merges in every erasure the audit log records; returns the whole list. */
+    sync: (): Promise<Tombstone[]> =>
+      merge(async () =>
+        (await (erasures?.() ?? Promise.resolve([]))).map((e) => ({
+          pseudonym: e.pseudonym,
+          at: e.at.toISOString(),
+        })),
+      ),
   }
 }
 

@@ -5,6 +5,7 @@ import { filesPersonalData } from './files.privacy.ts'
 import { filesRoutes } from './files.routes.ts'
 import { createFilesService } from './files.service.ts'
 import createFiles from './migrations/0021-create-files.ts'
+import { storageTarget } from './storage/open-storage.ts'
 import { sweepJob, sweepSchedules } from './sweep.ts'
 import { imageVariantsJob } from './variants.ts'
 
@@ -31,4 +32,11 @@ export const filesModule: PlinthModule = {
   routes: filesRoutes,
   jobs: (ctx) => [imageVariantsJob(ctx), sweepJob(ctx)],
   schedules: (ctx) => sweepSchedules(ctx.config),
+  // Files on local disk are in the backups; a bucket is not (turn on its versioning: docs/operations/files.md).
+  backupPaths: (ctx) => {
+    const dir = ctx.config.filesS3Bucket ? undefined : storageTarget(ctx.config)
+    return dir
+      ? [{ name: 'files', path: dir, description: 'uploaded files (content-addressed objects)' }]
+      : []
+  },
 }
