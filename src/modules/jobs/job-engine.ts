@@ -236,6 +236,7 @@ export function createJobEngine(deps: {
         await started.catch(() => {})
         const b = s.boss
         s.running = false
+        workers.stop()
         if (!b) return
         await b.stop({ graceful: true, timeout: timeoutMs, close: true })
         log.info('job engine stopped')
