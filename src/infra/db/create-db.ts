@@ -121,8 +121,8 @@ export async function createDatabase(
         server = startEmbeddedServer({
           dataDir: inMemory ? null : dir,
           logger: deps.logger,
-          // The pool, plus room for the CLI connecting through the same socket.
-          maxConnections: config.dbPoolMax + 8,
+          // The pool, plus room for CLIs (each a pool of the same size) connecting through the same socket.
+          maxConnections: 2 * config.dbPoolMax + 8,
           startTimeoutMs: Math.max(config.dbConnectDeadline, 30_000),
           migrationSetKey: deps.migrationSetKey,
         })
