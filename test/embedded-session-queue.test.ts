@@ -203,6 +203,42 @@ describe('the embedded database session queue', () => {
     }
   })
 
+  it('holds the session for a transaction from its first statement, not from its BEGIN, until it ends', async () => {
+    await plinth.db.pool.query('create table if not exists t_lazy (n int)')
+    const a = new pg.Client(clientConfig())
+    const b = new pg.Client(clientConfig())
+    await a.connect()
+    await b.connect()
+    try {
+      await a.query('begin')
+      // A BEGIN alone keeps nobody waiting (before: b waited until a ended its transaction).
+      const quick = await Promise.race([
+        b.query('select 1 as n').then((r) => r.rows[0].n as number),
+        new Promise<'waiting'>((resolve) => setTimeout(() => resolve('waiting'), 5000)),
+      ])
+      assert.equal(quick, 1)
+      await a.query('insert into t_lazy values (1)')
+      let done = false
+      const counted = b.query('select count(*)::int as n from t_lazy').then((r) => {
+        done = true
+        return r.rows[0].n as number
+      })
+      await holdsFor("the other connection waits for the transaction's end", () => !done, { forMs: 300 })
+      await a.query('commit')
+      assert.equal(await counted, 1)
+      // An empty transaction, and one rolled back, leave the session free and nothing behind.
+      await a.query('begin')
+      await a.query('commit')
+      await a.query('start transaction isolation level repeatable read read only')
+      assert.equal((await a.query('select count(*)::int as n from t_lazy')).rows[0].n, 1)
+      await a.query('rollback')
+      assert.equal((await b.query('select 2 as n')).rows[0].n, 2)
+    } finally {
+      await a.end()
+      await b.end()
+    }
+  })
+
   it('knows which frontend messages end a protocol unit', () => {
     assert.equal(endsUnit(serialize.sync()), true)
     assert.equal(endsUnit(serialize.query('select 1')), true)
