@@ -137,8 +137,9 @@ describe('the embedded database session queue', () => {
     const path = `${plinth.db.embedded!.socketDir}/.s.PGSQL.${plinth.db.embedded!.socketPort}`
     await plinth.db.pool.query('create table if not exists t_left (n int)')
     for (const prefix of [
-      // an error inside an unsynced unit: the session skips messages until a Sync
-      [serialize.parse('select nonsense_column'), serialize.bind([]), serialize.execute()],
+      // an error inside an unsynced unit: the session skips messages until a Sync (the Flush asks
+      // for the answers so far, which PostgreSQL, and the session queue, send only at a Sync or Flush)
+      [serialize.parse('select nonsense_column'), serialize.bind([]), serialize.execute(), serialize.flush()],
       // an open transaction with a row in it
       [serialize.query('begin'), serialize.query('insert into t_left values (1)')],
     ]) {
@@ -177,6 +178,64 @@ describe('the embedded database session queue', () => {
       assert.deepEqual(wrong, [])
     } finally {
       await Promise.all(clients.map((c) => c.end()))
+    }
+  })
+
+  it('answers a Parse/Bind/Execute only at the Sync or Flush that follows, as PostgreSQL does', async () => {
+    const raw = rawConnection(`${plinth.db.embedded!.socketDir}/.s.PGSQL.${plinth.db.embedded!.socketPort}`)
+    try {
+      raw.socket.write(serialize.startup())
+      await waitFor('the raw connection to start', () => raw.readyCount() >= 1)
+      raw.reset()
+      raw.socket.write(serialize.parse('select $1::int * 2 as n'))
+      raw.socket.write(serialize.bind(['21']))
+      raw.socket.write(serialize.execute())
+      await holdsFor('no answer before a Flush or Sync', () => raw.text().length === 0, { forMs: 200 })
+      raw.socket.write(serialize.flush())
+      await waitFor('the answers so far, after the Flush', () =>
+        raw.text().includes('\u0000\u0000\u0000\u000242'),
+      )
+      assert.equal(raw.readyCount(), 0, 'no ReadyForQuery before the Sync')
+      raw.socket.write(serialize.sync())
+      await waitFor('ReadyForQuery after the Sync', () => raw.readyCount() >= 1)
+    } finally {
+      raw.socket.destroy()
+    }
+  })
+
+  it('holds the session for a transaction from its first statement, not from its BEGIN, until it ends', async () => {
+    await plinth.db.pool.query('create table if not exists t_lazy (n int)')
+    const a = new pg.Client(clientConfig())
+    const b = new pg.Client(clientConfig())
+    await a.connect()
+    await b.connect()
+    try {
+      await a.query('begin')
+      // A BEGIN alone keeps nobody waiting (before: b waited until a ended its transaction).
+      const quick = await Promise.race([
+        b.query('select 1 as n').then((r) => r.rows[0].n as number),
+        new Promise<'waiting'>((resolve) => setTimeout(() => resolve('waiting'), 5000)),
+      ])
+      assert.equal(quick, 1)
+      await a.query('insert into t_lazy values (1)')
+      let done = false
+      const counted = b.query('select count(*)::int as n from t_lazy').then((r) => {
+        done = true
+        return r.rows[0].n as number
+      })
+      await holdsFor("the other connection waits for the transaction's end", () => !done, { forMs: 300 })
+      await a.query('commit')
+      assert.equal(await counted, 1)
+      // An empty transaction, and one rolled back, leave the session free and nothing behind.
+      await a.query('begin')
+      await a.query('commit')
+      await a.query('start transaction isolation level repeatable read read only')
+      assert.equal((await a.query('select count(*)::int as n from t_lazy')).rows[0].n, 1)
+      await a.query('rollback')
+      assert.equal((await b.query('select 2 as n')).rows[0].n, 2)
+    } finally {
+      await a.end()
+      await b.end()
     }
   })
 

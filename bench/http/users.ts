@@ -8,9 +8,10 @@
  * offered load of a fixed ladder at which p99 stays under 200 ms with no error.
  */
 import { randomBytes } from 'node:crypto'
+import { loadavg } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import pg from 'pg'
-import { isInterrupted, startServer, stopServer } from '../lib/children.ts'
+import { isInterrupted, processCpuMs, startServer, stopServer } from '../lib/children.ts'
 import { type RateSample, rateLoad } from '../lib/constant-rate.ts'
 import type { Request } from '../lib/load.ts'
 import { num, row } from '../lib/table.ts'
@@ -18,7 +19,8 @@ import { WRITE } from './protocol.ts'
 
 const HOST = '127.0.0.1'
 export const USERS = 1000
-export const USERS_RATE = 1000
+/** The offered load in total; `BENCH_USERS_RATE` lowers it where the machine cannot carry 1,000 req/s (say so beside the figures). */
+export const USERS_RATE = Number(process.env.BENCH_USERS_RATE ?? 1000)
 const WARMUP_SECONDS = 2
 const TARGET_P99_MS = 200
 /** Plinth's p99 within this factor of the floor's, in the same run. */
@@ -29,6 +31,13 @@ const LADDER_DOWN = [750, 500, 250] as const
 export const CAPACITY_SECONDS = 5
 const SERVER_FILE = fileURLToPath(new URL('./server.ts', import.meta.url))
 export const POSTGRES_URL = process.env.BENCH_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'
+/** `BENCH_USERS_BACKENDS=embedded` (or `postgres`) runs one backend only; default both. */
+const BACKENDS = (process.env.BENCH_USERS_BACKENDS ?? 'embedded,postgres')
+  .split(',')
+  .map((b) => b.trim())
+  .filter((b): b is Backend => b === 'embedded' || b === 'postgres')
+/** `BENCH_USERS_CAPACITY=off` skips the capacity ladder (a quicker before/after comparison). */
+const WITH_CAPACITY = process.env.BENCH_USERS_CAPACITY !== 'off'
 
 type Backend = 'embedded' | 'postgres'
 type Scenario = 'floor' | 'read' | 'write'
@@ -65,11 +74,16 @@ async function check(scenario: Scenario, request: Request): Promise<void> {
 
 const passes = (s: RateSample) => s.errors + s.non2xx === 0 && s.p99Ms < TARGET_P99_MS
 
+/** A run, with the server's CPU time per response served (all its threads; null where unreadable). */
+export interface ServedSample extends RateSample {
+  readonly serverCpuMsPerRequest: number | null
+}
+
 export interface UsersResult {
   readonly backend: Backend
-  readonly floor: RateSample
-  readonly read: RateSample
-  readonly write: RateSample
+  readonly floor: ServedSample
+  readonly read: ServedSample
+  readonly write: ServedSample
   readonly capacity: Record<Scenario, number>
 }
 
@@ -80,8 +94,9 @@ const statusList = (s: RateSample) =>
         .map(([code, n]) => `${n} × ${code}`)
         .join(', ')})`
 
-function line(name: string, s: RateSample): string {
-  return `${row([name, num(s.rps), num(round2(s.p50Ms)), num(round2(s.p99Ms)), s.errors, s.non2xx])}  ${num(round2(s.maxMs)).padStart(8)}  ${s.clientCpu.toFixed(2).padStart(6)}${statusList(s)}`
+function line(name: string, s: ServedSample): string {
+  const cpu = s.serverCpuMsPerRequest === null ? '-' : s.serverCpuMsPerRequest.toFixed(2)
+  return `${row([name, num(s.rps), num(round2(s.p50Ms)), num(round2(s.p99Ms)), s.errors, s.non2xx])}  ${num(round2(s.maxMs)).padStart(8)}  ${s.clientCpu.toFixed(2).padStart(6)}  ${cpu.padStart(10)}  ${loadavg()[0]!.toFixed(1).padStart(5)}${statusList(s)}`
 }
 const round2 = (v: number) => Math.round(v * 100) / 100
 
@@ -90,6 +105,7 @@ const measure = (request: Request, rate: number, seconds: number) =>
 
 /** Highest offered load of the ladder that passes (0 when none does). */
 async function capacity(scenario: Scenario, request: Request, atBase: RateSample): Promise<number> {
+  if (!WITH_CAPACITY) return Number.NaN
   const ladder = passes(atBase) ? LADDER_UP : LADDER_DOWN
   let best = passes(atBase) ? USERS_RATE : 0
   for (const rate of ladder) {
@@ -128,7 +144,7 @@ async function onBackend(
     databaseUrl = u.toString()
   }
   try {
-    const samples: Partial<Record<Scenario, RateSample>> = {}
+    const samples: Partial<Record<Scenario, ServedSample>> = {}
     const caps: Record<Scenario, number> = { floor: 0, read: 0, write: 0 }
     for (const scenario of ['floor', 'read', 'write'] as const) {
       const server = await startServer<Ready>(
@@ -144,8 +160,17 @@ async function onBackend(
           problems.push(
             `${backend} ${scenario} warm-up: ${warm.errors} errors, ${warm.non2xx} non-2xx${statusList(warm)}`,
           )
-        const s = await measure(request, USERS_RATE, duration)
+        const cpuBefore = processCpuMs(server.pid)
+        const measured = await measure(request, USERS_RATE, duration)
         if (isInterrupted()) return undefined
+        const cpuAfter = processCpuMs(server.pid)
+        const s: ServedSample = {
+          ...measured,
+          serverCpuMsPerRequest:
+            cpuBefore === undefined || cpuAfter === undefined || measured.count === 0
+              ? null
+              : round2((cpuAfter - cpuBefore) / (measured.rps * duration)),
+        }
         samples[scenario] = s
         console.log(line(scenario, s))
         caps[scenario] = await capacity(scenario, request, s)
@@ -183,11 +208,13 @@ export async function runUsers(duration: number, problems: string[]): Promise<Us
   )
   const results: UsersResult[] = []
   let met = true
-  for (const backend of ['embedded', 'postgres'] as const) {
+  for (const backend of BACKENDS) {
     console.log(
       `\n${backend}${backend === 'postgres' ? ` (${new URL(POSTGRES_URL).host})` : ' (in memory, the default)'}`,
     )
-    console.log(`${row(['run', 'requests/s', 'p50 ms', 'p99 ms', 'errors', 'non-2xx'])}    max ms  client`)
+    console.log(
+      `${row(['run', 'requests/s', 'p50 ms', 'p99 ms', 'errors', 'non-2xx'])}    max ms  client  srv ms/req   load`,
+    )
     const r = await onBackend(backend, duration, problems)
     if (!r) return { results, met: false }
     results.push(r)

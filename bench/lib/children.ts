@@ -5,6 +5,7 @@
  * runBenchmark() wires Ctrl-C and the exit codes: 0 done, 1 broken, 2 bad arguments, 130 interrupted.
  */
 import { type ChildProcess, fork } from 'node:child_process'
+import { readFileSync } from 'node:fs'
 import { stopRateLoad } from './constant-rate.ts'
 import { stopLoad } from './load.ts'
 import { isUsageError } from './options.ts'
@@ -59,7 +60,7 @@ export async function startServer<Ready extends { port: number } = { port: numbe
   file: string,
   args: readonly string[],
   name: string,
-): Promise<{ ready: Ready & { type: 'ready' }; stop: () => Promise<boolean> }> {
+): Promise<{ ready: Ready & { type: 'ready' }; stop: () => Promise<boolean>; pid: number | undefined }> {
   if (interrupted) throw new Error('interrupted')
   const child = fork(file, [...args], {
     execPath: process.execPath,
@@ -88,7 +89,7 @@ export async function startServer<Ready extends { port: number } = { port: numbe
         reject(new Error(`${name} exited (${signal ?? code}) before it was ready`))
       })
     })
-    return { ready, stop: () => stopChild(child) }
+    return { ready, stop: () => stopChild(child), pid: child.pid }
   } catch (err) {
     await stopChild(child)
     throw err
@@ -143,3 +144,24 @@ export async function runBenchmark(main: () => Promise<number>, usage: string): 
     if (!interrupted) await cleanUp()
   }
 }
+
+/**
+ * CPU time a process has used so far, in milliseconds (user + system, every thread: Linux
+ * `/proc/<pid>/stat`), or undefined where that cannot be read. The difference over a run divided by
+ * the responses served is a server's cost per request, which a loaded machine stretches far less
+ * than it stretches latencies.
+ */
+export function processCpuMs(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    const ticks = Number(fields[11]) + Number(fields[12])
+    return Number.isFinite(ticks) ? (ticks * 1000) / CLOCK_TICKS : undefined
+  } catch {
+    return undefined
+  }
+}
+/** USER_HZ: 100 on every Linux this runs on. */
+const CLOCK_TICKS = 100

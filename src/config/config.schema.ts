@@ -625,7 +625,7 @@ export const configSchema = {
     duration({
       env: 'PLINTH_JOBS_POLL_INTERVAL',
       default: 1000,
-      doc: 'How often an idle worker looks for new jobs (at least 500ms). Jobs enqueued by the same process, and on PostgreSQL any process, wake workers at once; polling is the backstop.',
+      doc: 'How often an idle worker looks for new jobs (at least 500ms). Jobs enqueued by the same process, and on PostgreSQL any process, wake workers at once; polling is the backstop. On the embedded database one query per interval looks for due jobs of every type and wakes their workers.',
     }),
   ),
   jobsLease: atLeast(

@@ -12,9 +12,6 @@ import { guardPoolClients } from './pool-errors.ts'
 import { RetryDeadlineError, retryWithBackoff } from './retry.ts'
 import type { PlinthTables } from './tables.ts'
 
-/** Connections of the embedded database's pool (see embeddedPool). */
-export const EMBEDDED_POOL_MAX = 1
-
 /** Data directory value that keeps the embedded database in memory (tests, benchmarks). */
 export const IN_MEMORY = 'memory://'
 
@@ -124,8 +121,8 @@ export async function createDatabase(
         server = startEmbeddedServer({
           dataDir: inMemory ? null : dir,
           logger: deps.logger,
-          // The pool, plus room for the CLI connecting through the same socket.
-          maxConnections: config.dbPoolMax + 8,
+          // The pool, plus room for CLIs (each a pool of the same size) connecting through the same socket.
+          maxConnections: 2 * config.dbPoolMax + 8,
           startTimeoutMs: Math.max(config.dbConnectDeadline, 30_000),
           migrationSetKey: deps.migrationSetKey,
         })
@@ -230,16 +227,18 @@ export async function createDatabase(
 }
 
 /**
- * A pool over the embedded database's socket (`<socketDir>/.s.PGSQL.5432`): one connection per
- * process. PGlite has one session; the worker hands it to one connection per protocol unit
- * (Parse…Sync, a simple query) or per transaction (session-queue.ts), so several connections — this
- * pool and a CLI attached to the same socket — never see one another's half-sent queries. The pool
- * itself stays at one connection because the embedded backup (modules/backups, `snapshotAndDump`)
- * relies on it: it reads its facts and audit chain head on the pool's only connection and takes the
- * dump while holding it, so that nothing commits in between. More connections would add no parallel
- * execution (one session) — only let the worker queue the next query while the main thread reads
- * the last answer. To raise it, that backup must first read its facts inside a transaction (which
- * owns the session until COMMIT) around the dump. `PLINTH_DB_CONNECT_TIMEOUT` bounds the wait.
+ * A pool over the embedded database's socket (`<socketDir>/.s.PGSQL.5432`), of
+ * `PLINTH_DB_POOL_MAX` connections like a PostgreSQL pool. PGlite has one session; the worker hands
+ * it to one connection per protocol unit (Parse…Sync, a simple query) or per transaction
+ * (session-queue.ts), so the connections — this pool's and a CLI's attached to the same socket —
+ * never see one another's half-sent queries, and a transaction (the backup's facts and dump, see
+ * modules/backups) runs alone until it ends. More connections add no parallel execution (one
+ * session): they let the worker run the next query as soon as the last one is answered instead of
+ * after the main thread has read the answer and handed the connection on, so the session is not
+ * idle while the event loop is busy (decision 0031). `PLINTH_DB_CONNECT_TIMEOUT` bounds the wait for
+ * a connection and `PLINTH_DB_QUERY_TIMEOUT` a query's answer: code that, inside a transaction,
+ * waited for a query sent through another connection would wait for its own transaction to end —
+ * that fails after the query timeout instead of hanging.
  */
 function embeddedPool(config: DbConfig, socketDir: string): pg.Pool {
   return new pg.Pool({
@@ -247,8 +246,9 @@ function embeddedPool(config: DbConfig, socketDir: string): pg.Pool {
     port: SOCKET_PORT,
     user: 'postgres',
     database: 'postgres',
-    max: EMBEDDED_POOL_MAX,
+    max: config.dbPoolMax,
     connectionTimeoutMillis: config.dbConnectTimeout,
     idleTimeoutMillis: config.dbIdleTimeout,
+    ...(config.dbQueryTimeout > 0 ? { query_timeout: config.dbQueryTimeout } : {}),
   })
 }

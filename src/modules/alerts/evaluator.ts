@@ -40,8 +40,8 @@ export function createEvaluator(ctx: ModuleContext, incidents: IncidentService) 
   const grace = () => Math.max(2 * ctx.config.alertsInterval, 10_000)
 
   async function elect(): Promise<boolean> {
-    // The embedded database serves one process (its data directory is locked) through a pool of
-    // one connection: that process is the evaluator, and must not keep the only connection.
+    // The embedded database serves one process (its data directory is locked): that process is the
+    // evaluator, and must not keep a connection (and PGlite's one session) for the lock.
     if (ctx.db.kind === 'embedded') {
       leader = { client: undefined }
       await load()

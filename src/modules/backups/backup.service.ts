@@ -265,16 +265,26 @@ export function createBackupService(deps: BackupServiceDeps): BackupService {
 
   async function snapshotAndDump(id: string, key: ArchiveKey) {
     if (db.kind === 'embedded') {
-      // The embedded database has one connection: holding it, nothing writes between the counts and the dump.
+      // PGlite has one session, shared by the pool's connections one protocol unit at a time — and
+      // by one connection for the whole of an open transaction (infra/db/session-queue.ts). So the
+      // facts are read inside a transaction and the dump is taken before it ends: no other
+      // connection's statement runs between the counts and the dump, however large the pool.
       const client = await db.pool.connect()
       let facts: Awaited<ReturnType<typeof readFacts>>
       let chain: Awaited<ReturnType<typeof auditChainOf>>
       let dump: AsyncIterable<Uint8Array>
       try {
-        const k = kyselyOnClient(client)
-        facts = await readFacts(k)
-        chain = await auditChainOf(k, audit)
-        dump = await embeddedEngine(db).dump()
+        await client.query('begin isolation level repeatable read read only')
+        try {
+          const k = kyselyOnClient(client)
+          facts = await readFacts(k)
+          chain = await auditChainOf(k, audit)
+          dump = await embeddedEngine(db).dump()
+          await client.query('commit')
+        } catch (err) {
+          await client.query('rollback').catch(() => {})
+          throw err
+        }
       } finally {
         client.release()
       }

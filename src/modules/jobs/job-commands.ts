@@ -6,7 +6,7 @@ import { audited, bossDb, type EngineState, NIL_UUID, registered, requireBoss } 
 
 /**
  * Makes sure pg-boss knows the queue before a statement runs in one of our transactions: it would
- * otherwise look it up on another connection, which the embedded database (one connection) lacks.
+ * otherwise look it up on another connection, which on the embedded database (one session, held by the transaction) waits for that transaction.
  */
 async function knowQueue(b: PgBoss, name: string): Promise<void> {
   await b.findJobs(name, { id: NIL_UUID })

@@ -117,7 +117,7 @@ export function createJobEngine(deps: {
         useListenNotify: workers,
         connectionTimeoutMillis: config.dbConnectTimeout,
       }
-    // The embedded database has one connection: pg-boss shares Plinth's pool.
+    // The embedded database has one session: pg-boss shares Plinth's pool.
     return { ...common, backend: 'pglite', db: bossDb(db.kysely) }
   }
 
@@ -147,7 +147,7 @@ export function createJobEngine(deps: {
       await b.createQueue(name, { ...options, notify: db.kind === 'postgres' })
       await b.updateQueue(name, options)
       // Fill pg-boss' queue cache now: a first send inside a caller's transaction would otherwise
-      // look the queue up on another connection, which the embedded database (one connection) lacks.
+      // look the queue up on another connection, which on the embedded database (one session, held by the transaction) waits for it.
       await b.findJobs(name, { id: NIL_UUID })
       if (r.policy.deadLetter) await b.findJobs(deadLetterQueue(name), { id: NIL_UUID })
     }
@@ -236,6 +236,7 @@ export function createJobEngine(deps: {
         await started.catch(() => {})
         const b = s.boss
         s.running = false
+        workers.stop()
         if (!b) return
         await b.stop({ graceful: true, timeout: timeoutMs, close: true })
         log.info('job engine stopped')

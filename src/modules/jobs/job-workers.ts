@@ -1,12 +1,28 @@
+import { sql } from 'kysely'
 import type { Job as BossJob, PgBoss } from 'pg-boss'
 import type { Logger } from 'pino'
 import { contextFromTraceparent, SpanKind, withSpan } from '../../observability/tracing.ts'
 import type { EngineState, JobEnvelope, Registered } from './engine-state.ts'
+import { JOBS_SCHEMA } from './job-store.ts'
+
+/**
+ * On the embedded database each worker polls only this rarely, as a backstop: one query per
+ * `PLINTH_JOBS_POLL_INTERVAL` finds the job types with work due and wakes their workers instead
+ * (see `start`).
+ */
+const EMBEDDED_BACKSTOP_SECONDS = 300
 
 /**
  * The workers of a `worker`-mode engine: one pg-boss `work()` per unit of concurrency of every job
  * type, each attempt run with its correlated logger and metrics. `wake` nudges a local worker of a
  * type to fetch now instead of at its next poll.
+ *
+ * On the embedded database (one PGlite session that every query takes in turn, requests' too)
+ * the workers do not poll each on their own: ~35 workers polling every second were ~15 fetch
+ * queries a second, each taking the session — about a quarter of it under load (decision 0031).
+ * One query per poll interval lists the job types with a job due (created or retrying, start time
+ * reached) and wakes as many of their workers as there are such jobs; each worker still polls
+ * every EMBEDDED_BACKSTOP_SECONDS.
  */
 export function createJobWorkers(s: EngineState) {
   const { config, log, m } = s
@@ -101,8 +117,46 @@ export function createJobWorkers(s: EngineState) {
     }
   }
 
+  let dueTimer: NodeJS.Timeout | undefined
+
+  /** One query for every job type: which have jobs due, and how many; wakes that many of their workers. */
+  async function wakeDue() {
+    const names = [...workerIds.keys()]
+    if (!s.running || names.length === 0) return
+    const { rows } = await sql<{ name: string; n: number }>`
+      select name, count(*)::int as n from ${sql.table(`${JOBS_SCHEMA}.job`)}
+       where state < 'active' and not blocked and start_after <= ${sql.raw(JOBS_SCHEMA)}.job_now()
+         and name = any(${names})
+       group by name`.execute(s.db.kysely)
+    for (const { name, n } of rows) {
+      const count = Math.min(n, workerIds.get(name)?.length ?? 0)
+      for (let i = 0; i < count; i++) wake(name)
+    }
+  }
+
+  function pollDue() {
+    dueTimer = setTimeout(() => {
+      dueTimer = undefined
+      if (!s.running) return
+      wakeDue()
+        .catch((err: unknown) => log.debug({ err }, 'could not look for due jobs'))
+        .finally(() => {
+          if (s.running) pollDue()
+        })
+    }, config.jobsPollInterval)
+    dueTimer.unref()
+  }
+
+  function stop() {
+    clearTimeout(dueTimer)
+    dueTimer = undefined
+  }
+
   async function start(b: PgBoss) {
-    const pollingIntervalSeconds = config.jobsPollInterval / 1000
+    const embedded = s.db.kind === 'embedded'
+    const pollingIntervalSeconds = embedded
+      ? Math.max(EMBEDDED_BACKSTOP_SECONDS, config.jobsPollInterval / 1000)
+      : config.jobsPollInterval / 1000
     for (const [name, r] of s.registry) {
       const ids: string[] = []
       for (let i = 0; i < r.policy.concurrency; i++) {
@@ -122,7 +176,8 @@ export function createJobWorkers(s: EngineState) {
       }
       workerIds.set(name, ids)
     }
+    if (embedded) pollDue()
   }
 
-  return { wake, start }
+  return { wake, start, stop }
 }

@@ -67,7 +67,7 @@ export function createEventBus(deps: {
   /**
    * Backpressure, checked before any transaction is used. Inside it, jobs are enqueued with
    * `overflow: 'accept'`: the engine's own check reads the queue depth on the root handle, which
-   * the embedded database (one connection, held by the transaction) cannot answer — it would wait
+   * the embedded database (one session, held by the transaction) cannot answer — it would wait
    * forever. For the same reason there is no check at all when a caller's transaction holds the
    * embedded database's connection.
    */
