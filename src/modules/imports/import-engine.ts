@@ -300,8 +300,12 @@ export function createImportEngine(deps: { db: Kysely<PlinthTables>; audit: Audi
     if (resumable && existing) {
       // The seen keys are unlogged: PostgreSQL's crash recovery empties them (and a physical backup
       // leaves them out). Resuming without them would miss duplicates of the rows before: start again.
-      const stored = await sql<{ n: string }>`
-        select count(*) as n from import_seen_keys where checkpoint_id = ${existing.id}`.execute(db)
+      const stored = await db.transaction().execute(async (trx) => {
+        // Millions of keys for a large file: more than PLINTH_DB_STATEMENT_TIMEOUT may allow.
+        await sql`set local statement_timeout = 0`.execute(trx)
+        return sql<{ n: string }>`
+          select count(*) as n from import_seen_keys where checkpoint_id = ${existing.id}`.execute(trx)
+      })
       if (Number(stored.rows[0]!.n) !== Number(existing.seen_keys)) {
         log.warn(
           { file, line: Number(existing.line) },
@@ -314,6 +318,7 @@ export function createImportEngine(deps: { db: Kysely<PlinthTables>; audit: Audi
     if (!resumable) {
       if (existing)
         await db.transaction().execute(async (trx) => {
+          await sql`set local statement_timeout = 0`.execute(trx)
           await trx.deleteFrom('import_seen_keys').where('checkpoint_id', '=', existing.id).execute()
           await trx.deleteFrom('import_checkpoints').where('id', '=', existing.id).execute()
         })
@@ -568,9 +573,12 @@ export function createImportEngine(deps: { db: Kysely<PlinthTables>; audit: Audi
         .set({ status, error: error ?? null, updated_at: new Date() })
         .where('id', '=', checkpoint.id)
         .execute()
-      // The keys seen are needed only while the file may resume.
-      if (status === 'complete')
+      // The keys seen are needed only while the file may resume (millions for a large file: no
+      // statement timeout for their deletion).
+      if (status === 'complete') {
+        await sql`set local statement_timeout = 0`.execute(trx)
         await trx.deleteFrom('import_seen_keys').where('checkpoint_id', '=', checkpoint.id).execute()
+      }
     })
     const rejections = await db
       .selectFrom('import_rejections')
@@ -601,6 +609,7 @@ export function createImportEngine(deps: { db: Kysely<PlinthTables>; audit: Audi
       if (dryRun)
         // A dry run leaves no checkpoint behind: it resumes nothing and the next one starts afresh.
         await db.transaction().execute(async (trx) => {
+          await sql`set local statement_timeout = 0`.execute(trx)
           const gone = await trx
             .deleteFrom('import_checkpoints')
             .where('module', '=', options.module)
