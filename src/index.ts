@@ -85,7 +85,13 @@ export type { Actor } from './core/security-events.ts'
 export type { RateLimitTier } from './http/route-config.ts'
 export type { CheckResult, ComponentStatus, HealthCheck } from './observability/health.ts'
 export type { Metrics } from './observability/metrics.ts'
-export { type ErrorCode, type FieldError, PlinthError } from './shared/errors.ts'
+export {
+  type ErrorCode,
+  type FieldError,
+  type ModuleErrorCode,
+  type ModuleErrorDeclaration,
+  PlinthError,
+} from './shared/errors.ts'
 
 export interface ApplicationOptions {
   /** The application's modules, loaded after Plinth's built-in ones (accounts, jobs, audit, privacy…). */

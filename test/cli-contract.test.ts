@@ -144,6 +144,9 @@ describe('plinth on a shared database', { skip: await skipUnlessPostgres() }, ()
 
     assert.equal((await run('version')).version.length > 0, true)
     covered.add('version')
+    const codes = (await run('errors')) as { code: string; status: number; module: string | null }[]
+    assert.ok(codes.some((c) => c.code === 'PLINTH_HTTP_NOT_FOUND' && c.status === 404 && c.module === null))
+    covered.add('errors')
     assert.equal((await run('config', 'check', '--print')).valid, true)
     assert.ok(Array.isArray(await run('migrate', 'status')))
     const enqueued = await run('jobs', 'enqueue', 'plinth.heartbeat', '--delay', '600000')
@@ -291,6 +294,7 @@ describe('plinth on a shared database', { skip: await skipUnlessPostgres() }, ()
   it('exits when its reader closes early, for every command that prints data', async () => {
     const runs: string[][] = [
       ['version', '--json'],
+      ['errors', '--json'],
       ['config', 'check', '--print', '--json'],
       ['migrate', 'status', '--json'],
       ['jobs', 'list', '--json'],

@@ -415,6 +415,75 @@ describe('plinth import <module> <dataset> <file|dir>, on PostgreSQL', { skip },
     assert.deepEqual(counts(report), { rows: total, inserted: total, updated: 0, unchanged: 0, rejected: 0 })
     assert.equal(await inTable(), total)
   })
+
+  it('starts the file again when its seen keys are gone (unlogged: emptied by a database crash), so no duplicate slips through', async () => {
+    const persistence = await sql<{
+      relpersistence: string
+    }>`select relpersistence from pg_class where relname = 'import_seen_keys'`.execute(db())
+    assert.equal(persistence.rows[0]!.relpersistence, 'u')
+    const total = 60_000
+    const path = file('lost.ndjson', '')
+    const lines: string[] = []
+    for (let i = 0; i < total; i++)
+      lines.push(JSON.stringify(machine(i, { serial: `LOST-${String(i).padStart(7, '0')}` })))
+    // The last line repeats the first one's key, with other values: a duplicate across the kill.
+    lines.push(JSON.stringify(machine(total, { serial: 'LOST-0000000', name: 'the impostor' })))
+    writeFileSync(path, `${lines.join('\n')}\n`)
+    const child = spawn(
+      process.execPath,
+      ['test/fixtures/import-cli.ts', 'import', 'catalog', 'machines', path, '--batch-size', '500', '--json'],
+      { env: { PATH: process.env.PATH ?? '', ...env }, stdio: 'ignore' },
+    )
+    const exited = new Promise((resolve) => child.on('exit', resolve))
+    try {
+      await waitFor(
+        'the first checkpoints',
+        async () => {
+          const cp = await db()
+            .selectFrom('import_checkpoints')
+            .select('rows')
+            .where('file', '=', path)
+            .executeTakeFirst()
+          return cp && Number(cp.rows) >= 2000
+        },
+        { timeoutMs: 90_000, intervalMs: 20 },
+      )
+    } finally {
+      child.kill('SIGKILL')
+      await exited
+    }
+    const cp = await db()
+      .selectFrom('import_checkpoints')
+      .selectAll()
+      .where('file', '=', path)
+      .executeTakeFirstOrThrow()
+    assert.equal(cp.status, 'running', 'killed before the end')
+    assert.equal(Number(cp.seen_keys), Number(cp.inserted), 'each committed batch counted its keys')
+    // What PostgreSQL's crash recovery does to an unlogged table.
+    await sql`truncate import_seen_keys`.execute(db())
+
+    const again = await spawnCli(
+      ['import', 'catalog', 'machines', path, '--batch-size', '500', '--json'],
+      env,
+      { entry: 'test/fixtures/import-cli.ts' },
+    )
+    assert.equal(again.code, 1, 'a rejected row: exit 1')
+    const f = (JSON.parse(again.out) as ImportReport).files[0]!
+    assert.equal(f.resumedAtLine, 0, 'started again, not resumed blind')
+    assert.deepEqual(counts(JSON.parse(again.out) as ImportReport), {
+      rows: total + 1,
+      inserted: total - Number(cp.inserted),
+      updated: 0,
+      unchanged: Number(cp.inserted),
+      rejected: 1,
+    })
+    assert.equal(f.rejections[0]!.line, total + 1)
+    assert.match(f.rejections[0]!.reason, /duplicate key: the same key as line 1\b/)
+    const first = await sql<{
+      name: string
+    }>`select name from catalog_machines where serial = 'LOST-0000000'`.execute(db())
+    assert.notEqual(first.rows[0]!.name, 'the impostor')
+  })
 })
 
 function require_mkdir(path: string) {

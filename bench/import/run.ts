@@ -27,16 +27,14 @@ import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { sql } from 'kysely'
 import pg from 'pg'
-import { Type } from 'typebox'
 import { createPlinth } from '../../src/app/create-plinth.ts'
 import { builtinModules } from '../../src/app/modules.ts'
 import { loadConfig } from '../../src/config/load-config.ts'
 import { cliCaller } from '../../src/core/audit.ts'
-import { defineImportable } from '../../src/core/import.ts'
-import type { PlinthModule } from '../../src/core/module.ts'
 import { importServicesOf } from '../../src/modules/imports/imports.module.ts'
 import { boundedInt, ROUNDS } from '../lib/options.ts'
 import { num } from '../lib/table.ts'
+import { benchModule, item, TABLE_SQL } from './kit.ts'
 
 const USAGE = 'Usage: node bench/import/run.ts [--rows <n>] [--rounds <n>]   (or BENCH_IMPORT_ROWS=<n>)'
 const { values } = parseArgs({
@@ -67,53 +65,6 @@ try {
 }
 
 const SERVER = process.env.BENCH_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'
-const TABLE_SQL = (name: string) => `create table ${name} (
-  id text primary key,
-  name text not null,
-  qty integer not null,
-  at timestamptz not null,
-  flag boolean not null
-)`
-
-const benchModule: PlinthModule = {
-  name: 'bench',
-  migrations: {
-    '9901-bench-import': {
-      async up(db) {
-        await sql.raw(TABLE_SQL('bench_import_items')).execute(db)
-      },
-      async down(db) {
-        await db.schema.dropTable('bench_import_items').execute()
-      },
-    },
-  },
-  importables: [
-    defineImportable({
-      name: 'items',
-      table: 'bench_import_items',
-      key: ['id'],
-      schema: Type.Object(
-        {
-          id: Type.String({ minLength: 1 }),
-          name: Type.String(),
-          qty: Type.Integer(),
-          at: Type.String({ format: 'date-time' }),
-          flag: Type.Boolean(),
-        },
-        { additionalProperties: false },
-      ),
-    }),
-  ],
-}
-
-const item = (i: number) => ({
-  id: `item-${String(i).padStart(9, '0')}`,
-  name: `item number ${i}, a thing of some sort`,
-  qty: i % 10_000,
-  at: new Date(Date.UTC(2024, 0, 1) + i * 1000).toISOString(),
-  flag: i % 3 === 0,
-})
-
 async function write(path: string, lines: (i: number) => string): Promise<void> {
   const out = createWriteStream(path)
   for (let i = 0; i < rows; i++)

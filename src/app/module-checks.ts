@@ -1,5 +1,6 @@
 import type { PlinthModule } from '../core/module.ts'
 import { declarePermissions } from '../core/permissions.ts'
+import { declareErrorCodes } from '../shared/errors.ts'
 
 /** A module's name: lower case, a letter first (it is also the `/api/v1/<name>` prefix of `defineModule`). */
 export const MODULE_NAME = /^[a-z][a-z0-9-]{0,62}$/
@@ -11,7 +12,8 @@ export const MODULE_NAME = /^[a-z][a-z0-9-]{0,62}$/
  * - names well-formed and unique (an application module cannot take a built-in one's name);
  * - migrations reversible (`up` and `down` both functions) and their names unique across modules
  *   (numbers are checked by the migrator);
- * - permissions well-formed, not built in, declared by one module (then added to the roles).
+ * - permissions well-formed, not built in, declared by one module (then added to the roles);
+ * - error codes well-formed, not built in nor `PLINTH_…`, declared by one module (then served).
  * Routes without a permission are refused when they are registered (accounts' authenticate plugin),
  * job types registered twice by the job engine, personal-data declarations by the privacy registry.
  */
@@ -40,4 +42,5 @@ export function assertModules(modules: readonly PlinthModule[]): void {
     }
   }
   for (const m of modules) if (m.permissions) declarePermissions(m.name, m.permissions)
+  for (const m of modules) if (m.errors) declareErrorCodes(m.name, m.errors)
 }

@@ -662,6 +662,16 @@ ${DB_NOTE}`,
     },
   },
   {
+    name: 'errors',
+    summary: "print the error-code reference: Plinth's codes and the application's modules'",
+    description: `Prints every error code an API response can carry, with its HTTP status, title and what to
+do about it, as Markdown (docs/errors.md, then a section for each application module that declares
+codes of its own in its errors). Run from an application's main.ts (node main.ts errors) to include
+its modules. The modules are checked as at start: a code that clashes stops it with exit 1.`,
+    json: '[{"code", "status", "title", "detail", "module": name | null (built in)}…]',
+    load: async () => (await import('./errors.ts')).errorsCommand,
+  },
+  {
     name: 'version',
     summary: 'print the version',
     description: "Prints Plinth's version and the Node.js version it runs on.",

@@ -10,6 +10,7 @@
 import type { Kysely } from 'kysely'
 import { Counter, Histogram, type Registry } from 'prom-client'
 import type { HealthCheck } from '../observability/health.ts'
+import { type ErrorCode, type FieldError, PlinthError } from '../shared/errors.ts'
 import type { AuditEntry } from './audit.ts'
 import type { EmitOptions, EmitResult } from './events.ts'
 import type { EnqueueOptions, EnqueueResult, JobDefinition, JobEngine } from './jobs.ts'
@@ -70,6 +71,18 @@ export interface ModuleApi<Tables = ModuleTables>
     ): Promise<EnqueueResult>
   }
   readonly metrics: ModuleMetrics
+  /**
+   * An error with one of this module's codes (declared in `errors`), to throw from a route, a job
+   * or a hook: answered as `application/problem+json` with the code's status and title, and
+   * `detail` (the declared one when left out). A code the module did not declare throws a plain
+   * error (a 500): declare it.
+   * @example throw ctx.error('NOTES_LOCKED', `note ${id} is locked until ${until}`)
+   */
+  error(
+    code: string,
+    detail?: string,
+    options?: { readonly errors?: readonly FieldError[]; readonly headers?: Record<string, string> },
+  ): PlinthError
   /** The built-in context (database handle, full Kysely over every table): for what the above does not cover. */
   readonly platform: ModuleContext
 }
@@ -146,6 +159,15 @@ function moduleMetrics(ctx: ModuleContext): ModuleMetrics {
 export function defineModule<Tables = ModuleTables>(definition: ModuleDefinition<Tables>): PlinthModule {
   const { routes, jobs, schedules, retention, healthChecks, start, ...rest } = definition
   const apis = new WeakMap<ModuleContext, ModuleApi<Tables>>()
+  const moduleError: ModuleApi<Tables>['error'] = (code, detail, options = {}) => {
+    if (!Object.hasOwn(definition.errors ?? {}, code))
+      throw new Error(`module "${definition.name}" declares no error code "${code}": add it to its errors`)
+    // Declared at boot (app/module-checks.ts), so the registry knows its status and title.
+    return new PlinthError(code as ErrorCode, detail, {
+      ...(options.errors ? { errors: options.errors } : {}),
+      ...(options.headers ? { headers: options.headers } : {}),
+    })
+  }
   const api = (ctx: ModuleContext): ModuleApi<Tables> => {
     let built = apis.get(ctx)
     if (!built) {
@@ -157,6 +179,7 @@ export function defineModule<Tables = ModuleTables>(definition: ModuleDefinition
         events: ctx.events as unknown as ModuleApi<Tables>['events'],
         jobs: ctx.jobs as unknown as ModuleApi<Tables>['jobs'],
         metrics: moduleMetrics(ctx),
+        error: moduleError,
         platform: ctx,
       })
       apis.set(ctx, built)

@@ -5,6 +5,7 @@ import type { EncryptedColumn } from '../infra/crypto/encrypted-column.ts'
 import type { Keyring } from '../infra/crypto/keyring.ts'
 import type { PlinthMigration } from '../infra/db/migrator.ts'
 import type { HealthCheck } from '../observability/health.ts'
+import type { ModuleErrorDeclaration } from '../shared/errors.ts'
 import type { Audit } from './audit.ts'
 import type { EventBus } from './events.ts'
 import type { UserDirectory } from './identity.ts'
@@ -173,6 +174,14 @@ export interface PlinthModule {
    * or CSV files (see `defineImportable` in core/import.ts and docs/guides/import-and-migrate.md).
    */
   readonly importables?: readonly ImportableDataset[]
+  /**
+   * Error codes of this module (`'NOTES_LOCKED': { status: 409, title, detail }`), answered as
+   * `application/problem+json` with that code when its code throws one (`ctx.error(code)` of
+   * `defineModule`), listed in the OpenAPI document (a route names those it answers with in
+   * `config.errors`) and by `plinth errors`. A code that is built in, starts with `PLINTH_` or is
+   * declared by another module stops the boot.
+   */
+  readonly errors?: Readonly<Record<string, ModuleErrorDeclaration>>
 }
 
 // core/privacy.ts leaves the context its hooks get open, so that it need not import this file.

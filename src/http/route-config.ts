@@ -1,6 +1,6 @@
 import type { FastifyRequest } from 'fastify'
 import type { AnyPermission, Principal } from '../core/permissions.ts'
-import type { ErrorCode } from '../shared/errors.ts'
+import type { ErrorCode, ModuleErrorCode } from '../shared/errors.ts'
 
 /** Rate-limit tiers (requests per window, configurable): see http/plugins/rate-limit.ts. */
 export type RateLimitTier = 'api' | 'auth' | 'upload'
@@ -34,9 +34,10 @@ declare module 'fastify' {
     /**
      * The error codes this route's own code can answer with, for the OpenAPI document. The generic
      * ones (validation, authentication, rate limit, database, 500) are derived from the route's
-     * schema and config by http/plugins/openapi.ts and need not be listed.
+     * schema and config by http/plugins/openapi.ts and need not be listed. A module's own codes
+     * (its `errors`) may be listed too; a code neither built in nor declared stops the boot.
      */
-    errors?: readonly ErrorCode[]
+    errors?: readonly (ErrorCode | ModuleErrorCode)[]
     /** The route touches no database (the document then lists no 503 `PLINTH_DB_*`). Default: it does. */
     database?: false
     /**

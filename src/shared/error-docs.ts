@@ -1,7 +1,10 @@
-import { errorRegistry } from './errors.ts'
+import { errorRegistry, type RegisteredModuleError } from './errors.ts'
 
-/** docs/errors.md, generated from the error registry. */
-export function renderErrorDocs(): string {
+/**
+ * docs/errors.md, generated from the error registry; with `moduleErrors` (an application's, what
+ * `plinth errors` prints), a section per module lists its own codes after Plinth's.
+ */
+export function renderErrorDocs(moduleErrors: readonly RegisteredModuleError[] = []): string {
   const rows = Object.entries(errorRegistry).map(
     ([code, e]) => `| \`${code}\` | ${e.status} | ${e.title} | ${e.detail.replaceAll('|', '\\|')} |`,
   )
@@ -24,10 +27,30 @@ Every error response is \`application/problem+json\` (RFC 9457):
 \`\`\`
 
 Validation failures add \`errors: [{ in, field, message }]\`. Codes are stable: clients may rely on
-them. 5xx responses never carry internals (stack traces, SQL) outside development.
+them. 5xx responses never carry internals (stack traces, SQL) outside development. An
+application's modules may declare codes of their own (\`errors\` of \`defineModule\`, never
+\`PLINTH_…\`): \`node main.ts errors\` prints this reference with them.
+
+| Code | Status | Title | Meaning and fix |
+| --- | --- | --- | --- |
+${rows.join('\n')}
+${renderModuleErrors(moduleErrors)}`
+}
+
+function renderModuleErrors(moduleErrors: readonly RegisteredModuleError[]): string {
+  const modules = [...new Set(moduleErrors.map((e) => e.module))]
+  return modules
+    .map((module) => {
+      const rows = moduleErrors
+        .filter((e) => e.module === module)
+        .map((e) => `| \`${e.code}\` | ${e.status} | ${e.title} | ${e.detail.replaceAll('|', '\\|')} |`)
+      return `
+## Module \`${module}\`
 
 | Code | Status | Title | Meaning and fix |
 | --- | --- | --- | --- |
 ${rows.join('\n')}
 `
+    })
+    .join('')
 }

@@ -592,6 +592,84 @@ export const errorRegistry = {
 
 export type ErrorCode = keyof typeof errorRegistry
 
+/**
+ * An error code an application module declares (`errors` of `defineModule`), e.g.
+ * `NOTES_LOCKED`: served as `application/problem+json` like Plinth's own, listed in the
+ * application's OpenAPI document and in `plinth errors`.
+ */
+export type ModuleErrorCode = string & {}
+
+/** What a module declares of one of its error codes (the same fields as a built-in code's). */
+export interface ModuleErrorDeclaration {
+  /** The HTTP status, 400–599. */
+  readonly status: number
+  /** A short, stable title (e.g. `Note Locked`). */
+  readonly title: string
+  /** The default detail: what went wrong and how the caller fixes it (the code's documentation). */
+  readonly detail: string
+}
+
+/** A declared module error code and the module that declared it. */
+export interface RegisteredModuleError extends ModuleErrorDeclaration {
+  readonly code: string
+  readonly module: string
+}
+
+/** Upper-case words joined by underscores, at least two (`NOTES_LOCKED`). */
+export const MODULE_ERROR_CODE = /^[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+$/
+
+// Process-wide, like the roles' permissions (core/permissions.ts): declaring the same code again
+// with the same declaration (a second Plinth in one process, tests) is a no-op.
+const moduleErrors = new Map<string, RegisteredModuleError>()
+
+/**
+ * Adds a module's error codes to the registry (the root calls it at boot, before anything is
+ * opened). A code that is malformed, starts with `PLINTH_` (reserved for Plinth's own, so that a
+ * later Plinth cannot clash with an application), is built in, is declared by another module or
+ * again with other fields throws an error naming it: the boot stops.
+ */
+export function declareErrorCodes(
+  module: string,
+  errors: Readonly<Record<string, ModuleErrorDeclaration>>,
+): void {
+  for (const [code, declaration] of Object.entries(errors)) {
+    const where = `module "${module}" declares the error code "${code}"`
+    if (code in errorRegistry) throw new Error(`${where}, which is built in (docs/errors.md): choose another`)
+    if (code.startsWith('PLINTH_'))
+      throw new Error(
+        `${where}: codes starting with PLINTH_ are Plinth's own; prefix it with your module's name`,
+      )
+    if (!MODULE_ERROR_CODE.test(code))
+      throw new Error(
+        `${where}: an error code is upper-case words joined by underscores, like "NOTES_LOCKED"`,
+      )
+    const { status, title, detail } = declaration ?? ({} as ModuleErrorDeclaration)
+    if (!Number.isInteger(status) || status < 400 || status > 599)
+      throw new Error(`${where} with the status ${JSON.stringify(status)}: an error status is 400–599`)
+    if (typeof title !== 'string' || title.trim() === '') throw new Error(`${where} without a title`)
+    if (typeof detail !== 'string' || detail.trim() === '')
+      throw new Error(`${where} without a detail (what went wrong and how to fix it)`)
+    const before = moduleErrors.get(code)
+    if (before && before.module !== module)
+      throw new Error(`${where}, which module "${before.module}" declares too`)
+    if (before && (before.status !== status || before.title !== title || before.detail !== detail))
+      throw new Error(`${where} again with another status, title or detail`)
+    if (!before) moduleErrors.set(code, { code, module, status, title, detail })
+  }
+}
+
+/** The declared module error codes, in declaration order. */
+export function moduleErrorCodes(): readonly RegisteredModuleError[] {
+  return [...moduleErrors.values()]
+}
+
+/** A code's status, title and default detail: built in, or declared by a module; undefined if neither. */
+export function errorEntry(
+  code: string,
+): { readonly status: number; readonly title: string; readonly detail: string } | undefined {
+  return Object.hasOwn(errorRegistry, code) ? errorRegistry[code as ErrorCode] : moduleErrors.get(code)
+}
+
 export interface FieldError {
   /** Where the field is: body, querystring, params or headers. */
   readonly in: string
@@ -602,7 +680,8 @@ export interface FieldError {
 
 /** An error with a registered code; the HTTP layer turns it into `application/problem+json`. */
 export class PlinthError extends Error {
-  readonly code: ErrorCode
+  /** A built-in code, or one a module declared (`ModuleErrorCode`, see `declareErrorCodes`). */
+  readonly code: ErrorCode | ModuleErrorCode
   readonly status: number
   readonly title: string
   readonly errors?: readonly FieldError[]
@@ -619,7 +698,9 @@ export class PlinthError extends Error {
       status?: number
     } = {},
   ) {
-    const entry = errorRegistry[code]
+    // A module's code reaches here through `ModuleApi.error` (core/define-module.ts).
+    const entry = errorEntry(code)
+    if (!entry) throw new Error(`the error code "${code}" is neither built in nor declared by a module`)
     super(detail ?? entry.detail, options.cause === undefined ? undefined : { cause: options.cause })
     this.name = 'PlinthError'
     this.code = code

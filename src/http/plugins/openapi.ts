@@ -2,7 +2,7 @@ import swagger from '@fastify/swagger'
 import type { FastifyInstance, RouteOptions } from 'fastify'
 import fp from 'fastify-plugin'
 import { type Permission, ROLE_PERMISSIONS, ROLES } from '../../core/permissions.ts'
-import { type ErrorCode, errorRegistry } from '../../shared/errors.ts'
+import { type ErrorCode, errorEntry, type ModuleErrorCode, moduleErrorCodes } from '../../shared/errors.ts'
 import type { RateLimitTier } from '../route-config.ts'
 
 export interface OpenApiOptions {
@@ -96,7 +96,7 @@ const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS'])
 interface OperationFacts {
   readonly permission: Permission | 'public'
   readonly rateLimit: RateLimitTier | 'none'
-  readonly errors: readonly ErrorCode[]
+  readonly errors: readonly (ErrorCode | ModuleErrorCode)[]
   readonly security: Json[]
   readonly description: string
 }
@@ -123,7 +123,7 @@ export function operationFacts(route: RouteOptions, url: string): OperationFacts
       : (config.rateLimit ?? 'api')
   const database = config.database !== false && (url.startsWith('/api/v1') || !isPublic)
 
-  const errors: ErrorCode[] = []
+  const errors: (ErrorCode | ModuleErrorCode)[] = []
   if (schema.params || schema.querystring) errors.push('PLINTH_HTTP_INVALID_REQUEST')
   // The text guard reads every query string, path parameter and body, declared or not.
   errors.push('PLINTH_HTTP_INVALID_TEXT')
@@ -196,17 +196,24 @@ export function operationIdOf(method: string, url: string): string {
   return `${method.toLowerCase()}${name || 'ApiRoot'}`
 }
 
+/** A code's registry entry, built in or declared by a module (routes' codes are checked when they are added). */
+function entryOf(code: string) {
+  const entry = errorEntry(code)
+  if (!entry) throw new Error(`the error code "${code}" is neither built in nor declared by a module`)
+  return entry
+}
+
 /** The document's responses for a list of error codes, grouped by status. */
-function errorResponses(codes: readonly ErrorCode[]): Record<string, Json> {
-  const byStatus = new Map<number, ErrorCode[]>()
+function errorResponses(codes: readonly string[]): Record<string, Json> {
+  const byStatus = new Map<number, string[]>()
   for (const code of codes) {
-    const status = errorRegistry[code].status
+    const status = entryOf(code).status
     byStatus.set(status, [...(byStatus.get(status) ?? []), code])
   }
   const responses: Record<string, Json> = {}
   for (const [status, list] of [...byStatus].sort(([a], [b]) => a - b)) {
     responses[String(status)] = {
-      description: list.map((code) => `\`${code}\`: ${errorRegistry[code].title}`).join('; '),
+      description: list.map((code) => `\`${code}\`: ${entryOf(code).title}`).join('; '),
       content: {
         'application/problem+json': {
           schema: {
@@ -234,6 +241,8 @@ const STATUS_TEXT: Record<string, string> = {
 const EXT = { permission: 'x-plinth-permission', rateLimit: 'x-plinth-rate-limit' } as const
 /** Carries the codes from `transform` to `transformObject`, which turns them into responses. */
 const ERRORS_KEY = 'x-plinth-errors'
+/** The top-level list of the codes the application's modules declare: `{ code, module, status, title, detail }`. */
+export const MODULE_ERRORS_KEY = 'x-plinth-module-errors'
 const HTTP_METHODS = ['get', 'put', 'post', 'delete', 'options', 'head', 'patch', 'trace'] as const
 
 /**
@@ -299,7 +308,7 @@ async function openapi(app: FastifyInstance, opts: OpenApiOptions): Promise<void
         for (const method of HTTP_METHODS) {
           const operation = item[method]
           if (!operation?.[ERRORS_KEY]) continue
-          const codes: ErrorCode[] = operation[ERRORS_KEY]
+          const codes: string[] = operation[ERRORS_KEY]
           delete operation[ERRORS_KEY]
           for (const [status, response] of Object.entries<Json>(operation.responses))
             if (response.description === 'Default Response')
@@ -312,8 +321,26 @@ async function openapi(app: FastifyInstance, opts: OpenApiOptions): Promise<void
           }
         }
       }
+      // The application's own codes (modules' `errors`), which docs/errors.md does not list.
+      const declared = moduleErrorCodes()
+      if (declared.length > 0)
+        doc[MODULE_ERRORS_KEY] = declared.map(({ code, module, status, title, detail }) => ({
+          code,
+          module,
+          status,
+          title,
+          detail,
+        }))
       return doc
     },
+  })
+  // A route naming a code nobody declared stops the boot (rather than the document's generation).
+  app.addHook('onRoute', (route) => {
+    for (const code of route.config?.errors ?? [])
+      if (!errorEntry(code))
+        throw new Error(
+          `route ${[route.method].flat().join(',')} ${route.url} lists the error code "${code}" in config.errors, which is neither built in nor declared by a module's errors`,
+        )
   })
   app.get(
     '/api/openapi.json',

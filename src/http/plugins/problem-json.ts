@@ -1,7 +1,7 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import FindMyWay, { type HTTPMethod } from 'find-my-way'
-import { PlinthError, translateDbError } from '../../shared/errors.ts'
+import { type ErrorCode, PlinthError, translateDbError } from '../../shared/errors.ts'
 import { type AjvIssue, fieldErrors, MAX_FIELD_ERRORS } from '../../shared/validation.ts'
 
 export const PROBLEM_CONTENT_TYPE = 'application/problem+json; charset=utf-8'
@@ -11,7 +11,7 @@ const METHODS: readonly HTTPMethod[] = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', '
 const RETRY_AFTER_503 = 5
 
 /** Fastify's own error codes and the registry codes they become. */
-const fastifyCodes: Readonly<Record<string, PlinthError['code']>> = {
+const fastifyCodes: Readonly<Record<string, ErrorCode>> = {
   FST_ERR_CTP_BODY_TOO_LARGE: 'PLINTH_HTTP_BODY_TOO_LARGE',
   FST_ERR_CTP_INVALID_MEDIA_TYPE: 'PLINTH_HTTP_UNSUPPORTED_MEDIA_TYPE',
   FST_ERR_CTP_EMPTY_JSON_BODY: 'PLINTH_HTTP_MALFORMED_BODY',
@@ -47,7 +47,8 @@ export function toPlinthError(err: FastifyError | Error): PlinthError {
   if (db)
     return db.code === 'PLINTH_DB_CONFLICT'
       ? db
-      : new PlinthError(db.code, undefined, { cause: err, headers: { 'retry-after': '5' } })
+      : // translateDbError answers built-in codes only
+        new PlinthError(db.code as ErrorCode, undefined, { cause: err, headers: { 'retry-after': '5' } })
   const status = fe.statusCode ?? 500
   if (status === 408) return new PlinthError('PLINTH_HTTP_REQUEST_TIMEOUT', undefined, { cause: err })
   if (status === 503 && fe.code === 'FST_ERR_SERVER_CLOSING')

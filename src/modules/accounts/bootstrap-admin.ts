@@ -81,7 +81,9 @@ export async function bootstrapAdmin(ctx: ModuleContext): Promise<void> {
   } catch (err) {
     if (!isPlinthError(err)) throw err
     if (err.code === 'PLINTH_AUTH_WEAK_PASSWORD')
-      throw new PlinthError(err.code, `PLINTH_ADMIN_PASSWORD: ${err.message}`, { cause: err })
+      throw new PlinthError('PLINTH_AUTH_WEAK_PASSWORD', `PLINTH_ADMIN_PASSWORD: ${err.message}`, {
+        cause: err,
+      })
     if (err.code !== 'PLINTH_USER_EXISTS') throw err
     const user = await ctx.db.kysely
       .selectFrom('users')

@@ -128,17 +128,35 @@ export function createImportEngine(deps: { db: Kysely<PlinthTables>; audit: Audi
     const upsert = (columns: readonly string[]) => {
       const cols = columns.map(quoteIdent)
       const rest = cols.filter((c) => !keys.includes(c))
-      const prefix = `insert into ${table} (${cols.join(', ')}) select ${cols.join(', ')} from jsonb_populate_recordset(null::${table}, `
+      const source = `select ${cols.join(', ')} from jsonb_populate_recordset(null::${table}, `
       const conflict =
         rest.length === 0
           ? `on conflict (${keys.join(', ')}) do nothing`
           : `on conflict (${keys.join(', ')}) do update set ${rest.map((c) => `${c} = excluded.${c}`).join(', ')} where (${rest.map((c) => `${table}.${c}`).join(', ')}${rest.length === 1 ? ', null' : ''}) is distinct from (${rest.map((c) => `excluded.${c}`).join(', ')}${rest.length === 1 ? ', null' : ''})`
-      return { prefix, suffix: `::jsonb) ${conflict} returning (xmax = 0) as inserted` }
+      // Counted in the database: only two numbers come back, not a row per row written.
+      const onConflict = {
+        prefix: `with w as (insert into ${table} (${cols.join(', ')}) ${source}`,
+        suffix: `::jsonb) ${conflict} returning (xmax = 0) as inserted) select (count(*) filter (where inserted))::int as inserted, (count(*) filter (where not inserted))::int as updated from w`,
+      }
+      // The usual case, cheaper than ON CONFLICT's speculative insertion of every row: update the
+      // rows that exist and differ, insert those that do not exist, in one statement (both parts
+      // see the table as it was before it, so they are disjoint). A key inserted meanwhile by
+      // another writer fails it with a unique violation; the batch then takes the ON CONFLICT path.
+      const match = keys.map((k) => `t.${k} = s.${k}`).join(' and ')
+      const update =
+        rest.length === 0
+          ? 'select 0 where false'
+          : `update ${table} as t set ${rest.map((c) => `${c} = s.${c}`).join(', ')} from s where ${match} and (${rest.map((c) => `t.${c}`).join(', ')}${rest.length === 1 ? ', null' : ''}) is distinct from (${rest.map((c) => `s.${c}`).join(', ')}${rest.length === 1 ? ', null' : ''}) returning 1`
+      const split = {
+        prefix: `with s as materialized (${source}`,
+        suffix: `::jsonb)), u as (${update}), i as (insert into ${table} (${cols.join(', ')}) select ${cols.join(', ')} from s where not exists (select 1 from ${table} as t where ${match}) returning 1) select (select count(*) from i)::int as inserted, (select count(*) from u)::int as updated`,
+      }
+      return { onConflict, split }
     }
     if (!dataset.transform) {
       try {
-        const { prefix, suffix } = upsert(schemaColumns)
-        await sql.raw(`${prefix}'[]'${suffix}`).execute(db)
+        for (const { prefix, suffix } of Object.values(upsert(schemaColumns)))
+          await sql.raw(`${prefix}'[]'${suffix}`).execute(db)
       } catch (err) {
         throw new Error(
           `importable dataset "${dataset.name}" does not fit table ${dataset.table}: ${(err as Error).message}`,
@@ -188,31 +206,43 @@ export function createImportEngine(deps: { db: Kysely<PlinthTables>; audit: Audi
     const out = { inserted: 0, updated: 0, unchanged: 0 }
     if (rows.length === 0) return out
     const columns = [...new Set(rows.flatMap((r) => Object.keys(r.row)))]
-    const { prefix, suffix } = p.upsert(columns)
-    const run = async (batch: readonly Prepared[]) => {
+    const statements = p.upsert(columns)
+    const run = async (batch: readonly Prepared[], how: 'split' | 'onConflict') => {
+      const { prefix, suffix } = statements[how]
       const json = JSON.stringify(batch.map((r) => r.row))
-      const result = await sql<{ inserted: boolean }>`${sql.raw(prefix)}${json}${sql.raw(suffix)}`.execute(
-        trx,
-      )
-      for (const r of result.rows) r.inserted ? out.inserted++ : out.updated++
-      out.unchanged += batch.length - result.rows.length
+      const result = await sql<{
+        inserted: number
+        updated: number
+      }>`${sql.raw(prefix)}${json}${sql.raw(suffix)}`.execute(trx)
+      const { inserted, updated } = result.rows[0]!
+      out.inserted += inserted
+      out.updated += updated
+      out.unchanged += batch.length - inserted - updated
     }
     await sql`savepoint import_batch`.execute(trx)
     try {
-      await run(rows)
+      await run(rows, 'split')
     } catch {
-      // One row broke the batch (a constraint the schema does not state): undo it, then apply the
-      // rows one by one so that exactly the failing ones are rejected, each with the database's reason.
+      // A key another writer inserted meanwhile, or a row the database refuses: undo, and try the
+      // batch as one ON CONFLICT upsert; if that fails too, apply the rows one by one so that
+      // exactly the failing ones are rejected, each with the database's reason.
       await sql`rollback to savepoint import_batch`.execute(trx)
       out.inserted = out.updated = out.unchanged = 0
-      for (const r of rows) {
-        await sql`savepoint import_row`.execute(trx)
-        try {
-          await run([r])
-          await sql`release savepoint import_row`.execute(trx)
-        } catch (err) {
-          await sql`rollback to savepoint import_row`.execute(trx)
-          rejections.push({ line: r.line, reason: `refused by the database: ${(err as Error).message}` })
+      await sql`savepoint import_batch`.execute(trx)
+      try {
+        await run(rows, 'onConflict')
+      } catch {
+        await sql`rollback to savepoint import_batch`.execute(trx)
+        out.inserted = out.updated = out.unchanged = 0
+        for (const r of rows) {
+          await sql`savepoint import_row`.execute(trx)
+          try {
+            await run([r], 'onConflict')
+            await sql`release savepoint import_row`.execute(trx)
+          } catch (err) {
+            await sql`rollback to savepoint import_row`.execute(trx)
+            rejections.push({ line: r.line, reason: `refused by the database: ${(err as Error).message}` })
+          }
         }
       }
     }
@@ -259,7 +289,7 @@ export function createImportEngine(deps: { db: Kysely<PlinthTables>; audit: Audi
       .where('file', '=', file)
       .where('dry_run', '=', dryRun)
       .executeTakeFirst()
-    const resumable =
+    let resumable =
       existing &&
       !dryRun &&
       existing.status !== 'complete' &&
@@ -267,10 +297,28 @@ export function createImportEngine(deps: { db: Kysely<PlinthTables>; audit: Audi
       existing.file_mtime_ms === identity.file_mtime_ms &&
       existing.file_head_sha256 === identity.file_head_sha256 &&
       existing.format === format
+    if (resumable && existing) {
+      // The seen keys are unlogged: PostgreSQL's crash recovery empties them (and a physical backup
+      // leaves them out). Resuming without them would miss duplicates of the rows before: start again.
+      const stored = await db.transaction().execute(async (trx) => {
+        // Millions of keys for a large file: more than PLINTH_DB_STATEMENT_TIMEOUT may allow.
+        await sql`set local statement_timeout = 0`.execute(trx)
+        return sql<{ n: string }>`
+          select count(*) as n from import_seen_keys where checkpoint_id = ${existing.id}`.execute(trx)
+      })
+      if (Number(stored.rows[0]!.n) !== Number(existing.seen_keys)) {
+        log.warn(
+          { file, line: Number(existing.line) },
+          'the keys seen before the interruption are gone (a database crash or restore): the file starts again',
+        )
+        resumable = false
+      }
+    }
     let cp = existing
     if (!resumable) {
       if (existing)
         await db.transaction().execute(async (trx) => {
+          await sql`set local statement_timeout = 0`.execute(trx)
           await trx.deleteFrom('import_seen_keys').where('checkpoint_id', '=', existing.id).execute()
           await trx.deleteFrom('import_checkpoints').where('id', '=', existing.id).execute()
         })
@@ -393,6 +441,11 @@ export function createImportEngine(deps: { db: Kysely<PlinthTables>; audit: Audi
       claimed: () => void,
     ) => {
       const outcome = await db.transaction().execute(async (trx) => {
+        // The batch and its checkpoint commit together; not waiting for the WAL flush of each is
+        // safe: a database crash loses whole batches with their checkpoint (the re-run redoes them),
+        // and the file's final status, committed synchronously, flushes every batch before it.
+        await sql`set local synchronous_commit = off`.execute(trx)
+        let claimedKeys = 0
         // Duplicates inside the file: keys already seen (in this batch, or stored by earlier ones).
         const fresh = new Map<string, Prepared>()
         for (const r of rows) {
@@ -405,13 +458,19 @@ export function createImportEngine(deps: { db: Kysely<PlinthTables>; audit: Audi
         await claimAfter
         if (accepted.length > 0) {
           // In key-hash order: the index pages are then touched once each (~30% faster than at random).
-          const stored = await sql<{ key_hash: string }>`
-            insert into import_seen_keys (checkpoint_id, key_hash, line)
-            select ${checkpoint.id}::uuid, h, l from unnest(${accepted.map((r) => r.keyHash)}::int8[], ${accepted.map((r) => r.line)}::int8[]) as x(h, l)
-            order by h on conflict do nothing returning key_hash`.execute(trx)
-          if (stored.rows.length < accepted.length) {
-            const isNew = new Set(stored.rows.map((r) => String(r.key_hash)))
-            const dups = accepted.filter((r) => !isNew.has(r.keyHash))
+          // Only the keys not stored (seen before: duplicates) come back, usually none.
+          const hashes = accepted.map((r) => r.keyHash)
+          const refused = await sql<{ key_hash: string }>`
+            with stored as (
+              insert into import_seen_keys (checkpoint_id, key_hash, line)
+              select ${checkpoint.id}::uuid, h, l from unnest(${hashes}::int8[], ${accepted.map((r) => r.line)}::int8[]) as x(h, l)
+              order by h on conflict do nothing returning key_hash)
+            select h::text as key_hash from unnest(${hashes}::int8[]) as x(h)
+            where h not in (select key_hash from stored)`.execute(trx)
+          claimedKeys = accepted.length - refused.rows.length
+          if (refused.rows.length > 0) {
+            const isDup = new Set(refused.rows.map((r) => String(r.key_hash)))
+            const dups = accepted.filter((r) => isDup.has(r.keyHash))
             const firstLines = await trx
               .selectFrom('import_seen_keys')
               .select(['key_hash', 'line'])
@@ -428,7 +487,7 @@ export function createImportEngine(deps: { db: Kysely<PlinthTables>; audit: Audi
                 line: d.line,
                 reason: `duplicate key: the same key as line ${lineOf.get(d.keyHash)}`,
               })
-            accepted = accepted.filter((r) => isNew.has(r.keyHash))
+            accepted = accepted.filter((r) => !isDup.has(r.keyHash))
           }
         }
         claimed()
@@ -453,6 +512,7 @@ export function createImportEngine(deps: { db: Kysely<PlinthTables>; audit: Audi
             updated: eb('updated', '+', String(applied.updated)),
             unchanged: eb('unchanged', '+', String(applied.unchanged)),
             rejected: eb('rejected', '+', String(rejectedNew)),
+            seen_keys: eb('seen_keys', '+', String(claimedKeys)),
             ...(storeHeader ? { header: JSON.stringify(storeHeader) } : {}),
             updated_at: new Date(),
           }))
@@ -513,9 +573,12 @@ export function createImportEngine(deps: { db: Kysely<PlinthTables>; audit: Audi
         .set({ status, error: error ?? null, updated_at: new Date() })
         .where('id', '=', checkpoint.id)
         .execute()
-      // The keys seen are needed only while the file may resume.
-      if (status === 'complete')
+      // The keys seen are needed only while the file may resume (millions for a large file: no
+      // statement timeout for their deletion).
+      if (status === 'complete') {
+        await sql`set local statement_timeout = 0`.execute(trx)
         await trx.deleteFrom('import_seen_keys').where('checkpoint_id', '=', checkpoint.id).execute()
+      }
     })
     const rejections = await db
       .selectFrom('import_rejections')
@@ -546,6 +609,7 @@ export function createImportEngine(deps: { db: Kysely<PlinthTables>; audit: Audi
       if (dryRun)
         // A dry run leaves no checkpoint behind: it resumes nothing and the next one starts afresh.
         await db.transaction().execute(async (trx) => {
+          await sql`set local statement_timeout = 0`.execute(trx)
           const gone = await trx
             .deleteFrom('import_checkpoints')
             .where('module', '=', options.module)

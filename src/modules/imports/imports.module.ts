@@ -4,6 +4,7 @@ import { createImportEngine, type ImportEngine } from './import-engine.ts'
 import { importsPersonalData } from './imports.privacy.ts'
 import { createMigrationService, type MigrationService } from './migration-service.ts'
 import createImports from './migrations/0020-create-imports.ts'
+import unloggedSeenKeys from './migrations/0030-unlogged-seen-keys.ts'
 
 /**
  * Imports: the file import engine behind `plinth import <module> <dataset> <file|dir>` (into the
@@ -13,7 +14,7 @@ import createImports from './migrations/0020-create-imports.ts'
  */
 export const importsModule: PlinthModule = {
   name: 'imports',
-  migrations: { '0020-create-imports': createImports },
+  migrations: { '0020-create-imports': createImports, '0030-unlogged-seen-keys': unloggedSeenKeys },
   personalData: importsPersonalData,
 }
 

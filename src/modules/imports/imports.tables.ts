@@ -21,6 +21,8 @@ export interface ImportCheckpointsTable {
   updated: Int8
   unchanged: Int8
   rejected: Int8
+  /** Keys stored in import_seen_keys (unlogged: a resume that finds fewer starts the file again). */
+  seen_keys: Int8
   status: 'running' | 'complete' | 'failed'
   error: string | null
   started_at: Generated<Date>
