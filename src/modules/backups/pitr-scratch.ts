@@ -7,7 +7,7 @@ import { join } from 'node:path'
 import { sql } from 'kysely'
 import type { Logger } from 'pino'
 import { MIGRATION_TABLE } from '../../infra/db/migrator.ts'
-import { PlinthError } from '../../shared/errors.ts'
+import { type ErrorCode, PlinthError } from '../../shared/errors.ts'
 import { canariesOf, hasCanaries, writeCanary } from './canaries.ts'
 import { connectTo } from './pg-dump-engine.ts'
 import { archiverState, ownerOf, type PitrSettings, pgbackrest } from './pitr.ts'
@@ -221,7 +221,8 @@ export async function restoreScratchCluster(
     await drop()
     if (tail && err instanceof PlinthError)
       throw new PlinthError(
-        err.code,
+        // Raised above by this module: always a built-in code.
+        err.code as ErrorCode,
         `${err.message} (server log: ${(
           tail
             .trim()
