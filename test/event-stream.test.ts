@@ -3,7 +3,10 @@ import { randomUUID } from 'node:crypto'
 import { after, before, describe, it } from 'node:test'
 import { bearer, createUser, NO_RATE_LIMITS, type Session, uniqueEmail } from './helpers/accounts.ts'
 import { captureLogs } from './helpers/log-capture.ts'
+import { useRedisKit } from './helpers/redis-kit.ts'
+import { skipUnlessPostgres, skipUnlessRedis, TEST_REDIS_URL } from './helpers/services.ts'
 import { openStream, type SseStream } from './helpers/sse.ts'
+import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy.ts'
 import { testConfig } from './helpers/test-config.ts'
 import { startTestPlinth, type TestPlinth } from './helpers/test-plinth.ts'
 import { holdsFor, waitFor } from './helpers/wait-for.ts'
@@ -239,5 +242,88 @@ describe('event stream at shutdown', () => {
     } finally {
       await plinth.close()
     }
+  })
+})
+
+const skipRedis = (await skipUnlessPostgres()) || (await skipUnlessRedis())
+
+describe('event stream through Redis (two processes’ worth of Plinth)', { skip: skipRedis }, () => {
+  const kit = useRedisKit()
+  const prefix = `event-stream-${process.pid}-${randomUUID().slice(0, 8)}:`
+  const redisAddress = new URL(TEST_REDIS_URL)
+  let proxy: TcpProxy
+  let a: TestPlinth
+  let b: TestPlinth
+  let aBase = ''
+  let aAdmin: Session
+  const streams: SseStream[] = []
+
+  before(async () => {
+    proxy = await startTcpProxy({ host: redisAddress.hostname, port: Number(redisAddress.port || 6379) })
+    // A reaches Redis through a proxy the test can cut; B directly. One namespace, as one deployment.
+    const shared = { ...ENV, PLINTH_REDIS_PREFIX: prefix }
+    ;[a, b] = await Promise.all([
+      startTestPlinth({ backend: 'postgres', env: { ...shared, REDIS_URL: proxy.through(TEST_REDIS_URL) } }),
+      startTestPlinth({ backend: 'postgres', env: { ...shared, REDIS_URL: TEST_REDIS_URL } }),
+    ])
+    aBase = await a.app.listen({ port: 0, host: '127.0.0.1' })
+    aAdmin = await createUser(a, uniqueEmail('redis-stream'), 'admin')
+  })
+  after(async () => {
+    for (const s of streams) s.close()
+    await Promise.all([a?.close(), b?.close()])
+    await proxy?.close()
+  })
+
+  const openOnA = async (query = '') => {
+    const s = await openStream(`${aBase}/api/v1/events/stream${query}`, bearer(aAdmin.token))
+    assert.equal(s.status, 200)
+    streams.push(s)
+    await waitFor('the stream open', () => s.retry() !== undefined)
+    return s
+  }
+
+  it('a stream on one process gets the events emitted on another, exactly once, from the shared Redis stream', async () => {
+    kit.dropKeysAfter(prefix)
+    const s = await openOnA('?types=fanout.*')
+    const fromB = (await b.context.events.emit('fanout.b', { from: 'b' })).id
+    const fromA = (await a.context.events.emit('fanout.a', { from: 'a' })).id
+    const got = await s.waitForMessages(2)
+    assert.deepEqual(new Set(got.map((m) => m.id)), new Set([fromA, fromB]))
+    await holdsFor('no duplicate', () => s.messages.length === 2, { forMs: 500 })
+    // The entries are in Redis, under the deployment's prefix, capped near PLINTH_EVENTS_STREAM_HISTORY.
+    const entries = await kit.raw.xrange(`${prefix}events:stream`, '-', '+')
+    assert.ok(entries.some(([, fields]) => fields[1]?.includes(fromB)))
+  })
+
+  it('with Redis away, a process streams its own events; back, it catches up on what others emitted meanwhile', async () => {
+    kit.dropKeysAfter(prefix)
+    const s = await openOnA('?types=outage.*')
+    proxy.cut()
+    const readsRedis = async () => {
+      const res = await a.app.inject({ url: '/api/metrics', headers: bearer(aAdmin.token) })
+      return /^plinth_event_stream_redis_connected 1$/m.test(res.body)
+    }
+    await waitFor(
+      'A sees redis gone',
+      async () => a.redis!.client.status !== 'ready' && !(await readsRedis()),
+      {
+        timeoutMs: 15_000,
+      },
+    )
+    const own = (await a.context.events.emit('outage.a', null)).id
+    const [first] = await s.waitForMessages(1)
+    assert.equal(first!.id, own)
+    const meanwhile = (await b.context.events.emit('outage.b', null)).id
+    proxy.restore()
+    await waitFor('A reads redis again', readsRedis, { timeoutMs: 30_000 })
+    const after = (await b.context.events.emit('outage.b', null)).id
+    const got = await s.waitForMessages(3, undefined, 30_000)
+    assert.deepEqual(
+      got.map((m) => m.id),
+      [own, meanwhile, after],
+    )
+    const metrics = await a.app.inject({ url: '/api/metrics', headers: bearer(aAdmin.token) })
+    assert.match(metrics.body, /^plinth_event_stream_local_fallbacks_total [1-9]/m)
   })
 })

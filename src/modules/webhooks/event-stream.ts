@@ -70,6 +70,8 @@ export function createEventStreamHub(deps: {
   let seeded: Promise<void> | undefined
   let markSeeded: (() => void) | undefined
   let readerUp = false
+  /** Counts the reader's (re)connections: an append made within one of them is surely read. */
+  let readerEpoch = 0
   let closed = false
 
   function remember(event: StreamedEvent): boolean {
@@ -118,28 +120,30 @@ export function createEventStreamHub(deps: {
       try {
         if (!readerUp) {
           await client.ping()
+          if (lastId === undefined) {
+            // The newest entries: the whole history when this process has none yet, else only the
+            // position to read on from (what this process already handed out stays as it was).
+            const newest = (await client.xrevrange(
+              EVENT_STREAM_KEY,
+              '+',
+              '-',
+              'COUNT',
+              history.length === 0 ? max : 1,
+            )) as [string, string[]][]
+            if (history.length === 0)
+              for (const [, fields] of [...newest].reverse()) {
+                const e = parse(fields)
+                if (e) remember(e)
+              }
+            lastId = newest[0]?.[0] ?? '0-0'
+            markSeeded?.()
+          }
+          // Only now: an event appended before the position was known is handed out by its publisher.
           readerUp = true
+          readerEpoch++
           attempt = 0
           if (fallingBack) log.info('event streams fan out through redis again')
           fallingBack = false
-        }
-        if (lastId === undefined) {
-          // The newest entries: the whole history when this process has none yet, else only the
-          // position to read on from (what this process already handed out stays as it was).
-          const newest = (await client.xrevrange(
-            EVENT_STREAM_KEY,
-            '+',
-            '-',
-            'COUNT',
-            history.length === 0 ? max : 1,
-          )) as [string, string[]][]
-          if (history.length === 0)
-            for (const [, fields] of [...newest].reverse()) {
-              const e = parse(fields)
-              if (e) remember(e)
-            }
-          lastId = newest[0]?.[0] ?? '0-0'
-          markSeeded?.()
         }
         const answer = (await client.xread(
           'COUNT',
@@ -159,7 +163,6 @@ export function createEventStreamHub(deps: {
         }
       } catch (err) {
         if (closed) return
-        markSeeded?.() // a client waits for the history no longer than the first failure
         if (readerUp) log.warn({ reason: (err as Error).message }, 'event stream reader lost redis')
         readerUp = false
         const delayMs = Math.round(backoffDelay(++attempt, { initialDelayMs: 200, maxDelayMs: 5000 }))
@@ -196,11 +199,14 @@ export function createEventStreamHub(deps: {
         fallBack(`redis ${redis.client.status}`, event)
         return
       }
+      const epoch = readerUp ? readerEpoch : -1
       try {
         await redis.client.xadd(EVENT_STREAM_KEY, 'MAXLEN', '~', String(max), '*', 'e', JSON.stringify(event))
-        // No reader here (a worker, or no stream opened yet): its own listeners need it now.
+        // No reader here (a worker, or no stream opened yet): its own listeners need it now. A
+        // reader that was not reading since before the append may start after it: handed out here
+        // too (and once only, by id).
         if (!reader) deliver(event)
-        else if (!readerUp) fallBack('redis reader not connected', event)
+        else if (!readerUp || epoch !== readerEpoch) fallBack('redis reader not connected', event)
       } catch (err) {
         fallBack((err as Error).message, event)
       }
