@@ -152,7 +152,7 @@ export function createEventStreamHub(deps: {
           BLOCK_MS,
           'STREAMS',
           EVENT_STREAM_KEY,
-          lastId,
+          lastId ?? '$', // always set once up
         )) as [string, [string, string[]][]][] | null
         for (const [, entries] of answer ?? []) {
           for (const [entryId, fields] of entries) {
