@@ -17,6 +17,8 @@ export type StreamListener = (event: StreamedEvent) => void
 
 /** The Redis stream every replica appends to and reads (under PLINTH_REDIS_PREFIX). */
 export const EVENT_STREAM_KEY = 'events:stream'
+/** The most a process keeps of recent events' data for resuming clients (besides the count). */
+export const HISTORY_MAX_BYTES = 32 * 1024 * 1024
 /** How long one XREAD waits for entries: also how long the reader takes to notice `close()`. */
 const BLOCK_MS = 2000
 
@@ -73,12 +75,23 @@ export function createEventStreamHub(deps: {
   /** Counts the reader's (re)connections: an append made within one of them is surely read. */
   let readerEpoch = 0
   let closed = false
+  /** Ends the reader's wait between attempts (at close). */
+  let wake = () => {}
 
+  const sizes: number[] = []
+  let bytes = 0
   function remember(event: StreamedEvent): boolean {
     if (seen.has(event.id)) return false
+    const size = JSON.stringify(event.data ?? null).length + 200
     history.push(event)
+    sizes.push(size)
+    bytes += size
     seen.add(event.id)
-    while (history.length > max) seen.delete(history.shift()!.id)
+    // Bounded by count and by size (events may carry up to PLINTH_BODY_LIMIT each); the newest stays.
+    while (history.length > max || (bytes > HISTORY_MAX_BYTES && history.length > 1)) {
+      seen.delete(history.shift()!.id)
+      bytes -= sizes.shift()!
+    }
     return true
   }
 
@@ -166,7 +179,13 @@ export function createEventStreamHub(deps: {
         if (readerUp) log.warn({ reason: (err as Error).message }, 'event stream reader lost redis')
         readerUp = false
         const delayMs = Math.round(backoffDelay(++attempt, { initialDelayMs: 200, maxDelayMs: 5000 }))
-        await new Promise((resolve) => setTimeout(resolve, delayMs))
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, delayMs)
+          wake = () => {
+            clearTimeout(timer)
+            resolve()
+          }
+        })
       }
     }
   }
@@ -237,6 +256,7 @@ export function createEventStreamHub(deps: {
       listeners.clear()
       if (reader) {
         reader.disconnect()
+        wake()
         await readerLoop
       }
     },
