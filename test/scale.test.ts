@@ -13,12 +13,13 @@ import {
   startHaproxy,
 } from './helpers/fleet.ts'
 import { skipUnlessPostgres, skipUnlessRedis } from './helpers/services.ts'
-import { waitFor } from './helpers/wait-for.ts'
+import { openStream } from './helpers/sse.ts'
+import { holdsFor, waitFor } from './helpers/wait-for.ts'
 
 // Three Plinth replicas behind HAProxy behave as one service: what one replica does, the others
 // see at once — sessions, their revocation (the shared session cache), rate-limit budgets, and cron
-// ticks, which fire once per tick whatever the replica count. (Plinth has no server-sent-event or
-// WebSocket streams to spread; see docs/decisions/0026-deploy-proofs.md.)
+// ticks, which fire once per tick whatever the replica count, and event streams (server-sent
+// events), which get every replica's events through Redis (docs/decisions/0032-event-stream.md).
 
 const skip = skipUnlessHaproxy() || (await skipUnlessPostgres()) || (await skipUnlessRedis())
 const ADMIN = { email: 'scale-admin@example.com', password: 'violet-kettle-harbour-42' }
@@ -123,6 +124,38 @@ describe('three replicas behind HAProxy', { skip, timeout: 10 * 60_000 }, () => 
     assert.ok(logout.status < 300, `logout answered ${logout.status}`)
     // No waiting: the other replicas refuse it on the very next request.
     for (const r of replicas) assert.equal(await me(r), 401, `${r.name} still accepts a revoked session`)
+  })
+
+  it('an event emitted through one replica reaches event streams open on the others, exactly once each', async () => {
+    const token = await signIn(base, ADMIN.email, ADMIN.password)
+    const auth = { authorization: `Bearer ${token}` }
+    const [r1, r2, r3] = replicas as [Replica, Replica, Replica]
+    const streams = [
+      await openStream(`${direct(r1)}/api/v1/events/stream?types=scale.*`, auth),
+      await openStream(`${direct(r3)}/api/v1/events/stream?types=scale.*`, auth),
+    ]
+    try {
+      for (const s of streams) {
+        assert.equal(s.status, 200, JSON.stringify(s.body))
+        await waitFor('the stream open', () => s.retry() !== undefined)
+      }
+      const emitted = await fetch(`${direct(r2)}/api/v1/events`, {
+        method: 'POST',
+        headers: { ...auth, 'content-type': 'application/json' },
+        body: JSON.stringify({ type: 'scale.fanned-out', data: { via: 'r2' } }),
+      })
+      assert.equal(emitted.status, 202, await emitted.clone().text())
+      const { id } = (await emitted.json()) as { id: string }
+      for (const s of streams) {
+        const [message] = await s.waitForMessages(1, 'scale.fanned-out', 30_000)
+        assert.equal(message!.id, id)
+        assert.deepEqual((JSON.parse(message!.data!) as { data: unknown }).data, { via: 'r2' })
+      }
+      // Once: through Redis only (no replica also hands it out on its own), and never twice.
+      await holdsFor('no second copy', () => streams.every((s) => s.messages.length === 1), { forMs: 1000 })
+    } finally {
+      for (const s of streams) s.close()
+    }
   })
 
   it('fires a cron schedule once per tick, whichever replica wins each cron pass', async () => {

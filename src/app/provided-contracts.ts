@@ -98,5 +98,6 @@ export function providedUsers(modules: readonly PlinthModule[], context: () => M
     list: (filter) => resolve().list(filter),
     reauthenticate: (userId, input, meta) => resolve().reauthenticate(userId, input, meta),
     importUser: (db, input) => resolve().importUser(db, input),
+    principalActive: (principal) => resolve().principalActive(principal),
   }
 }

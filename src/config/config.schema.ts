@@ -955,6 +955,38 @@ export const configSchema = {
     default: '',
     doc: "Directives added to the strict Content-Security-Policy of the static app (`default-src 'self'`, no inline script, no framing), e.g. `connect-src 'self' https://api.example.com; img-src 'self' https://cdn.example.com`; a directive named here replaces the default one.",
   }),
+  eventsStreamHeartbeat: between(
+    1000,
+    300_000,
+    duration({
+      env: 'PLINTH_EVENTS_STREAM_HEARTBEAT',
+      default: 15_000,
+      doc: 'How often an open event stream (`GET /api/v1/events/stream`) gets a heartbeat comment (so that proxies keep it open) and its session or API token is checked again: a revoked one ends the stream (1s to 5m).',
+    }),
+  ),
+  eventsStreamRetry: between(
+    0,
+    300_000,
+    duration({
+      env: 'PLINTH_EVENTS_STREAM_RETRY',
+      default: 3000,
+      doc: 'The `retry:` hint an event stream sends first: how long a browser waits before it reconnects (with `Last-Event-ID`) after the stream ends.',
+    }),
+  ),
+  eventsStreamMax: int({
+    env: 'PLINTH_EVENTS_STREAM_MAX',
+    default: 1000,
+    min: 0,
+    max: 100_000,
+    doc: 'Event streams one process holds open at most; one more is answered 503 `PLINTH_EVENTS_STREAM_FULL` with `Retry-After`. 0 turns the stream off (every request gets that 503).',
+  }),
+  eventsStreamHistory: int({
+    env: 'PLINTH_EVENTS_STREAM_HISTORY',
+    default: 1000,
+    min: 1,
+    max: 100_000,
+    doc: 'Recent events kept (in each process, and in the Redis stream when `REDIS_URL` is set) for clients that reconnect with `Last-Event-ID`; a client that missed more gets a `stream.gap` event.',
+  }),
 } as const
 
 export type PlinthConfig = ConfigOf<typeof configSchema>

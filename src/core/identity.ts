@@ -6,7 +6,7 @@
  */
 import type { Kysely } from 'kysely'
 import type { PlinthTables } from '../infra/db/tables.ts'
-import type { Role } from './permissions.ts'
+import type { Principal, Role } from './permissions.ts'
 
 /** The cookie that carries a browser's session token. */
 export const SESSION_COOKIE = 'plinth_session'
@@ -59,6 +59,13 @@ export interface UserDirectory {
     db: Kysely<PlinthTables>,
     input: ImportedUser,
   ): Promise<{ id: string; outcome: 'created' | 'exists' }>
+  /**
+   * True while the session or API token behind an authenticated principal still holds: not
+   * revoked, not expired, its user active and still of the same role. Read from the database (not
+   * a cache), so a revocation on any replica is seen at once: for long-lived answers (an event
+   * stream) that check again now and then.
+   */
+  principalActive(principal: Principal): Promise<boolean>
 }
 
 /** An account as another system held it. */

@@ -25,6 +25,7 @@ export const PERMISSIONS = [
   'errors:read', // the grouped unexpected errors (GET /api/v1/admin/errors)
   'errors:manage', // resolve, mute or reopen an error group
   'files:manage', // read, share and delete anyone's files (administrators only; each access is audited)
+  'events:read', // the live stream of every emitted event (GET /api/v1/events/stream; administrators only)
 ] as const
 export type Permission = (typeof PERMISSIONS)[number]
 

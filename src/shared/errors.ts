@@ -588,6 +588,12 @@ export const errorRegistry = {
     detail:
       'The file storage is not configured (PLINTH_DATA_DIR is memory:// and neither PLINTH_FILES_DIR nor PLINTH_FILES_S3_BUCKET is set) or did not answer; retry later, or see docs/operations/files.md.',
   },
+  PLINTH_EVENTS_STREAM_FULL: {
+    status: 503,
+    title: 'Event Streams Full',
+    detail:
+      'This server holds as many event streams open as it may (PLINTH_EVENTS_STREAM_MAX); reconnect after the seconds in Retry-After (the load balancer may send you to another replica).',
+  },
 } as const satisfies Record<string, { status: number; title: string; detail: string }>
 
 export type ErrorCode = keyof typeof errorRegistry

@@ -589,6 +589,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/events/stream": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Stream events as they are emitted (server-sent events, text/event-stream); resume with Last-Event-ID
+         * @description Permission: `events:read` (roles: admin; an API token needs it in its scopes). Rate limit: the `api` tier (PLINTH_RATE_LIMIT_API).
+         */
+        get: operations["getEventsStream"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/files": {
         parameters: {
             query?: never;
@@ -6397,6 +6417,104 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"] & {
                         /** @enum {string} */
                         code?: "PLINTH_DB_UNAVAILABLE" | "PLINTH_DB_TIMEOUT" | "PLINTH_HTTP_OVERLOADED" | "PLINTH_HTTP_SHUTTING_DOWN" | "PLINTH_JOBS_UNAVAILABLE" | "PLINTH_JOB_QUEUE_FULL";
+                    };
+                };
+            };
+        };
+    };
+    getEventsStream: {
+        parameters: {
+            query?: {
+                /** @description Comma-separated event types or patterns, as a webhook subscription lists them (`invoice.paid`, `invoice.*`, `user:*`, `*`); all events when absent. */
+                types?: string;
+            };
+            header?: {
+                /** @description The id of the last event received: the events after it that are still kept are sent first. */
+                "last-event-id"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description An endless text/event-stream: `retry:` first, then per event `id:` (the event id), `event:` (its type) and `data:` (`{"id","type","data","occurredAt"}` as JSON); a `: heartbeat` comment every PLINTH_EVENTS_STREAM_HEARTBEAT. It ends when the session or token is revoked and when the server shuts down; reconnect with Last-Event-ID. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/event-stream": string;
+                };
+            };
+            /** @description `PLINTH_HTTP_INVALID_REQUEST`: Invalid Request; `PLINTH_HTTP_INVALID_TEXT`: Text Not Accepted */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_INVALID_REQUEST" | "PLINTH_HTTP_INVALID_TEXT";
+                    };
+                };
+            };
+            /** @description `PLINTH_AUTH_REQUIRED`: Authentication Required; `PLINTH_AUTH_SESSION_EXPIRED`: Session Expired */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_AUTH_REQUIRED" | "PLINTH_AUTH_SESSION_EXPIRED";
+                    };
+                };
+            };
+            /** @description `PLINTH_AUTH_FORBIDDEN`: Forbidden; `PLINTH_AUTH_MFA_ENROLMENT_REQUIRED`: MFA Enrolment Required */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_AUTH_FORBIDDEN" | "PLINTH_AUTH_MFA_ENROLMENT_REQUIRED";
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_RATE_LIMITED`: Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_RATE_LIMITED";
+                    };
+                };
+            };
+            /** @description `PLINTH_INTERNAL`: Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_INTERNAL";
+                    };
+                };
+            };
+            /** @description `PLINTH_DB_UNAVAILABLE`: Database Unavailable; `PLINTH_DB_TIMEOUT`: Database Timeout; `PLINTH_HTTP_OVERLOADED`: Service Overloaded; `PLINTH_HTTP_SHUTTING_DOWN`: Shutting Down; `PLINTH_EVENTS_STREAM_FULL`: Event Streams Full */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_DB_UNAVAILABLE" | "PLINTH_DB_TIMEOUT" | "PLINTH_HTTP_OVERLOADED" | "PLINTH_HTTP_SHUTTING_DOWN" | "PLINTH_EVENTS_STREAM_FULL";
                     };
                 };
             };

@@ -12,6 +12,7 @@ import { totpSecretColumn } from './encrypted-columns.ts'
 import { importUser } from './imported-users.ts'
 import { meRoutes } from './me.routes.ts'
 import createAccounts from './migrations/0003-create-accounts.ts'
+import { createPrincipalActive } from './principal-active.ts'
 
 /** Users, sessions, second factors, API tokens, roles: who is calling and what they may do. */
 export const accountsModule: PlinthModule = {
@@ -36,7 +37,13 @@ export const accountsModule: PlinthModule = {
   provides: {
     users(ctx) {
       const { admin, mfa } = accountsServices(ctx)
-      return { get: admin.get, list: admin.list, reauthenticate: mfa.reauthenticate, importUser }
+      return {
+        get: admin.get,
+        list: admin.list,
+        reauthenticate: mfa.reauthenticate,
+        importUser,
+        principalActive: createPrincipalActive({ db: ctx.db.kysely, now: ctx.now }),
+      }
     },
   },
 }

@@ -7,6 +7,7 @@ import type { JobEngine } from '../../core/jobs.ts'
 import type { Database } from '../../infra/db/create-db.ts'
 import type { PlinthTables } from '../../infra/db/tables.ts'
 import { PlinthError } from '../../shared/errors.ts'
+import type { EventStreamHub, StreamedEvent } from './event-stream.ts'
 import './webhooks.tables.ts'
 
 /** The job type that posts one event to one subscription. */
@@ -60,8 +61,15 @@ export function createEventBus(deps: {
   db: Database
   jobs: JobEngine
   logger: Logger
+  /** Where committed events go to open event streams (none: not streamed). */
+  streams?: EventStreamHub | undefined
 }): EventBus {
   const log = deps.logger.child({ component: 'events' })
+  const streams = deps.streams
+  const publish = (event: StreamedEvent) =>
+    streams
+      ?.publish(event)
+      .catch((err: unknown) => log.error({ err, eventId: event.id }, 'event not streamed'))
   let depth = { count: 0, at: 0 }
 
   /**
@@ -83,6 +91,46 @@ export function createEventBus(deps: {
       })
   }
 
+  /**
+   * The id of the caller's transaction (assigning one if it has none yet); undefined when nothing
+   * is streamed or `db` is no transaction (the event is then as committed as it will be).
+   */
+  async function transactionIdOf(db: Kysely<PlinthTables> | undefined): Promise<string | undefined> {
+    if (!streams || !db?.isTransaction) return undefined
+    const { rows } = await sql<{ xid: string }>`select pg_current_xact_id()::text as xid`.execute(db)
+    return rows[0]!.xid
+  }
+
+  /**
+   * Publishes `event` once the transaction `xid` is known committed (`pg_xact_status`, asked on
+   * the root handle: the caller's transaction cannot answer it, and the embedded database's one
+   * connection answers once that transaction ended), never when it rolled back. Polls while it is
+   * in progress, less and less often, for at most the shutdown timeout plus a minute.
+   */
+  function afterCommit(xid: string, event: StreamedEvent): void {
+    const deadline = Date.now() + deps.config.shutdownTimeout + 60_000
+    void (async () => {
+      for (let attempt = 1; ; attempt++) {
+        const { rows } = await sql<{
+          status: string | null
+        }>`select pg_xact_status(${xid}::xid8) as status`.execute(deps.db.kysely)
+        const status = rows[0]?.status
+        if (status === 'committed') return publish(event)
+        if (status !== 'in progress') {
+          log.debug({ eventId: event.id, status }, 'event not streamed: its transaction did not commit')
+          return
+        }
+        if (Date.now() > deadline) {
+          log.warn({ eventId: event.id }, 'event not streamed: its transaction stayed open too long')
+          return
+        }
+        await new Promise((resolve) => setTimeout(resolve, Math.min(1000, 5 * 2 ** attempt)))
+      }
+    })().catch((err: unknown) =>
+      log.warn({ err, eventId: event.id }, 'event not streamed: its transaction’s outcome is unknown'),
+    )
+  }
+
   return {
     async emit(type: string, data: unknown, options: EmitOptions = {}): Promise<EmitResult> {
       if (typeof type !== 'string' || !EVENT_TYPE.test(type))
@@ -90,9 +138,20 @@ export function createEventBus(deps: {
       if (options.id !== undefined && !UUID.test(options.id))
         throw new PlinthError('PLINTH_EVENT_INVALID', 'The event id must be a UUID.')
       const id = options.id?.toLowerCase() ?? randomUUID()
-      if (!deps.jobs.has(WEBHOOK_DELIVERY_JOB)) return { id, deliveries: 0 }
+      const event: StreamedEvent = {
+        id,
+        type,
+        data: data === undefined ? null : data,
+        occurredAt: new Date().toISOString(),
+      }
+      if (!deps.jobs.has(WEBHOOK_DELIVERY_JOB)) {
+        const xid = await transactionIdOf(options.db)
+        if (xid !== undefined) afterCommit(xid, event)
+        else void publish(event)
+        return { id, deliveries: 0 }
+      }
       if (!deps.jobs.running) throw new PlinthError('PLINTH_JOBS_UNAVAILABLE')
-      const emittedAt = new Date().toISOString()
+      const emittedAt = event.occurredAt
       const queue = async (trx: Kysely<PlinthTables>): Promise<number> => {
         const subscriptions = await trx
           .selectFrom('webhook_subscriptions')
@@ -121,10 +180,17 @@ export function createEventBus(deps: {
         return queued
       }
       if (!(options.db && deps.db.kind === 'embedded')) await assertRoom()
+      let xid: string | undefined
       const deliveries = options.db
-        ? await queue(options.db)
+        ? await queue(options.db).then(async (n) => {
+            xid = await transactionIdOf(options.db)
+            return n
+          })
         : await deps.db.kysely.transaction().execute(queue)
       depth.count += deliveries
+      // Streamed once committed: at once for our own transaction, else when the caller's commits.
+      if (xid !== undefined) afterCommit(xid, event)
+      else void publish(event)
       log.debug({ eventId: id, type, deliveries, requestId: options.requestId }, 'event emitted')
       return { id, deliveries }
     },
