@@ -33,6 +33,11 @@ const engineFailed = (tool: string, detail: RegExp) => (err: unknown) => {
   return true
 }
 
+/** A dump held in memory, as the async stream pgRestore reads. */
+async function* streamOf(bytes: Buffer): AsyncGenerator<Buffer> {
+  yield bytes
+}
+
 const collect = async (dump: AsyncIterable<Buffer>) => {
   const chunks: Buffer[] = []
   for await (const c of dump) chunks.push(c)
@@ -82,9 +87,9 @@ describe('pg_dump and pg_restore', {
 
     const scratch = await createScratchDatabase(source.url)
     try {
-      await pgRestore(scratch.url, [dump], { binDir })
+      await pgRestore(scratch.url, streamOf(dump), { binDir })
       // Restoring again with clean drops what the dump holds first.
-      await pgRestore(scratch.url, [dump], { clean: true })
+      await pgRestore(scratch.url, streamOf(dump), { clean: true })
       const db = connectTo(scratch.url)
       try {
         const { rows } = await sql<{ n: number }>`select count(*)::int as n from notes`.execute(db.kysely)
@@ -111,7 +116,7 @@ describe('pg_dump and pg_restore', {
     const dump = await collect(pgDump(source.url))
     // (The message ends with pg_restore's last three stderr lines, which here are the statement it
     // ran rather than its "already exists" error line: left to the backups module's owners.)
-    await assert.rejects(pgRestore(source.url, [dump]), engineFailed('pg_restore', /./))
+    await assert.rejects(pgRestore(source.url, streamOf(dump)), engineFailed('pg_restore', /./))
     const db = connectTo(source.url)
     try {
       const { rows } = await sql<{ n: number }>`select count(*)::int as n from notes`.execute(db.kysely)
@@ -131,7 +136,10 @@ describe('pg_dump and pg_restore', {
     const scratch = await createScratchDatabase(source.url)
     try {
       await assert.rejects(
-        pgRestore(scratch.url, [Buffer.from('this is not a pg_dump archive, just text\n'.repeat(2000))]),
+        pgRestore(
+          scratch.url,
+          streamOf(Buffer.from('this is not a pg_dump archive, just text\n'.repeat(2000))),
+        ),
         engineFailed('pg_restore', /input file|archive/),
       )
     } finally {
