@@ -17,7 +17,7 @@ import { createPocketBaseData } from './helpers/migration-sources.ts'
 import { runCliCaptured as cli } from './helpers/run-cli.ts'
 import { teeChildLogs } from './helpers/run-logs.ts'
 import { skipUnlessPostgres } from './helpers/services.ts'
-import { spawnCli } from './helpers/spawn-cli.ts'
+import { childBaseEnv, spawnCli } from './helpers/spawn-cli.ts'
 import { TEST_MASTER_KEY } from './helpers/test-config.ts'
 import { createTestDatabase, type TestDatabase } from './helpers/test-database.ts'
 
@@ -278,7 +278,7 @@ describe('plinth on a shared database', { skip: await skipUnlessPostgres() }, ()
 
   it('finishes its work when standard error is closed (logs lost, never the command)', async () => {
     const child = spawn(process.execPath, ['src/main.ts', 'jobs', 'list', '--json', '--verbose'], {
-      env: { PATH: process.env.PATH ?? '', ...env },
+      env: { ...childBaseEnv(), ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     })
     child.stderr.destroy()
@@ -317,7 +317,7 @@ describe('plinth on a shared database', { skip: await skipUnlessPostgres() }, ()
         // Logs on stdout too would be the old hang (a full pipe nobody reads): --verbose, JSON logs.
         const logs = commands.find((c) => c.name === argv[0])?.logs === true
         const child = spawn(process.execPath, ['src/main.ts', ...argv, ...(logs ? ['--verbose'] : [])], {
-          env: { PATH: process.env.PATH ?? '', ...env },
+          env: { ...childBaseEnv(), ...env },
           stdio: ['ignore', 'pipe', 'pipe'],
         })
         teeChildLogs(child, env)

@@ -10,6 +10,7 @@ import { PlinthError } from '../src/shared/errors.ts'
 import { testLogger } from './helpers/run-logs.ts'
 import { schemaSnapshot } from './helpers/schema-snapshot.ts'
 import { skipUnlessPostgres } from './helpers/services.ts'
+import { childBaseEnv } from './helpers/spawn-cli.ts'
 import { testConfig } from './helpers/test-config.ts'
 import { createTestDatabase, type TestDatabase } from './helpers/test-database.ts'
 
@@ -190,7 +191,7 @@ describe('concurrent migrations on postgres', { skip: await skipUnlessPostgres()
         new Promise<{ code: number | null; out: string }>((resolve) => {
           const child = spawn(process.execPath, ['src/main.ts', 'migrate', 'up'], {
             env: {
-              PATH: process.env.PATH,
+              ...childBaseEnv(),
               PLINTH_ENV: 'test',
               DATABASE_URL: fresh.url,
               PLINTH_LOG_LEVEL: 'silent',

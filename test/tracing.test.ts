@@ -14,6 +14,7 @@ import { startOtlpReceiver } from './helpers/otlp-receiver.ts'
 import { useRedisKit } from './helpers/redis-kit.ts'
 import { runLogStream, teeChildLogs } from './helpers/run-logs.ts'
 import { TEST_REDIS_URL } from './helpers/services.ts'
+import { childBaseEnv } from './helpers/spawn-cli.ts'
 import { testConfig } from './helpers/test-config.ts'
 import { startTestPlinth, type TestPlinth } from './helpers/test-plinth.ts'
 import { type Receiver, startReceiver } from './helpers/webhook-receiver.ts'
@@ -282,7 +283,7 @@ describe('tracing: `plinth start` exporting to a collector in another process', 
   it('traces a request and its database calls, joins its log line, and exports what is left at shutdown', async () => {
     const collector = await startOtlpReceiver()
     const env = {
-      PATH: process.env.PATH ?? '',
+      ...childBaseEnv(),
       PLINTH_ENV: 'test',
       PORT: '0',
       HOST: '127.0.0.1',

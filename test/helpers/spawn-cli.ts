@@ -8,8 +8,19 @@ export interface CliRun {
 }
 
 /**
- * Runs the real `plinth` entry in a child process with exactly `env` (plus PATH), optionally
- * feeding `stdin`; killed after 60 s so a hung command fails its test instead of the run.
+ * What a child passes on besides its own `env`: PATH, and under `npm test`'s coverage the
+ * directory V8 writes it to (NODE_V8_COVERAGE), so the code a command runs counts in the report
+ * like the code a test runs in its own process.
+ */
+export function childBaseEnv(): Record<string, string> {
+  const coverage = process.env.NODE_V8_COVERAGE
+  return { PATH: process.env.PATH ?? '', ...(coverage ? { NODE_V8_COVERAGE: coverage } : {}) }
+}
+
+/**
+ * Runs the real `plinth` entry in a child process with exactly `env` (plus PATH and the coverage
+ * directory, see childBaseEnv), optionally feeding `stdin`; killed after 60 s so a hung command
+ * fails its test instead of the run.
  */
 export function spawnCli(
   args: readonly string[],
@@ -18,7 +29,7 @@ export function spawnCli(
 ): Promise<CliRun> {
   return new Promise((resolve, reject) => {
     const child = spawn(options.node ?? process.execPath, [options.entry ?? 'src/main.ts', ...args], {
-      env: { PATH: process.env.PATH ?? '', ...env },
+      env: { ...childBaseEnv(), ...env },
     })
     teeChildLogs(child, env)
     let out = ''

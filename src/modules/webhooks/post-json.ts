@@ -54,8 +54,10 @@ export function postJson(
           if (size >= RESPONSE_SNIPPET_BYTES) done()
         })
         response.on('end', done)
-        response.on('error', (err) => settle(() => reject(err)))
-        // A receiver that answers and hangs up before the body ends has still answered.
+        // A receiver that answers and hangs up before the body ends has still answered: the
+        // status is what the delivery is judged by (the body only explains a failure). Node
+        // reports the cut as an `aborted` error before `close`, so the error must not reject.
+        response.on('error', done)
         response.on('close', done)
       },
     )

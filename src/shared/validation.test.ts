@@ -1,0 +1,88 @@
+import assert from 'node:assert/strict'
+import { describe, it } from 'node:test'
+import {
+  createCoercingAjv,
+  createStrictAjv,
+  createValidatorCompiler,
+  fieldErrors,
+  MAX_FIELD_ERRORS,
+} from './validation.ts'
+
+const schema = {
+  type: 'object',
+  properties: {
+    limit: { type: 'integer', default: 10 },
+    email: { type: 'string', format: 'email' },
+  },
+  required: ['email'],
+  additionalProperties: false,
+}
+
+describe('validators', () => {
+  it('bodies are strict: "7" is not a number; path, query and headers are coerced from text', () => {
+    const compile = createValidatorCompiler()
+    const body = compile({ schema, method: 'POST', url: '/x', httpPart: 'body' })
+    const query = compile({ schema, method: 'GET', url: '/x', httpPart: 'querystring' })
+    assert.equal(body({ email: 'a@example.com', limit: '7' }), false)
+    const q = { email: 'a@example.com', limit: '7' }
+    assert.equal(query(q), true)
+    assert.equal(q.limit, 7)
+  })
+
+  it('fill defaults, check formats, and refuse unknown fields instead of dropping them', () => {
+    const strict = createStrictAjv().compile(schema)
+    const withDefault: Record<string, unknown> = { email: 'a@example.com' }
+    assert.equal(strict(withDefault), true)
+    assert.equal(withDefault.limit, 10)
+    assert.equal(strict({ email: 'not an address' }), false)
+    const extra = { email: 'a@example.com', admin: true }
+    assert.equal(strict(extra), false)
+    assert.equal(extra.admin, true)
+  })
+
+  it('the coercing validator (CSV imports) turns text into the schema’s types', () => {
+    const row: Record<string, unknown> = { email: 'a@example.com', limit: '42' }
+    assert.equal(createCoercingAjv().compile(schema)(row), true)
+    assert.equal(row.limit, 42)
+  })
+})
+
+describe('fieldErrors', () => {
+  it('names the field of each issue, a missing or unknown property included', () => {
+    const validate = createStrictAjv().compile(schema)
+    validate({ limit: 'x', admin: 1 })
+    assert.deepEqual(
+      fieldErrors('body', validate.errors ?? []).sort((a, b) => a.field.localeCompare(b.field)),
+      [
+        { in: 'body', field: 'admin', message: 'is not allowed' },
+        { in: 'body', field: 'email', message: "must have required property 'email'" },
+        { in: 'body', field: 'limit', message: 'must be integer' },
+      ],
+    )
+  })
+
+  it('nests paths with dots, and says "is invalid" for an issue without a message or path', () => {
+    assert.deepEqual(
+      fieldErrors('query', [
+        { instancePath: '/filter/0/name', message: 'must be string' },
+        {},
+        { params: {} },
+      ]),
+      [
+        { in: 'query', field: 'filter.0.name', message: 'must be string' },
+        { in: 'query', field: '', message: 'is invalid' },
+        { in: 'query', field: '', message: 'is invalid' },
+      ],
+    )
+  })
+
+  it('reports at most MAX_FIELD_ERRORS issues', () => {
+    const issues = Array.from({ length: MAX_FIELD_ERRORS + 5 }, (_, i) => ({
+      instancePath: `/f${i}`,
+      message: 'x',
+    }))
+    const errors = fieldErrors('body', issues)
+    assert.equal(errors.length, MAX_FIELD_ERRORS)
+    assert.equal(errors.at(-1)?.field, `f${MAX_FIELD_ERRORS - 1}`)
+  })
+})
