@@ -147,11 +147,9 @@ describe('pg_dump and pg_restore', {
     }
   })
 
-  // Both reject for the caller, but the child's 'error' also rejects a promise nobody awaits yet: an
-  // unhandledRejection, which exits a running Plinth (src/app/lifecycle.ts). Left to the backups
-  // module's owners; these pass once pgDump handles the spawn failure itself.
-  const spawnFailureTodo = 'pgDump leaves the spawn failure as an unhandled rejection'
-  it('rejects when the tool is not where PLINTH_BACKUP_PG_BIN says', { todo: spawnFailureTodo }, async () => {
+  // Both reject for the caller and leave no unhandled rejection (which would end a running Plinth,
+  // src/app/lifecycle.ts): the child's 'error' rejects a promise nobody awaits yet.
+  it('rejects when the tool is not where PLINTH_BACKUP_PG_BIN says', async () => {
     const empty = mkdtempSync(join(tmpdir(), 'plinth-no-pg-bin-'))
     try {
       await assert.rejects(collect(pgDump(source.url, { binDir: empty })), { code: 'ENOENT' })
@@ -160,7 +158,7 @@ describe('pg_dump and pg_restore', {
     }
   })
 
-  it('stops pg_dump when its signal aborts', { todo: spawnFailureTodo }, async () => {
+  it('stops pg_dump when its signal aborts', async () => {
     const controller = new AbortController()
     controller.abort()
     await assert.rejects(collect(pgDump(source.url, { signal: controller.signal })), { name: 'AbortError' })

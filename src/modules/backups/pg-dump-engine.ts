@@ -27,7 +27,10 @@ export function pgConnection(url: string): PgConnection {
 }
 
 function engineFailed(tool: string, code: number | null, stderr: string): PlinthError {
-  const tail = stderr.trim().split('\n').slice(-3).join(' | ').slice(0, 600)
+  // pg_restore prints the failing statement after its "error:" line: keep the error lines first.
+  const lines = stderr.trim().split('\n')
+  const errors = lines.filter((l) => /\b(error|fatal):/i.test(l))
+  const tail = (errors.length ? errors.slice(-3) : lines.slice(-3)).join(' | ').slice(0, 600)
   return new PlinthError(
     'PLINTH_BACKUP_ENGINE_FAILED',
     `${tool} failed (exit ${code ?? 'signal'}): ${tail || 'no message'}.`,
@@ -63,6 +66,9 @@ export async function* pgDump(
     child.on('error', reject)
     child.on('close', resolve)
   })
+  // A spawn failure (no such binary, an aborted signal) rejects before anything awaits this:
+  // handled here, still thrown where it is awaited (an unhandled rejection would end the process).
+  exited.catch(() => {})
   try {
     for await (const chunk of child.stdout) yield chunk as Buffer
     const code = await exited
@@ -104,6 +110,9 @@ export async function pgRestore(
     child.on('error', reject)
     child.on('close', resolve)
   })
+  // A spawn failure (no such binary, an aborted signal) rejects before anything awaits this:
+  // handled here, still thrown where it is awaited (an unhandled rejection would end the process).
+  exited.catch(() => {})
   try {
     await pipeline(Readable.from(dump), child.stdin)
   } catch (err) {
