@@ -27,7 +27,12 @@ export const DEFAULT_BATCH_SIZE = 5000
 /** A batch is applied once its rows' JSON reaches this size, even below the row count. */
 const BATCH_BYTES = 4 * 1024 * 1024
 const HEAD_BYTES = 1024 * 1024
-/** Batches applied at once, each on its own connection (PGlite has one: they queue there). */
+/**
+ * Batches applied at once on PostgreSQL, each on its own connection. The embedded database applies
+ * one: PGlite has one session, which a transaction owns from its first statement to COMMIT, so a
+ * second batch waiting inside its transaction for the first one's keys would hold the session the
+ * first one needs (a deadlock until the query timeout).
+ */
 const IN_FLIGHT = 2
 
 export interface ImportProgress {
@@ -113,7 +118,14 @@ async function headHash(file: string, size: number): Promise<string> {
   }
 }
 
-export function createImportEngine(deps: { db: Kysely<PlinthTables>; audit: Audit; logger: Logger }) {
+export function createImportEngine(deps: {
+  db: Kysely<PlinthTables>
+  audit: Audit
+  logger: Logger
+  /** The database has one session (embedded): apply one batch at a time. */
+  oneSession?: boolean | undefined
+}) {
+  const inFlightMax = deps.oneSession ? 1 : IN_FLIGHT
   const { db, audit } = deps
   const log = deps.logger.child({ component: 'imports' })
 
@@ -383,7 +395,7 @@ export function createImportEngine(deps: { db: Kysely<PlinthTables>; audit: Audi
     let batchEnd: { offset: number; line: number } | undefined
     let batchRows = 0
 
-    // Up to IN_FLIGHT batches are applied at once (on their own connections) while the next is
+    // Up to inFlightMax batches are applied at once (on their own connections) while the next is
     // read and checked. Each moves the checkpoint only once the one before it committed: commits
     // stay in file order, and a batch whose predecessor failed rolls back.
     const inFlight: Promise<void>[] = []
@@ -411,7 +423,7 @@ export function createImportEngine(deps: { db: Kysely<PlinthTables>; audit: Audi
       batchBytes = 0
       batchRows = 0
       batchEnd = undefined
-      await settle(IN_FLIGHT - 1)
+      await settle(inFlightMax - 1)
       const after = previous
       const claimAfter = previousClaimed
       let done!: (ok: boolean) => void

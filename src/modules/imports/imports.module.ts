@@ -30,7 +30,10 @@ export function importServicesOf(ctx: ModuleContext): ImportServices {
   let s = services.get(ctx)
   if (!s) {
     const deps = { db: ctx.db.kysely, audit: ctx.audit, logger: ctx.logger }
-    s = { files: createImportEngine(deps), migrations: createMigrationService({ ...deps, users: ctx.users }) }
+    s = {
+      files: createImportEngine({ ...deps, oneSession: ctx.db.kind === 'embedded' }),
+      migrations: createMigrationService({ ...deps, users: ctx.users }),
+    }
     services.set(ctx, s)
   }
   return s
