@@ -250,6 +250,39 @@ describe('event stream at shutdown', () => {
   })
 })
 
+describe('event stream max age', () => {
+  it('ends a stream after PLINTH_EVENTS_STREAM_MAX_AGE; the client reconnects with Last-Event-ID and misses nothing', async () => {
+    const plinth = await startTestPlinth({ env: { ...ENV, PLINTH_EVENTS_STREAM_MAX_AGE: '1500ms' } })
+    const streams: SseStream[] = []
+    try {
+      const base = await plinth.app.listen({ port: 0, host: '127.0.0.1' })
+      const admin = await createUser(plinth, uniqueEmail('stream-max-age'), 'admin')
+      const first = await openStream(`${base}/api/v1/events/stream`, bearer(admin.token))
+      streams.push(first)
+      assert.equal(first.status, 200)
+      await waitFor('the stream open', () => first.retry() !== undefined)
+      const seen = (await plinth.context.events.emit('age.test', { n: 1 })).id
+      await first.ended
+      assert.ok(first.isEnded(), 'the server ended the stream by itself')
+      const missed = (await plinth.context.events.emit('age.test', { n: 2 })).id
+      const next = await openStream(`${base}/api/v1/events/stream`, {
+        ...bearer(admin.token),
+        'last-event-id': seen,
+      })
+      streams.push(next)
+      await waitFor('the missed event replayed', () => next.messages.some((m) => m.id === missed))
+      assert.ok(
+        first.messages.some((m) => m.id === seen),
+        'the first stream had the first event',
+      )
+      assert.ok(!next.messages.some((m) => m.id === seen), 'nothing seen before is sent again')
+    } finally {
+      for (const s of streams) s.close()
+      await plinth.close()
+    }
+  })
+})
+
 const skipRedis = skipPostgres || (await skipUnlessRedis())
 
 describe('event stream through Redis (two processes’ worth of Plinth)', { skip: skipRedis }, () => {

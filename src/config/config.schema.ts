@@ -973,6 +973,15 @@ export const configSchema = {
       doc: 'The `retry:` hint an event stream sends first: how long a browser waits before it reconnects (with `Last-Event-ID`) after the stream ends.',
     }),
   ),
+  eventsStreamMaxAge: between(
+    10,
+    86_400_000,
+    duration({
+      env: 'PLINTH_EVENTS_STREAM_MAX_AGE',
+      default: 3_600_000,
+      doc: 'How long one event stream stays open before the server ends it; the client reconnects with `Last-Event-ID` (and loses nothing within the history), possibly to another replica, so streams spread over replicas added since (10ms to 24h).',
+    }),
+  ),
   eventsStreamMax: int({
     env: 'PLINTH_EVENTS_STREAM_MAX',
     default: 1000,

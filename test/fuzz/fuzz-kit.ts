@@ -433,6 +433,9 @@ export async function fuzzBackend(backend: Backend): Promise<void> {
           PLINTH_WEBHOOKS_ALLOW_PRIVATE: 'true',
           // Uploads reach the storage (without one they answer 503 by design).
           PLINTH_FILES_DIR: filesDir,
+          // The event stream ends by itself at once (the client would reconnect), so that an
+          // accepted stream request gets its whole answer through inject instead of hanging.
+          PLINTH_EVENTS_STREAM_MAX_AGE: '10ms',
         },
         logger: createLogger({ ...config, logLevel: 'debug', logFormat: 'json' }, sink),
       })

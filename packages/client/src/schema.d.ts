@@ -6437,7 +6437,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description An endless text/event-stream: `retry:` first, then per event `id:` (the event id), `event:` (its type) and `data:` (`{"id","type","data","occurredAt"}` as JSON); a `: heartbeat` comment every PLINTH_EVENTS_STREAM_HEARTBEAT. It ends when the session or token is revoked and when the server shuts down; reconnect with Last-Event-ID. */
+            /** @description An endless text/event-stream: `retry:` first, then per event `id:` (the event id), `event:` (its type) and `data:` (`{"id","type","data","occurredAt"}` as JSON); a `: heartbeat` comment every PLINTH_EVENTS_STREAM_HEARTBEAT. It ends when the session or token is revoked, after PLINTH_EVENTS_STREAM_MAX_AGE and when the server shuts down; reconnect with Last-Event-ID. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -6479,6 +6479,18 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"] & {
                         /** @enum {string} */
                         code?: "PLINTH_AUTH_FORBIDDEN" | "PLINTH_AUTH_MFA_ENROLMENT_REQUIRED";
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_VALIDATION_FAILED`: Validation Failed */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_VALIDATION_FAILED";
                     };
                 };
             };

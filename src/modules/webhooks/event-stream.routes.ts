@@ -93,7 +93,7 @@ export function eventStreamRoutes(
     {
       config: {
         permission: 'events:read',
-        errors: ['PLINTH_EVENTS_STREAM_FULL'],
+        errors: ['PLINTH_EVENTS_STREAM_FULL', 'PLINTH_HTTP_VALIDATION_FAILED'],
       },
       schema: {
         tags: ['webhooks'],
@@ -105,7 +105,7 @@ export function eventStreamRoutes(
         response: {
           200: Type.String({
             description:
-              'An endless text/event-stream: `retry:` first, then per event `id:` (the event id), `event:` (its type) and `data:` (`{"id","type","data","occurredAt"}` as JSON); a `: heartbeat` comment every PLINTH_EVENTS_STREAM_HEARTBEAT. It ends when the session or token is revoked and when the server shuts down; reconnect with Last-Event-ID.',
+              'An endless text/event-stream: `retry:` first, then per event `id:` (the event id), `event:` (its type) and `data:` (`{"id","type","data","occurredAt"}` as JSON); a `: heartbeat` comment every PLINTH_EVENTS_STREAM_HEARTBEAT. It ends when the session or token is revoked, after PLINTH_EVENTS_STREAM_MAX_AGE and when the server shuts down; reconnect with Last-Event-ID.',
           }),
         },
       },
@@ -122,11 +122,13 @@ export function eventStreamRoutes(
       const out = new PassThrough()
       let ended = false
       let timer: NodeJS.Timeout | undefined
+      let maxAge: NodeJS.Timeout | undefined
       let unsubscribe: (() => void) | undefined
       const end = (reason: string) => {
         if (ended) return
         ended = true
         clearInterval(timer)
+        clearTimeout(maxAge)
         unsubscribe?.()
         open.delete(end)
         log.debug({ requestId: request.id, reason }, 'event stream ended')
@@ -183,6 +185,9 @@ export function eventStreamRoutes(
         )
       }, config.eventsStreamHeartbeat)
       timer.unref()
+      // Recycled now and then: the client comes back with Last-Event-ID, maybe to a newer replica.
+      maxAge = setTimeout(() => end('max age'), config.eventsStreamMaxAge)
+      maxAge.unref()
       reply
         .header('content-type', 'text/event-stream; charset=utf-8')
         .header('cache-control', 'no-store, no-transform')
