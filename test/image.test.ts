@@ -2,11 +2,11 @@ import assert from 'node:assert/strict'
 import { execFile, spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
+import { sparePort } from '../src/infra/net/spare-port.ts'
 import { waitFor } from './helpers/wait-for.ts'
 
 // Builds the image from deploy/Dockerfile with Podman, exactly as deploy/build-image.sh does for a
@@ -38,14 +38,6 @@ const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as {
   license: string
 }
 const revision = spawnSync('git', ['rev-parse', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).stdout.trim()
-
-async function sparePort(): Promise<number> {
-  const server = createServer()
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address() as { port: number }
-  await new Promise((resolve) => server.close(resolve))
-  return port
-}
 
 describe('the Plinth image (Podman)', { skip: problem ?? false, timeout: 30 * 60_000 }, () => {
   const suffix = `${process.pid}-${randomBytes(3).toString('hex')}`

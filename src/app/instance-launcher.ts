@@ -1,5 +1,4 @@
 import { type ChildProcess, spawn } from 'node:child_process'
-import { createServer } from 'node:net'
 import { resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { Logger } from 'pino'
@@ -7,6 +6,7 @@ import type { PlinthConfig } from '../config/config.schema.ts'
 import { configEnv } from '../config/load-config.ts'
 import type { InstanceDatabase, InstanceLauncher, LaunchedInstance } from '../core/instances.ts'
 import { resolveMasterKey } from '../infra/crypto/keyring.ts'
+import { sparePort } from '../infra/net/spare-port.ts'
 
 /** The `plinth` command of this installation (bin/plinth.js: Node 24, then src/main.ts or dist/main.js). */
 const PLINTH_BIN = fileURLToPath(new URL('../../bin/plinth.js', import.meta.url))
@@ -30,17 +30,6 @@ export function launchCommand(applicationEntry: string | undefined): LaunchComma
   if (applicationEntry)
     return { node: process.execPath, args: [...process.execArgv, resolve(applicationEntry), 'start'] }
   return { node: process.execPath, args: [PLINTH_BIN, 'start'] }
-}
-
-async function sparePort(): Promise<number> {
-  const server = createServer()
-  await new Promise<void>((done, fail) => {
-    server.once('error', fail)
-    server.listen(0, '127.0.0.1', done)
-  })
-  const port = (server.address() as { port: number }).port
-  await new Promise((done) => server.close(done))
-  return port
 }
 
 /** Children still running when this process exits are killed with it (never left serving). */

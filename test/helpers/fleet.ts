@@ -8,14 +8,17 @@ import assert from 'node:assert/strict'
 import { type ChildProcessWithoutNullStreams, spawn, spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import { connect, createServer } from 'node:net'
+import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { sparePort } from '../../src/infra/net/spare-port.ts'
 import { recordEnvSecrets, recordSecret, teeChildLogs } from './run-logs.ts'
 import { TEST_REDIS_URL } from './services.ts'
 import { createTestDatabase, type TestDatabase } from './test-database.ts'
 import { waitFor } from './wait-for.ts'
+
+export { sparePort }
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 
@@ -25,15 +28,6 @@ export function skipUnlessHaproxy(): false | string {
   if (probe.error || probe.status !== 0)
     return 'haproxy is not installed (Debian package haproxy; .ci/run installs it): fleet tests skipped'
   return false
-}
-
-/** A TCP port nothing listens on right now. */
-export async function sparePort(): Promise<number> {
-  const server = createServer()
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address() as { port: number }
-  await new Promise((resolve) => server.close(resolve))
-  return port
 }
 
 /** What every replica of one fleet shares: keys, database, Redis namespace. */

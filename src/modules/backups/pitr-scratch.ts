@@ -2,11 +2,11 @@ import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { existsSync } from 'node:fs'
 import { chown, mkdir, readFile, rm, writeFile } from 'node:fs/promises'
-import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { sql } from 'kysely'
 import type { Logger } from 'pino'
 import { MIGRATION_TABLE } from '../../infra/db/migrator.ts'
+import { sparePort } from '../../infra/net/spare-port.ts'
 import { type ErrorCode, PlinthError } from '../../shared/errors.ts'
 import { canariesOf, hasCanaries, writeCanary } from './canaries.ts'
 import { connectTo } from './pg-dump-engine.ts'
@@ -50,17 +50,6 @@ export interface ScratchRestoreTarget {
 
 /** No quote, space or backslash: the path goes into `pg_ctl -o`, which a shell reads. */
 const SAFE_PATH = /^[A-Za-z0-9_./@+-]+$/
-
-async function sparePort(): Promise<number> {
-  const server = createServer()
-  await new Promise<void>((done, fail) => {
-    server.once('error', fail)
-    server.listen(0, '127.0.0.1', done)
-  })
-  const port = (server.address() as { port: number }).port
-  await new Promise((done) => server.close(done))
-  return port
-}
 
 /** Runs a PostgreSQL server program as the server's user; a non-zero exit is PLINTH_PITR_FAILED. */
 async function runAsOwner(s: PitrSettings, command: string, args: readonly string[]): Promise<string> {
