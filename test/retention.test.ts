@@ -35,6 +35,7 @@ const TABLES = {
   webhook_deliveries: 'webhooks.deliveries',
   incidents: 'alerts.incidents',
   error_groups: 'errors.groups',
+  import_checkpoints: 'imports.checkpoints',
 } as const
 type Table = keyof typeof TABLES
 
@@ -252,6 +253,47 @@ async function seed(db: Db, mailBacklog = 0): Promise<Seeded> {
   add(gone, 'error_groups')(await errorGroup(ago(91 * DAY), 'open'))
   add(gone, 'error_groups')(await errorGroup(ago(91 * DAY), 'muted'))
   add(kept, 'error_groups')(await errorGroup(ago(89 * DAY), 'resolved'))
+  // Finished imports go PLINTH_IMPORT_RETENTION (90 days) after they were last touched, with their
+  // rejected-row reports and any keys a failed one left; a running one stays (it can resume).
+  const checkpoint = async (updated_at: Date, status: 'running' | 'complete' | 'failed') => {
+    const row = await db
+      .insertInto('import_checkpoints')
+      .values({
+        module: 'demo',
+        dataset: 'things',
+        file: `/imports/${hash()}.ndjson`,
+        dry_run: false,
+        format: 'ndjson',
+        file_size: 10,
+        file_mtime_ms: 1,
+        file_head_sha256: hash(),
+        header: null,
+        byte_offset: 10,
+        line: 2,
+        rows: 1,
+        inserted: 1,
+        updated: 0,
+        unchanged: 0,
+        rejected: 1,
+        seen_keys: 1,
+        status,
+        error: status === 'failed' ? 'stopped' : null,
+        started_at: updated_at,
+        updated_at,
+      })
+      .returning('id')
+      .executeTakeFirstOrThrow()
+    await db
+      .insertInto('import_rejections')
+      .values({ checkpoint_id: row.id, line: 2, reason: 'bad row' })
+      .execute()
+    await db.insertInto('import_seen_keys').values({ checkpoint_id: row.id, key_hash: 42, line: 1 }).execute()
+    return row
+  }
+  add(gone, 'import_checkpoints')(await checkpoint(ago(91 * DAY), 'complete'))
+  add(gone, 'import_checkpoints')(await checkpoint(ago(91 * DAY), 'failed'))
+  add(kept, 'import_checkpoints')(await checkpoint(ago(91 * DAY), 'running'))
+  add(kept, 'import_checkpoints')(await checkpoint(ago(89 * DAY), 'complete'))
   return { gone, kept }
 }
 
@@ -272,6 +314,21 @@ async function assertApplied(db: Db, seeded: Seeded): Promise<void> {
       .execute()
       .then((rows) => rows.map((r) => r.id).sort())
     assert.deepEqual(left, [...seeded.kept[table]].sort(), `${table}: exactly the expired rows are gone`)
+  }
+  // An expired import's report and left-over keys went with it; a kept one's stayed.
+  const imports = [...seeded.gone.import_checkpoints, ...seeded.kept.import_checkpoints]
+  for (const table of ['import_rejections', 'import_seen_keys'] as const) {
+    const owners = await db
+      .selectFrom(table)
+      .select('checkpoint_id')
+      .where('checkpoint_id', 'in', imports)
+      .execute()
+      .then((rows) => rows.map((r) => r.checkpoint_id).sort())
+    assert.deepEqual(
+      owners,
+      [...seeded.kept.import_checkpoints].sort(),
+      `${table}: only the kept imports' rows stay`,
+    )
   }
 }
 

@@ -417,6 +417,15 @@ export const configSchema = {
       doc: 'Longest the SMTP server may take to connect, greet or answer, and the deadline for one message, retries included (at least 100ms).',
     }),
   ),
+  importRetention: atLeast(
+    86_400_000,
+    duration({
+      env: 'PLINTH_IMPORT_RETENTION',
+      default: 90 * 86_400_000,
+      defaultDoc: '`90d`',
+      doc: 'How long a finished import (complete or failed) keeps its checkpoint and rejected-row report before the retention job deletes them; running imports are kept so that they can resume. At least 1d.',
+    }),
+  ),
   mailRetention: atLeast(
     3_600_000,
     duration({

@@ -2,6 +2,7 @@ import type { ModuleContext, PlinthModule } from '../../core/module.ts'
 import './imports.tables.ts'
 import { createImportEngine, type ImportEngine } from './import-engine.ts'
 import { importsPersonalData } from './imports.privacy.ts'
+import { importsRetention } from './imports.retention.ts'
 import { createMigrationService, type MigrationService } from './migration-service.ts'
 import createImports from './migrations/0020-create-imports.ts'
 import unloggedSeenKeys from './migrations/0030-unlogged-seen-keys.ts'
@@ -16,6 +17,7 @@ export const importsModule: PlinthModule = {
   name: 'imports',
   migrations: { '0020-create-imports': createImports, '0030-unlogged-seen-keys': unloggedSeenKeys },
   personalData: importsPersonalData,
+  retention: (ctx) => importsRetention(ctx.config),
 }
 
 export interface ImportServices {
