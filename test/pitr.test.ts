@@ -142,6 +142,13 @@ describe('plinth pitr (pgBackRest)', { skip }, () => {
       { timeoutMs: 60_000, intervalMs: 500 },
     )
     assert.equal(status.archive.lagSeconds, 0)
+    // The metrics read the same through a pool (a scrape opens no connection of its own).
+    const pool = new pg.Pool({ connectionString: db, max: 1 })
+    try {
+      assert.equal((await archiverState(pool, new Date())).pendingBytes, 0)
+    } finally {
+      await pool.end()
+    }
     assert.equal(status.lastBackup.type, 'full')
     assert.ok(status.lastBackupAgeSeconds >= 0 && status.lastBackupAgeSeconds < 600)
 

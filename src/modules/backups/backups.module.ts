@@ -40,9 +40,9 @@ function metricsOf(ctx: ModuleContext): BackupMetrics {
     const hasTarget =
       ctx.config.dataDir !== IN_MEMORY || !!ctx.config.backupDir || !!ctx.config.backupS3Bucket
     m = createBackupMetrics(ctx.metrics, hasTarget ? () => newestVerified(backupServiceOf(ctx)) : undefined)
-    const url = ctx.config.databaseUrl
-    if (ctx.config.pitrStanza && url)
-      registerWalLagMetric(ctx.metrics, async () => (await archiverState(url, new Date())).lagSeconds)
+    // Read through the pool: a scrape opens no connection of its own.
+    if (ctx.config.pitrStanza && ctx.config.databaseUrl)
+      registerWalLagMetric(ctx.metrics, async () => (await archiverState(ctx.db.pool, new Date())).lagSeconds)
     metricsByCtx.set(ctx, m)
   }
   return m

@@ -620,10 +620,13 @@ export function createPitr(deps: { settings: PitrSettings; logger: Logger; now?:
 
 /** `pg_stat_archiver` and the current WAL position: what is archived, and how far behind it is. */
 export async function archiverState(
-  databaseUrl: string,
+  database: string | Pick<pg.Pool, 'query'>,
   at: Date,
 ): Promise<Omit<PitrStatus['archive'], 'min' | 'max'>> {
-  return withClient(databaseUrl, async (c) => {
+  // A URL opens a connection of its own (the CLI); a pool (the metrics scrape) uses one of its own.
+  const on = <T>(work: (c: Pick<pg.Pool, 'query'>) => Promise<T>) =>
+    typeof database === 'string' ? withClient(database, work) : work(database)
+  return on(async (c) => {
     const { rows } = await c.query<{
       last_archived_wal: string | null
       last_archived_time: Date | null
