@@ -9,6 +9,7 @@ import { PlinthError } from '../../shared/errors.ts'
 import { lockDataDir } from './embedded-lock.ts'
 import { type EmbeddedServer, SOCKET_FILE, SOCKET_PORT, startEmbeddedServer } from './embedded-server.ts'
 import { guardPoolClients } from './pool-errors.ts'
+import { usePreparedStatements } from './prepared-statements.ts'
 import { RetryDeadlineError, retryWithBackoff } from './retry.ts'
 import type { PlinthTables } from './tables.ts'
 
@@ -143,6 +144,8 @@ export async function createDatabase(
   // Connection faults (idle or in use, reset or silent — or the embedded server's worker gone, which
   // resets every open socket at once) fail the statements in flight, never the process.
   guardPoolClients(pool, log)
+  // Registered fixed-text writes go named on PostgreSQL (not on PGlite's shared session): prepared-statements.ts.
+  if (kind === 'postgres') usePreparedStatements(pool)
 
   const kysely = new Kysely<PlinthTables>({ dialect: new PostgresDialect({ pool }) })
   let closed = false
