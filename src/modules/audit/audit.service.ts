@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto'
-import { type Kysely, sql } from 'kysely'
+import { CompiledQuery, type Kysely } from 'kysely'
 import type { Logger } from 'pino'
 import type { Audit, AuditEntry } from '../../core/audit.ts'
+import { preparedStatement } from '../../infra/db/prepared-statements.ts'
 import type { PlinthTables } from '../../infra/db/tables.ts'
 import { verifyAuditChain } from './audit-chain.ts'
 import { rowHash } from './audit-hash.ts'
@@ -20,6 +21,15 @@ const SEAL_DELAY_MS = 100
 /** Rows that may stay unsealed (a seal ran before their transaction committed) are picked up this often. */
 const SWEEP_MS = 2000
 const BATCH = 500
+/**
+ * The sealing step for a whole batch: five arrays, whatever the batch size, so the text is fixed (a
+ * named prepared statement on PostgreSQL) and neither Kysely nor PostgreSQL has to build and parse
+ * a VALUES list of five parameters per row.
+ */
+const SEAL_SQL =
+  preparedStatement(`update audit_log as a set seq = v.seq, prev_hash = v.prev, hash = v.hash, salt = v.salt
+  from unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[]) as v (id, seq, prev, hash, salt)
+  where a.id = v.id`)
 /** Seals up to BATCH committed rows in one transaction; returns how many. */
 async function sealBatch(db: Db): Promise<number> {
   const waiting = await db
@@ -57,10 +67,15 @@ async function sealBatch(db: Db): Promise<number> {
       hash = link.hash
       return link
     })
-    await sql`update audit_log as a set seq = v.seq, prev_hash = v.prev, hash = v.hash, salt = v.salt
-      from (values ${sql.join(links.map((l) => sql`(${l.id}::bigint, ${l.seq}::bigint, ${l.prev}, ${l.hash}, ${l.salt})`))})
-        as v (id, seq, prev, hash, salt)
-      where a.id = v.id`.execute(trx)
+    await trx.executeQuery(
+      CompiledQuery.raw(SEAL_SQL, [
+        links.map((l) => l.id),
+        links.map((l) => l.seq),
+        links.map((l) => l.prev),
+        links.map((l) => l.hash),
+        links.map((l) => l.salt),
+      ]),
+    )
     return links.length
   })
 }
