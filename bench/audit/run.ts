@@ -14,6 +14,12 @@
  * is met; 1 when the measurement is broken (a server fails, a non-2xx answer, a chain that does not
  * verify or a row count that does not match); 2 on bad arguments; 130 when interrupted.
  *
+ * Beside throughput it reports CPU per request (per commit without HTTP): the server child's, the
+ * scratch database's PostgreSQL backends' (from /proc) and the load generator's. On this CPU-bound
+ * machine throughput follows that total, and a machine busy with other work stretches it far less
+ * than it stretches throughput: `cpu ratio plain/audited` is the figure to compare when the load
+ * average was high (docs/decisions/0035-audited-write-cost.md).
+ *
  * Usage: node bench/audit/run.ts [--duration <s>] [--rounds <n>]   (or BENCH_DURATION=<s>)
  * The server: BENCH_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/postgres); a scratch
  * database is created on it and dropped afterwards.
@@ -29,7 +35,7 @@ import { loadConfig } from '../../src/config/load-config.ts'
 import { auditDiff } from '../../src/core/audit.ts'
 import { verifyAuditChain } from '../../src/modules/audit/audit-chain.ts'
 import { createLogger, logDestination } from '../../src/observability/logger.ts'
-import { isInterrupted, runBenchmark, startServer, stopServer } from '../lib/children.ts'
+import { isInterrupted, processCpuMs, runBenchmark, startServer, stopServer } from '../lib/children.ts'
 import { aggregate, load, median, type Request, round, type Sample, warmUp } from '../lib/load.ts'
 import { DURATION, parseOptions, ROUNDS } from '../lib/options.ts'
 import { productionEnv } from '../lib/server-child.ts'
@@ -89,6 +95,59 @@ async function onServer<T>(fn: (c: pg.Client) => Promise<T>): Promise<T> {
   }
 }
 
+/**
+ * CPU (ms) each PostgreSQL backend connected to `database` has used so far, by pid (from /proc; empty
+ * where the server's processes are not visible). Backends of the pool live through a run.
+ */
+async function backendsCpuMs(database: string): Promise<Map<number, number>> {
+  const { rows } = await onServer((c) =>
+    c.query<{ pid: number }>('select pid from pg_stat_activity where datname = $1', [database]),
+  )
+  const out = new Map<number, number>()
+  for (const { pid } of rows) {
+    const ms = processCpuMs(pid)
+    if (ms !== undefined) out.set(pid, ms)
+  }
+  return out
+}
+
+/** CPU the backends spent between two readings (a backend that appeared in between counts whole). */
+function spentMs(before: Map<number, number>, after: Map<number, number>): number {
+  let ms = 0
+  for (const [pid, now] of after) ms += now - (before.get(pid) ?? 0)
+  return ms
+}
+
+/**
+ * CPU per request or commit, in µs: the application (the server child, or this process without
+ * HTTP), PostgreSQL (the backends of the scratch database) and the load generator. On a CPU-bound
+ * machine throughput follows the total, and a busy machine stretches it far less than throughput, so
+ * the ratio of totals is the figure to trust when the load average is high.
+ */
+interface Cpu {
+  readonly appUs: number
+  readonly dbUs: number
+  readonly clientUs: number
+  readonly totalUs: number
+}
+
+const cpuOf = (appMs: number, dbMs: number, clientMs: number, n: number): Cpu => ({
+  appUs: Math.round((appMs * 1000) / n),
+  dbUs: Math.round((dbMs * 1000) / n),
+  clientUs: Math.round((clientMs * 1000) / n),
+  totalUs: Math.round(((appMs + dbMs + clientMs) * 1000) / n),
+})
+
+const medianCpu = (list: readonly Cpu[]): Cpu => ({
+  appUs: Math.round(median(list.map((c) => c.appUs))),
+  dbUs: Math.round(median(list.map((c) => c.dbUs))),
+  clientUs: Math.round(median(list.map((c) => c.clientUs))),
+  totalUs: Math.round(median(list.map((c) => c.totalUs))),
+})
+
+const cpuLine = (c: Cpu, app: string) =>
+  `cpu/op ${num(c.totalUs)} µs (${app} ${num(c.appUs)}, postgres ${num(c.dbUs)}, load generator ${num(c.clientUs)})`
+
 /** One plain request: the route must answer 200 with the row it changed. */
 async function check(kind: Kind, server: Ready): Promise<void> {
   const r = requestFor(kind, server)
@@ -107,14 +166,22 @@ interface StorageSample {
   readonly p50Ms: number
   readonly p99Ms: number
   readonly errors: number
+  readonly cpu: Cpu
 }
 
 /** The change without HTTP: WRITERS transactions at a time for `seconds`. */
-async function storageRun(plinth: Plinth, kind: Kind, seconds: number): Promise<StorageSample> {
+async function storageRun(
+  plinth: Plinth,
+  database: string,
+  kind: Kind,
+  seconds: number,
+): Promise<StorageSample> {
   const latencyUs = createHistogram()
   const actor = { type: 'user' as const, id: randomUUID() }
   let commits = 0
   let errors = 0
+  const db0 = await backendsCpuMs(database)
+  const cpu0 = process.cpuUsage()
   const started = performance.now()
   const deadline = started + seconds * 1000
   const change = async () => {
@@ -148,8 +215,14 @@ async function storageRun(plinth: Plinth, kind: Kind, seconds: number): Promise<
       }
     }),
   )
+  const elapsed = performance.now() - started
+  // The rows of this run sealed inside the measurement, as the sealer would have in a longer run.
+  if (kind === 'audited') await plinth.context.audit.seal()
+  const cpu = process.cpuUsage(cpu0)
+  const dbMs = spentMs(db0, await backendsCpuMs(database))
   return {
-    tps: commits / ((performance.now() - started) / 1000),
+    tps: commits / (elapsed / 1000),
+    cpu: cpuOf((cpu.user + cpu.system) / 1000, dbMs, 0, Math.max(1, commits)),
     p50Ms: latencyUs.count > 0 ? latencyUs.percentile(50) / 1000 : 0,
     p99Ms: latencyUs.count > 0 ? latencyUs.percentile(99) / 1000 : 0,
     errors,
@@ -157,7 +230,11 @@ async function storageRun(plinth: Plinth, kind: Kind, seconds: number): Promise<
 }
 
 /** The storage-only runs, on a Plinth in this process (its sealer running as in production). */
-async function storageRuns(databaseUrl: string, rounds: number): Promise<Record<Kind, StorageSample>> {
+async function storageRuns(
+  databaseUrl: string,
+  database: string,
+  rounds: number,
+): Promise<Record<Kind, StorageSample>> {
   const config = loadConfig({
     env: {
       ...productionEnv(HOST),
@@ -172,14 +249,14 @@ async function storageRuns(databaseUrl: string, rounds: number): Promise<Record<
   const samples: Record<Kind, StorageSample[]> = { plain: [], audited: [] }
   try {
     await plinth.prepare()
-    for (const kind of KINDS) await storageRun(plinth, kind, 1)
+    for (const kind of KINDS) await storageRun(plinth, database, kind, 1)
     for (let r = 1; r <= rounds && !isInterrupted(); r++) {
       for (const kind of KINDS) {
-        const s = await storageRun(plinth, kind, STORAGE_SECONDS)
+        const s = await storageRun(plinth, database, kind, STORAGE_SECONDS)
         samples[kind].push(s)
         console.log(
           `storage ${r}/${rounds} ${kind.padEnd(7)}  ${num(Math.round(s.tps))} commits/s  ` +
-            `p50 ${num(round(s.p50Ms, 2))} ms  p99 ${num(round(s.p99Ms, 2))} ms  errors ${s.errors}`,
+            `p50 ${num(round(s.p50Ms, 2))} ms  p99 ${num(round(s.p99Ms, 2))} ms  errors ${s.errors}  ${cpuLine(s.cpu, 'node')}`,
         )
       }
     }
@@ -191,6 +268,7 @@ async function storageRuns(databaseUrl: string, rounds: number): Promise<Record<
     p50Ms: round(median(list.map((s) => s.p50Ms)), 2),
     p99Ms: round(median(list.map((s) => s.p99Ms)), 2),
     errors: list.reduce((n, s) => n + s.errors, 0),
+    cpu: medianCpu(list.map((s) => s.cpu)),
   })
   return { plain: med(samples.plain), audited: med(samples.audited) }
 }
@@ -219,6 +297,7 @@ async function main(): Promise<number> {
   sharedKeys()
   const problems: string[] = []
   const samples: Record<Kind, Sample[]> = { plain: [], audited: [] }
+  const cpuSamples: Record<Kind, Cpu[]> = { plain: [], audited: [] }
   let storage: Record<Kind, StorageSample> | undefined
   let chain: Awaited<ReturnType<typeof verifyAuditChain>> | undefined
   try {
@@ -241,16 +320,27 @@ async function main(): Promise<number> {
           }
           const request = requestFor(kind, server.ready)
           await warmUp(request, CONNECTIONS, WARMUP_SECONDS, `${kind} warm-up, round ${r}`, problems)
+          const db0 = await backendsCpuMs(name)
+          const server0 = processCpuMs(server.pid)
           const sample = await load(request, CONNECTIONS, duration)
+          const serverMs = (processCpuMs(server.pid) ?? Number.NaN) - (server0 ?? Number.NaN)
+          const dbMs = spentMs(db0, await backendsCpuMs(name))
           if (isInterrupted()) return 130
           samples[kind].push(sample)
-          console.log(roundLine(r, rounds, kind, sample))
+          const cpu = cpuOf(
+            serverMs,
+            dbMs,
+            sample.clientCpu * duration * 1000,
+            Math.max(1, sample.count ?? 0),
+          )
+          cpuSamples[kind].push(cpu)
+          console.log(`${roundLine(r, rounds, kind, sample)}  ${cpuLine(cpu, 'server')}`)
         } finally {
           await stopServer(server, kind, problems)
         }
       }
     }
-    storage = await storageRuns(databaseUrl, rounds)
+    storage = await storageRuns(databaseUrl, name, rounds)
     if (isInterrupted()) return 130
 
     // Every server sealed its rows on the way out; the chain must hold one row per audited change.
@@ -296,12 +386,18 @@ async function main(): Promise<number> {
       problems.push(`storage ${kind}: ${storage[kind].errors} failed transactions`)
   }
   const ratio = round(results.audited.rps / results.plain.rps, 3)
+  const cpu = { plain: medianCpu(cpuSamples.plain), audited: medianCpu(cpuSamples.audited) }
+  const cpuRatio = round(cpu.plain.totalUs / cpu.audited.totalUs, 3)
   const ratioMet = ratio >= TARGET_RATIO
   const storageRatio = storage ? round(storage.audited.tps / storage.plain.tps, 3) : 0
   console.log(header('run', rounds))
   for (const kind of KINDS) console.log(sampleRow(kind, results[kind]))
   console.log(
     `\nratio audited/plain: ${ratio.toFixed(3)}   target >= ${TARGET_RATIO}: ${ratioMet ? 'met' : 'MISSED'}`,
+  )
+  for (const kind of KINDS) console.log(`${kind.padEnd(8)} ${cpuLine(cpu[kind], 'server')}`)
+  console.log(
+    `cpu ratio plain/audited: ${cpuRatio.toFixed(3)}   (what the throughput ratio is on a CPU-bound machine; trust it over the one above when the load average was high)`,
   )
   if (storage) {
     console.log(
@@ -311,6 +407,10 @@ async function main(): Promise<number> {
       const s = storage[kind]
       console.log(row([kind, num(s.tps), num(s.p50Ms), num(s.p99Ms), s.errors]))
     }
+    for (const kind of KINDS) console.log(`${kind.padEnd(8)} ${cpuLine(storage[kind].cpu, 'node')}`)
+    console.log(
+      `cpu ratio plain/audited without HTTP: ${round(storage.plain.cpu.totalUs / storage.audited.cpu.totalUs, 3).toFixed(3)}`,
+    )
     console.log(
       `ratio audited/plain without HTTP: ${storageRatio.toFixed(3)}   (the audit row's own cost; no target)`,
     )
@@ -332,8 +432,15 @@ async function main(): Promise<number> {
       loadAverageBefore: loadBefore,
       ...results,
       ratio,
+      cpu: { ...cpu, ratio: cpuRatio },
       storage: storage
-        ? { writers: WRITERS, seconds: STORAGE_SECONDS, ...storage, ratio: storageRatio }
+        ? {
+            writers: WRITERS,
+            seconds: STORAGE_SECONDS,
+            ...storage,
+            ratio: storageRatio,
+            cpuRatio: round(storage.plain.cpu.totalUs / storage.audited.cpu.totalUs, 3),
+          }
         : null,
       chain: { verified: chain?.ok ?? false, rows: chain?.checked ?? 0 },
       targets: { ratio: { min: TARGET_RATIO, met: ratioMet } },

@@ -1,0 +1,147 @@
+/**
+ * Where an audited change's CPU goes, without HTTP (docs/decisions/0035-audited-write-cost.md): CPU
+ * per transaction of this process (Node: Kysely, node-postgres, `audit.record`, the sealer) and of
+ * the scratch database's PostgreSQL backends (from /proc), for
+ *
+ * - `plain`: the change alone (protocol.ts applyChange);
+ * - `audited`: the change plus its audit row, the sealer running as in production (the rows of a
+ *   run are sealed before its CPU is read);
+ * - `insert`: the change plus the audit insert with the sealer stopped, then the seal of those rows
+ *   on its own, per row.
+ *
+ * CPU time per transaction moves far less than throughput on a machine busy with other work, so
+ * this is the measurement to use when the load average is high. WRITERS transactions at a time.
+ *
+ * Usage: node bench/audit/decompose.ts [--duration <s>] [--rounds <n>]   (BENCH_POSTGRES_URL as run.ts)
+ */
+import { randomBytes, randomUUID } from 'node:crypto'
+import { loadavg } from 'node:os'
+import { sql } from 'kysely'
+import pg from 'pg'
+import { createPlinth } from '../../src/app/create-plinth.ts'
+import { loadConfig } from '../../src/config/load-config.ts'
+import { auditDiff } from '../../src/core/audit.ts'
+import { insertAuditEntry } from '../../src/modules/audit/audit-rows.ts'
+import { createLogger, logDestination } from '../../src/observability/logger.ts'
+import { processCpuMs, runBenchmark } from '../lib/children.ts'
+import { parseOptions } from '../lib/options.ts'
+import { productionEnv } from '../lib/server-child.ts'
+import { ACTION, applyChange, CREATE_ITEMS, ROWS, sharedKeys } from './protocol.ts'
+
+const WRITERS = 16
+const SERVER_URL = process.env.BENCH_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'
+const USAGE = `Usage: node bench/audit/decompose.ts [--duration <seconds>] [--rounds <n>]
+
+  --duration  seconds per run (default 10); --rounds  runs of each kind (default 3)`
+
+async function onServer<T>(url: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: url })
+  await client.connect()
+  try {
+    return await fn(client)
+  } finally {
+    await client.end()
+  }
+}
+
+async function main(): Promise<number> {
+  const { duration, rounds } = parseOptions(process.argv.slice(2), USAGE)
+  const name = `plinth_bench_decompose_${process.pid}_${randomBytes(3).toString('hex')}`
+  await onServer(SERVER_URL, (c) => c.query(`create database ${name}`))
+  const url = new URL(SERVER_URL)
+  url.pathname = `/${name}`
+  console.log(
+    `bench/audit/decompose: ${WRITERS} writers, ${duration} s runs, load average ${loadavg()[0]!.toFixed(2)}`,
+  )
+  try {
+    await onServer(url.toString(), async (c) => {
+      await c.query(CREATE_ITEMS)
+      await c.query(`insert into bench_items (id) select g from generate_series(1, ${ROWS}) g`)
+    })
+    const config = loadConfig({
+      env: {
+        ...productionEnv('127.0.0.1'),
+        ...sharedKeys(),
+        DATABASE_URL: url.toString(),
+        PLINTH_ROLE: 'api',
+        PLINTH_DB_POOL_MAX: String(WRITERS + 2),
+      },
+      envFile: false,
+    })
+    const plinth = await createPlinth({ config, logger: createLogger(config, logDestination('/dev/null')) })
+    try {
+      await plinth.prepare()
+      const db = plinth.db.kysely
+      const backends = async () => {
+        const { rows } = await sql<{ pid: number }>`
+          select pid from pg_stat_activity where datname = current_database()`.execute(db)
+        return new Map(rows.map((r) => [r.pid, processCpuMs(r.pid) ?? 0]))
+      }
+      const spent = (a: Map<number, number>, b: Map<number, number>) =>
+        [...b].reduce((ms, [pid, now]) => ms + now - (a.get(pid) ?? 0), 0)
+      const actor = { type: 'user' as const, id: randomUUID() }
+      const run = async (kind: 'plain' | 'audited' | 'insert', seconds: number, quiet = false) => {
+        let commits = 0
+        const db0 = await backends()
+        const cpu0 = process.cpuUsage()
+        const t0 = performance.now()
+        const deadline = t0 + seconds * 1000
+        await Promise.all(
+          Array.from({ length: WRITERS }, async () => {
+            while (performance.now() < deadline) {
+              const id = 1 + Math.floor(Math.random() * ROWS)
+              await db.transaction().execute(async (trx) => {
+                const { before, after } = await applyChange(trx, kind === 'plain' ? 'plain' : 'audited', id)
+                if (kind === 'plain') return
+                const entry = {
+                  action: ACTION,
+                  actor,
+                  target: { type: 'bench-item', id: String(id) },
+                  outcome: 'success' as const,
+                  ip: '203.0.113.7',
+                  userAgent: 'bench/audit',
+                  requestId: randomUUID(),
+                  changes: auditDiff({ value: before }, { value: after }),
+                }
+                if (kind === 'insert') await insertAuditEntry(trx, entry)
+                else await plinth.context.audit.record(trx, entry)
+              })
+              commits++
+            }
+          }),
+        )
+        const elapsed = (performance.now() - t0) / 1000
+        if (kind === 'audited') await plinth.context.audit.seal()
+        const cpu = process.cpuUsage(cpu0)
+        const db1 = await backends()
+        const line = `${kind.padEnd(8)} ${String(Math.round(commits / elapsed)).padStart(5)} commits/s  node ${String(Math.round((cpu.user + cpu.system) / commits)).padStart(4)} µs/txn  postgres ${String(Math.round((spent(db0, db1) * 1000) / commits)).padStart(4)} µs/txn`
+        if (!quiet) console.log(line)
+        if (kind !== 'insert') return
+        const c0 = process.cpuUsage()
+        const n = await plinth.context.audit.seal()
+        const c = process.cpuUsage(c0)
+        const sealDb = spent(db1, await backends())
+        if (!quiet && n > 0)
+          console.log(
+            `  then sealing its ${n} rows alone: node ${Math.round((c.user + c.system) / n)} µs/row  postgres ${Math.round((sealDb * 1000) / n)} µs/row`,
+          )
+      }
+      await run('plain', 1, true)
+      await run('audited', 1, true)
+      for (let r = 0; r < rounds; r++) {
+        await run('plain', duration)
+        await run('audited', duration)
+      }
+      // Stops the sweep and the sealing after each record: the insert alone, then the seal alone.
+      await plinth.context.audit.close()
+      for (let r = 0; r < rounds; r++) await run('insert', duration)
+    } finally {
+      await plinth.shutdown()
+    }
+  } finally {
+    await onServer(SERVER_URL, (c) => c.query(`drop database if exists ${name} with (force)`))
+  }
+  return 0
+}
+
+await runBenchmark(main, USAGE)
