@@ -149,6 +149,29 @@ describe('prepared statements on postgres', { skip: await skipUnlessPostgres() }
   })
 })
 
+describe('prepared statements turned off (PLINTH_DB_PREPARED_STATEMENTS=false)', {
+  skip: await skipUnlessPostgres(),
+}, () => {
+  it('sends registered statements unnamed, for poolers that do not carry them across server connections', async () => {
+    const scratch = await createTestDatabase()
+    const db = await createDatabase(
+      { ...dbConfig(scratch.url), dbPreparedStatements: false },
+      { logger: silent },
+    )
+    try {
+      await db.connect()
+      await sql`create table prep_things (id integer primary key, v integer not null)`.execute(db.kysely)
+      const { prepared } = await onOneConnection(db, (run) => run(INSERT, [1, 1]))
+      assert.deepEqual(prepared, [])
+      const { rows } = await sql<{ n: number }>`select count(*)::int as n from prep_things`.execute(db.kysely)
+      assert.equal(rows[0]!.n, 1)
+    } finally {
+      await db.close()
+      await scratch.drop()
+    }
+  })
+})
+
 describe('prepared statements on the embedded database', () => {
   let db: Database
 

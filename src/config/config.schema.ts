@@ -369,6 +369,11 @@ export const configSchema = {
     default: 60_000,
     doc: 'At start, how long to keep retrying (exponential backoff with jitter) before giving up.',
   }),
+  dbPreparedStatements: bool({
+    env: 'PLINTH_DB_PREPARED_STATEMENTS',
+    default: true,
+    doc: 'On PostgreSQL, send a few fixed writes Plinth repeats on every request of a kind (the audit row) as named prepared statements, parsed once per connection. Set false behind a pooler in transaction mode that does not carry prepared statements across server connections (PgBouncer before 1.21, or with `max_prepared_statements = 0`).',
+  }),
   migrateOnStart: bool({
     env: 'PLINTH_MIGRATE_ON_START',
     default: true,

@@ -59,7 +59,8 @@ type DbConfig = Pick<
   | 'dbQueryTimeout'
   | 'dbIdleTimeout'
   | 'dbConnectDeadline'
->
+> &
+  Partial<Pick<PlinthConfig, 'dbPreparedStatements'>>
 
 /**
  * Creates the handle without connecting; `connect()` does that. `attachToRunning` (the CLI): when
@@ -145,7 +146,7 @@ export async function createDatabase(
   // resets every open socket at once) fail the statements in flight, never the process.
   guardPoolClients(pool, log)
   // Registered fixed-text writes go named on PostgreSQL (not on PGlite's shared session): prepared-statements.ts.
-  if (kind === 'postgres') usePreparedStatements(pool)
+  if (kind === 'postgres' && config.dbPreparedStatements !== false) usePreparedStatements(pool)
 
   const kysely = new Kysely<PlinthTables>({ dialect: new PostgresDialect({ pool }) })
   let closed = false
