@@ -13,17 +13,37 @@ export interface S3Connection {
   readonly secretAccessKey?: string | undefined
   /** Path-style URLs (`endpoint/bucket/key`), for MinIO, s3rver and most S3-compatible servers. */
   readonly forcePathStyle: boolean
+  /** Longest a connection may take to open, in ms (`PLINTH_S3_CONNECT_TIMEOUT`); 0 disables it. */
+  readonly connectTimeoutMs?: number | undefined
+  /**
+   * Longest a request may go without a byte either way, in ms (`PLINTH_S3_SOCKET_TIMEOUT`): an idle
+   * limit, so a long transfer that keeps moving is not cut; 0 disables it.
+   */
+  readonly socketTimeoutMs?: number | undefined
 }
 
 /** A request is tried this many times in all (the SDK's standard retry strategy, with backoff). */
 export const S3_MAX_ATTEMPTS = 3
 
-/** The S3 client for `connection`; its owner calls `destroy()` when done. */
+/** The defaults of `PLINTH_S3_CONNECT_TIMEOUT` and `PLINTH_S3_SOCKET_TIMEOUT`. */
+export const S3_CONNECT_TIMEOUT_MS = 5000
+export const S3_SOCKET_TIMEOUT_MS = 30_000
+
+/**
+ * The S3 client for `connection`; its owner calls `destroy()` when done. Without the timeouts an
+ * endpoint that accepts the connection and never answers would hold the caller forever: a timed-out
+ * attempt fails with `TimeoutError` and is retried like any transient failure, so a silent endpoint
+ * fails the call after about S3_MAX_ATTEMPTS × the timeout (plus the backoff).
+ */
 export function createS3Client(connection: S3Connection): S3Client {
   return new S3Client({
     region: connection.region,
     forcePathStyle: connection.forcePathStyle,
     maxAttempts: S3_MAX_ATTEMPTS,
+    requestHandler: {
+      connectionTimeout: connection.connectTimeoutMs ?? S3_CONNECT_TIMEOUT_MS,
+      socketTimeout: connection.socketTimeoutMs ?? S3_SOCKET_TIMEOUT_MS,
+    },
     ...(connection.endpoint ? { endpoint: connection.endpoint } : {}),
     ...(connection.accessKeyId && connection.secretAccessKey
       ? {

@@ -39,6 +39,8 @@ export function createS3Target(options: S3TargetOptions): BackupTarget {
   const client = createS3Client(options)
   const Bucket = options.bucket
   const where = `s3://${Bucket}/${prefix}`
+  // An invalid name is the caller's mistake, refused before any request (a TypeError, as the local
+  // target throws): every method computes its key before `call`, which would report it as an outage.
   const key = (name: string) => {
     if (!NAME.test(name) || name.includes('..'))
       throw new TypeError(`backup target: invalid part name ${name}`)
@@ -119,11 +121,12 @@ export function createS3Target(options: S3TargetOptions): BackupTarget {
           return out
         },
         async publish() {
+          const Published = key(name)
           await call(() =>
             client.send(
               new CopyObjectCommand({
                 Bucket,
-                Key: key(name),
+                Key: Published,
                 CopySource: `${Bucket}/${encodeURIComponent(Key).replace(/%2F/g, '/')}`,
               }),
             ),
@@ -142,16 +145,18 @@ export function createS3Target(options: S3TargetOptions): BackupTarget {
       return s
     },
     async size(name: string) {
+      const Key = key(name)
       try {
-        return (await client.send(new HeadObjectCommand({ Bucket, Key: key(name) }))).ContentLength
+        return (await client.send(new HeadObjectCommand({ Bucket, Key }))).ContentLength
       } catch (err) {
         if (missing(err)) return undefined
         throw unavailable(err)
       }
     },
     async readText(name: string) {
+      const Key = key(name)
       try {
-        const res = await client.send(new GetObjectCommand({ Bucket, Key: key(name) }))
+        const res = await client.send(new GetObjectCommand({ Bucket, Key }))
         return await res.Body!.transformToString('utf8')
       } catch (err) {
         if (missing(err)) return undefined
@@ -159,10 +164,9 @@ export function createS3Target(options: S3TargetOptions): BackupTarget {
       }
     },
     async writeText(name: string, text: string) {
+      const Key = key(name)
       await call(() =>
-        client.send(
-          new PutObjectCommand({ Bucket, Key: key(name), Body: text, ContentType: 'application/json' }),
-        ),
+        client.send(new PutObjectCommand({ Bucket, Key, Body: text, ContentType: 'application/json' })),
       )
     },
     async list() {
@@ -181,7 +185,8 @@ export function createS3Target(options: S3TargetOptions): BackupTarget {
       return names
     },
     async remove(name: string) {
-      await call(() => client.send(new DeleteObjectCommand({ Bucket, Key: key(name) })))
+      const Key = key(name)
+      await call(() => client.send(new DeleteObjectCommand({ Bucket, Key })))
     },
   })
 }
