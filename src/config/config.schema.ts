@@ -146,7 +146,7 @@ export const configSchema = {
   s3SocketTimeout: duration({
     env: 'PLINTH_S3_SOCKET_TIMEOUT',
     default: 30_000,
-    doc: 'How long one S3 request may go without a byte sent or received (the backup bucket and the files bucket; not pgBackRest): an endpoint that accepts the connection and never answers fails the attempt after this long, and the request after 3 attempts (503 `PLINTH_BACKUP_TARGET_UNAVAILABLE` or `PLINTH_FILES_STORAGE_UNAVAILABLE`). An idle limit, not a total: a long transfer that keeps moving is not cut. 0 disables it.',
+    doc: 'How long one S3 request may go without a byte sent or received (the backup bucket and the files bucket; not pgBackRest): an endpoint that accepts the connection and never answers fails the attempt after this long, and the request after 3 attempts (503 `PLINTH_BACKUP_TARGET_UNAVAILABLE` or `PLINTH_FILES_STORAGE_UNAVAILABLE`). An idle limit, not a total: a long transfer that keeps moving is not cut, and a download (a restore, a file served) is timed only while its reader waits for data, never while the reader itself pauses. 0 disables it.',
   }),
   backupCron: str({
     env: 'PLINTH_BACKUP_CRON',

@@ -1,4 +1,5 @@
-import { S3Client } from '@aws-sdk/client-s3'
+import { Readable } from 'node:stream'
+import { GetObjectCommand, type GetObjectCommandInput, S3Client } from '@aws-sdk/client-s3'
 
 /**
  * How to reach an S3-compatible server, as the config gives it (`PLINTH_FILES_S3_*`,
@@ -36,13 +37,17 @@ export const S3_SOCKET_TIMEOUT_MS = 30_000
  * fails the call after about S3_MAX_ATTEMPTS × the timeout (plus the backoff).
  */
 export function createS3Client(connection: S3Connection): S3Client {
+  return buildClient(connection, connection.socketTimeoutMs ?? S3_SOCKET_TIMEOUT_MS)
+}
+
+function buildClient(connection: S3Connection, socketTimeoutMs: number): S3Client {
   return new S3Client({
     region: connection.region,
     forcePathStyle: connection.forcePathStyle,
     maxAttempts: S3_MAX_ATTEMPTS,
     requestHandler: {
       connectionTimeout: connection.connectTimeoutMs ?? S3_CONNECT_TIMEOUT_MS,
-      socketTimeout: connection.socketTimeoutMs ?? S3_SOCKET_TIMEOUT_MS,
+      socketTimeout: socketTimeoutMs,
     },
     ...(connection.endpoint ? { endpoint: connection.endpoint } : {}),
     ...(connection.accessKeyId && connection.secretAccessKey
@@ -54,6 +59,89 @@ export function createS3Client(connection: S3Connection): S3Client {
         }
       : {}),
   })
+}
+
+/** Streamed downloads; see `createS3Reader`. */
+export interface S3Reader {
+  /** GetObject's body, guarded (see `createS3Reader`); rejects like `send` (NoSuchKey …). */
+  get(input: GetObjectCommandInput): Promise<Readable>
+  destroy(): void
+}
+
+/**
+ * Downloads handed to a consumer that reads at its own pace (a restore, a file served to a slow
+ * client). The socket idle timeout of `createS3Client` would cut such a download whenever its reader
+ * pauses for longer (nobody reads, so the socket is idle), so this client has none. Instead the
+ * answer's headers must come within `PLINTH_S3_SOCKET_TIMEOUT`, and so must each chunk while the
+ * reader is waiting for one; a pause of the reader's own is never held against the endpoint.
+ */
+export function createS3Reader(connection: S3Connection): S3Reader {
+  const client = buildClient(connection, 0)
+  const idleMs = connection.socketTimeoutMs ?? S3_SOCKET_TIMEOUT_MS
+  return {
+    async get(input) {
+      const abort = new AbortController()
+      const timer = idleMs > 0 ? setTimeout(() => abort.abort(), idleMs) : undefined
+      try {
+        const res = await client.send(new GetObjectCommand(input), { abortSignal: abort.signal })
+        return stallGuard(res.Body as Readable, idleMs)
+      } catch (err) {
+        if (abort.signal.aborted) throw timeoutError(`no answer within ${idleMs} ms`, err)
+        throw err
+      } finally {
+        clearTimeout(timer)
+      }
+    },
+    destroy: () => client.destroy(),
+  }
+}
+
+const timeoutError = (what: string, cause?: unknown) =>
+  Object.assign(new Error(`S3: ${what}`, { cause }), { name: 'TimeoutError' })
+
+/**
+ * `source` as a stream that fails (TimeoutError) when no data comes for `idleMs` while its reader
+ * is waiting for some; while the reader is full (backpressure) no clock runs.
+ */
+function stallGuard(source: Readable, idleMs: number): Readable {
+  if (idleMs <= 0) return source
+  let timer: NodeJS.Timeout | undefined
+  const stop = () => clearTimeout(timer)
+  const wait = () => {
+    stop()
+    timer = setTimeout(
+      () => source.destroy(timeoutError(`no data for ${idleMs} ms while a reader waited`)),
+      idleMs,
+    )
+  }
+  const out = new Readable({
+    read() {
+      wait()
+      source.resume()
+    },
+    destroy(err, callback) {
+      stop()
+      source.destroy()
+      callback(err)
+    },
+  })
+  source.on('data', (chunk: Buffer) => {
+    if (out.push(chunk)) wait()
+    else {
+      stop()
+      source.pause()
+    }
+  })
+  source.once('end', () => {
+    stop()
+    out.push(null)
+  })
+  source.once('error', (err) => {
+    stop()
+    out.destroy(err)
+  })
+  source.pause()
+  return out
 }
 
 /** A key prefix ending in `/` (`plinth` → `plinth/`), or `''` for the bucket root. */

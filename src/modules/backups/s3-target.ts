@@ -11,6 +11,7 @@ import {
 import { Upload } from '@aws-sdk/lib-storage'
 import {
   createS3Client,
+  createS3Reader,
   keyPrefix,
   isS3NotFound as missing,
   type S3Connection,
@@ -37,6 +38,7 @@ const PART_SIZE = 8 * 1024 * 1024
 export function createS3Target(options: S3TargetOptions): BackupTarget {
   const prefix = keyPrefix(options.prefix)
   const client = createS3Client(options)
+  const reader = createS3Reader(options)
   const Bucket = options.bucket
   const where = `s3://${Bucket}/${prefix}`
   // An invalid name is the caller's mistake, refused before any request (a TypeError, as the local
@@ -65,8 +67,7 @@ export function createS3Target(options: S3TargetOptions): BackupTarget {
   const get = (name: string) => getKey(key(name))
   async function getKey(Key: string): Promise<Readable | undefined> {
     try {
-      const res = await client.send(new GetObjectCommand({ Bucket, Key }))
-      return res.Body as Readable
+      return await reader.get({ Bucket, Key })
     } catch (err) {
       if (missing(err)) return undefined
       throw unavailable(err)

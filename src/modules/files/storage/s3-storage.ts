@@ -5,7 +5,6 @@ import { join } from 'node:path'
 import type { Readable } from 'node:stream'
 import {
   DeleteObjectsCommand,
-  GetObjectCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
   PutObjectCommand,
@@ -13,6 +12,7 @@ import {
 import { Upload } from '@aws-sdk/lib-storage'
 import {
   createS3Client,
+  createS3Reader,
   keyPrefix,
   isS3NotFound as missing,
   type S3Connection,
@@ -42,6 +42,7 @@ export interface S3StorageOptions extends S3Connection {
 export async function createS3Storage(options: S3StorageOptions): Promise<FileStorage> {
   const prefix = keyPrefix(options.prefix)
   const client = createS3Client(options)
+  const reader = createS3Reader(options)
   const Bucket = options.bucket
   const stagingDir = options.stagingDir ?? (await mkdtemp(join(tmpdir(), 'plinth-files-staging-')))
   await mkdir(stagingDir, { recursive: true, mode: 0o700 })
@@ -117,14 +118,11 @@ export async function createS3Storage(options: S3StorageOptions): Promise<FileSt
     async read(key, range?: ByteRange): Promise<Readable | undefined> {
       const Key = full(key)
       try {
-        const res = await client.send(
-          new GetObjectCommand({
-            Bucket,
-            Key,
-            ...(range ? { Range: `bytes=${range.start}-${range.end}` } : {}),
-          }),
-        )
-        return res.Body as Readable
+        return await reader.get({
+          Bucket,
+          Key,
+          ...(range ? { Range: `bytes=${range.start}-${range.end}` } : {}),
+        })
       } catch (err) {
         if (missing(err)) return undefined
         throw unavailable(err)
@@ -156,6 +154,7 @@ export async function createS3Storage(options: S3StorageOptions): Promise<FileSt
     },
     async close() {
       client.destroy()
+      reader.destroy()
       await rm(stagingDir, { recursive: true, force: true })
     },
   }
