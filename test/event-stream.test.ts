@@ -160,6 +160,28 @@ for (const backend of ['embedded', 'postgres'] as const)
       await closeAll()
     })
 
+    it('is no request in flight once open, and is recorded once, when its headers went (not at its end)', async () => {
+      const scrape = async () =>
+        (await plinth.app.inject({ url: '/api/metrics', headers: bearer(admin.token) })).body
+      const recorded = (body: string) =>
+        Number(
+          /^http_request_duration_seconds_count\{method="GET",route="\/api\/v1\/events\/stream",status_code="200"\} (\d+)$/m.exec(
+            body,
+          )?.[1] ?? 0,
+        )
+      const before = recorded(await scrape())
+      const s = await open(bearer(admin.token))
+      await waitFor('the stream open', () => s.retry() !== undefined)
+      const during = await scrape()
+      // The scrape itself is the one request in flight: the open stream is not counted.
+      assert.match(during, /^http_requests_in_flight 1$/m)
+      assert.equal(recorded(during), before + 1, 'the stream was not recorded when its headers went')
+      await closeAll()
+      const afterwards = await scrape()
+      assert.equal(recorded(afterwards), before + 1, 'the stream was recorded again at its end')
+      assert.match(afterwards, /^http_requests_in_flight 1$/m)
+    })
+
     it('ends the stream when its session is revoked', async () => {
       const other = await createUser(plinth, uniqueEmail('stream-revoked'), 'admin')
       const s = await open(bearer(other.token))

@@ -147,6 +147,55 @@ describe('graceful shutdown', { concurrency: true }, () => {
       assert.equal(err.code, 'ECONNRESET', String(err))
       assert.ok(logs.lines().some((l) => l.msg === 'shutdown timeout reached, closing open connections'))
     })
+    it('closes idle keep-alive connections at once: they do not hold the drain, and the request in flight ends with Connection: close', async () => {
+      // A timeout far above the bound below: only connections left open could make it wait that long.
+      const plinth = await startTestPlinth({
+        env: { ...env, PLINTH_SHUTDOWN_DELAY: '0', PLINTH_SHUTDOWN_TIMEOUT: '30s' },
+        modules: [slowModule],
+      })
+      plinths.push(plinth)
+      const base = await plinth.listen()
+      const idleAgent = new http.Agent({ keepAlive: true, maxSockets: 1 })
+      const busyAgent = new http.Agent({ keepAlive: true, maxSockets: 1 })
+      after(() => {
+        idleAgent.destroy()
+        busyAgent.destroy()
+      })
+      const onAgent = (agent: http.Agent, path: string) =>
+        new Promise<{ status: number; connection: string | undefined; body: string }>((resolve, reject) => {
+          http
+            .get(new URL(path, base), { agent }, (res) => {
+              let body = ''
+              res.setEncoding('utf8')
+              res.on('data', (d: string) => (body += d))
+              res.on('end', () =>
+                resolve({ status: res.statusCode ?? 0, connection: res.headers.connection, body }),
+              )
+              res.on('error', reject)
+            })
+            .on('error', reject)
+        })
+      // Both clients hold a kept-alive connection; one of them then sends a slow request.
+      const idle = await onAgent(idleAgent, '/live')
+      assert.equal(idle.connection, 'keep-alive')
+      await onAgent(busyAgent, '/live')
+      const before = slowRoute.started
+      const slow = onAgent(busyAgent, '/api/v1/test/slow?ms=1500')
+      await waitFor('slow request in flight', () => slowRoute.started > before)
+      const idleSocket = Object.values(idleAgent.freeSockets).flat()[0]
+      assert.ok(idleSocket, 'the idle client holds no kept-alive connection: nothing proven')
+      let idleClosed = false
+      idleSocket.once('close', () => (idleClosed = true))
+
+      const stopping = plinth.shutdown()
+      await waitFor('the idle connection closed by the server', () => idleClosed, 5000)
+      const res = await within(10_000, 'slow request', slow)
+      assert.equal(res.status, 200, res.body)
+      assert.deepEqual(JSON.parse(res.body), { sleptMs: 1500 })
+      assert.equal(res.connection, 'close', 'an answer sent while draining must close its connection')
+      // Nothing left open: the drain ends with the slow request, not at the 30 s timeout.
+      await within(5000, 'shutdown()', stopping)
+    })
   })
 
   // One process at a time: each boots its own embedded database (initdb in WebAssembly, seconds

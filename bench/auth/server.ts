@@ -2,15 +2,16 @@
  * The benchmark server, run as a child of `bench/auth/run.ts` (never on its own): Plinth's full
  * stack built by `createPlinth` as production runs it, plus one bench-only route (WHOAMI in
  * protocol.ts), with one user created directly and signed in once, on 127.0.0.1 with an ephemeral
- * port. Over the IPC channel the child sends `{ type: 'ready', port, email, password, token }`
- * (the bearer token of that sign-in) or `{ type: 'failed', message }`; the parent sends `'stop'`
+ * port, and LOGIN_CONNECTIONS more for the sign-in runs. Over the IPC channel the child sends
+ * `{ type: 'ready', port, email, password, token, logins }` (the bearer token of that sign-in, and
+ * the other accounts' credentials) or `{ type: 'failed', message }`; the parent sends `'stop'`
  * for a graceful close. A lost channel (the parent died) or a signal ends the child too.
  */
 import { builtinModules } from '../../src/app/modules.ts'
 import type { PlinthModule } from '../../src/core/module.ts'
 import { signInNewUser, startProductionPlinth } from '../lib/plinth-child.ts'
 import { type Running as Listening, requireParent, serveChild, UNTHROTTLED } from '../lib/server-child.ts'
-import { type ServerMessage, WHOAMI } from './protocol.ts'
+import { LOGIN_CONNECTIONS, type ServerMessage, WHOAMI } from './protocol.ts'
 
 /** See WHOAMI in protocol.ts. */
 const benchModule: PlinthModule = {
@@ -26,6 +27,7 @@ interface Running extends Listening {
   readonly email: string
   readonly password: string
   readonly token: string
+  readonly logins: readonly { readonly email: string; readonly password: string }[]
 }
 
 /**
@@ -48,9 +50,17 @@ async function startPlinth(): Promise<Running> {
   )
   // Signed in over HTTP, as a client would.
   const user = await signInNewUser(running, 'member')
-  return { port: running.port, ...user, close: running.close }
+  const logins = []
+  for (let i = 0; i < LOGIN_CONNECTIONS; i++) {
+    const { email, password } = await signInNewUser(running, 'member')
+    logins.push({ email, password })
+  }
+  return { port: running.port, ...user, logins, close: running.close }
 }
 
 requireParent('bench/auth/server.ts runs as a child of bench/auth/run.ts')
 type Ready = Omit<Extract<ServerMessage, { type: 'ready' }>, 'type'>
-await serveChild(startPlinth, ({ port, email, password, token }): Ready => ({ port, email, password, token }))
+await serveChild(
+  startPlinth,
+  ({ port, email, password, token, logins }): Ready => ({ port, email, password, token, logins }),
+)

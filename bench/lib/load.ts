@@ -10,6 +10,11 @@ interface AutocannonResult {
   /** Socket errors and timeouts. */
   readonly errors: number
   readonly non2xx: number
+  /** Responses by status code. */
+  readonly statusCodeStats?: Record<string, { readonly count: number }>
+}
+interface AutocannonClient {
+  setBody(body: string): void
 }
 interface AutocannonInstance {
   stop(): void
@@ -26,6 +31,8 @@ type Autocannon = (
     method?: string
     headers?: Record<string, string>
     body?: string
+    /** Called once per connection when it is made. */
+    setupClient?: (client: AutocannonClient) => void
   },
   done: (err: Error | null, result: AutocannonResult) => void,
 ) => AutocannonInstance
@@ -37,6 +44,11 @@ export interface Request {
   readonly method?: 'GET' | 'POST'
   readonly headers?: Record<string, string>
   readonly body?: string
+  /**
+   * One body per connection instead of `body`: connection i sends `bodies[i % bodies.length]` for
+   * its whole run (e.g. each connection signs in as its own account).
+   */
+  readonly bodies?: readonly string[]
 }
 
 export interface Sample {
@@ -45,6 +57,8 @@ export interface Sample {
   readonly p99Ms: number
   readonly errors: number
   readonly non2xx: number
+  /** The non-2xx responses by status code (`{ "429": 2 }`), when there were any. */
+  readonly statuses?: Readonly<Record<string, number>>
   /** Responses received (2xx or not). */
   readonly count?: number
   /** Cores the load generator (this process) kept busy: near 1 means autocannon itself was the limit. */
@@ -70,7 +84,8 @@ export async function warmUp(
   problems: string[],
 ): Promise<void> {
   const warm = await load(request, connections, seconds)
-  if (warm.errors + warm.non2xx > 0) problems.push(`${label}: ${warm.errors} errors, ${warm.non2xx} non-2xx`)
+  if (warm.errors + warm.non2xx > 0)
+    problems.push(`${label}: ${warm.errors} errors, ${warm.non2xx} non-2xx${statusText(warm)}`)
 }
 
 /**
@@ -87,10 +102,15 @@ export function load(
   const latencyUs = createHistogram()
   const cpuBefore = process.cpuUsage()
   const started = performance.now()
+  const { bodies, ...single } = request
+  let nextClient = 0
   return new Promise((resolve, reject) => {
     const instance = autocannon(
       {
-        ...request,
+        ...single,
+        ...(bodies?.length
+          ? { setupClient: (client) => client.setBody(bodies[nextClient++ % bodies.length]!) }
+          : {}),
         connections,
         duration: seconds,
         pipelining: 1,
@@ -100,12 +120,18 @@ export function load(
         activeLoad = undefined
         if (err) return reject(err)
         const cpu = process.cpuUsage(cpuBefore)
+        const statuses = Object.fromEntries(
+          Object.entries(result.statusCodeStats ?? {})
+            .filter(([code]) => !code.startsWith('2'))
+            .map(([code, { count }]) => [code, count]),
+        )
         resolve({
           rps: result.requests.average,
           p50Ms: latencyUs.count > 0 ? latencyUs.percentile(50) / 1000 : 0,
           p99Ms: latencyUs.count > 0 ? latencyUs.percentile(99) / 1000 : 0,
           errors: result.errors,
           non2xx: result.non2xx,
+          ...(Object.keys(statuses).length > 0 ? { statuses } : {}),
           count: latencyUs.count,
           clientCpu: (cpu.user + cpu.system) / 1000 / (performance.now() - started),
         })
@@ -116,6 +142,12 @@ export function load(
     )
     activeLoad = instance
   })
+}
+
+/** ` (429 ×2, 500 ×1)`: the non-2xx statuses of `sample`, or '' when it had none. */
+export function statusText(sample: Sample): string {
+  const entries = Object.entries(sample.statuses ?? {})
+  return entries.length === 0 ? '' : ` (${entries.map(([code, n]) => `${code} ×${n}`).join(', ')})`
 }
 
 export function median(values: readonly number[]): number {
@@ -132,6 +164,14 @@ export function aggregate(samples: readonly Sample[]): Sample {
     p99Ms: round(median(samples.map((s) => s.p99Ms)), 2),
     errors: samples.reduce((n, s) => n + s.errors, 0),
     non2xx: samples.reduce((n, s) => n + s.non2xx, 0),
+    ...(samples.some((s) => s.statuses)
+      ? {
+          statuses: samples.reduce<Record<string, number>>((all, s) => {
+            for (const [code, n] of Object.entries(s.statuses ?? {})) all[code] = (all[code] ?? 0) + n
+            return all
+          }, {}),
+        }
+      : {}),
     clientCpu: round(median(samples.map((s) => s.clientCpu)), 2),
   }
 }

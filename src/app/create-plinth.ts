@@ -31,6 +31,9 @@ import { builtinModules } from './modules.ts'
 import { providedUsers, provideServices } from './provided-contracts.ts'
 import { createRetention } from './retention-runner.ts'
 
+/** While HTTP drains at shutdown, connections left idle are closed this often. */
+const IDLE_SWEEP_MS = 100
+
 export interface CreatePlinthOptions {
   readonly config: PlinthConfig
   /** Defaults to a logger built from the config. */
@@ -296,6 +299,13 @@ async function assemble(
       isShuttingDown: () => shuttingDown,
       tracing: tracing !== undefined,
     })
+    // While draining (the shutdown delay included), every answer tells its client to close the
+    // connection: a keep-alive client reconnects (through the load balancer, to another replica)
+    // instead of leaving an idle connection that would hold app.close() until the shutdown timeout.
+    app.addHook('onSend', (_request, reply, payload, done) => {
+      if (shuttingDown) reply.header('connection', 'close')
+      done(null, payload)
+    })
     for (const m of modules) for (const check of m.healthChecks?.(context) ?? []) health.add(check)
     for (const m of modules) for (const definition of m.jobs?.(context) ?? []) jobs.register(definition)
   } catch (err) {
@@ -374,9 +384,15 @@ async function assemble(
           )
           app.server.closeAllConnections()
         }, config.shutdownTimeout)
+        // app.close() closes the connections idle when it starts (forceCloseConnections: 'idle');
+        // one whose request finishes later is told to close (the onSend hook above), and this
+        // closes any left idle anyway (an answer written past Fastify's hooks), so that only
+        // requests still in flight hold the drain.
+        const sweep = setInterval(() => app.server.closeIdleConnections(), IDLE_SWEEP_MS)
         try {
           await app.close()
         } finally {
+          clearInterval(sweep)
           clearTimeout(cut)
           await jobsStopped
           eventLoop.stop()

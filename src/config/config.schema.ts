@@ -138,6 +138,16 @@ export const configSchema = {
     default: false,
     doc: 'Path-style bucket URLs (`endpoint/bucket/key`), which most S3-compatible servers need.',
   }),
+  s3ConnectTimeout: duration({
+    env: 'PLINTH_S3_CONNECT_TIMEOUT',
+    default: 5000,
+    doc: 'How long opening a connection to an S3 endpoint may take (the backup bucket and the files bucket; not pgBackRest). Past it the attempt fails and is retried (3 attempts in all), then the caller gets 503 `PLINTH_BACKUP_TARGET_UNAVAILABLE` or `PLINTH_FILES_STORAGE_UNAVAILABLE`. 0 disables it.',
+  }),
+  s3SocketTimeout: duration({
+    env: 'PLINTH_S3_SOCKET_TIMEOUT',
+    default: 30_000,
+    doc: 'How long one S3 request may go without a byte sent or received (the backup bucket and the files bucket; not pgBackRest): an endpoint that accepts the connection and never answers fails the attempt after this long, and the request after 3 attempts (503 `PLINTH_BACKUP_TARGET_UNAVAILABLE` or `PLINTH_FILES_STORAGE_UNAVAILABLE`). An idle limit, not a total: a long transfer that keeps moving is not cut, and a download (a restore, a file served) is timed only while its reader waits for data, never while the reader itself pauses. 0 disables it.',
+  }),
   backupCron: str({
     env: 'PLINTH_BACKUP_CRON',
     default: '23 * * * *',

@@ -46,6 +46,12 @@ declare module 'fastify' {
      * OpenAPI document, which then names the `opsToken` scheme.
      */
     operators?: 'required' | 'details'
+    /**
+     * A long-lived answer (server-sent events) that may stay open for hours: once its headers go
+     * (a 2xx), it leaves `http_requests_in_flight` and is recorded (duration: the time to its
+     * headers, `http_requests_total`, the `request completed` line); its end records nothing more.
+     */
+    stream?: boolean
   }
   interface FastifyRequest {
     /** The authenticated caller, or null; set by the accounts module's authentication hook. */

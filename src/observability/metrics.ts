@@ -40,7 +40,7 @@ export function createMetrics(build: { version: string; revision: string; env: s
 
   const httpRequestDuration = new Histogram({
     name: 'http_request_duration_seconds',
-    help: 'Time from receiving a request to sending the response, by route template.',
+    help: 'Time from receiving a request to sending the response (for a long-lived stream, its headers), by route template.',
     labelNames: ['method', 'route', 'status_code'] as const,
     buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
     registers: [registry],
@@ -53,7 +53,7 @@ export function createMetrics(build: { version: string; revision: string; env: s
   })
   const httpInFlight = new Gauge({
     name: 'http_requests_in_flight',
-    help: 'Requests received and not yet answered.',
+    help: 'Requests received and not yet answered (a long-lived stream counts until its headers are sent).',
     registers: [registry],
   })
 

@@ -1,4 +1,4 @@
-import type { FastifyInstance } from 'fastify'
+import type { FastifyInstance, FastifyReply, FastifyRequest, onSendHookHandler, RouteOptions } from 'fastify'
 import fp from 'fastify-plugin'
 import type { Counter, Histogram } from 'prom-client'
 import type { Metrics } from '../../observability/metrics.ts'
@@ -12,6 +12,10 @@ export interface RequestContextOptions {
 
 /** Route label for requests no route matched: one value, so unknown paths cannot explode cardinality. */
 export const UNMATCHED_ROUTE = 'unmatched'
+
+/** Set once a long-lived stream (route config `stream`) has been recorded, when its headers went. */
+const STREAM_STARTED = Symbol('plinth.streamStarted')
+type Marked = FastifyRequest & { [STREAM_STARTED]?: boolean }
 
 /**
  * Per-request plumbing: echoes the request id, counts in-flight requests, records the RED
@@ -34,14 +38,32 @@ async function requestContext(app: FastifyInstance, opts: RequestContextOptions)
     return s
   }
 
+  app.decorateRequest(STREAM_STARTED, false)
   // Callback-style hooks: this runs on every request, and async hooks cost a promise each.
   app.addHook('onRequest', (request, reply, done) => {
     // Set first, so that every answer carries it, errors and 404s included.
     reply.header(REQUEST_ID_HEADER, request.id)
     metrics.httpInFlight.inc()
     // 'close' fires for finished and aborted responses alike, so the gauge cannot leak.
-    reply.raw.once('close', () => metrics.httpInFlight.dec())
+    reply.raw.once('close', () => {
+      if (!(request as Marked)[STREAM_STARTED]) metrics.httpInFlight.dec()
+    })
     done()
+  })
+  // A stream is answered when its headers go: counted in flight for hours, it would hold the
+  // gauge up, and its duration (its whole life) would land past the last latency bucket.
+  const streamStarted: onSendHookHandler = (request, reply, payload, done) => {
+    if (reply.statusCode < 300 && !(request as Marked)[STREAM_STARTED]) {
+      ;(request as Marked)[STREAM_STARTED] = true
+      metrics.httpInFlight.dec()
+      record(request, reply, true)
+    }
+    done(null, payload)
+  }
+  app.addHook('onRoute', (route: RouteOptions) => {
+    if (!route.config?.stream) return
+    const own = route.onSend === undefined ? [] : Array.isArray(route.onSend) ? route.onSend : [route.onSend]
+    route.onSend = [...own, streamStarted]
   })
   if (opts.logBodies) {
     app.addHook('preHandler', (request, _reply, done) => {
@@ -49,7 +71,7 @@ async function requestContext(app: FastifyInstance, opts: RequestContextOptions)
       done()
     })
   }
-  app.addHook('onResponse', (request, reply, done) => {
+  const record = (request: FastifyRequest, reply: FastifyReply, stream: boolean) => {
     const route = request.routeOptions.url ?? UNMATCHED_ROUTE
     const s = seriesFor(request.method, route, reply.statusCode)
     s.duration.observe(reply.elapsedTime / 1000)
@@ -61,9 +83,13 @@ async function requestContext(app: FastifyInstance, opts: RequestContextOptions)
         path: request.url.split('?', 1)[0],
         statusCode: reply.statusCode,
         durationMs: Math.round(reply.elapsedTime * 100) / 100,
+        ...(stream ? { stream: 'started' } : {}),
       },
       'request completed',
     )
+  }
+  app.addHook('onResponse', (request, reply, done) => {
+    if (!(request as Marked)[STREAM_STARTED]) record(request, reply, false)
     done()
   })
 }

@@ -140,6 +140,8 @@ export function targetFromConfig(config: PlinthConfig): BackupTarget {
       accessKeyId: config.backupS3AccessKeyId,
       secretAccessKey: config.backupS3SecretAccessKey,
       forcePathStyle: config.backupS3ForcePathStyle,
+      connectTimeoutMs: config.s3ConnectTimeout,
+      socketTimeoutMs: config.s3SocketTimeout,
     })
   return createLocalTarget(backupDirOf(config))
 }

@@ -11,6 +11,7 @@ import {
 import { Upload } from '@aws-sdk/lib-storage'
 import {
   createS3Client,
+  createS3Reader,
   keyPrefix,
   isS3NotFound as missing,
   type S3Connection,
@@ -37,8 +38,11 @@ const PART_SIZE = 8 * 1024 * 1024
 export function createS3Target(options: S3TargetOptions): BackupTarget {
   const prefix = keyPrefix(options.prefix)
   const client = createS3Client(options)
+  const reader = createS3Reader(options)
   const Bucket = options.bucket
   const where = `s3://${Bucket}/${prefix}`
+  // An invalid name is the caller's mistake, refused before any request (a TypeError, as the local
+  // target throws): every method computes its key before `call`, which would report it as an outage.
   const key = (name: string) => {
     if (!NAME.test(name) || name.includes('..'))
       throw new TypeError(`backup target: invalid part name ${name}`)
@@ -63,8 +67,7 @@ export function createS3Target(options: S3TargetOptions): BackupTarget {
   const get = (name: string) => getKey(key(name))
   async function getKey(Key: string): Promise<Readable | undefined> {
     try {
-      const res = await client.send(new GetObjectCommand({ Bucket, Key }))
-      return res.Body as Readable
+      return await reader.get({ Bucket, Key })
     } catch (err) {
       if (missing(err)) return undefined
       throw unavailable(err)
@@ -119,11 +122,12 @@ export function createS3Target(options: S3TargetOptions): BackupTarget {
           return out
         },
         async publish() {
+          const Published = key(name)
           await call(() =>
             client.send(
               new CopyObjectCommand({
                 Bucket,
-                Key: key(name),
+                Key: Published,
                 CopySource: `${Bucket}/${encodeURIComponent(Key).replace(/%2F/g, '/')}`,
               }),
             ),
@@ -142,16 +146,18 @@ export function createS3Target(options: S3TargetOptions): BackupTarget {
       return s
     },
     async size(name: string) {
+      const Key = key(name)
       try {
-        return (await client.send(new HeadObjectCommand({ Bucket, Key: key(name) }))).ContentLength
+        return (await client.send(new HeadObjectCommand({ Bucket, Key }))).ContentLength
       } catch (err) {
         if (missing(err)) return undefined
         throw unavailable(err)
       }
     },
     async readText(name: string) {
+      const Key = key(name)
       try {
-        const res = await client.send(new GetObjectCommand({ Bucket, Key: key(name) }))
+        const res = await client.send(new GetObjectCommand({ Bucket, Key }))
         return await res.Body!.transformToString('utf8')
       } catch (err) {
         if (missing(err)) return undefined
@@ -159,10 +165,9 @@ export function createS3Target(options: S3TargetOptions): BackupTarget {
       }
     },
     async writeText(name: string, text: string) {
+      const Key = key(name)
       await call(() =>
-        client.send(
-          new PutObjectCommand({ Bucket, Key: key(name), Body: text, ContentType: 'application/json' }),
-        ),
+        client.send(new PutObjectCommand({ Bucket, Key, Body: text, ContentType: 'application/json' })),
       )
     },
     async list() {
@@ -181,7 +186,8 @@ export function createS3Target(options: S3TargetOptions): BackupTarget {
       return names
     },
     async remove(name: string) {
-      await call(() => client.send(new DeleteObjectCommand({ Bucket, Key: key(name) })))
+      const Key = key(name)
+      await call(() => client.send(new DeleteObjectCommand({ Bucket, Key })))
     },
   })
 }

@@ -94,6 +94,8 @@ export function eventStreamRoutes(
       config: {
         permission: 'events:read',
         errors: ['PLINTH_EVENTS_STREAM_FULL', 'PLINTH_HTTP_VALIDATION_FAILED'],
+        // Recorded when its headers go, then out of the in-flight gauge (http/route-config.ts).
+        stream: true,
       },
       schema: {
         tags: ['webhooks'],

@@ -24,6 +24,8 @@ export async function openStorage(config: PlinthConfig): Promise<FileStorage> {
       accessKeyId: config.filesS3AccessKeyId,
       secretAccessKey: config.filesS3SecretAccessKey,
       forcePathStyle: config.filesS3ForcePathStyle,
+      connectTimeoutMs: config.s3ConnectTimeout,
+      socketTimeoutMs: config.s3SocketTimeout,
     })
   }
   const dir = storageTarget(config)

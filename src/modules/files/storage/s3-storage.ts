@@ -5,7 +5,6 @@ import { join } from 'node:path'
 import type { Readable } from 'node:stream'
 import {
   DeleteObjectsCommand,
-  GetObjectCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
   PutObjectCommand,
@@ -13,10 +12,12 @@ import {
 import { Upload } from '@aws-sdk/lib-storage'
 import {
   createS3Client,
+  createS3Reader,
   keyPrefix,
   isS3NotFound as missing,
   type S3Connection,
 } from '../../../infra/s3/client.ts'
+import { PlinthError } from '../../../shared/errors.ts'
 import {
   assertKey,
   type ByteRange,
@@ -34,21 +35,41 @@ export interface S3StorageOptions extends S3Connection {
 
 /**
  * Files in an S3-compatible bucket. A put is one PutObject (or a multipart upload above 8 MB, which
- * S3 publishes only when completed): an object appears whole or not at all.
+ * S3 publishes only when completed): an object appears whole or not at all. A bucket that fails to
+ * answer (refused, unreachable, silent past `PLINTH_S3_SOCKET_TIMEOUT`, an S3 error) is 503
+ * `PLINTH_FILES_STORAGE_UNAVAILABLE`; an invalid key is refused before any request (TypeError).
  */
 export async function createS3Storage(options: S3StorageOptions): Promise<FileStorage> {
   const prefix = keyPrefix(options.prefix)
   const client = createS3Client(options)
+  const reader = createS3Reader(options)
   const Bucket = options.bucket
   const stagingDir = options.stagingDir ?? (await mkdtemp(join(tmpdir(), 'plinth-files-staging-')))
   await mkdir(stagingDir, { recursive: true, mode: 0o700 })
   const full = (key: string) => `${prefix}${assertKey(key)}`
+  const where = `s3://${Bucket}/${prefix}`
+  const unavailable = (err: unknown) => {
+    if (err instanceof PlinthError) return err
+    const e = err as { name?: string; message?: string }
+    return new PlinthError(
+      'PLINTH_FILES_STORAGE_UNAVAILABLE',
+      `The file storage ${where} did not answer as expected (${e.name ?? 'Error'}: ${(e.message ?? '').slice(0, 200)}).`,
+      { cause: err },
+    )
+  }
+  async function call<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn()
+    } catch (err) {
+      throw unavailable(err)
+    }
+  }
 
   async function* listAll(under: string): AsyncGenerator<StoredObject> {
     let ContinuationToken: string | undefined
     do {
-      const page = await client.send(
-        new ListObjectsV2Command({ Bucket, Prefix: `${prefix}${under}`, ContinuationToken }),
+      const page = await call(() =>
+        client.send(new ListObjectsV2Command({ Bucket, Prefix: `${prefix}${under}`, ContinuationToken })),
       )
       for (const o of page.Contents ?? [])
         if (o.Key) yield { key: o.Key.slice(prefix.length), size: Number(o.Size ?? 0) }
@@ -60,58 +81,61 @@ export async function createS3Storage(options: S3StorageOptions): Promise<FileSt
     for (let i = 0; i < keys.length; i += 1000) {
       const batch = keys.slice(i, i + 1000)
       if (batch.length === 0) continue
-      await client.send(
-        new DeleteObjectsCommand({
-          Bucket,
-          Delete: { Objects: batch.map((k) => ({ Key: `${prefix}${k}` })), Quiet: true },
-        }),
+      await call(() =>
+        client.send(
+          new DeleteObjectsCommand({
+            Bucket,
+            Delete: { Objects: batch.map((k) => ({ Key: `${prefix}${k}` })), Quiet: true },
+          }),
+        ),
       )
     }
   }
 
   return {
     kind: 's3',
-    location: `s3://${Bucket}/${prefix}`,
+    location: where,
     stagingDir,
     async put(key, stagedPath) {
       try {
+        const Key = full(key)
         const { size } = await stat(stagedPath)
         const upload = new Upload({
           client,
-          params: { Bucket, Key: full(key), Body: createReadStream(stagedPath), ContentLength: size },
+          params: { Bucket, Key, Body: createReadStream(stagedPath), ContentLength: size },
           partSize: 8 * 1024 * 1024,
           queueSize: 2,
         })
-        await upload.done()
+        await call(() => upload.done())
       } finally {
         await rm(stagedPath, { force: true })
       }
     },
     async putBuffer(key, bytes) {
-      await client.send(new PutObjectCommand({ Bucket, Key: full(key), Body: bytes }))
+      const Key = full(key)
+      await call(() => client.send(new PutObjectCommand({ Bucket, Key, Body: bytes })))
     },
     async read(key, range?: ByteRange): Promise<Readable | undefined> {
+      const Key = full(key)
       try {
-        const res = await client.send(
-          new GetObjectCommand({
-            Bucket,
-            Key: full(key),
-            ...(range ? { Range: `bytes=${range.start}-${range.end}` } : {}),
-          }),
-        )
-        return res.Body as Readable
+        return await reader.get({
+          Bucket,
+          Key,
+          ...(range ? { Range: `bytes=${range.start}-${range.end}` } : {}),
+        })
       } catch (err) {
         if (missing(err)) return undefined
-        throw err
+        throw unavailable(err)
       }
     },
     async stat(key) {
+      const Key = full(key)
       try {
-        const head = await client.send(new HeadObjectCommand({ Bucket, Key: full(key) }))
+        const head = await client.send(new HeadObjectCommand({ Bucket, Key }))
         return { size: Number(head.ContentLength ?? 0) }
       } catch (err) {
         if (missing(err)) return undefined
-        throw err
+        throw unavailable(err)
       }
     },
     async delete(key) {
@@ -130,6 +154,7 @@ export async function createS3Storage(options: S3StorageOptions): Promise<FileSt
     },
     async close() {
       client.destroy()
+      reader.destroy()
       await rm(stagingDir, { recursive: true, force: true })
     },
   }
