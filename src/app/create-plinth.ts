@@ -13,6 +13,7 @@ import { createServer, type PlinthApp } from '../http/create-server.ts'
 import { createMemoryCache, createRedisCache } from '../infra/cache/cache.ts'
 import { createRedis, type RedisHandle } from '../infra/cache/redis.ts'
 import { createDatabase, type Database } from '../infra/db/create-db.ts'
+import type { PrestartedDatabase } from '../infra/db/embedded-prestart.ts'
 import { createMigrator, migrationSetKey, type PlinthMigrator } from '../infra/db/migrator.ts'
 import { createErrorReports } from '../observability/error-reports.ts'
 import {
@@ -59,6 +60,12 @@ export interface CreatePlinthOptions {
   readonly traceExporter?: SpanExporter
   /** `ctx.instances`: defaults to starting `plinth start` (or the application's entry) in a child process. */
   readonly instanceLauncher?: InstanceLauncher
+  /**
+   * The embedded database `plinth start` started before loading the application, so that the
+   * cluster opens while the modules load (embedded-prestart.ts): adopted when it holds the
+   * configured data directory, closed otherwise (and when the build fails).
+   */
+  readonly prestartedDatabase?: PrestartedDatabase
 }
 
 export interface Plinth {
@@ -129,7 +136,12 @@ export async function createPlinth(options: CreatePlinthOptions): Promise<Plinth
   const logger = options.logger ?? createLogger(config)
   const modules = options.modules ?? defaultModules()
   // Before anything is opened: a module that cannot load stops the boot with a clear message.
-  assertModules(modules)
+  try {
+    assertModules(modules)
+  } catch (err) {
+    await options.prestartedDatabase?.close()
+    throw err
+  }
   const startedAt = Date.now()
   const metrics = createMetrics({ version: PLINTH_VERSION, revision: config.revision, env: config.env })
   const tracing =
@@ -144,6 +156,7 @@ export async function createPlinth(options: CreatePlinthOptions): Promise<Plinth
     db = await createDatabase(config, {
       logger,
       attachToRunning: options.attachToRunning ?? false,
+      prestarted: options.prestartedDatabase,
       // A start that migrates may begin a new embedded cluster already migrated (template.ts).
       ...(config.migrateOnStart ? { migrationSetKey: migrationSetKey(collectMigrations(modules)) } : {}),
     })
@@ -152,6 +165,7 @@ export async function createPlinth(options: CreatePlinthOptions): Promise<Plinth
     // A failed build (a route that declares no permission, an unreadable key file…) must not leave
     // the embedded database open and its data directory locked.
     await db?.close().catch(() => {})
+    await options.prestartedDatabase?.close().catch(() => {})
     await tracing?.shutdown()
     throw err
   }
@@ -347,6 +361,7 @@ async function assemble(
           for (const m of modules) await m.start?.(context)
           await jobs.start(jobsMode)
           if (jobsMode === 'worker') await schedules.reconcile()
+          // One after the other: a new instance creates them in this order (the order they list in).
           if (jobsMode === 'worker')
             for (const m of modules)
               for (const builtin of m.schedules?.(context) ?? [])
@@ -366,6 +381,9 @@ async function assemble(
         { address, role: config.role, version: PLINTH_VERSION, database: db.kind },
         'plinth listening',
       )
+      // A new embedded cluster made from the migrated template's tar: now that the start is done,
+      // keep that template as a ready directory too, for the next new cluster (template.ts).
+      void db.embedded?.cacheTemplateDir()
       return address
     },
     shutdown() {

@@ -1,6 +1,7 @@
 import { handleProcessSignals } from '../app/lifecycle.ts'
 import { loadConfig } from '../config/load-config.ts'
 import { PLINTH_VERSION } from '../core/version.ts'
+import { prestartEmbeddedDatabase } from '../infra/db/embedded-prestart.ts'
 import { createLogger } from '../observability/logger.ts'
 import { startTracing } from '../observability/tracing.ts'
 import { isPlinthError } from '../shared/errors.ts'
@@ -15,11 +16,19 @@ export async function startCommand(input: CommandInput, _io: CliIo): Promise<num
   const loaded = loadConfig()
   const config = role ? Object.freeze({ ...loaded, role }) : loaded
   const logger = createLogger(config)
+  // The embedded database first: its worker opens the cluster on the other core while this thread
+  // loads the application (~1 s of imports); createPlinth adopts it (decision 0034).
+  const prestartedDatabase = prestartEmbeddedDatabase(config, { logger })
   try {
     // Tracing first (when configured), then the server: nothing of the server is loaded before.
     const tracing = await startTracing(config, { logger, version: PLINTH_VERSION })
     const { createPlinth } = await import('../app/create-plinth.ts')
-    const plinth = await createPlinth({ config, logger, ...(tracing ? { tracing } : {}) })
+    const plinth = await createPlinth({
+      config,
+      logger,
+      ...(tracing ? { tracing } : {}),
+      ...(prestartedDatabase ? { prestartedDatabase } : {}),
+    })
     handleProcessSignals(plinth, { logger })
     await plinth.listen()
     if (!plinth.context.mailer.canDeliver)
@@ -30,6 +39,7 @@ export async function startCommand(input: CommandInput, _io: CliIo): Promise<num
     // The process now lives until a signal; handleProcessSignals decides the exit code.
     return await new Promise<number>(() => {})
   } catch (err) {
+    await prestartedDatabase?.close().catch(() => {})
     // A refusal Plinth explains (configuration, keys, database) is logged without a stack trace.
     if (isPlinthError(err)) logger.fatal({ code: err.code }, `plinth could not start: ${err.message}`)
     else logger.fatal({ err }, 'plinth could not start')

@@ -7,6 +7,7 @@ import type { PlinthConfig } from '../../config/config.schema.ts'
 import { redactUrl } from '../../config/load-config.ts'
 import { PlinthError } from '../../shared/errors.ts'
 import { lockDataDir } from './embedded-lock.ts'
+import { embeddedServerSizing, type PrestartedDatabase } from './embedded-prestart.ts'
 import { type EmbeddedServer, SOCKET_FILE, SOCKET_PORT, startEmbeddedServer } from './embedded-server.ts'
 import { guardPoolClients } from './pool-errors.ts'
 import { usePreparedStatements } from './prepared-statements.ts'
@@ -74,6 +75,12 @@ export async function createDatabase(
     attachToRunning?: boolean
     /** The migration set this start applies (migrationSetKey): a new embedded cluster starts from its cached, migrated template. */
     migrationSetKey?: string | undefined
+    /**
+     * An embedded database `plinth start` started before loading the application
+     * (embedded-prestart.ts): adopted when it holds this data directory (then given the migration
+     * set), closed otherwise.
+     */
+    prestarted?: PrestartedDatabase | undefined
   },
 ): Promise<Database> {
   const log = deps.logger.child({ component: 'database' })
@@ -103,7 +110,10 @@ export async function createDatabase(
     target = inMemory ? 'embedded (in memory)' : `embedded (${join(dir, 'pglite')})`
     let unlock = () => {}
     let attached = false
-    if (!inMemory) {
+    const early = deps.prestarted?.dataDir === dir ? deps.prestarted.take() : undefined
+    if (!early) await deps.prestarted?.close()
+    if (early) unlock = early.unlock
+    else if (!inMemory) {
       try {
         unlock = lockDataDir(dir)
       } catch (err) {
@@ -118,20 +128,23 @@ export async function createDatabase(
       pool = embeddedPool(config, dir)
     } else {
       let server: EmbeddedServer
-      try {
-        // Not awaited: the worker opens the database while the application is built; connect() waits.
-        server = startEmbeddedServer({
-          dataDir: inMemory ? null : dir,
-          logger: deps.logger,
-          // The pool, plus room for CLIs (each a pool of the same size) connecting through the same socket.
-          maxConnections: 2 * config.dbPoolMax + 8,
-          startTimeoutMs: Math.max(config.dbConnectDeadline, 30_000),
-          migrationSetKey: deps.migrationSetKey,
-        })
-      } catch (err) {
-        unlock()
-        throw err
-      }
+      if (early) {
+        // Already opening (or open): a new cluster waited for the migration set to start from.
+        server = early.server
+        server.setMigrationSetKey(deps.migrationSetKey)
+      } else
+        try {
+          // Not awaited: the worker opens the database while the application is built; connect() waits.
+          server = startEmbeddedServer({
+            dataDir: inMemory ? null : dir,
+            logger: deps.logger,
+            ...embeddedServerSizing(config),
+            migrationSetKey: deps.migrationSetKey,
+          })
+        } catch (err) {
+          unlock()
+          throw err
+        }
       embedded = server
       dumpDataDir = () => server.dumpDataDir()
       pool = embeddedPool(config, server.socketDir)

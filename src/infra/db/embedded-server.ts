@@ -3,8 +3,15 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Worker } from 'node:worker_threads'
 import type { Logger } from 'pino'
-import type { EmbeddedWorkerData, EmbeddedWorkerMessage } from './embedded-worker.ts'
-import { migratedTemplatePath, pruneMigratedTemplates, writeTemplate } from './template.ts'
+import type { ClusterOrigin, EmbeddedWorkerData, EmbeddedWorkerMessage } from './embedded-worker.ts'
+import {
+  buildTemplateDir,
+  hasTemplateDir,
+  migratedTemplateDirPath,
+  migratedTemplatePath,
+  pruneMigratedTemplates,
+  writeTemplate,
+} from './template.ts'
 
 /** PostgreSQL's socket naming: a client given `host: <dir>, port: 5432` connects to this file. */
 export const SOCKET_PORT = 5432
@@ -26,8 +33,20 @@ export interface EmbeddedServer {
   /** The `pg` host (the socket's directory) and port. */
   readonly socketDir: string
   readonly socketPort: number
-  /** How the cluster was opened at start (an existing one, the template, or initdb), once up. */
-  origin(): 'existing' | 'migrated' | 'template' | 'initdb' | 'loaded' | undefined
+  /** How the cluster was opened at start (an existing one, a template, or initdb), once up. */
+  origin(): ClusterOrigin | undefined
+  /**
+   * Gives a server started with `awaitMigrationSetKey` the migration set of this start (or none):
+   * a new cluster, which waited for it, then starts from that set's migrated template. Once; a
+   * later call is ignored.
+   */
+  setMigrationSetKey(key: string | undefined): void
+  /**
+   * After a start that made a new file-backed cluster from the migrated template's tar (or cached
+   * that tar): builds the template as a ready cluster directory in a short-lived worker, in the
+   * background, so the next new cluster copies it (template.ts). `close()` waits for it. Best effort.
+   */
+  cacheTemplateDir(): Promise<void>
   /**
    * Called after every migration of the set `key` was applied: when this cluster is new (started
    * from the plain template or initdb) and was started for that set, stores it as the migrated
@@ -56,6 +75,11 @@ export interface EmbeddedServerOptions {
   readonly useTemplate?: boolean
   /** The key of the migration set a start applies (migrationSetKey): a new cluster starts migrated when cached. */
   readonly migrationSetKey?: string | undefined
+  /**
+   * Started before the application is loaded (`plinth start`): the key comes later through
+   * `setMigrationSetKey`. An existing cluster opens at once; a new one waits for the key.
+   */
+  readonly awaitMigrationSetKey?: boolean | undefined
   /**
    * Open this data directory dump (PGlite's `dumpDataDir`) instead of a cluster: a backup's scratch
    * copy, loaded and queried in the worker so that the main thread stays free.
@@ -117,15 +141,33 @@ export function startEmbeddedServer(options: EmbeddedServerOptions): EmbeddedSer
   const inDataDir = options.dataDir !== null && join(options.dataDir, SOCKET_FILE).length <= MAX_SOCKET_PATH
   const socketDir = inDataDir ? (options.dataDir as string) : mkdtempSync(join(tmpdir(), 'plinth-db-'))
   const useTemplate = (options.useTemplate ?? true) && !options.loadDump
-  const data: EmbeddedWorkerData = {
+  let key = options.migrationSetKey
+  let keyGiven = !options.awaitMigrationSetKey
+  const templatesOf = (k: string | undefined) => ({
+    migratedTemplate: useTemplate && k ? migratedTemplatePath(k) : null,
+    // The directory only serves a file-backed cluster (a memory one loads the tar).
+    migratedTemplateDir: useTemplate && k && clusterDir !== null ? migratedTemplateDirPath(k) : null,
+  })
+  // Mutable: a restart after the key was given spawns with it.
+  let data: EmbeddedWorkerData = {
     clusterDir,
     socketPath: join(socketDir, SOCKET_FILE),
     maxConnections: options.maxConnections,
     useTemplate,
-    migratedTemplate:
-      useTemplate && options.migrationSetKey ? migratedTemplatePath(options.migrationSetKey) : null,
+    ...templatesOf(key),
+    awaitTemplate: !keyGiven && !options.loadDump,
     loadDump: options.loadDump ?? null,
   }
+  /** Workers spawned and not yet ready: they may be waiting for the template message. */
+  const spawning = new Set<Worker>()
+  const spawnTracked = (d: EmbeddedWorkerData) => {
+    const spawned = spawn(d, options.startTimeoutMs)
+    spawning.add(spawned.worker)
+    const forget = () => spawning.delete(spawned.worker)
+    spawned.ready.then(forget, forget)
+    return spawned
+  }
+  let building: { done: Promise<void>; abort: AbortController } | undefined
   const removeSocketDir = () => {
     if (!inDataDir) rmSync(socketDir, { recursive: true, force: true })
   }
@@ -175,7 +217,7 @@ export function startEmbeddedServer(options: EmbeddedServerOptions): EmbeddedSer
       restartTimer = undefined
       if (closing) return
       try {
-        const { worker, ready: starting } = spawn(data, options.startTimeoutMs)
+        const { worker, ready: starting } = spawnTracked(data)
         const ready = await starting
         if (closing) {
           await worker.terminate()
@@ -195,7 +237,7 @@ export function startEmbeddedServer(options: EmbeddedServerOptions): EmbeddedSer
 
   let origin: Ready['origin'] | undefined
   let dumps = 0
-  const first = spawn(data, options.startTimeoutMs)
+  const first = spawnTracked(data)
   let starting: Worker | undefined = first.worker
   first.ready.then(
     (ready) => {
@@ -219,10 +261,42 @@ export function startEmbeddedServer(options: EmbeddedServerOptions): EmbeddedSer
     socketDir,
     socketPort: SOCKET_PORT,
     origin: () => origin,
-    async cacheMigrated(key: string) {
+    setMigrationSetKey(given: string | undefined) {
+      if (keyGiven) return
+      keyGiven = true
+      key = given
+      const templates = templatesOf(key)
+      data = { ...data, ...templates, awaitTemplate: false }
+      for (const worker of spawning) worker.postMessage({ type: 'template', ...templates })
+    },
+    async cacheTemplateDir() {
+      const { migratedTemplate: tar, migratedTemplateDir: dir } = data
+      if (building || closing || !tar || !dir) return
+      if (origin !== 'migrated' && origin !== 'template' && origin !== 'initdb') return
+      if (!existsSync(tar) || hasTemplateDir(dir)) return
+      const abort = new AbortController()
+      const started = performance.now()
+      const done = buildTemplateDir(tar, dir, abort.signal).then(
+        (built) => {
+          if (built) {
+            pruneMigratedTemplates()
+            log.info(
+              { ms: Math.round(performance.now() - started) },
+              'migrated cluster template directory cached',
+            )
+          }
+        },
+        (err: unknown) =>
+          log.warn(
+            { err: { message: (err as Error).message } },
+            'could not cache the migrated cluster directory',
+          ),
+      )
+      building = { done, abort }
+    },
+    async cacheMigrated(given: string) {
       if (origin !== 'template' && origin !== 'initdb') return
-      if (key !== options.migrationSetKey || !data.migratedTemplate || existsSync(data.migratedTemplate))
-        return
+      if (given !== key || !data.migratedTemplate || existsSync(data.migratedTemplate)) return
       // Once per cluster: a second migrator.up() in this process finds it cached.
       const path = data.migratedTemplate
       const started = performance.now()
@@ -273,6 +347,13 @@ export function startEmbeddedServer(options: EmbeddedServerOptions): EmbeddedSer
       if (closing) return
       closing = true
       clearTimeout(restartTimer)
+      if (building) {
+        // A template directory being built is finished (a few seconds, once per migration set and
+        // machine), not thrown away; one that takes too long is stopped.
+        const cap = setTimeout(() => building?.abort.abort(), 10_000)
+        await building.done
+        clearTimeout(cap)
+      }
       gone ??= new Error('the embedded database was closed')
       settleWaiters(gone)
       if (starting) await starting.terminate()

@@ -15,7 +15,13 @@ import { parentPort, workerData } from 'node:worker_threads'
 import { PGlite } from '@electric-sql/pglite'
 import { PGLiteSocketServer } from '@electric-sql/pglite-socket'
 import { SessionQueue } from './session-queue.ts'
-import { discardTemplate, readTemplate, writeTemplate } from './template.ts'
+import {
+  copyTemplateDir,
+  discardTemplate,
+  discardTemplateDir,
+  readTemplate,
+  writeTemplate,
+} from './template.ts'
 
 export interface EmbeddedWorkerData {
   /** The PGlite cluster directory, or null for an in-memory database. */
@@ -27,12 +33,23 @@ export interface EmbeddedWorkerData {
   readonly useTemplate: boolean
   /** The migrated template to start a new cluster from, when it exists (template.ts); null: none. */
   readonly migratedTemplate: string | null
+  /** The same as a ready cluster directory, copied for a new file-backed cluster when it exists; null: none. */
+  readonly migratedTemplateDir?: string | null | undefined
+  /**
+   * Started before the application was loaded (`plinth start`): an existing cluster opens at once,
+   * a new one waits for a `{ type: 'template', migratedTemplate, migratedTemplateDir }` message
+   * (the migration set is known only once every module is loaded).
+   */
+  readonly awaitTemplate?: boolean | undefined
   /** A data directory dump (PGlite's `dumpDataDir`) to open instead: a backup's scratch copy. */
   readonly loadDump?: readonly Uint8Array[] | null | undefined
 }
 
+/** How a cluster was opened: an existing one, a copy of the migrated template directory, the migrated or plain template tar, initdb, or a dump. */
+export type ClusterOrigin = 'existing' | 'copied' | 'migrated' | 'template' | 'initdb' | 'loaded'
+
 export type EmbeddedWorkerMessage =
-  | { type: 'ready'; origin: 'existing' | 'migrated' | 'template' | 'initdb' | 'loaded'; ms: number }
+  | { type: 'ready'; origin: ClusterOrigin; ms: number }
   | { type: 'stopped' }
   | { type: 'dumped'; id: number; data: ArrayBuffer }
   | { type: 'dump-failed'; id: number; message: string }
@@ -41,10 +58,31 @@ const data = workerData as EmbeddedWorkerData
 const port = parentPort
 if (!port) throw new Error('embedded-worker.ts runs only as a worker thread')
 
-async function open(): Promise<{
-  db: PGlite
-  origin: 'existing' | 'migrated' | 'template' | 'initdb' | 'loaded'
-}> {
+/** The template paths a new cluster may start from: given at spawn, or awaited (awaitTemplate). */
+function templates(): Promise<{ migratedTemplate: string | null; migratedTemplateDir: string | null }> {
+  if (!data.awaitTemplate)
+    return Promise.resolve({
+      migratedTemplate: data.migratedTemplate,
+      migratedTemplateDir: data.migratedTemplateDir ?? null,
+    })
+  return new Promise((resolve) => {
+    const onMessage = (m: {
+      type?: string
+      migratedTemplate?: string | null
+      migratedTemplateDir?: string | null
+    }) => {
+      if (m?.type !== 'template') return
+      port?.off('message', onMessage)
+      resolve({
+        migratedTemplate: m.migratedTemplate ?? null,
+        migratedTemplateDir: m.migratedTemplateDir ?? null,
+      })
+    }
+    port?.on('message', onMessage)
+  })
+}
+
+async function open(): Promise<{ db: PGlite; origin: ClusterOrigin }> {
   const where = data.clusterDir ?? 'memory://'
   if (data.loadDump)
     return {
@@ -53,13 +91,26 @@ async function open(): Promise<{
     }
   const isNew = data.clusterDir === null || !existsSync(join(data.clusterDir, 'PG_VERSION'))
   if (!isNew) return { db: await PGlite.create(where), origin: 'existing' }
-  if (data.migratedTemplate) {
-    const migrated = readTemplate(data.migratedTemplate)
+  const { migratedTemplate, migratedTemplateDir } = await templates()
+  if (data.clusterDir && migratedTemplateDir) {
+    // A copy of a ready cluster opens as an existing one: no tar to load and write out.
+    try {
+      rmSync(data.clusterDir, { recursive: true, force: true })
+      if (copyTemplateDir(migratedTemplateDir, data.clusterDir))
+        return { db: await PGlite.create(where), origin: 'copied' }
+    } catch {
+      // A damaged (or vanished) directory: forget it and use the tar; a later start rebuilds it.
+      discardTemplateDir(migratedTemplateDir)
+    }
+    rmSync(data.clusterDir, { recursive: true, force: true })
+  }
+  if (migratedTemplate) {
+    const migrated = readTemplate(migratedTemplate)
     if (migrated) {
       try {
         return { db: await PGlite.create(where, { loadDataDir: migrated }), origin: 'migrated' }
       } catch {
-        discardTemplate(data.migratedTemplate)
+        discardTemplate(migratedTemplate)
         if (data.clusterDir) rmSync(data.clusterDir, { recursive: true, force: true })
       }
     }

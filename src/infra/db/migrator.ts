@@ -109,6 +109,17 @@ export function createMigrator(
     migrationLockTableName: MIGRATION_LOCK_TABLE,
   })
   const infos = (): Promise<readonly MigrationInfo[]> => migrator.getMigrations()
+  const known = Object.keys(migrations)
+  /** The names applied, from one plain query; undefined when there is no migration table yet. */
+  const appliedNames = async (): Promise<Set<string> | undefined> => {
+    try {
+      const { rows } = await db.pool.query<{ name: string }>(`select name from ${MIGRATION_TABLE}`)
+      return new Set(rows.map((r) => r.name))
+    } catch (err) {
+      if ((err as { code?: string }).code !== '42P01') throw err
+      return undefined
+    }
+  }
   const nameOf = (n: number): string => {
     const name = Object.keys(migrations).find((m) => numberOf(m) === n)
     if (!name)
@@ -122,10 +133,14 @@ export function createMigrator(
   return Object.freeze({
     async up(options: { to?: number } = {}) {
       if (options.to === undefined) {
-        const applied = unwrap(await migrator.migrateToLatest(), 'up', log)
+        // A restart finds every migration applied: one read says so, where Kysely's migrator would
+        // check and create its tables and take its lock first (about ten statements).
+        const applied = await appliedNames()
+        if (applied && applied.size === known.length && known.every((name) => applied.has(name))) return []
+        const done = unwrap(await migrator.migrateToLatest(), 'up', log)
         // A new embedded cluster now holds exactly this set: cache it for the next new one.
         await db.embedded?.cacheMigrated(migrationSetKey(migrations))
-        return applied
+        return done
       }
       const target = nameOf(options.to)
       const applied = (await infos()).filter((i) => i.executedAt).map((i) => numberOf(i.name))
@@ -151,15 +166,8 @@ export function createMigrator(
     async pendingCount() {
       // One plain query instead of Kysely's introspection (it checks and creates its tables first):
       // /ready and /health call this.
-      let applied: Set<string>
-      try {
-        const { rows } = await db.pool.query<{ name: string }>(`select name from ${MIGRATION_TABLE}`)
-        applied = new Set(rows.map((r) => r.name))
-      } catch (err) {
-        if ((err as { code?: string }).code !== '42P01') throw err
-        applied = new Set() // no migration table yet: nothing applied
-      }
-      return Object.keys(migrations).filter((name) => !applied.has(name)).length
+      const applied = (await appliedNames()) ?? new Set<string>() // no migration table yet: nothing applied
+      return known.filter((name) => !applied.has(name)).length
     },
   } satisfies PlinthMigrator)
 }

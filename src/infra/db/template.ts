@@ -1,4 +1,6 @@
 import {
+  constants,
+  cpSync,
   existsSync,
   mkdirSync,
   readdirSync,
@@ -10,6 +12,7 @@ import {
 } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { Worker } from 'node:worker_threads'
 
 /**
  * The pre-initialised cluster template. PGlite's initdb costs about 2 s of CPU in WebAssembly; a
@@ -24,6 +27,14 @@ import { fileURLToPath } from 'node:url'
  * loads it instead and finds nothing pending. It is taken before anything else writes (data keys,
  * users, jobs), so it holds the schema only. A few sets are kept (tests and benchmarks add modules);
  * the oldest beyond MIGRATED_KEPT are deleted.
+ *
+ * Loading a tar still costs about 2 s (PGlite untars 40 MB into its file system and writes it out),
+ * against ~0.6 s for opening an existing cluster. So a file-backed cluster's migrated template is
+ * also kept as a **ready cluster directory** (`…-migrated-<key>-v1.cluster/`), built once from the
+ * tar by a short-lived worker (template-dir-worker.ts) after a start that used the tar: a new data
+ * directory copies it and opens it as an existing cluster. In-memory databases keep using the tar.
+ * The directory is complete or absent (built in a temporary directory, then renamed); one that
+ * fails to open is deleted and the tar is used instead (decision 0034).
  */
 const FORMAT = 1
 
@@ -56,18 +67,62 @@ export function migratedTemplatePath(key: string): string {
   return join(cacheDir(), `pglite-${pgliteVersion()}-migrated-${key}-v${FORMAT}.tar`)
 }
 
-/** Deletes the oldest migrated templates of this PGlite version beyond the MIGRATED_KEPT newest. */
+/** Where the migrated template of the migration set `key` lives as a ready cluster directory (it may not exist yet). */
+export function migratedTemplateDirPath(key: string): string {
+  return join(cacheDir(), `pglite-${pgliteVersion()}-migrated-${key}-v${FORMAT}.cluster`)
+}
+
+/** Written last into a template directory before it is renamed into place: its presence says it is whole. */
+export const TEMPLATE_DIR_MARK = 'plinth-template'
+
+/** Deletes the oldest migrated templates (tars and directories) of this PGlite version beyond the MIGRATED_KEPT newest of each kind. */
 export function pruneMigratedTemplates(dir = cacheDir()): void {
   const prefix = `pglite-${pgliteVersion()}-migrated-`
-  try {
-    const files = readdirSync(dir)
-      .filter((f) => f.startsWith(prefix) && f.endsWith('.tar'))
-      .map((f) => ({ path: join(dir, f), mtime: statSync(join(dir, f)).mtimeMs }))
-      .sort((a, b) => b.mtime - a.mtime)
-    for (const old of files.slice(MIGRATED_KEPT)) rmSync(old.path, { force: true })
-  } catch {
-    // Best effort: a cache that cannot be listed is only a cache.
+  for (const suffix of ['.tar', '.cluster']) {
+    try {
+      const files = readdirSync(dir)
+        .filter((f) => f.startsWith(prefix) && f.endsWith(suffix))
+        .map((f) => ({ path: join(dir, f), mtime: statSync(join(dir, f)).mtimeMs }))
+        .sort((a, b) => b.mtime - a.mtime)
+      for (const old of files.slice(MIGRATED_KEPT)) rmSync(old.path, { recursive: true, force: true })
+    } catch {
+      // Best effort: a cache that cannot be listed is only a cache.
+    }
   }
+  // A directory build cut short (kill -9) leaves its temporary directory: gone after a day.
+  try {
+    for (const f of readdirSync(dir).filter((f) => f.startsWith(prefix) && f.endsWith('.tmp'))) {
+      const path = join(dir, f)
+      if (Date.now() - statSync(path).mtimeMs > 86_400_000) rmSync(path, { recursive: true, force: true })
+    }
+  } catch {
+    // idem
+  }
+}
+
+/** Whether a whole template directory exists at `path`. */
+export function hasTemplateDir(path: string): boolean {
+  return existsSync(join(path, TEMPLATE_DIR_MARK)) && existsSync(join(path, 'PG_VERSION'))
+}
+
+/**
+ * Copies the template directory to `clusterDir` (which must not exist yet, or be empty); false when
+ * there is no whole template there. The mark is not copied.
+ */
+export function copyTemplateDir(path: string, clusterDir: string): boolean {
+  if (!hasTemplateDir(path)) return false
+  cpSync(path, clusterDir, {
+    recursive: true,
+    // A copy-on-write clone where the file system offers it (btrfs, XFS, APFS), else a plain copy.
+    mode: constants.COPYFILE_FICLONE,
+    filter: (source) => source !== join(path, TEMPLATE_DIR_MARK),
+  })
+  return true
+}
+
+/** Drops a template directory that failed to open, so the next start rebuilds it. */
+export function discardTemplateDir(path: string): void {
+  rmSync(path, { recursive: true, force: true })
 }
 
 /** The cached template, or undefined when there is none (or it cannot be read). */
@@ -95,4 +150,45 @@ export async function writeTemplate(dump: Blob, path = templatePath()): Promise<
 /** Drops a template that failed to load, so the next start rebuilds it. */
 export function discardTemplate(path = templatePath()): void {
   rmSync(path, { force: true })
+}
+
+// Beside this file: .ts from source, .js once compiled to dist/.
+const dirWorkerUrl = new URL(
+  `./template-dir-worker${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`,
+  import.meta.url,
+)
+
+/**
+ * Builds the template directory `dir` from the template tar `tar` in a short-lived worker thread
+ * (PGlite loads the tar into a temporary directory, closes it, and it is renamed into place).
+ * `signal` stops it (the temporary directory is removed). Resolves false when it was not built
+ * (no tar, a failure, stopped, or another process built it first).
+ */
+export async function buildTemplateDir(tar: string, dir: string, signal?: AbortSignal): Promise<boolean> {
+  if (!existsSync(tar) || hasTemplateDir(dir)) return false
+  const tmp = `${dir}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`
+  mkdirSync(dirname(dir), { recursive: true })
+  const worker = new Worker(dirWorkerUrl, { workerData: { tar, dir: tmp } })
+  worker.unref()
+  const stop = () => void worker.terminate()
+  signal?.addEventListener('abort', stop, { once: true })
+  try {
+    const built = await new Promise<boolean>((resolve) => {
+      let done = false
+      worker.on('message', (m: { type?: string }) => {
+        if (m?.type === 'built') done = true
+      })
+      worker.on('error', () => {})
+      worker.on('exit', () => resolve(done))
+    })
+    if (!built || signal?.aborted) return false
+    // Fails (ENOTEMPTY) when another process renamed its own first: that one is as good.
+    renameSync(tmp, dir)
+    return true
+  } catch {
+    return false
+  } finally {
+    signal?.removeEventListener('abort', stop)
+    rmSync(tmp, { recursive: true, force: true })
+  }
 }

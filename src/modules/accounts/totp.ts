@@ -1,6 +1,5 @@
 import { timingSafeEqual } from 'node:crypto'
 import { generateSecret, generateSync, generateURI } from 'otplib'
-import QRCode from 'qrcode'
 
 /**
  * TOTP second factors (RFC 6238) with the parameters every authenticator app assumes: HMAC-SHA-1,
@@ -59,6 +58,8 @@ export function otpauthUri(options: { secret: string; accountName: string; issue
  * It carries the secret: send it only to the user enrolling, never cache or log it.
  */
 export async function qrCodeSvg(uri: string): Promise<string> {
+  // Loaded at the first enrolment rather than at start (decision 0034).
+  const { default: QRCode } = await import('qrcode')
   return QRCode.toString(uri, { type: 'svg', errorCorrectionLevel: 'M', margin: 2 })
 }
 

@@ -35,7 +35,7 @@ import {
   verificationName,
 } from './manifest.ts'
 import { connectTo, createScratchDatabase, pgDump, pgRestore } from './pg-dump-engine.ts'
-import { createS3Target } from './s3-target.ts'
+import type { S3TargetOptions } from './s3-target.ts'
 import { compareFacts, type Verification, type VerificationCheck } from './verification.ts'
 
 export type { Verification } from './verification.ts'
@@ -132,7 +132,7 @@ export function backupDirOf(config: Pick<PlinthConfig, 'backupDir' | 'dataDir'>)
 /** The S3 bucket when `PLINTH_BACKUP_S3_BUCKET` is set, else the local directory (`backupDirOf`). */
 export function targetFromConfig(config: PlinthConfig): BackupTarget {
   if (config.backupS3Bucket)
-    return createS3Target({
+    return lazyS3Target({
       bucket: config.backupS3Bucket,
       prefix: config.backupS3Prefix,
       endpoint: config.backupS3Endpoint,
@@ -144,6 +144,26 @@ export function targetFromConfig(config: PlinthConfig): BackupTarget {
       socketTimeoutMs: config.s3SocketTimeout,
     })
   return createLocalTarget(backupDirOf(config))
+}
+
+/**
+ * The S3 target, its module (and the AWS SDK, ~0.4 s of a start's imports) loaded at its first
+ * use rather than at start (decision 0034).
+ */
+function lazyS3Target(options: S3TargetOptions): BackupTarget {
+  let target: Promise<BackupTarget> | undefined
+  const load = () => (target ??= import('./s3-target.ts').then((m) => m.createS3Target(options)))
+  const prefix = options.prefix === '' || options.prefix.endsWith('/') ? options.prefix : `${options.prefix}/`
+  return {
+    description: `s3://${options.bucket}/${prefix}`,
+    create: async (name) => (await load()).create(name),
+    open: async (name) => (await load()).open(name),
+    size: async (name) => (await load()).size(name),
+    readText: async (name) => (await load()).readText(name),
+    writeText: async (name, text) => (await load()).writeText(name, text),
+    list: async () => (await load()).list(),
+    remove: async (name) => (await load()).remove(name),
+  }
 }
 
 /** Server-side advisory lock key: one backup at a time across replicas. */

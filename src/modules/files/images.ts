@@ -1,7 +1,14 @@
 import type { Readable } from 'node:stream'
-import sharp, { type Sharp } from 'sharp'
+import type { Sharp } from 'sharp'
 import { PlinthError } from '../../shared/errors.ts'
 import { RASTER_IMAGES } from './file-types.ts'
+
+/** sharp (libvips), loaded at the first image rather than at start (decision 0034). */
+let sharpModule: Promise<typeof import('sharp')> | undefined
+async function loadSharp() {
+  sharpModule ??= import('sharp')
+  return (await sharpModule).default
+}
 
 export const IMAGE_FORMATS = ['webp', 'avif', 'jpeg', 'png'] as const
 export type ImageFormat = (typeof IMAGE_FORMATS)[number]
@@ -89,6 +96,7 @@ function encode(image: Sharp, spec: ImageSpec): Sharp {
  * the frame count and the thumbnail.
  */
 export async function inspectImage(path: string, maxPixels: number): Promise<ImageFacts> {
+  const sharp = await loadSharp()
   try {
     const image = sharp(path, { limitInputPixels: maxPixels, failOn: 'error', animated: true })
     const meta = await image.metadata()
@@ -123,6 +131,7 @@ export async function renderVariant(
 ): Promise<Buffer> {
   const animated = ANIMATED_OUTPUT.has(spec.format)
   const input = typeof source === 'string' ? source : Buffer.concat(await source.toArray())
+  const sharp = await loadSharp()
   return encode(sharp(input, { limitInputPixels: maxPixels, failOn: 'error', animated }), spec).toBuffer()
 }
 

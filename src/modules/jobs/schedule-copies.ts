@@ -1,3 +1,4 @@
+import { isDeepStrictEqual } from 'node:util'
 import type { Selectable, Transaction } from 'kysely'
 import type { Logger } from 'pino'
 import type { Database } from '../../infra/db/create-db.ts'
@@ -21,13 +22,25 @@ export function createScheduleCopies(deps: {
 }) {
   const { db, jobs } = deps
 
+  const copyData = (row: Armed): JobEnvelope => ({ payload: row.payload, meta: { scheduleId: row.id } })
+  const copyOptions = (row: Armed) => ({ tz: row.timezone, key: row.id, missed: row.missed })
+
   async function arm(row: Armed): Promise<void> {
-    const data: JobEnvelope = { payload: row.payload, meta: { scheduleId: row.id } }
-    await jobs.boss.schedule(row.job_name, row.cron, data as object, {
-      tz: row.timezone,
-      key: row.id,
-      missed: row.missed,
-    })
+    await jobs.boss.schedule(row.job_name, row.cron, copyData(row) as object, copyOptions(row))
+  }
+
+  /** Whether pg-boss' copy is what `arm(row)` would write. */
+  function matches(
+    copy: { cron: string; timezone: string; data?: unknown; options?: unknown } | undefined,
+    row: Armed,
+  ): boolean {
+    return (
+      copy !== undefined &&
+      copy.cron === row.cron &&
+      copy.timezone === (row.timezone || 'UTC') &&
+      isDeepStrictEqual(copy.data ?? null, JSON.parse(JSON.stringify(copyData(row)))) &&
+      isDeepStrictEqual(copy.options ?? null, JSON.parse(JSON.stringify(copyOptions(row))))
+    )
   }
 
   async function disarm(row: Armed): Promise<void> {
@@ -73,16 +86,22 @@ export function createScheduleCopies(deps: {
    * cron, zone and payload), no copy left for a paused or deleted one. Returns what it changed.
    */
   async function reconcile(): Promise<{ armed: number; removed: number }> {
-    const rows = await db.kysely.selectFrom('job_schedules').selectAll().execute()
+    const [rows, copies] = await Promise.all([
+      db.kysely.selectFrom('job_schedules').selectAll().execute(),
+      jobs.boss.getSchedules(),
+    ])
     const known = new Map(rows.map((r) => [r.id, r]))
+    const copyOf = new Map(copies.map((c) => [`${c.name}\0${c.key}`, c]))
     let armed = 0
     let removed = 0
     for (const row of rows) {
       if (row.paused || !jobs.has(row.job_name)) continue
+      // A copy that already matches is left as it is: a restart writes nothing.
+      if (matches(copyOf.get(`${row.job_name}\0${row.id}`), row)) continue
       await arm(row)
       armed++
     }
-    for (const copy of await jobs.boss.getSchedules()) {
+    for (const copy of copies) {
       const row = known.get(copy.key)
       const ours = jobs.has(copy.name) || row !== undefined
       if (ours && (!row || row.paused)) {

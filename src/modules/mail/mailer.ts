@@ -1,4 +1,4 @@
-import { createTransport } from 'nodemailer'
+import type { SendMailOptions } from 'nodemailer'
 import type { Logger } from 'pino'
 import type { PlinthConfig } from '../../config/config.schema.ts'
 import type { Mailer, MailMessage, MailReceipt } from '../../core/mail.ts'
@@ -125,9 +125,11 @@ export function createMailer(deps: { config: MailConfig; logger: Logger; db: Dat
     return scrub(`${tags.length > 0 ? `${tags.join(' ')}: ` : ''}${message}`).slice(0, 1000)
   }
 
-  const transport = config.smtpUrl
-    ? (() => {
-        const u = new URL(config.smtpUrl)
+  // nodemailer is loaded with the first message rather than at start (decision 0034).
+  const makeTransport = config.smtpUrl
+    ? async () => {
+        const { createTransport } = await import('nodemailer')
+        const u = new URL(config.smtpUrl!)
         const requireTLS = !local && u.protocol === 'smtp:' && (u.username !== '' || u.password !== '')
         // Options in the URL's query string win over these (nodemailer merges them so).
         return createTransport(
@@ -146,8 +148,16 @@ export function createMailer(deps: { config: MailConfig; logger: Logger; db: Dat
           },
           { from: config.mailFrom },
         )
-      })()
+      }
     : undefined
+  let transporter: ReturnType<NonNullable<typeof makeTransport>> | undefined
+  const transport = makeTransport && {
+    async sendMail(mail: SendMailOptions) {
+      transporter ??= makeTransport()
+      return (await transporter).sendMail(mail)
+    },
+    close: () => void transporter?.then((t) => t.close()),
+  }
 
   const record = async (m: MailMessage, status: MailStatus, lastError: string | null = null) => {
     const row = await db.kysely

@@ -3,7 +3,6 @@ import type { PlinthConfig } from '../../../config/config.schema.ts'
 import { PlinthError } from '../../../shared/errors.ts'
 import { createDiskStorage } from './disk-storage.ts'
 import type { FileStorage } from './file-storage.ts'
-import { createS3Storage } from './s3-storage.ts'
 
 /** Where files go for this configuration, or undefined when nowhere is configured (memory:// data dir). */
 export function storageTarget(config: PlinthConfig): string | undefined {
@@ -16,6 +15,8 @@ export function storageTarget(config: PlinthConfig): string | undefined {
 /** Opens the configured storage (S3 when a bucket is set, the disk otherwise). */
 export async function openStorage(config: PlinthConfig): Promise<FileStorage> {
   if (config.filesS3Bucket) {
+    // Loaded when used: the AWS SDK is ~0.4 s of a start's imports (decision 0034).
+    const { createS3Storage } = await import('./s3-storage.ts')
     return createS3Storage({
       bucket: config.filesS3Bucket,
       prefix: config.filesS3Prefix,
