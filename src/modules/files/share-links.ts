@@ -34,7 +34,14 @@ export function createShareLinks(
   logger: Pick<Logger, 'warn' | 'info'>,
 ): ShareLinks {
   const current = derive(
-    resolveMasterKey({ masterKey: config.masterKey, dataDir: config.dataDir, env: config.env, logger }),
+    resolveMasterKey({
+      masterKey: config.masterKey,
+      dataDir: config.dataDir,
+      env: config.env,
+      // Warnings (a key file others can read) still show; which key is in use, the keys module
+      // already said at start: one line, not one per module that reads it.
+      logger: { warn: logger.warn.bind(logger), info: () => {} },
+    }),
   )
   const previousMaster =
     config.masterKeyPrevious === undefined ? undefined : decodeMasterKey(config.masterKeyPrevious)
