@@ -43,12 +43,34 @@
  */
 import type { PGlite } from '@electric-sql/pglite'
 
+/** One client connection, as the session queue sees it (embedded-socket.ts makes them). */
+export interface Connection {
+  readonly id: number
+  /** Writes backend messages to the client. */
+  write(data: Uint8Array): void
+  /** PGlite failed on this connection's message: the connection is closed. */
+  fail(err: Error): void
+}
+
 interface Item {
-  readonly handlerId: number
+  readonly conn: Connection
   readonly message: Uint8Array
-  readonly onData: (data: Uint8Array) => void
-  readonly resolve: (bytes: number) => void
-  readonly reject: (err: Error) => void
+}
+
+/** What the queue has done since it started: for benchmarks (bench/http/embedded-tx.ts) and diagnosis. */
+export interface SessionQueueStats {
+  /** PGlite calls (one per protocol unit, plus the odd Sync or ROLLBACK of a connection that left). */
+  readonly calls: number
+  /** Transactions run (a BEGIN answered at once and run before the connection's next message). */
+  readonly transactions: number
+  /**
+   * Time the session sat owned by a connection inside a transaction with nothing of that
+   * connection's to run (waiting for the client's next statement), in ms, summed; and how often.
+   */
+  readonly idleInTransactionMs: number
+  readonly idleInTransactionWaits: number
+  /** Of those waits, the time while other connections' messages were queued behind it (ms). */
+  readonly blockingMs: number
 }
 
 /** Frontend messages answered by ReadyForQuery: they end a protocol unit. */
@@ -95,6 +117,8 @@ function beginAnswer(tag: string): Uint8Array {
   out[z + 5] = 0x54 // T
   return out
 }
+const BEGIN_ANSWER = beginAnswer('BEGIN')
+const START_ANSWER = beginAnswer('START TRANSACTION')
 
 /** A Sync message: closes an extended-protocol unit left open by a connection that went away. */
 const SYNC = new Uint8Array([0x53, 0, 0, 0, 4])
@@ -103,6 +127,13 @@ const SYNC = new Uint8Array([0x53, 0, 0, 0, 4])
 export function endsUnit(message: Uint8Array): boolean {
   const type = message[0]
   return type === 0 || (type !== undefined && UNIT_END.has(type))
+}
+
+/** True when `bytes` starts with `prefix`. */
+function startsWith(bytes: Uint8Array, prefix: Uint8Array): boolean {
+  if (bytes.length < prefix.length) return false
+  for (let i = 0; i < prefix.length; i++) if (bytes[i] !== prefix[i]) return false
+  return true
 }
 
 type Session = Pick<PGlite, 'runExclusive' | 'execProtocolRawStream' | 'isInTransaction' | 'exec'>
@@ -116,8 +147,17 @@ export class SessionQueue {
   private unitOpen = false
   /** The owner's held-back messages (DEFERRED), run with its next other message. */
   private held: Uint8Array[] = []
-  /** Connections whose BEGIN was answered but not yet run (it runs before their next message). */
-  private begun = new Map<number, Uint8Array>()
+  /** Connections whose BEGIN was answered but not yet run: the BEGIN and the answer it was given. */
+  private begun = new Map<number, { message: Uint8Array; answer: Uint8Array }>()
+  /** When the owner's last unit inside a transaction was answered (performance.now()), or null. */
+  private idleSince: number | null = null
+  private stat = {
+    calls: 0,
+    transactions: 0,
+    idleInTransactionMs: 0,
+    idleInTransactionWaits: 0,
+    blockingMs: 0,
+  }
 
   private readonly db: Session
 
@@ -125,37 +165,42 @@ export class SessionQueue {
     this.db = db
   }
 
-  enqueue(handlerId: number, message: Uint8Array, onData: (data: Uint8Array) => void): Promise<number> {
-    return new Promise((resolve, reject) => {
-      this.queue.push({ handlerId, message, onData, resolve, reject })
-      void this.process()
-    })
+  /** Queues a frontend message of `conn`; run() (or the next push's run) processes it. */
+  push(conn: Connection, message: Uint8Array): void {
+    this.queue.push({ conn, message })
+  }
+
+  /** Processes what is queued (a no-op while already processing: the running loop picks it up). */
+  run(): void {
+    void this.process()
   }
 
   getQueueLength(): number {
     return this.queue.length
   }
 
-  clearQueueForHandler(handlerId: number): void {
-    this.begun.delete(handlerId)
-    if (this.owner === handlerId) this.held = []
-    this.queue = this.queue.filter((item) => {
-      if (item.handlerId !== handlerId) return true
-      item.reject(new Error('Handler disconnected'))
-      return false
-    })
+  stats(): SessionQueueStats {
+    return { ...this.stat }
   }
 
-  /** The connection is gone: if it owned the session, close its unit and transaction, free the session. */
-  async clearTransactionIfNeeded(handlerId: number): Promise<void> {
-    this.begun.delete(handlerId)
-    if (this.owner !== handlerId) return
+  /** The connection is gone: forget its queued messages; if it owned the session, close its unit and transaction. */
+  async disconnect(id: number): Promise<void> {
+    this.begun.delete(id)
+    this.queue = this.queue.filter((item) => item.conn.id !== id)
+    if (this.owner !== id) return
     this.held = []
+    this.idleSince = null
     if (this.unitOpen) {
-      await this.db.runExclusive(() => this.db.execProtocolRawStream(SYNC, { onRawData: () => {} }))
+      this.stat.calls++
+      await this.db.runExclusive(() =>
+        this.db.execProtocolRawStream(SYNC, { onRawData: () => {}, syncToFs: false }),
+      )
     }
     // Not inside runExclusive: exec takes PGlite's own locks (nesting them deadlocks).
-    if (this.db.isInTransaction()) await this.db.exec('ROLLBACK')
+    if (this.db.isInTransaction()) {
+      this.stat.calls++
+      await this.db.exec('ROLLBACK')
+    }
     this.owner = null
     this.unitOpen = false
     await this.process()
@@ -163,8 +208,9 @@ export class SessionQueue {
 
   private next(): Item | undefined {
     if (this.owner === null) return this.queue.shift()
-    const index = this.queue.findIndex((item) => item.handlerId === this.owner)
-    return index < 0 ? undefined : this.queue.splice(index, 1)[0]
+    const index = this.queue.findIndex((item) => item.conn.id === this.owner)
+    if (index < 0) return undefined
+    return index === 0 ? this.queue.shift() : this.queue.splice(index, 1)[0]
   }
 
   private async process(): Promise<void> {
@@ -172,56 +218,75 @@ export class SessionQueue {
     this.processing = true
     try {
       for (let item = this.next(); item; item = this.next()) {
-        const current = item
-        if (this.owner === null && !this.begun.has(current.handlerId)) {
-          const text = simpleQueryText(current.message)
+        const { conn, message } = item
+        const id = conn.id
+        if (this.idleSince !== null) {
+          // The owner's next statement arrived: the session waited for it since its last answer.
+          const waited = performance.now() - this.idleSince
+          this.stat.idleInTransactionMs += waited
+          this.stat.idleInTransactionWaits++
+          if (this.queue.length > 0) this.stat.blockingMs += waited
+          this.idleSince = null
+        }
+        if (this.owner === null && !this.begun.has(id)) {
+          const text = simpleQueryText(message)
           if (text !== undefined && OPENS_TRANSACTION.test(text) && !this.db.isInTransaction()) {
-            // Answered now, run before this connection's next message (see above).
-            this.begun.set(current.handlerId, current.message)
-            const answer = beginAnswer(/^\s*start/i.test(text) ? 'START TRANSACTION' : 'BEGIN')
-            current.onData(answer)
-            current.resolve(answer.length)
+            // Answered now, run with this connection's next message (see above).
+            const answer = /^\s*start/i.test(text) ? START_ANSWER : BEGIN_ANSWER
+            this.begun.set(id, { message, answer })
+            conn.write(answer)
             continue
           }
         }
-        const begin = this.begun.get(current.handlerId)
-        if (begin) {
-          this.begun.delete(current.handlerId)
-          // Terminate: the connection ends without having used its transaction.
-          if (current.message[0] !== 0x58) {
-            try {
-              await this.db.runExclusive(() => this.db.execProtocolRawStream(begin, { onRawData: () => {} }))
-            } catch (err) {
-              current.reject(err as Error)
-              continue
-            }
-          }
-        }
-        this.owner = current.handlerId
-        if (DEFERRED.has(current.message[0] ?? 0)) {
+        this.owner = id
+        if (DEFERRED.has(message[0] ?? 0)) {
           // Answered with the next message; the unit stays open (and the session this connection's).
-          this.held.push(current.message)
+          this.held.push(message)
           this.unitOpen = true
-          current.resolve(0)
           continue
         }
-        const input = this.held.length === 0 ? current.message : concat([...this.held, current.message])
+        const begin = this.begun.get(id)
+        if (begin) this.begun.delete(id)
+        // Terminate: the connection ends; a BEGIN it never used is not run.
+        if (begin && message[0] === 0x58) {
+          this.owner = null
+          continue
+        }
+        // The held BEGIN, the held messages and this one: one PGlite call.
+        const parts = begin
+          ? [begin.message, ...this.held, message]
+          : this.held.length > 0
+            ? [...this.held, message]
+            : null
+        const input = parts ? concat(parts) : message
         this.held = []
+        if (begin) this.stat.transactions++
         const output: Uint8Array[] = []
+        let failed: Error | undefined
+        this.stat.calls++
         try {
+          // syncToFs: false — the cluster is in memory or on NodeFS (a directory), whose syncToFs
+          // does nothing (PGlite's fs/base.ts); skipping it saves an async mutex round per call.
           await this.db.runExclusive(() =>
-            this.db.execProtocolRawStream(input, { onRawData: (data) => output.push(data.slice()) }),
+            this.db.execProtocolRawStream(input, {
+              onRawData: (data) => output.push(data.slice()),
+              syncToFs: false,
+            }),
           )
         } catch (err) {
-          current.reject(err as Error)
-          continue
-        } finally {
-          this.unitOpen = !endsUnit(current.message)
-          if (!this.unitOpen && !this.db.isInTransaction()) this.owner = null
+          failed = err as Error
         }
-        const answer = output.length === 1 ? output[0]! : concat(output)
-        if (answer.length > 0) current.onData(answer)
-        current.resolve(answer.length)
+        this.unitOpen = failed === undefined && !endsUnit(message)
+        if (!this.unitOpen && !this.db.isInTransaction()) this.owner = null
+        if (failed) {
+          conn.fail(failed)
+          continue
+        }
+        if (this.owner !== null && !this.unitOpen) this.idleSince = performance.now()
+        let answer = output.length === 1 ? output[0]! : concat(output)
+        // The BEGIN was answered already: its own answer (the same bytes) is not sent twice.
+        if (begin && startsWith(answer, begin.answer)) answer = answer.subarray(begin.answer.length)
+        if (answer.length > 0) conn.write(answer)
       }
     } finally {
       this.processing = false
