@@ -71,6 +71,10 @@ export interface SessionQueueStats {
   readonly idleInTransactionWaits: number
   /** Of those waits, the time while other connections' messages were queued behind it (ms). */
   readonly blockingMs: number
+  /** Unnamed Parses answered from the statement cache; statements it prepared; times it was emptied. */
+  readonly statementHits: number
+  readonly statementsPrepared: number
+  readonly statementInvalidations: number
 }
 
 /** Frontend messages answered by ReadyForQuery: they end a protocol unit. */
@@ -136,6 +140,91 @@ function startsWith(bytes: Uint8Array, prefix: Uint8Array): boolean {
   return true
 }
 
+const PARSE_COMPLETE = new Uint8Array([0x31, 0, 0, 0, 4])
+/** The most statements the cache prepares (past it, unnamed Parses run as sent). */
+export const MAX_CACHED_STATEMENTS = 500
+/**
+ * Commands after which a cached statement still means what it meant: anything else (DDL, `DO`,
+ * `SET`, `DISCARD`, `DEALLOCATE`, a `ROLLBACK` that may undo DDL…) empties the cache.
+ */
+const KEEPS_STATEMENTS = new Set([
+  'SELECT',
+  'INSERT',
+  'UPDATE',
+  'DELETE',
+  'MERGE',
+  'BEGIN',
+  'START',
+  'COMMIT',
+  'SAVEPOINT',
+  'RELEASE',
+  'SHOW',
+  'FETCH',
+  'MOVE',
+  'COPY',
+  'LISTEN',
+  'UNLISTEN',
+  'NOTIFY',
+  'LOCK',
+  'DECLARE',
+  'CLOSE',
+  'EXPLAIN',
+  'VACUUM',
+  'ANALYZE',
+])
+/** SQLSTATEs that say a cached statement went stale: 0A000 (cached plan must not change result type), 26000 (no such statement). */
+const STALE_STATEMENT = new Set(['0A000', '26000'])
+
+/** A Parse of the named statement `name` with the body (query, parameter types) of an unnamed one. */
+function namedParse(unnamed: Uint8Array, name: Uint8Array): Uint8Array {
+  // 'P', length, name\0 (empty: one 0 byte at 5), then the rest from byte 6; `name` ends in its 0.
+  const out = new Uint8Array(unnamed.length - 1 + name.length)
+  out[0] = 0x50
+  new DataView(out.buffer).setInt32(1, out.length - 1)
+  out.set(name, 5)
+  out.set(unnamed.subarray(6), 5 + name.length)
+  return out
+}
+
+/** A Bind of the unnamed portal to the named statement `name` (the Bind was of the unnamed statement). */
+function namedBind(unnamed: Uint8Array, name: Uint8Array): Uint8Array {
+  // 'B', length, portal\0 (empty, byte 5), statement\0 (empty, byte 6), then the rest.
+  const out = new Uint8Array(unnamed.length - 1 + name.length)
+  out[0] = 0x42
+  new DataView(out.buffer).setInt32(1, out.length - 1)
+  out[5] = 0
+  out.set(name, 6)
+  out.set(unnamed.subarray(7), 6 + name.length)
+  return out
+}
+
+/**
+ * True when the backend messages in `output` say the cached statements may no longer hold: a
+ * command that is not plain data access completed, or an error says a statement went stale.
+ */
+function invalidates(output: Uint8Array): boolean {
+  const view = new DataView(output.buffer, output.byteOffset, output.byteLength)
+  for (let at = 0; at + 5 <= output.length; at += 1 + view.getInt32(at + 1)) {
+    const type = output[at]
+    if (type === 0x43) {
+      // CommandComplete: its tag's first word.
+      let end = at + 5
+      while (end < output.length && output[end] !== 0x20 && output[end] !== 0) end++
+      if (!KEEPS_STATEMENTS.has(latin1.decode(output.subarray(at + 5, end)))) return true
+    } else if (type === 0x45) {
+      // ErrorResponse: fields (type byte, text\0), the code is field 'C'.
+      const end = at + 1 + view.getInt32(at + 1)
+      for (let f = at + 5; f < end && output[f] !== 0; ) {
+        let z = f + 1
+        while (z < end && output[z] !== 0) z++
+        if (output[f] === 0x43 && STALE_STATEMENT.has(latin1.decode(output.subarray(f + 1, z)))) return true
+        f = z + 1
+      }
+    }
+  }
+  return false
+}
+
 type Session = Pick<PGlite, 'runExclusive' | 'execProtocolRawStream' | 'isInTransaction' | 'exec'>
 
 export class SessionQueue {
@@ -149,6 +238,14 @@ export class SessionQueue {
   private held: Uint8Array[] = []
   /** Connections whose BEGIN was answered but not yet run: the BEGIN and the answer it was given. */
   private begun = new Map<number, { message: Uint8Array; answer: Uint8Array }>()
+  /**
+   * Unnamed statements prepared once as named ones (see "Statements" above): the Parse body (query
+   * and parameter types, latin1) → the name's bytes (`plinth_s<n>\0`).
+   */
+  private statements = new Map<string, Uint8Array>()
+  /** Names of statements dropped from the cache, closed when the session is next free. */
+  private stale: Uint8Array[] = []
+  private statementCount = 0
   /** When the owner's last unit inside a transaction was answered (performance.now()), or null. */
   private idleSince: number | null = null
   private stat = {
@@ -157,6 +254,9 @@ export class SessionQueue {
     idleInTransactionMs: 0,
     idleInTransactionWaits: 0,
     blockingMs: 0,
+    statementHits: 0,
+    statementsPrepared: 0,
+    statementInvalidations: 0,
   }
 
   private readonly db: Session
@@ -206,6 +306,63 @@ export class SessionQueue {
     await this.process()
   }
 
+  /**
+   * When `held` starts with a Parse of the unnamed statement and a Bind of it (node-postgres'
+   * parameterised query), rewrites them in place to use a named statement: the cached one (the
+   * Parse is dropped; its ParseComplete is added to the answer: `hit`), or a new one (`hit` false;
+   * cached once PGlite answered its Parse). Undefined when nothing was rewritten.
+   */
+  private useStatement(held: Uint8Array[]): { key: string; name: Uint8Array; hit: boolean } | undefined {
+    const parse = held[0]!
+    const bind = held[1]!
+    if (parse[0] !== 0x50 || parse[5] !== 0 || bind[0] !== 0x42 || bind[5] !== 0 || bind[6] !== 0)
+      return undefined
+    // A Describe or Close of the unnamed statement in the unit: leave the unit as it is.
+    for (let i = 2; i < held.length; i++) {
+      const m = held[i]!
+      if ((m[0] === 0x44 || m[0] === 0x43) && m[5] === 0x53) return undefined
+    }
+    const key = latin1.decode(parse.subarray(6))
+    const cached = this.statements.get(key)
+    if (cached) {
+      held.splice(0, 2, namedBind(bind, cached))
+      this.stat.statementHits++
+      return { key, name: cached, hit: true }
+    }
+    if (this.statements.size >= MAX_CACHED_STATEMENTS) return undefined
+    const name = new TextEncoder().encode(`plinth_s${++this.statementCount}\0`)
+    held.splice(0, 2, namedParse(parse, name), namedBind(bind, name))
+    return { key, name, hit: false }
+  }
+
+  /** Empties the statement cache (its statements are closed when the session is next free). */
+  private invalidate(): void {
+    if (this.statements.size === 0) return
+    this.stat.statementInvalidations++
+    for (const name of this.statements.values()) this.stale.push(name)
+    this.statements.clear()
+  }
+
+  /** Closes the statements dropped from the cache: one PGlite call, outside any transaction. */
+  private async closeStale(): Promise<void> {
+    const names = this.stale
+    this.stale = []
+    const parts: Uint8Array[] = []
+    for (const name of names) {
+      const close = new Uint8Array(6 + name.length)
+      close[0] = 0x43 // C
+      new DataView(close.buffer).setInt32(1, close.length - 1)
+      close[5] = 0x53 // S: a statement
+      close.set(name, 6)
+      parts.push(close)
+    }
+    parts.push(SYNC)
+    this.stat.calls++
+    await this.db.runExclusive(() =>
+      this.db.execProtocolRawStream(concat(parts), { onRawData: () => {}, syncToFs: false }),
+    )
+  }
+
   private next(): Item | undefined {
     if (this.owner === null) return this.queue.shift()
     const index = this.queue.findIndex((item) => item.conn.id === this.owner)
@@ -218,6 +375,8 @@ export class SessionQueue {
     this.processing = true
     try {
       for (let item = this.next(); item; item = this.next()) {
+        if (this.stale.length > 0 && this.owner === null && !this.db.isInTransaction())
+          await this.closeStale()
         const { conn, message } = item
         const id = conn.id
         if (this.idleSince !== null) {
@@ -253,6 +412,7 @@ export class SessionQueue {
           continue
         }
         // The held BEGIN, the held messages and this one: one PGlite call.
+        const prepared = this.held.length >= 2 ? this.useStatement(this.held) : undefined
         const parts = begin
           ? [begin.message, ...this.held, message]
           : this.held.length > 0
@@ -286,6 +446,13 @@ export class SessionQueue {
         let answer = output.length === 1 ? output[0]! : concat(output)
         // The BEGIN was answered already: its own answer (the same bytes) is not sent twice.
         if (begin && startsWith(answer, begin.answer)) answer = answer.subarray(begin.answer.length)
+        if (prepared?.hit) answer = concat([PARSE_COMPLETE, answer])
+        else if (prepared && answer[0] === 0x31) {
+          // Prepared (ParseComplete came first): later Parses of the same text use it.
+          this.statements.set(prepared.key, prepared.name)
+          this.stat.statementsPrepared++
+        } else if (prepared) this.stale.push(prepared.name)
+        if (invalidates(answer)) this.invalidate()
         if (answer.length > 0) conn.write(answer)
       }
     } finally {
