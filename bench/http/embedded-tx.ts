@@ -57,12 +57,18 @@ function threads(): Map<string, number> {
   return out
 }
 
-function queueStats(): Promise<SessionQueueStats> {
+/** The session queue's counters, or undefined from a worker that does not answer (an older one: a baseline run). */
+function queueStats(): Promise<SessionQueueStats | undefined> {
   const worker = server.worker()
   if (!worker) throw new Error('the embedded database worker is not running')
   return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      worker.off('message', on)
+      resolve(undefined)
+    }, 2000)
     const on = (m: EmbeddedWorkerMessage) => {
       if (m.type !== 'queue-stats') return
+      clearTimeout(timer)
       worker.off('message', on)
       resolve(m.stats)
     }
@@ -106,14 +112,16 @@ console.log(
   `${N} transactions, ${C} at a time, ${file ? 'file-backed' : 'in memory'}, load average ${loadavg()[0]!.toFixed(1)}: ` +
     `${Math.round((N / ms) * 1000)} tx/s; CPU ms/tx ${total.toFixed(3)} (${perThread.map(([k, v]) => `${k.replace(/\/\d+$/, '')} ${v.toFixed(3)}`).join(', ')})`,
 )
-const idle = q1.idleInTransactionMs - q0.idleInTransactionMs
-const waits = q1.idleInTransactionWaits - q0.idleInTransactionWaits
-console.log(
-  `session owned by an open transaction waiting for its next statement: ${(idle / N).toFixed(3)} ms/tx ` +
-    `(${waits} waits, ${(idle / Math.max(waits, 1)).toFixed(3)} ms each; ${Math.round((idle / ms) * 100)} % of the run; ` +
-    `${((q1.blockingMs - q0.blockingMs) / N).toFixed(3)} ms/tx with other connections' messages queued); ` +
-    `PGlite calls/tx ${((q1.calls - q0.calls) / N).toFixed(2)}`,
-)
+if (q0 && q1) {
+  const idle = q1.idleInTransactionMs - q0.idleInTransactionMs
+  const waits = q1.idleInTransactionWaits - q0.idleInTransactionWaits
+  console.log(
+    `session owned by an open transaction waiting for its next statement: ${(idle / N).toFixed(3)} ms/tx ` +
+      `(${waits} waits, ${(idle / Math.max(waits, 1)).toFixed(3)} ms each; ${Math.round((idle / ms) * 100)} % of the run; ` +
+      `${((q1.blockingMs - q0.blockingMs) / N).toFixed(3)} ms/tx with other connections' messages queued); ` +
+      `PGlite calls/tx ${((q1.calls - q0.calls) / N).toFixed(2)}, statement cache hits/tx ${((q1.statementHits - q0.statementHits) / N).toFixed(2)}`,
+  )
+}
 await db.destroy()
 await server.close()
 if (dir) rmSync(dir, { recursive: true, force: true })
