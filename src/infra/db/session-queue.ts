@@ -31,15 +31,23 @@
  * decision 0031).
  *
  * A plain `BEGIN` (or `START TRANSACTION …`) from a connection outside a transaction is answered at
- * once (BEGIN, ReadyForQuery in a transaction) and run just before that connection's next message:
- * the transaction takes the session when its first statement arrives, not one round trip to the
- * main thread earlier. Nothing can tell the difference — no other connection can see the
+ * once (BEGIN, ReadyForQuery in a transaction) and run in one PGlite call with that connection's
+ * next unit (its own answer left out of that call's): the transaction takes the session when its
+ * first statement arrives, not one round trip to the main thread earlier. Nothing can tell the difference — no other connection can see the
  * transaction before it has done anything — except `now()`, which is the time of that statement.
  * A connection that goes away (or ends) before sending anything else never takes the session.
  *
- * The interface is the one pglite-socket's handlers call (`enqueue`, `clearQueueForHandler`,
- * `clearTransactionIfNeeded`, `getQueueLength`); the worker installs it on the server before it
- * accepts a connection.
+ * Statements: node-postgres sends every parameterised query as a Parse of the unnamed statement,
+ * so PostgreSQL parsed, analysed and planned the same few queries on every run (most of its CPU for
+ * a short write: decision 0036). A unit that starts with an unnamed Parse and a Bind of it is
+ * rewritten to a named statement (`plinth_s<n>`): prepared the first time, then bound without a
+ * Parse, the queue adding the ParseComplete the client expects. The cache is emptied (and its
+ * statements closed once the session is free) after any command that is not plain data access —
+ * DDL, `SET`, `DISCARD`, `DEALLOCATE`, any ROLLBACK — or an error saying a statement went stale;
+ * PGlite has one session, so every schema change passes through here.
+ *
+ * Connections come from embedded-socket.ts (`push`, `run`, `disconnect`); `stats()` counts the
+ * PGlite calls, the statement cache's hits, and how long an open transaction left the session idle.
  */
 import type { PGlite } from '@electric-sql/pglite'
 
