@@ -6,10 +6,17 @@
  * and held the embedded pool at one connection.
  */
 import assert from 'node:assert/strict'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { connect, type Socket } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
+import { PGlite } from '@electric-sql/pglite'
+import { sql } from 'kysely'
 import pg from 'pg'
-import { endsUnit } from '../src/infra/db/session-queue.ts'
+import { startSessionServer } from '../src/infra/db/embedded-socket.ts'
+import type { EmbeddedWorkerMessage } from '../src/infra/db/embedded-worker.ts'
+import { endsUnit, SessionQueue, type SessionQueueStats } from '../src/infra/db/session-queue.ts'
 import { jobsKit } from './helpers/jobs-kit.ts'
 import { testConfig } from './helpers/test-config.ts'
 import { startTestPlinth, type TestPlinth } from './helpers/test-plinth.ts'
@@ -239,6 +246,98 @@ describe('the embedded database session queue', () => {
     }
   })
 
+  /** The worker's session queue counters (queue-stats). */
+  const queueStats = () =>
+    new Promise<SessionQueueStats>((resolve) => {
+      const worker = plinth.db.embedded!.worker()!
+      const on = (m: EmbeddedWorkerMessage) => {
+        if (m.type !== 'queue-stats') return
+        worker.off('message', on)
+        resolve(m.stats)
+      }
+      worker.on('message', on)
+      worker.postMessage({ type: 'queue-stats' })
+    })
+
+  it('prepares a repeated parameterised query once, and answers each run its own rows', async () => {
+    await plinth.db.pool.query('create table if not exists t_cache (id int primary key, v text)')
+    await plinth.db.pool.query(
+      `insert into t_cache select g, 'v' || g from generate_series(1, 50) g on conflict do nothing`,
+    )
+    const before = await queueStats()
+    for (let id = 1; id <= 50; id++) {
+      const { rows } = await plinth.db.pool.query('select v from t_cache where id = $1', [id])
+      assert.deepEqual(rows, [{ v: `v${id}` }])
+    }
+    // Inside a transaction too (its BEGIN runs with the first statement, whose Parse is cached).
+    await plinth.db.kysely.transaction().execute(async (trx) => {
+      for (const id of [3, 4]) {
+        const { rows } = await sql<{ v: string }>`select v from t_cache where id = ${id}`.execute(trx)
+        assert.deepEqual(rows, [{ v: `v${id}` }])
+      }
+    })
+    const after = await queueStats()
+    assert.ok(
+      after.statementHits - before.statementHits >= 49,
+      `cache hits: ${after.statementHits - before.statementHits}`,
+    )
+  })
+
+  it('forgets its prepared statements when the schema changes, or a client discards them', async () => {
+    await plinth.db.pool.query('create table if not exists t_stale (id int primary key, a int)')
+    await plinth.db.pool.query('insert into t_stale values (1, 10) on conflict do nothing')
+    const star = () => plinth.db.pool.query('select * from t_stale where id = $1', [1])
+    assert.deepEqual((await star()).rows, [{ id: 1, a: 10 }])
+    assert.deepEqual((await star()).rows, [{ id: 1, a: 10 }])
+    // A cached plan of `select *` would now fail: "cached plan must not change result type".
+    await plinth.db.pool.query('alter table t_stale add column b int default 7')
+    assert.deepEqual((await star()).rows, [{ id: 1, a: 10, b: 7 }])
+    assert.deepEqual((await star()).rows, [{ id: 1, a: 10, b: 7 }])
+    // A client that drops every prepared statement: the next run prepares again.
+    await plinth.db.pool.query('discard all')
+    assert.deepEqual((await star()).rows, [{ id: 1, a: 10, b: 7 }])
+    // DDL inside a transaction that is rolled back.
+    const client = await plinth.db.pool.connect()
+    try {
+      await client.query('begin')
+      await client.query('alter table t_stale add column c int default 1')
+      assert.deepEqual((await client.query('select * from t_stale where id = $1', [1])).rows, [
+        { id: 1, a: 10, b: 7, c: 1 },
+      ])
+      await client.query('rollback')
+    } finally {
+      client.release()
+    }
+    assert.deepEqual((await star()).rows, [{ id: 1, a: 10, b: 7 }])
+    // A query that fails to parse is not cached, and does not disturb the next one.
+    await assert.rejects(plinth.db.pool.query('selec v from t_cache where id = $1', [1]), /syntax error/)
+    await assert.rejects(plinth.db.pool.query('selec v from t_cache where id = $1', [1]), /syntax error/)
+    assert.deepEqual((await star()).rows, [{ id: 1, a: 10, b: 7 }])
+  })
+
+  it('speaks the startup phase: no SSL, then messages split across reads', async () => {
+    const path = `${plinth.db.embedded!.socketDir}/.s.PGSQL.${plinth.db.embedded!.socketPort}`
+    const raw = rawConnection(path)
+    try {
+      // SSLRequest: answered 'N', then the startup packet and a query, written one byte at a time.
+      const ssl = Buffer.alloc(8)
+      ssl.writeInt32BE(8)
+      ssl.writeInt32BE(80877103, 4)
+      raw.socket.write(ssl)
+      await waitFor("the SSLRequest's answer", () => raw.text() === 'N')
+      raw.reset()
+      const bytes = Buffer.concat([serialize.startup(), serialize.query('select 40 + 2 as n')])
+      for (const byte of bytes) {
+        raw.socket.write(Buffer.from([byte]))
+        await new Promise((r) => setImmediate(r))
+      }
+      await waitFor('the startup and the query to be answered', () => raw.readyCount() >= 2)
+      assert.ok(raw.text().includes('\u0000\u0000\u0000\u000242'), 'the query answered 42')
+    } finally {
+      raw.socket.destroy()
+    }
+  })
+
   it('knows which frontend messages end a protocol unit', () => {
     assert.equal(endsUnit(serialize.sync()), true)
     assert.equal(endsUnit(serialize.query('select 1')), true)
@@ -248,6 +347,34 @@ describe('the embedded database session queue', () => {
     assert.equal(endsUnit(serialize.bind([])), false)
     assert.equal(endsUnit(serialize.execute()), false)
     assert.equal(endsUnit(serialize.flush()), false)
+  })
+})
+
+describe('the embedded socket server', () => {
+  it('refuses a connection past its limit with PostgreSQL\'s "too many clients" error', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'plinth-socket-'))
+    const db = await PGlite.create('memory://')
+    const server = await startSessionServer({
+      path: join(dir, '.s.PGSQL.5432'),
+      queue: new SessionQueue(db),
+      maxConnections: 1,
+    })
+    const first = rawConnection(join(dir, '.s.PGSQL.5432'))
+    const second = rawConnection(join(dir, '.s.PGSQL.5432'))
+    try {
+      first.socket.write(serialize.startup())
+      await waitFor('the first connection to start', () => first.readyCount() >= 1)
+      await waitFor('the second connection to be refused', () => second.text().includes('53300'))
+      assert.match(second.text(), /^E.*too many clients/s)
+      first.socket.write(serialize.query('select 1'))
+      await waitFor('the first connection to be answered', () => first.readyCount() >= 2)
+    } finally {
+      first.socket.destroy()
+      second.socket.destroy()
+      await server.stop()
+      await db.close()
+      rmSync(dir, { recursive: true, force: true })
+    }
   })
 })
 

@@ -94,7 +94,10 @@ async function startPlinth(tracing?: { endpoint: string; ratio: string }): Promi
   const databaseUrl = tracing ? undefined : process.argv[3]
   const running = await startProductionPlinth(
     {
-      ...(databaseUrl ? { DATABASE_URL: databaseUrl } : { PLINTH_DATA_DIR: 'memory://' }),
+      // BENCH_HTTP_DATA_DIR (users.ts, BENCH_USERS_DATA=file): a file-backed data directory, as npm start.
+      ...(databaseUrl
+        ? { DATABASE_URL: databaseUrl }
+        : { PLINTH_DATA_DIR: process.env.BENCH_HTTP_DATA_DIR || 'memory://' }),
       // The same keys for every start on one scratch database (set by users.ts).
       ...(process.env.BENCH_HTTP_MASTER_KEY && process.env.BENCH_HTTP_SECRET_KEY
         ? {

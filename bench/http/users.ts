@@ -8,7 +8,9 @@
  * offered load of a fixed ladder at which p99 stays under 200 ms with no error.
  */
 import { randomBytes } from 'node:crypto'
-import { loadavg } from 'node:os'
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
+import { loadavg, tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import pg from 'pg'
 import { isInterrupted, processCpuMs, startServer, stopServer } from '../lib/children.ts'
@@ -38,6 +40,48 @@ const BACKENDS = (process.env.BENCH_USERS_BACKENDS ?? 'embedded,postgres')
   .filter((b): b is Backend => b === 'embedded' || b === 'postgres')
 /** `BENCH_USERS_CAPACITY=off` skips the capacity ladder (a quicker before/after comparison). */
 const WITH_CAPACITY = process.env.BENCH_USERS_CAPACITY !== 'off'
+/** `BENCH_USERS_RUN=write` (or `read`, `floor`, a comma list) runs only those scenarios; default all three. */
+const SCENARIOS = (process.env.BENCH_USERS_RUN ?? 'floor,read,write')
+  .split(',')
+  .map((s) => s.trim())
+  .filter((s): s is Scenario => s === 'floor' || s === 'read' || s === 'write')
+/**
+ * `BENCH_USERS_DATA=file` runs the embedded database on a file-backed data directory (a fresh
+ * temporary one per server, removed after), as `npm start` does, instead of `memory://`.
+ */
+const EMBEDDED_DATA = process.env.BENCH_USERS_DATA === 'file' ? 'file' : 'memory'
+/**
+ * `BENCH_USERS_CPU_PROF=<dir>`: the Plinth server children run with `--cpu-prof` and write their
+ * profiles (one per thread: the main thread and the embedded database's worker) to that directory.
+ */
+const CPU_PROF_DIR = process.env.BENCH_USERS_CPU_PROF
+/** `BENCH_USERS_THREADS=on` prints the server's CPU per request by thread (`/proc/<pid>/task`). */
+const BY_THREAD = process.env.BENCH_USERS_THREADS === 'on'
+
+/** CPU ms used so far by each thread of `pid`, keyed `<comm>/<tid>` (Linux only; empty elsewhere). */
+function threadCpuMs(pid: number | undefined): Map<string, number> {
+  const out = new Map<string, number>()
+  if (pid === undefined) return out
+  try {
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8')
+      const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'))
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+      out.set(`${comm}/${tid}`, ((Number(fields[11]) + Number(fields[12])) * 1000) / 100)
+    }
+  } catch {}
+  return out
+}
+
+/** The threads that used at least 0.01 ms per request, heaviest first: `node/123 1.20, …`. */
+function byThread(before: Map<string, number>, after: Map<string, number>, served: number): string {
+  return [...after]
+    .map(([k, v]) => [k, (v - (before.get(k) ?? 0)) / Math.max(served, 1)] as const)
+    .filter(([, v]) => v >= 0.01)
+    .sort((a, b) => b[1] - a[1])
+    .map(([k, v]) => `${k} ${v.toFixed(2)}`)
+    .join(', ')
+}
 
 type Backend = 'embedded' | 'postgres'
 type Scenario = 'floor' | 'read' | 'write'
@@ -81,9 +125,12 @@ export interface ServedSample extends RateSample {
 
 export interface UsersResult {
   readonly backend: Backend
-  readonly floor: ServedSample
-  readonly read: ServedSample
-  readonly write: ServedSample
+  /** Where the embedded database kept its data (embedded only). */
+  readonly data?: 'memory' | 'file'
+  /** Absent only when BENCH_USERS_RUN left the scenario out. */
+  readonly floor?: ServedSample
+  readonly read?: ServedSample
+  readonly write?: ServedSample
   readonly capacity: Record<Scenario, number>
 }
 
@@ -146,12 +193,27 @@ async function onBackend(
   try {
     const samples: Partial<Record<Scenario, ServedSample>> = {}
     const caps: Record<Scenario, number> = { floor: 0, read: 0, write: 0 }
-    for (const scenario of ['floor', 'read', 'write'] as const) {
+    for (const scenario of SCENARIOS) {
+      const plinth = scenario !== 'floor'
+      const dataDir =
+        plinth && backend === 'embedded' && EMBEDDED_DATA === 'file'
+          ? mkdtempSync(join(tmpdir(), 'plinth-bench-data-'))
+          : undefined
+      if (dataDir) process.env.BENCH_HTTP_DATA_DIR = dataDir
+      else delete process.env.BENCH_HTTP_DATA_DIR
+      const nodeOptions = process.env.NODE_OPTIONS
+      if (plinth && CPU_PROF_DIR)
+        process.env.NODE_OPTIONS =
+          `${nodeOptions ?? ''} --cpu-prof --cpu-prof-dir=${resolve(CPU_PROF_DIR)}`.trim()
       const server = await startServer<Ready>(
         SERVER_FILE,
-        scenario === 'floor' ? ['bare'] : ['plinth', ...(databaseUrl ? [databaseUrl] : [])],
-        scenario === 'floor' ? 'the bare server' : `plinth (${backend})`,
-      )
+        plinth ? ['plinth', ...(databaseUrl ? [databaseUrl] : [])] : ['bare'],
+        plinth ? `plinth (${backend})` : 'the bare server',
+      ).finally(() => {
+        if (nodeOptions === undefined) delete process.env.NODE_OPTIONS
+        else process.env.NODE_OPTIONS = nodeOptions
+        delete process.env.BENCH_HTTP_DATA_DIR
+      })
       try {
         const request = requestOf(scenario, server.ready.port, server.ready.token)
         await check(scenario, request)
@@ -161,9 +223,14 @@ async function onBackend(
             `${backend} ${scenario} warm-up: ${warm.errors} errors, ${warm.non2xx} non-2xx${statusList(warm)}`,
           )
         const cpuBefore = processCpuMs(server.pid)
+        const threadsBefore = BY_THREAD ? threadCpuMs(server.pid) : undefined
         const measured = await measure(request, USERS_RATE, duration)
         if (isInterrupted()) return undefined
         const cpuAfter = processCpuMs(server.pid)
+        if (threadsBefore)
+          console.log(
+            `  ${scenario} server CPU ms/request by thread: ${byThread(threadsBefore, threadCpuMs(server.pid), measured.rps * duration)}`,
+          )
         const s: ServedSample = {
           ...measured,
           serverCpuMsPerRequest:
@@ -176,13 +243,13 @@ async function onBackend(
         caps[scenario] = await capacity(scenario, request, s)
       } finally {
         await stopServer(server, scenario, problems)
+        if (dataDir) rmSync(dataDir, { recursive: true, force: true })
       }
     }
     return {
       backend,
-      floor: samples.floor!,
-      read: samples.read!,
-      write: samples.write!,
+      ...(backend === 'embedded' ? { data: EMBEDDED_DATA } : {}),
+      ...samples,
       capacity: caps,
     }
   } finally {
@@ -210,7 +277,7 @@ export async function runUsers(duration: number, problems: string[]): Promise<Us
   let met = true
   for (const backend of BACKENDS) {
     console.log(
-      `\n${backend}${backend === 'postgres' ? ` (${new URL(POSTGRES_URL).host})` : ' (in memory, the default)'}`,
+      `\n${backend}${backend === 'postgres' ? ` (${new URL(POSTGRES_URL).host})` : EMBEDDED_DATA === 'file' ? ' (file-backed data directory, as npm start)' : ' (in memory, the default)'}`,
     )
     console.log(
       `${row(['run', 'requests/s', 'p50 ms', 'p99 ms', 'errors', 'non-2xx'])}    max ms  client  srv ms/req   load`,
@@ -220,7 +287,8 @@ export async function runUsers(duration: number, problems: string[]): Promise<Us
     results.push(r)
     for (const scenario of ['read', 'write'] as const) {
       const s = r[scenario]
-      const factor = s.p99Ms / Math.max(r.floor.p99Ms, 0.001)
+      if (!s) continue
+      const factor = s.p99Ms / Math.max(r.floor?.p99Ms ?? Number.NaN, 0.001)
       const ok = s.errors + s.non2xx === 0 && s.p99Ms < TARGET_P99_MS
       const within = factor <= TARGET_FLOOR_FACTOR
       met &&= ok

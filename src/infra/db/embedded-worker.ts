@@ -1,20 +1,22 @@
 /**
  * The embedded database's worker thread: PGlite (PostgreSQL in WebAssembly) runs here, behind
- * `@electric-sql/pglite-socket`, which speaks the PostgreSQL wire protocol on a Unix socket. The
+ * a socket server of our own (embedded-socket.ts) that speaks the PostgreSQL wire protocol on a Unix socket. The
  * main thread reaches it through an ordinary `pg.Pool`, so a long query never blocks the HTTP
  * event loop. Started by `embedded-server.ts`; not imported by anything else.
  *
  * Messages to the parent: `{ type: 'ready', origin, ms }` once the socket accepts connections,
  * `{ type: 'stopped' }` after a `{ type: 'stop' }` request, `{ type: 'dumped', id, data }` (or
  * `dump-failed`) after a `{ type: 'dump', id }` request — PGlite's own copy of its data directory,
- * for backups. Any other failure ends the thread, which the parent sees as an `exit`.
+ * for backups; `{ type: 'queue-stats', stats }` after a `{ type: 'queue-stats' }` request (the
+ * session queue's counters, for benchmarks). Any other failure ends the thread, which the parent
+ * sees as an `exit`.
  */
 import { chmodSync, existsSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
 import { parentPort, workerData } from 'node:worker_threads'
 import { PGlite } from '@electric-sql/pglite'
-import { PGLiteSocketServer } from '@electric-sql/pglite-socket'
-import { SessionQueue } from './session-queue.ts'
+import { startSessionServer } from './embedded-socket.ts'
+import { SessionQueue, type SessionQueueStats } from './session-queue.ts'
 import {
   copyTemplateDir,
   discardTemplate,
@@ -53,6 +55,7 @@ export type EmbeddedWorkerMessage =
   | { type: 'stopped' }
   | { type: 'dumped'; id: number; data: ArrayBuffer }
   | { type: 'dump-failed'; id: number; message: string }
+  | { type: 'queue-stats'; stats: SessionQueueStats }
 
 const data = workerData as EmbeddedWorkerData
 const port = parentPort
@@ -142,11 +145,10 @@ const started = performance.now()
 const { db, origin } = await open()
 // A socket left by a crashed worker would make listen() fail with EADDRINUSE.
 rmSync(data.socketPath, { force: true })
-const server = new PGLiteSocketServer({ db, path: data.socketPath, maxConnections: data.maxConnections })
 // One connection owns the session for a whole protocol unit (or transaction), not for one message:
-// see session-queue.ts. Handlers take the server's queue when a connection is accepted.
-;(server as unknown as { queryQueue: SessionQueue }).queryQueue = new SessionQueue(db)
-await server.start()
+// see session-queue.ts; the socket server is embedded-socket.ts (decision 0036).
+const queue = new SessionQueue(db)
+const server = await startSessionServer({ path: data.socketPath, queue, maxConnections: data.maxConnections })
 // Only this user may connect: the socket has no password (PGlite trusts every client).
 chmodSync(data.socketPath, 0o600)
 port.postMessage({
@@ -156,6 +158,10 @@ port.postMessage({
 } satisfies EmbeddedWorkerMessage)
 
 port.on('message', (message: { type?: string; id?: number }) => {
+  if (message?.type === 'queue-stats') {
+    port.postMessage({ type: 'queue-stats', stats: queue.stats() } satisfies EmbeddedWorkerMessage)
+    return
+  }
   if (message?.type === 'dump') {
     const id = message.id ?? 0
     db.dumpDataDir('none')

@@ -31,24 +31,58 @@
  * decision 0031).
  *
  * A plain `BEGIN` (or `START TRANSACTION …`) from a connection outside a transaction is answered at
- * once (BEGIN, ReadyForQuery in a transaction) and run just before that connection's next message:
- * the transaction takes the session when its first statement arrives, not one round trip to the
- * main thread earlier. Nothing can tell the difference — no other connection can see the
+ * once (BEGIN, ReadyForQuery in a transaction) and run in one PGlite call with that connection's
+ * next unit (its own answer left out of that call's): the transaction takes the session when its
+ * first statement arrives, not one round trip to the main thread earlier. Nothing can tell the difference — no other connection can see the
  * transaction before it has done anything — except `now()`, which is the time of that statement.
  * A connection that goes away (or ends) before sending anything else never takes the session.
  *
- * The interface is the one pglite-socket's handlers call (`enqueue`, `clearQueueForHandler`,
- * `clearTransactionIfNeeded`, `getQueueLength`); the worker installs it on the server before it
- * accepts a connection.
+ * Statements: node-postgres sends every parameterised query as a Parse of the unnamed statement,
+ * so PostgreSQL parsed, analysed and planned the same few queries on every run (most of its CPU for
+ * a short write: decision 0036). A unit that starts with an unnamed Parse and a Bind of it is
+ * rewritten to a named statement (`plinth_s<n>`): prepared the first time, then bound without a
+ * Parse, the queue adding the ParseComplete the client expects. The cache is emptied (and its
+ * statements closed once the session is free) after any command that is not plain data access —
+ * DDL, `SET`, `DISCARD`, `DEALLOCATE`, any ROLLBACK — or an error saying a statement went stale;
+ * PGlite has one session, so every schema change passes through here.
+ *
+ * Connections come from embedded-socket.ts (`push`, `run`, `disconnect`); `stats()` counts the
+ * PGlite calls, the statement cache's hits, and how long an open transaction left the session idle.
  */
 import type { PGlite } from '@electric-sql/pglite'
 
+/** One client connection, as the session queue sees it (embedded-socket.ts makes them). */
+export interface Connection {
+  readonly id: number
+  /** Writes backend messages to the client. */
+  write(data: Uint8Array): void
+  /** PGlite failed on this connection's message: the connection is closed. */
+  fail(err: Error): void
+}
+
 interface Item {
-  readonly handlerId: number
+  readonly conn: Connection
   readonly message: Uint8Array
-  readonly onData: (data: Uint8Array) => void
-  readonly resolve: (bytes: number) => void
-  readonly reject: (err: Error) => void
+}
+
+/** What the queue has done since it started: for benchmarks (bench/http/embedded-tx.ts) and diagnosis. */
+export interface SessionQueueStats {
+  /** PGlite calls (one per protocol unit, plus the odd Sync or ROLLBACK of a connection that left). */
+  readonly calls: number
+  /** Transactions run (a BEGIN answered at once and run before the connection's next message). */
+  readonly transactions: number
+  /**
+   * Time the session sat owned by a connection inside a transaction with nothing of that
+   * connection's to run (waiting for the client's next statement), in ms, summed; and how often.
+   */
+  readonly idleInTransactionMs: number
+  readonly idleInTransactionWaits: number
+  /** Of those waits, the time while other connections' messages were queued behind it (ms). */
+  readonly blockingMs: number
+  /** Unnamed Parses answered from the statement cache; statements it prepared; times it was emptied. */
+  readonly statementHits: number
+  readonly statementsPrepared: number
+  readonly statementInvalidations: number
 }
 
 /** Frontend messages answered by ReadyForQuery: they end a protocol unit. */
@@ -95,6 +129,8 @@ function beginAnswer(tag: string): Uint8Array {
   out[z + 5] = 0x54 // T
   return out
 }
+const BEGIN_ANSWER = beginAnswer('BEGIN')
+const START_ANSWER = beginAnswer('START TRANSACTION')
 
 /** A Sync message: closes an extended-protocol unit left open by a connection that went away. */
 const SYNC = new Uint8Array([0x53, 0, 0, 0, 4])
@@ -103,6 +139,98 @@ const SYNC = new Uint8Array([0x53, 0, 0, 0, 4])
 export function endsUnit(message: Uint8Array): boolean {
   const type = message[0]
   return type === 0 || (type !== undefined && UNIT_END.has(type))
+}
+
+/** True when `bytes` starts with `prefix`. */
+function startsWith(bytes: Uint8Array, prefix: Uint8Array): boolean {
+  if (bytes.length < prefix.length) return false
+  for (let i = 0; i < prefix.length; i++) if (bytes[i] !== prefix[i]) return false
+  return true
+}
+
+const PARSE_COMPLETE = new Uint8Array([0x31, 0, 0, 0, 4])
+/** The most statements the cache prepares (past it, unnamed Parses run as sent). */
+export const MAX_CACHED_STATEMENTS = 500
+/**
+ * Commands after which a cached statement still means what it meant: anything else (DDL, `DO`,
+ * `SET`, `DISCARD`, `DEALLOCATE`, a `ROLLBACK` that may undo DDL…) empties the cache.
+ */
+const KEEPS_STATEMENTS = new Set([
+  'SELECT',
+  'INSERT',
+  'UPDATE',
+  'DELETE',
+  'MERGE',
+  'BEGIN',
+  'START',
+  'COMMIT',
+  'SAVEPOINT',
+  'RELEASE',
+  'SHOW',
+  'FETCH',
+  'MOVE',
+  'COPY',
+  'LISTEN',
+  'UNLISTEN',
+  'NOTIFY',
+  'LOCK',
+  'DECLARE',
+  'CLOSE',
+  'EXPLAIN',
+  'VACUUM',
+  'ANALYZE',
+])
+/** SQLSTATEs that say a cached statement went stale: 0A000 (cached plan must not change result type), 26000 (no such statement). */
+const STALE_STATEMENT = new Set(['0A000', '26000'])
+
+/** A Parse of the named statement `name` with the body (query, parameter types) of an unnamed one. */
+function namedParse(unnamed: Uint8Array, name: Uint8Array): Uint8Array {
+  // 'P', length, name\0 (empty: one 0 byte at 5), then the rest from byte 6; `name` ends in its 0.
+  const out = new Uint8Array(unnamed.length - 1 + name.length)
+  out[0] = 0x50
+  new DataView(out.buffer).setInt32(1, out.length - 1)
+  out.set(name, 5)
+  out.set(unnamed.subarray(6), 5 + name.length)
+  return out
+}
+
+/** A Bind of the unnamed portal to the named statement `name` (the Bind was of the unnamed statement). */
+function namedBind(unnamed: Uint8Array, name: Uint8Array): Uint8Array {
+  // 'B', length, portal\0 (empty, byte 5), statement\0 (empty, byte 6), then the rest.
+  const out = new Uint8Array(unnamed.length - 1 + name.length)
+  out[0] = 0x42
+  new DataView(out.buffer).setInt32(1, out.length - 1)
+  out[5] = 0
+  out.set(name, 6)
+  out.set(unnamed.subarray(7), 6 + name.length)
+  return out
+}
+
+/**
+ * True when the backend messages in `output` say the cached statements may no longer hold: a
+ * command that is not plain data access completed, or an error says a statement went stale.
+ */
+function invalidates(output: Uint8Array): boolean {
+  const view = new DataView(output.buffer, output.byteOffset, output.byteLength)
+  for (let at = 0; at + 5 <= output.length; at += 1 + view.getInt32(at + 1)) {
+    const type = output[at]
+    if (type === 0x43) {
+      // CommandComplete: its tag's first word.
+      let end = at + 5
+      while (end < output.length && output[end] !== 0x20 && output[end] !== 0) end++
+      if (!KEEPS_STATEMENTS.has(latin1.decode(output.subarray(at + 5, end)))) return true
+    } else if (type === 0x45) {
+      // ErrorResponse: fields (type byte, text\0), the code is field 'C'.
+      const end = at + 1 + view.getInt32(at + 1)
+      for (let f = at + 5; f < end && output[f] !== 0; ) {
+        let z = f + 1
+        while (z < end && output[z] !== 0) z++
+        if (output[f] === 0x43 && STALE_STATEMENT.has(latin1.decode(output.subarray(f + 1, z)))) return true
+        f = z + 1
+      }
+    }
+  }
+  return false
 }
 
 type Session = Pick<PGlite, 'runExclusive' | 'execProtocolRawStream' | 'isInTransaction' | 'exec'>
@@ -116,8 +244,28 @@ export class SessionQueue {
   private unitOpen = false
   /** The owner's held-back messages (DEFERRED), run with its next other message. */
   private held: Uint8Array[] = []
-  /** Connections whose BEGIN was answered but not yet run (it runs before their next message). */
-  private begun = new Map<number, Uint8Array>()
+  /** Connections whose BEGIN was answered but not yet run: the BEGIN and the answer it was given. */
+  private begun = new Map<number, { message: Uint8Array; answer: Uint8Array }>()
+  /**
+   * Unnamed statements prepared once as named ones (see "Statements" above): the Parse body (query
+   * and parameter types, latin1) → the name's bytes (`plinth_s<n>\0`).
+   */
+  private statements = new Map<string, Uint8Array>()
+  /** Names of statements dropped from the cache, closed when the session is next free. */
+  private stale: Uint8Array[] = []
+  private statementCount = 0
+  /** When the owner's last unit inside a transaction was answered (performance.now()), or null. */
+  private idleSince: number | null = null
+  private stat = {
+    calls: 0,
+    transactions: 0,
+    idleInTransactionMs: 0,
+    idleInTransactionWaits: 0,
+    blockingMs: 0,
+    statementHits: 0,
+    statementsPrepared: 0,
+    statementInvalidations: 0,
+  }
 
   private readonly db: Session
 
@@ -125,46 +273,109 @@ export class SessionQueue {
     this.db = db
   }
 
-  enqueue(handlerId: number, message: Uint8Array, onData: (data: Uint8Array) => void): Promise<number> {
-    return new Promise((resolve, reject) => {
-      this.queue.push({ handlerId, message, onData, resolve, reject })
-      void this.process()
-    })
+  /** Queues a frontend message of `conn`; run() (or the next push's run) processes it. */
+  push(conn: Connection, message: Uint8Array): void {
+    this.queue.push({ conn, message })
+  }
+
+  /** Processes what is queued (a no-op while already processing: the running loop picks it up). */
+  run(): void {
+    void this.process()
   }
 
   getQueueLength(): number {
     return this.queue.length
   }
 
-  clearQueueForHandler(handlerId: number): void {
-    this.begun.delete(handlerId)
-    if (this.owner === handlerId) this.held = []
-    this.queue = this.queue.filter((item) => {
-      if (item.handlerId !== handlerId) return true
-      item.reject(new Error('Handler disconnected'))
-      return false
-    })
+  stats(): SessionQueueStats {
+    return { ...this.stat }
   }
 
-  /** The connection is gone: if it owned the session, close its unit and transaction, free the session. */
-  async clearTransactionIfNeeded(handlerId: number): Promise<void> {
-    this.begun.delete(handlerId)
-    if (this.owner !== handlerId) return
+  /** The connection is gone: forget its queued messages; if it owned the session, close its unit and transaction. */
+  async disconnect(id: number): Promise<void> {
+    this.begun.delete(id)
+    this.queue = this.queue.filter((item) => item.conn.id !== id)
+    if (this.owner !== id) return
     this.held = []
+    this.idleSince = null
     if (this.unitOpen) {
-      await this.db.runExclusive(() => this.db.execProtocolRawStream(SYNC, { onRawData: () => {} }))
+      this.stat.calls++
+      await this.db.runExclusive(() =>
+        this.db.execProtocolRawStream(SYNC, { onRawData: () => {}, syncToFs: false }),
+      )
     }
     // Not inside runExclusive: exec takes PGlite's own locks (nesting them deadlocks).
-    if (this.db.isInTransaction()) await this.db.exec('ROLLBACK')
+    if (this.db.isInTransaction()) {
+      this.stat.calls++
+      await this.db.exec('ROLLBACK')
+    }
     this.owner = null
     this.unitOpen = false
     await this.process()
   }
 
+  /**
+   * When `held` starts with a Parse of the unnamed statement and a Bind of it (node-postgres'
+   * parameterised query), rewrites them in place to use a named statement: the cached one (the
+   * Parse is dropped; its ParseComplete is added to the answer: `hit`), or a new one (`hit` false;
+   * cached once PGlite answered its Parse). Undefined when nothing was rewritten.
+   */
+  private useStatement(held: Uint8Array[]): { key: string; name: Uint8Array; hit: boolean } | undefined {
+    const parse = held[0]!
+    const bind = held[1]!
+    if (parse[0] !== 0x50 || parse[5] !== 0 || bind[0] !== 0x42 || bind[5] !== 0 || bind[6] !== 0)
+      return undefined
+    // A Describe or Close of the unnamed statement in the unit: leave the unit as it is.
+    for (let i = 2; i < held.length; i++) {
+      const m = held[i]!
+      if ((m[0] === 0x44 || m[0] === 0x43) && m[5] === 0x53) return undefined
+    }
+    const key = latin1.decode(parse.subarray(6))
+    const cached = this.statements.get(key)
+    if (cached) {
+      held.splice(0, 2, namedBind(bind, cached))
+      this.stat.statementHits++
+      return { key, name: cached, hit: true }
+    }
+    if (this.statements.size >= MAX_CACHED_STATEMENTS) return undefined
+    const name = new TextEncoder().encode(`plinth_s${++this.statementCount}\0`)
+    held.splice(0, 2, namedParse(parse, name), namedBind(bind, name))
+    return { key, name, hit: false }
+  }
+
+  /** Empties the statement cache (its statements are closed when the session is next free). */
+  private invalidate(): void {
+    if (this.statements.size === 0) return
+    this.stat.statementInvalidations++
+    for (const name of this.statements.values()) this.stale.push(name)
+    this.statements.clear()
+  }
+
+  /** Closes the statements dropped from the cache: one PGlite call, outside any transaction. */
+  private async closeStale(): Promise<void> {
+    const names = this.stale
+    this.stale = []
+    const parts: Uint8Array[] = []
+    for (const name of names) {
+      const close = new Uint8Array(6 + name.length)
+      close[0] = 0x43 // C
+      new DataView(close.buffer).setInt32(1, close.length - 1)
+      close[5] = 0x53 // S: a statement
+      close.set(name, 6)
+      parts.push(close)
+    }
+    parts.push(SYNC)
+    this.stat.calls++
+    await this.db.runExclusive(() =>
+      this.db.execProtocolRawStream(concat(parts), { onRawData: () => {}, syncToFs: false }),
+    )
+  }
+
   private next(): Item | undefined {
     if (this.owner === null) return this.queue.shift()
-    const index = this.queue.findIndex((item) => item.handlerId === this.owner)
-    return index < 0 ? undefined : this.queue.splice(index, 1)[0]
+    const index = this.queue.findIndex((item) => item.conn.id === this.owner)
+    if (index < 0) return undefined
+    return index === 0 ? this.queue.shift() : this.queue.splice(index, 1)[0]
   }
 
   private async process(): Promise<void> {
@@ -172,56 +383,85 @@ export class SessionQueue {
     this.processing = true
     try {
       for (let item = this.next(); item; item = this.next()) {
-        const current = item
-        if (this.owner === null && !this.begun.has(current.handlerId)) {
-          const text = simpleQueryText(current.message)
+        if (this.stale.length > 0 && this.owner === null && !this.db.isInTransaction())
+          await this.closeStale()
+        const { conn, message } = item
+        const id = conn.id
+        if (this.idleSince !== null) {
+          // The owner's next statement arrived: the session waited for it since its last answer.
+          const waited = performance.now() - this.idleSince
+          this.stat.idleInTransactionMs += waited
+          this.stat.idleInTransactionWaits++
+          if (this.queue.length > 0) this.stat.blockingMs += waited
+          this.idleSince = null
+        }
+        if (this.owner === null && !this.begun.has(id)) {
+          const text = simpleQueryText(message)
           if (text !== undefined && OPENS_TRANSACTION.test(text) && !this.db.isInTransaction()) {
-            // Answered now, run before this connection's next message (see above).
-            this.begun.set(current.handlerId, current.message)
-            const answer = beginAnswer(/^\s*start/i.test(text) ? 'START TRANSACTION' : 'BEGIN')
-            current.onData(answer)
-            current.resolve(answer.length)
+            // Answered now, run with this connection's next message (see above).
+            const answer = /^\s*start/i.test(text) ? START_ANSWER : BEGIN_ANSWER
+            this.begun.set(id, { message, answer })
+            conn.write(answer)
             continue
           }
         }
-        const begin = this.begun.get(current.handlerId)
-        if (begin) {
-          this.begun.delete(current.handlerId)
-          // Terminate: the connection ends without having used its transaction.
-          if (current.message[0] !== 0x58) {
-            try {
-              await this.db.runExclusive(() => this.db.execProtocolRawStream(begin, { onRawData: () => {} }))
-            } catch (err) {
-              current.reject(err as Error)
-              continue
-            }
-          }
-        }
-        this.owner = current.handlerId
-        if (DEFERRED.has(current.message[0] ?? 0)) {
+        this.owner = id
+        if (DEFERRED.has(message[0] ?? 0)) {
           // Answered with the next message; the unit stays open (and the session this connection's).
-          this.held.push(current.message)
+          this.held.push(message)
           this.unitOpen = true
-          current.resolve(0)
           continue
         }
-        const input = this.held.length === 0 ? current.message : concat([...this.held, current.message])
+        const begin = this.begun.get(id)
+        if (begin) this.begun.delete(id)
+        // Terminate: the connection ends; a BEGIN it never used is not run.
+        if (begin && message[0] === 0x58) {
+          this.owner = null
+          continue
+        }
+        // The held BEGIN, the held messages and this one: one PGlite call.
+        const prepared = this.held.length >= 2 ? this.useStatement(this.held) : undefined
+        const parts = begin
+          ? [begin.message, ...this.held, message]
+          : this.held.length > 0
+            ? [...this.held, message]
+            : null
+        const input = parts ? concat(parts) : message
         this.held = []
+        if (begin) this.stat.transactions++
         const output: Uint8Array[] = []
+        let failed: Error | undefined
+        this.stat.calls++
         try {
+          // syncToFs: false — the cluster is in memory or on NodeFS (a directory), whose syncToFs
+          // does nothing (PGlite's fs/base.ts); skipping it saves an async mutex round per call.
           await this.db.runExclusive(() =>
-            this.db.execProtocolRawStream(input, { onRawData: (data) => output.push(data.slice()) }),
+            this.db.execProtocolRawStream(input, {
+              onRawData: (data) => output.push(data.slice()),
+              syncToFs: false,
+            }),
           )
         } catch (err) {
-          current.reject(err as Error)
-          continue
-        } finally {
-          this.unitOpen = !endsUnit(current.message)
-          if (!this.unitOpen && !this.db.isInTransaction()) this.owner = null
+          failed = err as Error
         }
-        const answer = output.length === 1 ? output[0]! : concat(output)
-        if (answer.length > 0) current.onData(answer)
-        current.resolve(answer.length)
+        this.unitOpen = failed === undefined && !endsUnit(message)
+        if (!this.unitOpen && !this.db.isInTransaction()) this.owner = null
+        if (failed) {
+          conn.fail(failed)
+          continue
+        }
+        if (this.owner !== null && !this.unitOpen) this.idleSince = performance.now()
+        let answer = output.length === 1 ? output[0]! : concat(output)
+        // The BEGIN was answered already: its own answer (the same bytes) is not sent twice.
+        if (begin && startsWith(answer, begin.answer)) answer = answer.subarray(begin.answer.length)
+        if (prepared?.hit) answer = concat([PARSE_COMPLETE, answer])
+        else if (prepared && answer[0] === 0x31) {
+          // Prepared (ParseComplete came first): later Parses of the same text use it.
+          this.statements.set(prepared.key, prepared.name)
+          this.stat.statementsPrepared++
+        } else if (prepared) this.stale.push(prepared.name)
+        if (invalidates(answer)) this.invalidate()
+        if (answer.length > 0) conn.write(answer)
       }
     } finally {
       this.processing = false
