@@ -14,6 +14,7 @@ import type { Health } from '../observability/health.ts'
 import type { Metrics } from '../observability/metrics.ts'
 import { pickRequestId, REQUEST_ID_HEADER } from '../observability/request-id.ts'
 import { PlinthError } from '../shared/errors.ts'
+import { createValidatorCompiler } from '../shared/validation.ts'
 import { clientErrorHandler, frameworkErrorHandler } from './edge-errors.ts'
 import { opsRoutes } from './ops-routes.ts'
 import openapi from './plugins/openapi.ts'
@@ -25,8 +26,7 @@ import requestContext from './plugins/request-context.ts'
 import securityHeaders from './plugins/security-headers.ts'
 import textGuard from './plugins/text-guard.ts'
 import tracing from './plugins/tracing.ts'
-import './route-config.ts'
-import { createValidatorCompiler } from '../shared/validation.ts'
+import { ROUTE_CONFIG } from './route-config.ts'
 
 export type { PlinthApp }
 
@@ -83,6 +83,8 @@ export async function createServer(opts: CreateServerOptions): Promise<PlinthApp
   app.removeContentTypeParser('text/plain')
 
   app.decorateRequest('principal', null)
+  // The route config, read once per request by routeConfig() (route-config.ts).
+  app.decorateRequest(ROUTE_CONFIG, null)
   if (opts.tracing) await app.register(tracing)
   // First, so that every answer carries the headers, including those of later hooks (503, 429).
   await app.register(securityHeaders, { hsts })
