@@ -16,6 +16,7 @@ import { pickRequestId, REQUEST_ID_HEADER } from '../observability/request-id.ts
 import { PlinthError } from '../shared/errors.ts'
 import { createValidatorCompiler } from '../shared/validation.ts'
 import { clientErrorHandler, frameworkErrorHandler } from './edge-errors.ts'
+import { lazySchemas } from './lazy-schemas.ts'
 import { opsRoutes } from './ops-routes.ts'
 import openapi from './plugins/openapi.ts'
 import opsAccess from './plugins/ops-access.ts'
@@ -62,7 +63,11 @@ export async function createServer(opts: CreateServerOptions): Promise<PlinthApp
         }
       : undefined
   const hsts = config.env === 'production' || https !== undefined
+  // Validators and serializers compiled on each route's first use, not at ready (lazy-schemas.ts).
+  const schemas = lazySchemas(createValidatorCompiler())
   const app = Fastify({
+    // Fastify types the factories after @fastify/ajv-compiler's own signature; ours take route schemas.
+    schemaController: { compilersFactory: schemas.compilersFactory as never },
     loggerInstance: opts.logger as FastifyBaseLogger,
     // Fastify's own per-request lines are off: request-context.ts writes one line per request.
     logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'requestId' }),
@@ -77,7 +82,7 @@ export async function createServer(opts: CreateServerOptions): Promise<PlinthApp
     clientErrorHandler: clientErrorHandler(hsts, opts.logger),
     ...(https ? { https } : {}),
   } as FastifyHttpOptions<RawServerDefault>).withTypeProvider<TypeBoxTypeProvider>()
-  app.setValidatorCompiler(createValidatorCompiler())
+  app.decorate('compileSchemas', () => schemas.compileAll())
   // The API speaks JSON: without this, Fastify's built-in text/plain parser hands a string to JSON
   // routes (a confusing 422) instead of answering 415. A route that wants text registers its own parser.
   app.removeContentTypeParser('text/plain')
