@@ -12,8 +12,8 @@
  */
 import { cpus, loadavg } from 'node:os'
 import { fileURLToPath } from 'node:url'
-import { isInterrupted, runBenchmark, startServer, stopServer } from '../lib/children.ts'
-import { aggregate, load, round, type Sample, warmUp } from '../lib/load.ts'
+import { isInterrupted, processCpuMs, runBenchmark, startServer, stopServer } from '../lib/children.ts'
+import { aggregate, load, median, round, type Sample, warmUp } from '../lib/load.ts'
 import { DURATION, parseOptions, ROUNDS, UsageError } from '../lib/options.ts'
 import { header, num, roundLine, sampleRow } from '../lib/table.ts'
 import type { ServerKind } from './server.ts'
@@ -129,6 +129,9 @@ async function hotPart(
   console.log('')
 
   const samples: Record<ServerKind, Sample[]> = { bare: [], plinth: [] }
+  // Server CPU (every thread) per response served, in microseconds: far steadier than requests/s
+  // on a shared machine, since other load stretches wall time but not the work each request costs.
+  const cpuPerRequest: Record<ServerKind, number[]> = { bare: [], plinth: [] }
   const bodies = new Map<ServerKind, string>()
   for (let r = 1; r <= rounds; r++) {
     for (const kind of KINDS) {
@@ -142,10 +145,19 @@ async function hotPart(
           `${kind} warm-up, round ${r}`,
           problems,
         )
+        const cpuBefore = processCpuMs(server.pid)
         const sample = await load({ url: url(server.ready.port) }, CONNECTIONS, duration)
+        const cpuAfter = processCpuMs(server.pid)
         if (isInterrupted()) return 130
         samples[kind].push(sample)
-        console.log(roundLine(r, rounds, kind, sample))
+        const us =
+          cpuBefore !== undefined && cpuAfter !== undefined && sample.count
+            ? ((cpuAfter - cpuBefore) * 1000) / sample.count
+            : undefined
+        if (us !== undefined) cpuPerRequest[kind].push(us)
+        console.log(
+          `${roundLine(r, rounds, kind, sample)}${us === undefined ? '' : `  server ${num(round(us, 1))} us CPU/request`}`,
+        )
       } finally {
         await stopServer(server, kind, problems)
       }
@@ -181,6 +193,21 @@ async function hotPart(
   console.log(
     `plinth p99: ${num(plinth.p99Ms)} ms   target < ${TARGET_P99_MS} ms: ${p99Met ? 'met' : 'MISSED'}`,
   )
+  // Medians of the rounds; absent where /proc cannot be read (not Linux).
+  const cpu =
+    cpuPerRequest.bare.length > 0 && cpuPerRequest.plinth.length > 0
+      ? {
+          bare: round(median(cpuPerRequest.bare), 1),
+          plinth: round(median(cpuPerRequest.plinth), 1),
+        }
+      : undefined
+  const cpuRatio = cpu ? round(cpu.bare / cpu.plinth, 3) : undefined
+  if (cpu) {
+    console.log(
+      `server CPU per request: bare ${num(cpu.bare)} us, plinth ${num(cpu.plinth)} us   ` +
+        `bare/plinth ${cpuRatio!.toFixed(3)} (the throughput ratio a CPU-bound server would reach)`,
+    )
+  }
   return {
     route: `GET ${ROUTE}`,
     connections: CONNECTIONS,
@@ -194,6 +221,7 @@ async function hotPart(
     bare,
     plinth,
     ratio,
+    ...(cpu ? { cpuPerRequestUs: cpu, cpuRatio } : {}),
     targets: {
       ratio: { min: TARGET_RATIO, met: ratioMet },
       plinthP99Ms: { max: TARGET_P99_MS, met: p99Met },

@@ -14,7 +14,9 @@ import type { Health } from '../observability/health.ts'
 import type { Metrics } from '../observability/metrics.ts'
 import { pickRequestId, REQUEST_ID_HEADER } from '../observability/request-id.ts'
 import { PlinthError } from '../shared/errors.ts'
+import { createValidatorCompiler } from '../shared/validation.ts'
 import { clientErrorHandler, frameworkErrorHandler } from './edge-errors.ts'
+import { lazySchemas } from './lazy-schemas.ts'
 import { opsRoutes } from './ops-routes.ts'
 import openapi from './plugins/openapi.ts'
 import opsAccess from './plugins/ops-access.ts'
@@ -25,8 +27,7 @@ import requestContext from './plugins/request-context.ts'
 import securityHeaders from './plugins/security-headers.ts'
 import textGuard from './plugins/text-guard.ts'
 import tracing from './plugins/tracing.ts'
-import './route-config.ts'
-import { createValidatorCompiler } from '../shared/validation.ts'
+import { ROUTE_CONFIG } from './route-config.ts'
 
 export type { PlinthApp }
 
@@ -62,7 +63,11 @@ export async function createServer(opts: CreateServerOptions): Promise<PlinthApp
         }
       : undefined
   const hsts = config.env === 'production' || https !== undefined
+  // Validators and serializers compiled on each route's first use, not at ready (lazy-schemas.ts).
+  const schemas = lazySchemas(createValidatorCompiler())
   const app = Fastify({
+    // Fastify types the factories after @fastify/ajv-compiler's own signature; ours take route schemas.
+    schemaController: { compilersFactory: schemas.compilersFactory as never },
     loggerInstance: opts.logger as FastifyBaseLogger,
     // Fastify's own per-request lines are off: request-context.ts writes one line per request.
     logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'requestId' }),
@@ -77,12 +82,14 @@ export async function createServer(opts: CreateServerOptions): Promise<PlinthApp
     clientErrorHandler: clientErrorHandler(hsts, opts.logger),
     ...(https ? { https } : {}),
   } as FastifyHttpOptions<RawServerDefault>).withTypeProvider<TypeBoxTypeProvider>()
-  app.setValidatorCompiler(createValidatorCompiler())
+  app.decorate('compileSchemas', () => schemas.compileAll())
   // The API speaks JSON: without this, Fastify's built-in text/plain parser hands a string to JSON
   // routes (a confusing 422) instead of answering 415. A route that wants text registers its own parser.
   app.removeContentTypeParser('text/plain')
 
   app.decorateRequest('principal', null)
+  // The route config, read once per request by routeConfig() (route-config.ts).
+  app.decorateRequest(ROUTE_CONFIG, null)
   if (opts.tracing) await app.register(tracing)
   // First, so that every answer carries the headers, including those of later hooks (503, 429).
   await app.register(securityHeaders, { hsts })

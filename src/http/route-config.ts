@@ -1,4 +1,4 @@
-import type { FastifyRequest } from 'fastify'
+import type { FastifyContextConfig, FastifyRequest } from 'fastify'
 import type { AnyPermission, Principal } from '../core/permissions.ts'
 import type { ErrorCode, ModuleErrorCode } from '../shared/errors.ts'
 
@@ -57,4 +57,23 @@ declare module 'fastify' {
     /** The authenticated caller, or null; set by the accounts module's authentication hook. */
     principal: Principal | null
   }
+}
+
+/** Where routeConfig keeps a request's route config once read. */
+export const ROUTE_CONFIG = Symbol('plinth.routeConfig')
+
+/**
+ * The matched route's `config` (its `url` is the route template; undefined when no route matched),
+ * read once per request. Fastify's `request.routeOptions` is a getter that builds a 13-field object
+ * on every access, and the plugins ask for it several times per request. create-server.ts
+ * declares the slot (`decorateRequest(ROUTE_CONFIG, null)`), so every request has the same shape.
+ */
+export function routeConfig(request: FastifyRequest): FastifyContextConfig & { url?: string } {
+  const slot = request as FastifyRequest & { [ROUTE_CONFIG]?: FastifyContextConfig | null }
+  let config = slot[ROUTE_CONFIG]
+  if (!config) {
+    config = request.routeOptions.config as FastifyContextConfig
+    slot[ROUTE_CONFIG] = config
+  }
+  return config
 }

@@ -1,7 +1,13 @@
 import assert from 'node:assert/strict'
+import { spawnSync } from 'node:child_process'
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { Writable } from 'node:stream'
-import { describe, it } from 'node:test'
-import { createLogger, redactDeep } from './logger.ts'
+import { after, describe, it } from 'node:test'
+import { setTimeout as sleep } from 'node:timers/promises'
+import pino from 'pino'
+import { createLogger, isoTime, LOG_FLUSH_MS, logDestination, redactDeep } from './logger.ts'
 
 describe('redactDeep', () => {
   it('replaces sensitive fields at any depth and keeps the rest', () => {
@@ -115,5 +121,61 @@ describe('createLogger', () => {
     assert.equal(line.req.headers.cookie, '[redacted]')
     assert.equal(line.user.password, '[redacted]')
     assert.doesNotMatch(lines[0]!, /abc|sid=1|"pw"/)
+  })
+})
+
+describe('isoTime', () => {
+  it('formats as pino.stdTimeFunctions.isoTime does, second boundaries and small milliseconds included', (t) => {
+    for (const now of [
+      0, 5, 42, 999, 1000, 1_733_480_000_007, 1_733_480_000_099, 1_733_480_000_100, 1_733_480_059_999,
+      1_733_480_060_000, 253_402_300_799_999,
+    ]) {
+      t.mock.method(Date, 'now', () => now)
+      assert.equal(isoTime(), pino.stdTimeFunctions.isoTime(), `at ${now}`)
+      t.mock.restoreAll()
+    }
+    assert.equal(isoTime().length, pino.stdTimeFunctions.isoTime().length)
+  })
+})
+
+describe('logDestination', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'plinth-log-'))
+  after(() => rmSync(dir, { recursive: true, force: true }))
+
+  it('writes a lone line within its flush interval, though the batch is far from full', async () => {
+    const file = join(dir, 'quiet.ndjson')
+    const stream = logDestination(file)
+    const log = createLogger({ env: 'test', logLevel: 'info', logFormat: 'json' }, stream)
+    log.info('one line on a quiet instance')
+    const deadline = Date.now() + 20 * LOG_FLUSH_MS
+    while (!existsSync(file) || !readFileSync(file, 'utf8').includes('one line on a quiet instance')) {
+      assert.ok(Date.now() < deadline, `not written within ${20 * LOG_FLUSH_MS} ms`)
+      await sleep(LOG_FLUSH_MS / 5)
+    }
+    ;(stream as unknown as { end(): void }).end()
+  })
+
+  it('writes every buffered line when the process exits, the fatal path included', () => {
+    const file = join(dir, 'exit.ndjson')
+    const script = `
+      import { once } from 'node:events'
+      import { createLogger, logDestination } from ${JSON.stringify(new URL('./logger.ts', import.meta.url).href)}
+      const stream = logDestination(${JSON.stringify(file)})
+      // A file opens asynchronously (stdout, the production destination, is open from the start).
+      await once(stream, 'ready')
+      const log = createLogger({ env: 'test', logLevel: 'info', logFormat: 'json' }, stream)
+      // Fewer bytes than a batch: nothing is written before the exit, all of it at the exit.
+      for (let i = 0; i < 10; i++) log.info({ i }, 'line')
+      log.fatal('uncaught error, exiting')
+      process.exit(1)`
+    const run = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' })
+    assert.equal(run.status, 1, run.stderr)
+    const lines = readFileSync(file, 'utf8').trim().split('\n')
+    assert.equal(lines.length, 11)
+    assert.deepEqual(
+      lines.slice(0, 10).map((l) => JSON.parse(l).i),
+      [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+    )
+    assert.equal(JSON.parse(lines.at(-1)!).msg, 'uncaught error, exiting')
   })
 })

@@ -84,14 +84,141 @@ export function redactDeep<T>(value: T): T {
 
 type LoggerConfig = Pick<PlinthConfig, 'logLevel' | 'logFormat' | 'env'> & Partial<TracingConfig>
 
+/** Lines are written in batches of about this many characters. */
+export const LOG_BATCH_BYTES = 4096
+/** A batch that has not filled up is written after at most this long: a quiet instance still logs promptly. */
+export const LOG_FLUSH_MS = 250
+
+type SonicBoomLike = DestinationStream & {
+  flush(cb?: (err?: Error) => void): void
+  flushSync(): void
+  end(): void
+  destroyed?: boolean
+  on(event: string, listener: (...args: unknown[]) => void): unknown
+  once(event: string, listener: (...args: unknown[]) => void): unknown
+  removeListener(event: string, listener: (...args: unknown[]) => void): unknown
+}
+
+/** The lines of one destination not yet handed to it. */
+interface Batch {
+  text: string
+  readonly boom: SonicBoomLike
+}
+
+/** Hands a batch's pending lines to its destination (asynchronous write). */
+function release(batch: Batch): void {
+  if (batch.text === '' || batch.boom.destroyed) return
+  const text = batch.text
+  batch.text = ''
+  batch.boom.write(text)
+}
+
+/** Writes a batch's pending lines, and whatever its destination holds, synchronously. */
+function releaseSync(batch: Batch): void {
+  release(batch)
+  try {
+    if (!batch.boom.destroyed) batch.boom.flushSync()
+  } catch {
+    // A file destination still opening ("not ready yet") cannot be written synchronously.
+  }
+}
+
+// Every live batch, for the one timer and the one exit handler of the process (not one per logger:
+// tests build many). A destination that is garbage collected hands over its last lines first.
+const batches = new Set<Batch>()
+const collected = new FinalizationRegistry<Batch>((batch) => {
+  release(batch)
+  batches.delete(batch)
+})
+let flushing: NodeJS.Timeout | undefined
+function track(batch: Batch): void {
+  batches.add(batch)
+  batch.boom.once('close', () => batches.delete(batch))
+  if (flushing) return
+  flushing = setInterval(() => {
+    for (const b of batches) release(b)
+  }, LOG_FLUSH_MS)
+  flushing.unref()
+  // pino flushes its destinations on exit (its own handler); the pending batches are ours.
+  process.on('exit', () => {
+    for (const b of batches) releaseSync(b)
+  })
+}
+
 /**
- * Where JSON logs go: stdout (or `dest`), written asynchronously. No `minLength` buffering:
- * sonic-boom has no time-based flush, so a buffered line could wait indefinitely on a quiet
- * instance (measured: it did not change throughput). pino flushes on exit.
+ * Log lines gathered into batches of LOG_BATCH_BYTES before they reach the asynchronous
+ * destination: one `write` per ~15 request lines instead of one per line. (sonic-boom's own
+ * `minLength` does the same but measures the whole pending batch with `Buffer.byteLength` on every
+ * line, which cost more than it saved.) A batch goes out when full, every LOG_FLUSH_MS, on
+ * `flush`/`flushSync`/`end`, and synchronously when the process exits.
+ */
+class BatchedDestination {
+  private readonly batch: Batch
+  constructor(boom: SonicBoomLike) {
+    this.batch = { text: '', boom }
+    track(this.batch)
+    collected.register(this, this.batch)
+  }
+  write(line: string): boolean {
+    const batch = this.batch
+    batch.text += line
+    if (batch.text.length >= LOG_BATCH_BYTES) release(batch)
+    return true
+  }
+  flush(cb?: (err?: Error) => void): void {
+    release(this.batch)
+    this.batch.boom.flush(cb)
+  }
+  flushSync(): void {
+    releaseSync(this.batch)
+  }
+  end(): void {
+    release(this.batch)
+    this.batch.boom.end()
+  }
+  // The destination's events ('ready', 'error', 'close' …), for whoever waits on them.
+  on(event: string, listener: (...args: unknown[]) => void): this {
+    this.batch.boom.on(event, listener)
+    return this
+  }
+  once(event: string, listener: (...args: unknown[]) => void): this {
+    this.batch.boom.once(event, listener)
+    return this
+  }
+  removeListener(event: string, listener: (...args: unknown[]) => void): this {
+    this.batch.boom.removeListener(event, listener)
+    return this
+  }
+}
+
+/**
+ * Where JSON logs go: stdout (or `dest`), written asynchronously in batches (BatchedDestination).
+ * Every exit through `process.exit` or the end of the event loop writes what is pending
+ * synchronously, the fatal-error path of app/lifecycle.ts included; only a hard kill (SIGKILL, the
+ * OOM killer, a power cut) can lose lines: those of the last LOG_FLUSH_MS, at most
+ * LOG_BATCH_BYTES of them, plus any write in flight (as before batching).
  */
 export function logDestination(dest: string | number = 1): DestinationStream {
-  return pino.destination({ dest, sync: false })
+  return new BatchedDestination(pino.destination({ dest, sync: false }) as unknown as SonicBoomLike)
 }
+
+/**
+ * pino's `isoTime`, remembering the formatted second: only the milliseconds are formatted per line
+ * (`new Date().toISOString()` per line cost ~3 % of a request's CPU). Same output.
+ */
+export function isoTime(): string {
+  const now = Date.now()
+  const ms = now % 1000
+  const second = now - ms
+  if (second !== isoSecond) {
+    isoSecond = second
+    // "2026-12-06T10:11:36." (every year from 0 to 9999 formats to this width)
+    isoPrefix = `,"time":"${new Date(second).toISOString().slice(0, 20)}`
+  }
+  return `${isoPrefix}${ms < 10 ? '00' : ms < 100 ? '0' : ''}${ms}Z"`
+}
+let isoSecond = Number.NaN
+let isoPrefix = ''
 
 /**
  * Pretty log lines (pino-pretty, a development dependency) into `destination` (stdout by default),
@@ -140,7 +267,7 @@ export function createLogger(
     {
       level: config.logLevel,
       base: { service: 'plinth', env: config.env },
-      timestamp: pino.stdTimeFunctions.isoTime,
+      timestamp: isoTime,
       ...(traceIds ? { mixin: traceFields } : {}),
       formatters: {
         level: (label) => ({ level: label }),

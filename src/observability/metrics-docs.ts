@@ -32,7 +32,7 @@ interface Row {
 }
 
 function rowOf(metric: unknown): Row {
-  const m = metric as { name: string; help: string; labelNames?: readonly string[] }
+  const m = metric as { name: string; help: string; labelNames?: readonly string[]; type?: unknown }
   const type =
     metric instanceof Counter
       ? 'counter'
@@ -42,7 +42,10 @@ function rowOf(metric: unknown): Row {
           ? 'histogram'
           : metric instanceof Summary
             ? 'summary'
-            : 'untyped'
+            : // A metric of our own (the RED metrics of metrics.ts) names its type.
+              typeof m.type === 'string'
+              ? m.type
+              : 'untyped'
   return { name: m.name, type, labels: [...(m.labelNames ?? [])], help: m.help }
 }
 

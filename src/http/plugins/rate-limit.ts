@@ -1,13 +1,13 @@
 import { createHash } from 'node:crypto'
 import { isIPv4, isIPv6 } from 'node:net'
-import type { FastifyInstance, FastifyRequest } from 'fastify'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import type { Logger } from 'pino'
 import { Counter } from 'prom-client'
 import type { RedisHandle } from '../../infra/cache/redis.ts'
 import type { Metrics } from '../../observability/metrics.ts'
 import { PlinthError } from '../../shared/errors.ts'
-import type { RateLimitTier } from '../route-config.ts'
+import { type RateLimitTier, routeConfig } from '../route-config.ts'
 import { PROBLEM_CONTENT_TYPE, problemBody } from './problem-json.ts'
 import {
   createFallbackRateLimitStore,
@@ -43,6 +43,8 @@ export interface RateLimitOptions {
 
 /** IPv4-mapped IPv6 as IPv4; other IPv6 addresses by their /64, the usual allocation of one subscriber. */
 export function clientAddress(ip: string): string {
+  // An IPv4 address (the common case) has no colon: as is, without the IPv6 parse below.
+  if (!ip.includes(':')) return ip
   if (ip.startsWith('::ffff:') && isIPv4(ip.slice(7))) return ip.slice(7)
   const address = ip.split('%', 1)[0] ?? ip
   if (!isIPv6(address)) return ip
@@ -133,10 +135,10 @@ async function rateLimit(app: FastifyInstance, opts: RateLimitOptions): Promise<
 
   /** The route's tier, or false when it is exempt or its tier is off. */
   const tierOf = (request: FastifyRequest): RateLimitTier | false => {
-    const route = request.routeOptions
+    const config = routeConfig(request)
+    const url = config.url
     const name =
-      route.config.rateLimit ??
-      (route.url !== undefined && EXEMPT_PREFIXES.some((p) => under(route.url!, p)) ? false : 'api')
+      config.rateLimit ?? (url !== undefined && EXEMPT_PREFIXES.some((p) => under(url, p)) ? false : 'api')
     return name !== false && tiers[name].limit > 0 ? name : false
   }
   const refuse = (name: RateLimitTier, resetMs: number, what: string, who = 'client') => {
@@ -173,12 +175,11 @@ async function rateLimit(app: FastifyInstance, opts: RateLimitOptions): Promise<
     const tier = tiers[name]
     ;(request as Marked)[COUNTED] = true
     const settle = ({ count, resetMs }: RateLimitHit) => {
-      reply.headers({
-        'ratelimit-limit': tier.limit,
-        'ratelimit-remaining': Math.max(0, tier.limit - count),
-        'ratelimit-reset': Math.max(1, Math.ceil(resetMs / 1000)),
-        'ratelimit-policy': tier.policy,
-      })
+      // One header() each: reply.headers({…}) would build and walk an object per request.
+      reply.header('ratelimit-limit', tier.limit)
+      reply.header('ratelimit-remaining', Math.max(0, tier.limit - count))
+      reply.header('ratelimit-reset', Math.max(1, Math.ceil(resetMs / 1000)))
+      reply.header('ratelimit-policy', tier.policy)
       if (count <= tier.limit) done(null, payload)
       else done(refuse(name, resetMs, `${name} requests`))
     }
@@ -190,7 +191,7 @@ async function rateLimit(app: FastifyInstance, opts: RateLimitOptions): Promise<
   // A route that names its target account (sign-in, sign-up, reset by e-mail) is also counted per
   // account, once the body is read: guesses spread over many addresses still hit one budget.
   app.addHook('preHandler', (request, reply, done) => {
-    const target = request.routeOptions.config.rateLimitAccount
+    const target = routeConfig(request).rateLimitAccount
     const name = target && tierOf(request)
     if (!target || !name) return done()
     const account = target(request)
@@ -215,10 +216,24 @@ async function rateLimit(app: FastifyInstance, opts: RateLimitOptions): Promise<
   // budget of refusals shared by every replica (one atomic INCR each): the refusal that goes over
   // it is answered 429 instead, on whichever replica it lands, and that replica then refuses the
   // address in onRequest, before authentication does any work, until the window ends.
-  app.addHook('onSend', async (request, reply, payload) => {
-    if ((request as Marked)[COUNTED] || !REFUSAL_STATUSES.has(reply.statusCode)) return payload
+  // Callback-style: it runs on every response, and an async hook costs a promise each; only a
+  // counted refusal goes asynchronous.
+  app.addHook('onSend', (request, reply, payload, done) => {
+    if ((request as Marked)[COUNTED] || !REFUSAL_STATUSES.has(reply.statusCode)) return done(null, payload)
     const name = tierOf(request)
-    if (name === false) return payload
+    if (name === false) return done(null, payload)
+    countRefusal(request, reply, payload, name).then(
+      (sent) => done(null, sent),
+      (err: unknown) => done(err instanceof Error ? err : new Error(String(err))),
+    )
+  })
+
+  const countRefusal = async (
+    request: FastifyRequest,
+    reply: FastifyReply,
+    payload: unknown,
+    name: RateLimitTier,
+  ): Promise<unknown> => {
     // A signed-in caller refused (403) spends its own budget; an anonymous one a separate
     // per-address budget of refusals, so that its ordinary requests are not held against it.
     const anonymous = request.principal === null
@@ -240,7 +255,7 @@ async function rateLimit(app: FastifyInstance, opts: RateLimitOptions): Promise<
     reply.headers({ ...error.headers, 'ratelimit-limit': limit, 'ratelimit-remaining': 0 })
     reply.code(error.status).type(PROBLEM_CONTENT_TYPE)
     return JSON.stringify(problemBody(error, request.id, request.url))
-  })
+  }
 }
 
 export default fp(rateLimit, { name: 'plinth-rate-limit', fastify: '5.x' })

@@ -1,13 +1,20 @@
+import type { ServerResponse } from 'node:http'
 import type { FastifyInstance, FastifyReply, FastifyRequest, onSendHookHandler, RouteOptions } from 'fastify'
 import fp from 'fastify-plugin'
-import type { Counter, Histogram } from 'prom-client'
 import type { Metrics } from '../../observability/metrics.ts'
 import { REQUEST_ID_HEADER } from '../../observability/request-id.ts'
+import { routeConfig } from '../route-config.ts'
 
 export interface RequestContextOptions {
   readonly metrics: Metrics
   /** Log request bodies at debug level (redacted); refused in production by config. */
   readonly logBodies: boolean
+}
+
+/** The URL without its query string. */
+const pathOf = (url: string) => {
+  const q = url.indexOf('?')
+  return q < 0 ? url : url.slice(0, q)
 }
 
 /** Route label for requests no route matched: one value, so unknown paths cannot explode cardinality. */
@@ -24,18 +31,9 @@ type Marked = FastifyRequest & { [STREAM_STARTED]?: boolean }
  */
 async function requestContext(app: FastifyInstance, opts: RequestContextOptions): Promise<void> {
   const { metrics } = opts
-  // One child per label set, created on first use: prom-client otherwise hashes the labels object
-  // on every observation. The set is bounded: route templates × methods × statuses.
-  const series = new Map<string, { duration: Histogram.Internal<string>; count: Counter.Internal }>()
-  const seriesFor = (method: string, route: string, status: number) => {
-    const key = `${method} ${status} ${route}`
-    let s = series.get(key)
-    if (!s) {
-      const labels = { method, route, status_code: String(status) }
-      s = { duration: metrics.httpRequestDuration.labels(labels), count: metrics.httpRequests.labels(labels) }
-      series.set(key, s)
-    }
-    return s
+  // A stream's response is marked when its headers go (below): it already left the gauge then.
+  function answered(this: ServerResponse & { [STREAM_STARTED]?: boolean }) {
+    if (!this[STREAM_STARTED]) metrics.httpInFlight.dec()
   }
 
   app.decorateRequest(STREAM_STARTED, false)
@@ -44,10 +42,9 @@ async function requestContext(app: FastifyInstance, opts: RequestContextOptions)
     // Set first, so that every answer carries it, errors and 404s included.
     reply.header(REQUEST_ID_HEADER, request.id)
     metrics.httpInFlight.inc()
-    // 'close' fires for finished and aborted responses alike, so the gauge cannot leak.
-    reply.raw.once('close', () => {
-      if (!(request as Marked)[STREAM_STARTED]) metrics.httpInFlight.dec()
-    })
+    // 'close' fires once, for finished and aborted responses alike, so the gauge cannot leak.
+    // One shared listener (it reads the response it fires on): no closure per request.
+    reply.raw.on('close', answered)
     done()
   })
   // A stream is answered when its headers go: counted in flight for hours, it would hold the
@@ -55,6 +52,7 @@ async function requestContext(app: FastifyInstance, opts: RequestContextOptions)
   const streamStarted: onSendHookHandler = (request, reply, payload, done) => {
     if (reply.statusCode < 300 && !(request as Marked)[STREAM_STARTED]) {
       ;(request as Marked)[STREAM_STARTED] = true
+      ;(reply.raw as ServerResponse & { [STREAM_STARTED]?: boolean })[STREAM_STARTED] = true
       metrics.httpInFlight.dec()
       record(request, reply, true)
     }
@@ -72,17 +70,16 @@ async function requestContext(app: FastifyInstance, opts: RequestContextOptions)
     })
   }
   const record = (request: FastifyRequest, reply: FastifyReply, stream: boolean) => {
-    const route = request.routeOptions.url ?? UNMATCHED_ROUTE
-    const s = seriesFor(request.method, route, reply.statusCode)
-    s.duration.observe(reply.elapsedTime / 1000)
-    s.count.inc()
+    const route = routeConfig(request).url ?? UNMATCHED_ROUTE
+    const elapsed = reply.elapsedTime
+    metrics.httpSeries(request.method, route, reply.statusCode).record(elapsed / 1000)
     request.log.info(
       {
         method: request.method,
         route,
-        path: request.url.split('?', 1)[0],
+        path: pathOf(request.url),
         statusCode: reply.statusCode,
-        durationMs: Math.round(reply.elapsedTime * 100) / 100,
+        durationMs: Math.round(elapsed * 100) / 100,
         ...(stream ? { stream: 'started' } : {}),
       },
       'request completed',

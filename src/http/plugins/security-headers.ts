@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
-import '../route-config.ts'
+import { routeConfig } from '../route-config.ts'
 
 /** The API answers JSON only: a response may load nothing and be framed by no one. */
 export const API_CSP = "default-src 'none'; frame-ancestors 'none'"
@@ -119,11 +119,12 @@ async function securityHeaders(app: FastifyInstance, opts: SecurityHeadersOption
   setPrefixes({ '/api/docs': DOCS_CSP, ...opts.cspByPrefix })
 
   const cspOfRoute = new Map<string, string>()
-  const sets = new Map<string, HeaderSet>()
-  const headersFor = (csp: string): HeaderSet => {
+  // Name/value pairs per policy: set with one reply.header() each, no object walked per request.
+  const sets = new Map<string, readonly (readonly [string, string])[]>()
+  const headersFor = (csp: string) => {
     let set = sets.get(csp)
     if (!set) {
-      set = Object.freeze({ ...common, 'content-security-policy': csp })
+      set = Object.freeze(Object.entries({ ...common, 'content-security-policy': csp }))
       sets.set(csp, set)
     }
     return set
@@ -146,8 +147,9 @@ async function securityHeaders(app: FastifyInstance, opts: SecurityHeadersOption
   } satisfies SecurityHeaders)
 
   app.addHook('onRequest', (request, reply, done) => {
-    const route = request.routeOptions
-    reply.headers(headersFor(route.config.csp ?? cspOf(route.url)))
+    const config = routeConfig(request)
+    const set = headersFor(config.csp ?? cspOf(config.url))
+    for (let i = 0; i < set.length; i++) reply.header(set[i]![0], set[i]![1])
     done()
   })
   // Nothing in Plinth sets it, but a third-party plugin might: it only advertises the stack.

@@ -54,6 +54,14 @@ function isPlainObject(value: object): boolean {
   return !ArrayBuffer.isView(value) && typeof (value as { pipe?: unknown }).pipe !== 'function'
 }
 
+/** No value, or an object without a single key of its own. */
+function isEmpty(value: unknown): boolean {
+  if (value === undefined || value === null) return true
+  if (typeof value !== 'object' || Array.isArray(value) || !isPlainObject(value)) return false
+  for (const _ in value) return false
+  return true
+}
+
 const MESSAGE = 'holds a NUL character or an unpaired surrogate'
 const KEY_MESSAGE = 'is a key holding a NUL character or an unpaired surrogate'
 
@@ -78,6 +86,8 @@ async function textGuard(app: FastifyInstance): Promise<void> {
     done()
   })
   app.addHook('preValidation', (request, _reply, done) => {
+    // Most requests have no path parameter, no query string and no body: nothing to walk.
+    if (isEmpty(request.params) && isEmpty(request.query) && isEmpty(request.body)) return done()
     const errors = [
       ...unstorableFields('params', request.params),
       ...unstorableFields('querystring', request.query),
