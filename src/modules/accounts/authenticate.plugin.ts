@@ -121,8 +121,10 @@ async function authenticate(app: FastifyInstance, opts: AuthenticateOptions): Pr
   })
 
   app.addHook('onRequest', async (request) => {
+    // Read once: `routeOptions` is a getter that builds a new object on every access.
+    const route = request.routeOptions
     // Probes and scrapers must answer whatever credential comes along, database down or not.
-    if (OPS_ROUTES.has(request.routeOptions.url ?? '')) return
+    if (OPS_ROUTES.has(route.url ?? '')) return
     const credential = credentialOf(request)
     let presentedInvalid = false
     if (credential) {
@@ -132,7 +134,7 @@ async function authenticate(app: FastifyInstance, opts: AuthenticateOptions): Pr
       request.mfaEnrolmentPending = principal?.mfaEnrolmentPending ?? false
     }
 
-    const config = request.routeOptions.config
+    const config = route.config
     if (config.public || !config.permission) return
     const principal = request.principal
     if (!principal)
