@@ -1,5 +1,6 @@
 import { Readable } from 'node:stream'
 import { GetObjectCommand, type GetObjectCommandInput, S3Client } from '@aws-sdk/client-s3'
+import { type ErrorCode, PlinthError } from '../../shared/errors.ts'
 
 /**
  * How to reach an S3-compatible server, as the config gives it (`PLINTH_FILES_S3_*`,
@@ -153,4 +154,29 @@ export function keyPrefix(prefix: string): string {
 export function isS3NotFound(err: unknown): boolean {
   const e = err as { name?: string; $metadata?: { httpStatusCode?: number } }
   return e.name === 'NoSuchKey' || e.name === 'NotFound' || e.$metadata?.httpStatusCode === 404
+}
+
+/**
+ * How a caller reports S3 failures: anything that is not already a PlinthError becomes `code` (a
+ * 503 "unavailable" code of the caller's) naming `what` (e.g. "The backup target s3://bucket/p/"),
+ * with the SDK error's name and the start of its message. `call` wraps one request.
+ */
+export function s3Failures(code: ErrorCode, what: string) {
+  const unavailable = (err: unknown): PlinthError => {
+    if (err instanceof PlinthError) return err
+    const e = err as { name?: string; message?: string }
+    return new PlinthError(
+      code,
+      `${what} did not answer as expected (${e.name ?? 'Error'}: ${(e.message ?? '').slice(0, 200)}).`,
+      { cause: err },
+    )
+  }
+  async function call<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn()
+    } catch (err) {
+      throw unavailable(err)
+    }
+  }
+  return { unavailable, call }
 }

@@ -15,6 +15,7 @@ import {
   keyPrefix,
   isS3NotFound as missing,
   type S3Connection,
+  s3Failures,
 } from '../../infra/s3/client.ts'
 import { PlinthError } from '../../shared/errors.ts'
 import type { BackupTarget, PendingPart } from './local-target.ts'
@@ -48,22 +49,7 @@ export function createS3Target(options: S3TargetOptions): BackupTarget {
       throw new TypeError(`backup target: invalid part name ${name}`)
     return `${prefix}${name}`
   }
-  const unavailable = (err: unknown) => {
-    if (err instanceof PlinthError) return err
-    const e = err as { name?: string; message?: string }
-    return new PlinthError(
-      'PLINTH_BACKUP_TARGET_UNAVAILABLE',
-      `The backup target ${where} did not answer as expected (${e.name ?? 'Error'}: ${(e.message ?? '').slice(0, 200)}).`,
-      { cause: err },
-    )
-  }
-  async function call<T>(fn: () => Promise<T>): Promise<T> {
-    try {
-      return await fn()
-    } catch (err) {
-      throw unavailable(err)
-    }
-  }
+  const { unavailable, call } = s3Failures('PLINTH_BACKUP_TARGET_UNAVAILABLE', `The backup target ${where}`)
   const get = (name: string) => getKey(key(name))
   async function getKey(Key: string): Promise<Readable | undefined> {
     try {

@@ -16,8 +16,8 @@ import {
   keyPrefix,
   isS3NotFound as missing,
   type S3Connection,
+  s3Failures,
 } from '../../../infra/s3/client.ts'
-import { PlinthError } from '../../../shared/errors.ts'
 import {
   assertKey,
   type ByteRange,
@@ -48,22 +48,7 @@ export async function createS3Storage(options: S3StorageOptions): Promise<FileSt
   await mkdir(stagingDir, { recursive: true, mode: 0o700 })
   const full = (key: string) => `${prefix}${assertKey(key)}`
   const where = `s3://${Bucket}/${prefix}`
-  const unavailable = (err: unknown) => {
-    if (err instanceof PlinthError) return err
-    const e = err as { name?: string; message?: string }
-    return new PlinthError(
-      'PLINTH_FILES_STORAGE_UNAVAILABLE',
-      `The file storage ${where} did not answer as expected (${e.name ?? 'Error'}: ${(e.message ?? '').slice(0, 200)}).`,
-      { cause: err },
-    )
-  }
-  async function call<T>(fn: () => Promise<T>): Promise<T> {
-    try {
-      return await fn()
-    } catch (err) {
-      throw unavailable(err)
-    }
-  }
+  const { unavailable, call } = s3Failures('PLINTH_FILES_STORAGE_UNAVAILABLE', `The file storage ${where}`)
 
   async function* listAll(under: string): AsyncGenerator<StoredObject> {
     let ContinuationToken: string | undefined
