@@ -338,6 +338,14 @@ describe('the embedded database session queue', () => {
     }
   })
 
+  it('assembles a message of many megabytes arriving over many reads, and answers after it', async () => {
+    const big = 'x'.repeat(8 * 1024 * 1024)
+    const { rows } = await plinth.db.pool.query('select length($1::text) as n, $2::int as after', [big, 7])
+    assert.deepEqual(rows, [{ n: big.length, after: 7 }])
+    // The connection is usable at once for the next, small query.
+    assert.deepEqual((await plinth.db.pool.query('select 40 + 2 as n')).rows, [{ n: 42 }])
+  })
+
   it('knows which frontend messages end a protocol unit', () => {
     assert.equal(endsUnit(serialize.sync()), true)
     assert.equal(endsUnit(serialize.query('select 1')), true)

@@ -64,10 +64,22 @@ export async function startSessionServer(options: {
       fail: () => socket.destroy(),
     }
     let started = false
-    let pending: Buffer | undefined
+    // A partial message's bytes, collected until the length it announced has arrived: joining them
+    // once, not at every read, keeps a multi-megabyte message linear instead of quadratic.
+    let pending: Buffer[] = []
+    let pendingBytes = 0
+    /** The bytes the partial message needs in all (0 while its header is incomplete). */
+    let need = 0
     socket.on('data', (chunk: Buffer) => {
-      const buf = pending ? Buffer.concat([pending, chunk]) : chunk
-      pending = undefined
+      if (pendingBytes > 0 && need > 0 && pendingBytes + chunk.length < need) {
+        pending.push(chunk)
+        pendingBytes += chunk.length
+        return
+      }
+      const buf = pendingBytes > 0 ? Buffer.concat([...pending, chunk]) : chunk
+      pending = []
+      pendingBytes = 0
+      need = 0
       let offset = 0
       let queued = false
       while (true) {
@@ -80,7 +92,10 @@ export async function startSessionServer(options: {
             socket.destroy()
             return
           }
-          if (left < length) break
+          if (left < length) {
+            need = length
+            break
+          }
           const code = buf.readInt32BE(offset + 4)
           if (code === SSL_REQUEST || code === GSSENC_REQUEST) socket.write(NO)
           else if (code !== CANCEL_REQUEST) {
@@ -97,14 +112,18 @@ export async function startSessionServer(options: {
           socket.destroy()
           return
         }
-        if (left < length) break
+        if (left < length) {
+          need = length
+          break
+        }
         queue.push(conn, buf.subarray(offset, offset + length))
         queued = true
         offset += length
       }
       if (offset < buf.length) {
         // A partial message: kept (copied, so that the queued views stay the only users of buf).
-        pending = Buffer.from(buf.subarray(offset))
+        pending = [Buffer.from(buf.subarray(offset))]
+        pendingBytes = buf.length - offset
       }
       if (queued) queue.run()
     })
