@@ -1,5 +1,6 @@
 import { createRequire } from 'node:module'
 import type { FastifySchemaCompiler, FastifySchemaValidationError, FastifySerializerCompiler } from 'fastify'
+import { forSerialization } from './serializer-schemas.ts'
 
 /**
  * Route schemas compiled on a route's first use instead of at `app.ready()`.
@@ -9,7 +10,8 @@ import type { FastifySchemaCompiler, FastifySchemaValidationError, FastifySerial
  * compiler hands Fastify a stand-in that compiles the real function the first time it runs, then
  * calls it: the same validator (Plinth's, shared/validation.ts) and the same serializer factory
  * (the one Fastify itself uses), so error messages, coercion, defaults and response shapes do not
- * change. What moves is when a broken schema shows: at the route's first request (a 500) instead
+ * change (the serializer gets its schema with simple unions flattened, serializer-schemas.ts: the
+ * same output, fewer checks). What moves is when a broken schema shows: at the route's first request (a 500) instead
  * of at boot. `compileAll()` brings the boot-time check back on demand: test/http-schemas.test.ts
  * calls it on an app with every module, so a schema error still fails the suite.
  */
@@ -105,7 +107,9 @@ export function lazySchemas(validatorCompiler: FastifySchemaCompiler<unknown>): 
   const buildSerializer = (externalSchemas: unknown, serializerOpts: unknown) => {
     const compile = defaults(externalSchemas, serializerOpts)
     return ((route: Parameters<FastifySerializerCompiler<unknown>>[0]) => {
-      const real = once(`${route.method} ${route.url} response ${route.httpStatus}`, () => compile(route))
+      const real = once(`${route.method} ${route.url} response ${route.httpStatus}`, () =>
+        compile({ ...route, schema: forSerialization(route.schema) }),
+      )
       return (data: unknown) => real()(data)
     }) as FastifySerializerCompiler<unknown>
   }
