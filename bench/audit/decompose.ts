@@ -14,10 +14,9 @@
  *
  * Usage: node bench/audit/decompose.ts [--duration <s>] [--rounds <n>]   (BENCH_POSTGRES_URL as run.ts)
  */
-import { randomBytes, randomUUID } from 'node:crypto'
+import { randomUUID } from 'node:crypto'
 import { loadavg } from 'node:os'
 import { sql } from 'kysely'
-import pg from 'pg'
 import { createPlinth } from '../../src/app/create-plinth.ts'
 import { loadConfig } from '../../src/config/load-config.ts'
 import { auditDiff } from '../../src/core/audit.ts'
@@ -26,7 +25,7 @@ import { createLogger, logDestination } from '../../src/observability/logger.ts'
 import { processCpuMs, runBenchmark } from '../lib/children.ts'
 import { parseOptions } from '../lib/options.ts'
 import { productionEnv } from '../lib/server-child.ts'
-import { ACTION, applyChange, CREATE_ITEMS, ROWS, sharedKeys } from './protocol.ts'
+import { ACTION, applyChange, ROWS, scratchDatabase, sharedKeys } from './protocol.ts'
 
 const WRITERS = 16
 const SERVER_URL = process.env.BENCH_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'
@@ -34,35 +33,18 @@ const USAGE = `Usage: node bench/audit/decompose.ts [--duration <seconds>] [--ro
 
   --duration  seconds per run (default 10); --rounds  runs of each kind (default 3)`
 
-async function onServer<T>(url: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({ connectionString: url })
-  await client.connect()
-  try {
-    return await fn(client)
-  } finally {
-    await client.end()
-  }
-}
-
 async function main(): Promise<number> {
   const { duration, rounds } = parseOptions(process.argv.slice(2), USAGE)
-  const name = `plinth_bench_decompose_${process.pid}_${randomBytes(3).toString('hex')}`
-  await onServer(SERVER_URL, (c) => c.query(`create database ${name}`))
-  const url = new URL(SERVER_URL)
-  url.pathname = `/${name}`
+  const scratch = await scratchDatabase(SERVER_URL, 'plinth_bench_decompose')
   console.log(
     `bench/audit/decompose: ${WRITERS} writers, ${duration} s runs, load average ${loadavg()[0]!.toFixed(2)}`,
   )
   try {
-    await onServer(url.toString(), async (c) => {
-      await c.query(CREATE_ITEMS)
-      await c.query(`insert into bench_items (id) select g from generate_series(1, ${ROWS}) g`)
-    })
     const config = loadConfig({
       env: {
         ...productionEnv('127.0.0.1'),
         ...sharedKeys(),
-        DATABASE_URL: url.toString(),
+        DATABASE_URL: scratch.url,
         PLINTH_ROLE: 'api',
         PLINTH_DB_POOL_MAX: String(WRITERS + 2),
       },
@@ -139,7 +121,7 @@ async function main(): Promise<number> {
       await plinth.shutdown()
     }
   } finally {
-    await onServer(SERVER_URL, (c) => c.query(`drop database if exists ${name} with (force)`))
+    await scratch.drop()
   }
   return 0
 }

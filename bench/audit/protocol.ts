@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import { type Kysely, sql } from 'kysely'
+import pg from 'pg'
 
 /** What bench/audit/run.ts and its server child (bench/audit/server.ts) share. */
 
@@ -56,4 +57,43 @@ export function sharedKeys(): { PLINTH_MASTER_KEY: string; PLINTH_SECRET_KEY: st
     PLINTH_MASTER_KEY: process.env.BENCH_AUDIT_MASTER_KEY,
     PLINTH_SECRET_KEY: process.env.BENCH_AUDIT_SECRET_KEY,
   }
+}
+
+/** Runs `fn` with one client of the server at `url`, closed afterwards. */
+export async function withClient<T>(url: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: url })
+  await client.connect()
+  try {
+    return await fn(client)
+  } finally {
+    await client.end()
+  }
+}
+
+/**
+ * A new database on the server of `serverUrl`, holding `bench_items` (ROWS rows), for one run of
+ * run.ts or decompose.ts; `drop()` removes it, whoever still uses it.
+ */
+export async function scratchDatabase(
+  serverUrl: string,
+  prefix: string,
+): Promise<{ name: string; url: string; drop(): Promise<void> }> {
+  const name = `${prefix}_${process.pid}_${randomBytes(3).toString('hex')}`
+  await withClient(serverUrl, (c) => c.query(`create database ${name}`))
+  const url = new URL(serverUrl)
+  url.pathname = `/${name}`
+  const drop = () =>
+    withClient(serverUrl, (c) => c.query(`drop database if exists ${name} with (force)`)).then(
+      () => undefined,
+    )
+  try {
+    await withClient(url.toString(), async (c) => {
+      await c.query(CREATE_ITEMS)
+      await c.query(`insert into bench_items (id) select g from generate_series(1, ${ROWS}) g`)
+    })
+  } catch (err) {
+    await drop()
+    throw err
+  }
+  return { name, url: url.toString(), drop }
 }

@@ -24,12 +24,11 @@
  * The server: BENCH_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/postgres); a scratch
  * database is created on it and dropped afterwards.
  */
-import { randomBytes, randomUUID } from 'node:crypto'
+import { randomUUID } from 'node:crypto'
 import { cpus, loadavg } from 'node:os'
 import { createHistogram } from 'node:perf_hooks'
 import { fileURLToPath } from 'node:url'
 import { sql } from 'kysely'
-import pg from 'pg'
 import { createPlinth, type Plinth } from '../../src/app/create-plinth.ts'
 import { loadConfig } from '../../src/config/load-config.ts'
 import { auditDiff } from '../../src/core/audit.ts'
@@ -45,10 +44,11 @@ import {
   AUDITED_CHANGE,
   applyChange,
   CHANGE,
-  CREATE_ITEMS,
   ROWS,
   type ServerMessage,
+  scratchDatabase,
   sharedKeys,
+  withClient,
 } from './protocol.ts'
 
 const HOST = '127.0.0.1'
@@ -85,22 +85,12 @@ const requestFor = (kind: Kind, server: Ready): Request => ({
   headers: { authorization: `Bearer ${server.token}` },
 })
 
-async function onServer<T>(fn: (c: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({ connectionString: SERVER_URL })
-  await client.connect()
-  try {
-    return await fn(client)
-  } finally {
-    await client.end()
-  }
-}
-
 /**
  * CPU (ms) each PostgreSQL backend connected to `database` has used so far, by pid (from /proc; empty
  * where the server's processes are not visible). Backends of the pool live through a run.
  */
 async function backendsCpuMs(database: string): Promise<Map<number, number>> {
-  const { rows } = await onServer((c) =>
+  const { rows } = await withClient(SERVER_URL, (c) =>
     c.query<{ pid: number }>('select pid from pg_stat_activity where datname = $1', [database]),
   )
   const out = new Map<number, number>()
@@ -289,11 +279,8 @@ async function main(): Promise<number> {
     console.log('warning: the machine is already busy; expect noisy figures (every side shares the noise)')
   console.log('')
 
-  const name = `plinth_bench_audit_${process.pid}_${randomBytes(3).toString('hex')}`
-  await onServer((c) => c.query(`create database ${name}`))
-  const url = new URL(SERVER_URL)
-  url.pathname = `/${name}`
-  const databaseUrl = url.toString()
+  const scratch = await scratchDatabase(SERVER_URL, 'plinth_bench_audit')
+  const { name, url: databaseUrl } = scratch
   sharedKeys()
   const problems: string[] = []
   const samples: Record<Kind, Sample[]> = { plain: [], audited: [] }
@@ -301,14 +288,6 @@ async function main(): Promise<number> {
   let storage: Record<Kind, StorageSample> | undefined
   let chain: Awaited<ReturnType<typeof verifyAuditChain>> | undefined
   try {
-    const scratch = new pg.Client({ connectionString: databaseUrl })
-    await scratch.connect()
-    try {
-      await scratch.query(CREATE_ITEMS)
-      await scratch.query(`insert into bench_items (id) select g from generate_series(1, ${ROWS}) g`)
-    } finally {
-      await scratch.end()
-    }
     const checked = new Set<Kind>()
     for (let r = 1; r <= rounds; r++) {
       for (const kind of KINDS) {
@@ -375,7 +354,7 @@ async function main(): Promise<number> {
       await verifier.shutdown()
     }
   } finally {
-    await onServer((c) => c.query(`drop database if exists ${name} with (force)`))
+    await scratch.drop()
   }
 
   const results = { plain: aggregate(samples.plain), audited: aggregate(samples.audited) }

@@ -53,8 +53,12 @@ export interface Audit {
    * Writes one audit row with `db`, which should be the transaction of the change it records: the
    * change and its row then commit or roll back together. With the root handle it is a standalone
    * insert (for events that change nothing, such as a refused sign-in). It takes no lock, so it
-   * costs the transaction one insert wherever it sits. The row joins the hash chain shortly after
-   * its transaction commits (see `seal`). Throws a TypeError for an action that is not `noun:verb`.
+   * costs the transaction one insert wherever it sits. On PostgreSQL, inside a transaction, the
+   * insert leaves with the transaction's next statement (its COMMIT, usually) in one write rather
+   * than in a round trip of its own: later statements still see the row and a savepoint rolled
+   * back still takes it away, but a refusal by the database surfaces from that next statement
+   * (decision 0038). The row joins the hash chain shortly after its transaction commits (see
+   * `seal`). Throws a TypeError for an action that is not `noun:verb`.
    *
    * @example
    * await db.transaction().execute(async (trx) => {

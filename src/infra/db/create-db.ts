@@ -6,6 +6,7 @@ import type { Logger } from 'pino'
 import type { PlinthConfig } from '../../config/config.schema.ts'
 import { redactUrl } from '../../config/load-config.ts'
 import { PlinthError } from '../../shared/errors.ts'
+import { useDeferredStatements } from './deferred-statements.ts'
 import { lockDataDir } from './embedded-lock.ts'
 import { embeddedServerSizing, type PrestartedDatabase } from './embedded-prestart.ts'
 import { type EmbeddedServer, SOCKET_FILE, SOCKET_PORT, startEmbeddedServer } from './embedded-server.ts'
@@ -160,6 +161,9 @@ export async function createDatabase(
   guardPoolClients(pool, log)
   // Registered fixed-text writes go named on PostgreSQL (not on PGlite's shared session): prepared-statements.ts.
   if (kind === 'postgres' && config.dbPreparedStatements !== false) usePreparedStatements(pool)
+  // Registered single-row inserts in a transaction leave with its next statement, in one write
+  // (PostgreSQL only, like the above): deferred-statements.ts.
+  if (kind === 'postgres') useDeferredStatements(pool)
 
   const kysely = new Kysely<PlinthTables>({ dialect: new PostgresDialect({ pool }) })
   let closed = false

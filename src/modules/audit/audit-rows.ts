@@ -1,5 +1,6 @@
 import { CompiledQuery, type Kysely, sql, type Transaction } from 'kysely'
 import { AUDIT_ACTION, type AuditEntry } from '../../core/audit.ts'
+import { deferredStatement } from '../../infra/db/deferred-statements.ts'
 import { preparedStatement } from '../../infra/db/prepared-statements.ts'
 import type { PlinthTables } from '../../infra/db/tables.ts'
 import { redactDeep } from '../../observability/logger.ts'
@@ -58,12 +59,16 @@ export async function lockChain(trx: Transaction<PlinthTables>): Promise<void> {
  * each call costs about 25 µs of CPU, ten times the rest of `record` (measured on the project's
  * 2-core machine), all of it while the caller holds a pooled connection. On PostgreSQL it is a named
  * prepared statement, parsed and planned once per connection instead of on every change (about a
- * third of what the insert costs the server: docs/decisions/0035-audited-write-cost.md).
+ * third of what the insert costs the server: docs/decisions/0035-audited-write-cost.md), and,
+ * inside a transaction, deferred: it leaves with the transaction's next statement, its COMMIT
+ * usually, in one write, instead of costing a round trip of its own
+ * (infra/db/deferred-statements.ts, docs/decisions/0038-audited-write-round-trip.md).
  */
-const INSERT_SQL =
+const INSERT_SQL = deferredStatement(
   preparedStatement(`insert into audit_log (at, actor_type, actor_id, actor_token_id, action, target_type,
   target_id, outcome, ip, user_agent, request_id, details, changes)
-  values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13::jsonb)`)
+  values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13::jsonb)`),
+)
 
 /** Inserts one unsealed audit row with `db` (see `Audit.record`). */
 export async function insertAuditEntry(db: Db, entry: AuditEntry): Promise<void> {
