@@ -241,6 +241,28 @@ for (const backend of ['postgres', 'embedded'] as Backend[]) {
       assertProblem(await changePassword('not-my-password-7'), 429, 'PLINTH_AUTH_LOCKED')
     })
 
+    it('ends the reservation of a check that throws, counting it neither way', async () => {
+      const { createCredentialAttempts } = await import('../src/modules/accounts/credential-attempts.ts')
+      const { userId } = await signUp(plinth.app, uniqueEmail('throws'))
+      const attempts = createCredentialAttempts({
+        db: plinth.db.kysely,
+        audit: plinth.context.audit,
+        events: plinth.securityEvents,
+      })
+      const reserved = await attempts.reserve(userId)
+      assert.ok('attempt' in reserved)
+      assert.equal((await state(userId)).checks_in_flight, 1)
+      await assert.rejects(
+        attempts.checking(reserved.attempt, async () => {
+          throw new Error('the database went away mid-check')
+        }),
+        /went away/,
+      )
+      const after = await state(userId)
+      assert.equal(after.checks_in_flight, 0)
+      assert.equal(after.failed_logins, 0)
+    })
+
     it('computes the lock in SQL exactly as lockout.ts does', async () => {
       // Imported here so that the other tests of this file run against code without it.
       const { createCredentialAttempts } = await import('../src/modules/accounts/credential-attempts.ts')

@@ -198,6 +198,19 @@ export function createCredentialAttempts(deps: {
       await settle(attempt, () => ({}))
     },
 
+    /**
+     * Runs the check of a reserved attempt; should it throw (the database, argon2), the reservation
+     * ends, counted neither way, and the error goes on.
+     */
+    async checking<T>(attempt: Attempt, check: () => Promise<T>): Promise<T> {
+      try {
+        return await check()
+      } catch (err) {
+        await this.released(attempt).catch(() => {})
+        throw err
+      }
+    },
+
     /** Fully authenticated: the failure count and the lock start again from zero. */
     async succeeded(attempt: Attempt): Promise<void> {
       await settle(attempt, () => ({ failed_logins: 0, locked_until: null }))
