@@ -33,7 +33,7 @@ for (const backend of ['postgres', 'embedded'] as Backend[]) {
     const state = (userId: string) =>
       plinth.db.kysely
         .selectFrom('users')
-        .select(['failed_logins', 'locked_until'])
+        .select(['failed_logins', 'locked_until', 'checks_in_flight'])
         .where('id', '=', userId)
         .executeTakeFirstOrThrow()
     /** Lets the current (short) lock run out, as waiting would: the lock is moved into the past. */
@@ -78,6 +78,66 @@ for (const backend of ['postgres', 'embedded'] as Backend[]) {
         `${unknownChecked} checked for an unknown address`,
       )
       assert.equal(unknownChecked + unknown.filter((r) => r.statusCode === 429).length, 30)
+    })
+
+    it('concurrent sign-ins with the right password all succeed and never count as failures', async () => {
+      const email = uniqueEmail('burst-ok')
+      const { userId } = await signUp(plinth.app, email)
+      const answers = await Promise.all(Array.from({ length: 8 }, () => loginResponse(plinth.app, email)))
+      assert.deepEqual(
+        answers.map((r) => r.statusCode),
+        Array(8).fill(200),
+        answers.map((r) => r.body).join('\n'),
+      )
+      const after = await state(userId)
+      assert.equal(after.failed_logins, 0)
+      assert.equal(after.locked_until, null)
+      assert.equal(after.checks_in_flight, 0)
+    })
+
+    it('with four failures counted, concurrent right passwords take turns instead of being refused; concurrent wrong ones get one guess', async () => {
+      const email = uniqueEmail('burst-turns')
+      const { userId } = await signUp(plinth.app, email)
+      const setFailures = (n: number) =>
+        plinth.db.kysely
+          .updateTable('users')
+          .set({ failed_logins: n, locked_until: null })
+          .where('id', '=', userId)
+          .execute()
+      await setFailures(4)
+      const right = await Promise.all(Array.from({ length: 4 }, () => loginResponse(plinth.app, email)))
+      assert.deepEqual(
+        right.map((r) => r.statusCode),
+        [200, 200, 200, 200],
+        right.map((r) => r.body).join('\n'),
+      )
+      assert.equal((await state(userId)).failed_logins, 0)
+      // The same position for a guesser: one more failure locks, so only one guess is checked.
+      await setFailures(4)
+      const wrong = await Promise.all(
+        Array.from({ length: 10 }, (_, i) => loginResponse(plinth.app, email, `wrong-turn-${i}`)),
+      )
+      assert.equal(wrong.filter((r) => r.statusCode === 401).length, 1)
+      for (const r of wrong.filter((x) => x.statusCode !== 401)) assertProblem(r, 429, 'PLINTH_AUTH_LOCKED')
+      const locked = await state(userId)
+      assert.equal(locked.failed_logins, 5)
+      assert.ok(locked.locked_until && locked.locked_until.getTime() > Date.now())
+      assert.equal(locked.checks_in_flight, 0)
+    })
+
+    it('checks abandoned by a dead process stop holding the account once their lease ends', async () => {
+      const email = uniqueEmail('abandoned')
+      const { userId } = await signUp(plinth.app, email)
+      await plinth.db.kysely
+        .updateTable('users')
+        .set({ failed_logins: 4, checks_in_flight: 3, checks_in_flight_until: new Date(Date.now() - 1000) })
+        .where('id', '=', userId)
+        .execute()
+      const res = await loginResponse(plinth.app, email)
+      assert.equal(res.statusCode, 200, res.body)
+      const after = await state(userId)
+      assert.equal(after.failed_logins, 0)
+      assert.equal(after.checks_in_flight, 0)
     })
 
     it('second-factor failures accumulate across challenges (a right password does not reset them) up to the hard lock', async () => {
@@ -181,6 +241,28 @@ for (const backend of ['postgres', 'embedded'] as Backend[]) {
       assertProblem(await changePassword('not-my-password-7'), 429, 'PLINTH_AUTH_LOCKED')
     })
 
+    it('ends the reservation of a check that throws, counting it neither way', async () => {
+      const { createCredentialAttempts } = await import('../src/modules/accounts/credential-attempts.ts')
+      const { userId } = await signUp(plinth.app, uniqueEmail('throws'))
+      const attempts = createCredentialAttempts({
+        db: plinth.db.kysely,
+        audit: plinth.context.audit,
+        events: plinth.securityEvents,
+      })
+      const reserved = await attempts.reserve(userId)
+      assert.ok('attempt' in reserved)
+      assert.equal((await state(userId)).checks_in_flight, 1)
+      await assert.rejects(
+        attempts.checking(reserved.attempt, async () => {
+          throw new Error('the database went away mid-check')
+        }),
+        /went away/,
+      )
+      const after = await state(userId)
+      assert.equal(after.checks_in_flight, 0)
+      assert.equal(after.failed_logins, 0)
+    })
+
     it('computes the lock in SQL exactly as lockout.ts does', async () => {
       // Imported here so that the other tests of this file run against code without it.
       const { createCredentialAttempts } = await import('../src/modules/accounts/credential-attempts.ts')
@@ -201,9 +283,10 @@ for (const backend of ['postgres', 'embedded'] as Backend[]) {
         })
         const reserved = await attempts.reserve(userId)
         assert.ok('attempt' in reserved)
-        assert.equal(reserved.attempt.failures, failures + 1)
+        const failed = await attempts.failed(reserved.attempt, {})
+        assert.equal(failed.failures, failures + 1)
         assert.equal(
-          reserved.attempt.lockedUntil?.toISOString() ?? null,
+          failed.lockedUntil?.toISOString() ?? null,
           lockAfter(failures + 1, now.getTime())?.toISOString() ?? null,
           `after ${failures + 1} failures`,
         )

@@ -5,12 +5,15 @@ import { GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3'
 import { sql } from 'kysely'
 import { builtinModules } from '../src/app/modules.ts'
 import { type BackupService, createBackupService } from '../src/modules/backups/backup.service.ts'
+import { backupServiceOf } from '../src/modules/backups/backups.module.ts'
 import { archiveName } from '../src/modules/backups/manifest.ts'
 import { createS3Target } from '../src/modules/backups/s3-target.ts'
 import { createUser, NO_RATE_LIMITS, uniqueEmail } from './helpers/accounts.ts'
 import { type S3rver, startS3rver } from './helpers/s3rver.ts'
+import { startTcpProxy } from './helpers/tcp-proxy.ts'
 import { TEST_MASTER_KEY } from './helpers/test-config.ts'
 import { startTestPlinth, type TestPlinth } from './helpers/test-plinth.ts'
+import { waitFor } from './helpers/wait-for.ts'
 
 const BUCKET = 'backups'
 const knownMigrations = builtinModules.flatMap((m) => Object.keys(m.migrations ?? {}))
@@ -39,6 +42,43 @@ describe('the S3 backup target, against a real s3rver process', () => {
   after(async () => {
     await plinth?.close()
     await s3?.stop()
+  })
+
+  it("closes the configured target's connections (both S3 clients) when the instance closes", async () => {
+    // Through a proxy that counts the connections. s3rver keeps an idle connection 5 s: without the
+    // close, they outlive the instance that long.
+    const proxy = await startTcpProxy({ host: '127.0.0.1', port: s3.port })
+    let own: TestPlinth | undefined
+    try {
+      own = await startTestPlinth({
+        env: {
+          PLINTH_MASTER_KEY: TEST_MASTER_KEY,
+          PLINTH_BACKUP_S3_BUCKET: BUCKET,
+          PLINTH_BACKUP_S3_PREFIX: 'closing/',
+          PLINTH_BACKUP_S3_ENDPOINT: proxy.through(s3.endpoint),
+          PLINTH_BACKUP_S3_REGION: s3.connection.region,
+          PLINTH_BACKUP_S3_ACCESS_KEY_ID: s3.connection.accessKeyId,
+          PLINTH_BACKUP_S3_SECRET_ACCESS_KEY: s3.connection.secretAccessKey,
+          PLINTH_BACKUP_S3_FORCE_PATH_STYLE: 'true',
+        },
+      })
+      const target = backupServiceOf(own.context).target
+      await target.writeText('probe.json', '{"probe":true}')
+      // A streamed read goes through the second client (no idle timeout).
+      let text = ''
+      for await (const chunk of await target.open('probe.json')) text += chunk
+      assert.equal(text, '{"probe":true}')
+      await target.remove('probe.json')
+      assert.ok(proxy.connections >= 1, 'the calls left keep-alive connections open')
+      await own.close()
+      own = undefined
+      await waitFor('every connection to the bucket closed', () => proxy.connections === 0, {
+        timeoutMs: 2_500,
+      })
+    } finally {
+      await own?.close()
+      await proxy.close()
+    }
   })
 
   it('uploads (multipart), publishes after the checksum, lists, verifies and restores', async () => {

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict'
+import { randomUUID } from 'node:crypto'
 import { mkdirSync, mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { basename, join } from 'node:path'
@@ -106,6 +107,43 @@ describe('operating files: plinth files usage | sweep | verify', { skip: await s
     )
     rmSync(join(dir, alice.userId, lost.sha256.slice(0, 2)), { recursive: true, force: true })
     await plinth.db.kysely.deleteFrom('files').where('id', '=', lost.id).execute()
+  })
+
+  it('leaves the object of an upload in flight alone, and takes back what a dead upload left after an hour', async () => {
+    // Two objects without a row, each with an upload's reservation: one just taken (its bytes are
+    // on their way), one two hours old (its process died between writing and recording).
+    const key = (c: string) => `${alice.userId}/${c}${c}/${c.repeat(64)}`
+    const writeObject = (c: string) => {
+      mkdirSync(join(dir, alice.userId, `${c}${c}`), { recursive: true })
+      writeFileSync(join(dir, key(c)), `bytes ${c}`)
+    }
+    writeObject('c')
+    writeObject('d')
+    await plinth.db.kysely
+      .insertInto('file_uploads')
+      .values([
+        { owner: alice.userId, sha256: 'c'.repeat(64), size: 7, token: randomUUID() },
+        {
+          owner: alice.userId,
+          sha256: 'd'.repeat(64),
+          size: 7,
+          token: randomUUID(),
+          started: new Date(Date.now() - 2 * 3600_000),
+        },
+      ])
+      .execute()
+    const run = await cli('sweep', '--json')
+    assert.equal(run.code, 0, run.err)
+    assert.deepEqual(JSON.parse(run.out).orphanObjects, [key('d')])
+    assert.ok(filesUnder(dir).includes(key('c')), 'the upload in flight keeps its object')
+    assert.ok(!filesUnder(dir).includes(key('d')))
+    const left = await plinth.db.kysely.selectFrom('file_uploads').select('sha256').execute()
+    assert.deepEqual(
+      left.map((r) => r.sha256),
+      ['c'.repeat(64)],
+    )
+    await plinth.db.kysely.deleteFrom('file_uploads').execute()
+    rmSync(join(dir, alice.userId, 'cc'), { recursive: true, force: true })
   })
 
   it('verifies every stored file against its SHA-256', async () => {

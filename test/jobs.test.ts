@@ -115,6 +115,36 @@ describe('jobs on the embedded database', () => {
     assert.equal(kit.of(first.json().id).length, 1, 'the job ran once')
   })
 
+  it('enqueues at POST /job-types/{name}/jobs, the same operation as the deprecated POST /jobs/{name}', async () => {
+    const created = await api('POST', '/job-types/kit.record/jobs', {
+      payload: { tag: 'by type' },
+      idempotencyKey: 'by-type-1',
+    })
+    assert.equal(created.statusCode, 202, created.body)
+    // One operation under two paths: the idempotency key is shared between them.
+    const old = await api('POST', '/jobs/kit.record', {
+      payload: { tag: 'by type' },
+      idempotencyKey: 'by-type-1',
+    })
+    assert.equal(old.statusCode, 200, old.body)
+    assert.equal(old.json().id, created.json().id)
+    assert.equal((await settled(created.json().id)).state, 'completed')
+    assertProblem(
+      await api('POST', '/job-types/kit.nope/jobs', { payload: {} }),
+      404,
+      'PLINTH_JOB_TYPE_UNKNOWN',
+    )
+    assertProblem(
+      await api('POST', '/job-types/kit.record/jobs', { payload: { tag: 7 } }),
+      422,
+      'PLINTH_JOB_PAYLOAD_INVALID',
+    )
+    const doc = (await plinth.app.inject({ url: '/api/openapi.json' })).json()
+    assert.equal(doc.paths['/api/v1/job-types/{name}/jobs'].post.deprecated, undefined)
+    assert.equal(doc.paths['/api/v1/jobs/{name}'].post.deprecated, true)
+    assert.equal(doc.paths['/api/v1/jobs/{name}'].post.operationId, 'postJobsByName', 'unchanged for clients')
+  })
+
   it('answers 4xx with the reason, not 503, for a job PostgreSQL cannot store (issue 9, defect 4)', async () => {
     // An idempotency key too large for its index (random: a repetitive one compresses to fit), the
     // same on every retry, so no 503.

@@ -155,6 +155,25 @@ describe('logDestination', () => {
     ;(stream as unknown as { end(): void }).end()
   })
 
+  it('exits cleanly, its lines written, when the process exits before the log file has opened', () => {
+    const file = join(dir, 'not-ready.ndjson')
+    const script = `
+      import { createLogger, logDestination } from ${JSON.stringify(new URL('./logger.ts', import.meta.url).href)}
+      // No wait for 'ready': the exit comes in the same tick, before the file's open has returned.
+      const stream = logDestination(${JSON.stringify(file)})
+      const log = createLogger({ env: 'test', logLevel: 'info', logFormat: 'json' }, stream)
+      for (let i = 0; i < 3; i++) log.info({ i }, 'early line')
+      process.exit(3)`
+    const run = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' })
+    assert.doesNotMatch(run.stderr, /not ready/)
+    assert.equal(run.status, 3, run.stderr)
+    const lines = readFileSync(file, 'utf8').trim().split('\n')
+    assert.deepEqual(
+      lines.map((l) => JSON.parse(l).i),
+      [0, 1, 2],
+    )
+  })
+
   it('writes every buffered line when the process exits, the fatal path included', () => {
     const file = join(dir, 'exit.ndjson')
     const script = `

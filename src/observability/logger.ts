@@ -1,3 +1,4 @@
+import { appendFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import pino, { type DestinationStream, type Logger } from 'pino'
 import type { PlinthConfig } from '../config/config.schema.ts'
@@ -99,27 +100,56 @@ type SonicBoomLike = DestinationStream & {
   removeListener(event: string, listener: (...args: unknown[]) => void): unknown
 }
 
+/** At most this many characters wait in a batch for its file to open. */
+const HELD_MAX = 1024 * 1024
+
 /** The lines of one destination not yet handed to it. */
 interface Batch {
   text: string
   readonly boom: SonicBoomLike
+  /** Its file is open (a file destination opens asynchronously; a descriptor is ready at once). */
+  ready: boolean
+  /** The file's path, for a destination given as one. */
+  readonly file: string | undefined
 }
 
-/** Hands a batch's pending lines to its destination (asynchronous write). */
-function release(batch: Batch): void {
+/**
+ * Hands a batch's pending lines to its destination (asynchronous write). Until the destination is
+ * ready they stay in the batch (unless `force`: sonic-boom then holds them until its file opens),
+ * so that an exit meanwhile can still write them (`releaseSync`).
+ */
+function release(batch: Batch, force = false): void {
   if (batch.text === '' || batch.boom.destroyed) return
+  // A file that does not open (a missing folder) must not grow the batch without end: past
+  // HELD_MAX, the lines go to sonic-boom, which holds (or drops) them as it did before batching.
+  if (!(batch.ready || force || batch.text.length > HELD_MAX)) return
   const text = batch.text
   batch.text = ''
   batch.boom.write(text)
 }
 
-/** Writes a batch's pending lines, and whatever its destination holds, synchronously. */
+/**
+ * Writes a batch's pending lines, and whatever its destination holds, synchronously (at exit). A
+ * file destination that has not opened yet cannot be written by sonic-boom ("sonic boom is not
+ * ready yet"): the lines are appended to its file directly instead.
+ */
 function releaseSync(batch: Batch): void {
+  if (!batch.ready) {
+    if (batch.file !== undefined && batch.text !== '') {
+      try {
+        appendFileSync(batch.file, batch.text)
+        batch.text = ''
+      } catch {
+        // Nowhere to write them: an exit must not fail over its logs.
+      }
+    }
+    return
+  }
   release(batch)
   try {
     if (!batch.boom.destroyed) batch.boom.flushSync()
   } catch {
-    // A file destination still opening ("not ready yet") cannot be written synchronously.
+    // A failing destination (EPIPE …) must not turn an exit into a crash.
   }
 }
 
@@ -127,7 +157,7 @@ function releaseSync(batch: Batch): void {
 // tests build many). A destination that is garbage collected hands over its last lines first.
 const batches = new Set<Batch>()
 const collected = new FinalizationRegistry<Batch>((batch) => {
-  release(batch)
+  release(batch, true)
   batches.delete(batch)
 })
 let flushing: NodeJS.Timeout | undefined
@@ -154,10 +184,23 @@ function track(batch: Batch): void {
  */
 class BatchedDestination {
   private readonly batch: Batch
-  constructor(boom: SonicBoomLike) {
-    this.batch = { text: '', boom }
-    track(this.batch)
-    collected.register(this, this.batch)
+  constructor(boom: SonicBoomLike, file?: string) {
+    // A descriptor (stdout) is open from the start; a file opens asynchronously.
+    this.batch = { text: '', boom, ready: file === undefined, file }
+    const batch = this.batch
+    boom.once('ready', () => {
+      batch.ready = true
+      release(batch)
+    })
+    // pino flushes its destination synchronously at exit (its own handler): before the file has
+    // opened, sonic-boom's flushSync throws "sonic boom is not ready yet" from the exit handler.
+    // Ours (track) writes the lines then; pino's must not throw.
+    const flushSync = boom.flushSync.bind(boom)
+    boom.flushSync = () => {
+      if (batch.ready && !boom.destroyed) flushSync()
+    }
+    track(batch)
+    collected.register(this, batch)
   }
   write(line: string): boolean {
     const batch = this.batch
@@ -166,14 +209,14 @@ class BatchedDestination {
     return true
   }
   flush(cb?: (err?: Error) => void): void {
-    release(this.batch)
+    release(this.batch, true)
     this.batch.boom.flush(cb)
   }
   flushSync(): void {
     releaseSync(this.batch)
   }
   end(): void {
-    release(this.batch)
+    release(this.batch, true)
     this.batch.boom.end()
   }
   // The destination's events ('ready', 'error', 'close' …), for whoever waits on them.
@@ -199,7 +242,10 @@ class BatchedDestination {
  * LOG_BATCH_BYTES of them, plus any write in flight (as before batching).
  */
 export function logDestination(dest: string | number = 1): DestinationStream {
-  return new BatchedDestination(pino.destination({ dest, sync: false }) as unknown as SonicBoomLike)
+  return new BatchedDestination(
+    pino.destination({ dest, sync: false }) as unknown as SonicBoomLike,
+    typeof dest === 'string' ? dest : undefined,
+  )
 }
 
 /**

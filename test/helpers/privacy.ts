@@ -243,6 +243,11 @@ export async function buildPerson(plinth: TestPlinth, admin: Session, label = 'p
       height: null,
     })
     .execute()
+  // …and one being uploaded (its bytes on their way to the storage).
+  await plinth.db.kysely
+    .insertInto('file_uploads')
+    .values({ owner: userId, sha256: 'b'.repeat(64), size: 5, token: randomUUID() })
+    .execute()
 
   // Mail goes out in the background: the invitation and the reset link.
   await waitFor('two mails to the person', async () => {

@@ -757,6 +757,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/job-types/{name}/jobs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Enqueue a job (202 when created; 200 when an idempotency key matched an existing job)
+         * @description Permission: `jobs:manage` (roles: admin, operator; an API token needs it in its scopes). Rate limit: the `api` tier (PLINTH_RATE_LIMIT_API).
+         */
+        post: operations["postJobTypesByNameJobs"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/jobs": {
         parameters: {
             query?: never;
@@ -847,8 +867,11 @@ export interface paths {
         get?: never;
         put?: never;
         /**
-         * Enqueue a job (202 when created; 200 when an idempotency key matched an existing job)
-         * @description Permission: `jobs:manage` (roles: admin, operator; an API token needs it in its scopes). Rate limit: the `api` tier (PLINTH_RATE_LIMIT_API).
+         * Enqueue a job (deprecated path: use POST /api/v1/job-types/{name}/jobs)
+         * @deprecated
+         * @description The same operation as `POST /api/v1/job-types/{name}/jobs`, kept for existing clients until the next API version. Its path has the shape of `GET /api/v1/jobs/{id}` (one job) with another parameter name, which OpenAPI tools call ambiguous.
+         *
+         *     Permission: `jobs:manage` (roles: admin, operator; an API token needs it in its scopes). Rate limit: the `api` tier (PLINTH_RATE_LIMIT_API).
          */
         post: operations["postJobsByName"];
         delete?: never;
@@ -7846,6 +7869,208 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"] & {
                         /** @enum {string} */
                         code?: "PLINTH_DB_UNAVAILABLE" | "PLINTH_DB_TIMEOUT" | "PLINTH_HTTP_OVERLOADED" | "PLINTH_HTTP_SHUTTING_DOWN" | "PLINTH_JOBS_UNAVAILABLE";
+                    };
+                };
+            };
+        };
+    };
+    postJobTypesByNameJobs: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @description Milliseconds to wait before the first attempt. */
+                    delay?: number;
+                    /** @description The same key for the same job type within PLINTH_JOBS_IDEMPOTENCY_WINDOW returns the existing job (200, created: false). */
+                    idempotencyKey?: string;
+                    /** @description When the queue is full: reject with 503 and Retry-After (default), or accept anyway. */
+                    overflow?: "reject" | "accept";
+                    /** @description The job's input; must match the job type's schema. */
+                    payload: unknown;
+                    priority?: number;
+                    /**
+                     * Format: date-time
+                     * @description Run no sooner than this time (wins over delay).
+                     */
+                    runAt?: string;
+                };
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        created: boolean;
+                        /** Format: uuid */
+                        id: string;
+                    };
+                };
+            };
+            /** @description Accepted */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        created: boolean;
+                        /** Format: uuid */
+                        id: string;
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_INVALID_REQUEST`: Invalid Request; `PLINTH_HTTP_INVALID_TEXT`: Text Not Accepted; `PLINTH_HTTP_MALFORMED_BODY`: Malformed Body */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_INVALID_REQUEST" | "PLINTH_HTTP_INVALID_TEXT" | "PLINTH_HTTP_MALFORMED_BODY";
+                    };
+                };
+            };
+            /** @description `PLINTH_AUTH_REQUIRED`: Authentication Required; `PLINTH_AUTH_SESSION_EXPIRED`: Session Expired */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_AUTH_REQUIRED" | "PLINTH_AUTH_SESSION_EXPIRED";
+                    };
+                };
+            };
+            /** @description `PLINTH_AUTH_FORBIDDEN`: Forbidden; `PLINTH_AUTH_MFA_ENROLMENT_REQUIRED`: MFA Enrolment Required; `PLINTH_AUTH_CSRF`: CSRF Token Missing Or Wrong */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_AUTH_FORBIDDEN" | "PLINTH_AUTH_MFA_ENROLMENT_REQUIRED" | "PLINTH_AUTH_CSRF";
+                    };
+                };
+            };
+            /** @description `PLINTH_JOB_TYPE_UNKNOWN`: Unknown Job Type */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_JOB_TYPE_UNKNOWN";
+                    };
+                };
+            };
+            /** @description `PLINTH_DB_CONFLICT`: Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_DB_CONFLICT";
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_BODY_TOO_LARGE`: Content Too Large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_BODY_TOO_LARGE";
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_URI_TOO_LONG`: URI Too Long */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_URI_TOO_LONG";
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_UNSUPPORTED_MEDIA_TYPE`: Unsupported Media Type */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_UNSUPPORTED_MEDIA_TYPE";
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_VALIDATION_FAILED`: Validation Failed; `PLINTH_JOB_PAYLOAD_INVALID`: Invalid Job Payload; `PLINTH_JOB_INPUT_INVALID`: Job Input Not Storable */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_VALIDATION_FAILED" | "PLINTH_JOB_PAYLOAD_INVALID" | "PLINTH_JOB_INPUT_INVALID";
+                    };
+                };
+            };
+            /** @description `PLINTH_HTTP_RATE_LIMITED`: Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_HTTP_RATE_LIMITED";
+                    };
+                };
+            };
+            /** @description `PLINTH_INTERNAL`: Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_INTERNAL";
+                    };
+                };
+            };
+            /** @description `PLINTH_DB_UNAVAILABLE`: Database Unavailable; `PLINTH_DB_TIMEOUT`: Database Timeout; `PLINTH_HTTP_OVERLOADED`: Service Overloaded; `PLINTH_HTTP_SHUTTING_DOWN`: Shutting Down; `PLINTH_JOBS_UNAVAILABLE`: Jobs Unavailable; `PLINTH_JOB_QUEUE_FULL`: Job Queue Full */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @enum {string} */
+                        code?: "PLINTH_DB_UNAVAILABLE" | "PLINTH_DB_TIMEOUT" | "PLINTH_HTTP_OVERLOADED" | "PLINTH_HTTP_SHUTTING_DOWN" | "PLINTH_JOBS_UNAVAILABLE" | "PLINTH_JOB_QUEUE_FULL";
                     };
                 };
             };

@@ -12,12 +12,13 @@ import { totpSecretColumn } from './encrypted-columns.ts'
 import { importUser } from './imported-users.ts'
 import { meRoutes } from './me.routes.ts'
 import createAccounts from './migrations/0003-create-accounts.ts'
+import checksInFlight from './migrations/0041-credential-checks-in-flight.ts'
 import { createPrincipalActive } from './principal-active.ts'
 
 /** Users, sessions, second factors, API tokens, roles: who is calling and what they may do. */
 export const accountsModule: PlinthModule = {
   name: 'accounts',
-  migrations: { '0003-create-accounts': createAccounts },
+  migrations: { '0003-create-accounts': createAccounts, '0041-credential-checks-in-flight': checksInFlight },
   encryptedColumns: [totpSecretColumn],
   personalData: accountsPersonalData,
   retention: (ctx) => accountsRetention(ctx.config),

@@ -146,6 +146,8 @@ export const accountsPersonalData: readonly PersonalDataTable[] = [
       'status',
       'failed_logins',
       'locked_until',
+      'checks_in_flight',
+      'checks_in_flight_until',
       'last_login_at',
       'password_changed_at',
       'created_at',

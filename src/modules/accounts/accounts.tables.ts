@@ -13,6 +13,8 @@ export interface UsersTable {
   status: Generated<'active' | 'disabled'>
   failed_logins: Generated<number>
   locked_until: NullableTimestamp
+  checks_in_flight: Generated<number>
+  checks_in_flight_until: NullableTimestamp
   last_login_at: NullableTimestamp
   password_changed_at: NullableTimestamp
   created_at: Generated<Date>

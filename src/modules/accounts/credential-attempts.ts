@@ -4,6 +4,8 @@ import type { SecurityEvents } from '../../core/security-events.ts'
 import type { PlinthTables } from '../../infra/db/tables.ts'
 import { PlinthError } from '../../shared/errors.ts'
 import {
+  CHECK_LEASE_MS,
+  createCheckWaiters,
   FREE_FAILURES,
   HARD_LOCK_FAILURES,
   HARD_LOCK_UNTIL,
@@ -21,13 +23,31 @@ const lockAfterNext = (now: Date) => sql<Date | null>`case
   else ${now}::timestamptz + least(${MAX_LOCK_MS}::float8, 1000 * power(2::float8, failed_logins + 1 - ${FREE_FAILURES})) * interval '1 millisecond'
 end`
 
-/** One reserved attempt at an account's password or second factor (see `createCredentialAttempts`). */
+/** The checks still running at `now`: none once their lease has run out (their process died). */
+const running = (now: Date) =>
+  sql<number>`(case when checks_in_flight_until > ${now}::timestamptz then checks_in_flight else 0 end)`
+
+/**
+ * `mayStartCheck(failed_logins, running)` in SQL: no check running, or the running ones, should
+ * they all fail, would not lock the account (lockAfter is null below FREE_FAILURES).
+ */
+const mayStart = (now: Date) =>
+  sql<boolean>`(${running(now)} = 0 or failed_logins + ${running(now)} < ${FREE_FAILURES})`
+
+/**
+ * The running count once `attempt` has settled. Its own lease run out, it is not taken off: it
+ * was forgotten with its lease, or newer reservations kept the lease alive and it stays counted
+ * until that lease ends (never fewer running checks than there are).
+ */
+const settledCount = (attempt: Attempt, now: Date) =>
+  sql<number>`(case when checks_in_flight_until > ${now}::timestamptz and ${attempt.leaseEnds}::timestamptz > ${now}::timestamptz
+    then greatest(checks_in_flight - 1, 0) else ${running(now)} end)`
+
+/** One running check of an account's password or second factor (see `createCredentialAttempts`). */
 export interface Attempt {
   readonly userId: string
-  /** The failure count with this attempt counted as a failure. */
-  readonly failures: number
-  /** The lock this attempt set, should it fail (null when it set none). */
-  readonly lockedUntil: Date | null
+  /** The end of its reservation's lease. */
+  readonly leaseEnds: Date
 }
 
 export interface AttemptMeta {
@@ -41,13 +61,18 @@ export interface AttemptMeta {
  * password, turning MFA off, erasing the account — goes through here, so that they all count
  * towards one lockout and all honour it.
  *
- * An attempt is counted *before* the check, as a failure, by one conditional UPDATE that also sets
- * the lock that failure implies: concurrent attempts cannot all pass the check (30 parallel wrong
- * passwords: five are checked, the rest refused as locked), on PGlite as on PostgreSQL. The outcome
- * then settles the reservation:
- * - `failed`: it stays counted (and the lock it set stays);
- * - `released`: a right password that still needs a second factor: the reservation is taken back,
- *   but the count is NOT reset (second-factor failures accumulate across challenges);
+ * An attempt reserves its check *before* the check, by one conditional UPDATE that counts it as
+ * running (`checks_in_flight`, under a lease of CHECK_LEASE_MS): it may start only if the account
+ * is not locked and the checks already running, should they all fail, would not lock it
+ * (`mayStartCheck`). So concurrent attempts cannot check more guesses than sequential ones could
+ * before the next lock (30 parallel wrong passwords: five are checked, the rest wait for them and
+ * are then refused as locked), on PGlite as on PostgreSQL; and an attempt that finds no room waits
+ * for the running checks to settle (at most BUSY_WAIT_MS) instead of being refused — a right
+ * password is never counted as a failure, not even while it is being checked. The outcome then
+ * settles the reservation (it stops running) in one UPDATE:
+ * - `failed`: a failure is counted, with the lock it implies;
+ * - `released`: a right password that still needs a second factor: nothing else changes (earlier
+ *   failures stay counted: second-factor failures accumulate across challenges);
  * - `succeeded`: the account is fully authenticated (password, and the second factor when enrolled):
  *   the count and the lock are cleared.
  */
@@ -59,6 +84,7 @@ export function createCredentialAttempts(deps: {
 }) {
   const { db, audit, events } = deps
   const now = deps.now ?? Date.now
+  const waiters = createCheckWaiters()
 
   function lockedError(ms: number): PlinthError {
     return new PlinthError('PLINTH_AUTH_LOCKED', undefined, {
@@ -66,29 +92,59 @@ export function createCredentialAttempts(deps: {
     })
   }
 
+  /** One try at reserving a check: the attempt, the time left on the lock, or 'busy'. */
+  async function tryReserve(userId: string): Promise<{ attempt: Attempt } | { lockedMs: number } | 'busy'> {
+    const t = new Date(now())
+    const leaseEnds = new Date(t.getTime() + CHECK_LEASE_MS)
+    const row = await db
+      .updateTable('users')
+      .set({ checks_in_flight: sql<number>`${running(t)} + 1`, checks_in_flight_until: leaseEnds })
+      .where('id', '=', userId)
+      .where((eb) => eb.or([eb('locked_until', 'is', null), eb('locked_until', '<=', t)]))
+      .where(mayStart(t))
+      .returning('id')
+      .executeTakeFirst()
+    if (row) return { attempt: { userId, leaseEnds } }
+    const current = await db
+      .selectFrom('users')
+      .select(['locked_until', 'failed_logins', 'checks_in_flight', 'checks_in_flight_until'])
+      .where('id', '=', userId)
+      .executeTakeFirst()
+    if (!current) return { lockedMs: 1000 }
+    const lockedMs = remainingLockMs(current.locked_until, t.getTime())
+    if (lockedMs > 0) return { lockedMs }
+    return 'busy'
+  }
+
+  /** Settles `attempt` with `changes` and wakes the attempts waiting for the account here. */
+  async function settle(
+    attempt: Attempt,
+    changes: (t: Date) => Record<string, unknown>,
+  ): Promise<{ failed_logins: number; locked_until: Date | null } | undefined> {
+    const t = new Date(now())
+    try {
+      return await db
+        .updateTable('users')
+        .set({ checks_in_flight: settledCount(attempt, t), ...changes(t) })
+        .where('id', '=', attempt.userId)
+        .returning(['failed_logins', 'locked_until'])
+        .executeTakeFirst()
+    } finally {
+      waiters.notify(attempt.userId)
+    }
+  }
+
   return {
     lockedError,
 
     /**
-     * Counts an attempt before the check; null when the account is locked (the check must not run)
-     * or unknown, with the time left on the lock.
+     * Reserves a check, waiting while the checks already running leave no room for it; the time
+     * left on the lock when the account is locked (the check must not run) or unknown, or 1 s when
+     * running checks still left no room after BUSY_WAIT_MS.
      */
     async reserve(userId: string): Promise<{ attempt: Attempt } | { lockedMs: number }> {
-      const t = new Date(now())
-      const row = await db
-        .updateTable('users')
-        .set((eb) => ({ failed_logins: eb('failed_logins', '+', 1), locked_until: lockAfterNext(t) }))
-        .where('id', '=', userId)
-        .where((eb) => eb.or([eb('locked_until', 'is', null), eb('locked_until', '<=', t)]))
-        .returning(['failed_logins', 'locked_until'])
-        .executeTakeFirst()
-      if (row) return { attempt: { userId, failures: row.failed_logins, lockedUntil: row.locked_until } }
-      const current = await db
-        .selectFrom('users')
-        .select('locked_until')
-        .where('id', '=', userId)
-        .executeTakeFirst()
-      return { lockedMs: Math.max(1000, remainingLockMs(current?.locked_until ?? null, now())) }
+      const result = await waiters.untilFree(userId, () => tryReserve(userId))
+      return result === 'busy' ? { lockedMs: 1000 } : result
     },
 
     /** Like `reserve`, but throws PLINTH_AUTH_LOCKED (429, Retry-After) when the account is locked. */
@@ -99,11 +155,23 @@ export function createCredentialAttempts(deps: {
     },
 
     /**
-     * The check failed: the reservation stays counted. Records `login:locked-out` (audit and event)
-     * when this failure locked the account.
+     * The check failed: one more failure, with the lock it implies. Runs `first` with the new count
+     * (the caller records its own failure event there), then records `login:locked-out` (audit and
+     * event) when this failure locked the account; returns the count and the lock.
      */
-    async failed(attempt: Attempt, meta: AttemptMeta, details: Record<string, unknown> = {}): Promise<void> {
-      if (!attempt.lockedUntil) return
+    async failed(
+      attempt: Attempt,
+      meta: AttemptMeta,
+      details: Record<string, unknown> = {},
+      first?: (state: { failures: number; lockedUntil: Date | null }) => Promise<void>,
+    ): Promise<{ failures: number; lockedUntil: Date | null }> {
+      const row = await settle(attempt, (t) => ({
+        failed_logins: sql<number>`failed_logins + 1`,
+        locked_until: lockAfterNext(t),
+      }))
+      const state = { failures: row?.failed_logins ?? 0, lockedUntil: row?.locked_until ?? null }
+      await first?.(state)
+      if (!state.lockedUntil) return state
       const event: SecurityEventInput = {
         type: 'login:locked-out',
         outcome: 'failure',
@@ -113,45 +181,39 @@ export function createCredentialAttempts(deps: {
         requestId: meta.requestId,
         details: {
           ...details,
-          failures: attempt.failures,
-          lockedUntil: attempt.lockedUntil.toISOString(),
+          failures: state.failures,
+          lockedUntil: state.lockedUntil.toISOString(),
         },
       }
       await audit.record(db, { ...auditEntryOf(event), target: { type: 'user', id: attempt.userId } })
       events.emit(event)
+      return state
     },
 
     /**
-     * A right password that still needs a second factor: the reservation is taken back (and the lock
-     * it set, unless a later attempt replaced it); earlier failures stay counted.
+     * A right password that still needs a second factor, or a check that could not run (it threw):
+     * the reservation ends, and nothing else changes (earlier failures stay counted).
      */
     async released(attempt: Attempt): Promise<void> {
-      await db
-        .updateTable('users')
-        .set((eb) => ({
-          failed_logins: sql<number>`greatest(${eb.ref('failed_logins')} - 1, 0)`,
-          ...(attempt.lockedUntil
-            ? {
-                locked_until: eb
-                  .case()
-                  .when('locked_until', '=', attempt.lockedUntil)
-                  .then(null)
-                  .else(eb.ref('locked_until'))
-                  .end(),
-              }
-            : {}),
-        }))
-        .where('id', '=', attempt.userId)
-        .execute()
+      await settle(attempt, () => ({}))
+    },
+
+    /**
+     * Runs the check of a reserved attempt; should it throw (the database, argon2), the reservation
+     * ends, counted neither way, and the error goes on.
+     */
+    async checking<T>(attempt: Attempt, check: () => Promise<T>): Promise<T> {
+      try {
+        return await check()
+      } catch (err) {
+        await this.released(attempt).catch(() => {})
+        throw err
+      }
     },
 
     /** Fully authenticated: the failure count and the lock start again from zero. */
     async succeeded(attempt: Attempt): Promise<void> {
-      await db
-        .updateTable('users')
-        .set({ failed_logins: 0, locked_until: null })
-        .where('id', '=', attempt.userId)
-        .execute()
+      await settle(attempt, () => ({ failed_logins: 0, locked_until: null }))
     },
   }
 }

@@ -18,23 +18,98 @@ export function lockAfter(failures: number, now: number): Date | null {
   return new Date(now + Math.min(MAX_LOCK_MS, 1000 * 2 ** (failures - FREE_FAILURES)))
 }
 
+/**
+ * How long a reserved check counts as running. A check settles in well under a second (one argon2id
+ * verification); a reservation whose process died stops counting after this lease.
+ */
+export const CHECK_LEASE_MS = 60_000
+/** How long an attempt waits for running checks to settle before it is refused (429, retry in 1 s). */
+export const BUSY_WAIT_MS = 10_000
+
+/**
+ * Whether one more check may start now, given the failures so far and the checks still running.
+ * Every running check is presumed to fail: the new one may start only if those failures would not
+ * lock the account. So a burst starts at most the checks that sequential attempts could have made
+ * before the next lock (five from zero; one at a time once the free failures are spent), and the
+ * rest wait for the running ones to settle instead of being counted as failures.
+ */
+export function mayStartCheck(failures: number, inFlight: number): boolean {
+  return inFlight === 0 || lockAfter(failures + inFlight, 0) === null
+}
+
 export function remainingLockMs(lockedUntil: Date | null, now: number): number {
   return lockedUntil ? Math.max(0, lockedUntil.getTime() - now) : 0
 }
 
 /**
+ * Attempts waiting for running checks of the same account to settle: woken by a settlement in this
+ * process, and polling (25 ms doubling to 200 ms) for settlements in other processes.
+ */
+export function createCheckWaiters() {
+  const waiting = new Map<string, Set<() => void>>()
+  return {
+    /** Wakes the attempts waiting on `key` in this process. */
+    notify(key: string): void {
+      const set = waiting.get(key)
+      if (!set) return
+      waiting.delete(key)
+      for (const wake of set) wake()
+    },
+    /**
+     * Runs `attempt` until it answers something other than 'busy', waiting between tries, for at
+     * most BUSY_WAIT_MS; 'busy' when running checks still held the account then.
+     */
+    async untilFree<T>(key: string, attempt: () => Promise<T | 'busy'>): Promise<T | 'busy'> {
+      const deadline = performance.now() + BUSY_WAIT_MS
+      let pause = 25
+      for (;;) {
+        // Registered before the try, so that a settlement during it is not missed.
+        let wake = () => {}
+        const woken = new Promise<void>((resolve) => {
+          wake = resolve
+        })
+        const set = waiting.get(key) ?? new Set<() => void>()
+        waiting.set(key, set)
+        set.add(wake)
+        try {
+          const result = await attempt()
+          const left = deadline - performance.now()
+          if (result !== 'busy' || left <= 0) return result
+          let timer: NodeJS.Timeout | undefined
+          await Promise.race([
+            woken,
+            new Promise<void>((resolve) => {
+              timer = setTimeout(resolve, Math.min(pause, left))
+            }),
+          ])
+          clearTimeout(timer)
+          pause = Math.min(200, pause * 2)
+        } finally {
+          const current = waiting.get(key)
+          current?.delete(wake)
+          if (current?.size === 0) waiting.delete(key)
+        }
+      }
+    },
+  }
+}
+
+/**
  * Failures for e-mail addresses that have no account are counted too (in the cache), so that an
- * unknown address locks exactly like a known one and the lock reveals nothing. Like a known
- * account's, an attempt is counted (as a failure, with the lock it implies) before the check, and
- * the attempts at one address take turns in this process, so that a burst of parallel attempts
- * splits into checked and locked ones as it does for a known account. Across replicas sharing
- * Redis the count is not atomic (the cache has no increment): a difference there needs parallel
- * bursts spread over replicas.
+ * unknown address locks exactly like a known one and the lock reveals nothing. Its attempts follow
+ * the same rule as a known account's (`mayStartCheck`): the (dummy) checks running at an address
+ * are counted in this process, a burst starts as many as it would for a known account and the rest
+ * wait for them to settle, then see the lock their failures set. The attempts at one address take
+ * turns in this process to read and write the count. Across replicas sharing Redis the count is not
+ * atomic (the cache has no increment): a difference there needs parallel bursts spread over
+ * replicas.
  */
 export function createUnknownAccountCounter(cache: Cache) {
   const key = (email: string) => `login-failures:${email}`
   const ttl = 24 * 3_600_000
   const turns = new Map<string, Promise<unknown>>()
+  const inFlight = new Map<string, number>()
+  const waiters = createCheckWaiters()
   /** Runs `task` after every earlier task for the same address (in this process). */
   function inTurn<T>(email: string, task: () => Promise<T>): Promise<T> {
     const result = (turns.get(email) ?? Promise.resolve()).then(task)
@@ -52,22 +127,46 @@ export function createUnknownAccountCounter(cache: Cache) {
   return {
     get: read,
     /**
-     * Counts an attempt at an unknown address before the (dummy) check: the failure count and lock
-     * after it, or how long the address is still locked (nothing counted then).
+     * Starts a (dummy) check at an unknown address, once the checks running there leave room for
+     * it; or how long the address is locked (nothing counted then).
      */
-    reserve(
-      email: string,
-      now: number,
-    ): Promise<{ failures: number; lockedUntil: Date | null } | { lockedMs: number }> {
+    async reserve(email: string, now: () => number): Promise<{ reserved: true } | { lockedMs: number }> {
+      const result = await waiters.untilFree(email, () =>
+        inTurn(email, async (): Promise<{ reserved: true } | { lockedMs: number } | 'busy'> => {
+          const current = await read(email)
+          const lockedMs = remainingLockMs(current.lockedUntil, now())
+          if (lockedMs > 0) return { lockedMs }
+          const running = inFlight.get(email) ?? 0
+          if (!mayStartCheck(current.failures, running)) return 'busy'
+          inFlight.set(email, running + 1)
+          return { reserved: true }
+        }),
+      )
+      return result === 'busy' ? { lockedMs: 1000 } : result
+    },
+    /** The check failed (as it always does at an unknown address): the failure and its lock. */
+    failed(email: string, now: () => number): Promise<{ failures: number; lockedUntil: Date | null }> {
       return inTurn(email, async () => {
-        const current = await read(email)
-        const lockedMs = remainingLockMs(current.lockedUntil, now)
-        if (lockedMs > 0) return { lockedMs }
-        const failures = current.failures + 1
-        const lockedUntil = lockAfter(failures, now)
-        await cache.set(key(email), { failures, lockedUntil: lockedUntil?.toISOString() ?? null }, ttl)
-        return { failures, lockedUntil }
+        stopped(email)
+        try {
+          const failures = (await read(email)).failures + 1
+          const lockedUntil = lockAfter(failures, now())
+          await cache.set(key(email), { failures, lockedUntil: lockedUntil?.toISOString() ?? null }, ttl)
+          return { failures, lockedUntil }
+        } finally {
+          waiters.notify(email)
+        }
       })
     },
+    /** The check could not run (it threw): it stops counting as running, nothing else changes. */
+    released(email: string): void {
+      stopped(email)
+      waiters.notify(email)
+    },
+  }
+  function stopped(email: string): void {
+    const running = (inFlight.get(email) ?? 1) - 1
+    if (running > 0) inFlight.set(email, running)
+    else inFlight.delete(email)
   }
 }

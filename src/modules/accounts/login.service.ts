@@ -109,15 +109,16 @@ export function createLoginService(deps: {
 
   /** A wrong password for a known account: `login:failed`, and `login:locked-out` when it locked it. */
   async function recordFailure(attempt: Attempt, meta: RequestMeta): Promise<void> {
-    const event: SecurityEventInput = {
-      type: 'login:failed',
-      outcome: 'failure',
-      ...emitFor(meta, { type: 'user', id: attempt.userId }),
-      details: { failures: attempt.failures },
-    }
-    await audit.record(db, withTarget(event, attempt.userId))
-    events.emit(event)
-    await attempts.failed(attempt, meta)
+    await attempts.failed(attempt, meta, {}, async (state) => {
+      const event: SecurityEventInput = {
+        type: 'login:failed',
+        outcome: 'failure',
+        ...emitFor(meta, { type: 'user', id: attempt.userId }),
+        details: { failures: state.failures },
+      }
+      await audit.record(db, withTarget(event, attempt.userId))
+      events.emit(event)
+    })
   }
 
   /** A refusal because the account (or unknown address) is locked: audited, nothing checked. */
@@ -183,28 +184,34 @@ export function createLoginService(deps: {
         .selectAll()
         .where('email_normalized', '=', email)
         .executeTakeFirst()
-      // A known account's attempt is counted (atomically, as a failure) before the password is
-      // checked, so that concurrent guesses cannot all be checked before the lock applies.
-      // An unknown address is counted the same way (in the cache), so its lock reveals nothing.
+      // A known account's check is reserved (atomically, as running) before the password is
+      // checked: concurrent guesses cannot check more than sequential ones could before the lock,
+      // and attempts beyond that wait for the running checks instead of counting as failures.
+      // An unknown address follows the same rule (in the cache), so its lock reveals nothing.
       let attempt: Attempt | undefined
-      let unknownState: { failures: number; lockedUntil: Date | null } | undefined
       if (user) {
         const reserved = await attempts.reserve(user.id)
         if ('lockedMs' in reserved) throw await refuseLocked(user.id, email, meta, reserved.lockedMs)
         attempt = reserved.attempt
       } else {
-        const reserved = await unknown.reserve(email, now())
+        const reserved = await unknown.reserve(email, now)
         if ('lockedMs' in reserved) throw await refuseLocked(undefined, email, meta, reserved.lockedMs)
-        unknownState = reserved
       }
       // Unknown address, disabled account or no password yet: the same argon2 work, the same answer.
       let ok = false
-      if (user?.status === 'active' && user.password_hash)
-        ok = await verifyPassword(user.password_hash, input.password)
-      else await burnPasswordCheck(input.password)
+      try {
+        if (user?.status === 'active' && user.password_hash)
+          ok = await verifyPassword(user.password_hash, input.password)
+        else await burnPasswordCheck(input.password)
+      } catch (err) {
+        // The check did not run to an answer: the reservation ends, counted neither way.
+        if (attempt) await attempts.released(attempt)
+        else unknown.released(email)
+        throw err
+      }
       if (!ok || !user || !attempt) {
         if (attempt) await recordFailure(attempt, meta)
-        else if (unknownState) await recordUnknownFailure(email, meta, unknownState)
+        else await recordUnknownFailure(email, meta, await unknown.failed(email, now))
         throw new PlinthError('PLINTH_AUTH_INVALID_CREDENTIALS')
       }
       // A legacy hash (bcrypt, from an import) that just held is replaced by an argon2id hash of the
@@ -273,22 +280,32 @@ export function createLoginService(deps: {
           .execute()
         throw await refuseLocked(row.user_id, '', meta, reserved.lockedMs)
       }
-      const method = await deps.secondFactor.consume(row.user_id, input)
+      let method: Awaited<ReturnType<SecondFactor['consume']>>
+      try {
+        method = await deps.secondFactor.consume(row.user_id, input)
+      } catch (err) {
+        await attempts.released(reserved.attempt)
+        throw err
+      }
       if (!method) {
         const failures = attempt.failures
-        const event: SecurityEventInput = {
-          type: 'mfa:failed',
-          outcome: 'failure',
-          ...emitFor(meta, { type: 'user', id: row.user_id }),
-          details: { failures, accountFailures: reserved.attempt.failures },
-        }
-        await audit.record(db, withTarget(event, row.user_id))
-        events.emit(event)
         // A wrong second factor counts towards the account's lockout like a wrong password, and
         // keeps counting across challenges until a second factor succeeds (up to the hard lock).
-        await attempts.failed(reserved.attempt, meta, {
-          factor: input.code !== undefined ? 'totp' : 'recovery',
-        })
+        await attempts.failed(
+          reserved.attempt,
+          meta,
+          { factor: input.code !== undefined ? 'totp' : 'recovery' },
+          async (state) => {
+            const event: SecurityEventInput = {
+              type: 'mfa:failed',
+              outcome: 'failure',
+              ...emitFor(meta, { type: 'user', id: row.user_id }),
+              details: { failures, accountFailures: state.failures },
+            }
+            await audit.record(db, withTarget(event, row.user_id))
+            events.emit(event)
+          },
+        )
         throw failures >= MAX_CHALLENGE_FAILURES ? expired : new PlinthError('PLINTH_AUTH_MFA_INVALID')
       }
       // A right code: the attempt was not a failure, and the account is authenticated.

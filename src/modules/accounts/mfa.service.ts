@@ -191,14 +191,17 @@ export function createMfaService(deps: {
     ) {
       if (!(await secondFactor.isEnrolled(userId))) throw new PlinthError('PLINTH_AUTH_MFA_NOT_ENABLED')
       const attempt = await deps.attempts.reserveOrThrow(userId)
-      const user = await db
-        .selectFrom('users')
-        .select('password_hash')
-        .where('id', '=', userId)
-        .executeTakeFirstOrThrow()
-      const passwordOk =
-        user.password_hash !== null && (await verifyPassword(user.password_hash, input.password))
-      const factorOk = passwordOk && (await secondFactor.consume(userId, input)) !== null
+      const { passwordOk, factorOk } = await deps.attempts.checking(attempt, async () => {
+        const user = await db
+          .selectFrom('users')
+          .select('password_hash')
+          .where('id', '=', userId)
+          .executeTakeFirstOrThrow()
+        const passwordOk =
+          user.password_hash !== null && (await verifyPassword(user.password_hash, input.password))
+        const factorOk = passwordOk && (await secondFactor.consume(userId, input)) !== null
+        return { passwordOk, factorOk }
+      })
       if (!passwordOk || !factorOk) {
         await refused({
           type: 'mfa:failed',
@@ -237,7 +240,7 @@ export function createMfaService(deps: {
     ): Promise<null | 'password' | 'second-factor'> {
       // Counted before the check and refused (PLINTH_AUTH_LOCKED) while locked, like a sign-in.
       const attempt = await deps.attempts.reserveOrThrow(userId)
-      const failed = await check()
+      const failed = await deps.attempts.checking(attempt, check)
       if (failed) await deps.attempts.failed(attempt, meta)
       else await deps.attempts.succeeded(attempt)
       return failed

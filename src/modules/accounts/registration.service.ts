@@ -260,12 +260,18 @@ export function createAccountService(deps: {
       // Counted before the check and refused while locked, like a sign-in: a stolen session must
       // not buy unlimited guesses at the password.
       const attempt = await deps.attempts.reserveOrThrow(input.userId)
-      const user = await db
-        .selectFrom('users')
-        .select(['email', 'password_hash'])
-        .where('id', '=', input.userId)
-        .executeTakeFirstOrThrow()
-      if (!user.password_hash || !(await verifyPassword(user.password_hash, input.currentPassword))) {
+      const { user, ok } = await deps.attempts.checking(attempt, async () => {
+        const user = await db
+          .selectFrom('users')
+          .select(['email', 'password_hash'])
+          .where('id', '=', input.userId)
+          .executeTakeFirstOrThrow()
+        const ok = user.password_hash
+          ? await verifyPassword(user.password_hash, input.currentPassword)
+          : false
+        return { user, ok }
+      })
+      if (!ok) {
         const refused: SecurityEventInput = {
           type: 'password:changed',
           outcome: 'failure',

@@ -94,6 +94,8 @@ export interface BackupService {
    * `dryRun`, only says what would go. Damaged backups are left alone (listed in `damaged`).
    */
   prune(options?: { dryRun?: boolean; caller?: AuditCaller | undefined }): Promise<PruneResult>
+  /** Closes the target it built from the configuration (not one it was given). */
+  close(): Promise<void>
 }
 
 export interface PruneResult extends RetentionPlan {
@@ -163,6 +165,10 @@ function lazyS3Target(options: S3TargetOptions): BackupTarget {
     writeText: async (name, text) => (await load()).writeText(name, text),
     list: async () => (await load()).list(),
     remove: async (name) => (await load()).remove(name),
+    // Only a target that was loaded has clients to destroy.
+    close: async () => {
+      if (target) await (await target).close?.()
+    },
   }
 }
 
@@ -185,8 +191,12 @@ export function createBackupService(deps: BackupServiceDeps): BackupService {
   const log = deps.logger.child({ component: 'backups' })
   const now = deps.now ?? (() => new Date())
   let target: BackupTarget | undefined = deps.target
+  let built: BackupTarget | undefined
   const targetOf = () => {
-    target ??= targetFromConfig(config)
+    if (!target) {
+      built = targetFromConfig(config)
+      target = built
+    }
     return target
   }
   const compression = deps.compression ?? 'zstd'
@@ -715,6 +725,9 @@ export function createBackupService(deps: BackupServiceDeps): BackupService {
     show: summary,
     verify,
     restore,
+    async close() {
+      await built?.close?.()
+    },
   })
 }
 

@@ -1,3 +1,4 @@
+import fp from 'fastify-plugin'
 import type { ModuleContext, PlinthModule } from '../../core/module.ts'
 import { IN_MEMORY } from '../../infra/db/create-db.ts'
 import { type BackupService, createBackupService } from './backup.service.ts'
@@ -151,6 +152,17 @@ function pitrOf(ctx: ModuleContext): Pitr {
 export const backupsModule: PlinthModule = {
   name: 'backups',
   migrations: { '0025-create-backup-canaries': createBackupCanaries },
+  // The backup target's connections (an S3 bucket's clients) close with the instance, every role's.
+  async plugins(app, ctx) {
+    await app.register(
+      fp(
+        async (root) => {
+          root.addHook('onClose', async () => services.get(ctx)?.close())
+        },
+        { name: 'plinth-backups-lifecycle' },
+      ),
+    )
+  },
   routes: (app, ctx) =>
     backupsRoutes(
       app,

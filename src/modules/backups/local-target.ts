@@ -34,6 +34,8 @@ export interface BackupTarget {
   /** Every published name. */
   list(): Promise<string[]>
   remove(name: string): Promise<void>
+  /** Releases what it holds open (an S3 target's clients and their sockets); idempotent. */
+  close?(): Promise<void>
 }
 
 const TEMP_PREFIX = '.tmp-'

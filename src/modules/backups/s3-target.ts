@@ -175,5 +175,10 @@ export function createS3Target(options: S3TargetOptions): BackupTarget {
       const Key = key(name)
       await call(() => client.send(new DeleteObjectCommand({ Bucket, Key })))
     },
+    // Both clients keep sockets alive between calls: destroyed, they close them.
+    async close() {
+      client.destroy()
+      reader.destroy()
+    },
   })
 }

@@ -5,6 +5,7 @@ import { filesPersonalData } from './files.privacy.ts'
 import { filesRoutes } from './files.routes.ts'
 import { createFilesService } from './files.service.ts'
 import createFiles from './migrations/0021-create-files.ts'
+import fileUploads from './migrations/0042-file-uploads-in-flight.ts'
 import { storageTarget } from './storage/open-storage.ts'
 import { sweepJob, sweepSchedules } from './sweep.ts'
 import { imageVariantsJob } from './variants.ts'
@@ -17,7 +18,7 @@ import { imageVariantsJob } from './variants.ts'
  */
 export const filesModule: PlinthModule = {
   name: 'files',
-  migrations: { '0021-create-files': createFiles },
+  migrations: { '0021-create-files': createFiles, '0042-file-uploads-in-flight': fileUploads },
   personalData: filesPersonalData,
   async plugins(app, ctx) {
     await app.register(

@@ -40,4 +40,12 @@ export const filesPersonalData: readonly PersonalDataTable[] = [
       },
     },
   },
+  {
+    table: 'file_uploads',
+    description: 'Uploads of yours in progress (their bytes are being stored)',
+    match: { column: 'owner', holds: 'user-id' },
+    columns: [{ name: 'owner', export: 'value' }],
+    context: ['sha256', 'size', 'token', 'started'],
+    erase: { action: 'delete' },
+  },
 ]

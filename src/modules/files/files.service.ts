@@ -3,6 +3,7 @@ import { open, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { sql } from 'kysely'
 import type { ModuleContext } from '../../core/module.ts'
 import type { Role } from '../../core/permissions.ts'
@@ -82,6 +83,10 @@ const HEAD_BYTES = 4100
  */
 export const PUBLIC_ROW_TTL_MS = 5000
 const PUBLIC_ROWS_MAX = 10_000
+/** How long an upload waits for another upload of the same bytes (by the same owner) to finish. */
+export const UPLOAD_WAIT_MS = 120_000
+/** A reservation in `file_uploads` older than this was left by a dead process (see the sweep). */
+export const UPLOAD_STALE_MS = 60 * 60 * 1000
 const lockKey = (owner: string) => sql`pg_advisory_xact_lock(hashtext(${`plinth.files:${owner}`}))`
 
 export interface UploadInput {
@@ -222,9 +227,17 @@ function build(ctx: ModuleContext) {
   }
 
   /**
-   * Stores a staged upload: checks it, then under a per-owner lock (so that parallel uploads cannot
-   * overshoot the quota together, nor race a delete of the same bytes) stores the object and only
-   * then writes its row. The same bytes uploaded again by the same owner return the existing file.
+   * Stores a staged upload without holding a transaction while the storage writes (a bucket that
+   * does not answer would hold it for as long as its timeouts allow, and on the embedded database
+   * a transaction holds everyone's). Three steps, each short transaction under the owner's lock:
+   * 1. reserve: the same bytes already stored return the existing file (nothing written); the
+   *    quota is checked, counting uploads in flight; the object key is taken in `file_uploads`
+   *    (an upload of the same bytes already in flight is waited for, then de-duplicates);
+   * 2. the bytes (and the thumbnail) are written, outside any transaction;
+   * 3. record: the key is given back and the row written (and the variants job enqueued) in one
+   *    transaction: clients see the file whole or not at all.
+   * An upload that fails after its reservation deletes what it wrote while it still holds the key
+   * (nobody else writes that key meanwhile, and no row refers to it), then gives the key back.
    */
   async function store(staged: StagedFile, input: UploadInput): Promise<{ file: FileRow; created: boolean }> {
     try {
@@ -232,39 +245,32 @@ function build(ctx: ModuleContext) {
       await staged.flushed
       const store = await storage()
       const key = objectKey(input.owner, staged.sha256)
-      const outcome = await db.transaction().execute(async (trx) => {
-        await sql`select ${lockKey(input.owner)}`.execute(trx)
-        // One statement for both questions (the same bytes already stored? how much is used?),
-        // after the lock: it sees every upload of this owner that committed before.
-        const seen = await trx
-          .selectFrom('files')
-          .where('owner', '=', input.owner)
-          .select([
-            sql<string>`coalesce(sum(size), 0)`.as('bytes'),
-            sql<string | null>`max(id::text) filter (where sha256 = ${staged.sha256})`.as('existingId'),
-          ])
-          .executeTakeFirst()
-        if (seen?.existingId) {
-          const existing = await trx
-            .selectFrom('files')
-            .selectAll()
-            .where('id', '=', seen.existingId)
-            .executeTakeFirstOrThrow()
-          return { file: existing as FileRow, created: false }
-        }
-        const used = seen
-        if (Number(used?.bytes ?? 0) + staged.size > quotaOf(input.role))
-          throw new PlinthError('PLINTH_FILE_QUOTA_EXCEEDED')
+      const reserved = await reserveUpload(staged, input)
+      if ('existing' in reserved) {
+        metrics.upload('deduplicated', staged.size)
+        return { file: reserved.existing, created: false }
+      }
+      const { token } = reserved
+      let recorded: FileRow
+      try {
         // The thumbnail the check made goes beside the original (the job makes the other variants).
         const thumb = facts.thumb
           ? store.putBuffer(variantKey(input.owner, staged.sha256, facts.thumb.name), facts.thumb.bytes)
           : undefined
-        const [stored] = await Promise.allSettled([store.put(key, staged.path), thumb])
-        if (stored.status === 'rejected') {
-          await store.delete(key).catch(() => {})
-          throw stored.reason
-        }
-        try {
+        const [stored, thumbStored] = await Promise.allSettled([store.put(key, staged.path), thumb])
+        if (stored.status === 'rejected') throw stored.reason
+        if (thumbStored.status === 'rejected')
+          ctx.logger.warn({ err: thumbStored.reason }, 'upload: the thumbnail was not stored')
+        recorded = await db.transaction().execute(async (trx) => {
+          await sql`select ${lockKey(input.owner)}`.execute(trx)
+          const released = await trx
+            .deleteFrom('file_uploads')
+            .where('owner', '=', input.owner)
+            .where('sha256', '=', staged.sha256)
+            .where('token', '=', token)
+            .executeTakeFirst()
+          // Lost (the owner was erased meanwhile, or the sweep took it as abandoned): not recorded.
+          if (Number(released.numDeletedRows) !== 1) throw new PlinthError('PLINTH_FILE_UPLOAD_INCOMPLETE')
           const file = await trx
             .insertInto('files')
             .values({
@@ -288,15 +294,14 @@ function build(ctx: ModuleContext) {
               { fileId: file.id },
               { db: trx as typeof db, overflow: 'accept', requestId: input.requestId },
             )
-          return { file: file as FileRow, created: true }
-        } catch (err) {
-          // No row will point at the object: take it back (the lock keeps others off this key).
-          await store.delete(key).catch(() => {})
-          throw err
-        }
-      })
-      metrics.upload(outcome.created ? 'stored' : 'deduplicated', staged.size)
-      return outcome
+          return file as FileRow
+        })
+      } catch (err) {
+        await abandonUpload(store, key, input.owner, staged.sha256, token)
+        throw err
+      }
+      metrics.upload('stored', staged.size)
+      return { file: recorded, created: true }
     } catch (err) {
       if (err instanceof PlinthError && err.status < 500) metrics.upload('refused')
       throw err
@@ -304,6 +309,115 @@ function build(ctx: ModuleContext) {
       await staged.flushed
       await rm(staged.path, { force: true })
     }
+  }
+
+  /**
+   * Step 1 of `store`: the existing file with the same bytes, or the key reserved for this upload
+   * (its token). Waits, polling, while another upload of the same bytes holds the key (at most
+   * UPLOAD_WAIT_MS); a reservation older than UPLOAD_STALE_MS was abandoned by a dead process and
+   * is taken over.
+   */
+  async function reserveUpload(
+    staged: StagedFile,
+    input: UploadInput,
+  ): Promise<{ existing: FileRow } | { token: string }> {
+    const deadline = performance.now() + UPLOAD_WAIT_MS
+    let pause = 50
+    for (;;) {
+      const outcome = await db.transaction().execute(async (trx) => {
+        await sql`select ${lockKey(input.owner)}`.execute(trx)
+        // After the lock: it sees every upload of this owner that committed before.
+        const existing = await trx
+          .selectFrom('files')
+          .selectAll()
+          .where('owner', '=', input.owner)
+          .where('sha256', '=', staged.sha256)
+          .executeTakeFirst()
+        if (existing) return { existing: existing as FileRow }
+        const holder = await trx
+          .selectFrom('file_uploads')
+          .select('started')
+          .where('owner', '=', input.owner)
+          .where('sha256', '=', staged.sha256)
+          .executeTakeFirst()
+        if (holder && ctx.now() - holder.started.getTime() < UPLOAD_STALE_MS) return 'busy' as const
+        const used = await trx
+          .selectFrom((eb) =>
+            eb
+              .selectFrom('files')
+              .select('size')
+              .where('owner', '=', input.owner)
+              .unionAll(
+                eb
+                  .selectFrom('file_uploads')
+                  .select('size')
+                  .where('owner', '=', input.owner)
+                  .where('sha256', '!=', staged.sha256),
+              )
+              .as('sizes'),
+          )
+          .select(sql<string>`coalesce(sum(size), 0)`.as('bytes'))
+          .executeTakeFirst()
+        if (Number(used?.bytes ?? 0) + staged.size > quotaOf(input.role))
+          throw new PlinthError('PLINTH_FILE_QUOTA_EXCEEDED')
+        const token = randomUUID()
+        await trx
+          .insertInto('file_uploads')
+          .values({
+            owner: input.owner,
+            sha256: staged.sha256,
+            size: staged.size,
+            token,
+            started: new Date(ctx.now()),
+          })
+          .onConflict((oc) =>
+            oc
+              .columns(['owner', 'sha256'])
+              .doUpdateSet({ size: staged.size, token, started: new Date(ctx.now()) }),
+          )
+          .execute()
+        return { token }
+      })
+      if (outcome !== 'busy') return outcome
+      const left = deadline - performance.now()
+      if (left <= 0)
+        throw new PlinthError(
+          'PLINTH_FILES_STORAGE_UNAVAILABLE',
+          'An upload of the same file is still being stored; retry later.',
+        )
+      await sleep(Math.min(pause, left))
+      pause = Math.min(1000, pause * 2)
+    }
+  }
+
+  /**
+   * An upload that will not be recorded: deletes what it wrote (original and variants) while it
+   * still holds the key, then gives the key back. A storage that fails the delete leaves an orphan
+   * object for the sweep.
+   */
+  async function abandonUpload(
+    store: FileStorage,
+    key: string,
+    owner: string,
+    sha256: string,
+    token: string,
+  ): Promise<void> {
+    const held = await db
+      .selectFrom('file_uploads')
+      .select('token')
+      .where('owner', '=', owner)
+      .where('sha256', '=', sha256)
+      .where('token', '=', token)
+      .executeTakeFirst()
+      .catch(() => undefined)
+    if (held) await store.delete(key).catch(() => {})
+    await db
+      .deleteFrom('file_uploads')
+      .where('owner', '=', owner)
+      .where('sha256', '=', sha256)
+      .where('token', '=', token)
+      .execute()
+      .catch((err: unknown) => ctx.logger.warn({ err }, 'upload: could not give its object key back'))
   }
 
   const publicRows = new Map<string, { row: FileRow; until: number }>()

@@ -24,8 +24,22 @@ export interface FilesTable {
   created: Generated<Date>
 }
 
+/**
+ * An upload whose bytes are being written to the storage (outside any transaction): it holds its
+ * object key until its row is recorded or it gives up (see files.service.ts).
+ */
+export interface FileUploadsTable {
+  owner: string
+  sha256: string
+  size: string | number
+  /** Which upload holds the key. */
+  token: string
+  started: Generated<Date>
+}
+
 declare module '../../infra/db/tables.ts' {
   interface PlinthTables {
     files: FilesTable
+    file_uploads: FileUploadsTable
   }
 }

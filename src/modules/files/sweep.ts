@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto'
+import { createHash, randomUUID } from 'node:crypto'
 import { readdir, rm, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { sql } from 'kysely'
@@ -6,7 +6,7 @@ import { Type } from 'typebox'
 import type { PlinthConfig } from '../../config/config.schema.ts'
 import { defineJob } from '../../core/jobs.ts'
 import type { BuiltinSchedule, ModuleContext } from '../../core/module.ts'
-import { createFilesService } from './files.service.ts'
+import { createFilesService, UPLOAD_STALE_MS } from './files.service.ts'
 import { objectKey, parseObjectKey } from './storage/file-storage.ts'
 import { TUS_EXPIRY_MS } from './tus-store.ts'
 
@@ -57,6 +57,18 @@ export async function sweepFiles(
   const store = await service.storage()
   const db = ctx.db.kysely
   const dryRun = options.dryRun ?? false
+  // Reservations of uploads whose process died: their objects (no row refers to them) become
+  // orphans below.
+  const staleUploads = dryRun
+    ? 0
+    : Number(
+        (
+          await db
+            .deleteFrom('file_uploads')
+            .where('started', '<', new Date(ctx.now() - UPLOAD_STALE_MS))
+            .executeTakeFirst()
+        ).numDeletedRows,
+      )
   const rows = await db.selectFrom('files').select(['id', 'owner', 'sha256']).execute()
   const known = new Set(rows.map((r) => objectKey(r.owner, r.sha256)))
   const seen = new Set<string>()
@@ -76,7 +88,11 @@ export async function sweepFiles(
       removed.push(key)
       continue
     }
-    await db.transaction().execute(async (trx) => {
+    // The key is taken as an upload takes it (file_uploads, under the owner's lock) when no row
+    // refers to it and no upload holds it; the delete then runs outside any transaction, and an
+    // upload of the same bytes meanwhile waits for the key.
+    const token = randomUUID()
+    const taken = await db.transaction().execute(async (trx) => {
       await sql`select pg_advisory_xact_lock(hashtext(${`plinth.files:${parsed.owner}`}))`.execute(trx)
       const row = await trx
         .selectFrom('files')
@@ -84,10 +100,27 @@ export async function sweepFiles(
         .where('owner', '=', parsed.owner)
         .where('sha256', '=', parsed.sha256)
         .executeTakeFirst()
-      if (row) return
+      if (row) return false
+      const inserted = await trx
+        .insertInto('file_uploads')
+        .values({ owner: parsed.owner, sha256: parsed.sha256, size: 0, token, started: new Date(ctx.now()) })
+        .onConflict((oc) => oc.columns(['owner', 'sha256']).doNothing())
+        .returning('token')
+        .executeTakeFirst()
+      return inserted !== undefined
+    })
+    if (!taken) continue
+    try {
       await store.delete(key)
       removed.push(key)
-    })
+    } finally {
+      await db
+        .deleteFrom('file_uploads')
+        .where('owner', '=', parsed.owner)
+        .where('sha256', '=', parsed.sha256)
+        .where('token', '=', token)
+        .execute()
+    }
   }
   const missing = rows.filter((r) => !seen.has(objectKey(r.owner, r.sha256)))
   let staleStaging = 0
@@ -113,9 +146,9 @@ export async function sweepFiles(
     tusDir === join(store.stagingDir, 'tus') ? 'tus' : undefined,
   )
   await clean(tusDir, TUS_EXPIRY_MS)
-  if (removed.length > 0 || missing.length > 0)
+  if (removed.length > 0 || missing.length > 0 || staleUploads > 0)
     ctx.logger.warn(
-      { orphanObjects: removed.length, missingObjects: missing.length, dryRun },
+      { orphanObjects: removed.length, missingObjects: missing.length, staleUploads, dryRun },
       'files sweep found rows and objects out of step',
     )
   return { objects, orphanObjects: removed, missingObjects: missing, staleStaging, dryRun }

@@ -1,4 +1,4 @@
-import { Type } from 'typebox'
+import { type Static, Type } from 'typebox'
 import { auditCallerOf } from '../../core/audit.ts'
 import type { ModuleContext, PlinthApp } from '../../core/module.ts'
 import type { ErrorCode } from '../../shared/errors.ts'
@@ -45,37 +45,76 @@ export function jobsRoutes(api: PlinthApp, ctx: ModuleContext): void {
     async () => ({ jobTypes: await jobs.types() }),
   )
 
+  const enqueueConfig = also(
+    manage,
+    'PLINTH_JOB_TYPE_UNKNOWN',
+    'PLINTH_JOB_PAYLOAD_INVALID',
+    'PLINTH_JOB_INPUT_INVALID',
+    'PLINTH_JOB_QUEUE_FULL',
+  )
+  const enqueueSchema = {
+    tags,
+    params: NameParams,
+    body: EnqueueBody,
+    response: { 200: Enqueued, 202: Enqueued },
+  }
+  const enqueue = (
+    request: {
+      params: { name: string }
+      body: Static<typeof EnqueueBody>
+      headers: Record<string, unknown>
+      id: string
+    },
+    caller: ReturnType<typeof auditCallerOf>,
+  ) => {
+    const { payload, delay, runAt, priority, idempotencyKey, overflow } = request.body
+    const headerKey = request.headers['idempotency-key']
+    return jobs.enqueue(request.params.name, payload, {
+      delay,
+      runAt: runAt ? new Date(runAt) : undefined,
+      priority,
+      idempotencyKey: idempotencyKey ?? (typeof headerKey === 'string' && headerKey ? headerKey : undefined),
+      overflow,
+      requestId: request.id,
+      audit: caller,
+    })
+  }
+
+  // Enqueueing is an action on a job type, beside its dead-letter queue: this path cannot be
+  // mistaken for `GET /jobs/{id}` (one job).
   api.post(
-    '/jobs/:name',
+    '/job-types/:name/jobs',
     {
-      config: also(
-        manage,
-        'PLINTH_JOB_TYPE_UNKNOWN',
-        'PLINTH_JOB_PAYLOAD_INVALID',
-        'PLINTH_JOB_INPUT_INVALID',
-        'PLINTH_JOB_QUEUE_FULL',
-      ),
+      config: enqueueConfig,
       schema: {
-        tags,
+        ...enqueueSchema,
         summary: 'Enqueue a job (202 when created; 200 when an idempotency key matched an existing job)',
-        params: NameParams,
-        body: EnqueueBody,
-        response: { 200: Enqueued, 202: Enqueued },
       },
     },
     async (request, reply) => {
-      const { payload, delay, runAt, priority, idempotencyKey, overflow } = request.body
-      const headerKey = request.headers['idempotency-key']
-      const result = await jobs.enqueue(request.params.name, payload, {
-        delay,
-        runAt: runAt ? new Date(runAt) : undefined,
-        priority,
-        idempotencyKey:
-          idempotencyKey ?? (typeof headerKey === 'string' && headerKey ? headerKey : undefined),
-        overflow,
-        requestId: request.id,
-        audit: auditCallerOf(request),
-      })
+      const result = await enqueue(request, auditCallerOf(request))
+      return reply.code(result.created ? 202 : 200).send(result)
+    },
+  )
+
+  // The first path of the same operation, kept for existing clients until the next API version: it
+  // has the shape of `GET /jobs/{id}` under another parameter name, which OpenAPI calls ambiguous.
+  api.post(
+    '/jobs/:name',
+    {
+      config: enqueueConfig,
+      schema: {
+        ...enqueueSchema,
+        summary: 'Enqueue a job (deprecated path: use POST /api/v1/job-types/{name}/jobs)',
+        description:
+          'The same operation as `POST /api/v1/job-types/{name}/jobs`, kept for existing clients until the next ' +
+          'API version. Its path has the shape of `GET /api/v1/jobs/{id}` (one job) with another parameter ' +
+          'name, which OpenAPI tools call ambiguous.',
+        deprecated: true,
+      },
+    },
+    async (request, reply) => {
+      const result = await enqueue(request, auditCallerOf(request))
       return reply.code(result.created ? 202 : 200).send(result)
     },
   )
