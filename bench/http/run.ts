@@ -11,13 +11,22 @@
  * Usage: node bench/http/run.ts [--duration <s>] [--rounds <n>] [--part hot|users|all]
  */
 import { cpus, loadavg } from 'node:os'
+import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { isInterrupted, processCpuMs, runBenchmark, startServer, stopServer } from '../lib/children.ts'
 import { aggregate, load, median, round, type Sample, warmUp } from '../lib/load.ts'
 import { DURATION, parseOptions, ROUNDS, UsageError } from '../lib/options.ts'
 import { header, num, roundLine, sampleRow } from '../lib/table.ts'
 import type { ServerKind } from './server.ts'
-import { CAPACITY_SECONDS, POSTGRES_URL, runUsers, USERS, USERS_RATE, type UsersSummary } from './users.ts'
+import {
+  CAPACITY_SECONDS,
+  POSTGRES_URL,
+  runUsers,
+  threadCpuMs,
+  USERS,
+  USERS_RATE,
+  type UsersSummary,
+} from './users.ts'
 
 const ROUTE = '/api/v1'
 const HOST = '127.0.0.1'
@@ -25,8 +34,22 @@ const CONNECTIONS = 100
 const WARMUP_SECONDS = 2
 const TARGET_RATIO = 0.6
 const TARGET_P99_MS = 50
-const KINDS: readonly ServerKind[] = ['bare', 'plinth']
 const SERVER_FILE = fileURLToPath(new URL('./server.ts', import.meta.url))
+/**
+ * `BENCH_HTTP_BEFORE=<dir>`: another checkout of Plinth (e.g. `git worktree add /tmp/before main`)
+ * whose own bench/http/server.ts serves a third server, `before`, alternating with the other two:
+ * a before/after comparison of the stack in one run, beside the same bare Fastify.
+ */
+const BEFORE_TREE = process.env.BENCH_HTTP_BEFORE
+/**
+ * `BENCH_HTTP_CPU_PROF=<dir>`: the server children of the hot part run with
+ * `--cpu-prof` and write their profiles to that directory; bench/http/profile.ts reads them.
+ */
+const CPU_PROF_DIR = process.env.BENCH_HTTP_CPU_PROF
+/** `BENCH_HTTP_THREADS=on`: each hot round also prints the server's CPU per request by thread. */
+const BY_THREAD = process.env.BENCH_HTTP_THREADS === 'on'
+type HotKind = ServerKind | 'before'
+const KINDS: readonly HotKind[] = BEFORE_TREE ? ['bare', 'plinth', 'before'] : ['bare', 'plinth']
 
 const PARTS = ['hot', 'users', 'all'] as const
 type Part = (typeof PARTS)[number]
@@ -52,12 +75,35 @@ function takePart(argv: string[]): { part: Part; rest: string[] } {
   return { part: value as Part, rest }
 }
 
-const startKind = (kind: ServerKind) => startServer(SERVER_FILE, [kind], `the ${kind} server`)
+async function startKind(kind: HotKind) {
+  const file = kind === 'before' ? join(resolve(BEFORE_TREE!), 'bench/http/server.ts') : SERVER_FILE
+  const nodeOptions = process.env.NODE_OPTIONS
+  if (CPU_PROF_DIR)
+    process.env.NODE_OPTIONS =
+      `${nodeOptions ?? ''} --cpu-prof --cpu-prof-dir=${resolve(CPU_PROF_DIR)}`.trim()
+  try {
+    return await startServer(file, [kind === 'before' ? 'plinth' : kind], `the ${kind} server`)
+  } finally {
+    if (nodeOptions === undefined) delete process.env.NODE_OPTIONS
+    else process.env.NODE_OPTIONS = nodeOptions
+  }
+}
+
+/** Each thread's CPU since `before` per response, in microseconds, heaviest first (threads under 0.5 us left out). */
+function usByThread(before: Map<string, number>, pid: number | undefined, sample: Sample): string {
+  const served = Math.max(sample.count ?? 0, 1)
+  return [...threadCpuMs(pid)]
+    .map(([thread, ms]) => [thread, ((ms - (before.get(thread) ?? 0)) * 1000) / served] as const)
+    .filter(([, us]) => us >= 0.5)
+    .sort((a, b) => b[1] - a[1])
+    .map(([thread, us]) => `${thread} ${us.toFixed(1)} us`)
+    .join(', ')
+}
 
 const url = (port: number) => `http://${HOST}:${port}${ROUTE}`
 
 /** One plain request: the route must answer 200 with JSON; returns the body. */
-async function fetchRoute(kind: ServerKind, port: number): Promise<string> {
+async function fetchRoute(kind: HotKind, port: number): Promise<string> {
   const res = await fetch(url(port), {
     headers: { connection: 'close' },
     signal: AbortSignal.timeout(5000),
@@ -128,11 +174,11 @@ async function hotPart(
   }
   console.log('')
 
-  const samples: Record<ServerKind, Sample[]> = { bare: [], plinth: [] }
+  const samples: Record<HotKind, Sample[]> = { bare: [], plinth: [], before: [] }
   // Server CPU (every thread) per response served, in microseconds: far steadier than requests/s
   // on a shared machine, since other load stretches wall time but not the work each request costs.
-  const cpuPerRequest: Record<ServerKind, number[]> = { bare: [], plinth: [] }
-  const bodies = new Map<ServerKind, string>()
+  const cpuPerRequest: Record<HotKind, number[]> = { bare: [], plinth: [], before: [] }
+  const bodies = new Map<HotKind, string>()
   for (let r = 1; r <= rounds; r++) {
     for (const kind of KINDS) {
       const server = await startKind(kind)
@@ -146,8 +192,11 @@ async function hotPart(
           problems,
         )
         const cpuBefore = processCpuMs(server.pid)
+        const threadsBefore = BY_THREAD ? threadCpuMs(server.pid) : undefined
         const sample = await load({ url: url(server.ready.port) }, CONNECTIONS, duration)
         const cpuAfter = processCpuMs(server.pid)
+        if (threadsBefore)
+          console.log(`  ${kind} server CPU by thread: ${usByThread(threadsBefore, server.pid, sample)}`)
         if (isInterrupted()) return 130
         samples[kind].push(sample)
         const us =
@@ -163,30 +212,23 @@ async function hotPart(
       }
     }
   }
-  if (bodies.get('bare') !== bodies.get('plinth')) {
-    problems.push(
-      `the servers answer differently: bare ${bodies.get('bare')}, plinth ${bodies.get('plinth')}`,
-    )
+  for (const kind of KINDS) {
+    if (bodies.get(kind) !== bodies.get('bare'))
+      problems.push(`the servers answer differently: bare ${bodies.get('bare')}, ${kind} ${bodies.get(kind)}`)
   }
 
   const bare = aggregate(samples.bare)
   const plinth = aggregate(samples.plinth)
-  for (const [kind, s] of [
-    ['bare', bare],
-    ['plinth', plinth],
-  ] as const) {
+  const before = BEFORE_TREE ? aggregate(samples.before) : undefined
+  const rows = [['bare', bare], ['plinth', plinth], ...(before ? [['before', before] as const] : [])] as const
+  for (const [kind, s] of rows) {
     if (s.errors + s.non2xx > 0) problems.push(`${kind}: ${s.errors} errors, ${s.non2xx} non-2xx responses`)
   }
   const ratio = round(plinth.rps / bare.rps, 3)
   const ratioMet = ratio >= TARGET_RATIO
   const p99Met = plinth.p99Ms < TARGET_P99_MS
   console.log(header('server', rounds))
-  for (const [kind, s] of [
-    ['bare', bare],
-    ['plinth', plinth],
-  ] as const) {
-    console.log(sampleRow(kind, s))
-  }
+  for (const [kind, s] of rows) console.log(sampleRow(kind, s))
   console.log(
     `\nratio plinth/bare: ${ratio.toFixed(3)}   target >= ${TARGET_RATIO}: ${ratioMet ? 'met' : 'MISSED'}`,
   )
@@ -208,6 +250,25 @@ async function hotPart(
         `bare/plinth ${cpuRatio!.toFixed(3)} (the throughput ratio a CPU-bound server would reach)`,
     )
   }
+  const beforeFigures =
+    before && BEFORE_TREE
+      ? {
+          tree: BEFORE_TREE,
+          ...before,
+          ratio: round(before.rps / bare.rps, 3),
+          ...(cpuPerRequest.before.length > 0
+            ? { cpuPerRequestUs: round(median(cpuPerRequest.before), 1) }
+            : {}),
+        }
+      : undefined
+  if (beforeFigures) {
+    console.log(
+      `before (${BEFORE_TREE}): ratio before/bare ${beforeFigures.ratio.toFixed(3)}` +
+        (beforeFigures.cpuPerRequestUs === undefined
+          ? ''
+          : `, server CPU per request ${num(beforeFigures.cpuPerRequestUs)} us`),
+    )
+  }
   return {
     route: `GET ${ROUTE}`,
     connections: CONNECTIONS,
@@ -222,6 +283,7 @@ async function hotPart(
     plinth,
     ratio,
     ...(cpu ? { cpuPerRequestUs: cpu, cpuRatio } : {}),
+    ...(beforeFigures ? { before: beforeFigures } : {}),
     targets: {
       ratio: { min: TARGET_RATIO, met: ratioMet },
       plinthP99Ms: { max: TARGET_P99_MS, met: p99Met },

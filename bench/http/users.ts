@@ -59,7 +59,7 @@ const CPU_PROF_DIR = process.env.BENCH_USERS_CPU_PROF
 const BY_THREAD = process.env.BENCH_USERS_THREADS === 'on'
 
 /** CPU ms used so far by each thread of `pid`, keyed `<comm>/<tid>` (Linux only; empty elsewhere). */
-function threadCpuMs(pid: number | undefined): Map<string, number> {
+export function threadCpuMs(pid: number | undefined): Map<string, number> {
   const out = new Map<string, number>()
   if (pid === undefined) return out
   try {

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto'
 import { isIPv4, isIPv6 } from 'node:net'
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyInstance, FastifyReply, FastifyRequest, preHandlerHookHandler } from 'fastify'
 import fp from 'fastify-plugin'
 import type { Logger } from 'pino'
 import { Counter } from 'prom-client'
@@ -99,7 +99,8 @@ const SWEEP_ABOVE = 1000
  * tier counts separately. Every limited response carries `RateLimit-Limit`, `-Remaining`,
  * `-Reset` and `-Policy`; a refused one is a 429 problem with `Retry-After`.
  *
- * Register it before the plugins that authenticate. Counting happens in `preParsing`: after
+ * Register it before the plugins that authenticate and before the routes (the per-account hook is
+ * attached to each route that declares `rateLimitAccount` as it is added). Counting happens in `preParsing`: after
  * every `onRequest` hook (so `request.principal` is set) and before the body is read. Requests
  * that authentication refuses (401/403) in `onRequest` never get there, so they are counted in
  * `onSend`, before the refusal leaves: an anonymous address has one budget of refusals shared by
@@ -190,7 +191,9 @@ async function rateLimit(app: FastifyInstance, opts: RateLimitOptions): Promise<
 
   // A route that names its target account (sign-in, sign-up, reset by e-mail) is also counted per
   // account, once the body is read: guesses spread over many addresses still hit one budget.
-  app.addHook('preHandler', (request, reply, done) => {
+  // A hook of those routes only, first of their preHandler hooks: the other routes (nearly all)
+  // skip the preHandler phase altogether instead of running a hook that finds nothing to do.
+  const countAccount: preHandlerHookHandler = (request, reply, done) => {
     const target = routeConfig(request).rateLimitAccount
     const name = target && tierOf(request)
     if (!target || !name) return done()
@@ -209,6 +212,11 @@ async function rateLimit(app: FastifyInstance, opts: RateLimitOptions): Promise<
     const hit = store.hit(accountKey(name, account), windowMs)
     if (!(hit instanceof Promise)) return settle(hit)
     hit.then(settle, (err: unknown) => done(err instanceof Error ? err : new Error(String(err))))
+  }
+  app.addHook('onRoute', (route) => {
+    if (!route.config?.rateLimitAccount) return
+    const own = route.preHandler === undefined ? [] : [route.preHandler].flat()
+    route.preHandler = [countAccount, ...own]
   })
 
   // Refusals (401/403) that never reached preParsing are counted before they are sent, so the
