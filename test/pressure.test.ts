@@ -8,8 +8,8 @@ import { startTestPlinth, type TestPlinth } from './helpers/test-plinth.ts'
 
 const MAX_DELAY_MS = 30
 /**
- * The overload guard (http/plugins/pressure.ts) samples the event-loop delay once a second as the
- * histogram's mean minus its 10 ms resolution. A verdict therefore
+ * @fastify/under-pressure samples the event-loop delay every `sampleInterval` (default 1000 ms,
+ * not set by Plinth) as the histogram's mean minus its 10 ms resolution. A verdict therefore
  * holds for about a second: long enough for a handful of injected requests, and it clears by
  * itself one calm sample later. Every wait below is bounded by a few sample intervals.
  */
