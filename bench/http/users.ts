@@ -144,7 +144,8 @@ function queueLine(
     `session idle inside a transaction ${(d('idleInTransactionMs') / n).toFixed(3)} ms/request ` +
     `(${(d('idleInTransactionMs') / Math.max(d('idleInTransactionWaits'), 1)).toFixed(3)} ms per wait, ` +
     `${Math.round((d('idleInTransactionMs') / ms) * 100)} % of the run, ` +
-    `${Math.round((d('blockingMs') / ms) * 100)} % with others queued)`
+    `${Math.round((d('blockingMs') / ms) * 100)} % with others queued); ` +
+    `session free between transactions while a BEGIN answered early waited ${(d('freeWithBegunMs') / n).toFixed(3)} ms/request`
   )
 }
 

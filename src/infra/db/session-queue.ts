@@ -89,6 +89,11 @@ export interface SessionQueueStats {
   readonly statementHits: number
   readonly statementsPrepared: number
   readonly statementInvalidations: number
+  /**
+   * Time the session sat free, with nothing to run, while some connection's BEGIN had been answered
+   * and its first statement not yet arrived (ms, summed): the idle stretch between transactions.
+   */
+  readonly freeWithBegunMs: number
   /** BEGINs answered at once while another connection owned the session (push()). */
   readonly beginsWhileOwned: number
 }
@@ -264,6 +269,8 @@ export class SessionQueue {
   private statementCount = 0
   /** When the owner's last unit inside a transaction was answered (performance.now()), or null. */
   private idleSince: number | null = null
+  /** When the session was left free while a BEGIN answered early waited for its first statement, or null. */
+  private freeSince: number | null = null
   private stat = {
     calls: 0,
     transactions: 0,
@@ -273,6 +280,7 @@ export class SessionQueue {
     statementHits: 0,
     statementsPrepared: 0,
     statementInvalidations: 0,
+    freeWithBegunMs: 0,
     beginsWhileOwned: 0,
   }
 
@@ -418,7 +426,14 @@ export class SessionQueue {
         if (this.stale.length > 0 && this.owner === null && !this.db.isInTransaction())
           await this.closeStale()
         const item = this.next()
-        if (!item) break
+        if (!item) {
+          if (this.owner === null && this.begun.size > 0) this.freeSince = performance.now()
+          break
+        }
+        if (this.freeSince !== null) {
+          this.stat.freeWithBegunMs += performance.now() - this.freeSince
+          this.freeSince = null
+        }
         const { conn, message } = item
         const id = conn.id
         if (this.idleSince !== null) {
