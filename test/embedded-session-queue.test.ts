@@ -246,6 +246,81 @@ describe('the embedded database session queue', () => {
     }
   })
 
+  it("answers a BEGIN while another connection's transaction holds the session; its first statement waits for that transaction's end", async () => {
+    await plinth.db.pool.query('create table if not exists t_early (n int)')
+    const a = new pg.Client(clientConfig())
+    const b = new pg.Client(clientConfig())
+    await a.connect()
+    await b.connect()
+    try {
+      const before = await queueStats()
+      await a.query('begin')
+      await a.query('insert into t_early values (1)')
+      // a owns the session; b's BEGIN is answered anyway (before: it waited for a's COMMIT).
+      const begun = await Promise.race([
+        b.query('start transaction isolation level repeatable read').then(() => 'begun' as const),
+        new Promise<'waiting'>((resolve) => setTimeout(() => resolve('waiting'), 5000)),
+      ])
+      assert.equal(begun, 'begun')
+      let done = false
+      const counted = b.query('select count(*)::int as n from t_early').then((r) => {
+        done = true
+        return r.rows[0].n as number
+      })
+      await holdsFor("b's first statement waits for a's transaction", () => !done, { forMs: 300 })
+      await a.query('insert into t_early values (2)')
+      await a.query('commit')
+      // b's snapshot is taken at its first statement (as on PostgreSQL): both of a's rows.
+      assert.equal(await counted, 2)
+      // Now b's transaction owns the session: a's next statement waits for b's COMMIT.
+      let inserted = false
+      const third = a.query('insert into t_early values (3)').then(() => {
+        inserted = true
+      })
+      assert.equal((await b.query('select count(*)::int as n from t_early')).rows[0].n, 2)
+      assert.equal(inserted, false)
+      await b.query('commit')
+      await third
+      assert.equal((await b.query('select count(*)::int as n from t_early')).rows[0].n, 3)
+      const after = await queueStats()
+      assert.ok(after.beginsWhileOwned > before.beginsWhileOwned)
+    } finally {
+      await a.end()
+      await b.end()
+    }
+  })
+
+  it("keeps a connection's answers in order when it sends a query and a BEGIN together", async () => {
+    const a = new pg.Client(clientConfig())
+    await a.connect()
+    const raw = rawConnection(
+      join(plinth.db.embedded!.socketDir, `.s.PGSQL.${plinth.db.embedded!.socketPort}`),
+    )
+    try {
+      raw.socket.write(serialize.startup())
+      await waitFor('the raw connection is ready', () => raw.readyCount() === 1)
+      raw.reset()
+      await a.query('begin')
+      await a.query('select 1')
+      // While a holds the session: a query, then a BEGIN, in one write. The BEGIN must not be
+      // answered before the query that came first.
+      raw.socket.write(Buffer.concat([serialize.query("select 'first' as x"), serialize.query('begin')]))
+      await holdsFor('nothing is answered while a holds the session', () => raw.readyCount() === 0, {
+        forMs: 300,
+      })
+      await a.query('commit')
+      await waitFor('both answered', () => raw.readyCount() === 2)
+      const text = raw.text()
+      assert.ok(text.indexOf('first') >= 0 && text.indexOf('first') < text.indexOf('BEGIN'), text)
+      raw.socket.write(serialize.query('rollback'))
+      await waitFor('rolled back', () => raw.readyCount() === 3)
+      raw.socket.write(serialize.terminate())
+    } finally {
+      raw.socket.destroy()
+      await a.end()
+    }
+  })
+
   /** The worker's session queue counters (queue-stats). */
   const queueStats = () =>
     new Promise<SessionQueueStats>((resolve) => {

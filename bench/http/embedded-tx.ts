@@ -119,7 +119,7 @@ if (q0 && q1) {
     `session owned by an open transaction waiting for its next statement: ${(idle / N).toFixed(3)} ms/tx ` +
       `(${waits} waits, ${(idle / Math.max(waits, 1)).toFixed(3)} ms each; ${Math.round((idle / ms) * 100)} % of the run; ` +
       `${((q1.blockingMs - q0.blockingMs) / N).toFixed(3)} ms/tx with other connections' messages queued); ` +
-      `PGlite calls/tx ${((q1.calls - q0.calls) / N).toFixed(2)}, statement cache hits/tx ${((q1.statementHits - q0.statementHits) / N).toFixed(2)}`,
+      `session free between transactions while a BEGIN answered early waited for its first statement ${(((q1.freeWithBegunMs ?? 0) - (q0.freeWithBegunMs ?? 0)) / N).toFixed(3)} ms/tx; PGlite calls/tx ${((q1.calls - q0.calls) / N).toFixed(2)}, statement cache hits/tx ${((q1.statementHits - q0.statementHits) / N).toFixed(2)}`,
   )
 }
 await db.destroy()

@@ -9,3 +9,5 @@ export type ServerMessage =
 export const WRITE = '/bench/write'
 /** Rows the write picks from at random, so that writers rarely wait on one another's row lock. */
 export const ITEMS = 1000
+/** GET (bench-only, under /api/v1): the embedded database's session queue counters, `{ stats }` (null on PostgreSQL). */
+export const QUEUE_STATS = '/bench/queue-stats'

@@ -9,6 +9,7 @@
  * `{ type: 'failed', message }`; the parent sends `'stop'` for a graceful close. A lost channel
  * (the parent died) or a signal ends the child too.
  */
+import type { Worker } from 'node:worker_threads'
 import Fastify from 'fastify'
 import { sql } from 'kysely'
 import { Type } from 'typebox'
@@ -17,7 +18,7 @@ import type { PlinthModule } from '../../src/core/module.ts'
 import { PLINTH_VERSION } from '../../src/core/version.ts'
 import { HOST, signInNewUser, startProductionPlinth } from '../lib/plinth-child.ts'
 import { portOf, type Running, requireParent, serveChild } from '../lib/server-child.ts'
-import { ITEMS, WRITE } from './protocol.ts'
+import { ITEMS, QUEUE_STATS, WRITE } from './protocol.ts'
 
 export type ServerKind = 'bare' | 'plinth'
 /** Plinth with tracing on (bench/http/tracing.ts): argv `plinth-traced <OTLP endpoint> <sampling ratio>`. */
@@ -50,6 +51,24 @@ async function startBare(): Promise<Started> {
   return { port: portOf(app.server.address()), token: '', close: () => app.close() }
 }
 
+/** The worker's session queue counters (its `queue-stats` message), or null without an embedded worker. */
+function queueStats(worker: Worker | undefined): Promise<Record<string, number> | null> {
+  if (!worker) return Promise.resolve(null)
+  return new Promise((resolve) => {
+    const done = (stats: Record<string, number> | null) => {
+      clearTimeout(timer)
+      worker.off('message', onMessage)
+      resolve(stats)
+    }
+    const timer = setTimeout(() => done(null), 2000)
+    const onMessage = (m: { type?: string; stats?: Record<string, number> }) => {
+      if (m?.type === 'queue-stats') done(m.stats ?? null)
+    }
+    worker.on('message', onMessage)
+    worker.postMessage({ type: 'queue-stats' })
+  })
+}
+
 /**
  * POST WRITE: in one transaction, read a random one of ITEMS rows under a row lock and write it back
  * plus one (the shape of an ordinary update), answering the new value.
@@ -73,6 +92,22 @@ const benchModule: PlinthModule = {
           return { id, value }
         })
       },
+    )
+    // The embedded database's session queue counters (null on PostgreSQL), read by users.ts before
+    // and after a measured run: PGlite calls and how long open transactions left the session idle.
+    api.get(
+      QUEUE_STATS,
+      {
+        config: { permission: 'self:read' },
+        schema: {
+          response: {
+            200: Type.Object({
+              stats: Type.Union([Type.Record(Type.String(), Type.Number()), Type.Null()]),
+            }),
+          },
+        },
+      },
+      async () => ({ stats: await queueStats(ctx.db.embedded?.worker()) }),
     )
   },
 }

@@ -17,7 +17,7 @@ import { isInterrupted, processCpuMs, startServer, stopServer } from '../lib/chi
 import { type RateSample, rateLoad } from '../lib/constant-rate.ts'
 import type { Request } from '../lib/load.ts'
 import { num, row } from '../lib/table.ts'
-import { WRITE } from './protocol.ts'
+import { QUEUE_STATS, WRITE } from './protocol.ts'
 
 const HOST = '127.0.0.1'
 export const USERS = 1000
@@ -114,6 +114,39 @@ async function check(scenario: Scenario, request: Request): Promise<void> {
   })
   const body = await res.text()
   if (res.status !== 200) throw new Error(`${scenario} answered ${res.status}: ${body}`)
+}
+
+/** The embedded session queue's counters from the server child (undefined on PostgreSQL or an older server). */
+async function queueStats(port: number, token: string): Promise<Record<string, number> | undefined> {
+  try {
+    const res = await fetch(`http://${HOST}:${port}/api/v1${QUEUE_STATS}`, {
+      headers: { authorization: `Bearer ${token}` },
+      signal: AbortSignal.timeout(5000),
+    })
+    if (res.status !== 200) return undefined
+    return ((await res.json()) as { stats: Record<string, number> | null }).stats ?? undefined
+  } catch {
+    return undefined
+  }
+}
+
+/** What the session queue did per request over a run: PGlite calls, and the session's idle time inside transactions. */
+function queueLine(
+  before: Record<string, number>,
+  after: Record<string, number>,
+  served: number,
+  ms: number,
+): string {
+  const d = (k: string) => (after[k] ?? 0) - (before[k] ?? 0)
+  const n = Math.max(served, 1)
+  return (
+    `PGlite calls/request ${(d('calls') / n).toFixed(2)}, transactions/request ${(d('transactions') / n).toFixed(2)}; ` +
+    `session idle inside a transaction ${(d('idleInTransactionMs') / n).toFixed(3)} ms/request ` +
+    `(${(d('idleInTransactionMs') / Math.max(d('idleInTransactionWaits'), 1)).toFixed(3)} ms per wait, ` +
+    `${Math.round((d('idleInTransactionMs') / ms) * 100)} % of the run, ` +
+    `${Math.round((d('blockingMs') / ms) * 100)} % with others queued); ` +
+    `session free between transactions while a BEGIN answered early waited ${(d('freeWithBegunMs') / n).toFixed(3)} ms/request`
+  )
 }
 
 const passes = (s: RateSample) => s.errors + s.non2xx === 0 && s.p99Ms < TARGET_P99_MS
@@ -224,9 +257,19 @@ async function onBackend(
           )
         const cpuBefore = processCpuMs(server.pid)
         const threadsBefore = BY_THREAD ? threadCpuMs(server.pid) : undefined
+        const queueBefore =
+          plinth && backend === 'embedded'
+            ? await queueStats(server.ready.port, server.ready.token)
+            : undefined
         const measured = await measure(request, USERS_RATE, duration)
         if (isInterrupted()) return undefined
         const cpuAfter = processCpuMs(server.pid)
+        const queueAfter = queueBefore ? await queueStats(server.ready.port, server.ready.token) : undefined
+        if (queueBefore && queueAfter)
+          console.log(
+            // count: responses recorded; count / rps: the run's length including the wait for late answers.
+            `  ${scenario} ${queueLine(queueBefore, queueAfter, measured.count, (measured.count / Math.max(measured.rps, 1)) * 1000)}`,
+          )
         if (threadsBefore)
           console.log(
             `  ${scenario} server CPU ms/request by thread: ${byThread(threadsBefore, threadCpuMs(server.pid), measured.rps * duration)}`,

@@ -36,6 +36,12 @@
  * first statement arrives, not one round trip to the main thread earlier. Nothing can tell the difference — no other connection can see the
  * transaction before it has done anything — except `now()`, which is the time of that statement.
  * A connection that goes away (or ends) before sending anything else never takes the session.
+ * Such a BEGIN is answered on arrival even while another connection's transaction owns the session
+ * (when nothing else of its connection is queued, so answers keep their order): the connection's
+ * first statement is then already queued when that transaction ends and takes the session at once,
+ * instead of the session idling for a round trip to the client between two transactions
+ * (decision 0040). The BEGIN still runs only when that statement does, after the other transaction
+ * ended — as on PostgreSQL, a snapshot is taken at the first statement, not at BEGIN.
  *
  * Statements: node-postgres sends every parameterised query as a Parse of the unnamed statement,
  * so PostgreSQL parsed, analysed and planned the same few queries on every run (most of its CPU for
@@ -83,6 +89,13 @@ export interface SessionQueueStats {
   readonly statementHits: number
   readonly statementsPrepared: number
   readonly statementInvalidations: number
+  /**
+   * Time the session sat free, with nothing to run, while some connection's BEGIN had been answered
+   * and its first statement not yet arrived (ms, summed): the idle stretch between transactions.
+   */
+  readonly freeWithBegunMs: number
+  /** BEGINs answered at once while another connection owned the session (push()). */
+  readonly beginsWhileOwned: number
 }
 
 /** Frontend messages answered by ReadyForQuery: they end a protocol unit. */
@@ -256,6 +269,8 @@ export class SessionQueue {
   private statementCount = 0
   /** When the owner's last unit inside a transaction was answered (performance.now()), or null. */
   private idleSince: number | null = null
+  /** When the session was left free while a BEGIN answered early waited for its first statement, or null. */
+  private freeSince: number | null = null
   private stat = {
     calls: 0,
     transactions: 0,
@@ -265,6 +280,8 @@ export class SessionQueue {
     statementHits: 0,
     statementsPrepared: 0,
     statementInvalidations: 0,
+    freeWithBegunMs: 0,
+    beginsWhileOwned: 0,
   }
 
   private readonly db: Session
@@ -273,9 +290,31 @@ export class SessionQueue {
     this.db = db
   }
 
-  /** Queues a frontend message of `conn`; run() (or the next push's run) processes it. */
+  /**
+   * Queues a frontend message of `conn`; run() (or the next push's run) processes it. A BEGIN from a
+   * connection with nothing else queued and outside the session (another connection may own it) is
+   * answered here at once, not when it reaches the head of the queue (see "A plain BEGIN" above): its
+   * first statement then waits in the queue while another transaction runs, and takes the session
+   * the moment that transaction ends, instead of the session idling for a round trip to the client.
+   */
   push(conn: Connection, message: Uint8Array): void {
+    if (message[0] === 0x51 && this.owner !== conn.id && !this.begun.has(conn.id) && !this.queued(conn.id)) {
+      const text = simpleQueryText(message)
+      if (text !== undefined && OPENS_TRANSACTION.test(text)) {
+        const answer = /^\s*start/i.test(text) ? START_ANSWER : BEGIN_ANSWER
+        this.begun.set(conn.id, { message, answer })
+        if (this.owner !== null) this.stat.beginsWhileOwned++
+        conn.write(answer)
+        return
+      }
+    }
     this.queue.push({ conn, message })
+  }
+
+  /** True when a message of connection `id` waits in the queue. */
+  private queued(id: number): boolean {
+    for (const item of this.queue) if (item.conn.id === id) return true
+    return false
   }
 
   /** Processes what is queued (a no-op while already processing: the running loop picks it up). */
@@ -382,9 +421,19 @@ export class SessionQueue {
     if (this.processing) return
     this.processing = true
     try {
-      for (let item = this.next(); item; item = this.next()) {
+      for (;;) {
+        // Before taking the next item: while it waits here it still counts as queued (push()).
         if (this.stale.length > 0 && this.owner === null && !this.db.isInTransaction())
           await this.closeStale()
+        const item = this.next()
+        if (!item) {
+          if (this.owner === null && this.begun.size > 0) this.freeSince = performance.now()
+          break
+        }
+        if (this.freeSince !== null) {
+          this.stat.freeWithBegunMs += performance.now() - this.freeSince
+          this.freeSince = null
+        }
         const { conn, message } = item
         const id = conn.id
         if (this.idleSince !== null) {
@@ -396,6 +445,7 @@ export class SessionQueue {
           this.idleSince = null
         }
         if (this.owner === null && !this.begun.has(id)) {
+          // A BEGIN queued behind this connection's earlier messages (push() answers the others).
           const text = simpleQueryText(message)
           if (text !== undefined && OPENS_TRANSACTION.test(text) && !this.db.isInTransaction()) {
             // Answered now, run with this connection's next message (see above).
