@@ -22,11 +22,13 @@ import { Worker } from 'node:worker_threads'
  * machine pays for initdb.
  *
  * A second kind, the **migrated template**, is the same cluster right after a start applied every
- * migration of one migration set, keyed by that set (`migrationSetKey` in migrator.ts: the names and
- * the source of each `up`/`down`). A new data directory whose start would apply exactly that set
- * loads it instead and finds nothing pending. It is taken before anything else writes (data keys,
- * users, jobs), so it holds the schema only. A few sets are kept (tests and benchmarks add modules);
- * the oldest beyond MIGRATED_KEPT are deleted.
+ * migration of one migration set and installed the job engine's schema and queues (decision 0039),
+ * keyed by both (createPlinth: `migrationSetKey` in migrator.ts — the names and the source of each
+ * `up`/`down` — and the engine's `template.key`, pg-boss' schema version). A new data directory
+ * whose start would apply exactly that set loads it instead and finds nothing pending and its
+ * queues there. It is taken before anything else writes (data keys, users, jobs), so it holds the
+ * schema only. A few sets are kept (tests and benchmarks add modules); the oldest beyond
+ * MIGRATED_KEPT are deleted.
  *
  * Loading a tar still costs about 2 s (PGlite untars 40 MB into its file system and writes it out),
  * against ~0.6 s for opening an existing cluster. So a file-backed cluster's migrated template is
