@@ -12,7 +12,7 @@ import { createSecurityEvents, type SecurityEvents } from '../core/security-even
 import { PLINTH_VERSION } from '../core/version.ts'
 import { createServer, type PlinthApp } from '../http/create-server.ts'
 import { createMemoryCache, createRedisCache } from '../infra/cache/cache.ts'
-import { createRedis, type RedisHandle } from '../infra/cache/redis.ts'
+import type { RedisHandle } from '../infra/cache/redis.ts'
 import { createDatabase, type Database } from '../infra/db/create-db.ts'
 import type { PrestartedDatabase } from '../infra/db/embedded-prestart.ts'
 import { createMigrator, migrationSetKey, type PlinthMigrator } from '../infra/db/migrator.ts'
@@ -196,8 +196,12 @@ async function assemble(
 ): Promise<Plinth> {
   const { config } = options
   const { logger, modules, startedAt, metrics, db, tracing } = parts
+  // ioredis (~45 modules) is loaded only when Redis is configured (decision 0039).
   const redis = config.redisUrl
-    ? createRedis({ ...config, redisUrl: config.redisUrl }, { logger })
+    ? (await import('../infra/cache/redis.ts')).createRedis(
+        { ...config, redisUrl: config.redisUrl },
+        { logger },
+      )
     : undefined
   const migrations = createMigrator(db, collectMigrations(modules), { logger })
   // One cheap query, and "none pending" is remembered for a few seconds: migrations only change by
