@@ -121,13 +121,30 @@ describe('cold start (decision 0034)', () => {
     assert.deepEqual(await query(early, 'select v from cold_own'), [{ v: 'mine' }])
     await early.close()
 
-    // A new cluster waits: started from the plain template, it would hold no cold_marker.
-    const fresh = server(tempDir(), { awaitMigrationSetKey: true })
+    // A new cluster waits: started from the plain template, it would hold no cold_marker. Meanwhile
+    // it copies aside the template directory used last (this set's: the tests above used it).
+    const freshDir = tempDir()
+    const fresh = server(freshDir, { awaitMigrationSetKey: true })
     fresh.setMigrationSetKey(key)
     await fresh.whenUp()
     assert.ok(['copied', 'migrated'].includes(fresh.origin() ?? ''), fresh.origin())
     assert.deepEqual(await query(fresh, 'select v from cold_marker'), [{ v: 'in the template' }])
     await fresh.close()
+    assert.equal(existsSync(join(freshDir, 'pglite.staged')), false, 'the copy aside was not the one used')
+
+    // A set other than the guessed one (here one without a template): the copy aside is not used,
+    // and it is removed.
+    const otherDir = tempDir()
+    const other = server(otherDir, { awaitMigrationSetKey: true })
+    other.setMigrationSetKey(`${key}-other`)
+    await other.whenUp()
+    assert.ok(['template', 'initdb'].includes(other.origin() ?? ''), other.origin())
+    assert.deepEqual(await query(other, `select to_regclass('cold_marker') as t`), [{ t: null }])
+    await other.close()
+    const until = Date.now() + 30_000
+    while (existsSync(join(otherDir, 'pglite.staged')) && Date.now() < until)
+      await new Promise((r) => setTimeout(r, 50))
+    assert.equal(existsSync(join(otherDir, 'pglite.staged')), false, 'the copy aside was left')
 
     // Closed while waiting for a key that never comes: stops without hanging.
     const abandoned = server(tempDir(), { awaitMigrationSetKey: true })

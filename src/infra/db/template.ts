@@ -8,6 +8,7 @@ import {
   renameSync,
   rmSync,
   statSync,
+  utimesSync,
   writeFileSync,
 } from 'node:fs'
 import { dirname, join } from 'node:path'
@@ -34,7 +35,9 @@ import { Worker } from 'node:worker_threads'
  * against ~0.6 s for opening an existing cluster. So a file-backed cluster's migrated template is
  * also kept as a **ready cluster directory** (`…-migrated-<key>-v1.cluster/`), built once from the
  * tar by a short-lived worker (template-dir-worker.ts) after a start that used the tar: a new data
- * directory copies it and opens it as an existing cluster. In-memory databases keep using the tar.
+ * directory copies it and opens it as an existing cluster (the copy, ~1 s here, starts before the
+ * migration set is known, from the directory used last: decision 0039). In-memory databases keep
+ * using the tar.
  * The directory is complete or absent (built in a temporary directory, then renamed); one that
  * fails to open is deleted and the tar is used instead (decision 0034).
  */
@@ -120,6 +123,47 @@ export function copyTemplateDir(path: string, clusterDir: string): boolean {
     filter: (source) => source !== join(path, TEMPLATE_DIR_MARK),
   })
   return true
+}
+
+/**
+ * The migrated template directory used (or built) last, if any: before a new cluster's migration
+ * set is known (the application still loading), it is nearly always the one that set names, so the
+ * worker copies it aside meanwhile (`stageTemplateDir`, decision 0039).
+ */
+export function latestTemplateDir(dir = cacheDir()): string | undefined {
+  const prefix = `pglite-${pgliteVersion()}-migrated-`
+  try {
+    return readdirSync(dir)
+      .filter((f) => f.startsWith(prefix) && f.endsWith('.cluster'))
+      .map((f) => ({ path: join(dir, f), mtime: statSync(join(dir, f)).mtimeMs }))
+      .sort((a, b) => b.mtime - a.mtime)
+      .find((f) => hasTemplateDir(f.path))?.path
+  } catch {
+    return undefined
+  }
+}
+
+/** Marks a template directory as just used: the next guess (`latestTemplateDir`), and the last pruned. */
+export function touchTemplateDir(path: string): void {
+  try {
+    const now = new Date()
+    utimesSync(path, now, now)
+  } catch {
+    // Best effort: only the guess and the pruning order depend on it.
+  }
+}
+
+/**
+ * `copyTemplateDir` to `target` (which must not exist) for a cluster whose migration set is not
+ * known yet; false (and nothing left) when the copy failed.
+ */
+export function stageTemplateDir(path: string, target: string): boolean {
+  try {
+    return copyTemplateDir(path, target)
+  } catch {
+    rmSync(target, { recursive: true, force: true })
+    return false
+  }
 }
 
 /** Drops a template directory that failed to open, so the next start rebuilds it. */
