@@ -121,13 +121,30 @@ describe('cold start (decision 0034)', () => {
     assert.deepEqual(await query(early, 'select v from cold_own'), [{ v: 'mine' }])
     await early.close()
 
-    // A new cluster waits: started from the plain template, it would hold no cold_marker.
-    const fresh = server(tempDir(), { awaitMigrationSetKey: true })
+    // A new cluster waits: started from the plain template, it would hold no cold_marker. Meanwhile
+    // it copies aside the template directory used last (this set's: the tests above used it).
+    const freshDir = tempDir()
+    const fresh = server(freshDir, { awaitMigrationSetKey: true })
     fresh.setMigrationSetKey(key)
     await fresh.whenUp()
     assert.ok(['copied', 'migrated'].includes(fresh.origin() ?? ''), fresh.origin())
     assert.deepEqual(await query(fresh, 'select v from cold_marker'), [{ v: 'in the template' }])
     await fresh.close()
+    assert.equal(existsSync(join(freshDir, 'pglite.staged')), false, 'the copy aside was not the one used')
+
+    // A set other than the guessed one (here one without a template): the copy aside is not used,
+    // and it is removed.
+    const otherDir = tempDir()
+    const other = server(otherDir, { awaitMigrationSetKey: true })
+    other.setMigrationSetKey(`${key}-other`)
+    await other.whenUp()
+    assert.ok(['template', 'initdb'].includes(other.origin() ?? ''), other.origin())
+    assert.deepEqual(await query(other, `select to_regclass('cold_marker') as t`), [{ t: null }])
+    await other.close()
+    const until = Date.now() + 30_000
+    while (existsSync(join(otherDir, 'pglite.staged')) && Date.now() < until)
+      await new Promise((r) => setTimeout(r, 50))
+    assert.equal(existsSync(join(otherDir, 'pglite.staged')), false, 'the copy aside was left')
 
     // Closed while waiting for a key that never comes: stops without hanging.
     const abandoned = server(tempDir(), { awaitMigrationSetKey: true })
@@ -135,30 +152,100 @@ describe('cold start (decision 0034)', () => {
     assert.equal(abandoned.isUp(), false)
   })
 
-  it('createPlinth adopts the database `plinth start` pre-started, and closes one for another directory', async () => {
-    const dataDir = tempDir()
-    const made = await startTestPlinth({ env: { PLINTH_DATA_DIR: dataDir } })
-    await made.close()
+  it('a new cluster comes with the job engine and its queues; a restart adopts the pre-started database, writes no queue or schedule copy that matches, and repairs those that drifted', async () => {
+    type Queue = { name: string; retry_limit: number; created_on: Date; updated_on: Date }
+    type Copy = { name: string; key: string; cron: string; updated_on: Date }
+    const queues = async (p: { db: { pool: pg.Pool } }) =>
+      (
+        await p.db.pool.query<Queue>(
+          'select name, retry_limit, created_on, updated_on from plinth_jobs.queue order by name',
+        )
+      ).rows
+    const copies = async (p: { db: { pool: pg.Pool } }) =>
+      (
+        await p.db.pool.query<Copy>(
+          'select name, key, cron, updated_on from plinth_jobs.schedule order by name, key',
+        )
+      ).rows
 
+    // A new cluster from the migrated template (decision 0039). On a machine without one yet, the
+    // first start builds it from scratch and keeps it; the next new cluster then comes from it.
+    let dataDir = tempDir()
+    let startedAt = new Date()
+    let first = await startTestPlinth({ env: { PLINTH_DATA_DIR: dataDir } })
+    if (!['copied', 'migrated'].includes(first.db.embedded?.origin() ?? '')) {
+      await first.close()
+      dataDir = tempDir()
+      startedAt = new Date()
+      first = await startTestPlinth({ env: { PLINTH_DATA_DIR: dataDir } })
+    }
     const config = testConfig({ PLINTH_DATA_DIR: dataDir })
+    let before: Queue[]
+    let copiesBefore: Copy[]
+    try {
+      assert.ok(
+        ['copied', 'migrated'].includes(first.db.embedded?.origin() ?? ''),
+        first.db.embedded?.origin(),
+      )
+      before = await queues(first)
+      copiesBefore = await copies(first)
+      // Every queue (and pg-boss' schema) came with the template: this start created none.
+      assert.ok(before.some((q) => q.name === 'plinth.retention'))
+      // (pg-boss' own cron queue, `__pgboss__send-it`, is created by its first start with cron on.)
+      for (const q of before)
+        if (!q.name.startsWith('__pgboss__'))
+          assert.ok(q.created_on < startedAt, `${q.name} was created by this start`)
+      assert.ok(copiesBefore.some((c) => c.key === 'plinth.retention'))
+      // Drift: an operator's (or an older version's) change to one queue and one schedule copy.
+      await first.db.pool.query(
+        `update plinth_jobs.queue set retry_limit = 17 where name = 'plinth.retention'`,
+      )
+      await first.db.pool.query(
+        `update plinth_jobs.schedule set cron = '0 0 1 1 *' where key = 'plinth.retention'`,
+      )
+    } finally {
+      await first.close()
+    }
+
+    // The restart as `plinth start` does it: the database started before the application loads.
     const prestarted = prestartEmbeddedDatabase(config, { logger })
     assert.ok(prestarted)
     const lock = join(dataDir, 'plinth.lock')
     assert.equal(readFileSync(lock, 'utf8').trim(), String(process.pid))
-    const plinth = await createPlinth({
+    const again = await createPlinth({
       config,
       logger,
       modules: builtinModules,
       prestartedDatabase: prestarted,
     })
     try {
-      assert.equal(plinth.db.embedded, prestarted.server)
+      assert.equal(again.db.embedded, prestarted.server)
       assert.equal(prestarted.take(), undefined, 'handed on twice')
-      await plinth.prepare()
-      assert.equal(plinth.db.embedded?.origin(), 'existing')
-      assert.equal((await plinth.app.inject('/ready')).statusCode, 200)
+      await again.prepare()
+      assert.equal(again.db.embedded?.origin(), 'existing')
+      assert.equal((await again.app.inject('/ready')).statusCode, 200)
+      const after = await queues(again)
+      const copiesAfter = await copies(again)
+      assert.deepEqual(
+        after.map((q) => q.name),
+        before.map((q) => q.name),
+      )
+      for (const q of after) {
+        const was = before.find((b) => b.name === q.name)!
+        assert.equal(q.retry_limit, was.retry_limit, `${q.name}: retry limit not put back`)
+        if (q.name === 'plinth.retention')
+          assert.ok(q.updated_on > was.updated_on, 'the drifted queue was not updated')
+        else assert.deepEqual(q.updated_on, was.updated_on, `${q.name} was rewritten`)
+      }
+      for (const c of copiesAfter) {
+        const was = copiesBefore.find((b) => b.name === c.name && b.key === c.key)!
+        assert.equal(c.cron, was.cron, `${c.key}: cron not put back`)
+        if (c.key === 'plinth.retention')
+          assert.ok(c.updated_on > was.updated_on, 'the drifted copy was not re-armed')
+        else assert.deepEqual(c.updated_on, was.updated_on, `${c.key} was rewritten`)
+      }
     } finally {
-      await plinth.shutdown()
+      await again.shutdown()
     }
     assert.equal(existsSync(lock), false, 'the lock outlived the shutdown')
 
@@ -188,63 +275,6 @@ describe('cold start (decision 0034)', () => {
       prestartEmbeddedDatabase(testConfig({ DATABASE_URL: 'postgres://127.0.0.1:5432/none' }), { logger }),
       undefined,
     )
-  })
-
-  it('a restart writes no queue or schedule copy that matches, and repairs those that drifted', async () => {
-    const dataDir = tempDir()
-    const env = { PLINTH_DATA_DIR: dataDir }
-    type Queue = { name: string; retry_limit: number; updated_on: Date }
-    type Copy = { name: string; key: string; cron: string; updated_on: Date }
-    const queues = async (p: { db: { pool: pg.Pool } }) =>
-      (
-        await p.db.pool.query<Queue>(
-          'select name, retry_limit, updated_on from plinth_jobs.queue order by name',
-        )
-      ).rows
-    const copies = async (p: { db: { pool: pg.Pool } }) =>
-      (
-        await p.db.pool.query<Copy>(
-          'select name, key, cron, updated_on from plinth_jobs.schedule order by name, key',
-        )
-      ).rows
-
-    const first = await startTestPlinth({ env })
-    const before = await queues(first)
-    const copiesBefore = await copies(first)
-    assert.ok(before.some((q) => q.name === 'plinth.retention'))
-    assert.ok(copiesBefore.some((c) => c.key === 'plinth.retention'))
-    // Drift: an operator's (or an older version's) change to one queue and one schedule copy.
-    await first.db.pool.query(`update plinth_jobs.queue set retry_limit = 17 where name = 'plinth.retention'`)
-    await first.db.pool.query(
-      `update plinth_jobs.schedule set cron = '0 0 1 1 *' where key = 'plinth.retention'`,
-    )
-    await first.close()
-
-    const again = await startTestPlinth({ env })
-    try {
-      const after = await queues(again)
-      const copiesAfter = await copies(again)
-      assert.deepEqual(
-        after.map((q) => q.name),
-        before.map((q) => q.name),
-      )
-      for (const q of after) {
-        const was = before.find((b) => b.name === q.name)!
-        assert.equal(q.retry_limit, was.retry_limit, `${q.name}: retry limit not put back`)
-        if (q.name === 'plinth.retention')
-          assert.ok(q.updated_on > was.updated_on, 'the drifted queue was not updated')
-        else assert.deepEqual(q.updated_on, was.updated_on, `${q.name} was rewritten`)
-      }
-      for (const c of copiesAfter) {
-        const was = copiesBefore.find((b) => b.name === c.name && b.key === c.key)!
-        assert.equal(c.cron, was.cron, `${c.key}: cron not put back`)
-        if (c.key === 'plinth.retention')
-          assert.ok(c.updated_on > was.updated_on, 'the drifted copy was not re-armed')
-        else assert.deepEqual(c.updated_on, was.updated_on, `${c.key} was rewritten`)
-      }
-    } finally {
-      await again.close()
-    }
   })
 
   it('refuses a job type whose payload schema is invalid when it registers (validators compile on first use)', async () => {

@@ -9,24 +9,26 @@
  *   node bench/cold-start/run.ts [--rounds N]
  */
 import { type ChildProcess, spawn } from 'node:child_process'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { existsSync, mkdtempSync, rmSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { isInterrupted, runBenchmark, track } from '../lib/children.ts'
 import { median } from '../lib/load.ts'
-import { parseOptions } from '../lib/options.ts'
+import { parseOptions, UsageError } from '../lib/options.ts'
 import { num, row } from '../lib/table.ts'
 
-const usage = `Usage: node bench/cold-start/run.ts [--rounds N]
+const usage = `Usage: node bench/cold-start/run.ts [--rounds N] [--compare DIR]
 
 Starts \`plinth start\` on an empty data directory, then again on the same one, N times each
 (default 3), timing each until /ready answers 200; prints min/median/max beside a bare Node start
-and a bare PGlite initdb measured in the same run. Targets: empty < 2000 ms, existing < 1000 ms.`
+and a bare PGlite initdb measured in the same run. Targets: empty < 2000 ms, existing < 1000 ms.
+--compare DIR also starts the checkout in DIR (another worktree of this repository, e.g. the
+commit before a change) the same way in every round, alternating with this one: a before/after in
+one run.`
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
-const MAIN = join(ROOT, 'src', 'main.ts')
 const DEADLINE_MS = 120_000
 
 function freePort(): Promise<number> {
@@ -62,11 +64,11 @@ async function timeProcess(args: readonly string[], env: Record<string, string> 
 }
 
 /** Wall time from spawning `plinth start` until /ready answers 200; then stops it (SIGTERM). */
-async function timeStart(dataDir: string, env: Record<string, string> = {}): Promise<number> {
+async function timeStart(dataDir: string, env: Record<string, string> = {}, root = ROOT): Promise<number> {
   const port = await freePort()
   const started = performance.now()
-  const child = spawn(process.execPath, [MAIN, 'start'], {
-    cwd: ROOT,
+  const child = spawn(process.execPath, [join(root, 'src', 'main.ts'), 'start'], {
+    cwd: root,
     env: {
       ...process.env,
       PLINTH_DATA_DIR: dataDir,
@@ -99,8 +101,23 @@ async function timeStart(dataDir: string, env: Record<string, string> = {}): Pro
   return readyMs
 }
 
+/** `--compare DIR` (the shared options parser knows only --duration/--rounds/--help). */
+function compareDir(argv: string[]): string | undefined {
+  const at = argv.findIndex((a) => a === '--compare' || a.startsWith('--compare='))
+  if (at === -1) return undefined
+  const arg = argv[at] as string
+  const dir = arg.includes('=') ? arg.slice(arg.indexOf('=') + 1) : argv[at + 1]
+  argv.splice(at, arg.includes('=') ? 1 : 2)
+  if (!dir || !existsSync(join(dir, 'src', 'main.ts')))
+    throw new UsageError(`--compare: no src/main.ts in "${dir}"`)
+  return resolve(dir)
+}
+
 async function main(): Promise<number> {
-  const { rounds } = parseOptions(process.argv.slice(2), usage)
+  const argv = process.argv.slice(2)
+  const compare = compareDir(argv)
+  const { rounds } = parseOptions(argv, usage)
+  const base: { empty: number[]; existing: number[] } = { empty: [], existing: [] }
   const figures: Record<
     | 'node'
     | 'pglite'
@@ -149,6 +166,18 @@ async function main(): Promise<number> {
         rmSync(dir, { recursive: true, force: true })
       }
     }
+    if (compare) {
+      const dir = mkdtempSync(join(tmpdir(), 'plinth-cold-'))
+      try {
+        base.empty.push(await timeStart(dir, {}, compare))
+        base.existing.push(await timeStart(dir, {}, compare))
+      } finally {
+        rmSync(dir, { recursive: true, force: true })
+      }
+      console.log(
+        `round ${r}/${rounds}  compared (${compare}): empty ${num(Math.round(base.empty.at(-1)!))} ms  existing ${num(Math.round(base.existing.at(-1)!))} ms`,
+      )
+    }
     console.log(
       `round ${r}/${rounds}  node ${num(Math.round(figures.node.at(-1)!))} ms  ` +
         `import app ${num(Math.round(figures.importNoCache.at(-1)!))} ms (no compile cache) / ${num(Math.round(figures.import.at(-1)!))} ms  pglite initdb ${num(Math.round(figures.pglite.at(-1)!))} ms  ` +
@@ -177,6 +206,16 @@ async function main(): Promise<number> {
     const s = stats(figures[key])
     summary[key] = s
     console.log(`${label.padEnd(21)}${row(['', num(s.min), num(s.median), num(s.max)]).slice(8)}`)
+  }
+  if (compare) {
+    summary.compare = { dir: compare, empty: stats(base.empty), existing: stats(base.existing) }
+    for (const [key, label] of [
+      ['empty', 'compared, empty'],
+      ['existing', 'compared, existing'],
+    ] as const) {
+      const s = stats(base[key])
+      console.log(`${label.padEnd(21)}${row(['', num(s.min), num(s.median), num(s.max)]).slice(8)}`)
+    }
   }
   const empty = stats(figures.empty).median
   const existing = stats(figures.existing).median

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { SpanExporter } from '@opentelemetry/sdk-trace'
 import type { Logger } from 'pino'
@@ -11,7 +12,7 @@ import { createSecurityEvents, type SecurityEvents } from '../core/security-even
 import { PLINTH_VERSION } from '../core/version.ts'
 import { createServer, type PlinthApp } from '../http/create-server.ts'
 import { createMemoryCache, createRedisCache } from '../infra/cache/cache.ts'
-import { createRedis, type RedisHandle } from '../infra/cache/redis.ts'
+import type { RedisHandle } from '../infra/cache/redis.ts'
 import { createDatabase, type Database } from '../infra/db/create-db.ts'
 import type { PrestartedDatabase } from '../infra/db/embedded-prestart.ts'
 import { createMigrator, migrationSetKey, type PlinthMigrator } from '../infra/db/migrator.ts'
@@ -117,6 +118,16 @@ export function defaultModules(): readonly PlinthModule[] {
   return [...builtinModules, ...applicationModules]
 }
 
+/**
+ * The key of a new embedded cluster's migrated template (template.ts): the migration set, and what
+ * the job engine installs in it (pg-boss' schema version), so that a change of either makes another.
+ */
+function migratedTemplateKey(migrationsKey: string, jobs: JobEngine): string {
+  const extra = jobs.template?.key
+  if (!extra) return migrationsKey
+  return createHash('sha256').update(`${migrationsKey}\0${extra}`).digest('hex').slice(0, 16)
+}
+
 function collectMigrations(modules: readonly PlinthModule[]): Record<string, PlinthMigration> {
   const all: Record<string, PlinthMigration> = {}
   for (const m of modules) Object.assign(all, m.migrations ?? {})
@@ -157,8 +168,9 @@ export async function createPlinth(options: CreatePlinthOptions): Promise<Plinth
       logger,
       attachToRunning: options.attachToRunning ?? false,
       prestarted: options.prestartedDatabase,
-      // A start that migrates may begin a new embedded cluster already migrated (template.ts).
-      ...(config.migrateOnStart ? { migrationSetKey: migrationSetKey(collectMigrations(modules)) } : {}),
+      // A start that migrates may begin a new embedded cluster already migrated (template.ts): the
+      // template's key is given once the job engine, whose schema it holds too, exists (assemble).
+      awaitMigrationSetKey: true,
     })
     return await assemble(options, { logger, modules, startedAt, metrics, db, tracing })
   } catch (err) {
@@ -184,8 +196,12 @@ async function assemble(
 ): Promise<Plinth> {
   const { config } = options
   const { logger, modules, startedAt, metrics, db, tracing } = parts
+  // ioredis (~45 modules) is loaded only when Redis is configured (decision 0039).
   const redis = config.redisUrl
-    ? createRedis({ ...config, redisUrl: config.redisUrl }, { logger })
+    ? (await import('../infra/cache/redis.ts')).createRedis(
+        { ...config, redisUrl: config.redisUrl },
+        { logger },
+      )
     : undefined
   const migrations = createMigrator(db, collectMigrations(modules), { logger })
   // One cheap query, and "none pending" is remembered for a few seconds: migrations only change by
@@ -264,6 +280,12 @@ async function assemble(
     throw err
   })
   const { audit, jobs, schedules } = provided.services
+  // The migrated template a new embedded cluster starts from: every module's migrations, then the
+  // job engine's schema and queues (decision 0039). An existing cluster did not wait for it.
+  const templateKey = config.migrateOnStart
+    ? migratedTemplateKey(migrationSetKey(collectMigrations(modules)), jobs)
+    : undefined
+  db.embedded?.setMigrationSetKey(templateKey)
   let backupPaths: RegisteredBackupPath[] | undefined
   const context: ModuleContext = Object.freeze({
     ...adapters,
@@ -354,10 +376,18 @@ async function assemble(
     prepare() {
       prepared ??= (async () => {
         await db.connect()
-        if (config.migrateOnStart) await migrator.up()
+        if (config.migrateOnStart) {
+          await migrator.up()
+          // A cluster this start made from scratch: kept as the template, with the job engine's
+          // schema and every queue installed first (nothing else is written yet: no data key, user or job).
+          const { template } = jobs
+          if (templateKey)
+            await db.embedded?.cacheMigrated(templateKey, template ? () => template.install() : undefined)
+        }
         await provided.prepare()
-        // Modules start once their tables exist (when migrations are left to an operator, they may not yet).
-        if ((await migrator.pendingCount()) === 0) {
+        // Modules start once their tables exist (when migrations are left to an operator, they may
+        // not yet; migrated here, they do).
+        if (config.migrateOnStart || (await migrator.pendingCount()) === 0) {
           for (const m of modules) await m.start?.(context)
           await jobs.start(jobsMode)
           if (jobsMode === 'worker') await schedules.reconcile()

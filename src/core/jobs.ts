@@ -236,6 +236,23 @@ export interface JobEngine {
   purgeDeadLetter(name: string, by?: AuditCaller): Promise<number>
   redriveDeadLetter(name: string, by?: AuditCaller): Promise<number>
   types(): Promise<JobTypeView[]>
+  /**
+   * Optional: what a new embedded cluster's migrated template may hold of the engine, so that a
+   * cluster started from it has the engine's tables and queues at once (decision 0039).
+   */
+  readonly template?: JobEngineTemplate | undefined
+}
+
+/** The engine's part of the embedded database's migrated template (`JobEngine.template`). */
+export interface JobEngineTemplate {
+  /** What the installed content depends on besides the migrations (the engine's schema version): part of the template's key. */
+  readonly key: string
+  /**
+   * Installs the engine's own schema and creates the registered job types' queues, starting
+   * nothing (no worker, cron or maintenance) and leaving the engine unstarted: called once every
+   * type is registered, before the cluster is kept as the template.
+   */
+  install(): Promise<void>
 }
 
 /** Ticks missed while no worker ran: `skip` them, or run `once` for the latest. */

@@ -77,6 +77,11 @@ export async function createDatabase(
     /** The migration set this start applies (migrationSetKey): a new embedded cluster starts from its cached, migrated template. */
     migrationSetKey?: string | undefined
     /**
+     * The key comes later, through `embedded.setMigrationSetKey` (createPlinth, once the job engine
+     * that adds to the template exists): a new embedded cluster waits for it; an existing one opens at once.
+     */
+    awaitMigrationSetKey?: boolean | undefined
+    /**
      * An embedded database `plinth start` started before loading the application
      * (embedded-prestart.ts): adopted when it holds this data directory (then given the migration
      * set), closed otherwise.
@@ -132,7 +137,7 @@ export async function createDatabase(
       if (early) {
         // Already opening (or open): a new cluster waited for the migration set to start from.
         server = early.server
-        server.setMigrationSetKey(deps.migrationSetKey)
+        if (!deps.awaitMigrationSetKey) server.setMigrationSetKey(deps.migrationSetKey)
       } else
         try {
           // Not awaited: the worker opens the database while the application is built; connect() waits.
@@ -141,6 +146,7 @@ export async function createDatabase(
             logger: deps.logger,
             ...embeddedServerSizing(config),
             migrationSetKey: deps.migrationSetKey,
+            awaitMigrationSetKey: deps.awaitMigrationSetKey,
           })
         } catch (err) {
           unlock()

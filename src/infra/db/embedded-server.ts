@@ -49,10 +49,12 @@ export interface EmbeddedServer {
   cacheTemplateDir(): Promise<void>
   /**
    * Called after every migration of the set `key` was applied: when this cluster is new (started
-   * from the plain template or initdb) and was started for that set, stores it as the migrated
-   * template (best effort; a failure is logged and changes nothing else).
+   * from the plain template or initdb) and was started for that set, runs `prepare` (what else the
+   * template holds: the job engine's schema and queues; its failure is the caller's) and stores the
+   * cluster as the migrated template (best effort: a failure to store is logged and changes
+   * nothing else).
    */
-  cacheMigrated(key: string): Promise<void>
+  cacheMigrated(key: string, prepare?: () => Promise<void>): Promise<void>
   isUp(): boolean
   /** Why the database is down, when it is. */
   downReason(): string | undefined
@@ -294,9 +296,10 @@ export function startEmbeddedServer(options: EmbeddedServerOptions): EmbeddedSer
       )
       building = { done, abort }
     },
-    async cacheMigrated(given: string) {
+    async cacheMigrated(given: string, prepare?: () => Promise<void>) {
       if (origin !== 'template' && origin !== 'initdb') return
       if (given !== key || !data.migratedTemplate || existsSync(data.migratedTemplate)) return
+      await prepare?.()
       // Once per cluster: a second migrator.up() in this process finds it cached.
       const path = data.migratedTemplate
       const started = performance.now()

@@ -137,10 +137,9 @@ export function createMigrator(
         // check and create its tables and take its lock first (about ten statements).
         const applied = await appliedNames()
         if (applied && applied.size === known.length && known.every((name) => applied.has(name))) return []
-        const done = unwrap(await migrator.migrateToLatest(), 'up', log)
-        // A new embedded cluster now holds exactly this set: cache it for the next new one.
-        await db.embedded?.cacheMigrated(migrationSetKey(migrations))
-        return done
+        // A new embedded cluster then holds exactly this set: createPlinth keeps it as the migrated
+        // template (with the job engine's schema, decision 0039).
+        return unwrap(await migrator.migrateToLatest(), 'up', log)
       }
       const target = nameOf(options.to)
       const applied = (await infos()).filter((i) => i.executedAt).map((i) => numberOf(i.name))

@@ -8,6 +8,7 @@ import {
   renameSync,
   rmSync,
   statSync,
+  utimesSync,
   writeFileSync,
 } from 'node:fs'
 import { dirname, join } from 'node:path'
@@ -22,17 +23,21 @@ import { Worker } from 'node:worker_threads'
  * machine pays for initdb.
  *
  * A second kind, the **migrated template**, is the same cluster right after a start applied every
- * migration of one migration set, keyed by that set (`migrationSetKey` in migrator.ts: the names and
- * the source of each `up`/`down`). A new data directory whose start would apply exactly that set
- * loads it instead and finds nothing pending. It is taken before anything else writes (data keys,
- * users, jobs), so it holds the schema only. A few sets are kept (tests and benchmarks add modules);
- * the oldest beyond MIGRATED_KEPT are deleted.
+ * migration of one migration set and installed the job engine's schema and queues (decision 0039),
+ * keyed by both (createPlinth: `migrationSetKey` in migrator.ts — the names and the source of each
+ * `up`/`down` — and the engine's `template.key`, pg-boss' schema version). A new data directory
+ * whose start would apply exactly that set loads it instead and finds nothing pending and its
+ * queues there. It is taken before anything else writes (data keys, users, jobs), so it holds the
+ * schema only. A few sets are kept (tests and benchmarks add modules); the oldest beyond
+ * MIGRATED_KEPT are deleted.
  *
  * Loading a tar still costs about 2 s (PGlite untars 40 MB into its file system and writes it out),
  * against ~0.6 s for opening an existing cluster. So a file-backed cluster's migrated template is
  * also kept as a **ready cluster directory** (`…-migrated-<key>-v1.cluster/`), built once from the
  * tar by a short-lived worker (template-dir-worker.ts) after a start that used the tar: a new data
- * directory copies it and opens it as an existing cluster. In-memory databases keep using the tar.
+ * directory copies it and opens it as an existing cluster (the copy, ~1 s here, starts before the
+ * migration set is known, from the directory used last: decision 0039). In-memory databases keep
+ * using the tar.
  * The directory is complete or absent (built in a temporary directory, then renamed); one that
  * fails to open is deleted and the tar is used instead (decision 0034).
  */
@@ -118,6 +123,47 @@ export function copyTemplateDir(path: string, clusterDir: string): boolean {
     filter: (source) => source !== join(path, TEMPLATE_DIR_MARK),
   })
   return true
+}
+
+/**
+ * The migrated template directory used (or built) last, if any: before a new cluster's migration
+ * set is known (the application still loading), it is nearly always the one that set names, so the
+ * worker copies it aside meanwhile (`stageTemplateDir`, decision 0039).
+ */
+export function latestTemplateDir(dir = cacheDir()): string | undefined {
+  const prefix = `pglite-${pgliteVersion()}-migrated-`
+  try {
+    return readdirSync(dir)
+      .filter((f) => f.startsWith(prefix) && f.endsWith('.cluster'))
+      .map((f) => ({ path: join(dir, f), mtime: statSync(join(dir, f)).mtimeMs }))
+      .sort((a, b) => b.mtime - a.mtime)
+      .find((f) => hasTemplateDir(f.path))?.path
+  } catch {
+    return undefined
+  }
+}
+
+/** Marks a template directory as just used: the next guess (`latestTemplateDir`), and the last pruned. */
+export function touchTemplateDir(path: string): void {
+  try {
+    const now = new Date()
+    utimesSync(path, now, now)
+  } catch {
+    // Best effort: only the guess and the pruning order depend on it.
+  }
+}
+
+/**
+ * `copyTemplateDir` to `target` (which must not exist) for a cluster whose migration set is not
+ * known yet; false (and nothing left) when the copy failed.
+ */
+export function stageTemplateDir(path: string, target: string): boolean {
+  try {
+    return copyTemplateDir(path, target)
+  } catch {
+    rmSync(target, { recursive: true, force: true })
+    return false
+  }
 }
 
 /** Drops a template directory that failed to open, so the next start rebuilds it. */

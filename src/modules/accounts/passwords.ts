@@ -1,4 +1,4 @@
-import { dictionary } from '@zxcvbn-ts/language-common'
+import { createRequire } from 'node:module'
 import argon2 from 'argon2'
 import bcrypt from 'bcryptjs'
 import { PlinthError } from '../../shared/errors.ts'
@@ -18,7 +18,18 @@ export const PASSWORD_MIN = 8
 export const PASSWORD_MAX = 128
 
 // The most common passwords (zxcvbn's list, ~50k entries), lower-cased, shipped as a dependency.
-const common = new Set((dictionary['passwords-common'] as string[]).map((p) => p.toLowerCase()))
+// Loaded at the first policy check, not at import: decompressing zxcvbn's dictionaries is ~50 ms
+// of every start otherwise (decision 0039).
+let common: Set<string> | undefined
+function commonPasswords(): Set<string> {
+  if (!common) {
+    const { dictionary } = createRequire(import.meta.url)(
+      '@zxcvbn-ts/language-common',
+    ) as typeof import('@zxcvbn-ts/language-common')
+    common = new Set((dictionary['passwords-common'] as string[]).map((p) => p.toLowerCase()))
+  }
+  return common
+}
 
 /** Throws PLINTH_AUTH_WEAK_PASSWORD when the password breaks the policy (length, common list). */
 export function assertPasswordPolicy(password: string, context: { email?: string } = {}): void {
@@ -28,7 +39,7 @@ export function assertPasswordPolicy(password: string, context: { email?: string
       ? `must be at least ${PASSWORD_MIN} characters`
       : length > PASSWORD_MAX
         ? `must be at most ${PASSWORD_MAX} characters`
-        : common.has(password.toLowerCase())
+        : commonPasswords().has(password.toLowerCase())
           ? 'is one of the most common passwords; choose another'
           : context.email && password.toLowerCase() === context.email.toLowerCase()
             ? 'must not be your e-mail address'

@@ -17,7 +17,7 @@ import { bossDb, type EngineState, NIL_UUID, type Registered, requireBoss } from
 import { createJobCommands } from './job-commands.ts'
 import { createEnqueue } from './job-enqueue.ts'
 import { createJobReads } from './job-reads.ts'
-import { createJobStore, JOBS_SCHEMA, type JobStore } from './job-store.ts'
+import { createJobStore, JOBS_SCHEMA, type JobStore, PG_BOSS_SCHEMA_VERSION } from './job-store.ts'
 import { createJobWorkers } from './job-workers.ts'
 import { createJobsMetrics } from './jobs-metrics.ts'
 
@@ -276,6 +276,31 @@ export function createJobEngine(deps: {
         log.info('job engine stopped')
       })()
       return stopping
+    },
+
+    /**
+     * The migrated template of a new embedded cluster holds pg-boss' schema and the queues too
+     * (decision 0039): a cluster started from it skips installing the schema and creating ~17
+     * queues. Keyed by pg-boss' schema version (the SQL it installs); the queues are whatever the
+     * start that made the template registered, and `ensureQueues` creates or updates the
+     * difference at a later start, as on any restart.
+     */
+    template: {
+      key: `pg-boss-schema-${PG_BOSS_SCHEMA_VERSION}`,
+      async install(): Promise<void> {
+        if (started) return
+        // What start('client') does, then stops: the schema, its version check, the queues.
+        const b = new PgBoss(bossOptions('client'))
+        b.on('error', onBossError)
+        await b.start()
+        try {
+          await store.assertSchemaVersion()
+          const queues = await ensureQueues(b)
+          log.debug(queues, 'job engine schema and queues installed for the template')
+        } finally {
+          await b.stop({ graceful: false, close: true })
+        }
+      },
     },
 
     ...enqueue,
