@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
+import { pbkdf2 } from 'node:crypto'
+import { once } from 'node:events'
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -174,10 +176,37 @@ describe('logDestination', () => {
     )
   })
 
+  it('writes a batch synchronously on flushSync (at exit), not by an asynchronous write an exit does not wait for', async () => {
+    const file = join(dir, 'flush-sync.ndjson')
+    const stream = logDestination(file)
+    await once(stream as unknown as NodeJS.EventEmitter, 'ready')
+    const log = createLogger({ env: 'test', logLevel: 'info', logFormat: 'json' }, stream)
+    for (let i = 0; i < 5; i++) log.info({ i }, 'line')
+    // libuv's thread pool kept busy: an asynchronous write could not run before the read below
+    // (as at an exit, which does not wait for one).
+    const threads = Number(process.env.UV_THREADPOOL_SIZE ?? 4)
+    const busy = Array.from(
+      { length: threads },
+      () => new Promise((done) => pbkdf2('busy', 'pool', 400_000, 32, 'sha256', done)),
+    )
+    ;(stream as unknown as { flushSync(): void }).flushSync()
+    // Read in the same tick: only what was written synchronously is in the file.
+    assert.deepEqual(
+      readFileSync(file, 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l).i),
+      [0, 1, 2, 3, 4],
+    )
+    await Promise.all(busy)
+    ;(stream as unknown as { end(): void }).end()
+  })
+
   it('writes every buffered line when the process exits, the fatal path included', () => {
     const file = join(dir, 'exit.ndjson')
     const script = `
-      import { once } from 'node:events'
+      import { pbkdf2 } from 'node:crypto'
+import { once } from 'node:events'
       import { createLogger, logDestination } from ${JSON.stringify(new URL('./logger.ts', import.meta.url).href)}
       const stream = logDestination(${JSON.stringify(file)})
       // A file opens asynchronously (stdout, the production destination, is open from the start).

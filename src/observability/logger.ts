@@ -1,4 +1,4 @@
-import { appendFileSync } from 'node:fs'
+import { appendFileSync, writeSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import pino, { type DestinationStream, type Logger } from 'pino'
 import type { PlinthConfig } from '../config/config.schema.ts'
@@ -95,6 +95,8 @@ type SonicBoomLike = DestinationStream & {
   flushSync(): void
   end(): void
   destroyed?: boolean
+  /** The open file descriptor (negative until a file destination has opened). */
+  readonly fd: number
   on(event: string, listener: (...args: unknown[]) => void): unknown
   once(event: string, listener: (...args: unknown[]) => void): unknown
   removeListener(event: string, listener: (...args: unknown[]) => void): unknown
@@ -145,11 +147,17 @@ function releaseSync(batch: Batch): void {
     }
     return
   }
-  release(batch)
+  if (batch.boom.destroyed) return
   try {
-    if (!batch.boom.destroyed) batch.boom.flushSync()
+    // What sonic-boom holds (older lines) first, then the batch, both written here and now. Handed to
+    // sonic-boom, the batch would start an asynchronous write, which sonic-boom's flushSync skips
+    // (it is in flight) and which an exit does not wait for: the lines were lost under load.
+    batch.boom.flushSync()
+    const bytes = Buffer.from(batch.text)
+    batch.text = ''
+    for (let off = 0; off < bytes.length; ) off += writeSync(batch.boom.fd, bytes, off)
   } catch {
-    // A failing destination (EPIPE …) must not turn an exit into a crash.
+    // A failing destination (EPIPE, EAGAIN on a full pipe …) must not turn an exit into a crash.
   }
 }
 
