@@ -1,4 +1,4 @@
-import { type Static, Type } from 'typebox'
+import { Type } from 'typebox'
 import { auditCallerOf } from '../../core/audit.ts'
 import type { ModuleContext, PlinthApp } from '../../core/module.ts'
 import type { ErrorCode } from '../../shared/errors.ts'
@@ -52,59 +52,20 @@ export function jobsRoutes(api: PlinthApp, ctx: ModuleContext): void {
     'PLINTH_JOB_INPUT_INVALID',
     'PLINTH_JOB_QUEUE_FULL',
   )
-  const enqueueSchema = {
-    tags,
-    params: NameParams,
-    body: EnqueueBody,
-    response: { 200: Enqueued, 202: Enqueued },
-  }
-  const enqueue = (
-    request: {
-      params: { name: string }
-      body: Static<typeof EnqueueBody>
-      headers: Record<string, unknown>
-      id: string
-    },
-    caller: ReturnType<typeof auditCallerOf>,
-  ) => {
-    const { payload, delay, runAt, priority, idempotencyKey, overflow } = request.body
-    const headerKey = request.headers['idempotency-key']
-    return jobs.enqueue(request.params.name, payload, {
-      delay,
-      runAt: runAt ? new Date(runAt) : undefined,
-      priority,
-      idempotencyKey: idempotencyKey ?? (typeof headerKey === 'string' && headerKey ? headerKey : undefined),
-      overflow,
-      requestId: request.id,
-      audit: caller,
-    })
-  }
-
-  // Enqueueing is an action on a job type, beside its dead-letter queue: this path cannot be
-  // mistaken for `GET /jobs/{id}` (one job).
-  api.post(
-    '/job-types/:name/jobs',
+  const enqueuePaths: readonly { path: string; doc: Record<string, unknown> }[] = [
+    // Enqueueing is an action on a job type, beside its dead-letter queue: this path cannot be
+    // mistaken for `GET /jobs/{id}` (one job).
     {
-      config: enqueueConfig,
-      schema: {
-        ...enqueueSchema,
+      path: '/job-types/:name/jobs',
+      doc: {
         summary: 'Enqueue a job (202 when created; 200 when an idempotency key matched an existing job)',
       },
     },
-    async (request, reply) => {
-      const result = await enqueue(request, auditCallerOf(request))
-      return reply.code(result.created ? 202 : 200).send(result)
-    },
-  )
-
-  // The first path of the same operation, kept for existing clients until the next API version: it
-  // has the shape of `GET /jobs/{id}` under another parameter name, which OpenAPI calls ambiguous.
-  api.post(
-    '/jobs/:name',
+    // The first path of the same operation, kept for existing clients until the next API version: it
+    // has the shape of `GET /jobs/{id}` under another parameter name, which OpenAPI calls ambiguous.
     {
-      config: enqueueConfig,
-      schema: {
-        ...enqueueSchema,
+      path: '/jobs/:name',
+      doc: {
         summary: 'Enqueue a job (deprecated path: use POST /api/v1/job-types/{name}/jobs)',
         description:
           'The same operation as `POST /api/v1/job-types/{name}/jobs`, kept for existing clients until the next ' +
@@ -113,11 +74,37 @@ export function jobsRoutes(api: PlinthApp, ctx: ModuleContext): void {
         deprecated: true,
       },
     },
-    async (request, reply) => {
-      const result = await enqueue(request, auditCallerOf(request))
-      return reply.code(result.created ? 202 : 200).send(result)
-    },
-  )
+  ]
+  for (const { path, doc } of enqueuePaths) {
+    api.post(
+      path,
+      {
+        config: enqueueConfig,
+        schema: {
+          tags,
+          ...doc,
+          params: NameParams,
+          body: EnqueueBody,
+          response: { 200: Enqueued, 202: Enqueued },
+        },
+      },
+      async (request, reply) => {
+        const { payload, delay, runAt, priority, idempotencyKey, overflow } = request.body
+        const headerKey = request.headers['idempotency-key']
+        const result = await jobs.enqueue(request.params.name, payload, {
+          delay,
+          runAt: runAt ? new Date(runAt) : undefined,
+          priority,
+          idempotencyKey:
+            idempotencyKey ?? (typeof headerKey === 'string' && headerKey ? headerKey : undefined),
+          overflow,
+          requestId: request.id,
+          audit: auditCallerOf(request),
+        })
+        return reply.code(result.created ? 202 : 200).send(result)
+      },
+    )
+  }
 
   api.get(
     '/jobs',
