@@ -1,6 +1,6 @@
 import { sql } from 'kysely'
 import type { PersonalDataTable } from '../../core/privacy.ts'
-import { createFilesService } from './files.service.ts'
+import { createFilesService, ownerLock } from './files.service.ts'
 import { ownerPrefix } from './storage/file-storage.ts'
 
 /**
@@ -24,7 +24,7 @@ export const filesPersonalData: readonly PersonalDataTable[] = [
       describe:
         'deleted, and their stored bytes (originals and image variants) removed from the file storage',
       async run(trx, subject, ctx) {
-        await sql`select pg_advisory_xact_lock(hashtext(${`plinth.files:${subject.userId}`}))`.execute(trx)
+        await sql`select ${ownerLock(subject.userId)}`.execute(trx)
         const gone = await trx.deleteFrom('files').where('owner', '=', subject.userId).executeTakeFirst()
         const rows = Number(gone.numDeletedRows)
         if (rows === 0) return { rows }

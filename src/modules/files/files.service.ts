@@ -87,7 +87,11 @@ const PUBLIC_ROWS_MAX = 10_000
 export const UPLOAD_WAIT_MS = 120_000
 /** A reservation in `file_uploads` older than this was left by a dead process (see the sweep). */
 export const UPLOAD_STALE_MS = 60 * 60 * 1000
-const lockKey = (owner: string) => sql`pg_advisory_xact_lock(hashtext(${`plinth.files:${owner}`}))`
+/**
+ * The owner's lock, taken (`select ${ownerLock(owner)}`) by every writer of that owner's files and
+ * upload reservations: uploads, deletes, the sweep and erasure serialize on it.
+ */
+export const ownerLock = (owner: string) => sql`pg_advisory_xact_lock(hashtext(${`plinth.files:${owner}`}))`
 
 export interface UploadInput {
   readonly owner: string
@@ -262,7 +266,7 @@ function build(ctx: ModuleContext) {
         if (thumbStored.status === 'rejected')
           ctx.logger.warn({ err: thumbStored.reason }, 'upload: the thumbnail was not stored')
         recorded = await db.transaction().execute(async (trx) => {
-          await sql`select ${lockKey(input.owner)}`.execute(trx)
+          await sql`select ${ownerLock(input.owner)}`.execute(trx)
           const released = await trx
             .deleteFrom('file_uploads')
             .where('owner', '=', input.owner)
@@ -325,7 +329,7 @@ function build(ctx: ModuleContext) {
     let pause = 50
     for (;;) {
       const outcome = await db.transaction().execute(async (trx) => {
-        await sql`select ${lockKey(input.owner)}`.execute(trx)
+        await sql`select ${ownerLock(input.owner)}`.execute(trx)
         // After the lock: it sees every upload of this owner that committed before.
         const existing = await trx
           .selectFrom('files')
@@ -454,7 +458,7 @@ function build(ctx: ModuleContext) {
     const store = await storage()
     publicRows.delete(file.id)
     await db.transaction().execute(async (trx) => {
-      await sql`select ${lockKey(file.owner)}`.execute(trx)
+      await sql`select ${ownerLock(file.owner)}`.execute(trx)
       const gone = await trx.deleteFrom('files').where('id', '=', file.id).executeTakeFirst()
       if (Number(gone.numDeletedRows) === 0) throw new PlinthError('PLINTH_FILE_NOT_FOUND')
       await audit?.(trx as typeof db)

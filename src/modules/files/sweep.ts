@@ -6,7 +6,7 @@ import { Type } from 'typebox'
 import type { PlinthConfig } from '../../config/config.schema.ts'
 import { defineJob } from '../../core/jobs.ts'
 import type { BuiltinSchedule, ModuleContext } from '../../core/module.ts'
-import { createFilesService, UPLOAD_STALE_MS } from './files.service.ts'
+import { createFilesService, ownerLock, UPLOAD_STALE_MS } from './files.service.ts'
 import { objectKey, parseObjectKey } from './storage/file-storage.ts'
 import { TUS_EXPIRY_MS } from './tus-store.ts'
 
@@ -93,7 +93,7 @@ export async function sweepFiles(
     // upload of the same bytes meanwhile waits for the key.
     const token = randomUUID()
     const taken = await db.transaction().execute(async (trx) => {
-      await sql`select pg_advisory_xact_lock(hashtext(${`plinth.files:${parsed.owner}`}))`.execute(trx)
+      await sql`select ${ownerLock(parsed.owner)}`.execute(trx)
       const row = await trx
         .selectFrom('files')
         .select('id')
