@@ -353,8 +353,45 @@ async function assemble(
   // `api` processes enqueue and read; `worker` and `all` also run the workers, cron and maintenance.
   const jobsMode = config.role === 'api' ? 'client' : 'worker'
 
+  let core: Promise<void> | undefined
   let prepared: Promise<void> | undefined
   let stopping: Promise<void> | undefined
+
+  // Everything but the job workers: the database, migrations, services, modules, the job engine
+  // (schema, queues, cron, maintenance), schedules and the routes. The workers' first fetches (one
+  // per unit of concurrency of every job type) would otherwise queue the start's own statements
+  // behind them (the embedded database has one session); listen() starts them once it listens.
+  const prepareCore = () => {
+    core ??= (async () => {
+      await db.connect()
+      if (config.migrateOnStart) {
+        await migrator.up()
+        // A cluster this start made from scratch: kept as the template, with the job engine's
+        // schema and every queue installed first (nothing else is written yet: no data key, user or job).
+        const { template } = jobs
+        if (templateKey)
+          await db.embedded?.cacheMigrated(templateKey, template ? () => template.install() : undefined)
+      }
+      await provided.prepare()
+      // Modules start once their tables exist (when migrations are left to an operator, they may
+      // not yet; migrated here, they do).
+      if (config.migrateOnStart || (await migrator.pendingCount()) === 0) {
+        for (const m of modules) await m.start?.(context)
+        await jobs.start(jobsMode, { deferWorkers: true })
+        if (jobsMode === 'worker') await schedules.reconcile()
+        // One after the other: a new instance creates them in this order (the order they list in).
+        if (jobsMode === 'worker')
+          for (const m of modules)
+            for (const builtin of m.schedules?.(context) ?? [])
+              await schedules.ensureBuiltin(builtin.id, builtin.input)
+      }
+      // Redis only holds what can be lost: a short wait, then on without it (it keeps reconnecting).
+      if (redis && !(await redis.connect(2000)))
+        logger.warn({ target: redis.target }, 'starting without redis')
+      await app.ready()
+    })()
+    return core
+  }
 
   const plinth: Plinth = {
     config,
@@ -375,38 +412,16 @@ async function assemble(
     },
     prepare() {
       prepared ??= (async () => {
-        await db.connect()
-        if (config.migrateOnStart) {
-          await migrator.up()
-          // A cluster this start made from scratch: kept as the template, with the job engine's
-          // schema and every queue installed first (nothing else is written yet: no data key, user or job).
-          const { template } = jobs
-          if (templateKey)
-            await db.embedded?.cacheMigrated(templateKey, template ? () => template.install() : undefined)
-        }
-        await provided.prepare()
-        // Modules start once their tables exist (when migrations are left to an operator, they may
-        // not yet; migrated here, they do).
-        if (config.migrateOnStart || (await migrator.pendingCount()) === 0) {
-          for (const m of modules) await m.start?.(context)
-          await jobs.start(jobsMode)
-          if (jobsMode === 'worker') await schedules.reconcile()
-          // One after the other: a new instance creates them in this order (the order they list in).
-          if (jobsMode === 'worker')
-            for (const m of modules)
-              for (const builtin of m.schedules?.(context) ?? [])
-                await schedules.ensureBuiltin(builtin.id, builtin.input)
-        }
-        // Redis only holds what can be lost: a short wait, then on without it (it keeps reconnecting).
-        if (redis && !(await redis.connect(2000)))
-          logger.warn({ target: redis.target }, 'starting without redis')
-        await app.ready()
+        await prepareCore()
+        // Started only when the job engine is (migrations left to an operator may still be pending).
+        if (jobs.running) await jobs.startWorkers()
       })()
       return prepared
     },
     async listen() {
-      await plinth.prepare()
+      await prepareCore()
       const address = await app.listen({ port: config.port, host: config.host })
+      await plinth.prepare()
       logger.info(
         { address, role: config.role, version: PLINTH_VERSION, database: db.kind },
         'plinth listening',

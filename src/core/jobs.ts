@@ -222,7 +222,15 @@ export interface JobEngine {
   wake(name: string): void
   has(name: string): boolean
   definitions(): readonly { definition: JobDefinition; policy: ResolvedPolicy }[]
-  start(mode: JobsMode): Promise<void>
+  /**
+   * Installs or checks the engine's schema and creates the queues; in `worker` mode also starts the
+   * workers, cron and maintenance. `deferWorkers`: the workers (the fetch loops of every job type)
+   * wait for `startWorkers()`, so that a start's own statements are not queued behind their first
+   * fetches (the server starts them once it listens).
+   */
+  start(mode: JobsMode, options?: { readonly deferWorkers?: boolean }): Promise<void>
+  /** After `start(mode, { deferWorkers: true })`: starts the workers (worker mode; once; a no-op otherwise). */
+  startWorkers(): Promise<void>
   stop(timeoutMs: number): Promise<void>
   /** Throws `PLINTH_JOB_PAYLOAD_INVALID` (naming the fields) unless the payload matches the type's schema. */
   validatePayload(name: string, payload: unknown): void

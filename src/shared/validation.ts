@@ -26,9 +26,18 @@ const base: Options = {
  * path, query string and headers, which arrive as text, are coerced (`?limit=10` becomes 10).
  */
 export function createValidatorCompiler(): FastifySchemaCompiler<unknown> {
-  const strict = createStrictAjv()
-  const coercing = addFormats(new Ajv({ ...base, coerceTypes: 'array' }))
-  return ({ schema, httpPart }) => (httpPart === 'body' ? strict : coercing).compile(schema as object)
+  // Each made at its first schema (routes compile theirs lazily): an Ajv with its formats costs
+  // ~10-20 ms to build, which a start would otherwise pay before it listens.
+  let strict: Ajv | undefined
+  let coercing: Ajv | undefined
+  return ({ schema, httpPart }) => {
+    if (httpPart === 'body') {
+      strict ??= createStrictAjv()
+      return strict.compile(schema as object)
+    }
+    coercing ??= addFormats(new Ajv({ ...base, coerceTypes: 'array' }))
+    return coercing.compile(schema as object)
+  }
 }
 
 /** The strict (non-coercing) validator bodies get, for payloads validated outside a route (job payloads). */

@@ -46,6 +46,7 @@ export function createJobEngine(deps: {
   const store: JobStore = createJobStore(db.kysely)
   const ajv = createStrictAjv()
   let started: Promise<void> | undefined
+  let workersStarted: Promise<void> | undefined
   let stopping: Promise<void> | undefined
   let mode: JobsMode = 'client'
   const s: EngineState = {
@@ -65,6 +66,16 @@ export function createJobEngine(deps: {
   const enqueue = createEnqueue(s, workers.wake)
   const reads = createJobReads(s)
   const commands = createJobCommands(s, { get: reads.get, wake: workers.wake })
+
+  /** The workers of every job type (worker mode), once; none once stopping. */
+  function startWorkers(): Promise<void> {
+    workersStarted ??= (async () => {
+      const b = s.boss
+      if (mode !== 'worker' || !b || stopping) return
+      await workers.start(b)
+    })()
+    return workersStarted
+  }
 
   function cachedDepths() {
     let cache: { at: number; value: Promise<Awaited<ReturnType<JobStore['depths']>>> } | undefined
@@ -234,7 +245,7 @@ export function createJobEngine(deps: {
      * Installs or upgrades the engine's schema, creates the queues, and in `worker` mode starts a
      * worker per unit of concurrency of every job type (plus cron and maintenance).
      */
-    start(startMode: JobsMode): Promise<void> {
+    start(startMode: JobsMode, options?: { deferWorkers?: boolean }): Promise<void> {
       started ??= (async () => {
         mode = startMode
         const b = new PgBoss(bossOptions(mode))
@@ -248,7 +259,7 @@ export function createJobEngine(deps: {
           const queues = await ensureQueues(b)
           log.debug(queues, 'job queues ensured')
           s.running = true
-          if (mode === 'worker') await workers.start(b)
+          if (mode === 'worker' && !options?.deferWorkers) await startWorkers()
         } catch (err) {
           s.running = false
           await b.stop({ graceful: false }).catch(() => {})
@@ -258,6 +269,12 @@ export function createJobEngine(deps: {
         log[mode === 'worker' ? 'info' : 'debug']({ mode, types: [...registry.keys()] }, 'job engine started')
       })()
       return started
+    },
+
+    async startWorkers(): Promise<void> {
+      if (!started) throw new Error('startWorkers() runs after start()')
+      await started
+      await startWorkers()
     },
 
     /**
