@@ -109,11 +109,16 @@ export interface CreateApplicationOptions extends ApplicationOptions {
  * `prepare()` to connect and migrate, `listen()` to serve, `shutdown()` to stop.
  */
 export function createPlinth(options: CreateApplicationOptions): Promise<Plinth> {
+  return createApplication(options, false)
+}
+
+function createApplication(options: CreateApplicationOptions, prepareEarly: boolean): Promise<Plinth> {
   useApplicationModules(options.modules)
   return createPlinthRoot({
     config: options.config ?? loadConfig(),
     modules: defaultModules(),
     ...(options.logger ? { logger: options.logger } : {}),
+    prepareEarly,
   })
 }
 
@@ -122,7 +127,8 @@ export function createPlinth(options: CreateApplicationOptions): Promise<Plinth>
  * gracefully on SIGTERM or SIGINT. Returns the running Plinth.
  */
 export async function startPlinth(options: CreateApplicationOptions): Promise<Plinth> {
-  const plinth = await createPlinth(options)
+  // As `plinth start` does: the database steps begin while the server is built.
+  const plinth = await createApplication(options, true)
   handleProcessSignals(plinth, { logger: plinth.logger })
   await plinth.listen()
   return plinth

@@ -5,7 +5,12 @@
  * and a module that cannot load stops the boot with a message naming what to change.
  */
 import assert from 'node:assert/strict'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
+import { createPlinth as createPlinthRoot } from '../src/app/create-plinth.ts'
+import { builtinModules } from '../src/app/modules.ts'
 import { createPlinth, defineModule, type Generated, loadConfig, sql, Type } from '../src/index.ts'
 import { createTestPlinth, type TestPlinth } from '../src/testing/index.ts'
 
@@ -215,6 +220,48 @@ describe("an application's createPlinth", () => {
       assert.deepEqual(await plinth.migrator.pendingCount(), 0)
     } finally {
       await plinth.shutdown()
+    }
+  })
+})
+
+describe('createPlinth({ prepareEarly }): the database steps begin while the server is built', () => {
+  const config = (dir: string) =>
+    loadConfig({
+      env: { PLINTH_ENV: 'test', PLINTH_DATA_DIR: dir, PORT: '0', PLINTH_LOG_LEVEL: 'silent' },
+      envFile: false,
+    })
+
+  it('a route refused while they run still stops the boot, and leaves nothing running', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'plinth-early-'))
+    try {
+      const typo = defineModule({
+        name: 'typo',
+        routes(app) {
+          app.get('/', { config: { permission: 'typo:raed' } }, async () => ({}))
+        },
+      })
+      await assert.rejects(
+        createPlinthRoot({ modules: [...builtinModules, typo], config: config(dir), prepareEarly: true }),
+        /unknown permission "typo:raed"/,
+      )
+      // The refused boot let go of the data directory (its database worker and lock): the next
+      // boot of the same directory starts, prepares and runs its job engine.
+      const plinth = await createPlinthRoot({
+        modules: [...builtinModules, gadgets],
+        config: config(dir),
+        prepareEarly: true,
+      })
+      try {
+        await plinth.prepare()
+        assert.equal(plinth.context.jobs.running, true)
+        assert.equal((await plinth.app.inject('/ready')).statusCode, 200)
+        assert.equal((await plinth.app.inject('/api/v1/gadgets')).statusCode, 401)
+        assert.equal(await plinth.migrator.pendingCount(), 0)
+      } finally {
+        await plinth.shutdown()
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
     }
   })
 })

@@ -67,6 +67,13 @@ export interface CreatePlinthOptions {
    * configured data directory, closed otherwise (and when the build fails).
    */
   readonly prestartedDatabase?: PrestartedDatabase
+  /**
+   * Begin `prepare()`'s database steps (connect, migrations, services, modules, the job engine,
+   * schedules) while the HTTP server is still being built, instead of after (`plinth start`: the
+   * steps mostly wait on the database, the build is this thread's work). Their failure is what
+   * `prepare()` and `listen()` reject with.
+   */
+  readonly prepareEarly?: boolean
 }
 
 export interface Plinth {
@@ -320,8 +327,18 @@ async function assemble(
   })
   let shuttingDown = false
   let app: PlinthApp
+  // `api` processes enqueue and read; `worker` and `all` also run the workers, cron and maintenance.
+  const jobsMode = config.role === 'api' ? 'client' : 'worker'
+  let early: Promise<void> | undefined
   try {
     for (const m of modules) m.metrics?.(context)
+    // Job types first: the job engine (prepare's database steps) may start while the server is built.
+    for (const m of modules) for (const definition of m.jobs?.(context) ?? []) jobs.register(definition)
+    if (options.prepareEarly) {
+      early = prepareDatabase()
+      // Handled where prepare() awaits it; not an unhandled rejection meanwhile.
+      early.catch(() => {})
+    }
     app = await createServer({
       config,
       logger,
@@ -343,15 +360,16 @@ async function assemble(
       done(null, payload)
     })
     for (const m of modules) for (const check of m.healthChecks?.(context) ?? []) health.add(check)
-    for (const m of modules) for (const definition of m.jobs?.(context) ?? []) jobs.register(definition)
   } catch (err) {
+    // The database steps begun early finish (or fail) first; what they started stops with the rest.
+    if (early) {
+      await early.catch(() => {})
+      await jobs.stop(0).catch(() => {})
+    }
     eventLoop.stop()
     await provided.close()
     throw err
   }
-
-  // `api` processes enqueue and read; `worker` and `all` also run the workers, cron and maintenance.
-  const jobsMode = config.role === 'api' ? 'client' : 'worker'
 
   let core: Promise<void> | undefined
   let prepared: Promise<void> | undefined
@@ -363,34 +381,37 @@ async function assemble(
   // behind them (the embedded database has one session); listen() starts them once it listens.
   const prepareCore = () => {
     core ??= (async () => {
-      await db.connect()
-      if (config.migrateOnStart) {
-        await migrator.up()
-        // A cluster this start made from scratch: kept as the template, with the job engine's
-        // schema and every queue installed first (nothing else is written yet: no data key, user or job).
-        const { template } = jobs
-        if (templateKey)
-          await db.embedded?.cacheMigrated(templateKey, template ? () => template.install() : undefined)
-      }
-      await provided.prepare()
-      // Modules start once their tables exist (when migrations are left to an operator, they may
-      // not yet; migrated here, they do).
-      if (config.migrateOnStart || (await migrator.pendingCount()) === 0) {
-        for (const m of modules) await m.start?.(context)
-        await jobs.start(jobsMode, { deferWorkers: true })
-        if (jobsMode === 'worker') await schedules.reconcile()
-        // One after the other: a new instance creates them in this order (the order they list in).
-        if (jobsMode === 'worker')
-          for (const m of modules)
-            for (const builtin of m.schedules?.(context) ?? [])
-              await schedules.ensureBuiltin(builtin.id, builtin.input)
-      }
-      // Redis only holds what can be lost: a short wait, then on without it (it keeps reconnecting).
-      if (redis && !(await redis.connect(2000)))
-        logger.warn({ target: redis.target }, 'starting without redis')
+      await (early ?? prepareDatabase())
       await app.ready()
     })()
     return core
+  }
+
+  async function prepareDatabase(): Promise<void> {
+    await db.connect()
+    if (config.migrateOnStart) {
+      await migrator.up()
+      // A cluster this start made from scratch: kept as the template, with the job engine's
+      // schema and every queue installed first (nothing else is written yet: no data key, user or job).
+      const { template } = jobs
+      if (templateKey)
+        await db.embedded?.cacheMigrated(templateKey, template ? () => template.install() : undefined)
+    }
+    await provided.prepare()
+    // Modules start once their tables exist (when migrations are left to an operator, they may
+    // not yet; migrated here, they do).
+    if (config.migrateOnStart || (await migrator.pendingCount()) === 0) {
+      for (const m of modules) await m.start?.(context)
+      await jobs.start(jobsMode, { deferWorkers: true })
+      if (jobsMode === 'worker') await schedules.reconcile()
+      // One after the other: a new instance creates them in this order (the order they list in).
+      if (jobsMode === 'worker')
+        for (const m of modules)
+          for (const builtin of m.schedules?.(context) ?? [])
+            await schedules.ensureBuiltin(builtin.id, builtin.input)
+    }
+    // Redis only holds what can be lost: a short wait, then on without it (it keeps reconnecting).
+    if (redis && !(await redis.connect(2000))) logger.warn({ target: redis.target }, 'starting without redis')
   }
 
   const plinth: Plinth = {

@@ -28,6 +28,7 @@ export async function startCommand(input: CommandInput, _io: CliIo): Promise<num
       logger,
       ...(tracing ? { tracing } : {}),
       ...(prestartedDatabase ? { prestartedDatabase } : {}),
+      prepareEarly: true,
     })
     handleProcessSignals(plinth, { logger })
     await plinth.listen()
