@@ -7,6 +7,7 @@ import { auditPersonalData } from './audit-erasure.ts'
 import { auditMetricsOf, auditVerifyJob, auditVerifySchedules } from './audit-verify-job.ts'
 import createAuditLog from './migrations/0006-create-audit-log.ts'
 import auditErasure from './migrations/0010-audit-erasure.ts'
+import auditErasureIndex from './migrations/0045-audit-erasure-index.ts'
 
 export { pruneAudit, verifyAuditChain } from './audit-chain.ts'
 export { exportAudit, listAudit } from './audit-query.ts'
@@ -24,7 +25,11 @@ export {
  */
 export const auditModule: PlinthModule = {
   name: 'audit',
-  migrations: { '0006-create-audit-log': createAuditLog, '0010-audit-erasure': auditErasure },
+  migrations: {
+    '0006-create-audit-log': createAuditLog,
+    '0010-audit-erasure': auditErasure,
+    '0045-audit-erasure-index': auditErasureIndex,
+  },
   personalData: auditPersonalData,
   routes: auditRoutes,
   retention: (ctx) => auditRetention(ctx.config),
