@@ -71,6 +71,8 @@ describe('deferred statements on postgres', { skip: await skipUnlessPostgres() }
   let client: pg.PoolClient
   /** Writes the pool's one connection made on its socket. */
   let writes = 0
+  /** Answers PostgreSQL gave on it (ReadyForQuery: one per Sync or simple query). */
+  let answers = 0
 
   before(async () => {
     scratch = await createTestDatabase()
@@ -88,6 +90,10 @@ describe('deferred statements on postgres', { skip: await skipUnlessPostgres() }
         return original.apply(stream, args)
       }
     }
+    ;(client as unknown as { connection: { on(event: string, fn: () => void): void } }).connection.on(
+      'readyForQuery',
+      () => answers++,
+    )
     client.release()
   })
   after(async () => {
@@ -123,6 +129,24 @@ describe('deferred statements on postgres', { skip: await skipUnlessPostgres() }
     assert.deepEqual(await ids(db.kysely, 'd_changes'), [1, 2])
   })
 
+  it('once prepared on the connection, goes with the COMMIT under one Sync: one answer for both', async () => {
+    // The first test parsed the insert on this connection; from then on it is Bind and Execute only.
+    const before = answers
+    const sent = await counted(() =>
+      db.kysely.transaction().execute(async (trx) => {
+        await run(trx, CHANGE, [5])
+        await run(trx, INSERT, [5, 10])
+        await run(trx, INSERT, [6, 10])
+      }),
+    )
+    // begin, the change, the two inserts and the commit: three writes, three answers (not four:
+    // PostgreSQL answers the inserts and the COMMIT together).
+    assert.equal(sent, 3)
+    assert.equal(answers - before, 3)
+    assert.ok((await ids(db.kysely, 'd_things')).includes(6))
+    assert.ok((await ids(db.kysely, 'd_changes')).includes(5))
+  })
+
   it('runs before the next statement of the transaction, which sees its row', async () => {
     await db.kysely.transaction().execute(async (trx) => {
       await run(trx, INSERT, [3, 1])
@@ -133,7 +157,7 @@ describe('deferred statements on postgres', { skip: await skipUnlessPostgres() }
       assert.equal(rows[0]!.n, 2)
       await run(trx, CHANGE, [3])
     })
-    assert.deepEqual(await ids(db.kysely, 'd_things'), [1, 2, 3, 4])
+    assert.deepEqual(await ids(db.kysely, 'd_things'), [1, 2, 3, 4, 5, 6])
   })
 
   it('a refused insert fails the COMMIT with its own error, and nothing of the transaction commits', async () => {
@@ -153,11 +177,11 @@ describe('deferred statements on postgres', { skip: await skipUnlessPostgres() }
       }),
       (err: { code?: string }) => err.code === '23514',
     )
-    assert.deepEqual(await ids(db.kysely, 'd_changes'), [1, 2, 3])
-    assert.deepEqual(await ids(db.kysely, 'd_things'), [1, 2, 3, 4])
+    assert.deepEqual(await ids(db.kysely, 'd_changes'), [1, 2, 3, 5])
+    assert.deepEqual(await ids(db.kysely, 'd_things'), [1, 2, 3, 4, 5, 6])
     // The connection is clean afterwards: a transaction on it commits.
     await db.kysely.transaction().execute((trx) => run(trx, INSERT, [12, 1]))
-    assert.deepEqual(await ids(db.kysely, 'd_things'), [1, 2, 3, 4, 12])
+    assert.deepEqual(await ids(db.kysely, 'd_things'), [1, 2, 3, 4, 5, 6, 12])
   })
 
   it('is undone by a rollback to a savepoint set before it, and dropped unsent by a rollback', async () => {
@@ -167,7 +191,7 @@ describe('deferred statements on postgres', { skip: await skipUnlessPostgres() }
       await run(trx, INSERT, [20, 1])
       await sql`rollback to savepoint before_row`.execute(trx)
     })
-    assert.deepEqual(await ids(db.kysely, 'd_changes'), [1, 2, 3, 20])
+    assert.deepEqual(await ids(db.kysely, 'd_changes'), [1, 2, 3, 5, 20])
     assert.ok(!(await ids(db.kysely, 'd_things')).includes(20))
 
     const sent = await counted(() =>

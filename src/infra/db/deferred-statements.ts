@@ -1,4 +1,5 @@
-import type pg from 'pg'
+import pg from 'pg'
+import { preparedName } from './prepared-statements.ts'
 
 /**
  * Deferred inserts: a registered single-row insert run inside a transaction on PostgreSQL is not
@@ -23,9 +24,15 @@ import type pg from 'pg'
  *   (whose connections share PGlite's one session, decision 0031: installed on PostgreSQL pools
  *   only) the statement runs at once, as before.
  *
- * How: node-postgres sends one query at a time and waits for its answer; for the deferred
- * statements and the next one it is switched to its pipeline mode (every query with its own Sync,
- * the answers in order) for exactly those queries, with the socket corked around them so that they
+ * How: when the next statement is the COMMIT and every deferred statement is already prepared on
+ * the connection (prepared-statements.ts; from its second use on a connection), the deferred
+ * statements and the COMMIT go as one extended-protocol batch under a single Sync (`WithCommit`):
+ * one write, and one answer from PostgreSQL, which flushes only at the Sync. If a deferred
+ * statement fails, PostgreSQL skips the rest of the batch (the COMMIT too) up to the Sync and the
+ * transaction stays open and aborted: the COMMIT's promise rejects with that statement's error and
+ * Kysely rolls back. Otherwise (another next statement, or a statement not parsed yet on this
+ * connection) node-postgres is switched to its pipeline mode (every query with its own Sync, the
+ * answers in order) for exactly those queries, with the socket corked around them so that they
  * leave in one write.
  */
 
@@ -58,13 +65,94 @@ export function deferredStatement(text: string): string {
 type QueryFn = (...args: unknown[]) => unknown
 /** What Kysely sends to end a failed transaction (not `rollback to savepoint`). */
 const ROLLBACK = /^\s*rollback\s*;?\s*$/i
+/** What Kysely sends to commit. */
+const COMMIT = /^\s*commit\s*;?\s*$/i
 type Deferred = readonly [text: string, values: unknown[]]
+
+/** The parts of node-postgres' connection a batch writes with (pg/lib/connection.js). */
+interface PgConnection {
+  stream: { cork?: () => void; uncork?: () => void }
+  /** Names of the statements parsed on this connection, with their text. */
+  parsedStatements: Record<string, string>
+  parse(query: { text: string; name?: string }): void
+  bind(config: { statement?: string; values?: unknown[]; valueMapper?: (value: unknown) => unknown }): void
+  execute(config: Record<string, never>): void
+  sync(): void
+}
 
 /** What node-postgres needs to be switched to pipelining for a moment; absent on other clients. */
 interface PipelinableClient {
   pipeline: boolean
   getTransactionStatus(): string | null
-  connection: { stream: { cork?: () => void; uncork?: () => void } }
+  connection: PgConnection
+}
+
+/** How node-postgres turns a parameter into protocol text (Dates, JSON, arrays), as its own queries do. */
+const prepareValue = (pg as unknown as { utils: { prepareValue(v: unknown): unknown } }).utils.prepareValue
+
+/**
+ * The deferred statements (by prepared name) and the COMMIT as one extended-protocol batch under a
+ * single Sync, run by node-postgres like any query object (client.query(batch)): Bind and Execute
+ * for each prepared statement, Parse, Bind and Execute for the COMMIT, one Sync, in one write.
+ * PostgreSQL answers once, at the Sync. The first error (a refused insert, after which PostgreSQL
+ * skips to the Sync without committing, or the COMMIT's own) is the batch's; otherwise it resolves
+ * with the COMMIT's result.
+ */
+class WithCommit {
+  callback: ((err: Error | null, result?: unknown) => void) | undefined
+  #completed = 0
+  #result: { command: string; rowCount: null; rows: never[]; fields: never[] } | undefined
+
+  readonly statements: readonly { name: string; values: unknown[] }[]
+  readonly commit: string
+
+  constructor(statements: readonly { name: string; values: unknown[] }[], commit: string) {
+    this.statements = statements
+    this.commit = commit
+  }
+
+  submit(connection: PgConnection): null {
+    connection.stream.cork?.()
+    try {
+      for (const { name, values } of this.statements) {
+        connection.bind({ statement: name, values, valueMapper: prepareValue })
+        connection.execute({})
+      }
+      connection.parse({ text: this.commit })
+      connection.bind({})
+      connection.execute({})
+      connection.sync()
+    } finally {
+      connection.stream.uncork?.()
+    }
+    return null
+  }
+
+  handleCommandComplete(msg: { text?: string }): void {
+    this.#completed++
+    if (this.#completed > this.statements.length)
+      this.#result = { command: (msg.text ?? '').split(' ')[0]!, rowCount: null, rows: [], fields: [] }
+  }
+
+  /** As node-postgres' own queries: an error settles at once (its ReadyForQuery follows). */
+  handleError(err: Error): void {
+    const callback = this.callback
+    this.callback = undefined
+    callback?.(err)
+  }
+
+  handleReadyForQuery(): void {
+    const callback = this.callback
+    this.callback = undefined
+    callback?.(null, this.#result)
+  }
+
+  handleRowDescription(): void {}
+  handleDataRow(): void {}
+  handleEmptyQuery(): void {}
+  handlePortalSuspended(): void {}
+  handleCopyInResponse(): void {}
+  handleCopyData(): void {}
 }
 
 function pipelinable(client: unknown): client is PipelinableClient {
@@ -93,8 +181,32 @@ export function useDeferredStatements(pool: pg.Pool): void {
     const pending: Deferred[] = []
     pendingOf.set(client, pending)
 
+    /** The deferred statements and the COMMIT under one Sync (see WithCommit). */
+    function commitWith(statements: readonly { name: string; values: unknown[] }[], commit: string) {
+      // With a callback (not a promise), so that the other wrappers of `query` see how it ended
+      // (pool-errors.ts drops a connection whose answer did not come within the query timeout).
+      return new Promise<unknown>((resolve, reject) => {
+        query(new WithCommit(statements, commit), (err: Error | null, result?: unknown) =>
+          err ? reject(err) : resolve(result),
+        )
+      })
+    }
+
     /** The deferred statements, then the call's own, in one write; the first refusal wins. */
     async function sendWith(deferred: readonly Deferred[], args: unknown[]): Promise<unknown> {
+      const [text, values] = args
+      if (
+        typeof text === 'string' &&
+        COMMIT.test(text) &&
+        (values === undefined || (Array.isArray(values) && values.length === 0))
+      ) {
+        const parsed = c.connection.parsedStatements
+        const statements = deferred.map(([t, v]) => {
+          const name = preparedName(t)
+          return name !== undefined && parsed[name] === t ? { name, values: v } : undefined
+        })
+        if (statements.every((s) => s !== undefined)) return commitWith(statements, text)
+      }
       const stream = c.connection.stream
       const sent: Promise<unknown>[] = []
       c.pipeline = true

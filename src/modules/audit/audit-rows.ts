@@ -61,8 +61,9 @@ export async function lockChain(trx: Transaction<PlinthTables>): Promise<void> {
  * prepared statement, parsed and planned once per connection instead of on every change (about a
  * third of what the insert costs the server: docs/decisions/0035-audited-write-cost.md), and,
  * inside a transaction, deferred: it leaves with the transaction's next statement, its COMMIT
- * usually, in one write, instead of costing a round trip of its own
- * (infra/db/deferred-statements.ts, docs/decisions/0038-audited-write-round-trip.md).
+ * usually, in one write, instead of costing a round trip of its own, and with the COMMIT under one
+ * Sync, so that PostgreSQL answers both at once (infra/db/deferred-statements.ts,
+ * docs/decisions/0038-audited-write-round-trip.md, 0044-audited-write-3.md).
  */
 const INSERT_SQL = deferredStatement(
   preparedStatement(`insert into audit_log (at, actor_type, actor_id, actor_token_id, action, target_type,
