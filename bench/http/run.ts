@@ -48,6 +48,16 @@ const BEFORE_TREE = process.env.BENCH_HTTP_BEFORE
 const CPU_PROF_DIR = process.env.BENCH_HTTP_CPU_PROF
 /** `BENCH_HTTP_THREADS=on`: each hot round also prints the server's CPU per request by thread. */
 const BY_THREAD = process.env.BENCH_HTTP_THREADS === 'on'
+/**
+ * `BENCH_HTTP_RATE=<requests/s>`: the measured runs of the hot part offer this load in total instead
+ * of as much as each server takes, so that every server's CPU per request is measured at the same
+ * work rate (a server's CPU per request falls as its throughput rises: more work per wake-up). For
+ * before/after comparisons on a busy machine; below every server's capacity, the throughput ratio
+ * then says nothing.
+ */
+const FIXED_RATE = process.env.BENCH_HTTP_RATE ? Number(process.env.BENCH_HTTP_RATE) : undefined
+if (FIXED_RATE !== undefined && !(Number.isInteger(FIXED_RATE) && FIXED_RATE > 0))
+  throw new Error('BENCH_HTTP_RATE must be a whole number of requests per second')
 type HotKind = ServerKind | 'before'
 const KINDS: readonly HotKind[] = BEFORE_TREE ? ['bare', 'plinth', 'before'] : ['bare', 'plinth']
 
@@ -165,6 +175,8 @@ async function hotPart(
     `bench/http: GET ${ROUTE} on ${HOST}, ${CONNECTIONS} connections, ${duration} s measured after a ` +
       `${WARMUP_SECONDS} s warm-up, ${rounds} round(s) alternating bare and plinth (about ${seconds} s of load)`,
   )
+  if (FIXED_RATE !== undefined)
+    console.log(`measured runs at a fixed offered load of ${FIXED_RATE} requests/s (BENCH_HTTP_RATE)`)
   const loadBefore = round(loadavg()[0]!, 2)
   console.log(
     `node ${process.version}, ${cpuList.length} CPU(s) ${cpuList[0]?.model.trim() ?? ''}, load average ${loadBefore}`,
@@ -193,7 +205,7 @@ async function hotPart(
         )
         const cpuBefore = processCpuMs(server.pid)
         const threadsBefore = BY_THREAD ? threadCpuMs(server.pid) : undefined
-        const sample = await load({ url: url(server.ready.port) }, CONNECTIONS, duration)
+        const sample = await load({ url: url(server.ready.port) }, CONNECTIONS, duration, FIXED_RATE)
         const cpuAfter = processCpuMs(server.pid)
         if (threadsBefore)
           console.log(`  ${kind} server CPU by thread: ${usByThread(threadsBefore, server.pid, sample)}`)
@@ -279,6 +291,7 @@ async function hotPart(
     node: process.version,
     cpus: cpuList.length,
     loadAverageBefore: loadBefore,
+    ...(FIXED_RATE !== undefined ? { offeredRate: FIXED_RATE } : {}),
     bare,
     plinth,
     ratio,

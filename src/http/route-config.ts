@@ -1,5 +1,6 @@
 import type { FastifyContextConfig, FastifyRequest } from 'fastify'
 import type { AnyPermission, Principal } from '../core/permissions.ts'
+import { ROUTE_CONFIG, routeConfig as readRouteConfig } from '../core/route-config.ts'
 import type { ErrorCode, ModuleErrorCode } from '../shared/errors.ts'
 
 /** Rate-limit tiers (requests per window, configurable): see http/plugins/rate-limit.ts. */
@@ -59,21 +60,11 @@ declare module 'fastify' {
   }
 }
 
-/** Where routeConfig keeps a request's route config once read. */
-export const ROUTE_CONFIG = Symbol('plinth.routeConfig')
-
 /**
  * The matched route's `config` (its `url` is the route template; undefined when no route matched),
- * read once per request. Fastify's `request.routeOptions` is a getter that builds a 13-field object
- * on every access, and the plugins ask for it several times per request. create-server.ts
- * declares the slot (`decorateRequest(ROUTE_CONFIG, null)`), so every request has the same shape.
+ * read once per request: core/route-config.ts, typed here with Fastify's route config.
  */
-export function routeConfig(request: FastifyRequest): FastifyContextConfig & { url?: string } {
-  const slot = request as FastifyRequest & { [ROUTE_CONFIG]?: FastifyContextConfig | null }
-  let config = slot[ROUTE_CONFIG]
-  if (!config) {
-    config = request.routeOptions.config as FastifyContextConfig
-    slot[ROUTE_CONFIG] = config
-  }
-  return config
-}
+export const routeConfig: (request: FastifyRequest) => FastifyContextConfig & { url?: string } =
+  readRouteConfig
+
+export { ROUTE_CONFIG }

@@ -9,7 +9,7 @@ import { Writable } from 'node:stream'
 import { after, describe, it } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import pino from 'pino'
-import { createLogger, isoTime, LOG_FLUSH_MS, logDestination, redactDeep } from './logger.ts'
+import { createLogger, isoTime, LOG_BATCH_BYTES, LOG_FLUSH_MS, logDestination, redactDeep } from './logger.ts'
 
 describe('redactDeep', () => {
   it('replaces sensitive fields at any depth and keeps the rest', () => {
@@ -155,6 +155,32 @@ describe('logDestination', () => {
       await sleep(LOG_FLUSH_MS / 5)
     }
     ;(stream as unknown as { end(): void }).end()
+  })
+
+  it('writes every line intact and in order across batches: multi-byte text, lines longer than a batch', async () => {
+    const file = join(dir, 'many.ndjson')
+    const stream = logDestination(file)
+    const log = createLogger({ env: 'test', logLevel: 'info', logFormat: 'json' }, stream)
+    // Runs of lines with three UTF-8 bytes per character fill a batch unevenly.
+    const cjk = '日本語'.repeat(LOG_BATCH_BYTES / 32)
+    const texts = ['plain', 'é à ü', cjk, cjk, cjk, cjk, cjk, 'emoji 🚀🎉', 'x'.repeat(3 * LOG_BATCH_BYTES)]
+    // Enough lines to fill several batches, written before the file has opened and after.
+    const count = 300
+    for (let i = 0; i < count; i++) {
+      log.info({ i, text: texts[i % texts.length] }, 'line')
+      if (i === 100) await once(stream as unknown as NodeJS.EventEmitter, 'ready')
+    }
+    // end() hands over what is pending; sonic-boom closes the file once all of it is written.
+    const closed = once(stream as unknown as NodeJS.EventEmitter, 'close')
+    ;(stream as unknown as { end(): void }).end()
+    await closed
+    const lines = readFileSync(file, 'utf8').trim().split('\n')
+    assert.equal(lines.length, count)
+    lines.forEach((line, i) => {
+      const parsed = JSON.parse(line) as { i: number; text: string }
+      assert.equal(parsed.i, i)
+      assert.equal(parsed.text, texts[i % texts.length])
+    })
   })
 
   it('exits cleanly, its lines written, when the process exits before the log file has opened', () => {

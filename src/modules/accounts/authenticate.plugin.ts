@@ -1,9 +1,10 @@
 import { createHmac, randomBytes } from 'node:crypto'
 import cookie from '@fastify/cookie'
-import type { FastifyInstance, FastifyRequest } from 'fastify'
+import type { FastifyContextConfig, FastifyInstance, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { SESSION_COOKIE } from '../../core/identity.ts'
 import { isKnownPermission, type Principal, principalCan } from '../../core/permissions.ts'
+import { routeConfig } from '../../core/route-config.ts'
 import { PlinthError } from '../../shared/errors.ts'
 import type { ApiTokenService } from './api-tokens.service.ts'
 import { safeEqual, TOKEN_PREFIX } from './secrets.ts'
@@ -42,7 +43,26 @@ export function csrfToken(sessionId: string, key: string): string {
   return createHmac('sha256', key).update(`csrf:${sessionId}`).digest('base64url')
 }
 
-function credentialOf(request: FastifyRequest): { token: string; via: 'cookie' | 'bearer' } | undefined {
+/**
+ * The request's cookies, parsed on first use: @fastify/cookie is registered without its parsing
+ * hook (`hook: false`), so a request that carries no session cookie (a bearer, a probe, a public
+ * read) never parses its Cookie header. `request.cookies` is set once parsed, as the plugin's hook
+ * would have set it; until then it is null.
+ */
+function cookiesOf(app: FastifyInstance, request: FastifyRequest): Record<string, string | undefined> {
+  let cookies = request.cookies as Record<string, string | undefined> | null
+  if (cookies === null) {
+    const header = request.headers.cookie
+    cookies = header ? app.parseCookie(header) : {}
+    request.cookies = cookies
+  }
+  return cookies
+}
+
+function credentialOf(
+  app: FastifyInstance,
+  request: FastifyRequest,
+): { token: string; via: 'cookie' | 'bearer' } | undefined {
   const header = request.headers.authorization
   if (header?.startsWith('Bearer ')) {
     const token = header.slice(7).trim()
@@ -51,7 +71,9 @@ function credentialOf(request: FastifyRequest): { token: string; via: 'cookie' |
       return { token, via: 'bearer' }
     return undefined
   }
-  const fromCookie = request.cookies[SESSION_COOKIE]
+  // Without a Cookie header there is nothing to parse.
+  if (request.headers.cookie === undefined) return undefined
+  const fromCookie = cookiesOf(app, request)[SESSION_COOKIE]
   return fromCookie ? { token: fromCookie, via: 'cookie' } : undefined
 }
 
@@ -63,7 +85,9 @@ function credentialOf(request: FastifyRequest): { token: string; via: 'cookie' |
  */
 async function authenticate(app: FastifyInstance, opts: AuthenticateOptions): Promise<void> {
   const csrfKey = opts.secretKey ?? randomBytes(32).toString('base64url')
-  await app.register(cookie)
+  // Cookies are parsed only when a session cookie is looked for (cookiesOf); setting and clearing
+  // them (sign-in, sign-out) is unchanged.
+  await app.register(cookie, { hook: false })
   app.decorateRequest('mfaEnrolmentPending', false)
   // The token of a session never changes: remember the last few thousand (an HMAC per request
   // was ~4% of an authenticated read's CPU, decision 0017). Bounded: cleared when full.
@@ -96,7 +120,7 @@ async function authenticate(app: FastifyInstance, opts: AuthenticateOptions): Pr
   // Answers about a caller, or that carry a credential (sign-in, sign-up, MFA), must not be kept
   // by a browser or a shared cache (ASVS 8.2.1); a route that sets Cache-Control itself keeps it.
   app.addHook('onSend', (request, reply, payload, done) => {
-    const config = request.routeOptions.config
+    const config = routeConfig(request)
     if (
       !reply.hasHeader('cache-control') &&
       (config.permission !== undefined ||
@@ -113,47 +137,55 @@ async function authenticate(app: FastifyInstance, opts: AuthenticateOptions): Pr
   // yes, and a failed lookup (database down) means "not an operator", never an error.
   app.opsAccess.addAuthorizer(async (request) => {
     if (request.principal) return principalCan(request.principal, 'ops:read')
-    if (!OPS_DETAIL_ROUTES.has(request.routeOptions.url ?? '')) return false
-    const credential = credentialOf(request)
+    if (!OPS_DETAIL_ROUTES.has(routeConfig(request).url ?? '')) return false
+    const credential = credentialOf(app, request)
     if (!credential) return false
     const found = await resolve(credential.token, credential.via).catch(() => null)
     return found !== null && !found.mfaEnrolmentPending && principalCan(found.principal, 'ops:read')
   })
 
-  app.addHook('onRequest', async (request) => {
-    // Read once: `routeOptions` is a getter that builds a new object on every access.
-    const route = request.routeOptions
-    // Probes and scrapers must answer whatever credential comes along, database down or not.
-    if (OPS_ROUTES.has(route.url ?? '')) return
-    const credential = credentialOf(request)
-    let presentedInvalid = false
-    if (credential) {
-      const principal = await resolve(credential.token, credential.via)
-      if (principal) request.principal = principal.principal
-      else presentedInvalid = true
-      request.mfaEnrolmentPending = principal?.mfaEnrolmentPending ?? false
-    }
-
-    const config = route.config
-    if (config.public || !config.permission) return
+  /** Why the route refuses this request, or undefined: its permission, MFA enrolment, CSRF. */
+  const refusal = (
+    request: FastifyRequest,
+    config: FastifyContextConfig,
+    presentedInvalid: boolean,
+  ): PlinthError | undefined => {
+    if (config.public || !config.permission) return undefined
     const principal = request.principal
     if (!principal)
-      throw new PlinthError(presentedInvalid ? 'PLINTH_AUTH_SESSION_EXPIRED' : 'PLINTH_AUTH_REQUIRED')
+      return new PlinthError(presentedInvalid ? 'PLINTH_AUTH_SESSION_EXPIRED' : 'PLINTH_AUTH_REQUIRED')
     if (request.mfaEnrolmentPending && !config.allowDuringMfaEnrolment)
-      throw new PlinthError('PLINTH_AUTH_MFA_ENROLMENT_REQUIRED')
-    if (!principalCan(principal, config.permission)) {
-      throw new PlinthError('PLINTH_AUTH_FORBIDDEN', `This needs the permission ${config.permission}.`)
-    }
+      return new PlinthError('PLINTH_AUTH_MFA_ENROLMENT_REQUIRED')
+    if (!principalCan(principal, config.permission))
+      return new PlinthError('PLINTH_AUTH_FORBIDDEN', `This needs the permission ${config.permission}.`)
     if (principal.via === 'cookie' && !SAFE_METHODS.has(request.method)) {
       const sent = request.headers[CSRF_HEADER]
       if (
         typeof sent !== 'string' ||
         !principal.sessionId ||
         !safeEqual(sent, csrfTokenOf(principal.sessionId))
-      ) {
-        throw new PlinthError('PLINTH_AUTH_CSRF')
-      }
+      )
+        return new PlinthError('PLINTH_AUTH_CSRF')
     }
+    return undefined
+  }
+
+  // Callback-style: it runs on every request, public ones included, and an async hook costs a
+  // promise and a microtask each; only a request that presents a credential waits (its lookup).
+  app.addHook('onRequest', (request, _reply, done) => {
+    const config = routeConfig(request)
+    // Probes and scrapers must answer whatever credential comes along, database down or not.
+    if (OPS_ROUTES.has(config.url ?? '')) return done()
+    const credential = credentialOf(app, request)
+    if (!credential) return done(refusal(request, config, false))
+    resolve(credential.token, credential.via).then(
+      (found) => {
+        if (found) request.principal = found.principal
+        request.mfaEnrolmentPending = found?.mfaEnrolmentPending ?? false
+        done(refusal(request, config, found === null))
+      },
+      (err: unknown) => done(err instanceof Error ? err : new Error(String(err))),
+    )
   })
 
   async function resolve(
