@@ -43,26 +43,7 @@ export function csrfToken(sessionId: string, key: string): string {
   return createHmac('sha256', key).update(`csrf:${sessionId}`).digest('base64url')
 }
 
-/**
- * The request's cookies, parsed on first use: @fastify/cookie is registered without its parsing
- * hook (`hook: false`), so a request that carries no session cookie (a bearer, a probe, a public
- * read) never parses its Cookie header. `request.cookies` is set once parsed, as the plugin's hook
- * would have set it; until then it is null.
- */
-function cookiesOf(app: FastifyInstance, request: FastifyRequest): Record<string, string | undefined> {
-  let cookies = request.cookies as Record<string, string | undefined> | null
-  if (cookies === null) {
-    const header = request.headers.cookie
-    cookies = header ? app.parseCookie(header) : {}
-    request.cookies = cookies
-  }
-  return cookies
-}
-
-function credentialOf(
-  app: FastifyInstance,
-  request: FastifyRequest,
-): { token: string; via: 'cookie' | 'bearer' } | undefined {
+function credentialOf(request: FastifyRequest): { token: string; via: 'cookie' | 'bearer' } | undefined {
   const header = request.headers.authorization
   if (header?.startsWith('Bearer ')) {
     const token = header.slice(7).trim()
@@ -71,9 +52,7 @@ function credentialOf(
       return { token, via: 'bearer' }
     return undefined
   }
-  // Without a Cookie header there is nothing to parse.
-  if (request.headers.cookie === undefined) return undefined
-  const fromCookie = cookiesOf(app, request)[SESSION_COOKIE]
+  const fromCookie = request.cookies[SESSION_COOKIE]
   return fromCookie ? { token: fromCookie, via: 'cookie' } : undefined
 }
 
@@ -85,9 +64,9 @@ function credentialOf(
  */
 async function authenticate(app: FastifyInstance, opts: AuthenticateOptions): Promise<void> {
   const csrfKey = opts.secretKey ?? randomBytes(32).toString('base64url')
-  // Cookies are parsed only when a session cookie is looked for (cookiesOf); setting and clearing
-  // them (sign-in, sign-out) is unchanged.
-  await app.register(cookie, { hook: false })
+  // Its hook parses the Cookie header of every request that has one (none: nothing to parse), so
+  // `request.cookies` is there for every module, as @fastify/cookie documents it.
+  await app.register(cookie)
   app.decorateRequest('mfaEnrolmentPending', false)
   // The token of a session never changes: remember the last few thousand (an HMAC per request
   // was ~4% of an authenticated read's CPU, decision 0017). Bounded: cleared when full.
@@ -138,7 +117,7 @@ async function authenticate(app: FastifyInstance, opts: AuthenticateOptions): Pr
   app.opsAccess.addAuthorizer(async (request) => {
     if (request.principal) return principalCan(request.principal, 'ops:read')
     if (!OPS_DETAIL_ROUTES.has(routeConfig(request).url ?? '')) return false
-    const credential = credentialOf(app, request)
+    const credential = credentialOf(request)
     if (!credential) return false
     const found = await resolve(credential.token, credential.via).catch(() => null)
     return found !== null && !found.mfaEnrolmentPending && principalCan(found.principal, 'ops:read')
@@ -176,7 +155,7 @@ async function authenticate(app: FastifyInstance, opts: AuthenticateOptions): Pr
     const config = routeConfig(request)
     // Probes and scrapers must answer whatever credential comes along, database down or not.
     if (OPS_ROUTES.has(config.url ?? '')) return done()
-    const credential = credentialOf(app, request)
+    const credential = credentialOf(request)
     if (!credential) return done(refusal(request, config, false))
     resolve(credential.token, credential.via).then(
       (found) => {
