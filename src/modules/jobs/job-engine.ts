@@ -285,6 +285,9 @@ export function createJobEngine(deps: {
       stopping ??= (async () => {
         if (!started) return
         await started.catch(() => {})
+        // Workers being started (listen() starts them once the port is open) finish starting
+        // first, so that every fetch loop they register is stopped with the rest.
+        await workersStarted?.catch(() => {})
         const b = s.boss
         s.running = false
         workers.stop()
