@@ -157,14 +157,18 @@ async function authenticate(app: FastifyInstance, opts: AuthenticateOptions): Pr
     if (OPS_ROUTES.has(config.url ?? '')) return done()
     const credential = credentialOf(request)
     if (!credential) return done(refusal(request, config, false))
-    resolve(credential.token, credential.via).then(
-      (found) => {
+    resolve(credential.token, credential.via)
+      .then((found) => {
         if (found) request.principal = found.principal
         request.mfaEnrolmentPending = found?.mfaEnrolmentPending ?? false
-        done(refusal(request, config, found === null))
-      },
-      (err: unknown) => done(err instanceof Error ? err : new Error(String(err))),
-    )
+        return refusal(request, config, found === null)
+      })
+      // One place calls done(): a lookup that fails (database down) or a check that throws becomes
+      // the request's error, as in the async hook this replaced, never a request left hanging.
+      .then(
+        (refused) => done(refused),
+        (err: unknown) => done(err instanceof Error ? err : new Error(String(err))),
+      )
   })
 
   async function resolve(
