@@ -11,7 +11,7 @@ import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { createPlinth as createPlinthRoot } from '../src/app/create-plinth.ts'
 import { builtinModules } from '../src/app/modules.ts'
-import { createPlinth, defineModule, type Generated, loadConfig, sql, Type } from '../src/index.ts'
+import { createPlinth, defineJob, defineModule, type Generated, loadConfig, sql, Type } from '../src/index.ts'
 import { createTestPlinth, type TestPlinth } from '../src/testing/index.ts'
 
 interface Tables {
@@ -262,6 +262,55 @@ describe('createPlinth({ prepareEarly }): the database steps begin while the ser
       }
     } finally {
       rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
+  it('listen() opens the port, then starts the job workers: a job enqueued then runs', async () => {
+    let ran: (n: number) => void = () => {}
+    const done = new Promise<number>((resolve) => {
+      ran = resolve
+    })
+    const echoes = defineModule({
+      name: 'echoes',
+      jobs: () => [
+        defineJob({
+          name: 'echoes.ping',
+          payload: Type.Object({ n: Type.Integer() }),
+          handler(job) {
+            ran(job.payload.n)
+          },
+        }),
+      ],
+    })
+    const plinth = await createPlinthRoot({
+      modules: [...builtinModules, echoes],
+      config: loadConfig({
+        env: {
+          PLINTH_ENV: 'test',
+          PLINTH_DATA_DIR: 'memory://',
+          PORT: '0',
+          HOST: '127.0.0.1',
+          PLINTH_LOG_LEVEL: 'silent',
+        },
+        envFile: false,
+      }),
+      prepareEarly: true,
+    })
+    try {
+      const address = await plinth.listen()
+      assert.equal((await fetch(`${address}/ready`)).status, 200)
+      assert.equal(plinth.context.jobs.running, true)
+      await plinth.context.jobs.enqueue('echoes.ping', { n: 7 })
+      let timer: NodeJS.Timeout | undefined
+      const n = await Promise.race([
+        done,
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error('the job did not run within 30 s')), 30_000)
+        }),
+      ]).finally(() => clearTimeout(timer))
+      assert.equal(n, 7)
+    } finally {
+      await plinth.shutdown()
     }
   })
 })
