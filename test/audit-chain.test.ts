@@ -97,6 +97,55 @@ for (const backend of ['embedded', 'postgres'] as const) {
       await assert.rejects(audit.record(db, entry(3, { action: 'Widget Created' })), TypeError)
     })
 
+    it('refuses, in the database itself, an action that is not noun:verb of 1-64 characters each, and an unknown actor type or outcome', async () => {
+      // Raw inserts, past the service's own check: migration 0046 rewrote these refusals for speed
+      // (an enum type, and the action pattern without bounded repeats); they must refuse exactly
+      // what 0006's did.
+      const insert = (action: string, actorType = 'system', outcome = 'success') =>
+        db.transaction().execute(async (trx) => {
+          await sql`insert into audit_log (at, actor_type, action, outcome)
+            values (now(), ${actorType}, ${action}, ${outcome})`.execute(trx)
+          throw new Error('kept')
+        })
+      const accepted = async (action: string) => assert.rejects(insert(action), /^Error: kept$/, action)
+      const refusedAction = async (action: string) =>
+        assert.rejects(insert(action), /audit_log_action_check/, JSON.stringify(action))
+      const n = 'a'.repeat(64)
+      for (const ok of ['a:b', 'widget:created', 'a-b_c9:d-e_0', `${n}:${n}`, `a${'0'.repeat(63)}:z`])
+        await accepted(ok)
+      for (const bad of [
+        `${n}a:b`,
+        `a:${n}b`,
+        `${n}a:${n}`,
+        'Not An Action',
+        'A:b',
+        'a:B',
+        '1a:b',
+        'a:1b',
+        'a:',
+        ':a',
+        'a',
+        'a:b:c',
+        'a::b',
+        ' a:b',
+        'a:b ',
+        'é:b',
+        'a:bé',
+        'a:b\n',
+      ])
+        await refusedAction(bad)
+      for (const [actorType, outcome] of [
+        ['robot', 'success'],
+        ['User', 'success'],
+        ['system', 'maybe'],
+        ['system', ''],
+      ] as const)
+        await assert.rejects(insert('a:b', actorType, outcome), (err: { code?: string }) => {
+          assert.equal(err.code, '22P02', `${actorType}/${outcome}`)
+          return true
+        })
+    })
+
     it('stores what it is given, masking secrets by key and dropping what PostgreSQL cannot hold', async () => {
       await plinth.context.audit.record(db, {
         action: 'setting:updated',

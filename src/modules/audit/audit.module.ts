@@ -8,6 +8,7 @@ import { auditMetricsOf, auditVerifyJob, auditVerifySchedules } from './audit-ve
 import createAuditLog from './migrations/0006-create-audit-log.ts'
 import auditErasure from './migrations/0010-audit-erasure.ts'
 import auditErasureIndex from './migrations/0045-audit-erasure-index.ts'
+import auditChecksOnInput from './migrations/0046-audit-checks-on-input.ts'
 
 export { pruneAudit, verifyAuditChain } from './audit-chain.ts'
 export { exportAudit, listAudit } from './audit-query.ts'
@@ -29,6 +30,7 @@ export const auditModule: PlinthModule = {
     '0006-create-audit-log': createAuditLog,
     '0010-audit-erasure': auditErasure,
     '0045-audit-erasure-index': auditErasureIndex,
+    '0046-audit-checks-on-input': auditChecksOnInput,
   },
   personalData: auditPersonalData,
   routes: auditRoutes,
