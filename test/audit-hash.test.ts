@@ -2,7 +2,14 @@ import assert from 'node:assert/strict'
 import { createHmac, randomBytes } from 'node:crypto'
 import { describe, it } from 'node:test'
 import { ERASABLE_FIELDS } from '../src/modules/audit/audit.tables.ts'
-import { fieldSalt, fieldSalts, hmacSha256Hex } from '../src/modules/audit/audit-hash.ts'
+import {
+  fieldSalt,
+  fieldSalts,
+  genericDocumentV2,
+  type HashedFields,
+  hashedDocumentV2,
+  hmacSha256Hex,
+} from '../src/modules/audit/audit-hash.ts'
 
 const reference = (key: Buffer, message: string) => createHmac('sha256', key).update(message).digest('hex')
 
@@ -42,5 +49,79 @@ describe('audit hash: HMAC-SHA256 built from one-shot SHA-256 (the field salts o
     }
     // A salt that is not clean hex (a row changed by hand): decoded the same way createHmac's key was.
     assert.equal(fieldSalt('abz1', 'ip'), reference(Buffer.from('abz1', 'hex'), 'ip'))
+  })
+})
+
+describe('audit hash: the v2 document written directly', () => {
+  const base: HashedFields = {
+    id: '42',
+    at: new Date('2026-12-06T19:30:00.123Z'),
+    actor_type: 'user',
+    actor_id: 'u_1',
+    actor_token_id: null,
+    action: 'widget:created',
+    target_type: 'widget',
+    target_id: '7',
+    outcome: 'success',
+    ip: '127.0.0.1',
+    user_agent: 'curl/8',
+    request_id: 'req-1',
+    details: { b: 1, a: [{ d: 2, c: 'x' }] },
+    changes: null,
+    salt: randomBytes(32).toString('hex'),
+    erasure: null,
+  }
+  const variants: Partial<HashedFields>[] = [
+    {},
+    { actor_token_id: 'tok_9', request_id: null, target_type: null, outcome: 'failure' },
+    { actor_type: 'anonymous', actor_id: null, ip: null, user_agent: 'quote " backslash \\ é ✓ 𝄞 \u2028' },
+    { action: 'a:b', target_id: null, details: null, changes: { value: { from: 1, to: 2 } } },
+    { id: '9007199254740993', request_id: '\u0001\n' },
+    // Not what the database returns: the generic walk decides (undefined members are left out).
+    { actor_token_id: undefined, request_id: undefined } as Partial<HashedFields>,
+    { outcome: 7 } as unknown as Partial<HashedFields>,
+    // An erased row whose kept commitments are not all strings (changed by hand).
+    {
+      salt: null,
+      erasure: { v1: false, pseudonyms: [], salts: {}, commitments: { actor_id: 1, target_id: 'x"y' } },
+    } as unknown as Partial<HashedFields>,
+    {
+      salt: null,
+      erasure: {
+        v1: false,
+        pseudonyms: [],
+        salts: {},
+        commitments: { actor_id: 1, target_id: 'x"y', ip: 'a', user_agent: 'b', details: 'c', changes: 'd' },
+      },
+    } as unknown as Partial<HashedFields>,
+    {
+      salt: null,
+      erasure: {
+        v1: false,
+        pseudonyms: [],
+        salts: { ip: 'ab' },
+        commitments: { actor_id: 'q"', target_id: '\\', user_agent: 'b', details: 'c', changes: 'd' },
+      },
+    } as unknown as Partial<HashedFields>,
+  ]
+
+  it('is exactly the canonical JSON of the generic document, whatever the row holds', () => {
+    for (const [i, variant] of variants.entries()) {
+      const row = { ...base, ...variant } as HashedFields
+      let generic: string | Error
+      try {
+        generic = genericDocumentV2(row, String(100 + i), 'f'.repeat(64))
+      } catch (err) {
+        generic = err as Error
+      }
+      if (generic instanceof Error) {
+        assert.throws(() => hashedDocumentV2(row, String(100 + i), 'f'.repeat(64)), {
+          message: generic.message,
+        })
+        continue
+      }
+      assert.equal(hashedDocumentV2(row, String(100 + i), 'f'.repeat(64)), generic, `variant ${i}`)
+      assert.deepEqual(Object.keys(JSON.parse(generic)), Object.keys(JSON.parse(generic)).sort())
+    }
   })
 })
