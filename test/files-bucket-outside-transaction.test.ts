@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import { sql } from 'kysely'
+import { sweepFiles } from '../src/modules/files/sweep.ts'
 import { bearer, createUser, NO_RATE_LIMITS, type Session, uniqueEmail } from './helpers/accounts.ts'
 import { assertProblem } from './helpers/assert-problem.ts'
 import { upload, uploadOne } from './helpers/files-kit.ts'
@@ -107,6 +108,70 @@ for (const backend of ['embedded', 'postgres'] as Backend[]) {
       const again = await uploadOne(plinth, alice, 'lost.txt', content)
       assert.equal((await rowsNamed('lost.txt')).length, 1)
       assert.ok((await s3.keys()).some((k) => k.endsWith(again.sha256)))
+    })
+
+    const remove = (id: string) =>
+      plinth.app.inject({ method: 'DELETE', url: `/api/v1/files/${id}`, headers: bearer(alice.token) })
+    const stored = async (sha256: string) => (await s3.keys()).some((k) => k.endsWith(sha256))
+
+    it('deletes a file without holding the database while the bucket is silent; an upload of the same bytes waits for them to go, then stores them again', async () => {
+      const content = Buffer.from('deleted while the bucket is silent')
+      const file = await uploadOne(plinth, alice, 'gone.txt', content)
+      proxy.setMode('half-open')
+      const deleting = remove(file.id)
+      // The row goes at once (committed) and the key is held while the bytes are being deleted;
+      // before, the row was deleted in a transaction that waited on the bucket.
+      await waitFor(
+        'the row to go and the key to be held',
+        async () => (await rowsNamed('gone.txt')).length === 0 && (await reservations()).length === 1,
+      )
+      await plinth.db.kysely.transaction().execute(async (trx) => {
+        await sql`select pg_advisory_xact_lock(hashtext(${`plinth.files:${alice.userId}`}))`.execute(trx)
+      })
+      if (backend === 'postgres') {
+        const { rows } = await sql<{ n: number }>`select count(*)::int as n from pg_stat_activity
+          where datname = current_database() and state like 'idle in transaction%'`.execute(plinth.db.kysely)
+        assert.equal(rows[0]!.n, 0, 'no transaction is open while the bucket is silent')
+      }
+      // The same bytes again: the upload waits for the delete to give the key back.
+      const again = upload(plinth, alice, [{ name: 'file', filename: 'gone.txt', content }])
+      const waited = await Promise.race([
+        again.then(() => 'upload' as const),
+        new Promise<'waiting'>((resolve) => setTimeout(resolve, 300, 'waiting')),
+      ])
+      assert.equal(waited, 'waiting', 'the upload of the same bytes waits while the delete holds the key')
+      proxy.restore()
+      assert.equal((await deleting).statusCode, 204)
+      const res = await again
+      assert.equal(res.statusCode, 201, res.body)
+      assert.notEqual(res.json().files[0].id, file.id)
+      assert.equal((await rowsNamed('gone.txt')).length, 1)
+      assert.deepEqual(await reservations(), [])
+      assert.ok(await stored(file.sha256), 'the new row has its bytes')
+    })
+
+    it('deletes a file when the bucket fails the delete: the row goes, the bytes stay for the sweep', async () => {
+      const file = await uploadOne(
+        plinth,
+        alice,
+        'stays.txt',
+        Buffer.from('bytes the bucket would not delete'),
+      )
+      proxy.cut()
+      try {
+        assert.equal((await remove(file.id)).statusCode, 204)
+      } finally {
+        proxy.restore()
+      }
+      assert.deepEqual(await rowsNamed('stays.txt'), [])
+      assert.deepEqual(await reservations(), [])
+      assert.ok(await stored(file.sha256), 'the bytes are still there')
+      const report = await sweepFiles(plinth.context)
+      assert.ok(
+        report.orphanObjects.some((k) => k.endsWith(file.sha256)),
+        JSON.stringify(report),
+      )
+      assert.equal(await stored(file.sha256), false, 'the sweep removed them')
     })
 
     it('makes a second upload of the same bytes wait for the first, then return the same file', async () => {

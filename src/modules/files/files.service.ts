@@ -453,17 +453,62 @@ function build(ctx: ModuleContext) {
       | undefined
   }
 
-  /** Deletes the row and then its object and variants, under the owner's lock. */
+  /**
+   * Deletes the row, then its object and variants. The bytes go after the commit, outside any
+   * transaction: a bucket that does not answer holds no transaction and no lock (on the embedded
+   * database, one session for everyone), and a commit that fails leaves the row with its bytes
+   * instead of a row without them. Until they are gone, the key is held in `file_uploads` (taken in
+   * the deleting transaction, under the owner's lock), so an upload of the same bytes waits instead
+   * of recording a row whose object this delete is about to remove. Bytes the storage fails to
+   * delete are left for the sweep (an object without a row); the file is deleted all the same.
+   */
   async function remove(file: FileRow, audit?: (trx: typeof db) => Promise<void>): Promise<void> {
     const store = await storage()
     publicRows.delete(file.id)
+    const token = randomUUID()
     await db.transaction().execute(async (trx) => {
       await sql`select ${ownerLock(file.owner)}`.execute(trx)
       const gone = await trx.deleteFrom('files').where('id', '=', file.id).executeTakeFirst()
       if (Number(gone.numDeletedRows) === 0) throw new PlinthError('PLINTH_FILE_NOT_FOUND')
       await audit?.(trx as typeof db)
-      await store.delete(objectKey(file.owner, file.sha256))
+      // While a row holds the key no upload reserves it: what is here is a dead holder's, taken over.
+      await trx
+        .insertInto('file_uploads')
+        .values({
+          owner: file.owner,
+          sha256: file.sha256,
+          size: file.size,
+          token,
+          started: new Date(ctx.now()),
+        })
+        .onConflict((oc) =>
+          oc
+            .columns(['owner', 'sha256'])
+            .doUpdateSet({ size: file.size, token, started: new Date(ctx.now()) }),
+        )
+        .execute()
     })
+    try {
+      await store.delete(objectKey(file.owner, file.sha256))
+    } catch (err) {
+      ctx.logger.warn(
+        { err, fileId: file.id, owner: file.owner },
+        'file deleted, but its stored bytes were not: the files sweep removes them',
+      )
+    } finally {
+      await db
+        .deleteFrom('file_uploads')
+        .where('owner', '=', file.owner)
+        .where('sha256', '=', file.sha256)
+        .where('token', '=', token)
+        .execute()
+        .catch((err: unknown) =>
+          ctx.logger.warn(
+            { err },
+            'file delete: could not give its object key back (taken over after an hour)',
+          ),
+        )
+    }
   }
 
   async function list(owner: string, limit: number, cursor?: string) {
