@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import type { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { sql } from 'kysely'
+import { type Kysely, sql } from 'kysely'
 import type { ModuleContext } from '../../core/module.ts'
 import type { Role } from '../../core/permissions.ts'
 import type { PlinthTables } from '../../infra/db/tables.ts'
@@ -92,6 +92,20 @@ export const UPLOAD_STALE_MS = 60 * 60 * 1000
  * upload reservations: uploads, deletes, the sweep and erasure serialize on it.
  */
 export const ownerLock = (owner: string) => sql`pg_advisory_xact_lock(hashtext(${`plinth.files:${owner}`}))`
+
+/** Gives an object key held in `file_uploads` back, if `token` still holds it. */
+export function giveKeyBack(
+  db: Kysely<PlinthTables>,
+  key: { owner: string; sha256: string },
+  token: string,
+): Promise<unknown> {
+  return db
+    .deleteFrom('file_uploads')
+    .where('owner', '=', key.owner)
+    .where('sha256', '=', key.sha256)
+    .where('token', '=', token)
+    .execute()
+}
 
 export interface UploadInput {
   readonly owner: string
@@ -365,21 +379,7 @@ function build(ctx: ModuleContext) {
         if (Number(used?.bytes ?? 0) + staged.size > quotaOf(input.role))
           throw new PlinthError('PLINTH_FILE_QUOTA_EXCEEDED')
         const token = randomUUID()
-        await trx
-          .insertInto('file_uploads')
-          .values({
-            owner: input.owner,
-            sha256: staged.sha256,
-            size: staged.size,
-            token,
-            started: new Date(ctx.now()),
-          })
-          .onConflict((oc) =>
-            oc
-              .columns(['owner', 'sha256'])
-              .doUpdateSet({ size: staged.size, token, started: new Date(ctx.now()) }),
-          )
-          .execute()
+        await holdKey(trx as typeof db, { owner: input.owner, sha256: staged.sha256 }, staged.size, token)
         return { token }
       })
       if (outcome !== 'busy') return outcome
@@ -392,6 +392,24 @@ function build(ctx: ModuleContext) {
       await sleep(Math.min(pause, left))
       pause = Math.min(1000, pause * 2)
     }
+  }
+
+  /**
+   * Holds an object key in `file_uploads` for `token` (in the caller's transaction, under the
+   * owner's lock): a holder older than UPLOAD_STALE_MS is taken over.
+   */
+  async function holdKey(
+    trx: typeof db,
+    key: { owner: string; sha256: string },
+    size: string | number,
+    token: string,
+  ): Promise<void> {
+    const started = new Date(ctx.now())
+    await trx
+      .insertInto('file_uploads')
+      .values({ owner: key.owner, sha256: key.sha256, size, token, started })
+      .onConflict((oc) => oc.columns(['owner', 'sha256']).doUpdateSet({ size, token, started }))
+      .execute()
   }
 
   /**
@@ -415,13 +433,9 @@ function build(ctx: ModuleContext) {
       .executeTakeFirst()
       .catch(() => undefined)
     if (held) await store.delete(key).catch(() => {})
-    await db
-      .deleteFrom('file_uploads')
-      .where('owner', '=', owner)
-      .where('sha256', '=', sha256)
-      .where('token', '=', token)
-      .execute()
-      .catch((err: unknown) => ctx.logger.warn({ err }, 'upload: could not give its object key back'))
+    await giveKeyBack(db, { owner, sha256 }, token).catch((err: unknown) =>
+      ctx.logger.warn({ err }, 'upload: could not give its object key back'),
+    )
   }
 
   const publicRows = new Map<string, { row: FileRow; until: number }>()
@@ -472,21 +486,7 @@ function build(ctx: ModuleContext) {
       if (Number(gone.numDeletedRows) === 0) throw new PlinthError('PLINTH_FILE_NOT_FOUND')
       await audit?.(trx as typeof db)
       // While a row holds the key no upload reserves it: what is here is a dead holder's, taken over.
-      await trx
-        .insertInto('file_uploads')
-        .values({
-          owner: file.owner,
-          sha256: file.sha256,
-          size: file.size,
-          token,
-          started: new Date(ctx.now()),
-        })
-        .onConflict((oc) =>
-          oc
-            .columns(['owner', 'sha256'])
-            .doUpdateSet({ size: file.size, token, started: new Date(ctx.now()) }),
-        )
-        .execute()
+      await holdKey(trx as typeof db, file, file.size, token)
     })
     try {
       await store.delete(objectKey(file.owner, file.sha256))
@@ -496,18 +496,12 @@ function build(ctx: ModuleContext) {
         'file deleted, but its stored bytes were not: the files sweep removes them',
       )
     } finally {
-      await db
-        .deleteFrom('file_uploads')
-        .where('owner', '=', file.owner)
-        .where('sha256', '=', file.sha256)
-        .where('token', '=', token)
-        .execute()
-        .catch((err: unknown) =>
-          ctx.logger.warn(
-            { err },
-            'file delete: could not give its object key back (taken over after an hour)',
-          ),
-        )
+      await giveKeyBack(db, file, token).catch((err: unknown) =>
+        ctx.logger.warn(
+          { err },
+          'file delete: could not give its object key back (taken over after an hour)',
+        ),
+      )
     }
   }
 

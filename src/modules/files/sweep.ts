@@ -6,7 +6,7 @@ import { Type } from 'typebox'
 import type { PlinthConfig } from '../../config/config.schema.ts'
 import { defineJob } from '../../core/jobs.ts'
 import type { BuiltinSchedule, ModuleContext } from '../../core/module.ts'
-import { createFilesService, ownerLock, UPLOAD_STALE_MS } from './files.service.ts'
+import { createFilesService, giveKeyBack, ownerLock, UPLOAD_STALE_MS } from './files.service.ts'
 import { objectKey, parseObjectKey } from './storage/file-storage.ts'
 import { TUS_EXPIRY_MS } from './tus-store.ts'
 
@@ -114,12 +114,7 @@ export async function sweepFiles(
       await store.delete(key)
       removed.push(key)
     } finally {
-      await db
-        .deleteFrom('file_uploads')
-        .where('owner', '=', parsed.owner)
-        .where('sha256', '=', parsed.sha256)
-        .where('token', '=', token)
-        .execute()
+      await giveKeyBack(db, parsed, token)
     }
   }
   const missing = rows.filter((r) => !seen.has(objectKey(r.owner, r.sha256)))
