@@ -30,6 +30,9 @@ if (major < 24) {
 const cache = nodeModule.enableCompileCache()
 if (cache?.directory && cache.status !== nodeModule.constants.compileCacheStatus.FAILED)
   process.env.NODE_COMPILE_CACHE ??= cache.directory
+// Two dependencies' ~630 modules from a bundle built at `npm install`, when it matches what is
+// installed (bin/vendor-hooks.js, decision 0047). Imported only here: Node 20 has no registerHooks.
+await import('./vendor-register.js')
 const source = new URL('../src/main.ts', import.meta.url)
 const entry = existsSync(fileURLToPath(source)) ? source : new URL('../dist/main.js', import.meta.url)
 const { runCli } = await import(entry.href)

@@ -1,0 +1,79 @@
+// The start-up vendor bundle (decision 0047): three dependencies that Node would load as ~730 small
+// ES modules (typebox 373, kysely 257, @opentelemetry/api 102: 45 % of what a start imports) are
+// bundled at `npm install` into a few files by scripts/vendor-bundle.js. This file points the
+// process's imports of those packages at the bundle with a synchronous module hook, but only when
+// the bundle was built from exactly the package versions installed now; otherwise (no bundle,
+// `npm ci --omit=dev`, a package updated without a rebuild, `PLINTH_VENDOR_BUNDLE=off`) nothing is
+// hooked and Node loads the packages as usual. Plain JavaScript: bin/plinth.js loads it before any
+// TypeScript.
+import { readFileSync } from 'node:fs'
+import { registerHooks } from 'node:module'
+import { join } from 'node:path'
+import { pathToFileURL } from 'node:url'
+
+/** Bumped when the manifest's shape changes: an older manifest is then ignored, never misread. */
+export const VENDOR_FORMAT = 1
+
+/** Where `npm install` writes the bundle: inside node_modules, so it goes and comes with the packages. */
+export function vendorDir(root) {
+  return join(root, 'node_modules', '.cache', 'plinth', 'vendor')
+}
+
+/** The installed version of `name`, read from its package.json under `root`, or undefined. */
+export function installedVersion(root, name) {
+  try {
+    return JSON.parse(readFileSync(join(root, 'node_modules', name, 'package.json'), 'utf8')).version
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * Reads the manifest in `dir` and checks it against the packages installed under `root`. Returns
+ * `{ entries }` (specifier → absolute file URL) when the bundle can stand in for them, or
+ * `{ skipped }` saying why not.
+ */
+export function readVendorManifest(root, dir = vendorDir(root)) {
+  let manifest
+  try {
+    manifest = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8'))
+  } catch {
+    return { skipped: 'no bundle' }
+  }
+  if (
+    manifest?.format !== VENDOR_FORMAT ||
+    typeof manifest.packages !== 'object' ||
+    typeof manifest.entries !== 'object'
+  )
+    return { skipped: 'unknown manifest format' }
+  for (const [name, version] of Object.entries(manifest.packages)) {
+    if (installedVersion(root, name) !== version)
+      return { skipped: `${name} is not the bundled version ${version}` }
+  }
+  const entries = new Map()
+  for (const [specifier, file] of Object.entries(manifest.entries)) {
+    entries.set(specifier, pathToFileURL(join(dir, file)).href)
+  }
+  return { entries }
+}
+
+/**
+ * Hooks this thread's module resolution so that the bundled specifiers load from the bundle.
+ * Returns what readVendorManifest returned. `PLINTH_VENDOR_BUNDLE=off` turns it off.
+ */
+export function useVendorBundle(root, { dir = vendorDir(root), env = process.env } = {}) {
+  if (env.PLINTH_VENDOR_BUNDLE === 'off') return { skipped: 'PLINTH_VENDOR_BUNDLE=off' }
+  const found = readVendorManifest(root, dir)
+  if (!found.entries) return found
+  const { entries } = found
+  registerHooks({
+    resolve(specifier, context, nextResolve) {
+      // Imports only: `require()` loads the package itself, as it did (scripts/vendor-bundle.js).
+      const url = context.conditions?.includes('import') ? entries.get(specifier) : undefined
+      return url === undefined
+        ? nextResolve(specifier, context)
+        : { url, format: 'module', shortCircuit: true }
+    },
+  })
+  return found
+}

@@ -1,0 +1,189 @@
+/**
+ * The start-up vendor bundle (decision 0047): scripts/vendor-bundle.js builds typebox and kysely
+ * into a few files at `npm install`; bin/vendor-hooks.js points a process's imports of them at it,
+ * only when it was built from the installed versions. Each process below is real: a child Node
+ * with the hook, resolving and running the packages.
+ */
+import assert from 'node:assert/strict'
+import { spawnSync } from 'node:child_process'
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, before, describe, test } from 'node:test'
+import { fileURLToPath, pathToFileURL } from 'node:url'
+import {
+  installedVersion,
+  readVendorManifest,
+  useVendorBundle,
+  VENDOR_FORMAT,
+  vendorDir,
+} from '../bin/vendor-hooks.js'
+import { buildVendorBundle, entriesOf, VENDORED } from '../scripts/vendor-bundle.js'
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url))
+const HOOKS = pathToFileURL(join(ROOT, 'bin', 'vendor-hooks.js')).href
+
+/**
+ * Runs `body` (an ES module) in a child Node in the repository, with the bundle in `dir` hooked
+ * first (its check printed as `CHECK <json>`), and returns what the child printed as JSON.
+ */
+function runChild(dir: string, body: string, env: Record<string, string> = {}): Record<string, unknown> {
+  const script = `
+    import { useVendorBundle } from ${JSON.stringify(HOOKS)}
+    const hooked = useVendorBundle(${JSON.stringify(ROOT)}, { dir: ${JSON.stringify(dir)} })
+    const out = { skipped: hooked.skipped ?? null }
+    ${body}
+    console.log(JSON.stringify(out))
+  `
+  const child = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+    cwd: ROOT,
+    encoding: 'utf8',
+    env: { ...process.env, PLINTH_VENDOR_BUNDLE: '', ...env },
+  })
+  assert.equal(child.status, 0, child.stderr)
+  return JSON.parse(child.stdout.trim().split('\n').at(-1)!) as Record<string, unknown>
+}
+
+/** What a child reports about the packages: where they resolved, and that they work. */
+const PROBE = `
+  out.kysely = import.meta.resolve('kysely')
+  out.typebox = import.meta.resolve('typebox')
+  out.migration = import.meta.resolve('kysely/migration')
+  const { Kysely, PostgresDialect, sql } = await import('kysely')
+  const db = new Kysely({ dialect: new PostgresDialect({ pool: {} }) })
+  out.query = db.selectFrom('audit_log').select(['id', sql\`now()\`.as('at')]).where('id', '>', 5).compile().sql
+  const { Type } = await import('typebox')
+  const { Compile } = await import('typebox/compile')
+  const check = Compile(Type.Object({ name: Type.String({ minLength: 2 }) }))
+  out.valid = [check.Check({ name: 'ok' }), check.Check({ name: 'x' }), check.Check({})]
+  // One copy of each module: the same export through two entries is the same object.
+  out.sameGuard = (await import('typebox')).Type.Object === (await import('typebox/type')).Object
+  const otel = await import('@opentelemetry/api')
+  out.otel = import.meta.resolve('@opentelemetry/api')
+  out.span = otel.trace.getTracer('t').startSpan('s').spanContext().traceId
+  // require() loads the packages themselves, as without the bundle.
+  const { createRequire } = await import('node:module')
+  const require = createRequire(import.meta.url)
+  out.required = [require.resolve('@opentelemetry/api'), require.resolve('kysely')]
+  out.requiredWorks = typeof require('@opentelemetry/api').trace.getTracer === 'function'
+`
+
+describe('the vendor bundle', () => {
+  let work: string
+  let bundle: string
+
+  before(async () => {
+    work = mkdtempSync(join(tmpdir(), 'plinth-vendor-'))
+    bundle = join(work, 'vendor')
+    await buildVendorBundle({ outDir: bundle })
+  })
+  after(() => rmSync(work, { recursive: true, force: true }))
+
+  test('is built from the installed versions, one file per exported entry, no staging left behind', () => {
+    const manifest = JSON.parse(readFileSync(join(bundle, 'manifest.json'), 'utf8'))
+    assert.equal(manifest.format, VENDOR_FORMAT)
+    assert.deepEqual(Object.keys(manifest.packages), [...VENDORED])
+    for (const name of VENDORED) assert.equal(manifest.packages[name], installedVersion(ROOT, name))
+    const specifiers = VENDORED.flatMap((name) => entriesOf(ROOT, name))
+    assert.deepEqual(Object.keys(manifest.entries).sort(), [...specifiers].sort())
+    for (const needed of [
+      'typebox',
+      'typebox/compile',
+      'typebox/format',
+      'typebox/value',
+      'kysely',
+      'kysely/migration',
+    ])
+      assert.ok(specifiers.includes(needed), needed)
+    for (const file of Object.values(manifest.entries) as string[])
+      assert.ok(existsSync(join(bundle, file)), file)
+    assert.ok(!existsSync(`${bundle}.building-${process.pid}`))
+  })
+
+  test('a hooked process loads the packages from the bundle, and they behave as the packages do', () => {
+    const hooked = runChild(bundle, PROBE)
+    const plain = runChild(join(work, 'none'), PROBE)
+    assert.equal(hooked.skipped, null)
+    assert.equal(hooked.kysely, pathToFileURL(join(bundle, 'kysely.mjs')).href)
+    assert.equal(hooked.typebox, pathToFileURL(join(bundle, 'typebox.mjs')).href)
+    assert.equal(hooked.migration, pathToFileURL(join(bundle, 'kysely__migration.mjs')).href)
+    assert.equal(hooked.otel, pathToFileURL(join(bundle, 'opentelemetry__api.mjs')).href)
+    assert.deepEqual(hooked.required, plain.required)
+    assert.match(String((hooked.required as string[])[0]), /\/node_modules\/@opentelemetry\/api\/.+\.cjs$/)
+    assert.equal(plain.skipped, 'no bundle')
+    assert.match(String(plain.kysely), /\/node_modules\/kysely\//)
+    for (const key of ['query', 'valid', 'sameGuard', 'span', 'requiredWorks'])
+      assert.deepEqual(hooked[key], plain[key], key)
+    assert.equal(hooked.span, '00000000000000000000000000000000')
+    assert.deepEqual(hooked.valid, [true, false, false])
+    assert.equal(hooked.sameGuard, true)
+  })
+
+  test('a bundle of other versions, of another format, or switched off is not used', () => {
+    const manifest = JSON.parse(readFileSync(join(bundle, 'manifest.json'), 'utf8'))
+    const stale = join(work, 'stale')
+    const odd = join(work, 'odd')
+    for (const [dir, content] of [
+      [stale, { ...manifest, packages: { ...manifest.packages, kysely: '0.0.1' } }],
+      [odd, { ...manifest, format: VENDOR_FORMAT + 1 }],
+    ] as const) {
+      rmSync(dir, { recursive: true, force: true })
+      spawnSync('cp', ['-r', bundle, dir])
+      writeFileSync(join(dir, 'manifest.json'), JSON.stringify(content))
+    }
+    assert.deepEqual(readVendorManifest(ROOT, stale), { skipped: 'kysely is not the bundled version 0.0.1' })
+    assert.deepEqual(readVendorManifest(ROOT, odd), { skipped: 'unknown manifest format' })
+    const staleChild = runChild(stale, PROBE)
+    assert.equal(staleChild.skipped, 'kysely is not the bundled version 0.0.1')
+    assert.match(String(staleChild.kysely), /\/node_modules\/kysely\//)
+    const off = runChild(bundle, PROBE, { PLINTH_VENDOR_BUNDLE: 'off' })
+    assert.equal(off.skipped, 'PLINTH_VENDOR_BUNDLE=off')
+    assert.match(String(off.typebox), /\/node_modules\/typebox\//)
+    // The check itself registers nothing: this process is unchanged by a refusal.
+    assert.deepEqual(useVendorBundle(ROOT, { dir: odd }), { skipped: 'unknown manifest format' })
+    assert.equal(vendorDir('/x'), join('/x', 'node_modules', '.cache', 'plinth', 'vendor'))
+  })
+
+  test('`npm install` builds it, and a build that cannot run never fails the install', () => {
+    const script = join(ROOT, 'scripts', 'vendor-bundle.js')
+    const out = join(work, 'cli')
+    const built = spawnSync(process.execPath, [script, '--out', out], { cwd: ROOT, encoding: 'utf8' })
+    assert.equal(built.status, 0, built.stderr)
+    assert.match(
+      built.stdout,
+      /^vendor bundle: typebox@[\d.]+, kysely@[\d.]+, @opentelemetry\/api@[\d.]+ in \d+ ms$/m,
+    )
+    assert.ok(readVendorManifest(ROOT, out).entries)
+    // A file where the directory's parent should be: the build fails, the install goes on.
+    const blocked = join(work, 'a-file')
+    writeFileSync(blocked, '')
+    const failed = spawnSync(process.execPath, [script, '--out', join(blocked, 'vendor')], {
+      cwd: ROOT,
+      encoding: 'utf8',
+    })
+    assert.equal(failed.status, 0)
+    assert.match(failed.stderr, /^vendor bundle: not built \(.+\); Plinth starts without it$/m)
+    const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8'))
+    assert.equal(pkg.scripts.prepare, 'node scripts/vendor-bundle.js')
+    assert.match(pkg.scripts.test, /^node --test --import \.\/bin\/vendor-register\.js /)
+  })
+
+  test('refuses a package that imports another package, and one that is not installed', async () => {
+    // pg-boss imports pg: from the bundle's directory that import could find another copy.
+    await assert.rejects(
+      buildVendorBundle({ outDir: join(work, 'deps'), packages: ['pg-boss'] }),
+      (err: Error) => {
+        assert.match(err.message, /imports pg, which is not bundled/)
+        return true
+      },
+    )
+    assert.ok(!existsSync(join(work, 'deps')))
+    assert.ok(!existsSync(`${join(work, 'deps')}.building-${process.pid}`))
+    await assert.rejects(
+      buildVendorBundle({ outDir: join(work, 'missing'), packages: ['no-such-package-here'] }),
+      {
+        message: 'no-such-package-here is not installed',
+      },
+    )
+  })
+})
