@@ -134,6 +134,19 @@ describe('the Plinth image (Podman)', { skip: problem ?? false, timeout: 30 * 60
     )
     assert.deepEqual(ready, { status: 'ok', failing: [] })
 
+    // The start-up vendor bundle came from the build stage and matches the installed packages.
+    const vendor = await podman(
+      'exec',
+      container,
+      'node',
+      '--input-type=module',
+      '-e',
+      "import { readVendorManifest } from '/app/bin/vendor-hooks.js'; const r = readVendorManifest('/app'); console.log(r.skipped ?? [...r.entries.keys()].sort().join(' '))",
+    )
+    assert.match(vendor, /(^| )kysely( |$)/)
+    assert.match(vendor, /(^| )typebox( |$)/)
+    assert.match(vendor, /(^| )@opentelemetry\/api( |$)/)
+
     assert.match(
       await podman('exec', container, 'plinth', '--version'),
       new RegExp(`^plinth ${pkg.version.replaceAll('.', '\\.')} \\(node v24\\.`),
