@@ -3,7 +3,7 @@
  * on an empty data directory (a new embedded cluster) and on the same directory again (a restart), beside baselines measured
  * in the same run: a bare `node -e ''` (process start), a bare in-memory PGlite with initdb
  * (`PGlite.create()`, what a new cluster cost before the template), importing the application's
- * modules with and without Node's compile cache, and both starts with the compile cache disabled
+ * modules with and without Node's compile cache and through the vendor bundle (decision 0047), and both starts with the compile cache disabled
  * (`NODE_DISABLE_COMPILE_CACHE=1`, as every start ran before src/main.ts enabled it).
  *
  *   node bench/cold-start/run.ts [--rounds N]
@@ -133,6 +133,7 @@ async function main(): Promise<number> {
     | 'pglite'
     | 'importNoCache'
     | 'import'
+    | 'importBundle'
     | 'emptyNoCache'
     | 'existingNoCache'
     | 'empty'
@@ -143,6 +144,7 @@ async function main(): Promise<number> {
     pglite: [],
     importNoCache: [],
     import: [],
+    importBundle: [],
     emptyNoCache: [],
     existingNoCache: [],
     empty: [],
@@ -162,10 +164,18 @@ async function main(): Promise<number> {
     '-e',
     "(await import('node:module')).enableCompileCache(); await import('./src/app/create-plinth.ts')",
   ]
+  // The same through the vendor bundle (decision 0047), as `plinth start` imports it: the same
+  // figure as above when `npm install` built none.
+  const importBundled = [
+    '--input-type=module',
+    '-e',
+    "(await import('node:module')).enableCompileCache(); await import('./bin/vendor-register.js'); await import('./src/app/create-plinth.ts')",
+  ]
   for (let r = 1; r <= rounds; r++) {
     figures.node.push(await timeProcess(['-e', '']))
     figures.importNoCache.push(await timeProcess(importApp, noCache))
     figures.import.push(await timeProcess(importApp))
+    figures.importBundle.push(await timeProcess(importBundled))
     figures.pglite.push(await timeProcess(pgliteInit))
     for (const cached of [false, true]) {
       const dir = mkdtempSync(join(tmpdir(), 'plinth-cold-'))
@@ -190,7 +200,7 @@ async function main(): Promise<number> {
     }
     console.log(
       `round ${r}/${rounds}  node ${num(Math.round(figures.node.at(-1)!))} ms  ` +
-        `import app ${num(Math.round(figures.importNoCache.at(-1)!))} ms (no compile cache) / ${num(Math.round(figures.import.at(-1)!))} ms  pglite initdb ${num(Math.round(figures.pglite.at(-1)!))} ms  ` +
+        `import app ${num(Math.round(figures.importNoCache.at(-1)!))} ms (no compile cache) / ${num(Math.round(figures.import.at(-1)!))} ms / ${num(Math.round(figures.importBundle.at(-1)!))} ms (vendor bundle)  pglite initdb ${num(Math.round(figures.pglite.at(-1)!))} ms  ` +
         `no compile cache: empty ${num(Math.round(figures.emptyNoCache.at(-1)!))} ms  existing ${num(Math.round(figures.existingNoCache.at(-1)!))} ms  ` +
         `empty ${num(Math.round(figures.empty.at(-1)!))} ms  existing ${num(Math.round(figures.existing.at(-1)!))} ms`,
     )
@@ -205,6 +215,7 @@ async function main(): Promise<number> {
     pglite: 'PGlite initdb',
     importNoCache: 'import app, no cc',
     import: 'import app',
+    importBundle: 'import app, bundle',
     emptyNoCache: 'empty, no cc',
     existingNoCache: 'existing, no cc',
     empty: 'start, empty dir',
