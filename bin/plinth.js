@@ -3,11 +3,19 @@
 // PATH, re-run this script with the Node 24 that `npm install` put in node_modules. (package.json's
 // `engines` accepts Node 20 so that installing and `npx plinth` print no warning on such a machine;
 // this check is the strict one.)
-import { spawnSync } from 'node:child_process'
+import { spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
 // A namespace import: Node 20 (re-running below) has no enableCompileCache to link against.
 import * as nodeModule from 'node:module'
+import { constants } from 'node:os'
 import { fileURLToPath } from 'node:url'
+
+/**
+ * Set in the re-run's environment: that process's signals may also be relayed by this one, so
+ * `plinth start` counts the same signal twice within a moment as one (src/app/lifecycle.ts).
+ */
+const RELAY_ENV = 'PLINTH_SIGNAL_RELAY'
+const RELAYED = ['SIGINT', 'SIGTERM', 'SIGHUP']
 
 const major = Number(process.versions.node.split('.')[0])
 if (major < 24) {
@@ -18,22 +26,32 @@ if (major < 24) {
     )
     process.exit(1)
   }
-  const result = spawnSync(local, [fileURLToPath(import.meta.url), ...process.argv.slice(2)], {
+  const child = spawn(local, [fileURLToPath(import.meta.url), ...process.argv.slice(2)], {
     stdio: 'inherit',
+    env: { ...process.env, [RELAY_ENV]: '1' },
   })
-  process.exit(result.status ?? 1)
+  // A signal sent to this process alone (a supervisor's SIGTERM) reaches the command too; one sent
+  // to the terminal's process group (Ctrl-C) reaches both, and the command counts the pair as one.
+  for (const signal of RELAYED) process.on(signal, () => child.kill(signal))
+  child.on('error', (err) => {
+    process.stderr.write(`plinth: could not run ${local}: ${err.message}\n`)
+    process.exit(1)
+  })
+  // This process ends as the command did: its exit code, or 128 + the signal that ended it.
+  child.on('exit', (code, signal) => process.exit(code ?? 128 + (constants.signals[signal] ?? 0)))
+} else {
+  // Compiled (and type-stripped) modules cached on disk: see src/main.ts. Unlike `node src/main.ts`,
+  // this entry is JavaScript, so not even the first file needs Node's TypeScript stripper (~25 ms to
+  // load at every start). Worker threads and child processes use the cache only when
+  // NODE_COMPILE_CACHE is in their environment at their start, as src/main.ts sets it.
+  const cache = nodeModule.enableCompileCache()
+  if (cache?.directory && cache.status !== nodeModule.constants.compileCacheStatus.FAILED)
+    process.env.NODE_COMPILE_CACHE ??= cache.directory
+  // Three dependencies' ~730 modules from a bundle built at `npm install`, when it matches what is
+  // installed (bin/vendor-hooks.js, decision 0047). Imported only here: Node 20 has no registerHooks.
+  await import('./vendor-register.js')
+  const source = new URL('../src/main.ts', import.meta.url)
+  const entry = existsSync(fileURLToPath(source)) ? source : new URL('../dist/main.js', import.meta.url)
+  const { runCli } = await import(entry.href)
+  process.exit(await runCli(process.argv.slice(2)))
 }
-// Compiled (and type-stripped) modules cached on disk: see src/main.ts. Unlike `node src/main.ts`,
-// this entry is JavaScript, so not even the first file needs Node's TypeScript stripper (~25 ms to
-// load at every start). Worker threads and child processes use the cache only when
-// NODE_COMPILE_CACHE is in their environment at their start, as src/main.ts sets it.
-const cache = nodeModule.enableCompileCache()
-if (cache?.directory && cache.status !== nodeModule.constants.compileCacheStatus.FAILED)
-  process.env.NODE_COMPILE_CACHE ??= cache.directory
-// Two dependencies' ~630 modules from a bundle built at `npm install`, when it matches what is
-// installed (bin/vendor-hooks.js, decision 0047). Imported only here: Node 20 has no registerHooks.
-await import('./vendor-register.js')
-const source = new URL('../src/main.ts', import.meta.url)
-const entry = existsSync(fileURLToPath(source)) ? source : new URL('../dist/main.js', import.meta.url)
-const { runCli } = await import(entry.href)
-process.exit(await runCli(process.argv.slice(2)))

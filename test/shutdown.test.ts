@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict'
-import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process'
+import { type ChildProcessWithoutNullStreams, spawn, spawnSync } from 'node:child_process'
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import http from 'node:http'
 import { tmpdir } from 'node:os'
@@ -15,6 +15,23 @@ import { startTestPlinth, type TestPlinth } from './helpers/test-plinth.ts'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const NODE = join(ROOT, 'node_modules/.bin/node')
+/** The machine's own Node, older than 24 here (Debian's 20), which `plinth` re-runs itself from. */
+const OLD_NODE = '/usr/bin/node'
+const OLD_NODE_PROBLEM = (() => {
+  const version = spawnSync(OLD_NODE, ['--version'], { encoding: 'utf8' }).stdout?.trim()
+  if (!version) return `no ${OLD_NODE}`
+  return Number(version.slice(1).split('.')[0]) >= 24 ? `${OLD_NODE} is ${version}, not older than 24` : false
+})()
+
+/** Whether a process of this id exists (signal 0 checks without sending anything). */
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch {
+    return false
+  }
+}
 
 /** One GET on a fresh connection (no keep-alive agent), so each request really connects. */
 function get(base: string, path: string): Promise<{ status: number; body: string }> {
@@ -221,12 +238,23 @@ describe('graceful shutdown', { concurrency: true }, () => {
     const children: Child[] = []
     const dirs: string[] = []
     after(() => {
-      for (const c of children)
+      for (const c of children) {
         if (c.proc.exitCode === null && c.proc.signalCode === null) c.proc.kill('SIGKILL')
+        // A relayed start's server is in its own process group (detached): it goes with the group.
+        if (c.proc.spawnargs.includes('bin/plinth.js')) {
+          try {
+            process.kill(-c.proc.pid!, 'SIGKILL')
+          } catch {}
+        }
+      }
       for (const d of dirs) rmSync(d, { recursive: true, force: true })
     })
 
-    function start(args: string[], extraEnv: Record<string, string>): Child {
+    function start(
+      args: string[],
+      extraEnv: Record<string, string>,
+      how: { node?: string; detached?: boolean } = {},
+    ): Child {
       const env = {
         PATH: process.env.PATH ?? '',
         PLINTH_ENV: 'test',
@@ -235,7 +263,11 @@ describe('graceful shutdown', { concurrency: true }, () => {
         PLINTH_MAX_EVENT_LOOP_DELAY: '0',
       }
       const logEnv = { PLINTH_LOG_FORMAT: 'json', PLINTH_LOG_LEVEL: 'info' }
-      const proc = spawn(NODE, args, { cwd: ROOT, env: { ...env, ...logEnv, ...extraEnv } })
+      const proc = spawn(how.node ?? NODE, args, {
+        cwd: ROOT,
+        env: { ...env, ...logEnv, ...extraEnv },
+        detached: how.detached ?? false,
+      })
       let out = ''
       let err = ''
       proc.stdout.on('data', (d) => (out += d))
@@ -273,6 +305,9 @@ describe('graceful shutdown', { concurrency: true }, () => {
     const fixture = (env: Record<string, string>) =>
       start(['test/fixtures/serve-with-slow-route.ts'], { PLINTH_DATA_DIR: 'memory://', ...env })
     const cli = (dataDir: string) => start(['src/main.ts', 'start'], { PLINTH_DATA_DIR: dataDir })
+    // `plinth` started by an older Node re-runs itself on Node 24 and relays its signals (bin/plinth.js).
+    const relayed = (dataDir: string) =>
+      start(['bin/plinth.js', 'start'], { PLINTH_DATA_DIR: dataDir }, { node: OLD_NODE, detached: true })
     const listening = async (c: Child) => String((await c.line((l) => l.msg === 'plinth listening')).address)
     const has = (c: Child, msg: string) => c.lines().some((l) => l.msg === msg)
 
@@ -298,6 +333,41 @@ describe('graceful shutdown', { concurrency: true }, () => {
       // Promptly: the 30 s drain is not waited for (15 s of slack for a loaded CI machine).
       assert.deepEqual(await child.exit(15_000), { code: 1, signal: null })
       assert.ok(has(child, 'second signal, forcing exit'), 'no "second signal, forcing exit" line')
+    })
+
+    it('started by an older Node: a SIGTERM to the `plinth` process stops the server it re-ran, gracefully', {
+      skip: OLD_NODE_PROBLEM,
+    }, async () => {
+      const dataDir = mkdtempSync(join(tmpdir(), 'plinth-relay-'))
+      dirs.push(dataDir)
+      const child = relayed(dataDir)
+      await listening(child)
+      // The server is the re-run (Node 24), not the process spawned here.
+      const server = Number(readFileSync(join(dataDir, 'plinth.lock'), 'utf8').trim())
+      assert.notEqual(server, child.proc.pid)
+      child.proc.kill('SIGTERM')
+      assert.deepEqual(await child.exit(20_000), { code: 0, signal: null })
+      assert.equal(isAlive(server), false, 'the server outlived the plinth process')
+      assert.equal(child.lines().filter((l) => l.msg === 'signal received, shutting down').length, 1)
+      assert.ok(has(child, 'shutdown complete'), 'no "shutdown complete" line')
+      assert.equal(existsSync(join(dataDir, 'plinth.lock')), false, 'the lock outlived a clean exit')
+    })
+
+    it('started by an older Node: Ctrl-C (SIGINT to the process group, so twice to the server) is one signal', {
+      skip: OLD_NODE_PROBLEM,
+    }, async () => {
+      const dataDir = mkdtempSync(join(tmpdir(), 'plinth-relay-'))
+      dirs.push(dataDir)
+      const child = relayed(dataDir)
+      await listening(child)
+      process.kill(-child.proc.pid!, 'SIGINT')
+      assert.deepEqual(await child.exit(20_000), { code: 0, signal: null })
+      assert.equal(
+        has(child, 'second signal, forcing exit'),
+        false,
+        'the relayed copy counted as a second signal',
+      )
+      assert.ok(has(child, 'shutdown complete'), 'no "shutdown complete" line')
     })
 
     it('`plinth start` keeps its data across restarts, refuses a second process and takes over a dead one’s lock', async () => {

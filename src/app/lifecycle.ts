@@ -5,11 +5,25 @@ export interface SignalOptions {
   readonly logger: Logger
   /** Injectable for tests; defaults to process.exit. */
   readonly exit?: (code: number) => void
+  /**
+   * This process's signals may arrive twice: from the terminal or supervisor and relayed by the
+   * `plinth` command that re-ran itself on Node 24 (bin/plinth.js sets PLINTH_SIGNAL_RELAY). The
+   * same signal again within RELAY_REPEAT_MS counts once.
+   */
+  readonly relayed?: boolean
+  /** Injectable for tests: milliseconds of a monotonic clock; defaults to performance.now. */
+  readonly now?: () => number
 }
+
+/** The environment variable bin/plinth.js sets when it relays its signals to this process. */
+export const SIGNAL_RELAY_ENV = 'PLINTH_SIGNAL_RELAY'
+/** A relayed copy follows its original within microseconds; a person's second Ctrl-C does not. */
+export const RELAY_REPEAT_MS = 250
 
 /**
  * SIGTERM or SIGINT starts a graceful shutdown and exits 0 when it completes; a second signal
- * exits at once with code 1. Uncaught errors are logged, reported to `errorReports` (given
+ * exits at once with code 1 (with `relayed`, a repeat of the same signal within RELAY_REPEAT_MS is
+ * the same signal, not a second one). Uncaught errors are logged, reported to `errorReports` (given
  * a second to be stored) and exit 1: the supervisor restarts us rather than letting a process of
  * unknown state serve.
  *
@@ -19,7 +33,13 @@ export function handleProcessSignals(plinth: Plinth, options: SignalOptions): ()
   const exit = options.exit ?? ((code: number) => process.exit(code))
   const log = options.logger
   let received = 0
+  const now = options.now ?? (() => performance.now())
+  let last: { signal: NodeJS.Signals; at: number } | undefined
   const onSignal = (signal: NodeJS.Signals) => {
+    const at = now()
+    const repeat = options.relayed && last?.signal === signal && at - last.at < RELAY_REPEAT_MS
+    last = { signal, at }
+    if (repeat) return
     received++
     if (received > 1) {
       log.warn({ signal }, 'second signal, forcing exit')

@@ -1,4 +1,4 @@
-import { handleProcessSignals } from '../app/lifecycle.ts'
+import { handleProcessSignals, SIGNAL_RELAY_ENV } from '../app/lifecycle.ts'
 import { loadConfig } from '../config/load-config.ts'
 import { PLINTH_VERSION } from '../core/version.ts'
 import { prestartEmbeddedDatabase } from '../infra/db/embedded-prestart.ts'
@@ -30,7 +30,7 @@ export async function startCommand(input: CommandInput, _io: CliIo): Promise<num
       ...(prestartedDatabase ? { prestartedDatabase } : {}),
       prepareEarly: true,
     })
-    handleProcessSignals(plinth, { logger })
+    handleProcessSignals(plinth, { logger, relayed: process.env[SIGNAL_RELAY_ENV] === '1' })
     await plinth.listen()
     if (!plinth.context.mailer.canDeliver)
       logger.warn(
