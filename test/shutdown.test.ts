@@ -305,9 +305,22 @@ describe('graceful shutdown', { concurrency: true }, () => {
     const fixture = (env: Record<string, string>) =>
       start(['test/fixtures/serve-with-slow-route.ts'], { PLINTH_DATA_DIR: 'memory://', ...env })
     const cli = (dataDir: string) => start(['src/main.ts', 'start'], { PLINTH_DATA_DIR: dataDir })
-    // `plinth` started by an older Node re-runs itself on Node 24 and relays its signals (bin/plinth.js).
-    const relayed = (dataDir: string) =>
-      start(['bin/plinth.js', 'start'], { PLINTH_DATA_DIR: dataDir }, { node: OLD_NODE, detached: true })
+    /**
+     * `plinth start` started by an older Node, which re-runs itself on Node 24 and relays its
+     * signals (bin/plinth.js), on a new data directory; resolves once it listens. Detached: its
+     * process group is its own, as a terminal's foreground job's would be.
+     */
+    const relayed = async () => {
+      const dataDir = mkdtempSync(join(tmpdir(), 'plinth-relay-'))
+      dirs.push(dataDir)
+      const child = start(
+        ['bin/plinth.js', 'start'],
+        { PLINTH_DATA_DIR: dataDir },
+        { node: OLD_NODE, detached: true },
+      )
+      await listening(child)
+      return { child, dataDir }
+    }
     const listening = async (c: Child) => String((await c.line((l) => l.msg === 'plinth listening')).address)
     const has = (c: Child, msg: string) => c.lines().some((l) => l.msg === msg)
 
@@ -338,10 +351,7 @@ describe('graceful shutdown', { concurrency: true }, () => {
     it('started by an older Node: a SIGTERM to the `plinth` process stops the server it re-ran, gracefully', {
       skip: OLD_NODE_PROBLEM,
     }, async () => {
-      const dataDir = mkdtempSync(join(tmpdir(), 'plinth-relay-'))
-      dirs.push(dataDir)
-      const child = relayed(dataDir)
-      await listening(child)
+      const { child, dataDir } = await relayed()
       // The server is the re-run (Node 24), not the process spawned here.
       const server = Number(readFileSync(join(dataDir, 'plinth.lock'), 'utf8').trim())
       assert.notEqual(server, child.proc.pid)
@@ -356,10 +366,7 @@ describe('graceful shutdown', { concurrency: true }, () => {
     it('started by an older Node: Ctrl-C (SIGINT to the process group, so twice to the server) is one signal', {
       skip: OLD_NODE_PROBLEM,
     }, async () => {
-      const dataDir = mkdtempSync(join(tmpdir(), 'plinth-relay-'))
-      dirs.push(dataDir)
-      const child = relayed(dataDir)
-      await listening(child)
+      const { child } = await relayed()
       process.kill(-child.proc.pid!, 'SIGINT')
       assert.deepEqual(await child.exit(20_000), { code: 0, signal: null })
       assert.equal(
