@@ -2,8 +2,15 @@
 export declare const VENDOR_FORMAT: number
 export declare function vendorDir(root: string): string
 export declare function installedVersion(root: string, name: string): string | undefined
+export declare function packageOf(specifier: string): string
+export interface VendorEntry {
+  /** The bundle's file standing in for the specifier. */
+  readonly url: string
+  /** The directory URL (with a trailing slash) of the installed package it was built from. */
+  readonly installed: string
+}
 export type VendorManifestCheck =
-  | { entries: Map<string, string>; skipped?: undefined }
+  | { entries: Map<string, VendorEntry>; skipped?: undefined }
   | { skipped: string; entries?: undefined }
 export declare function readVendorManifest(root: string, dir?: string): VendorManifestCheck
 export declare function useVendorBundle(

@@ -6,7 +6,7 @@
 // `npm ci --omit=dev`, a package updated without a rebuild, `PLINTH_VENDOR_BUNDLE=off`) nothing is
 // hooked and Node loads the packages as usual. Plain JavaScript: bin/plinth.js loads it before any
 // TypeScript.
-import { readFileSync } from 'node:fs'
+import { readFileSync, realpathSync } from 'node:fs'
 import { registerHooks } from 'node:module'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
@@ -28,10 +28,19 @@ export function installedVersion(root, name) {
   }
 }
 
+/** The package a specifier names: `@scope/name/sub` → `@scope/name`, `name/sub` → `name`. */
+export function packageOf(specifier) {
+  return specifier
+    .split('/')
+    .slice(0, specifier.startsWith('@') ? 2 : 1)
+    .join('/')
+}
+
 /**
  * Reads the manifest in `dir` and checks it against the packages installed under `root`. Returns
- * `{ entries }` (specifier → absolute file URL) when the bundle can stand in for them, or
- * `{ skipped }` saying why not.
+ * `{ entries }` (specifier → `{ url, installed }`: the bundle's file, and the directory URL of the
+ * installed package it stands in for) when the bundle can stand in for them, or `{ skipped }`
+ * saying why not.
  */
 export function readVendorManifest(root, dir = vendorDir(root)) {
   let manifest
@@ -46,13 +55,18 @@ export function readVendorManifest(root, dir = vendorDir(root)) {
     typeof manifest.entries !== 'object'
   )
     return { skipped: 'unknown manifest format' }
+  const installed = new Map()
   for (const [name, version] of Object.entries(manifest.packages)) {
     if (installedVersion(root, name) !== version)
       return { skipped: `${name} is not the bundled version ${version}` }
+    // Node resolves to real paths: compare with the package's real directory.
+    installed.set(name, `${pathToFileURL(realpathSync(join(root, 'node_modules', name))).href}/`)
   }
   const entries = new Map()
   for (const [specifier, file] of Object.entries(manifest.entries)) {
-    entries.set(specifier, pathToFileURL(join(dir, file)).href)
+    const at = installed.get(packageOf(specifier))
+    if (at === undefined) return { skipped: `${specifier} belongs to no bundled package` }
+    entries.set(specifier, { url: pathToFileURL(join(dir, file)).href, installed: at })
   }
   return { entries }
 }
@@ -68,11 +82,16 @@ export function useVendorBundle(root, { dir = vendorDir(root), env = process.env
   const { entries } = found
   registerHooks({
     resolve(specifier, context, nextResolve) {
+      const entry = entries.get(specifier)
       // Imports only: `require()` loads the package itself, as it did (scripts/vendor-bundle.js).
-      const url = context.conditions?.includes('import') ? entries.get(specifier) : undefined
-      return url === undefined
-        ? nextResolve(specifier, context)
-        : { url, format: 'module', shortCircuit: true }
+      if (entry === undefined || !context.conditions?.includes('import'))
+        return nextResolve(specifier, context)
+      // Only where Node would load the installed copy the bundle was built from: an importer with
+      // its own nested copy of the package (another version) keeps it.
+      const resolved = nextResolve(specifier, context)
+      return resolved.url.startsWith(entry.installed)
+        ? { url: entry.url, format: 'module', shortCircuit: true }
+        : resolved
     },
   })
   return found

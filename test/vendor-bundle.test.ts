@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
@@ -117,6 +117,31 @@ describe('the vendor bundle', () => {
     assert.equal(hooked.span, '00000000000000000000000000000000')
     assert.deepEqual(hooked.valid, [true, false, false])
     assert.equal(hooked.sameGuard, true)
+  })
+
+  test('an importer with its own nested copy of a bundled package keeps that copy', () => {
+    // A package of its own under a directory with its own node_modules/kysely (another version).
+    const app = join(work, 'nested')
+    const own = join(app, 'node_modules', 'kysely')
+    mkdirSync(own, { recursive: true })
+    writeFileSync(
+      join(own, 'package.json'),
+      JSON.stringify({ name: 'kysely', version: '0.0.1-nested', type: 'module', exports: './index.js' }),
+    )
+    writeFileSync(join(own, 'index.js'), "export const nested = 'the nested copy'\n")
+    writeFileSync(join(app, 'importer.mjs'), "export * as kysely from 'kysely'\n")
+    const importer = pathToFileURL(join(app, 'importer.mjs')).href
+    const out = runChild(
+      bundle,
+      `const { kysely } = await import(${JSON.stringify(importer)})
+      out.nested = kysely.nested ?? null
+      out.nestedHasSql = typeof kysely.sql
+      out.root = import.meta.resolve('kysely')`,
+    )
+    assert.equal(out.skipped, null)
+    assert.equal(out.nested, 'the nested copy')
+    assert.equal(out.nestedHasSql, 'undefined')
+    assert.equal(out.root, pathToFileURL(join(bundle, 'kysely.mjs')).href)
   })
 
   test('a bundle of other versions, of another format, or switched off is not used', () => {
