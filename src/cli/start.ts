@@ -13,6 +13,9 @@ type Role = 'api' | 'worker' | 'all'
 /** `plinth start [--role api|worker|all]`: the server logs to standard output, as services do. */
 export async function startCommand(input: CommandInput, _io: CliIo): Promise<number> {
   const role = input.values.role as Role | undefined
+  // Meant for this process alone (bin/plinth.js relays its signals here): not for its children.
+  const relayed = process.env[SIGNAL_RELAY_ENV] === '1'
+  delete process.env[SIGNAL_RELAY_ENV]
   const loaded = loadConfig()
   const config = role ? Object.freeze({ ...loaded, role }) : loaded
   const logger = createLogger(config)
@@ -30,7 +33,7 @@ export async function startCommand(input: CommandInput, _io: CliIo): Promise<num
       ...(prestartedDatabase ? { prestartedDatabase } : {}),
       prepareEarly: true,
     })
-    handleProcessSignals(plinth, { logger, relayed: process.env[SIGNAL_RELAY_ENV] === '1' })
+    handleProcessSignals(plinth, { logger, relayed })
     await plinth.listen()
     if (!plinth.context.mailer.canDeliver)
       logger.warn(
