@@ -7,7 +7,9 @@
 // hooked and Node loads the packages as usual. Plain JavaScript: bin/plinth.js loads it before any
 // TypeScript.
 import { readFileSync, realpathSync } from 'node:fs'
-import { registerHooks } from 'node:module'
+// A namespace import: scripts/vendor-bundle.js imports this file under whatever Node runs `npm
+// install` (Node 20 has no registerHooks to link against).
+import * as nodeModule from 'node:module'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 
@@ -77,10 +79,12 @@ export function readVendorManifest(root, dir = vendorDir(root)) {
  */
 export function useVendorBundle(root, { dir = vendorDir(root), env = process.env } = {}) {
   if (env.PLINTH_VENDOR_BUNDLE === 'off') return { skipped: 'PLINTH_VENDOR_BUNDLE=off' }
+  if (typeof nodeModule.registerHooks !== 'function')
+    return { skipped: `Node ${process.version} has no module.registerHooks` }
   const found = readVendorManifest(root, dir)
   if (!found.entries) return found
   const { entries } = found
-  registerHooks({
+  nodeModule.registerHooks({
     resolve(specifier, context, nextResolve) {
       const entry = entries.get(specifier)
       // Imports only: `require()` loads the package itself, as it did (scripts/vendor-bundle.js).

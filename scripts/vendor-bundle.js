@@ -1,9 +1,10 @@
 // Builds the start-up vendor bundle (decision 0047; bin/vendor-hooks.js uses it): every exported
 // entry of the packages in VENDORED, bundled with esbuild into shared chunks, so that a start loads
-// a few files instead of ~630 modules, plus a manifest naming the versions it was built from.
+// a few files instead of ~730 modules, plus a manifest naming the versions it was built from.
 // `npm install` runs it (the `prepare` script). It never fails an install: without esbuild
 // (`npm ci --omit=dev`) or on any error it says so and exits 0, and Plinth then starts without it.
-// Plain JavaScript, so that any Node that runs npm can run it.
+// Plain JavaScript, so that any Node that runs npm can run it (Node 20 included: a production
+// `npm ci --omit=dev` on the machine's own Node runs it too).
 //
 //   node scripts/vendor-bundle.js [--out DIR]
 import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'

@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
@@ -191,6 +191,37 @@ describe('the vendor bundle', () => {
     const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8'))
     assert.equal(pkg.scripts.prepare, 'node scripts/vendor-bundle.js')
     assert.match(pkg.scripts.test, /^node --test --import \.\/bin\/vendor-register\.js /)
+  })
+
+  test("a production install (no esbuild), on Node 24 or on the machine's older Node, goes on without it", () => {
+    // The two files `prepare` runs, in a package of their own with no node_modules: as after
+    // `npm ci --omit=dev`, where esbuild (a devDependency) is absent.
+    const prod = join(work, 'prod')
+    mkdirSync(join(prod, 'scripts'), { recursive: true })
+    mkdirSync(join(prod, 'bin'), { recursive: true })
+    writeFileSync(join(prod, 'package.json'), JSON.stringify({ name: 'plinth', type: 'module' }))
+    cpSync(join(ROOT, 'scripts', 'vendor-bundle.js'), join(prod, 'scripts', 'vendor-bundle.js'))
+    cpSync(join(ROOT, 'bin', 'vendor-hooks.js'), join(prod, 'bin', 'vendor-hooks.js'))
+    const nodes = [process.execPath]
+    const old = spawnSync('/usr/bin/node', ['--version'], { encoding: 'utf8' }).stdout?.trim()
+    if (old && Number(old.slice(1).split('.')[0]) < 24) nodes.push('/usr/bin/node')
+    for (const node of nodes) {
+      const run = spawnSync(node, ['scripts/vendor-bundle.js'], { cwd: prod, encoding: 'utf8' })
+      assert.equal(run.status, 0, `${node}: ${run.stderr}`)
+      assert.match(
+        run.stdout,
+        /^vendor bundle: esbuild is not installed .*Plinth starts without the bundle$/m,
+      )
+      assert.ok(!existsSync(vendorDir(prod)))
+    }
+    // With esbuild, the machine's older Node builds it as well (npm runs `prepare` with it).
+    if (nodes.length > 1) {
+      const script = join(ROOT, 'scripts', 'vendor-bundle.js')
+      const out = join(work, 'old-node')
+      const built = spawnSync(nodes[1]!, [script, '--out', out], { cwd: ROOT, encoding: 'utf8' })
+      assert.equal(built.status, 0, built.stderr)
+      assert.ok(readVendorManifest(ROOT, out).entries)
+    }
   })
 
   test('refuses a package that imports another package, and one that is not installed', async () => {
