@@ -45,11 +45,11 @@ async function legacyTotp(plinth: TestPlinth, userId: string, secret: string): P
   return value
 }
 
-/** Signs in with password then the TOTP code of `at`; the status of the second step. */
 /**
- * Signs in with the code of the time `offsetMs` from now, taken just before it is sent: a code
- * computed before the password step (argon2id, slow under load) could fall two steps behind the
- * server's clock when a 30 s step boundary passes in between, and the window is one step.
+ * Signs in with password then the TOTP code of the time `offsetMs` from now, taken just before it
+ * is sent. Offsets are 0 or +30 s, never negative: the server accepts one step either side of its
+ * own, so the code of the current step and of the next stay valid when a 30 s boundary passes
+ * while the request is in flight, but a step-old code would then be two behind (a 401 seen on CI).
  */
 async function signInWithTotp(
   plinth: TestPlinth,
@@ -123,8 +123,8 @@ for (const backend of ['embedded', 'postgres'] as const satisfies readonly Backe
       await enrolTotp(plinth.app, enrolled)
       const legacySecretId = await writeSecret(plinth, 'legacy secret', undefined, LEGACY)
       const ids = [await writeSecret(plinth, 'one'), await writeSecret(plinth, 'two')]
-      // Codes work once: this one is a step old, the one after rotation current.
-      assert.equal(await signInWithTotp(plinth, email, secret, -30_000), 200)
+      // Codes work once: this one is the current step's, the one after rotation the next step's.
+      assert.equal(await signInWithTotp(plinth, email, secret, 0), 200)
 
       const store = keyStoreOf(plinth)
       const before = await keyStatus(plinth.db.kysely, store, columns)
@@ -182,7 +182,7 @@ for (const backend of ['embedded', 'postgres'] as const satisfies readonly Backe
       const { keyring } = plinth.context
       await keyring.refresh()
       assert.deepEqual(keyring.keyIds, [result.activeId])
-      assert.equal(await signInWithTotp(plinth, email, secret, 0), 200)
+      assert.equal(await signInWithTotp(plinth, email, secret, 30_000), 200)
       for (const [id, text] of [
         [legacySecretId, 'legacy secret'],
         [ids[0]!, 'one'],
@@ -549,7 +549,7 @@ describe('plinth keys on postgres, and changing the master key', { skip: await s
     const both = { ...base(), PLINTH_MASTER_KEY: M2, PLINTH_MASTER_KEY_PREVIOUS: TEST_MASTER_KEY }
     plinth = await start({ ...both, ...NO_RATE_LIMITS })
     try {
-      await readBoth(plinth, -30_000)
+      await readBoth(plinth, 0)
     } finally {
       await plinth.close()
     }
@@ -566,7 +566,7 @@ describe('plinth keys on postgres, and changing the master key', { skip: await s
 
     plinth = await start({ PLINTH_MASTER_KEY: M2, ...NO_RATE_LIMITS })
     try {
-      await readBoth(plinth, 0)
+      await readBoth(plinth, 30_000)
       const store = keyStoreOf(plinth)
       for (const row of await store.rows())
         assert.equal(wrappingKeyIdOf(row.wrapped_key), wrappingKeyId(Buffer.from(M2, 'base64')))
