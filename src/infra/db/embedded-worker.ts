@@ -15,7 +15,7 @@ import { chmodSync, existsSync, renameSync, rmSync } from 'node:fs'
 import { rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { parentPort, workerData } from 'node:worker_threads'
-import { PGlite } from '@electric-sql/pglite'
+import { PGlite, type PGliteOptions } from '@electric-sql/pglite'
 import { startSessionServer } from './embedded-socket.ts'
 import { SessionQueue, type SessionQueueStats } from './session-queue.ts'
 import {
@@ -89,18 +89,36 @@ function templates(): Promise<{ migratedTemplate: string | null; migratedTemplat
   })
 }
 
+/**
+ * PGlite as this thread uses it: only through the wire protocol (session-queue.ts), whose answers
+ * go to `pg` on the main thread as bytes. PGlite's own result parsing is never used here, so the
+ * catalog query it runs at every open to learn the array types (`_initArrayTypes`, for parsing
+ * array columns in `query()` results) is skipped: ~100 ms of a restart's worker on a 2-core machine,
+ * of which the first statements pay back ~30 ms (the catalog caches it warmed). Should PGlite rename
+ * the method, the override is never called and PGlite runs its query as before.
+ */
+class ProtocolPGlite extends PGlite {
+  override async _initArrayTypes(): Promise<void> {}
+}
+
+async function create(where: string, options: PGliteOptions = {}): Promise<PGlite> {
+  const db = new ProtocolPGlite({ ...options, dataDir: where })
+  await db.waitReady
+  return db
+}
+
 async function open(): Promise<{ db: PGlite; origin: ClusterOrigin }> {
   const where = data.clusterDir ?? 'memory://'
   if (data.loadDump)
     return {
-      db: await PGlite.create(where, { loadDataDir: new Blob(data.loadDump as Uint8Array<ArrayBuffer>[]) }),
+      db: await create(where, { loadDataDir: new Blob(data.loadDump as Uint8Array<ArrayBuffer>[]) }),
       origin: 'loaded',
     }
   const isNew = data.clusterDir === null || !existsSync(join(data.clusterDir, 'PG_VERSION'))
   if (!isNew) {
     // A copy aside left by a start that stopped before using it (below).
     if (data.clusterDir) rmSync(`${data.clusterDir}.staged`, { recursive: true, force: true })
-    return { db: await PGlite.create(where), origin: 'existing' }
+    return { db: await create(where), origin: 'existing' }
   }
   // Before waiting for the migration set (the application still loading on the main thread), the
   // template directory used last is copied aside: it is nearly always the one the set names, and
@@ -121,11 +139,11 @@ async function open(): Promise<{ db: PGlite; origin: ClusterOrigin }> {
       if (staged && staging && guess === migratedTemplateDir) {
         renameSync(staging, data.clusterDir)
         touchTemplateDir(migratedTemplateDir)
-        return { db: await PGlite.create(where), origin: 'copied' }
+        return { db: await create(where), origin: 'copied' }
       }
       if (copyTemplateDir(migratedTemplateDir, data.clusterDir)) {
         touchTemplateDir(migratedTemplateDir)
-        return { db: await PGlite.create(where), origin: 'copied' }
+        return { db: await create(where), origin: 'copied' }
       }
     } catch {
       // A damaged (or vanished) directory: forget it and use the tar; a later start rebuilds it.
@@ -137,7 +155,7 @@ async function open(): Promise<{ db: PGlite; origin: ClusterOrigin }> {
     const migrated = readTemplate(migratedTemplate)
     if (migrated) {
       try {
-        return { db: await PGlite.create(where, { loadDataDir: migrated }), origin: 'migrated' }
+        return { db: await create(where, { loadDataDir: migrated }), origin: 'migrated' }
       } catch {
         discardTemplate(migratedTemplate)
         if (data.clusterDir) rmSync(data.clusterDir, { recursive: true, force: true })
@@ -148,7 +166,7 @@ async function open(): Promise<{ db: PGlite; origin: ClusterOrigin }> {
     const template = readTemplate()
     if (template) {
       try {
-        return { db: await PGlite.create(where, { loadDataDir: template }), origin: 'template' }
+        return { db: await create(where, { loadDataDir: template }), origin: 'template' }
       } catch {
         // A damaged template: forget it, clear what it half wrote, and fall back to initdb.
         discardTemplate()
@@ -156,7 +174,7 @@ async function open(): Promise<{ db: PGlite; origin: ClusterOrigin }> {
       }
     }
   }
-  const db = await PGlite.create(where)
+  const db = await create(where)
   if (data.useTemplate) {
     // Best effort: a read-only cache directory only means the next start runs initdb again.
     await db
