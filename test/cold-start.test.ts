@@ -6,6 +6,7 @@ import { join } from 'node:path'
 import { after, describe, it } from 'node:test'
 import pg from 'pg'
 import { pino } from 'pino'
+import { Type } from 'typebox'
 import { createPlinth } from '../src/app/create-plinth.ts'
 import { builtinModules } from '../src/app/modules.ts'
 import { prestartEmbeddedDatabase } from '../src/infra/db/embedded-prestart.ts'
@@ -290,6 +291,29 @@ describe('cold start (decision 0034)', () => {
         /Job type "cold.bad" has an invalid payload schema/,
       )
       assert.equal(plinth.jobs.has('cold.bad'), false)
+      // A Type.Unsafe part is not TypeBox's: checked at registration too.
+      assert.throws(
+        () =>
+          plinth.jobs.register({
+            name: 'cold.unsafe',
+            payload: Type.Object({ a: Type.Unsafe({ type: 'no-such-type' }) }),
+            handler: () => {},
+          }),
+        /Job type "cold.unsafe" has an invalid payload schema/,
+      )
+      // Built by TypeBox, with a wrong keyword value: its validator's compile, at the first
+      // enqueue, refuses it with the same message, and nothing is enqueued.
+      plinth.jobs.register({
+        name: 'cold.late',
+        payload: Type.Object({ a: Type.String({ minLength: -1 }) }),
+        handler: () => {},
+      })
+      await plinth.prepare()
+      await assert.rejects(plinth.jobs.enqueue('cold.late', { a: 'x' }), {
+        message: /Job type "cold.late" has an invalid payload schema: .*minLength/,
+      })
+      assert.throws(() => plinth.jobs.validatePayload('cold.late', { a: 'x' }), /invalid payload schema/)
+      assert.equal((await plinth.jobs.list({ name: 'cold.late' })).items.length, 0)
     } finally {
       await plinth.close()
     }

@@ -60,7 +60,12 @@ export interface JobDefinition<S extends TSchema = TSchema> {
   /** `noun.verb`-style name: lowercase letters, digits, `.`, `-` and `_`; also the queue's name. */
   readonly name: string
   readonly description?: string
-  /** TypeBox schema of the payload; enqueue refuses a payload that does not match it. */
+  /**
+   * TypeBox schema of the payload; enqueue refuses a payload that does not match it. Its validator
+   * compiles at the first enqueue, which refuses a schema whose keyword values are wrong (e.g. a
+   * negative `minLength`); a schema not wholly built by TypeBox (hand-written parts, `Type.Unsafe`)
+   * is also checked against JSON Schema's meta-schema when the job type registers.
+   */
   readonly payload: S
   readonly policy?: JobPolicy
   /**

@@ -1,10 +1,12 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
+import { Type } from 'typebox'
 import {
   createCoercingAjv,
   createStrictAjv,
   createValidatorCompiler,
   fieldErrors,
+  isTypeBoxBuilt,
   MAX_FIELD_ERRORS,
 } from './validation.ts'
 
@@ -84,5 +86,38 @@ describe('fieldErrors', () => {
     const errors = fieldErrors('body', issues)
     assert.equal(errors.length, MAX_FIELD_ERRORS)
     assert.equal(errors.at(-1)?.field, `f${MAX_FIELD_ERRORS - 1}`)
+  })
+})
+
+describe('isTypeBoxBuilt', () => {
+  it("is true when TypeBox's builders made every node, whatever the nesting", () => {
+    const built = Type.Object(
+      {
+        name: Type.String({ minLength: 1 }),
+        tags: Type.Array(Type.Union([Type.Literal('a'), Type.Null()])),
+        counts: Type.Record(Type.String(), Type.Integer()),
+        pair: Type.Tuple([Type.String(), Type.Number()]),
+        both: Type.Intersect([Type.Object({ a: Type.String() }), Type.Object({ b: Type.String() })]),
+        maybe: Type.Optional(Type.Unknown()),
+      },
+      { additionalProperties: false },
+    )
+    assert.equal(isTypeBoxBuilt(built), true)
+    assert.equal(isTypeBoxBuilt(true), true)
+  })
+
+  it('is false for a hand-written node or a Type.Unsafe anywhere, and for what is no schema', () => {
+    const handWritten = { type: 'object', properties: { a: { type: 'string' } } }
+    assert.equal(isTypeBoxBuilt(handWritten), false)
+    assert.equal(isTypeBoxBuilt(Type.Object({ a: Type.Unsafe({ type: 'no-such-type' }) })), false)
+    // A plain object put inside a TypeBox-built one (a copy loses the hidden marks).
+    const inner = { ...Type.String() }
+    assert.equal(isTypeBoxBuilt(Type.Object({ a: inner as never })), false)
+    assert.equal(isTypeBoxBuilt(Type.Array(inner as never)), false)
+    assert.equal(isTypeBoxBuilt(Type.Union([Type.String(), inner as never])), false)
+    const badMap = Type.Object({})
+    Object.assign(badMap, { properties: 'oops' })
+    assert.equal(isTypeBoxBuilt(badMap), false)
+    for (const x of [null, undefined, 'string', 7, []]) assert.equal(isTypeBoxBuilt(x), false)
   })
 })

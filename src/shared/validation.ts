@@ -45,6 +45,51 @@ export function createStrictAjv(): Ajv {
   return addFormats(new Ajv({ ...base, coerceTypes: false }))
 }
 
+/** Keywords whose value is one subschema, a list of them, or a map of names to them. */
+const ONE_SUBSCHEMA = [
+  'not',
+  'if',
+  'then',
+  'else',
+  'items',
+  'additionalItems',
+  'additionalProperties',
+  'contains',
+  'propertyNames',
+  'unevaluatedItems',
+  'unevaluatedProperties',
+]
+const SUBSCHEMA_LISTS = ['allOf', 'anyOf', 'oneOf', 'prefixItems', 'items']
+const SUBSCHEMA_MAPS = ['properties', 'patternProperties', '$defs', 'definitions', 'dependentSchemas']
+
+/**
+ * Whether every node of `schema` was built by TypeBox's own builders (`Type.Object`, `Type.String`
+ * …; they mark each node with a hidden `~kind`), with no `Type.Unsafe` and no hand-written part.
+ * Such a schema has JSON Schema's structure by construction; only the values of its options
+ * (`minLength`, `pattern` …) can still be wrong, and Ajv checks those when it compiles the schema.
+ */
+export function isTypeBoxBuilt(schema: unknown): boolean {
+  if (typeof schema === 'boolean') return true
+  if (typeof schema !== 'object' || schema === null || Array.isArray(schema)) return false
+  if (!Object.hasOwn(schema, '~kind') || Object.hasOwn(schema, '~unsafe')) return false
+  const node = schema as Record<string, unknown>
+  for (const key of ONE_SUBSCHEMA) {
+    const value = node[key]
+    if (value !== undefined && !Array.isArray(value) && !isTypeBoxBuilt(value)) return false
+  }
+  for (const key of SUBSCHEMA_LISTS) {
+    const value = node[key]
+    if (Array.isArray(value) && !value.every(isTypeBoxBuilt)) return false
+  }
+  for (const key of SUBSCHEMA_MAPS) {
+    const value = node[key]
+    if (value === undefined) continue
+    if (typeof value !== 'object' || value === null || !Object.values(value).every(isTypeBoxBuilt))
+      return false
+  }
+  return true
+}
+
 /** A validator that coerces text to the schema's types (`"7"` → 7), as query strings are: for CSV imports. */
 export function createCoercingAjv(): Ajv {
   return addFormats(new Ajv({ ...base, coerceTypes: true }))
