@@ -200,6 +200,12 @@ port.postMessage({
   origin,
   ms: Math.round(performance.now() - started),
 } satisfies EmbeddedWorkerMessage)
+// A session's first statement costs 20-50 ms more than the next ones on a 2-core machine (its first
+// run through the query path; no array-type query warmed it, above). The main thread is often still
+// building the server when this thread is ready, so that cost is paid now, while nobody waits; a
+// client statement that arrives meanwhile waits for it, which is what it would have cost itself.
+// Harmless inside a client's transaction too, and a failure changes nothing.
+void db.exec('select 1').catch(() => {})
 
 port.on('message', (message: { type?: string; id?: number }) => {
   if (message?.type === 'queue-stats') {
