@@ -26,8 +26,9 @@ if (major < 24) {
     )
     process.exit(1)
   }
+  // The IPC channel is a lifeline: the command stops when this process ends, however it ends.
   const child = spawn(local, [fileURLToPath(import.meta.url), ...process.argv.slice(2)], {
-    stdio: 'inherit',
+    stdio: ['inherit', 'inherit', 'inherit', 'ipc'],
     env: { ...process.env, [RELAY_ENV]: '1' },
   })
   // A signal sent to this process alone (a supervisor's SIGTERM) reaches the command too; one sent
@@ -40,6 +41,14 @@ if (major < 24) {
   // This process ends as the command did: its exit code, or 128 + the signal that ended it.
   child.on('exit', (code, signal) => process.exit(code ?? 128 + (constants.signals[signal] ?? 0)))
 } else {
+  // Re-run by an older Node (above): the channel's far end closes when that process ends, a kill -9
+  // included, which no signal relays. The command then stops as if it had been sent SIGTERM (the
+  // server gracefully) instead of living on without the process its supervisor watches. Unref'd,
+  // so that the channel alone keeps nothing running.
+  if (process.env[RELAY_ENV] === '1' && process.channel) {
+    process.channel.unref()
+    process.once('disconnect', () => process.kill(process.pid, 'SIGTERM'))
+  }
   // Compiled (and type-stripped) modules cached on disk: see src/main.ts. Unlike `node src/main.ts`,
   // this entry is JavaScript, so not even the first file needs Node's TypeScript stripper (~25 ms to
   // load at every start). Worker threads and child processes use the cache only when

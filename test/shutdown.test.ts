@@ -24,6 +24,15 @@ const OLD_NODE_PROBLEM = (() => {
 })()
 
 /** Whether a process of this id exists (signal 0 checks without sending anything). */
+/** Exited but not yet reaped by its parent (Linux: state Z in /proc). */
+function isZombie(pid: number): boolean {
+  try {
+    return /^\d+ \(.*\) Z /.test(readFileSync(`/proc/${pid}/stat`, 'utf8'))
+  } catch {
+    return false
+  }
+}
+
 function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0)
@@ -361,6 +370,21 @@ describe('graceful shutdown', { concurrency: true }, () => {
       assert.equal(child.lines().filter((l) => l.msg === 'signal received, shutting down').length, 1)
       assert.ok(has(child, 'shutdown complete'), 'no "shutdown complete" line')
       assert.equal(existsSync(join(dataDir, 'plinth.lock')), false, 'the lock outlived a clean exit')
+    })
+
+    it('started by an older Node: a kill -9 of the `plinth` process still stops the server it re-ran, gracefully', {
+      skip: OLD_NODE_PROBLEM,
+    }, async () => {
+      const { child, dataDir } = await relayed()
+      const server = Number(readFileSync(join(dataDir, 'plinth.lock'), 'utf8').trim())
+      assert.notEqual(server, child.proc.pid)
+      child.proc.kill('SIGKILL')
+      assert.deepEqual(await child.exit(20_000), { code: null, signal: 'SIGKILL' })
+      // No signal reaches the server: its end of the IPC channel closes, and it shuts down.
+      // Orphaned, it is reaped by whoever adopts it (init, or not at all in some containers): a
+      // zombie counts as exited.
+      await waitFor('the server to exit', () => !isAlive(server) || isZombie(server), 20_000)
+      assert.equal(existsSync(join(dataDir, 'plinth.lock')), false, 'the server did not exit cleanly')
     })
 
     it('started by an older Node: Ctrl-C (SIGINT to the process group, so twice to the server) is one signal', {
