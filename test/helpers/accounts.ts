@@ -147,9 +147,6 @@ export async function enrolTotp(
   /** The server's clock (`ctx.now`) when the test moves it. */
   now: () => number = Date.now,
 ): Promise<{ secret: string; recoveryCodes: string[]; session: Session }> {
-  // The previous step's code stops working when the next step begins: keep clear of that edge.
-  const intoStep = now() % 30_000
-  if (intoStep > 28_000) await sleep(30_000 - intoStep + 50)
   const start = await app.inject({
     method: 'POST',
     url: '/api/v1/me/mfa/totp',
@@ -157,6 +154,10 @@ export async function enrolTotp(
   })
   assert.equal(start.statusCode, 200, start.body)
   const { secret } = start.json() as { secret: string }
+  // The previous step's code stops working when the next step begins: the confirmation (the code
+  // is computed as it is sent) keeps clear of that edge.
+  const intoStep = now() % 30_000
+  if (intoStep > 28_000) await sleep(30_000 - intoStep + 50)
   const confirm = await app.inject({
     method: 'POST',
     url: '/api/v1/me/mfa/totp/confirm',

@@ -92,13 +92,14 @@ export async function buildPerson(plinth: TestPlinth, admin: Session, label = 'p
   const userId = me.user.id as string
 
   // A second factor with recovery codes (enrolment rotates the session).
-  await clearOfStepEdge()
   const start = ok(
     await send({ method: 'POST', url: '/api/v1/me/mfa/totp', token: signedUp.token }),
     200,
     'enrol',
   )
   const totpSecret = start.secret as string
+  // A step-old code, computed as it is sent: clear of the step's edge just before.
+  await clearOfStepEdge()
   const confirmed = ok(
     await send({
       method: 'POST',
