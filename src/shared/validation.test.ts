@@ -104,6 +104,9 @@ describe('isTypeBoxBuilt', () => {
     )
     assert.equal(isTypeBoxBuilt(built), true)
     assert.equal(isTypeBoxBuilt(true), true)
+    // TypeBox shares a node used twice: no cycle.
+    const id = Type.String()
+    assert.equal(isTypeBoxBuilt(Type.Object({ a: id, b: Type.Array(id) })), true)
   })
 
   it('is false for a hand-written node or a Type.Unsafe anywhere, and for what is no schema', () => {
@@ -119,5 +122,9 @@ describe('isTypeBoxBuilt', () => {
     Object.assign(badMap, { properties: 'oops' })
     assert.equal(isTypeBoxBuilt(badMap), false)
     for (const x of [null, undefined, 'string', 7, []]) assert.equal(isTypeBoxBuilt(x), false)
+    // A node that contains itself ends the walk (and is left to Ajv), rather than the stack.
+    const cyclic = Type.Object({ a: Type.String() })
+    Object.assign(cyclic.properties, { self: cyclic })
+    assert.equal(isTypeBoxBuilt(cyclic), false)
   })
 })

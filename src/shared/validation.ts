@@ -68,26 +68,34 @@ const SUBSCHEMA_MAPS = ['properties', 'patternProperties', '$defs', 'definitions
  * Such a schema has JSON Schema's structure by construction; only the values of its options
  * (`minLength`, `pattern` …) can still be wrong, and Ajv checks those when it compiles the schema.
  */
-export function isTypeBoxBuilt(schema: unknown): boolean {
+export function isTypeBoxBuilt(schema: unknown, ancestors = new Set<object>()): boolean {
   if (typeof schema === 'boolean') return true
   if (typeof schema !== 'object' || schema === null || Array.isArray(schema)) return false
   if (!Object.hasOwn(schema, '~kind') || Object.hasOwn(schema, '~unsafe')) return false
-  const node = schema as Record<string, unknown>
-  for (const key of ONE_SUBSCHEMA) {
-    const value = node[key]
-    if (value !== undefined && !Array.isArray(value) && !isTypeBoxBuilt(value)) return false
+  // A schema that contains itself is no JSON Schema TypeBox builds: Ajv has the last word. (One
+  // node used in several places, as TypeBox shares them, is no cycle.)
+  if (ancestors.has(schema)) return false
+  ancestors.add(schema)
+  try {
+    const node = schema as Record<string, unknown>
+    const built = (value: unknown) => isTypeBoxBuilt(value, ancestors)
+    for (const key of ONE_SUBSCHEMA) {
+      const value = node[key]
+      if (value !== undefined && !Array.isArray(value) && !built(value)) return false
+    }
+    for (const key of SUBSCHEMA_LISTS) {
+      const value = node[key]
+      if (Array.isArray(value) && !value.every(built)) return false
+    }
+    for (const key of SUBSCHEMA_MAPS) {
+      const value = node[key]
+      if (value === undefined) continue
+      if (typeof value !== 'object' || value === null || !Object.values(value).every(built)) return false
+    }
+    return true
+  } finally {
+    ancestors.delete(schema)
   }
-  for (const key of SUBSCHEMA_LISTS) {
-    const value = node[key]
-    if (Array.isArray(value) && !value.every(isTypeBoxBuilt)) return false
-  }
-  for (const key of SUBSCHEMA_MAPS) {
-    const value = node[key]
-    if (value === undefined) continue
-    if (typeof value !== 'object' || value === null || !Object.values(value).every(isTypeBoxBuilt))
-      return false
-  }
-  return true
 }
 
 /** A validator that coerces text to the schema's types (`"7"` → 7), as query strings are: for CSV imports. */
