@@ -25,8 +25,8 @@ Starts \`plinth start\` on an empty data directory, then again on the same one, 
 (default 3), timing each until /ready answers 200; prints min/median/max beside a bare Node start
 and a bare PGlite initdb measured in the same run. Targets: empty < 2000 ms, existing < 1000 ms.
 --compare DIR also starts the checkout in DIR (another worktree of this repository, e.g. the
-commit before a change) the same way in every round, alternating with this one: a before/after in
-one run.`
+commit before a change) the same way in every round, the two taking turns at going first: a
+before/after in one run.`
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 const DEADLINE_MS = 120_000
@@ -177,23 +177,35 @@ async function main(): Promise<number> {
     figures.import.push(await timeProcess(importApp))
     figures.importBundle.push(await timeProcess(importBundled))
     figures.pglite.push(await timeProcess(pgliteInit))
-    for (const cached of [false, true]) {
+    /** An empty start then a restart of `checkout` on a new directory, removed afterwards. */
+    const pair = async (env: Record<string, string>, checkout?: string) => {
       const dir = mkdtempSync(join(tmpdir(), 'plinth-cold-'))
       try {
-        figures[cached ? 'empty' : 'emptyNoCache'].push(await timeStart(dir, cached ? {} : noCache))
-        figures[cached ? 'existing' : 'existingNoCache'].push(await timeStart(dir, cached ? {} : noCache))
+        return [await timeStart(dir, env, checkout), await timeStart(dir, env, checkout)] as const
       } finally {
         rmSync(dir, { recursive: true, force: true })
       }
     }
+    const [emptyNoCache, existingNoCache] = await pair(noCache)
+    figures.emptyNoCache.push(emptyNoCache)
+    figures.existingNoCache.push(existingNoCache)
+    // With --compare, the two checkouts take turns at going first: the first empty start of a
+    // round follows a removed data directory, which makes creating files slower on some file
+    // systems, so a fixed order would favour the same checkout in every round.
+    const ours = async () => {
+      const [empty, existing] = await pair({})
+      figures.empty.push(empty)
+      figures.existing.push(existing)
+    }
+    const theirs = async (checkout: string) => {
+      const [empty, existing] = await pair({}, checkout)
+      base.empty.push(empty)
+      base.existing.push(existing)
+    }
+    if (compare && r % 2 === 0) await theirs(compare)
+    await ours()
+    if (compare && r % 2 === 1) await theirs(compare)
     if (compare) {
-      const dir = mkdtempSync(join(tmpdir(), 'plinth-cold-'))
-      try {
-        base.empty.push(await timeStart(dir, {}, compare))
-        base.existing.push(await timeStart(dir, {}, compare))
-      } finally {
-        rmSync(dir, { recursive: true, force: true })
-      }
       console.log(
         `round ${r}/${rounds}  compared (${compare}): empty ${num(Math.round(base.empty.at(-1)!))} ms  existing ${num(Math.round(base.existing.at(-1)!))} ms`,
       )
