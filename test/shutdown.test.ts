@@ -317,7 +317,8 @@ describe('graceful shutdown', { concurrency: true }, () => {
     /**
      * `plinth start` started by an older Node, which re-runs itself on Node 24 and relays its
      * signals (bin/plinth.js), on a new data directory; resolves once it listens. Detached: its
-     * process group is its own, as a terminal's foreground job's would be.
+     * process group is its own, as a terminal's foreground job's would be. `server` is the re-run's
+     * pid (from the data directory's lock), never the process spawned here.
      */
     const relayed = async () => {
       const dataDir = mkdtempSync(join(tmpdir(), 'plinth-relay-'))
@@ -328,7 +329,9 @@ describe('graceful shutdown', { concurrency: true }, () => {
         { node: OLD_NODE, detached: true },
       )
       await listening(child)
-      return { child, dataDir }
+      const server = Number(readFileSync(join(dataDir, 'plinth.lock'), 'utf8').trim())
+      assert.notEqual(server, child.proc.pid)
+      return { child, dataDir, server }
     }
     const listening = async (c: Child) => String((await c.line((l) => l.msg === 'plinth listening')).address)
     const has = (c: Child, msg: string) => c.lines().some((l) => l.msg === msg)
@@ -360,10 +363,7 @@ describe('graceful shutdown', { concurrency: true }, () => {
     it('started by an older Node: a SIGTERM to the `plinth` process stops the server it re-ran, gracefully', {
       skip: OLD_NODE_PROBLEM,
     }, async () => {
-      const { child, dataDir } = await relayed()
-      // The server is the re-run (Node 24), not the process spawned here.
-      const server = Number(readFileSync(join(dataDir, 'plinth.lock'), 'utf8').trim())
-      assert.notEqual(server, child.proc.pid)
+      const { child, dataDir, server } = await relayed()
       child.proc.kill('SIGTERM')
       assert.deepEqual(await child.exit(20_000), { code: 0, signal: null })
       assert.equal(isAlive(server), false, 'the server outlived the plinth process')
@@ -375,9 +375,7 @@ describe('graceful shutdown', { concurrency: true }, () => {
     it('started by an older Node: a kill -9 of the `plinth` process still stops the server it re-ran, gracefully', {
       skip: OLD_NODE_PROBLEM,
     }, async () => {
-      const { child, dataDir } = await relayed()
-      const server = Number(readFileSync(join(dataDir, 'plinth.lock'), 'utf8').trim())
-      assert.notEqual(server, child.proc.pid)
+      const { child, dataDir, server } = await relayed()
       child.proc.kill('SIGKILL')
       assert.deepEqual(await child.exit(20_000), { code: null, signal: 'SIGKILL' })
       // No signal reaches the server: its end of the IPC channel closes, and it shuts down.

@@ -67,6 +67,8 @@ const SUBSCHEMA_MAPS = ['properties', 'patternProperties', '$defs', 'definitions
  * …; they mark each node with a hidden `~kind`), with no `Type.Unsafe` and no hand-written part.
  * Such a schema has JSON Schema's structure by construction; only the values of its options
  * (`minLength`, `pattern` …) can still be wrong, and Ajv checks those when it compiles the schema.
+ * Should a TypeBox release stop marking its nodes this way, every schema answers false and is
+ * checked against the meta-schema, as any hand-written one: slower, never laxer.
  */
 export function isTypeBoxBuilt(schema: unknown, ancestors = new Set<object>()): boolean {
   if (typeof schema === 'boolean') return true

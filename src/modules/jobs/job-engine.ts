@@ -213,10 +213,10 @@ export function createJobEngine(deps: {
       // 0033). Any other schema is checked against the meta-schema now. Compiling every job type's
       // validator at boot cost ~200 ms of a start (decision 0034), the meta-schema alone 70-120 ms.
       const payload = definition.payload as object
+      const invalidSchema = (detail: string) =>
+        new Error(`Job type "${definition.name}" has an invalid payload schema: ${detail}`)
       if (!isTypeBoxBuilt(payload) && !ajv().validateSchema(payload))
-        throw new Error(
-          `Job type "${definition.name}" has an invalid payload schema: ${ajv().errorsText(ajv().errors)}`,
-        )
+        throw invalidSchema(ajv().errorsText(ajv().errors))
       let validate: Registered['validate'] | undefined
       let invalid: Error | undefined
       registry.set(definition.name, {
@@ -232,9 +232,7 @@ export function createJobEngine(deps: {
             try {
               validate = ajv().compile(payload)
             } catch (err) {
-              invalid = new Error(
-                `Job type "${definition.name}" has an invalid payload schema: ${(err as Error).message}`,
-              )
+              invalid = invalidSchema((err as Error).message)
               throw invalid
             }
           }
