@@ -10,6 +10,9 @@
  *
  * Usage: node bench/http/run.ts [--duration <s>] [--rounds <n>] [--part hot|users|all]
  */
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
+import { once } from 'node:events'
+import { mkdirSync, rmSync } from 'node:fs'
 import { cpus, loadavg } from 'node:os'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -17,6 +20,7 @@ import { isInterrupted, processCpuMs, runBenchmark, startServer, stopServer } fr
 import { aggregate, load, median, round, type Sample, warmUp } from '../lib/load.ts'
 import { DURATION, parseOptions, ROUNDS, UsageError } from '../lib/options.ts'
 import { header, num, roundLine, sampleRow } from '../lib/table.ts'
+import { attributePerfData, attributionLines } from './perf.ts'
 import type { ServerKind } from './server.ts'
 import {
   CAPACITY_SECONDS,
@@ -46,6 +50,13 @@ const BEFORE_TREE = process.env.BENCH_HTTP_BEFORE
  * `--cpu-prof` and write their profiles to that directory; bench/http/profile.ts reads them.
  */
 const CPU_PROF_DIR = process.env.BENCH_HTTP_CPU_PROF
+/**
+ * `BENCH_HTTP_PERF=<dir>`: each measured run of the hot part is recorded by Linux `perf` (the
+ * server's main thread, kernel stacks included; the children run with `--perf-basic-prof` so that
+ * JavaScript frames have names) into `<dir>/<kind>-<round>.data`, and the round prints where that
+ * thread's CPU went per request (bench/http/perf.ts).
+ */
+const PERF_DIR = process.env.BENCH_HTTP_PERF
 /** `BENCH_HTTP_THREADS=on`: each hot round also prints the server's CPU per request by thread. */
 const BY_THREAD = process.env.BENCH_HTTP_THREADS === 'on'
 /**
@@ -88,14 +99,47 @@ function takePart(argv: string[]): { part: Part; rest: string[] } {
 async function startKind(kind: HotKind) {
   const file = kind === 'before' ? join(resolve(BEFORE_TREE!), 'bench/http/server.ts') : SERVER_FILE
   const nodeOptions = process.env.NODE_OPTIONS
-  if (CPU_PROF_DIR)
-    process.env.NODE_OPTIONS =
-      `${nodeOptions ?? ''} --cpu-prof --cpu-prof-dir=${resolve(CPU_PROF_DIR)}`.trim()
+  const extra = [
+    ...(CPU_PROF_DIR ? [`--cpu-prof --cpu-prof-dir=${resolve(CPU_PROF_DIR)}`] : []),
+    ...(PERF_DIR ? ['--perf-basic-prof'] : []),
+  ]
+  if (extra.length > 0) process.env.NODE_OPTIONS = [nodeOptions ?? '', ...extra].join(' ').trim()
   try {
     return await startServer(file, [kind === 'before' ? 'plinth' : kind], `the ${kind} server`)
   } finally {
     if (nodeOptions === undefined) delete process.env.NODE_OPTIONS
     else process.env.NODE_OPTIONS = nodeOptions
+  }
+}
+
+/** `perf record` of `pid`'s main thread for `seconds`, into `file` (BENCH_HTTP_PERF). */
+function recordPerf(pid: number, seconds: number, file: string): ChildProcess {
+  return spawn(
+    'perf',
+    [
+      'record',
+      '--quiet',
+      '-e',
+      'cpu-clock',
+      '-g',
+      '-t',
+      String(pid),
+      '-o',
+      file,
+      '--',
+      'sleep',
+      String(seconds),
+    ],
+    { stdio: ['ignore', 'ignore', 'inherit'] },
+  )
+}
+
+/** Fails early, with what to do, when BENCH_HTTP_PERF is set and `perf` cannot run. */
+function checkPerf(): void {
+  try {
+    execFileSync('perf', ['--version'], { stdio: 'ignore' })
+  } catch {
+    throw new UsageError('BENCH_HTTP_PERF needs Linux perf on the PATH (Debian: apt-get install linux-perf)')
   }
 }
 
@@ -169,6 +213,10 @@ async function hotPart(
   rounds: number,
   problems: string[],
 ): Promise<Record<string, unknown> | 130> {
+  if (PERF_DIR) {
+    checkPerf()
+    mkdirSync(resolve(PERF_DIR), { recursive: true })
+  }
   const cpuList = cpus()
   const seconds = rounds * KINDS.length * (duration + WARMUP_SECONDS)
   console.log(
@@ -205,10 +253,18 @@ async function hotPart(
         )
         const cpuBefore = processCpuMs(server.pid)
         const threadsBefore = BY_THREAD ? threadCpuMs(server.pid) : undefined
+        const perfFile = PERF_DIR && server.pid ? join(resolve(PERF_DIR), `${kind}-${r}.data`) : undefined
+        const perf = perfFile ? recordPerf(server.pid!, duration, perfFile) : undefined
         const sample = await load({ url: url(server.ready.port) }, CONNECTIONS, duration, FIXED_RATE)
         const cpuAfter = processCpuMs(server.pid)
+        if (perf && perf.exitCode === null) await once(perf, 'exit')
         if (threadsBefore)
           console.log(`  ${kind} server CPU by thread: ${usByThread(threadsBefore, server.pid, sample)}`)
+        if (perfFile) {
+          console.log(`  ${kind} server, perf (${perfFile}):`)
+          for (const line of attributionLines(attributePerfData(perfFile), sample.count, 12))
+            console.log(line)
+        }
         if (isInterrupted()) return 130
         samples[kind].push(sample)
         const us =
@@ -221,6 +277,8 @@ async function hotPart(
         )
       } finally {
         await stopServer(server, kind, problems)
+        // The JavaScript symbol map --perf-basic-prof wrote for this child (perf script has read it).
+        if (PERF_DIR && server.pid) rmSync(`/tmp/perf-${server.pid}.map`, { force: true })
       }
     }
   }
