@@ -15,6 +15,8 @@
  * Usage: node bench/http/perf.ts <perf.data> [--requests <n>] [--top <n>]
  */
 import { execFileSync } from 'node:child_process'
+import { copyFileSync, existsSync, readdirSync, rmSync } from 'node:fs'
+import { basename, dirname, join } from 'node:path'
 import { parseArgs } from 'node:util'
 
 export interface Attribution {
@@ -93,14 +95,45 @@ export function attributePerfScript(text: string): Attribution {
   return { totalNs, parts: [...parts].sort((a, b) => b[1] - a[1]) }
 }
 
-/** Reads `perf.data` with `perf script` and attributes it. */
+/** The map `node --perf-basic-prof` wrote for process `pid`, where `perf script` looks for it. */
+const mapOf = (pid: number | string) => `/tmp/perf-${pid}.map`
+
+/**
+ * Moves process `pid`'s symbol map (gone with its process: /tmp is shared) to `<stem>.perf-<pid>.map`,
+ * beside its recording `<stem>.data`, so that the recording can be read again later.
+ */
+export function keepPerfMap(pid: number, stem: string): void {
+  if (!existsSync(mapOf(pid))) return
+  // Copied, not renamed: the directory may be on another file system than /tmp.
+  copyFileSync(mapOf(pid), `${stem}.perf-${pid}.map`)
+  rmSync(mapOf(pid), { force: true })
+}
+
+/**
+ * Reads `perf.data` with `perf script` and attributes it. A map kept beside it (`keepPerfMap`) is put
+ * back in /tmp for the read when its process's own is gone, so JavaScript frames keep their names.
+ */
 export function attributePerfData(file: string): Attribution {
-  const text = execFileSync('perf', ['script', '-i', file], {
-    encoding: 'utf8',
-    maxBuffer: 1 << 30,
-    stdio: ['ignore', 'pipe', 'ignore'],
-  })
-  return attributePerfScript(text)
+  const stem = basename(file).replace(/\.data$/, '')
+  const kept = readdirSync(dirname(file) || '.')
+    .map((name) => ({
+      name,
+      pid: name.startsWith(`${stem}.perf-`)
+        ? /^\.perf-(\d+)\.map$/.exec(name.slice(stem.length))?.[1]
+        : undefined,
+    }))
+    .filter((m): m is { name: string; pid: string } => m.pid !== undefined && !existsSync(mapOf(m.pid)))
+  for (const m of kept) copyFileSync(join(dirname(file), m.name), mapOf(m.pid))
+  try {
+    const text = execFileSync('perf', ['script', '-i', file], {
+      encoding: 'utf8',
+      maxBuffer: 1 << 30,
+      stdio: ['ignore', 'pipe', 'ignore'],
+    })
+    return attributePerfScript(text)
+  } finally {
+    for (const m of kept) rmSync(mapOf(m.pid), { force: true })
+  }
 }
 
 /** Lines of `attribution` per request (µs) and as shares, the `top` heaviest parts. */

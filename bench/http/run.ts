@@ -12,7 +12,7 @@
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { mkdirSync, rmSync } from 'node:fs'
+import { mkdirSync } from 'node:fs'
 import { cpus, loadavg } from 'node:os'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -20,7 +20,7 @@ import { isInterrupted, processCpuMs, runBenchmark, startServer, stopServer } fr
 import { aggregate, load, median, round, type Sample, warmUp } from '../lib/load.ts'
 import { DURATION, parseOptions, ROUNDS, UsageError } from '../lib/options.ts'
 import { header, num, roundLine, sampleRow } from '../lib/table.ts'
-import { attributePerfData, attributionLines } from './perf.ts'
+import { attributePerfData, attributionLines, keepPerfMap } from './perf.ts'
 import type { ServerKind } from './server.ts'
 import {
   CAPACITY_SECONDS,
@@ -277,8 +277,9 @@ async function hotPart(
         )
       } finally {
         await stopServer(server, kind, problems)
-        // The JavaScript symbol map --perf-basic-prof wrote for this child (perf script has read it).
-        if (PERF_DIR && server.pid) rmSync(`/tmp/perf-${server.pid}.map`, { force: true })
+        // The JavaScript symbol map --perf-basic-prof wrote for this child, kept beside its
+        // recording (bench/http/perf.ts puts it back to read the recording again).
+        if (PERF_DIR && server.pid) keepPerfMap(server.pid, join(resolve(PERF_DIR), `${kind}-${r}`))
       }
     }
   }
