@@ -124,6 +124,29 @@ describe('createLogger', () => {
     assert.equal(line.user.password, '[redacted]')
     assert.doesNotMatch(lines[0]!, /abc|sid=1|"pw"/)
   })
+
+  it("redacts a child logger's bindings as its lines, at any depth of children", () => {
+    const lines: string[] = []
+    const stream = new Writable({
+      write(chunk, _e, done) {
+        lines.push(String(chunk))
+        done()
+      },
+    })
+    const log = createLogger({ env: 'test', logLevel: 'info', logFormat: 'json' }, stream)
+    const child = log.child({ requestId: 'r-1', token: 'tok-secret', session: { password: 'pw-secret' } })
+    child.info('first')
+    child.child({ tokenId: 't-1' }).child({ apiKey: 'key-secret' }, { level: 'debug' }).debug('second')
+    const [first, second] = lines.map((l) => JSON.parse(l))
+    assert.equal(first.requestId, 'r-1')
+    assert.equal(first.token, '[redacted]')
+    assert.equal(first.session.password, '[redacted]')
+    assert.equal(second.requestId, 'r-1')
+    assert.equal(second.tokenId, 't-1')
+    assert.equal(second.apiKey, '[redacted]')
+    assert.equal(second.level, 'debug')
+    assert.doesNotMatch(lines.join(''), /secret/)
+  })
 })
 
 describe('isoTime', () => {

@@ -364,7 +364,7 @@ export function createLogger(
       : false)
   const stream =
     destination ?? (config.logFormat === 'pretty' ? prettyStream() : undefined) ?? logDestination()
-  return pino(
+  const root = pino(
     {
       level: config.logLevel,
       base: { service: 'plinth', env: config.env },
@@ -378,4 +378,20 @@ export function createLogger(
     },
     stream,
   )
+  // pino applies `formatters.bindings` to the root's own bindings only: a child's are written as
+  // given. Every child descends from this root (a child is an object whose prototype is its parent,
+  // request loggers included), so redacting here covers `log.child({ token })` at any depth.
+  const child = root.child as unknown as (
+    this: Logger,
+    bindings: pino.Bindings,
+    options?: pino.ChildLoggerOptions,
+  ) => Logger
+  Object.defineProperty(root, 'child', {
+    value: function redactedChild(this: Logger, bindings: pino.Bindings, options?: pino.ChildLoggerOptions) {
+      return child.call(this, redactDeep(bindings), options)
+    },
+    writable: true,
+    configurable: true,
+  })
+  return root
 }
