@@ -125,6 +125,41 @@ describe('createLogger', () => {
     assert.doesNotMatch(lines[0]!, /abc|sid=1|"pw"/)
   })
 
+  it("redacts an error's own fields and keeps its class, message, stack and cause", () => {
+    const lines: string[] = []
+    const stream = new Writable({
+      write(chunk, _e, done) {
+        lines.push(String(chunk))
+        done()
+      },
+    })
+    const log = createLogger({ env: 'test', logLevel: 'info', logFormat: 'json' }, stream)
+    class UpstreamError extends Error {}
+    const cause = new Error('socket hang up')
+    const err = Object.assign(new UpstreamError('upstream refused', { cause }), {
+      status: 502,
+      token: 'tok-secret',
+      request: { url: '/v1/x', headers: { authorization: 'Bearer auth-secret', accept: 'json' } },
+    })
+    log.error({ err }, 'call failed')
+    log.error(err, 'call failed again')
+    const plain = new Error('nothing to hide')
+    assert.equal(redactDeep({ err: plain }).err, plain, 'an error with nothing to hide is not copied')
+    for (const line of lines.map((l) => JSON.parse(l))) {
+      assert.equal(line.err.type, 'UpstreamError')
+      assert.equal(line.err.message, 'upstream refused: socket hang up')
+      assert.match(line.err.stack, /^Error: upstream refused\n\s+at .*logger\.test\.ts/)
+      assert.match(line.err.stack, /\ncaused by: Error: socket hang up\n/)
+      assert.equal(line.err.status, 502)
+      assert.equal(line.err.token, '[redacted]')
+      assert.equal(line.err.request.headers.authorization, '[redacted]')
+      assert.equal(line.err.request.headers.accept, 'json')
+    }
+    assert.equal(lines.length, 2)
+    assert.doesNotMatch(lines.join(''), /secret/)
+    assert.equal(err.token, 'tok-secret', 'the error itself is left as it was')
+  })
+
   it("redacts a child logger's bindings as its lines, at any depth of children", () => {
     const lines: string[] = []
     const stream = new Writable({

@@ -53,11 +53,32 @@ function redactArray(
   return copy ?? value
 }
 
+const copyObject = (value: object): object => ({ ...value })
+/**
+ * The same error for pino's serializer (its class, message, stack and cause), its fields copied. The
+ * stack is read, not copied: V8 keeps it behind an accessor that answers only for the original.
+ */
+function copyError(error: object): object {
+  const copy = Object.create(Object.getPrototypeOf(error), Object.getOwnPropertyDescriptors(error))
+  Object.defineProperty(copy, 'stack', { value: (error as Error).stack, writable: true, configurable: true })
+  return copy
+}
+
 function redactValue(value: unknown, depth: number, inBody: boolean): unknown {
-  if (value === null || typeof value !== 'object' || value instanceof Error || value instanceof Date)
-    return value
+  if (value === null || typeof value !== 'object' || value instanceof Date) return value
   if (depth > MAX_DEPTH) return '[truncated]'
   if (Array.isArray(value)) return redactArray(value, depth, inBody)
+  // pino writes an error's enumerable fields beside its message and stack (a client library's
+  // `request.headers.authorization`, a module's own `token`): they are redacted like any others.
+  return redactFields(value, depth, inBody, value instanceof Error ? copyError : copyObject)
+}
+
+function redactFields(
+  value: object,
+  depth: number,
+  inBody: boolean,
+  copyOf: (value: object) => object,
+): object {
   let copy: Record<string, unknown> | undefined
   for (const key in value) {
     const current = (value as Record<string, unknown>)[key]
@@ -67,7 +88,7 @@ function redactValue(value: unknown, depth: number, inBody: boolean): unknown {
         ? REDACTED
         : redactValue(current, depth + 1, inBody || verdict === 3)
     if (next !== current) {
-      copy ??= { ...(value as Record<string, unknown>) }
+      copy ??= copyOf(value) as Record<string, unknown>
       copy[key] = next
     }
   }
