@@ -74,11 +74,19 @@ describe('mail without a category, and bodies of the wrong type', () => {
     assert.equal(row.category, null)
   })
 
-  it('refuses an HTML body or a text body that is not a string, recording nothing', async () => {
+  it('refuses an HTML body or a text body that is not a string, or secrets that are not non-empty strings, recording nothing', async () => {
     const { mailer } = mailerWith({})
     const count = async () => (await plinth.db.kysely.selectFrom('mail_outbox').select('id').execute()).length
     const before = await count()
-    for (const over of [{ html: 42 }, { text: undefined }, { to: 7 }, { subject: 'x'.repeat(501) }]) {
+    for (const over of [
+      { html: 42 },
+      { text: undefined },
+      { to: 7 },
+      { subject: 'x'.repeat(501) },
+      { secrets: 'tok' },
+      { secrets: [''] },
+      { secrets: ['tok', 3] },
+    ]) {
       await assert.rejects(mailer.send(message(over as unknown as Partial<MailMessage>)), (err: unknown) => {
         assert.ok(isPlinthError(err))
         assert.equal(err.code, 'PLINTH_MAIL_INVALID')
@@ -108,5 +116,58 @@ describe('mail without a category, and bodies of the wrong type', () => {
     } finally {
       await mailer.close()
     }
+  })
+
+  // The link's secret is stored only as a hash; the outbox copy must not hold a link that works.
+  describe('the secrets of single-use links', () => {
+    const secret = 'reset+K7/secret=' // changes when URL-encoded
+    const plinthShaped = `pli_${'Ab9_-'.repeat(8)}xyz` // a Plinth secret nobody declared
+    const withSecrets = message({
+      text: `Reset at https://plinth.test/r?token=${encodeURIComponent(secret)} or paste ${secret}; token ${plinthShaped}`,
+      html: `<a href="https://plinth.test/r?token=${encodeURIComponent(secret)}">${secret}</a>`,
+      secrets: [secret],
+    })
+
+    it('are sent whole but masked in the outbox copy, as written and URL-encoded', async () => {
+      const smtp = await startSmtp({ user: USER, password: PASSWORD })
+      const { mailer } = mailerWith({ SMTP_URL: smtp.url })
+      try {
+        const receipt = await mailer.send(withSecrets)
+        assert.equal(receipt.delivered, 'smtp')
+        const sent = smtp.received.at(-1)!.body
+        assert.ok(sent.includes(plinthShaped), 'the mail itself keeps the link')
+        const row = await outboxRow(receipt.id)
+        assert.equal(row.status, 'sent')
+        for (const body of [row.text_body, row.html_body ?? '']) {
+          assert.ok(!body.includes(secret) && !body.includes(encodeURIComponent(secret)), body)
+          assert.ok(!body.includes(plinthShaped), body)
+          assert.match(body, /\[link secret removed\]/)
+        }
+        assert.equal(
+          row.text_body,
+          'Reset at https://plinth.test/r?token=[link secret removed] or paste [link secret removed]; token [link secret removed]',
+        )
+      } finally {
+        await mailer.close()
+        await smtp.close()
+      }
+    })
+
+    it('are masked in production without SMTP_URL too, and kept whole only in a message captured for a developer', async () => {
+      const production = mailerWith({}, { env: 'production' })
+      await assert.rejects(production.mailer.send(withSecrets))
+      const failed = production.logs.lines().find((l) => l.msg === 'mail delivery failed')
+      const stored = await outboxRow(failed?.mailId as string)
+      assert.equal(stored.status, 'failed')
+      assert.ok(!stored.text_body.includes(secret) && !stored.text_body.includes(plinthShaped))
+
+      const local = mailerWith({})
+      const captured = await local.mailer.send(withSecrets)
+      assert.equal(captured.delivered, 'outbox')
+      const row = await outboxRow(captured.id)
+      assert.equal(row.status, 'logged')
+      assert.equal(row.text_body, withSecrets.text)
+      assert.equal(row.html_body, withSecrets.html)
+    })
   })
 })

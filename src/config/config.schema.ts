@@ -447,7 +447,7 @@ export const configSchema = {
       env: 'PLINTH_MAIL_RETENTION',
       default: 30 * 86_400_000,
       defaultDoc: '`30d`',
-      doc: 'How long e-mail recorded in `mail_outbox` (bodies included, which may hold single-use links) is kept before the retention job deletes it, whatever its status. At least 1h.',
+      doc: 'How long e-mail recorded in `mail_outbox` (bodies included; the secrets of single-use links are masked in them, except in messages captured for a developer without `SMTP_URL`) is kept before the retention job deletes it, whatever its status. At least 1h.',
     }),
   ),
 

@@ -13,6 +13,13 @@ export interface MailMessage {
   readonly html?: string
   /** What the message is for (`password-reset`, `invite`…): stored and logged, unlike the body. */
   readonly category?: string
+  /**
+   * Values in the bodies that must not be kept: the secret of a single-use link, say. The copy in
+   * `mail_outbox` shows each (as written, and URL-encoded) as `[link secret removed]`, as it does
+   * anything shaped like Plinth's own single-use secrets; only a message captured for a developer
+   * (no `SMTP_URL`, development and test) keeps them. Each must be a non-empty string.
+   */
+  readonly secrets?: readonly string[]
 }
 
 export interface MailReceipt {

@@ -75,9 +75,9 @@ export function createAccountService(deps: {
   }
 
   /** Sends in the background: the answer must not wait on (or reveal) mail delivery. */
-  function sendLater(to: string, subject: string, text: string, category: string): void {
+  function sendLater(to: string, subject: string, text: string, category: string, secret: string): void {
     deps.mailer
-      .send({ to, subject, text, category })
+      .send({ to, subject, text, category, secrets: [secret] })
       .catch((err: unknown) => log.error({ err, category }, 'mail not sent'))
   }
 
@@ -112,6 +112,7 @@ export function createAccountService(deps: {
       'Reset your Plinth password',
       `Someone asked to reset the password of this account.\n\nTo choose a new password, open this link within 30 minutes:\n${link}\n\nIf it was not you, ignore this message: your password stays as it is.\n`,
       'password-reset',
+      secret,
     )
   }
 
@@ -360,6 +361,7 @@ export function createAccountService(deps: {
         'You are invited to Plinth',
         `You have been invited to Plinth as ${input.role}.\n\nCreate your account within 7 days:\n${link}\n`,
         'invite',
+        secret,
       )
       return { id: row.id, expiresAt }
     },

@@ -6,6 +6,7 @@ import type { Database } from '../../infra/db/create-db.ts'
 import { RetryDeadlineError, retryWithBackoff } from '../../infra/db/retry.ts'
 import { SpanKind, withSpan } from '../../observability/tracing.ts'
 import { PlinthError } from '../../shared/errors.ts'
+import { MASKED_SECRET, maskSecrets } from './mail.privacy.ts'
 import type { MailStatus } from './mail.tables.ts'
 
 export type { Mailer, MailMessage, MailReceipt } from '../../core/mail.ts'
@@ -36,6 +37,23 @@ function assertMessage(m: MailMessage): void {
     throw invalid('The text body (and the HTML body, when given) must be strings.')
   if (m.category !== undefined && !CATEGORY.test(m.category))
     throw invalid('The category must be lower-case letters, digits and . _ : - (at most 64).')
+  if (
+    m.secrets !== undefined &&
+    (!Array.isArray(m.secrets) || !m.secrets.every((s) => typeof s === 'string' && s !== ''))
+  )
+    throw invalid('The secrets, when given, must be a list of non-empty strings.')
+}
+
+/**
+ * A body as `mail_outbox` keeps it: the message's declared secrets (as written and URL-encoded) and
+ * anything shaped like Plinth's single-use secrets masked. A database reader, or a backup, must not
+ * find there a link that still works: the tokens themselves are stored only as hashes.
+ */
+function storedBody(body: string, secrets: readonly string[] | undefined): string {
+  let kept = body
+  for (const secret of secrets ?? [])
+    kept = kept.replaceAll(secret, MASKED_SECRET).replaceAll(encodeURIComponent(secret), MASKED_SECRET)
+  return maskSecrets(kept) as string
 }
 
 // Codes nodemailer gives to failures that a retry a second later cannot fix. A reply code decides
@@ -83,8 +101,9 @@ class MailDeliveryError extends Error {
 
 /**
  * The mailer modules use to send e-mail. Every message is first recorded in `mail_outbox` with its
- * body (the trail of what went out; bodies may hold single-use links, so retention prunes the
- * table), then:
+ * body (the trail of what went out; retention prunes the table), the secrets of its single-use links
+ * masked (`MailMessage.secrets`, and anything shaped like Plinth's own) unless it is captured for a
+ * developer, then:
  *
  * - with `SMTP_URL`: sent through a pooled nodemailer transport from `PLINTH_MAIL_FROM`. Transient
  *   failures (connection refused or cut, timeouts, 4xx replies) are retried with backoff until
@@ -159,14 +178,16 @@ export function createMailer(deps: { config: MailConfig; logger: Logger; db: Dat
     close: () => void transporter?.then((t) => t.close()),
   }
 
+  /** Records the message; its bodies whole only when it is captured for a developer (`logged`). */
   const record = async (m: MailMessage, status: MailStatus, lastError: string | null = null) => {
+    const whole = status === 'logged'
     const row = await db.kysely
       .insertInto('mail_outbox')
       .values({
         to_address: m.to,
         subject: m.subject,
-        text_body: m.text,
-        html_body: m.html ?? null,
+        text_body: whole ? m.text : storedBody(m.text, m.secrets),
+        html_body: m.html === undefined ? null : whole ? m.html : storedBody(m.html, m.secrets),
         category: m.category ?? null,
         status,
         last_error: lastError,
