@@ -101,16 +101,21 @@ describe('redactDeep', () => {
   })
 })
 
+/** A JSON logger at info whose lines are kept in `lines`, as written. */
+function capturingLogger() {
+  const lines: string[] = []
+  const stream = new Writable({
+    write(chunk, _e, done) {
+      lines.push(String(chunk))
+      done()
+    },
+  })
+  return { lines, log: createLogger({ env: 'test', logLevel: 'info', logFormat: 'json' }, stream) }
+}
+
 describe('createLogger', () => {
   it('writes JSON lines with a string level, ISO time and redacted credentials', () => {
-    const lines: string[] = []
-    const stream = new Writable({
-      write(chunk, _e, done) {
-        lines.push(String(chunk))
-        done()
-      },
-    })
-    const log = createLogger({ env: 'test', logLevel: 'info', logFormat: 'json' }, stream)
+    const { lines, log } = capturingLogger()
     log.info(
       { req: { headers: { authorization: 'Bearer abc', cookie: 'sid=1' } }, user: { password: 'pw' } },
       'hello',
@@ -126,14 +131,7 @@ describe('createLogger', () => {
   })
 
   it("redacts an error's own fields and keeps its class, message, stack and cause", () => {
-    const lines: string[] = []
-    const stream = new Writable({
-      write(chunk, _e, done) {
-        lines.push(String(chunk))
-        done()
-      },
-    })
-    const log = createLogger({ env: 'test', logLevel: 'info', logFormat: 'json' }, stream)
+    const { lines, log } = capturingLogger()
     class UpstreamError extends Error {}
     const cause = new Error('socket hang up')
     const err = Object.assign(new UpstreamError('upstream refused', { cause }), {
@@ -161,14 +159,7 @@ describe('createLogger', () => {
   })
 
   it("redacts a child logger's bindings as its lines, at any depth of children", () => {
-    const lines: string[] = []
-    const stream = new Writable({
-      write(chunk, _e, done) {
-        lines.push(String(chunk))
-        done()
-      },
-    })
-    const log = createLogger({ env: 'test', logLevel: 'info', logFormat: 'json' }, stream)
+    const { lines, log } = capturingLogger()
     const child = log.child({ requestId: 'r-1', token: 'tok-secret', session: { password: 'pw-secret' } })
     child.info('first')
     child.child({ tokenId: 't-1' }).child({ apiKey: 'key-secret' }, { level: 'debug' }).debug('second')
