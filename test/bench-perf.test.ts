@@ -1,6 +1,15 @@
 import assert from 'node:assert/strict'
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { describe, it } from 'node:test'
-import { attributePerfScript, attributionLines, ownerOfFrame, partOfSample } from '../bench/http/perf.ts'
+import {
+  attributePerfScript,
+  attributionLines,
+  ownerOfFrame,
+  partOfSample,
+  removeV8Logs,
+} from '../bench/http/perf.ts'
 
 // bench/http/perf.ts (decision 0049) reads `perf script` output; these samples have its shape: a
 // header line with the period before the event name, then the frames, innermost first.
@@ -83,5 +92,22 @@ describe('bench/http/perf.ts: where perf samples are charged', () => {
     assert.equal(lines[0], '  main thread: 0.00 s of CPU sampled, 12.50 us per request')
     assert.match(lines[1]!, /40\.0 %\s+5\.00 us\/request {2}kernel: socket write/)
     assert.deepEqual(attributionLines({ totalNs: 0, parts: [] }, 10), ['  (no samples)'])
+  })
+
+  it("removes only the given process's V8 code logs", () => {
+    const dir = mkdtempSync(join(tmpdir(), 'bench-perf-'))
+    try {
+      for (const name of [
+        'isolate-0x1-123-v8.log',
+        'isolate-0x7f-123-v8.log',
+        'isolate-0x2-1234-v8.log',
+        'notes.log',
+      ])
+        writeFileSync(join(dir, name), '')
+      removeV8Logs(123, dir)
+      assert.deepEqual(readdirSync(dir).sort(), ['isolate-0x2-1234-v8.log', 'notes.log'])
+    } finally {
+      rmSync(dir, { recursive: true, force: true })
+    }
   })
 })

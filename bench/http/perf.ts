@@ -110,6 +110,16 @@ export function keepPerfMap(pid: number, stem: string): void {
 }
 
 /**
+ * Removes the code log V8 writes beside `--perf-basic-prof` (`isolate-<address>-<pid>-v8.log`, in the
+ * process's working directory `dir`) for process `pid`: the map file has what perf needs.
+ */
+export function removeV8Logs(pid: number, dir = process.cwd()): void {
+  for (const name of readdirSync(dir))
+    if (name.startsWith('isolate-') && name.endsWith(`-${pid}-v8.log`))
+      rmSync(join(dir, name), { force: true })
+}
+
+/**
  * Reads `perf.data` with `perf script` and attributes it. A map kept beside it (`keepPerfMap`) is put
  * back in /tmp for the read when its process's own is gone, so JavaScript frames keep their names.
  */

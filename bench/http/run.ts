@@ -20,7 +20,7 @@ import { isInterrupted, processCpuMs, runBenchmark, startServer, stopServer } fr
 import { aggregate, load, median, round, type Sample, warmUp } from '../lib/load.ts'
 import { DURATION, parseOptions, ROUNDS, UsageError } from '../lib/options.ts'
 import { header, num, roundLine, sampleRow } from '../lib/table.ts'
-import { attributePerfData, attributionLines, keepPerfMap } from './perf.ts'
+import { attributePerfData, attributionLines, keepPerfMap, removeV8Logs } from './perf.ts'
 import type { ServerKind } from './server.ts'
 import {
   CAPACITY_SECONDS,
@@ -279,7 +279,10 @@ async function hotPart(
         await stopServer(server, kind, problems)
         // The JavaScript symbol map --perf-basic-prof wrote for this child, kept beside its
         // recording (bench/http/perf.ts puts it back to read the recording again).
-        if (PERF_DIR && server.pid) keepPerfMap(server.pid, join(resolve(PERF_DIR), `${kind}-${r}`))
+        if (PERF_DIR && server.pid) {
+          keepPerfMap(server.pid, join(resolve(PERF_DIR), `${kind}-${r}`))
+          removeV8Logs(server.pid)
+        }
       }
     }
   }
