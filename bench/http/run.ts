@@ -260,7 +260,10 @@ async function hotPart(
         if (perf && perf.exitCode === null) await once(perf, 'exit')
         if (threadsBefore)
           console.log(`  ${kind} server CPU by thread: ${usByThread(threadsBefore, server.pid, sample)}`)
-        if (perfFile) {
+        if (perfFile && perf?.exitCode !== 0) {
+          // Its own message (no permission: kernel.perf_event_paranoid) is on stderr above.
+          console.log(`  ${kind} server, perf: no recording (perf record exited ${perf?.exitCode})`)
+        } else if (perfFile) {
           console.log(`  ${kind} server, perf (${perfFile}):`)
           for (const line of attributionLines(attributePerfData(perfFile), sample.count, 12))
             console.log(line)
