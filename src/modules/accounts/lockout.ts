@@ -100,10 +100,17 @@ export function createCheckWaiters() {
  * the same rule as a known account's (`mayStartCheck`): the (dummy) checks running at an address
  * are counted in this process, a burst starts as many as it would for a known account and the rest
  * wait for them to settle, then see the lock their failures set. The attempts at one address take
- * turns in this process to read and write the count. Across replicas sharing Redis the count is not
- * atomic (the cache has no increment): a difference there needs parallel bursts spread over
- * replicas.
+ * turns in this process to read and write the count, and each failure is counted in one step of
+ * the cache (`Cache.update`), so replicas sharing Redis lose none either. What stays per process is
+ * the count of checks running: a burst spread over replicas can start up to that many checks on
+ * each before the failures lock the address.
  */
+/** What the cache holds per unknown address. */
+interface StoredFailures {
+  failures: number
+  lockedUntil: string | null
+}
+
 export function createUnknownAccountCounter(cache: Cache) {
   const key = (email: string) => `login-failures:${email}`
   const ttl = 24 * 3_600_000
@@ -121,7 +128,7 @@ export function createUnknownAccountCounter(cache: Cache) {
     return result
   }
   const read = async (email: string): Promise<{ failures: number; lockedUntil: Date | null }> => {
-    const v = await cache.get<{ failures: number; lockedUntil: string | null }>(key(email))
+    const v = await cache.get<StoredFailures>(key(email))
     return { failures: v?.failures ?? 0, lockedUntil: v?.lockedUntil ? new Date(v.lockedUntil) : null }
   }
   return {
@@ -148,11 +155,28 @@ export function createUnknownAccountCounter(cache: Cache) {
     failed(email: string, now: () => number): Promise<{ failures: number; lockedUntil: Date | null }> {
       return inTurn(email, async () => {
         stopped(email)
+        const at = now()
         try {
-          const failures = (await read(email)).failures + 1
-          const lockedUntil = lockAfter(failures, now())
-          await cache.set(key(email), { failures, lockedUntil: lockedUntil?.toISOString() ?? null }, ttl)
-          return { failures, lockedUntil }
+          // One step in the cache, so that replicas sharing Redis never both count from the same
+          // value: every failure is counted, and a lock once set is never shortened.
+          const stored = await cache.update<StoredFailures>(
+            key(email),
+            (current) => {
+              const failures = (current?.failures ?? 0) + 1
+              const lockedUntil = lockAfter(failures, at)
+              const kept = current?.lockedUntil ? Date.parse(current.lockedUntil) : 0
+              const until =
+                lockedUntil && lockedUntil.getTime() > kept
+                  ? lockedUntil.toISOString()
+                  : (current?.lockedUntil ?? null)
+              return { failures, lockedUntil: until }
+            },
+            ttl,
+          )
+          return {
+            failures: stored.failures,
+            lockedUntil: stored.lockedUntil ? new Date(stored.lockedUntil) : null,
+          }
         } finally {
           waiters.notify(email)
         }
