@@ -12,9 +12,13 @@ import { fileURLToPath } from 'node:url'
 
 /**
  * Set in the re-run's environment: that process's signals may also be relayed by this one, so
- * `plinth start` counts the same signal twice within a moment as one (src/app/lifecycle.ts).
+ * `plinth start` counts the signals it gets directly and those relayed apart (src/app/lifecycle.ts).
  */
 const RELAY_ENV = 'PLINTH_SIGNAL_RELAY'
+/** The key of the IPC message that carries a relayed signal's name. */
+const RELAY_MESSAGE = 'plinthRelayedSignal'
+/** The process event a relayed SIGINT or SIGTERM becomes in the re-run (RELAYED_SIGNAL_EVENT there). */
+const RELAYED_EVENT = 'plinth:relayed-signal'
 const RELAYED = ['SIGINT', 'SIGTERM', 'SIGHUP']
 
 const major = Number(process.versions.node.split('.')[0])
@@ -32,8 +36,15 @@ if (major < 24) {
     env: { ...process.env, [RELAY_ENV]: '1' },
   })
   // A signal sent to this process alone (a supervisor's SIGTERM) reaches the command too; one sent
-  // to the terminal's process group (Ctrl-C) reaches both, and the command counts the pair as one.
-  for (const signal of RELAYED) process.on(signal, () => child.kill(signal))
+  // to the terminal's process group (Ctrl-C) reaches both. SIGINT and SIGTERM go over the channel,
+  // marked as relayed, so that `plinth start` counts a copy of a signal it also got directly as one
+  // signal, however late it arrives (src/app/lifecycle.ts); SIGHUP, or any signal once the channel
+  // is gone, is sent as a signal.
+  for (const signal of RELAYED)
+    process.on(signal, () => {
+      if (signal === 'SIGHUP' || !child.connected) child.kill(signal)
+      else child.send({ [RELAY_MESSAGE]: signal }, (err) => err && child.kill(signal))
+    })
   child.on('error', (err) => {
     process.stderr.write(`plinth: could not run ${local}: ${err.message}\n`)
     process.exit(1)
@@ -48,6 +59,13 @@ if (major < 24) {
   if (process.env[RELAY_ENV] === '1' && process.channel) {
     process.channel.unref()
     process.once('disconnect', () => process.kill(process.pid, 'SIGTERM'))
+    // A signal relayed by that process: `plinth start` counts it beside those it gets directly
+    // (RELAYED_EVENT, src/app/lifecycle.ts); any other command gets the signal itself, as before.
+    process.on('message', (message) => {
+      const signal = message?.[RELAY_MESSAGE]
+      if (signal !== 'SIGINT' && signal !== 'SIGTERM') return
+      if (!process.emit(RELAYED_EVENT, signal)) process.kill(process.pid, signal)
+    })
   }
   // Compiled (and type-stripped) modules cached on disk: see src/main.ts. Unlike `node src/main.ts`,
   // this entry is JavaScript, so not even the first file needs Node's TypeScript stripper (~25 ms to

@@ -320,12 +320,12 @@ describe('graceful shutdown', { concurrency: true }, () => {
      * process group is its own, as a terminal's foreground job's would be. `server` is the re-run's
      * pid (from the data directory's lock), never the process spawned here.
      */
-    const relayed = async () => {
+    const relayed = async (env: Record<string, string> = {}) => {
       const dataDir = mkdtempSync(join(tmpdir(), 'plinth-relay-'))
       dirs.push(dataDir)
       const child = start(
         ['bin/plinth.js', 'start'],
-        { PLINTH_DATA_DIR: dataDir },
+        { PLINTH_DATA_DIR: dataDir, ...env },
         { node: OLD_NODE, detached: true },
       )
       await listening(child)
@@ -397,6 +397,19 @@ describe('graceful shutdown', { concurrency: true }, () => {
         'the relayed copy counted as a second signal',
       )
       assert.ok(has(child, 'shutdown complete'), 'no "shutdown complete" line')
+    })
+
+    it('started by an older Node: a second Ctrl-C right after the first forces the exit', {
+      skip: OLD_NODE_PROBLEM,
+    }, async () => {
+      const { child } = await relayed({ PLINTH_SHUTDOWN_DELAY: '30s' })
+      process.kill(-child.proc.pid!, 'SIGINT')
+      await child.line((l) => l.msg === 'shutdown started', 15_000)
+      process.kill(-child.proc.pid!, 'SIGINT')
+      // Promptly: the 30 s drain is not waited for.
+      assert.deepEqual(await child.exit(20_000), { code: 1, signal: null })
+      assert.ok(has(child, 'second signal, forcing exit'), 'the second Ctrl-C was taken for a relayed copy')
+      assert.equal(child.lines().filter((l) => l.msg === 'signal received, shutting down').length, 1)
     })
 
     it('`plinth start` keeps its data across restarts, refuses a second process and takes over a dead one’s lock', async () => {

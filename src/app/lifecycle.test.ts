@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict'
+import { readFileSync } from 'node:fs'
 import { afterEach, describe, it } from 'node:test'
 import pino from 'pino'
 import type { Plinth } from './create-plinth.ts'
-import { handleProcessSignals, RELAY_REPEAT_MS } from './lifecycle.ts'
+import { handleProcessSignals, RELAYED_SIGNAL_EVENT } from './lifecycle.ts'
 
 /** A Plinth whose shutdown never ends (the signals' accounting is what is under test) and a log. */
 function setUp(relayed: boolean) {
@@ -16,21 +17,20 @@ function setUp(relayed: boolean) {
     },
   } as unknown as Plinth
   const exits: number[] = []
-  let clock = 1000
   const remove = handleProcessSignals(plinth, {
     logger,
     relayed,
     exit: (code) => exits.push(code),
-    now: () => clock,
   })
   return {
     lines,
     exits,
     remove,
     shutdowns: () => shutdowns,
-    advance: (ms: number) => (clock += ms),
     // The listeners, without a real signal: process.emit runs exactly what a signal would.
     signal: (name: NodeJS.Signals) => process.emit(name, name),
+    // What bin/plinth.js does with a signal relayed over the IPC channel.
+    relay: (name: NodeJS.Signals) => process.emit(RELAYED_SIGNAL_EVENT, name),
   }
 }
 
@@ -51,24 +51,40 @@ describe('process signals', () => {
     )
   })
 
-  it('relayed: the same signal again within the window is one signal; later, or another signal, is a second', () => {
+  it('relayed: a copy of a signal that also came directly is one signal, in either order and however late', () => {
     const s = setUp(true)
     remove = s.remove
-    s.signal('SIGINT')
-    s.advance(1)
-    s.signal('SIGINT') // the relayed copy
+    s.signal('SIGINT') // Ctrl-C, directly
+    s.relay('SIGINT') // and its relayed copy
     assert.deepEqual(s.exits, [])
     assert.equal(s.shutdowns(), 1)
-    s.advance(RELAY_REPEAT_MS)
-    s.signal('SIGINT') // a person's second Ctrl-C
+    s.relay('SIGINT') // a person's second Ctrl-C: relayed first this time
     assert.deepEqual(s.exits, [1])
+    s.signal('SIGINT') // its direct copy counts for nothing more
+    assert.deepEqual(s.exits, [1])
+    assert.equal(s.lines.filter((l) => l.msg === 'second signal, forcing exit').length, 1)
 
     const t = setUp(true)
     s.remove()
     remove = t.remove
-    t.signal('SIGTERM')
-    t.signal('SIGINT')
+    t.relay('SIGTERM') // a supervisor's SIGTERM to the outer process alone
+    assert.equal(t.shutdowns(), 1)
+    t.relay('SIGTERM') // and a second one
     assert.deepEqual(t.exits, [1])
-    assert.equal(t.lines.filter((l) => l.msg === 'signal received, shutting down').length, 1)
+  })
+
+  it('not relayed: a relayed-signal event is ignored', () => {
+    const s = setUp(false)
+    remove = s.remove
+    assert.equal(s.relay('SIGTERM'), false, 'nothing listens')
+    assert.equal(s.shutdowns(), 0)
+  })
+
+  it('bin/plinth.js emits the event this module listens to', () => {
+    const bin = readFileSync(new URL('../../bin/plinth.js', import.meta.url), 'utf8')
+    assert.ok(
+      bin.includes(`'${RELAYED_SIGNAL_EVENT}'`),
+      `bin/plinth.js does not name ${RELAYED_SIGNAL_EVENT}`,
+    )
   })
 })

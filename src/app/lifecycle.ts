@@ -6,29 +6,25 @@ export interface SignalOptions {
   /** Injectable for tests; defaults to process.exit. */
   readonly exit?: (code: number) => void
   /**
-   * This process's signals may arrive twice: from the terminal or supervisor and relayed by the
-   * `plinth` command that re-ran itself on Node 24 (bin/plinth.js sets PLINTH_SIGNAL_RELAY). The
-   * same signal again within RELAY_REPEAT_MS counts once.
+   * This process's signals may arrive twice: from the terminal or supervisor, and relayed over the
+   * IPC channel by the `plinth` command that re-ran itself on Node 24 (bin/plinth.js sets
+   * PLINTH_SIGNAL_RELAY and emits RELAYED_SIGNAL_EVENT for each relayed one). Each source is counted
+   * apart, and the signals received are the larger count: a relayed copy of a signal that also came
+   * directly is not a second signal, however late it arrives.
    */
   readonly relayed?: boolean
-  /** Injectable for tests: milliseconds of a monotonic clock; defaults to performance.now. */
-  readonly now?: () => number
 }
 
 /** The environment variable bin/plinth.js sets when it relays its signals to this process. */
 export const SIGNAL_RELAY_ENV = 'PLINTH_SIGNAL_RELAY'
-/**
- * A relayed copy follows its original within microseconds on a quiet machine, but the relaying
- * process has to be scheduled first: on a loaded CI machine the copy came more than 250 ms later
- * and counted as a second signal, forcing the exit. A person's second Ctrl-C within this window
- * counts once (a third one forces the exit).
- */
-export const RELAY_REPEAT_MS = 1000
+/** The process event bin/plinth.js emits, with the signal's name, for a signal relayed to it. */
+export const RELAYED_SIGNAL_EVENT = 'plinth:relayed-signal'
 
 /**
  * SIGTERM or SIGINT starts a graceful shutdown and exits 0 when it completes; a second signal
- * exits at once with code 1 (with `relayed`, a repeat of the same signal within RELAY_REPEAT_MS is
- * the same signal, not a second one). Uncaught errors are logged, reported to `errorReports` (given
+ * exits at once with code 1 (with `relayed`, signals sent directly and signals relayed are counted
+ * apart, and the larger count is the number received: Ctrl-C, which reaches both processes, counts
+ * once, and a second Ctrl-C twice). Uncaught errors are logged, reported to `errorReports` (given
  * a second to be stored) and exit 1: the supervisor restarts us rather than letting a process of
  * unknown state serve.
  *
@@ -38,14 +34,13 @@ export function handleProcessSignals(plinth: Plinth, options: SignalOptions): ()
   const exit = options.exit ?? ((code: number) => process.exit(code))
   const log = options.logger
   let received = 0
-  const now = options.now ?? (() => performance.now())
-  let last: { signal: NodeJS.Signals; at: number } | undefined
-  const onSignal = (signal: NodeJS.Signals) => {
-    const at = now()
-    const repeat = options.relayed && last?.signal === signal && at - last.at < RELAY_REPEAT_MS
-    last = { signal, at }
-    if (repeat) return
-    received++
+  const count = { direct: 0, relayed: 0 }
+  const onSignalFrom = (source: keyof typeof count) => (signal: NodeJS.Signals) => {
+    count[source]++
+    const now = options.relayed ? Math.max(count.direct, count.relayed) : count.direct
+    // A copy of one already counted from the other source.
+    if (now === received) return
+    received = now
     if (received > 1) {
       log.warn({ signal }, 'second signal, forcing exit')
       exit(1)
@@ -72,13 +67,17 @@ export function handleProcessSignals(plinth: Plinth, options: SignalOptions): ()
   }
   const onException = onFatal('uncaughtException')
   const onRejection = onFatal('unhandledRejection')
+  const onSignal = onSignalFrom('direct')
+  const onRelayed = onSignalFrom('relayed')
   process.on('SIGTERM', onSignal)
   process.on('SIGINT', onSignal)
+  if (options.relayed) process.on(RELAYED_SIGNAL_EVENT, onRelayed)
   process.on('uncaughtException', onException)
   process.on('unhandledRejection', onRejection)
   return () => {
     process.off('SIGTERM', onSignal)
     process.off('SIGINT', onSignal)
+    process.off(RELAYED_SIGNAL_EVENT, onRelayed)
     process.off('uncaughtException', onException)
     process.off('unhandledRejection', onRejection)
   }
