@@ -30,7 +30,7 @@ function setUp(relayed: boolean) {
     // The listeners, without a real signal: process.emit runs exactly what a signal would.
     signal: (name: NodeJS.Signals) => process.emit(name, name),
     // What bin/plinth.js does with a signal relayed over the IPC channel.
-    relay: (name: NodeJS.Signals) => process.emit(RELAYED_SIGNAL_EVENT, name),
+    relay: (name: NodeJS.Signals) => (process as NodeJS.EventEmitter).emit(RELAYED_SIGNAL_EVENT, name),
   }
 }
 
