@@ -7,12 +7,16 @@
  * - `audited`: the change plus its audit row, the sealer running as in production (the rows of a
  *   run are sealed before its CPU is read);
  * - `insert`: the change plus the audit insert with the sealer stopped, then the seal of those rows
- *   on its own, per row.
+ *   on its own, per row;
+ * - with `BENCH_AUDIT_PROTOTYPE=on`, then `plain` and `proto` alternating: the change plus a row of
+ *   the audit chain prototyped in seal-prototype.ts (hash at insert, one seal record per batch, no
+ *   second write of the row), its sealer running (docs/decisions/0050-audit-seal-prototype.md).
  *
  * CPU time per transaction moves far less than throughput on a machine busy with other work, so
  * this is the measurement to use when the load average is high. WRITERS transactions at a time.
  *
- * Usage: node bench/audit/decompose.ts [--duration <s>] [--rounds <n>]   (BENCH_POSTGRES_URL as run.ts)
+ * Usage: node bench/audit/decompose.ts [--duration <s>] [--rounds <n>]   (BENCH_POSTGRES_URL as run.ts;
+ * BENCH_AUDIT_PROTOTYPE=on adds the prototype's rounds)
  */
 import { randomUUID } from 'node:crypto'
 import { loadavg } from 'node:os'
@@ -26,12 +30,15 @@ import { processCpuMs, runBenchmark } from '../lib/children.ts'
 import { parseOptions } from '../lib/options.ts'
 import { productionEnv } from '../lib/server-child.ts'
 import { ACTION, applyChange, ROWS, scratchDatabase, sharedKeys } from './protocol.ts'
+import { insertPrototypeEntry, prepareSealPrototype, startPrototypeSealer } from './seal-prototype.ts'
 
 const WRITERS = 16
+const PROTOTYPE = process.env.BENCH_AUDIT_PROTOTYPE === 'on'
 const SERVER_URL = process.env.BENCH_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'
 const USAGE = `Usage: node bench/audit/decompose.ts [--duration <seconds>] [--rounds <n>]
 
-  --duration  seconds per run (default 10); --rounds  runs of each kind (default 3)`
+  --duration  seconds per run (default 10); --rounds  runs of each kind (default 3)
+  BENCH_AUDIT_PROTOTYPE=on  also runs the audit chain prototype of seal-prototype.ts`
 
 async function main(): Promise<number> {
   const { duration, rounds } = parseOptions(process.argv.slice(2), USAGE)
@@ -62,8 +69,14 @@ async function main(): Promise<number> {
       const spent = (a: Map<number, number>, b: Map<number, number>) =>
         [...b].reduce((ms, [pid, now]) => ms + now - (a.get(pid) ?? 0), 0)
       const actor = { type: 'user' as const, id: randomUUID() }
-      const run = async (kind: 'plain' | 'audited' | 'insert', seconds: number, quiet = false) => {
+      const run = async (kind: 'plain' | 'audited' | 'insert' | 'proto', seconds: number, quiet = false) => {
         let commits = 0
+        const maxId = async () =>
+          BigInt(
+            (await sql<{ id: string | null }>`select max(id) as id from audit_log`.execute(db)).rows[0]?.id ??
+              0,
+          )
+        const sealer = kind === 'proto' ? startPrototypeSealer(db, await maxId()) : undefined
         const db0 = await backends()
         const cpu0 = process.cpuUsage()
         const t0 = performance.now()
@@ -86,6 +99,7 @@ async function main(): Promise<number> {
                   changes: auditDiff({ value: before }, { value: after }),
                 }
                 if (kind === 'insert') await insertAuditEntry(trx, entry)
+                else if (kind === 'proto') await insertPrototypeEntry(trx, entry)
                 else await plinth.context.audit.record(trx, entry)
               })
               commits++
@@ -94,6 +108,10 @@ async function main(): Promise<number> {
         )
         const elapsed = (performance.now() - t0) / 1000
         if (kind === 'audited') await plinth.context.audit.seal()
+        if (sealer) {
+          await sealer.drain()
+          await sealer.stop()
+        }
         const cpu = process.cpuUsage(cpu0)
         const db1 = await backends()
         const line = `${kind.padEnd(8)} ${String(Math.round(commits / elapsed)).padStart(5)} commits/s  node ${String(Math.round((cpu.user + cpu.system) / commits)).padStart(4)} µs/txn  postgres ${String(Math.round((spent(db0, db1) * 1000) / commits)).padStart(4)} µs/txn`
@@ -117,6 +135,14 @@ async function main(): Promise<number> {
       // Stops the sweep and the sealing after each record: the insert alone, then the seal alone.
       await plinth.context.audit.close()
       for (let r = 0; r < rounds; r++) await run('insert', duration)
+      if (PROTOTYPE) {
+        await prepareSealPrototype(db)
+        await run('proto', 1, true)
+        for (let r = 0; r < rounds; r++) {
+          await run('plain', duration)
+          await run('proto', duration)
+        }
+      }
     } finally {
       await plinth.shutdown()
     }
