@@ -18,6 +18,7 @@ import { execFileSync } from 'node:child_process'
 import { copyFileSync, existsSync, readdirSync, rmSync } from 'node:fs'
 import { basename, dirname, join } from 'node:path'
 import { parseArgs } from 'node:util'
+import { FASTIFY_CORE_PACKAGES, packageOf } from './packages.ts'
 
 export interface Attribution {
   /** CPU time sampled, in nanoseconds (the sum of the samples' periods). */
@@ -26,15 +27,13 @@ export interface Attribution {
   readonly parts: readonly (readonly [string, number])[]
 }
 
-const PASS_THROUGH_PACKAGES = new Set(['fastify', 'find-my-way', 'avvio', 'light-my-request'])
-
 /** The owner of one `perf script` frame line that is a JavaScript frame, else undefined. */
 export function ownerOfFrame(frame: string): string | undefined {
   if (!frame.includes('JS:')) return undefined
   const src = /\/src\/(\S+?)\.ts\b/.exec(frame)
   if (src) return `plinth ${src[1]}`
-  const pkg = /\/node_modules\/((?:@[\w.-]+\/)?[\w.-]+)\//.exec(frame)
-  if (pkg) return PASS_THROUGH_PACKAGES.has(pkg[1]!) ? 'fastify core' : pkg[1]
+  const pkg = packageOf(frame)
+  if (pkg) return FASTIFY_CORE_PACKAGES.has(pkg) ? 'fastify core' : pkg
   const lib = /\bnode:([\w/]+)/.exec(frame)
   if (!lib) return 'other JavaScript'
   const file = lib[1]!

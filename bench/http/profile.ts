@@ -10,6 +10,7 @@
  */
 import { readFileSync } from 'node:fs'
 import { parseArgs } from 'node:util'
+import { FASTIFY_CORE_PACKAGES, packageOf } from './packages.ts'
 
 interface CallFrame {
   readonly functionName: string
@@ -34,11 +35,9 @@ export function ownerOf(frame: CallFrame): string | undefined {
   if (plugin) return `plinth ${plugin[1]}`
   const src = /\/src\/(.+)\.ts$/.exec(url)
   if (src) return `plinth ${src[1]}`
-  const pkg = /\/node_modules\/((?:@[\w.-]+\/)?[\w.-]+)\//.exec(url)
-  if (pkg) {
-    const name = pkg[1]!
-    if (name === 'fastify' || name === 'find-my-way' || name === 'avvio' || name === 'light-my-request')
-      return undefined
+  const name = packageOf(url)
+  if (name) {
+    if (FASTIFY_CORE_PACKAGES.has(name)) return undefined
     if (
       name === 'sonic-boom' ||
       name.startsWith('pino') ||
@@ -63,7 +62,7 @@ function isContinuation(frame: CallFrame): boolean {
 /** Pass-through code by its kind: where a sample with no owner is counted. */
 function kindOf(frame: CallFrame): string {
   const { url, functionName } = frame
-  if (/\/node_modules\/(fastify|find-my-way|avvio)\//.test(url)) return 'fastify core'
+  if (FASTIFY_CORE_PACKAGES.has(packageOf(url) ?? '')) return 'fastify core'
   if (functionName === '(program)') return '(program)'
   if (
     /^node:(net|stream|internal\/stream|internal\/net)|writeUtf8String|writeLatin1String|writeBuffer|writev/.test(
