@@ -9,7 +9,15 @@ import { Writable } from 'node:stream'
 import { after, describe, it } from 'node:test'
 import { setTimeout as sleep } from 'node:timers/promises'
 import pino from 'pino'
-import { createLogger, isoTime, LOG_BATCH_BYTES, LOG_FLUSH_MS, logDestination, redactDeep } from './logger.ts'
+import {
+  createLogger,
+  isoTime,
+  LOG_BATCH_BYTES,
+  LOG_FLUSH_MS,
+  logDestination,
+  redactDeep,
+  scrubLine,
+} from './logger.ts'
 
 describe('redactDeep', () => {
   it('replaces sensitive fields at any depth and keeps the rest', () => {
@@ -102,7 +110,7 @@ describe('redactDeep', () => {
 })
 
 /** A JSON logger at info whose lines are kept in `lines`, as written. */
-function capturingLogger() {
+function capturingLogger(env: 'test' | 'development' | 'staging' | 'production' = 'test') {
   const lines: string[] = []
   const stream = new Writable({
     write(chunk, _e, done) {
@@ -110,7 +118,7 @@ function capturingLogger() {
       done()
     },
   })
-  return { lines, log: createLogger({ env: 'test', logLevel: 'info', logFormat: 'json' }, stream) }
+  return { lines, log: createLogger({ env, logLevel: 'info', logFormat: 'json' }, stream) }
 }
 
 describe('createLogger', () => {
@@ -172,6 +180,44 @@ describe('createLogger', () => {
     assert.equal(second.apiKey, '[redacted]')
     assert.equal(second.level, 'debug')
     assert.doesNotMatch(lines.join(''), /secret/)
+  })
+
+  it('masks URL passwords and Plinth secrets in free text: messages, error messages and stacks, ordinary values', () => {
+    const { lines, log } = capturingLogger('production')
+    const reset = `plr_${'A1b2-C3d4_'.repeat(4)}xyz`
+    const session = `pls_${'Zz9-'.repeat(10)}abc`
+    log.warn(
+      { url: 'https://alice:hook-pass@hooks.example/alert?x=1', target: 'postgres://postgres@db:5432/app' },
+      `delivery to smtps://mailer:smtp-pass@smtp.example:465 failed for ${reset}`,
+    )
+    log.error(
+      { err: new Error(`session ${session} refused by https://u:err-pass@api.example`) },
+      'call failed',
+    )
+    const [first, second] = lines.map((l) => JSON.parse(l))
+    assert.equal(first.url, 'https://alice:[redacted]@hooks.example/alert?x=1')
+    assert.equal(first.target, 'postgres://postgres@db:5432/app', 'a URL without a password is kept whole')
+    assert.equal(first.msg, 'delivery to smtps://mailer:[redacted]@smtp.example:465 failed for [redacted]')
+    assert.equal(second.err.message, 'session [redacted] refused by https://u:[redacted]@api.example')
+    assert.match(
+      second.err.stack,
+      /^Error: session \[redacted\] refused by https:\/\/u:\[redacted\]@api\.example\n/,
+    )
+    assert.doesNotMatch(lines.join(''), /-pass|plr_|pls_/)
+    // A longer run of the same characters is not a secret of Plinth's, and stays.
+    assert.equal(scrubLine(`"plt_${'a'.repeat(50)}"`, true), `"plt_${'a'.repeat(50)}"`)
+  })
+
+  it("development and test keep Plinth's secrets readable (the captured mail's link), not URL passwords", () => {
+    const { lines, log } = capturingLogger('development')
+    const link = `http://localhost:3000/reset?token=plr_${'k'.repeat(43)}`
+    log.info(
+      { text: `Reset: ${link}`, smtp: 'smtp://me:dev-pass@localhost:1025' },
+      'mail captured (no SMTP_URL)',
+    )
+    const line = JSON.parse(lines[0]!)
+    assert.equal(line.text, `Reset: ${link}`)
+    assert.equal(line.smtp, 'smtp://me:[redacted]@localhost:1025')
   })
 })
 

@@ -104,6 +104,28 @@ export function redactDeep<T>(value: T): T {
   return redactValue(value, 0, false) as T
 }
 
+/**
+ * The password of a URL written into free text (`scheme://user:password@host`), in a message, an
+ * error's message or stack, or any value: `$1` keeps the scheme and the user.
+ */
+const URL_PASSWORD = /(\b[a-z][a-z0-9+.-]*:\/\/[^\s:/?#@"\\]*:)[^\s/?#@"\\]+@/gi
+/** Plinth's own secrets (API tokens, sessions, challenges, reset and invitation links: `pl?_` and 256 bits). */
+const PLINTH_SECRET = /\bpl[tscri]_[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])/g
+
+/**
+ * A log line with the secrets that free text can carry masked: the password of any URL, and, with
+ * `plinthSecrets`, any of Plinth's own secrets, wherever they appear (a message, an error's message
+ * or stack, a value under an ordinary key such as `url`). Fields named for secrets are redacted
+ * before the line is written (`redactDeep`); this is the net for what no key names. Each pattern
+ * runs only when the line holds its marker (`://`, `pl`), so a line without one costs two searches.
+ */
+export function scrubLine(line: string, plinthSecrets: boolean): string {
+  let out = line
+  if (out.includes('://')) out = out.replace(URL_PASSWORD, `$1${REDACTED}@`)
+  if (plinthSecrets && out.includes('_')) out = out.replace(PLINTH_SECRET, REDACTED)
+  return out
+}
+
 type LoggerConfig = Pick<PlinthConfig, 'logLevel' | 'logFormat' | 'env'> & Partial<TracingConfig>
 
 /**
@@ -385,6 +407,7 @@ export function createLogger(
       : false)
   const stream =
     destination ?? (config.logFormat === 'pretty' ? prettyStream() : undefined) ?? logDestination()
+  const plinthSecrets = config.env !== 'development' && config.env !== 'test'
   const root = pino(
     {
       level: config.logLevel,
@@ -396,6 +419,9 @@ export function createLogger(
         log: (object) => redactDeep(object),
         bindings: (bindings) => redactDeep(bindings),
       },
+      // Development and test keep Plinth's secrets readable in free text: the mail captured without
+      // SMTP_URL is logged whole there, so that its link can be followed.
+      hooks: { streamWrite: (line) => scrubLine(line, plinthSecrets) },
     },
     stream,
   )
