@@ -132,6 +132,18 @@ describe('error tracking', () => {
     assert.equal(g.sampleRequestId, 'req-explode-1')
   })
 
+  it('stores an error message with its secrets masked: URL passwords and Plinth tokens', async () => {
+    const token = `plt_${'q'.repeat(43)}`
+    plinth.context.errorReports.report({
+      error: new Error(`upstream https://svc:upstream-pass@api.example/v1 refused ${token}`),
+      source: 'process',
+      where: 'secret-test',
+    })
+    await plinth.context.errorReports.settle(5000)
+    const g = (await list()).items.find((i) => i.location === 'secret-test')
+    assert.equal(g?.message, 'upstream https://svc:[redacted]@api.example/v1 refused [redacted]')
+  })
+
   it('records a process-level error reported at once (before the process exits)', async () => {
     plinth.context.errorReports.report({
       error: new Error('the event loop saw this one'),

@@ -16,7 +16,7 @@ import {
   LOG_FLUSH_MS,
   logDestination,
   redactDeep,
-  scrubLine,
+  scrubText,
 } from './logger.ts'
 
 describe('redactDeep', () => {
@@ -205,7 +205,7 @@ describe('createLogger', () => {
     )
     assert.doesNotMatch(lines.join(''), /-pass|plr_|pls_/)
     // A longer run of the same characters is not a secret of Plinth's, and stays.
-    assert.equal(scrubLine(`"plt_${'a'.repeat(50)}"`, true), `"plt_${'a'.repeat(50)}"`)
+    assert.equal(scrubText(`"plt_${'a'.repeat(50)}"`, true), `"plt_${'a'.repeat(50)}"`)
   })
 
   it("development and test keep Plinth's secrets readable (the captured mail's link), not URL passwords", () => {

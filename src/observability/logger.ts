@@ -113,14 +113,15 @@ const URL_PASSWORD = /(\b[a-z][a-z0-9+.-]*:\/\/[^\s:/?#@"\\]*:)[^\s/?#@"\\]+@/gi
 const PLINTH_SECRET = /\bpl[tscri]_[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])/g
 
 /**
- * A log line with the secrets that free text can carry masked: the password of any URL, and, with
- * `plinthSecrets`, any of Plinth's own secrets, wherever they appear (a message, an error's message
- * or stack, a value under an ordinary key such as `url`). Fields named for secrets are redacted
- * before the line is written (`redactDeep`); this is the net for what no key names. Each pattern
- * runs only when the line holds its marker (`://`, `pl`), so a line without one costs two searches.
+ * `text` with the secrets that free text can carry masked: the password of any URL, and, with
+ * `plinthSecrets` (the default), any of Plinth's own secrets, wherever they appear. Every log line
+ * passes through it (a message, an error's message or stack, a value under an ordinary key such as
+ * `url`: fields named for secrets are already redacted by `redactDeep`, and this is the net for what
+ * no key names), and so does what is stored of an error (the errors module). Each pattern runs only
+ * when the text holds its marker (`://`, `_`), so text without one costs two searches.
  */
-export function scrubLine(line: string, plinthSecrets: boolean): string {
-  let out = line
+export function scrubText(text: string, plinthSecrets = true): string {
+  let out = text
   if (out.includes('://')) out = out.replace(URL_PASSWORD, `$1${REDACTED}@`)
   if (plinthSecrets && out.includes('_')) out = out.replace(PLINTH_SECRET, REDACTED)
   return out
@@ -421,7 +422,7 @@ export function createLogger(
       },
       // Development and test keep Plinth's secrets readable in free text: the mail captured without
       // SMTP_URL is logged whole there, so that its link can be followed.
-      hooks: { streamWrite: (line) => scrubLine(line, plinthSecrets) },
+      hooks: { streamWrite: (line) => scrubText(line, plinthSecrets) },
     },
     stream,
   )

@@ -2,6 +2,7 @@ import { type Kysely, sql } from 'kysely'
 import type { Logger } from 'pino'
 import type { PlinthTables } from '../../infra/db/tables.ts'
 import type { ErrorReport } from '../../observability/error-reports.ts'
+import { scrubText } from '../../observability/logger.ts'
 import { errorNameOf, fingerprintOf, normaliseFrames } from './fingerprint.ts'
 import './errors.tables.ts'
 
@@ -45,10 +46,11 @@ export function createErrorRecorder(deps: {
   function add(report: ErrorReport): void {
     const fingerprint = fingerprintOf(report.error, report.where)
     const at = new Date(deps.now())
-    const message = (report.error instanceof Error ? report.error.message : String(report.error)).slice(
-      0,
-      MESSAGE_MAX,
-    )
+    // Secrets in the text (a URL's password, a Plinth token) are masked before it is cut, so that
+    // no part of one is kept: the message is stored, listed to administrators and sent in alerts.
+    const message = scrubText(
+      report.error instanceof Error ? report.error.message : String(report.error),
+    ).slice(0, MESSAGE_MAX)
     const existing = pending.get(fingerprint)
     if (existing) {
       existing.count++
