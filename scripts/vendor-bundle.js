@@ -38,8 +38,8 @@ export function entriesOf(root, name) {
 }
 
 /**
- * Builds the bundle of `packages` into `outDir` (replaced whole, through a temporary sibling, so a
- * reader never sees half a bundle). Returns the manifest written.
+ * Builds the bundle of `packages` into `outDir` (built in a temporary sibling and swapped in whole,
+ * so a reader never sees half a bundle). Returns the manifest written.
  */
 export async function buildVendorBundle({ root = ROOT, outDir = vendorDir(root), packages = VENDORED } = {}) {
   const esbuild = await import('esbuild')
@@ -95,8 +95,18 @@ export async function buildVendorBundle({ root = ROOT, outDir = vendorDir(root),
   const manifest = { format: VENDOR_FORMAT, packages: versions, entries }
   writeFileSync(join(staging, 'manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`)
   mkdirSync(dirname(outDir), { recursive: true })
-  rmSync(outDir, { recursive: true, force: true })
+  // Two renames, then the removal: a process starting meanwhile finds the old bundle whole, or for
+  // an instant none (it then loads the packages themselves), never one half removed.
+  const previous = `${outDir}.previous-${process.pid}`
+  let replaced = true
+  try {
+    renameSync(outDir, previous)
+  } catch (err) {
+    if (err?.code !== 'ENOENT') throw err
+    replaced = false
+  }
   renameSync(staging, outDir)
+  if (replaced) rmSync(previous, { recursive: true, force: true })
   return manifest
 }
 

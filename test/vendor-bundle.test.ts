@@ -6,7 +6,16 @@
  */
 import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
@@ -98,6 +107,21 @@ describe('the vendor bundle', () => {
     for (const file of Object.values(manifest.entries) as string[])
       assert.ok(existsSync(join(bundle, file)), file)
     assert.ok(!existsSync(`${bundle}.building-${process.pid}`))
+  })
+
+  test('rebuilt over an existing bundle: swapped in whole, nothing left beside it', async () => {
+    const again = join(work, 'again')
+    await buildVendorBundle({ outDir: again })
+    const first = readFileSync(join(again, 'manifest.json'), 'utf8')
+    writeFileSync(join(again, 'stale-file.mjs'), '// from an older build\n')
+    await buildVendorBundle({ outDir: again })
+    assert.equal(readFileSync(join(again, 'manifest.json'), 'utf8'), first)
+    assert.equal(existsSync(join(again, 'stale-file.mjs')), false, 'the old bundle was not replaced whole')
+    assert.deepEqual(
+      readdirSync(work).filter((name) => name.startsWith('again')),
+      ['again'],
+      'a staging or previous directory was left behind',
+    )
   })
 
   test('a hooked process loads the packages from the bundle, and they behave as the packages do', () => {
