@@ -197,6 +197,11 @@ describe('createLogger', () => {
     const [first, second] = lines.map((l) => JSON.parse(l))
     assert.equal(first.url, 'https://alice:[redacted]@hooks.example/alert?x=1')
     assert.equal(first.target, 'postgres://postgres@db:5432/app', 'a URL without a password is kept whole')
+    assert.equal(
+      scrubText('postgres://postgres:****@db/app'),
+      'postgres://postgres:****@db/app',
+      'masked already',
+    )
     assert.equal(first.msg, 'delivery to smtps://mailer:[redacted]@smtp.example:465 failed for [redacted]')
     assert.equal(second.err.message, 'session [redacted] refused by https://u:[redacted]@api.example')
     assert.match(

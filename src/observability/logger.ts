@@ -106,9 +106,10 @@ export function redactDeep<T>(value: T): T {
 
 /**
  * The password of a URL written into free text (`scheme://user:password@host`), in a message, an
- * error's message or stack, or any value: `$1` keeps the scheme and the user.
+ * error's message or stack, or any value: `$1` keeps the scheme and the user. A password already
+ * masked as `****` (what `redactUrl` writes for the configuration's URLs) is left as it is.
  */
-const URL_PASSWORD = /(\b[a-z][a-z0-9+.-]*:\/\/[^\s:/?#@"\\]*:)[^\s/?#@"\\]+@/gi
+const URL_PASSWORD = /(\b[a-z][a-z0-9+.-]*:\/\/[^\s:/?#@"\\]*:)(?!\*+@)[^\s/?#@"\\]+@/gi
 /** Plinth's own secrets (API tokens, sessions, challenges, reset and invitation links: `pl?_` and 256 bits). */
 const PLINTH_SECRET = /\bpl[tscri]_[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])/g
 
