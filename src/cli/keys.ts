@@ -1,4 +1,5 @@
 import { defaultModules } from '../app/create-plinth.ts'
+import { RELAYED_SIGNAL_EVENT } from '../app/lifecycle.ts'
 import { loadConfig } from '../config/load-config.ts'
 import { cliCaller } from '../core/audit.ts'
 import { createDatabase } from '../infra/db/create-db.ts'
@@ -23,7 +24,7 @@ export async function keysCommand(input: CommandInput, io: CliIo): Promise<numbe
   const logger = cliLogger(config, { verbose: input.verbose })
   const db = await createDatabase(config, { logger, attachToRunning: true })
   const abort = new AbortController()
-  const onSignal = () => abort.abort()
+  let stopListening = () => {}
   // Rotations, retirements and re-wraps are recorded in the audit log (sealed before exit).
   const audit = createAudit({ db: db.kysely, logger })
   try {
@@ -72,8 +73,7 @@ export async function keysCommand(input: CommandInput, io: CliIo): Promise<numbe
       return 0
     }
 
-    process.once('SIGINT', onSignal)
-    process.once('SIGTERM', onSignal)
+    stopListening = abortOnInterrupt(abort)
     const graceMs = db.kind === 'embedded' ? 0 : 2 * config.keysRefresh
     let result: RotationResult
     try {
@@ -98,10 +98,27 @@ export async function keysCommand(input: CommandInput, io: CliIo): Promise<numbe
     if (input.json) printJson(io, result)
     return reportRotation(result, io, { json: input.json })
   } finally {
-    process.off('SIGINT', onSignal)
-    process.off('SIGTERM', onSignal)
+    stopListening()
     await audit.close()
     await db.close()
+  }
+}
+
+/**
+ * Aborts `abort` on the first SIGINT or SIGTERM, sent directly or relayed by the `plinth` process
+ * that re-ran this one on Node 24 (bin/plinth.js): Ctrl-C reaches such a command both ways, and the
+ * second copy must not end it before it says what was done. One of each is taken; another signal
+ * sent directly then ends the command at once (the default action). Returns the remover.
+ */
+export function abortOnInterrupt(abort: AbortController): () => void {
+  const onSignal = () => abort.abort()
+  process.once('SIGINT', onSignal)
+  process.once('SIGTERM', onSignal)
+  process.once(RELAYED_SIGNAL_EVENT, onSignal)
+  return () => {
+    process.off('SIGINT', onSignal)
+    process.off('SIGTERM', onSignal)
+    process.off(RELAYED_SIGNAL_EVENT, onSignal)
   }
 }
 
