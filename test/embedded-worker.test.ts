@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { spawnSync } from 'node:child_process'
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, describe, it } from 'node:test'
@@ -163,6 +164,31 @@ describe('the embedded database in a worker thread', () => {
     // The instance made its own data key after migrating; none came from the template.
     assert.equal(rows[0].users, 0)
     assert.ok(rows[0].keys <= 1)
+  })
+
+  it('an exit that skips the close (a forced exit) still removes the socket directory in the temporary folder', () => {
+    // An in-memory instance keeps its socket in a directory of its own under the temporary folder.
+    // A file, not --input-type=module -e: the worker thread inherits the flags, which a file refuses.
+    const script = join(tempDir(), 'forced-exit.mjs')
+    writeFileSync(
+      script,
+      `import pino from ${JSON.stringify(import.meta.resolve('pino'))}
+      import { startEmbeddedServer } from ${JSON.stringify(new URL('../src/infra/db/embedded-server.ts', import.meta.url).href)}
+      const server = startEmbeddedServer({ dataDir: null, logger: pino({ level: 'silent' }), maxConnections: 2, startTimeoutMs: 60000 })
+      await server.whenUp()
+      console.log(server.socketDir)
+      process.exit(3)
+      `,
+    )
+    const run = spawnSync(process.execPath, [script], {
+      cwd: new URL('..', import.meta.url),
+      encoding: 'utf8',
+      timeout: 120_000,
+    })
+    assert.equal(run.status, 3, run.stderr)
+    const socketDir = run.stdout.trim().split('\n').at(-1)!
+    assert.ok(socketDir.startsWith(tmpdir()), `not in the temporary folder: "${socketDir}"`)
+    assert.equal(existsSync(socketDir), false, `${socketDir} outlived the process`)
   })
 
   it('lets the CLI work through the running server’s socket instead of failing with PLINTH_DB_LOCKED', async () => {

@@ -134,6 +134,23 @@ function spawn(data: EmbeddedWorkerData, timeoutMs: number): { worker: Worker; r
 }
 
 /**
+ * Socket directories in the system's temporary folder not yet removed by a close: an exit that
+ * skips the close (a second signal's forced exit, an uncaught error) removes them on its way out,
+ * with one `exit` listener for the process however many servers it starts.
+ */
+const socketDirsLeft = new Set<string>()
+function leaveNoSocketDir(dir: string): void {
+  if (!exitHookInstalled) {
+    exitHookInstalled = true
+    process.once('exit', () => {
+      for (const left of socketDirsLeft) rmSync(left, { recursive: true, force: true })
+    })
+  }
+  socketDirsLeft.add(dir)
+}
+let exitHookInstalled = false
+
+/**
  * Starts the worker and returns at once: the main thread goes on building the application while
  * the worker opens the database on the other core. `whenUp()` waits for it (`connect()` does).
  */
@@ -171,8 +188,11 @@ export function startEmbeddedServer(options: EmbeddedServerOptions): EmbeddedSer
   }
   let building: { done: Promise<void>; abort: AbortController } | undefined
   const removeSocketDir = () => {
-    if (!inDataDir) rmSync(socketDir, { recursive: true, force: true })
+    if (inDataDir) return
+    rmSync(socketDir, { recursive: true, force: true })
+    socketDirsLeft.delete(socketDir)
   }
+  if (!inDataDir) leaveNoSocketDir(socketDir)
 
   let current: Worker | undefined
   let up = false
