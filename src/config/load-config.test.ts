@@ -2,8 +2,19 @@ import assert from 'node:assert/strict'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { describe, it } from 'node:test'
+import { after, describe, it } from 'node:test'
 import { ConfigError, configEnv, describeConfig, loadConfig, redactUrl } from './load-config.ts'
+
+/** A new directory under the temporary folder, removed once this file's tests are done. */
+const tempDirs: string[] = []
+after(() => {
+  for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true })
+})
+function tempDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'plinth-config-'))
+  tempDirs.push(dir)
+  return dir
+}
 
 const SECRET = 'a'.repeat(40)
 const MASTER_KEY = Buffer.alloc(32, 1).toString('base64')
@@ -162,7 +173,7 @@ describe('loadConfig', () => {
   })
 
   it('reads secrets from <NAME>_FILE, trimmed', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'plinth-config-'))
+    const dir = tempDir()
     writeFileSync(join(dir, 'secret'), `${SECRET}\n`)
     const c = load(
       { PLINTH_ENV: 'production', PLINTH_SECRET_KEY_FILE: 'secret', PLINTH_MASTER_KEY: MASTER_KEY },
@@ -172,7 +183,7 @@ describe('loadConfig', () => {
   })
 
   it('refuses a secret set both directly and by file, and a missing or empty file', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'plinth-config-'))
+    const dir = tempDir()
     writeFileSync(join(dir, 'empty'), '\n')
     const problems = problemsOf(
       {
@@ -213,7 +224,7 @@ describe('loadConfig', () => {
   })
 
   it('reads a .env file beneath the environment, which wins', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'plinth-config-'))
+    const dir = tempDir()
     writeFileSync(join(dir, '.env'), '# comment\nPORT=4100\nPLINTH_LOG_LEVEL="error"\n')
     const c = loadConfig({ env: { PLINTH_LOG_LEVEL: 'warn' }, cwd: dir })
     assert.equal(c.port, 4100)
