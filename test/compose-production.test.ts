@@ -93,6 +93,27 @@ describe('the production compose stack (podman-compose)', { skip, timeout: 40 * 
       }
     ).data
 
+  /** Each container's state and the end of the log of those that are not healthy, for a failure. */
+  async function stackState(): Promise<string> {
+    const out = [
+      await podman('ps', '-a', '--filter', `name=${project}`, '--format', '{{.Names}} {{.Status}}').catch(
+        (e: Error) => e.message,
+      ),
+    ]
+    for (const service of ['proxy', 'api-1', 'api-2', 'worker', 'postgres', 'redis']) {
+      const health = await podman('healthcheck', 'run', container(service)).catch(() => 'unhealthy')
+      if (health === '' || health === 'healthy') continue
+      const logs = await run('podman', ['logs', '--tail', '40', container(service)], {
+        env,
+        maxBuffer: 1 << 24,
+      })
+        .then((r) => `${r.stdout}${r.stderr}`.trim())
+        .catch((e: Error) => e.message)
+      out.push(`--- ${service} (${health}):\n${logs}`)
+    }
+    return out.join('\n')
+  }
+
   before(
     async () => {
       // The images: stand-ins for the third-party ones, then Plinth's (both cached in Podman's store).
@@ -185,7 +206,10 @@ describe('the production compose stack (podman-compose)', { skip, timeout: 40 * 
           return (await curl('/ready').catch(() => ({ status: 0 }))).status === 200
         },
         { timeoutMs: 5 * 60_000, intervalMs: 1000 },
-      )
+      ).catch(async (err: Error) => {
+        // What the containers were doing: the teardown removes them and their logs.
+        throw new Error(`${err.message}\n${await stackState()}`)
+      })
       figures.push(`up -d to ready behind the proxy ${seconds(started).toFixed(0)} s`)
     },
     { timeout: 35 * 60_000 },
