@@ -2,6 +2,8 @@ import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import { InMemorySpanExporter } from '@opentelemetry/sdk-trace'
 import type { PlinthConfig } from '../src/config/config.schema.ts'
+import { newSecret, TOKEN_PREFIX } from '../src/modules/accounts/secrets.ts'
+import { maskSecrets } from '../src/modules/mail/mail.privacy.ts'
 import { createMailer, type MailMessage } from '../src/modules/mail/mailer.ts'
 import { isPlinthError } from '../src/shared/errors.ts'
 import { captureLogs } from './helpers/log-capture.ts'
@@ -169,5 +171,32 @@ describe('mail without a category, and bodies of the wrong type', () => {
       assert.equal(row.text_body, withSecrets.text)
       assert.equal(row.html_body, withSecrets.html)
     })
+  })
+})
+
+describe('the shape of Plinth secrets, as mail masks it', () => {
+  it('masks every kind of secret Plinth makes wherever it stands, whatever character it ends with', () => {
+    const made = Object.values(TOKEN_PREFIX).flatMap((prefix) => [
+      ...Array.from({ length: 50 }, () => newSecret(prefix).secret),
+      // The last character is where a word-boundary pattern failed: `-` and `_` are both base64url.
+      `${prefix}${'a'.repeat(42)}-`,
+      `${prefix}${'-'.repeat(43)}`,
+      `${prefix}${'b'.repeat(42)}_`,
+    ])
+    for (const secret of made)
+      for (const text of [
+        secret,
+        `token=${secret}&x=1`,
+        `"${secret}"`,
+        `open ${secret}\nthen`,
+        `(${secret}).`,
+      ]) {
+        const masked = maskSecrets(text) as string
+        assert.ok(!masked.includes(secret), `${JSON.stringify(text)} was kept as ${JSON.stringify(masked)}`)
+        assert.match(masked, /\[link secret removed\]/)
+      }
+    // Not a secret of Plinth's: a longer run of the same characters, or another prefix.
+    for (const text of [`plr_${'a'.repeat(44)}`, `xplr_${'a'.repeat(43)}`, `plx_${'a'.repeat(43)}`])
+      assert.equal(maskSecrets(text), text)
   })
 })

@@ -110,8 +110,20 @@ export function redactDeep<T>(value: T): T {
  * masked as `****` (what `redactUrl` writes for the configuration's URLs) is left as it is.
  */
 const URL_PASSWORD = /(\b[a-z][a-z0-9+.-]*:\/\/[^\s:/?#@"\\]*:)(?!\*+@)[^\s/?#@"\\]+@/gi
-/** Plinth's own secrets (API tokens, sessions, challenges, reset and invitation links: `pl?_` and 256 bits). */
-const PLINTH_SECRET = /\bpl[tscri]_[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])/g
+/**
+ * Plinth's own secrets (modules/accounts/secrets.ts: API tokens `plt_`, sessions `pls_`, sign-in
+ * challenges `plc_`, reset `plr_` and invitation `pli_` links), each its prefix and 256 bits in
+ * base64url: exactly 43 characters of `A-Za-z0-9_-`, not part of a longer run of them.
+ */
+const PLINTH_SECRET = /(?<![A-Za-z0-9_-])pl[tscri]_[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])/g
+
+/**
+ * `text` with every one of Plinth's own secrets replaced by `mask`: the one definition of their
+ * shape, for the log lines (`scrubText`) and the mail kept in `mail_outbox` and in data exports.
+ */
+export function maskPlinthSecrets(text: string, mask: string = REDACTED): string {
+  return text.includes('_') ? text.replace(PLINTH_SECRET, mask) : text
+}
 
 /**
  * `text` with the secrets that free text can carry masked: the password of any URL, and, with
@@ -124,8 +136,7 @@ const PLINTH_SECRET = /\bpl[tscri]_[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])/g
 export function scrubText(text: string, plinthSecrets = true): string {
   let out = text
   if (out.includes('://')) out = out.replace(URL_PASSWORD, `$1${REDACTED}@`)
-  if (plinthSecrets && out.includes('_')) out = out.replace(PLINTH_SECRET, REDACTED)
-  return out
+  return plinthSecrets ? maskPlinthSecrets(out) : out
 }
 
 type LoggerConfig = Pick<PlinthConfig, 'logLevel' | 'logFormat' | 'env'> & Partial<TracingConfig>

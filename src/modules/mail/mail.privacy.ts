@@ -1,14 +1,12 @@
 import type { PersonalDataTable } from '../../core/privacy.ts'
-
-/** Plinth's single-use secrets (`pl?_` and 256 bits, base64url) as they appear in links. */
-const SECRET = /\bpl[a-z]_[A-Za-z0-9_-]{43}\b/g
+import { maskPlinthSecrets } from '../../observability/logger.ts'
 
 /** What a masked secret reads as. */
 export const MASKED_SECRET = '[link secret removed]'
 
 /** A mail body with the secrets of its links (password resets, invitations) masked. */
 export const maskSecrets = (value: unknown) =>
-  typeof value === 'string' ? value.replace(SECRET, MASKED_SECRET) : value
+  typeof value === 'string' ? maskPlinthSecrets(value, MASKED_SECRET) : value
 
 /** Every e-mail sent (or captured) to the person's address. */
 export const mailPersonalData: readonly PersonalDataTable[] = [
