@@ -94,6 +94,12 @@ export function createCheckWaiters() {
   }
 }
 
+/** What the cache holds per unknown address. */
+interface StoredFailures {
+  failures: number
+  lockedUntil: string | null
+}
+
 /**
  * Failures for e-mail addresses that have no account are counted too (in the cache), so that an
  * unknown address locks exactly like a known one and the lock reveals nothing. Its attempts follow
@@ -105,12 +111,6 @@ export function createCheckWaiters() {
  * the count of checks running: a burst spread over replicas can start up to that many checks on
  * each before the failures lock the address.
  */
-/** What the cache holds per unknown address. */
-interface StoredFailures {
-  failures: number
-  lockedUntil: string | null
-}
-
 export function createUnknownAccountCounter(cache: Cache) {
   const key = (email: string) => `login-failures:${email}`
   const ttl = 24 * 3_600_000
